@@ -1,0 +1,117 @@
+# pagerd / libpager
+#
+#   make              build everything into build/
+#   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
+#   make demo         run the demo: an application bigger than its limit
+#   make bench        benchmarks against the kernel, printed as ratios
+#   make install      PREFIX=/usr/local DESTDIR=
+#
+# Missing packages are installed by scripts/deps.sh (apt-get when root).
+
+VERSION      := 0.1.0
+SOVERSION    := 0
+PREFIX       ?= /usr/local
+CC           ?= cc
+
+ifeq ($(SANITIZE),1)
+BUILD        ?= build-san
+SANFLAGS     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT          ?= -O1
+else
+BUILD        ?= build
+SANFLAGS     :=
+OPT          ?= -O2
+endif
+
+WARN         := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-missing-field-initializers
+CFLAGS       ?= $(OPT) -g
+ALL_CFLAGS    = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE \
+                -Iinclude -Icommon -MMD -MP \
+                -DPAGERD_INSTALL_PATH='"$(PREFIX)/sbin/pagerd"'
+ALL_LDFLAGS   = $(LDFLAGS) $(SANFLAGS)
+
+# Expanded when a recipe runs, after scripts/deps.sh has installed them.
+EVENT_LIBS    = $(shell pkg-config --libs libevent)
+SYSTEMD_LIBS  = $(shell pkg-config --libs libsystemd)
+CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
+
+COMMON_SRC   := common/proto.c common/size.c
+LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c common/proto.c
+DAEMON_SRC   := $(wildcard daemon/*.c) $(COMMON_SRC)
+CTL_SRC      := pagerctl/pagerctl.c $(COMMON_SRC)
+EXAMPLES     := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+UNIT_TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+INTEG_TESTS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/itest_*.c))
+BENCHES      := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+pic = $(patsubst %.c,$(BUILD)/pic/%.o,$(1))
+
+LIBSO        := $(BUILD)/libpager.so.$(VERSION)
+TARGETS      := $(LIBSO) $(BUILD)/libpager.a $(BUILD)/pagerd $(BUILD)/pagerctl \
+                $(BUILD)/libpager.pc $(EXAMPLES)
+
+.PHONY: all deps check demo bench install clean
+all: $(TARGETS)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(LIBSO): $(call pic,$(LIB_SRC)) libpager/libpager.map
+	$(CC) -shared -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -lpthread \
+		-Wl,-soname,libpager.so.$(SOVERSION) \
+		-Wl,--version-script=libpager/libpager.map -Wl,--no-undefined
+	ln -sf libpager.so.$(VERSION) $(BUILD)/libpager.so.$(SOVERSION)
+	ln -sf libpager.so.$(SOVERSION) $(BUILD)/libpager.so
+
+$(BUILD)/libpager.a: $(call obj,$(LIB_SRC))
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(BUILD)/pagerd: $(call obj,$(DAEMON_SRC))
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(SYSTEMD_LIBS)
+
+$(BUILD)/pagerctl: $(call obj,$(CTL_SRC))
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+
+# Programs link the shared library and find it through an rpath.
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -lm -Wl,-rpath,'$$ORIGIN/..'
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -lm -Wl,-rpath,'$$ORIGIN/..'
+
+# Unit tests link the module they test; integration tests link libpager
+# and the test harness, and run a real pagerd.
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) -lpthread
+$(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
+
+check: all $(UNIT_TESTS) $(INTEG_TESTS)
+	@tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
+
+demo: all
+	@PAGERD=$(BUILD)/pagerd $(BUILD)/examples/demo
+
+bench: all $(BENCHES)
+	@bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+#include "proto.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+size_t proto_body_size(uint16_t type)
+{
+	switch (type) {
+	case PROTO_HELLO:          return sizeof(struct proto_hello);
+	case PROTO_REGION_CREATE:  return sizeof(struct proto_region_create);
+	case PROTO_REGION_DESTROY: return sizeof(struct proto_region_destroy);
+	case PROTO_STATUS:         return 0;
+	case PROTO_REPLY:          return sizeof(struct proto_reply);
+	default:                   return 0;
+	}
+}
+
+static bool proto_type_known(uint16_t type)
+{
+	return (type >= PROTO_HELLO && type <= PROTO_TYPE_MAX_REQUEST) ||
+	       type == PROTO_REPLY;
+}
+
+unsigned proto_fds_expected(uint16_t type)
+{
+	/* A hello carries the uffd, except from a control client: the
+	 * daemon checks that case against the flags. */
+	return type == PROTO_REGION_CREATE ? 1 : 0;
+}
+
+const char *proto_type_name(uint16_t type)
+{
+	switch (type) {
+	case PROTO_HELLO:          return "hello";
+	case PROTO_REGION_CREATE:  return "region-create";
+	case PROTO_REGION_DESTROY: return "region-destroy";
+	case PROTO_STATUS:         return "status";
+	case PROTO_REPLY:          return "reply";
+	default:                   return "unknown";
+	}
+}
+
+size_t proto_finish(struct proto_msg *msg, enum proto_type type, uint32_t seq)
+{
+	size_t n = sizeof(msg->hdr) + proto_body_size((uint16_t)type);
+
+	msg->hdr.magic = PROTO_MAGIC;
+	msg->hdr.version = PROTO_VERSION;
+	msg->hdr.type = (uint16_t)type;
+	msg->hdr.size = (uint32_t)n;
+	msg->hdr.seq = seq;
+	return n;
+}
+
+static int validate_name(const char *name, size_t max)
+{
+	size_t len = strnlen(name, max);
+
+	if (len == max)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++)
+		if (name[i] < 0x20 || name[i] > 0x7e)
+			return -EINVAL;
+	return 0;
+}
+
+int proto_validate(const void *buf, size_t n)
+{
+	struct proto_msg msg;
+
+	if (n < sizeof(struct proto_hdr) || n > sizeof(msg))
+		return -EBADMSG;
+	memset(&msg, 0, sizeof(msg));
+	memcpy(&msg, buf, n);
+	if (msg.hdr.magic != PROTO_MAGIC)
+		return -EBADMSG;
+	if (msg.hdr.version != PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (msg.hdr.size != n)
+		return -EBADMSG;
+	if (!proto_type_known(msg.hdr.type))
+		return -EOPNOTSUPP;
+	if (n != sizeof(msg.hdr) + proto_body_size(msg.hdr.type))
+		return -EBADMSG;
+
+	switch (msg.hdr.type) {
+	case PROTO_HELLO: {
+		const struct proto_hello *h = &msg.body.hello;
+
+		if (h->flags & ~(PROTO_HELLO_CONTROL | PROTO_HELLO_KERNEL_FAULTS))
+			return -EINVAL;
+		if (h->page_size == 0 || (h->page_size & (h->page_size - 1)))
+			return -EINVAL;
+		break;
+	}
+	case PROTO_REGION_CREATE: {
+		const struct proto_region_create *rc = &msg.body.region_create;
+
+		if (rc->flags != 0 || rc->len == 0 || rc->addr == 0)
+			return -EINVAL;
+		if (rc->addr + rc->len < rc->addr)
+			return -EINVAL;
+		return validate_name(rc->name, sizeof(rc->name));
+	}
+	case PROTO_REGION_DESTROY:
+		if (msg.body.region_destroy.region_id == 0)
+			return -EINVAL;
+		break;
+	case PROTO_REPLY: {
+		int32_t st = msg.body.reply.status;
+
+		if (st > 0 || st < -4095)
+			return -EINVAL;
+		break;
+	}
+	default:
+		break;
+	}
+	return 0;
+}
+
+int proto_send(int sock, const struct proto_msg *msg, size_t n,
+	       const int *fds, unsigned nfds)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = n };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t r;
+
+	if (nfds > PROTO_MAX_FDS || n > sizeof(*msg))
+		return -EINVAL;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	do
+		r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == n ? 0 : -EMSGSIZE;
+}
+
+static void close_rights(struct msghdr *mh)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(fd);
+		}
+	}
+}
+
+ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+		   unsigned *nfds)
+{
+	/* Room for more descriptors than we accept, so that a peer sending
+	 * too many is seen (and all of them closed) rather than truncated
+	 * into silently leaked fds. */
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(*msg) };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+	};
+	ssize_t r;
+	unsigned got = 0;
+
+	*nfds = 0;
+	do
+		r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_TRUNC);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)r > sizeof(*msg)) {
+		close_rights(&mh);
+		return -EMSGSIZE;
+	}
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			got += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	}
+	if (got > PROTO_MAX_FDS) {
+		close_rights(&mh);
+		return -EMSGSIZE;
+	}
+	if (got) {
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+		memcpy(fds, CMSG_DATA(c), sizeof(int) * got);
+		*nfds = got;
+	}
+	return r;
+}

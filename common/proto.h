@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The wire protocol between libpager (and pagerctl) and pagerd.
+ *
+ * Transport: a SOCK_SEQPACKET Unix socket, so every message arrives whole or
+ * not at all.  Each message is a fixed header followed by a body whose size
+ * is fixed per type; file descriptors travel as SCM_RIGHTS on the message
+ * that needs them.  All integers are in host byte order (both ends share a
+ * machine).  The header carries a magic and a version: a peer speaking
+ * another version gets -EPROTONOSUPPORT, not a misread.
+ *
+ * Every request carries a sequence number; the reply echoes it together with
+ * a status (0 or -errno).  Requests on one connection are answered in order.
+ *
+ * This module only encodes, decodes and validates; it never allocates and
+ * never logs, so both the library and the daemon link it.
+ */
+#ifndef PAGER_PROTO_H
+#define PAGER_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define PROTO_MAGIC   0x50475244u /* "PGRD" */
+#define PROTO_VERSION 1u
+
+/* The largest message either side sends or accepts. */
+#define PROTO_MAX_MSG 512u
+/* The most file descriptors one message may carry. */
+#define PROTO_MAX_FDS 1
+
+enum proto_type {
+	/* requests */
+	PROTO_HELLO = 1,          /* first message; a client sends its uffd */
+	PROTO_REGION_CREATE = 2,  /* carries the region's memfd */
+	PROTO_REGION_DESTROY = 3,
+	PROTO_STATUS = 4,         /* daemon-wide counters (pagerctl) */
+	PROTO_TYPE_MAX_REQUEST = PROTO_STATUS,
+	/* replies */
+	PROTO_REPLY = 100,
+};
+
+struct proto_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t size;  /* of the whole message, header included */
+	uint32_t seq;
+} __attribute__((packed));
+
+/* hello.flags */
+#define PROTO_HELLO_CONTROL      (1u << 0) /* pagerctl: no uffd, no regions */
+#define PROTO_HELLO_KERNEL_FAULTS (1u << 1) /* uffd opened without USER_MODE_ONLY */
+
+struct proto_hello {
+	uint32_t flags;
+	uint32_t page_size;
+	uint64_t uffd_features; /* what UFFDIO_API granted the client */
+} __attribute__((packed));
+
+/* region_create.flags: none yet, must be 0 */
+#define PROTO_NAME_MAX 64
+
+struct proto_region_create {
+	uint64_t addr;      /* where the client mapped the memfd */
+	uint64_t len;       /* bytes, a page multiple; the memfd's exact size */
+	uint64_t memory_limit;
+	uint32_t flags;
+	char name[PROTO_NAME_MAX]; /* NUL-terminated, printable */
+} __attribute__((packed));
+
+struct proto_region_destroy {
+	uint64_t region_id;
+} __attribute__((packed));
+
+/* The reply to every request.  Fields a request does not use are zero. */
+struct proto_reply {
+	int32_t status;     /* 0 or -errno */
+	uint32_t version;   /* hello: the daemon's protocol version */
+	uint64_t region_id; /* region_create */
+	/* status */
+	uint64_t clients;
+	uint64_t regions;
+	uint64_t mapped_bytes;
+	uint64_t resident_pages;
+	uint64_t faults_missing;
+	uint64_t faults_minor;
+	uint64_t faults_wp;
+	uint64_t pages_zero_filled;
+	uint64_t uptime_ms;
+	int32_t pid;
+	uint32_t pad;
+} __attribute__((packed));
+
+union proto_body {
+	struct proto_hello hello;
+	struct proto_region_create region_create;
+	struct proto_region_destroy region_destroy;
+	struct proto_reply reply;
+};
+
+struct proto_msg {
+	struct proto_hdr hdr;
+	union proto_body body;
+} __attribute__((packed));
+
+/*
+ * Fills in a message of `type` whose body the caller has already written to
+ * msg->body; returns the number of bytes to send.
+ */
+size_t proto_finish(struct proto_msg *msg, enum proto_type type, uint32_t seq);
+
+/* The body size a type must have, or 0 for an unknown type. */
+size_t proto_body_size(uint16_t type);
+
+/* How many fds a message of this type must carry. */
+unsigned proto_fds_expected(uint16_t type);
+
+/*
+ * Checks a received message of `n` bytes: magic, version, declared size
+ * equal to `n` and to the type's size, and the body's fields (flags known,
+ * names terminated, sizes sane).  Returns 0 or:
+ *   -EBADMSG          truncated, bad magic, or size mismatch
+ *   -EPROTONOSUPPORT  another protocol version
+ *   -EOPNOTSUPP       unknown type
+ *   -EINVAL           a field out of range
+ */
+int proto_validate(const void *buf, size_t n);
+
+/*
+ * Sends `n` bytes of `msg` with up to PROTO_MAX_FDS descriptors (fds may be
+ * NULL when nfds is 0).  Returns 0 or -errno.  Retries EINTR.
+ */
+int proto_send(int sock, const struct proto_msg *msg, size_t n,
+	       const int *fds, unsigned nfds);
+
+/*
+ * Receives one message into `msg`.  Received descriptors are stored in fds[]
+ * (O_CLOEXEC) and counted in *nfds; on any error they are already closed.
+ * Returns the message size (> 0), 0 at end of stream, or -errno:
+ *   -EMSGSIZE  the message or its descriptors did not fit (all closed)
+ *   -EAGAIN    non-blocking socket with nothing to read
+ * The message is not validated: call proto_validate().
+ */
+ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+		   unsigned *nfds);
+
+/* A printable name for a message type, for logs. */
+const char *proto_type_name(uint16_t type);
+
+#endif /* PAGER_PROTO_H */

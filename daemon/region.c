@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Regions as pagerd sees them: the client's memfd, checked and mapped here,
+ * and one state byte per page.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pagerd.h"
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+/*
+ * A region's backing must be a memfd on shmem (not hugetlbfs), of exactly
+ * the declared size, sealed against shrinking and growing: otherwise the
+ * client could truncate it under our mapping and our next access to it
+ * would raise SIGBUS in pagerd.  Returns 0 or -errno, with a reason logged.
+ */
+static int memfd_check(struct client *c, int fd, uint64_t len)
+{
+	char link[64], target[PATH_MAX];
+	struct statfs sfs;
+	struct stat st;
+	ssize_t n;
+	int seals;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return -EBADF;
+	target[n] = '\0';
+	if (strncmp(target, "/memfd:", 7) != 0 || fstat(fd, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || fstatfs(fd, &sfs) < 0 ||
+	    sfs.f_type != TMPFS_MAGIC) {
+		log_warn("client %" PRIu64 ": region fd is not a shmem memfd (%s)",
+			 c->id, target);
+		return -EBADF;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+				 (F_SEAL_SHRINK | F_SEAL_GROW)) {
+		log_warn("client %" PRIu64 ": region memfd is not sealed against resizing",
+			 c->id);
+		return -EPERM;
+	}
+	if ((uint64_t)st.st_size != len) {
+		log_warn("client %" PRIu64 ": region memfd is %lld bytes, declared %" PRIu64,
+			 c->id, (long long)st.st_size, len);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int region_insert(struct client *c, struct region *r)
+{
+	size_t i = 0;
+
+	if (c->nregions == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 8;
+		struct region **v = realloc(c->regions, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		c->regions = v;
+		c->cap = cap;
+	}
+	while (i < c->nregions && c->regions[i]->addr < r->addr)
+		i++;
+	/* Regions of one client never overlap: their addresses come from
+	 * mmap in one address space.  A client claiming otherwise lies. */
+	if ((i > 0 && c->regions[i - 1]->addr + c->regions[i - 1]->len > r->addr) ||
+	    (i < c->nregions && r->addr + r->len > c->regions[i]->addr))
+		return -EEXIST;
+	memmove(&c->regions[i + 1], &c->regions[i],
+		(c->nregions - i) * sizeof(*c->regions));
+	c->regions[i] = r;
+	c->nregions++;
+	return 0;
+}
+
+int region_create(struct client *c, const struct proto_region_create *rc,
+		  int memfd, struct region **ret)
+{
+	struct daemon *d = c->d;
+	struct region *r;
+	int e;
+
+	if (rc->len % d->page_size || rc->addr % d->page_size) {
+		log_warn("client %" PRIu64 ": region not page aligned", c->id);
+		return -EINVAL;
+	}
+	if (rc->len > d->cfg.max_region_bytes) {
+		log_warn("client %" PRIu64 ": region of %" PRIu64 " bytes over the %" PRIu64 " limit",
+			 c->id, rc->len, d->cfg.max_region_bytes);
+		return -EFBIG;
+	}
+	if (c->nregions >= d->cfg.max_regions) {
+		log_warn("client %" PRIu64 ": region limit (%u) reached", c->id,
+			 d->cfg.max_regions);
+		return -ENOSPC;
+	}
+	e = memfd_check(c, memfd, rc->len);
+	if (e < 0)
+		return e;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->client = c;
+	r->addr = rc->addr;
+	r->len = rc->len;
+	r->npages = rc->len / d->page_size;
+	r->memory_limit = rc->memory_limit;
+	r->memfd = memfd;
+	memcpy(r->name, rc->name, sizeof(r->name));
+	r->state = calloc(r->npages, 1);
+	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
+	if (!r->state || r->map == MAP_FAILED) {
+		e = r->map == MAP_FAILED ? -errno : -ENOMEM;
+		log_warn("client %" PRIu64 ": cannot map region: %s", c->id,
+			 strerror(-e));
+		goto fail;
+	}
+	e = region_insert(c, r);
+	if (e < 0) {
+		log_warn("client %" PRIu64 ": region at 0x%" PRIx64 " overlaps another",
+			 c->id, r->addr);
+		goto fail;
+	}
+	r->id = ++d->next_region_id;
+	*ret = r;
+	return 0;
+fail:
+	if (r->map != MAP_FAILED)
+		munmap(r->map, r->len);
+	free(r->state);
+	free(r);
+	return e;
+}
+
+static void region_remove(struct client *c, struct region *r)
+{
+	for (size_t i = 0; i < c->nregions; i++) {
+		if (c->regions[i] == r) {
+			memmove(&c->regions[i], &c->regions[i + 1],
+				(c->nregions - i - 1) * sizeof(*c->regions));
+			c->nregions--;
+			return;
+		}
+	}
+}
+
+/* The client moved the whole region with mremap(2). */
+void region_move(struct region *r, uint64_t to)
+{
+	struct client *c = r->client;
+	uint64_t from = r->addr;
+
+	region_remove(c, r);
+	r->addr = to;
+	/* Cannot fail: the slot we just freed is there, and the kernel
+	 * moved the mapping to a free range. */
+	if (region_insert(c, r) < 0) {
+		r->addr = from;
+		region_insert(c, r);
+	}
+}
+
+/* Frees everything pagerd holds for the region, including the memfd. */
+void region_destroy(struct region *r)
+{
+	region_remove(r->client, r);
+	munmap(r->map, r->len);
+	close(r->memfd);
+	free(r->state);
+	free(r);
+}
+
+struct region *region_find(struct client *c, uint64_t addr)
+{
+	size_t lo = 0, hi = c->nregions;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct region *r = c->regions[mid];
+
+		if (addr < r->addr)
+			hi = mid;
+		else if (addr >= r->addr + r->len)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+struct region *region_find_id(struct client *c, uint64_t id)
+{
+	for (size_t i = 0; i < c->nregions; i++)
+		if (c->regions[i]->id == id)
+			return c->regions[i];
+	return NULL;
+}
+
+void region_set_state(struct region *r, uint64_t first, uint64_t n,
+		      enum page_state st)
+{
+	for (uint64_t p = first; p < first + n && p < r->npages; p++) {
+		if (r->state[p] == st)
+			continue;
+		if (r->state[p] == PAGE_RESIDENT)
+			r->resident--;
+		if (st == PAGE_RESIDENT)
+			r->resident++;
+		r->state[p] = (uint8_t)st;
+	}
+}

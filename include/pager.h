@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libpager — memory regions whose pages are managed by pagerd, a user-space
+ * pager.
+ *
+ * Every call returns 0 (or a positive value where documented) on success and
+ * a negative errno value on failure; errno itself is left alone.  The library
+ * never prints, logs or exits.  Handles are opaque.  Options structs start
+ * with `size_t sz`, set to sizeof(the struct) by the caller, so that later
+ * versions can append fields without breaking the ABI; a NULL options pointer
+ * means "all defaults".
+ *
+ * All calls are thread-safe: several threads may create and destroy regions
+ * and fault on them at the same time.
+ */
+#ifndef PAGER_H
+#define PAGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PAGER_VERSION_MAJOR 0
+#define PAGER_VERSION_MINOR 1
+
+struct pager;
+struct pager_region;
+
+/*
+ * Where pager_open() connects, first match wins:
+ *   1. opts->socket_path
+ *   2. $PAGER_SOCKET
+ *   3. the system daemon's socket, /run/pagerd/pagerd.sock, if one listens
+ *   4. a private pagerd started for this process (binary from $PAGERD, else
+ *      next to the installed library, else $PATH), connected over a
+ *      socketpair; it exits when the pager is closed or the process dies.
+ */
+#define PAGER_SYSTEM_SOCKET "/run/pagerd/pagerd.sock"
+
+/* pager_opts.flags */
+#define PAGER_OPEN_NO_PRIVATE   (1u << 0) /* fail instead of starting a private pagerd */
+#define PAGER_OPEN_FORCE_PRIVATE (1u << 1) /* always start a private pagerd */
+
+struct pager_opts {
+	size_t sz;               /* sizeof(struct pager_opts) */
+	const char *socket_path; /* NULL: see the order above */
+	uint32_t flags;          /* PAGER_OPEN_* */
+	/* Settings for a private pagerd only (a shared daemon has its own):
+	 * 0 / NULL mean "from $PAGER_MEMORY_LIMIT / $PAGER_SWAP, else none". */
+	uint64_t memory_limit;   /* bytes of resident memory for the daemon */
+	const char *swap_path;   /* swap file for the daemon */
+};
+
+/* pager_info.flags */
+#define PAGER_INFO_KERNEL_FAULTS (1u << 0) /* faults taken inside the kernel
+					    * (read(2) into a region) are served;
+					    * without it they fail with EFAULT */
+#define PAGER_INFO_PRIVATE       (1u << 1) /* connected to a private pagerd */
+
+struct pager_info {
+	size_t sz;               /* sizeof(struct pager_info) */
+	uint32_t flags;          /* PAGER_INFO_* */
+	uint32_t daemon_version; /* protocol version the daemon speaks */
+	int32_t daemon_pid;      /* from SO_PEERCRED */
+	uint32_t page_size;
+	uint64_t uffd_features;  /* UFFD_FEATURE_* bits in force */
+};
+
+int pager_open(struct pager **ret, const struct pager_opts *opts);
+void pager_close(struct pager *p);
+int pager_get_info(const struct pager *p, struct pager_info *info);
+
+struct pager_region_opts {
+	size_t sz;               /* sizeof(struct pager_region_opts) */
+	const char *name;        /* shows in /proc/PID/maps and pagerctl; may be NULL */
+	uint64_t memory_limit;   /* resident bytes for this region, 0 = none */
+};
+
+/* len is rounded up to whole pages.  The memory reads as zeros until
+ * written. */
+int pager_region_create(struct pager *p, size_t len,
+			const struct pager_region_opts *opts,
+			struct pager_region **ret);
+void *pager_region_addr(const struct pager_region *r);
+size_t pager_region_len(const struct pager_region *r);
+/* Returns the daemon's id for the region (> 0), as pagerctl shows it. */
+int64_t pager_region_id(const struct pager_region *r);
+/* Frees the region and everything the daemon holds for it.  NULL is fine. */
+int pager_region_destroy(struct pager_region *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PAGER_H */

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LIBPAGER_INTERNAL_H
+#define LIBPAGER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "pager.h"
+#include "proto.h"
+
+#define PAGER_EXPORT __attribute__((visibility("default")))
+
+struct pager_region {
+	struct pager *pager;
+	struct pager_region *prev, *next; /* on pager->regions */
+	void *addr;
+	size_t len;
+	int memfd;
+	uint64_t id;
+};
+
+struct pager {
+	pthread_mutex_t lock;   /* one request in flight; guards regions, seq */
+	int sock;
+	int uffd;               /* our own copy: faults wait, never lie */
+	uint32_t seq;
+	uint32_t info_flags;    /* PAGER_INFO_* */
+	uint64_t uffd_features;
+	uint32_t daemon_version;
+	pid_t daemon_pid;
+	pid_t private_pid;      /* > 0 when we started the daemon */
+	size_t page_size;
+	struct pager_region *regions;
+};
+
+/* Sends one request and waits for its reply; the caller holds p->lock.
+ * Returns the reply's status (0 or -errno), or -errno of the transport. */
+int pager_call_locked(struct pager *p, struct proto_msg *msg,
+		      enum proto_type type, const int *fds, unsigned nfds,
+		      struct proto_reply *ret_reply);
+
+/* Opens a userfaultfd for this process and negotiates features: kernel-mode
+ * faults where allowed, else user-mode only (reported in *ret_kernel). */
+int pager_uffd_open(int *ret_fd, uint64_t *ret_features, bool *ret_kernel);
+
+/* Starts a private pagerd connected over a socketpair. */
+int pager_spawn_private(const struct pager_opts *opts, int *ret_sock,
+			pid_t *ret_pid);
+
+#endif
