@@ -189,8 +189,8 @@ static void do_status(struct client *c, struct proto_reply *out)
 {
 	struct daemon *d = c->d;
 
-	out->clients = d->nclients;
 	for (struct client *o = d->clients; o; o = o->next) {
+		out->clients += o->hello_done && !o->control;
 		out->regions += o->nregions;
 		for (size_t i = 0; i < o->nregions; i++) {
 			out->mapped_bytes += o->regions[i]->len;

@@ -71,8 +71,8 @@ static void uffd_wake(struct client *c, uint64_t addr, uint64_t len)
  *
  * A round trip through pagerd costs 3.7–60 µs against 1.3 µs for a kernel
  * fault, so sequential first touches must be resolved many pages at a time.
- * Each region tracks a few streams; a fault at the page right after a
- * stream's last fill doubles that stream's window (up to the configured
+ * Each region tracks a few streams; a fault at (or just past) the page
+ * after a stream's last fill doubles that stream's window (up to the configured
  * maximum), any other fault starts a stream with a window of one page, so
  * random touches populate only what they touch.
  */
@@ -84,7 +84,10 @@ static uint64_t fault_around_window(struct region *r, uint64_t page,
 	r->stream_clock++;
 	for (int i = 0; i < FAULT_STREAMS; i++) {
 		s = &r->streams[i];
-		if (s->window && page == s->next) {
+		/* A hit: the page right after the last fill, or a little
+		 * beyond it where the run stopped at pages already there. */
+		if (s->window && page >= s->next &&
+		    page - s->next <= (s->window < 16 ? 16 : s->window)) {
 			s->window = s->window * 2 > max_window ? max_window
 							       : s->window * 2;
 			goto hit;
@@ -144,43 +147,55 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 	return (int64_t)done;
 }
 
-/* Resolves a MISSING fault.  Returns 0, or -EAGAIN to retry after events. */
+/*
+ * Resolves a MISSING fault: zero-fills the faulting page and, for a
+ * sequential stream, the never-populated pages of the window after it,
+ * skipping pages that already hold data.  Returns 0, or -EAGAIN to retry
+ * after the pending event is read.
+ */
 static int fault_missing(struct client *c, struct region *r, uint64_t page)
 {
 	struct daemon *d = c->d;
 	struct fault_stream *s;
 	uint64_t want = fault_around_window(r, page, d->cfg.fault_around_max, &s);
-	uint64_t n = empty_run(r, page, want);
+	uint64_t end = page + want < r->npages ? page + want : r->npages;
+	uint64_t n = empty_run(r, page, end - page), p;
 	int64_t done;
 
 	d->stats.faults_missing++;
+	/*
+	 * The faulting page first, with a short head, so that the thread
+	 * is woken and works through those pages while we fill the rest:
+	 * with two CPUs, the app and pagerd overlap.
+	 */
 	if (n == 0)
 		n = 1; /* we thought it populated; the kernel knows better */
-	/*
-	 * Fill the head of a large window first and wake the faulting
-	 * thread, so that it works through those pages while we fill the
-	 * rest: with two CPUs, app and pagerd overlap.
-	 */
-	uint64_t head = n > 32 ? 32 : n;
-	done = zero_fill(c, r, page, head);
-	if (done > 0 && (uint64_t)done == head && n > head) {
-		int64_t more = zero_fill(c, r, page + head, n - head);
-		if (more > 0)
-			done += more;
-	}
-	if (s)
-		s->start = page, s->next = page + (done > 0 ? (uint64_t)done : 1);
-	if (done > 0)
-		return 0;
+	done = zero_fill(c, r, page, n > 32 ? 32 : n);
 	if (done == 0) {
 		uffd_wake(c, r->addr + page * d->page_size, d->page_size);
+		done = 1;
+	} else if (done < 0) {
+		if (done == -EAGAIN)
+			return -EAGAIN;
+		if (done != -ENOENT && done != -ESRCH)
+			log_warn("client %" PRIu64 ": zero-fill at page %" PRIu64 " of region %" PRIu64 ": %s",
+				 c->id, page, r->id, strerror((int)-done));
 		return 0;
 	}
-	if (done == -EAGAIN)
-		return -EAGAIN;
-	if (done != -ENOENT && done != -ESRCH)
-		log_warn("client %" PRIu64 ": zero-fill at page %" PRIu64 " of region %" PRIu64 ": %s",
-			 c->id, page, r->id, strerror((int)-done));
+	for (p = page + (uint64_t)done; p < end;) {
+		if (r->state[p] != PAGE_EMPTY) {
+			p++;
+			continue;
+		}
+		done = zero_fill(c, r, p, empty_run(r, p, end - p));
+		if (done < 0)
+			break; /* fault-around is a bonus: stop quietly */
+		p += done ? (uint64_t)done : 1;
+	}
+	if (s) {
+		s->start = page;
+		s->next = p;
+	}
 	return 0;
 }
 
