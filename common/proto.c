@@ -185,6 +185,7 @@ ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		.msg_iov = &iov, .msg_iovlen = 1,
 		.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 	};
+	struct cmsghdr *rights = NULL;
 	ssize_t r;
 	unsigned got = 0;
 
@@ -194,22 +195,30 @@ ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return -errno;
+	if (r == 0) {
+		/* End of stream, or an empty message: either way the caller
+		 * sees "peer gone" and must not be handed fds to leak. */
+		close_rights(&mh);
+		return 0;
+	}
 	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)r > sizeof(*msg)) {
 		close_rights(&mh);
 		return -EMSGSIZE;
 	}
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
 			got += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			rights = c;
+		}
 	}
 	if (got > PROTO_MAX_FDS) {
 		close_rights(&mh);
 		return -EMSGSIZE;
 	}
 	if (got) {
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-
-		memcpy(fds, CMSG_DATA(c), sizeof(int) * got);
+		/* Not necessarily the first header: SO_PASSCRED puts
+		 * SCM_CREDENTIALS ahead of it. */
+		memcpy(fds, CMSG_DATA(rights), sizeof(int) * got);
 		*nfds = got;
 	}
 	return r;

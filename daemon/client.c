@@ -17,6 +17,13 @@
 
 static void client_on_sock(int fd, short what, void *arg);
 
+static void client_on_reconcile(int fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	client_reconcile(arg);
+}
+
 int client_accept(struct daemon *d, int sock)
 {
 	socklen_t len = sizeof(struct ucred);
@@ -40,8 +47,12 @@ int client_accept(struct daemon *d, int sock)
 	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
-	if (!c->sock_ev || event_add(c->sock_ev, NULL) < 0) {
-		event_free(c->sock_ev);
+	c->reconcile_ev = evtimer_new(d->base, client_on_reconcile, c);
+	if (!c->sock_ev || !c->reconcile_ev || event_add(c->sock_ev, NULL) < 0) {
+		if (c->sock_ev)
+			event_free(c->sock_ev);
+		if (c->reconcile_ev)
+			event_free(c->reconcile_ev);
 		free(c);
 		return -ENOMEM;
 	}
@@ -74,6 +85,7 @@ void client_destroy(struct client *c)
 	if (c->uffd >= 0)
 		close(c->uffd);
 	event_free(c->sock_ev);
+	event_free(c->reconcile_ev);
 	close(c->sock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -190,6 +202,7 @@ static void do_status(struct client *c, struct proto_reply *out)
 	struct daemon *d = c->d;
 
 	for (struct client *o = d->clients; o; o = o->next) {
+		client_reconcile(o);
 		out->clients += o->hello_done && !o->control;
 		out->regions += o->nregions;
 		for (size_t i = 0; i < o->nregions; i++) {

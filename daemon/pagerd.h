@@ -34,6 +34,7 @@ struct config {
 	unsigned max_regions;        /* per client */
 	unsigned max_clients;
 	unsigned fault_around_max;   /* pages resolved for one sequential fault */
+	unsigned fault_spin_us;      /* poll the uffd this long after a fault */
 };
 
 struct counters {
@@ -71,7 +72,7 @@ struct fault_stream {
 	uint64_t used;   /* for LRU replacement */
 };
 
-#define FAULT_STREAMS 8
+#define FAULT_STREAMS 32
 
 struct region {
 	struct client *client;
@@ -85,6 +86,9 @@ struct region {
 	uint64_t resident;
 	uint64_t memory_limit;
 	char name[PROTO_NAME_MAX];
+	/* Pages the client discarded with MADV_REMOVE/DONTNEED whose fate
+	 * (freed, or only unmapped) is checked once the madvise is done. */
+	uint64_t removed_lo, removed_hi;
 	struct fault_stream streams[FAULT_STREAMS];
 	uint64_t stream_clock;
 };
@@ -110,6 +114,7 @@ struct client {
 	uint64_t uffd_features;
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
+	struct event *reconcile_ev; /* runs region_reconcile() soon */
 	struct pending_fault *retry;
 	size_t nretry, retry_cap;
 };
@@ -124,6 +129,9 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret);
 void region_destroy(struct region *r);
 void region_move(struct region *r, uint64_t to);
+void region_note_removed(struct region *r, uint64_t first, uint64_t n);
+void region_reconcile(struct region *r);
+void client_reconcile(struct client *c);
 struct region *region_find(struct client *c, uint64_t addr);
 struct region *region_find_id(struct client *c, uint64_t id);
 void region_set_state(struct region *r, uint64_t first, uint64_t n,
@@ -136,5 +144,6 @@ void fault_on_uffd(int fd, short what, void *arg);
 int uffd_check(int fd, uint64_t *ret_features);
 
 uint64_t now_ms(void);
+uint64_t now_ns(void);
 
 #endif

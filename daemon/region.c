@@ -4,6 +4,7 @@
  * and one state byte per page.
  */
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -213,6 +214,60 @@ struct region *region_find_id(struct client *c, uint64_t id)
 		if (c->regions[i]->id == id)
 			return c->regions[i];
 	return NULL;
+}
+
+/*
+ * A REMOVE event arrives before the kernel drops the pages, and looks the
+ * same for MADV_REMOVE (the pages leave the page cache) and MADV_DONTNEED
+ * (only the client's PTEs go; the data stays).  So the range is noted here
+ * and settled by region_reconcile() once the madvise has returned.
+ */
+void region_note_removed(struct region *r, uint64_t first, uint64_t n)
+{
+	struct client *c = r->client;
+
+	if (r->removed_hi == r->removed_lo) {
+		r->removed_lo = first;
+		r->removed_hi = first + n;
+	} else {
+		if (first < r->removed_lo)
+			r->removed_lo = first;
+		if (first + n > r->removed_hi)
+			r->removed_hi = first + n;
+	}
+	if (c->reconcile_ev) {
+		struct timeval soon = { 0, 1000 };
+
+		event_add(c->reconcile_ev, &soon);
+	}
+}
+
+/* Sets the state of noted pages from what the page cache holds: mincore on
+ * our own MAP_SHARED mapping reports page-cache residency. */
+void region_reconcile(struct region *r)
+{
+	size_t ps = r->client->d->page_size;
+	uint64_t lo = r->removed_lo, hi = r->removed_hi;
+	unsigned char vec[512];
+
+	r->removed_lo = r->removed_hi = 0;
+	for (uint64_t p = lo; p < hi;) {
+		uint64_t n = hi - p < sizeof(vec) ? hi - p : sizeof(vec);
+
+		if (mincore(r->map + p * ps, n * ps, vec) < 0)
+			return;
+		for (uint64_t i = 0; i < n; i++)
+			region_set_state(r, p + i, 1,
+					 (vec[i] & 1) ? PAGE_RESIDENT : PAGE_EMPTY);
+		p += n;
+	}
+}
+
+void client_reconcile(struct client *c)
+{
+	for (size_t i = 0; i < c->nregions; i++)
+		if (c->regions[i]->removed_hi > c->regions[i]->removed_lo)
+			region_reconcile(c->regions[i]);
 }
 
 void region_set_state(struct region *r, uint64_t first, uint64_t n,

@@ -235,7 +235,10 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	r = pager_connect(p, &o);
 	if (r < 0)
 		goto fail;
-	if (getsockopt(p->sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+	/* On a socketpair SO_PEERCRED names whoever made the pair: us. */
+	if (p->private_pid > 0)
+		p->daemon_pid = p->private_pid;
+	else if (getsockopt(p->sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
 		p->daemon_pid = cred.pid;
 
 	msg.body.hello.flags = kernel ? PROTO_HELLO_KERNEL_FAULTS : 0;

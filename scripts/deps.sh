@@ -1,2 +1,65 @@
-#!/bin/sh
-exit 0
+#!/usr/bin/env bash
+# Checks that what the build needs is installed.  Silent and fast when it
+# is: make runs this before every build.  Otherwise, as root with apt-get,
+# installs what is missing (no prompts, no stdin: fine under CI); as anyone
+# else, says which packages are missing and what to run, and fails.
+#
+#   scripts/deps.sh [MODULE:PACKAGE | cmd:COMMAND:PACKAGE]...
+#
+# Each argument adds a requirement (for optional features): a pkg-config
+# module or a command, and the Debian package that provides it.
+set -u
+
+need=(
+	liburing:liburing-dev
+	libevent:libevent-dev
+	cmocka:libcmocka-dev
+	libsystemd:libsystemd-dev
+	cmd:cc:gcc
+	cmd:make:make
+	cmd:pkg-config:pkg-config
+	"$@"
+)
+
+have() { # REQUIREMENT
+	case $1 in
+	cmd:cc:*) command -v cc || command -v gcc ;;
+	cmd:*)    local c=${1#cmd:}; command -v "${c%%:*}" ;;
+	*)        if command -v pkg-config; then
+			  pkg-config --exists "${1%%:*}"
+		  else # cannot ask yet: is at least the package there?
+			  dpkg-query -W -f='${Status}' "${1##*:}" | grep -q ' installed$'
+		  fi ;;
+	esac >/dev/null 2>&1
+}
+
+missing() { # prints the packages to install, one per line
+	local r
+	for r in "${need[@]}"; do
+		have "$r" || echo "${r##*:}"
+	done | sort -u
+}
+
+apt_install() {
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		-o DPkg::Lock::Timeout=300 "$@" </dev/null >&2
+}
+
+pkgs=$(missing | paste -sd ' ')
+[ -z "$pkgs" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+	echo "deps.sh: installing $pkgs" >&2
+	# A fresh machine has no package lists yet: update only if needed.
+	# shellcheck disable=SC2086 # one word per package
+	apt_install $pkgs 2>/dev/null ||
+		{ apt-get update -qq </dev/null >&2 && apt_install $pkgs; }
+	pkgs=$(missing | paste -sd ' ')
+	[ -z "$pkgs" ] && exit 0
+	echo "deps.sh: still missing after apt-get install: $pkgs" >&2
+	exit 1
+fi
+
+echo "deps.sh: missing packages: $pkgs" >&2
+echo "deps.sh: install them with: sudo apt-get install $pkgs" >&2
+exit 1

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,9 @@ int test_pagerd_start(struct test_pagerd *d, const char *const *args)
 		char pid[32];
 
 		/* systemd's socket activation protocol: fd 3, LISTEN_PID. */
-		if (dup2(s, 3) < 0)
+		if (s == 3)
+			fcntl(3, F_SETFD, 0); /* dup2(3, 3) would keep CLOEXEC */
+		else if (dup2(s, 3) < 0)
 			_exit(127);
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		setenv("LISTEN_FDS", "1", 1);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every benchmark binary in BUILD_DIR/bench (or only the named ones),
+# each under a timeout, printing its output as it goes, then one summary
+# line.  Exit code 77 from a benchmark means skipped (it says why).
+# `make bench` calls this after building the benchmarks.
+#
+#   bench/run.sh [BUILD_DIR] [BENCH...]     BUILD_DIR defaults to build
+#
+# BENCH_TIMEOUT (seconds, default 1800) bounds each benchmark: a fault that
+# pagerd never answers would otherwise hang it forever.
+set -u
+build=${1:-build}
+[ $# -gt 0 ] && shift
+if [ ! -d "$build/bench" ]; then
+	echo "bench/run.sh: no benchmarks in $build/bench (run make bench)" >&2
+	exit 1
+fi
+build=$(cd "$build" && pwd)
+# A private pagerd is started from $PAGERD: use the one just built.
+export PAGERD="${PAGERD:-$build/pagerd}" PAGERCTL="${PAGERCTL:-$build/pagerctl}"
+timeout_s=${BENCH_TIMEOUT:-1800}
+
+if [ $# -gt 0 ]; then
+	benches=()
+	for n in "$@"; do benches+=("$build/bench/$(basename "$n")"); done
+else
+	benches=("$build"/bench/*)
+fi
+
+ran=0 failed=0 skipped=0
+for b in "${benches[@]}"; do
+	if [ ! -f "$b" ] || [ ! -x "$b" ]; then
+		# A name asked for and missing is a failure; a stray file is not.
+		if [ $# -gt 0 ]; then
+			echo "no benchmark $b"
+			failed=$((failed + 1))
+		fi
+		continue
+	fi
+	name=$(basename "$b")
+	echo "==== $name ===="
+	timeout -k 10 "$timeout_s" "$b"
+	rc=$?
+	case $rc in
+	0)   ran=$((ran + 1)) ;;
+	77)  skipped=$((skipped + 1)); echo "---- $name: skipped" ;;
+	124) failed=$((failed + 1)); echo "---- $name: timed out after ${timeout_s}s" ;;
+	*)   failed=$((failed + 1)); echo "---- $name: failed, exit $rc" ;;
+	esac
+	echo
+done
+echo "$ran benchmarks ran, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

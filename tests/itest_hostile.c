@@ -1,0 +1,1438 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hostile and crashing clients against a real pagerd.
+ *
+ * Every case sends pagerd something it must refuse, checks the exact -errno
+ * in the reply, checks that pagerd kept no descriptor or mapping of what it
+ * refused, and then checks that pagerd is alive and still serves a
+ * well-behaved libpager client (in a child, under a deadline, so a wedged
+ * daemon fails the test instead of hanging it).  Crash cases kill clients
+ * mid-fault and check that pagerd drops everything it held for them while
+ * another client keeps being served.
+ *
+ * Waiting is always for an event: a reply, a byte on a pipe, a child's exit
+ * (pidfd), or the client count in pagerd's STATUS.  pagerd's open fds are
+ * counted behind a barrier: a fresh control connection whose hello has been
+ * answered.  pagerd accepts it in the same accept loop as any connection
+ * made before it, and can read its hello only in a later batch of events
+ * than the one it was accepted in, by which time every connection that was
+ * closed before it has been seen at end of stream.  (Two round trips on one
+ * connection are no barrier: pagerd reads up to 32 requests a callback.)
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <setjmp.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "pager.h"
+#include "proto.h"
+#include "uffd_compat.h"
+
+/* pagerd's limits in this run (see group_setup). */
+#define MAX_REGIONS     16
+#define MAX_REGION      (512ull << 20)
+#define MAX_REGION_ARG  "512M"
+
+/* Deadlines: only reached when pagerd stops answering. */
+#define DEADLINE_MS     20000
+
+/* A fake address for regions of raw clients: pagerd never touches the
+ * client's address space unless it faults, so it need not be mapped. */
+#define RAW_ADDR        0x100000000000ull
+
+struct ctx {
+	struct test_pagerd d;
+	bool running;
+	int base_fds;     /* pagerd's open fds with no client connected */
+	size_t ps;
+	/* For the per-test teardown: what a failed test leaves behind is
+	 * cleaned up so that the next test does not inherit it. */
+	bool fd_open_at_start[1024];
+	pid_t kids[2];
+};
+
+/* ---- waiting for children and pipes ---------------------------------- */
+
+/* Waits for child `pid` to exit, at most `ms`.  Returns its exit code,
+ * 128 + signal if it was killed, or -ETIMEDOUT (the child is then killed
+ * and reaped). */
+static int wait_child(pid_t pid, int ms)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), st;
+	struct pollfd p = { .fd = pfd, .events = POLLIN };
+	int r;
+
+	if (pfd >= 0) {
+		do
+			r = poll(&p, 1, ms);
+		while (r < 0 && errno == EINTR);
+		close(pfd);
+		if (r == 0) {
+			fprintf(stderr, "child %d: no exit within %d ms, killing it\n",
+				(int)pid, ms);
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -ETIMEDOUT;
+		}
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs fn(arg) in a child; returns what wait_child() returns. */
+static int run_child(int (*fn)(const struct ctx *), const struct ctx *c, int ms)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		_exit(fn(c));
+	return wait_child(pid, ms);
+}
+
+/* Reads one byte from `fd`, waiting at most `ms`; returns it or -errno. */
+static int read_byte(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	unsigned char b;
+	int r;
+
+	do
+		r = poll(&p, 1, ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return -ETIMEDOUT;
+	if (r < 0)
+		return -errno;
+	r = (int)read(fd, &b, 1);
+	if (r == 1)
+		return b;
+	return r == 0 ? -EPIPE : -errno;
+}
+
+/* ---- pagerd's state -------------------------------------------------- */
+
+/* Returns pagerd's open fd count once every connection made or closed
+ * before the call is seen (see the top of the file). */
+static int pagerd_fds(const struct ctx *c)
+{
+	int barrier = test_control_connect(c->d.sock), n;
+
+	assert_true(barrier >= 0);
+	n = test_count_fds(c->d.pid);
+	close(barrier);
+	return n - 1;
+}
+
+/* What each of pagerd's fds is, for a failure message. */
+static void dump_fds(pid_t pid)
+{
+	char path[64], target[256];
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((e = readdir(dir))) {
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%.16s", (int)pid, e->d_name);
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		fprintf(stderr, "pagerd fd %s -> %s\n", e->d_name, target);
+	}
+	closedir(dir);
+}
+
+/* pagerd holds exactly `want` fds (a macro, so that a failure names the
+ * caller's line). */
+#define assert_fds(c, want)                                  \
+	do {                                                 \
+		int n_ = pagerd_fds(c), want_ = (want);       \
+		if (n_ != want_)                              \
+			dump_fds((c)->d.pid);                 \
+		assert_int_equal(n_, want_);                  \
+	} while (0)
+
+/*
+ * The well-behaved client: a region whose pages are first touched in a
+ * scattered order (one fault each) and sequentially (fault-around), every
+ * byte written and verified, and an untouched part that must read zero.
+ * Runs in a child; returns 0 or a code saying which step failed.
+ */
+static int well_behaved(const struct ctx *c)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock,
+		.flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	struct pager_region_opts ro = { .sz = sizeof(ro), .name = "well-behaved" };
+	size_t len = 8u << 20, words = c->ps / 8, n = len / c->ps, half = n / 2;
+	struct pager_region *r;
+	struct pager *p;
+	uint64_t *mem;
+	int e;
+
+	e = pager_open(&p, &o);
+	if (e < 0) {
+		fprintf(stderr, "well-behaved: pager_open: %s\n", strerror(-e));
+		return 10;
+	}
+	e = pager_region_create(p, len, &ro, &r);
+	if (e < 0) {
+		fprintf(stderr, "well-behaved: pager_region_create: %s\n", strerror(-e));
+		return 12;
+	}
+	mem = pager_region_addr(r);
+	/* 7 is coprime with the power of two `half`: every page once. */
+	for (size_t k = 0; k < half; k++) {
+		size_t pg = k * 7 % half;
+
+		for (size_t w = 0; w < words; w++)
+			mem[pg * words + w] = (pg << 20) ^ w ^ 0x5eed;
+	}
+	for (size_t pg = half; pg < n - n / 4; pg++)
+		for (size_t w = 0; w < words; w++)
+			mem[pg * words + w] = (pg << 20) ^ w ^ 0x5eed;
+	for (size_t pg = 0; pg < n; pg++)
+		for (size_t w = 0; w < words; w++) {
+			uint64_t want = pg < n - n / 4 ? (pg << 20) ^ w ^ 0x5eed : 0;
+
+			if (mem[pg * words + w] != want) {
+				fprintf(stderr, "well-behaved: page %zu word %zu reads %#llx, wrote %#llx\n",
+					pg, w, (unsigned long long)mem[pg * words + w],
+					(unsigned long long)want);
+				return 13;
+			}
+		}
+	e = pager_region_destroy(r);
+	pager_close(p);
+	if (e < 0) {
+		fprintf(stderr, "well-behaved: pager_region_destroy: %s\n", strerror(-e));
+		return 14;
+	}
+	return 0;
+}
+
+/* pagerd is alive and serves a well-behaved client. */
+static void assert_served(const struct ctx *c)
+{
+	assert_true(test_pagerd_alive((struct test_pagerd *)&c->d));
+	assert_int_equal(run_child(well_behaved, c, DEADLINE_MS), 0);
+	assert_true(test_pagerd_alive((struct test_pagerd *)&c->d));
+}
+
+/* Every client but our control connection is gone and left nothing: no
+ * fd beyond the baseline, no memfd mapped, no region counted. */
+static void assert_clean(const struct ctx *c)
+{
+	struct proto_reply st;
+
+	assert_int_equal(test_wait_clients(c->d.sock, 0, DEADLINE_MS), 0);
+	assert_fds(c, c->base_fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+	assert_int_equal(test_status(c->d.sock, &st), 0);
+	assert_int_equal(st.clients, 0);
+	assert_int_equal(st.regions, 0);
+	assert_int_equal(st.mapped_bytes, 0);
+}
+
+/* ---- a raw (hostile) client ------------------------------------------- */
+
+/* A userfaultfd with `features` negotiated by UFFDIO_API, or -errno. */
+static int uffd_open(uint64_t features)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK, fd = -1, dev, e;
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+	}
+	if (fd < 0)
+		fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd < 0 && errno == EPERM)
+		fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static void hello_body(const struct ctx *c, struct proto_msg *m, uint32_t flags)
+{
+	memset(m, 0, sizeof(*m));
+	m->body.hello.flags = flags;
+	m->body.hello.page_size = (uint32_t)c->ps;
+	m->body.hello.uffd_features = PAGER_UFFD_FEATURES_REQUIRED;
+}
+
+/* A hello carrying a real uffd with the required features.  The uffd is
+ * returned in *ret_uffd if wanted, else closed (pagerd has its own copy). */
+static int raw_hello(const struct ctx *c, int s, int *ret_uffd)
+{
+	struct proto_msg m;
+	int uffd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED), e;
+
+	assert_true(uffd >= 0);
+	hello_body(c, &m, 0);
+	e = test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL);
+	if (ret_uffd)
+		*ret_uffd = uffd;
+	else
+		close(uffd);
+	return e;
+}
+
+/* A raw client that said hello with a real uffd. */
+static int hostile_client(const struct ctx *c)
+{
+	int s = test_raw_connect(c->d.sock);
+
+	assert_true(s >= 0);
+	assert_int_equal(raw_hello(c, s, NULL), 0);
+	return s;
+}
+
+/* A memfd of `len` bytes with `seals` added. */
+static int memfd_sized(size_t len, unsigned seals)
+{
+	int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	if (seals)
+		assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
+	return fd;
+}
+
+#define SEALED (F_SEAL_SHRINK | F_SEAL_GROW)
+
+/* REGION_CREATE at addr/len carrying `fd` (none if < 0); returns the
+ * reply's status and the region id in *ret_id. */
+static int raw_create(int s, uint64_t addr, uint64_t len, int fd,
+		      uint64_t *ret_id)
+{
+	struct proto_msg m = { 0 };
+	struct proto_reply rep;
+	int e;
+
+	m.body.region_create.addr = addr;
+	m.body.region_create.len = len;
+	strcpy(m.body.region_create.name, "hostile");
+	e = test_raw_call(s, &m, PROTO_REGION_CREATE, 0, &fd, fd >= 0 ? 1 : 0, &rep);
+	if (e == 0) {
+		assert_true(rep.region_id > 0);
+		if (ret_id)
+			*ret_id = rep.region_id;
+	}
+	return e;
+}
+
+static int raw_destroy(int s, uint64_t id)
+{
+	struct proto_msg m = { 0 };
+
+	m.body.region_destroy.region_id = id;
+	return test_raw_call(s, &m, PROTO_REGION_DESTROY, 0, NULL, 0, NULL);
+}
+
+/*
+ * Sends exactly `len` bytes of `buf` with any number of fds, which
+ * test_raw_call (through proto_send) refuses to do, and returns the status
+ * of the reply or -errno.
+ */
+static int raw_send_any(int s, const void *buf, size_t len, const int *fds,
+			unsigned nfds, struct proto_reply *ret)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * 32)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct proto_msg rep;
+	int rfds[PROTO_MAX_FDS], e;
+	unsigned nr;
+	ssize_t got;
+
+	assert_true(nfds <= 32);
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	}
+	if (sendmsg(s, &mh, MSG_NOSIGNAL) != (ssize_t)len)
+		return -errno;
+	got = proto_recv(s, &rep, rfds, &nr);
+	for (unsigned i = 0; i < nr; i++)
+		close(rfds[i]);
+	if (got <= 0)
+		return got == 0 ? -ECONNRESET : (int)got;
+	e = proto_validate(&rep, (size_t)got);
+	if (e < 0)
+		return e;
+	if (rep.hdr.type != PROTO_REPLY)
+		return -EBADMSG;
+	if (ret)
+		*ret = rep.body.reply;
+	return rep.body.reply.status;
+}
+
+/* ---- hello ------------------------------------------------------------ */
+
+static void test_hello_without_uffd(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), pfd[2], devnull, memfd, sv[2], fds;
+	struct proto_msg m;
+
+	assert_true(s >= 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	assert_true(devnull >= 0);
+	memfd = memfd_sized(c->ps, SEALED);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	fds = pagerd_fds(c);
+
+	const int not_uffd[] = { pfd[0], pfd[1], devnull, memfd, sv[0] };
+	for (size_t i = 0; i < sizeof(not_uffd) / sizeof(not_uffd[0]); i++) {
+		hello_body(c, &m, 0);
+		assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, &not_uffd[i], 1, NULL),
+				 -EBADF);
+	}
+	hello_body(c, &m, 0);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EBADF);
+	assert_fds(c, fds);
+
+	/* Refused hellos leave the connection usable and unconnected. */
+	m = (struct proto_msg){ 0 };
+	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -ENOTCONN);
+	assert_int_equal(raw_hello(c, s, NULL), 0);
+	assert_fds(c, fds + 1); /* the uffd it accepted */
+
+	close(s);
+	close(pfd[0]);
+	close(pfd[1]);
+	close(devnull);
+	close(memfd);
+	close(sv[0]);
+	close(sv[1]);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* A uffd without the features pagerd needs: with none negotiated, with
+ * all but one, and one on which UFFDIO_API was never issued. */
+static void test_hello_uffd_without_features(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), fds, uffd;
+	const uint64_t req = PAGER_UFFD_FEATURES_REQUIRED;
+	const uint64_t lacking[] = {
+		0,
+		req & ~(uint64_t)UFFD_FEATURE_MINOR_SHMEM,
+		req & ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE,
+	};
+	struct proto_msg m;
+
+	assert_true(s >= 0);
+	fds = pagerd_fds(c);
+	for (size_t i = 0; i < sizeof(lacking) / sizeof(lacking[0]); i++) {
+		uffd = uffd_open(lacking[i]);
+		assert_true(uffd >= 0);
+		hello_body(c, &m, 0);
+		assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL),
+				 -EOPNOTSUPP);
+		close(uffd);
+	}
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (uffd >= 0) {
+		hello_body(c, &m, 0);
+		assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL),
+				 -EOPNOTSUPP);
+		close(uffd);
+	}
+	assert_fds(c, fds);
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- region create ---------------------------------------------------- */
+
+/* Each refused region fd: the right errno, and pagerd keeps neither the fd
+ * nor a mapping of it. */
+static void test_region_bad_fd(void **state)
+{
+	const struct ctx *c = *state;
+	const size_t len = 16 * c->ps;
+	int s = hostile_client(c), fds, fd, pfd[2];
+	uint64_t id;
+
+	fds = pagerd_fds(c);
+
+	fd = memfd_sized(len, 0); /* not sealed */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+	fd = memfd_sized(len, F_SEAL_SHRINK); /* may still grow */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+	fd = memfd_sized(len, F_SEAL_GROW); /* may still shrink */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+
+	fd = memfd_sized(len / 2, SEALED); /* smaller than declared */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EINVAL);
+	close(fd);
+	fd = memfd_sized(len * 2, SEALED); /* larger than declared */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EINVAL);
+	close(fd);
+
+	fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); /* not a memfd */
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EBADF);
+	close(fd);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, pfd[0], NULL), -EBADF);
+	close(pfd[0]);
+	close(pfd[1]);
+	fd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED);
+	assert_true(fd >= 0);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EBADF);
+	close(fd);
+	/* A hugetlbfs memfd is not shmem (only if the kernel has hugetlbfs). */
+	fd = memfd_create("hostile-huge", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+	if (fd >= 0) {
+		assert_int_equal(ftruncate(fd, 2 << 20), 0);
+		assert_int_equal(fcntl(fd, F_ADD_SEALS, SEALED), 0);
+		assert_int_equal(raw_create(s, RAW_ADDR, 2 << 20, fd, NULL), -EBADF);
+		close(fd);
+	}
+	assert_int_equal(raw_create(s, RAW_ADDR, len, -1, NULL), -EBADF); /* no fd */
+
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+
+	/* The connection still works: a proper region is taken and freed. */
+	fd = memfd_sized(len, SEALED);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, &id), 0);
+	close(fd);
+	assert_fds(c, fds + 1);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 1);
+	assert_int_equal(raw_destroy(s, id), 0);
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* Region geometry and fields: each refused with -EINVAL, a region over
+ * --max-region with -EFBIG; exactly --max-region is fine. */
+static void test_region_bad_geometry(void **state)
+{
+	const struct ctx *c = *state;
+	const uint64_t ps = c->ps, len = 4 * ps;
+	int s = hostile_client(c), fds, fd = memfd_sized(len, SEALED), big;
+	struct proto_msg m;
+	uint64_t id;
+
+	fds = pagerd_fds(c);
+	assert_int_equal(raw_create(s, RAW_ADDR, len + 1, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, RAW_ADDR, len - 1, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, RAW_ADDR + 1, len, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, RAW_ADDR + ps / 2, len, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, 0, len, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, RAW_ADDR, 0, fd, NULL), -EINVAL);
+	assert_int_equal(raw_create(s, UINT64_MAX - ps + 1, len, fd, NULL), -EINVAL);
+
+	/* Fields other than the geometry. */
+	memset(&m, 0, sizeof(m));
+	m.body.region_create.addr = RAW_ADDR;
+	m.body.region_create.len = len;
+	m.body.region_create.flags = 1;
+	assert_int_equal(test_raw_call(s, &m, PROTO_REGION_CREATE, 0, &fd, 1, NULL), -EINVAL);
+	m.body.region_create.flags = 0;
+	memset(m.body.region_create.name, 'x', PROTO_NAME_MAX); /* unterminated */
+	assert_int_equal(test_raw_call(s, &m, PROTO_REGION_CREATE, 0, &fd, 1, NULL), -EINVAL);
+	strcpy(m.body.region_create.name, "bad\nname");
+	assert_int_equal(test_raw_call(s, &m, PROTO_REGION_CREATE, 0, &fd, 1, NULL), -EINVAL);
+
+	/* Over the limit: a correctly sized, sealed (sparse) memfd, so that
+	 * the size limit is the only thing wrong. */
+	big = memfd_sized(MAX_REGION + ps, SEALED);
+	assert_int_equal(raw_create(s, RAW_ADDR, MAX_REGION + ps, big, NULL), -EFBIG);
+	close(big);
+	assert_int_equal(raw_create(s, RAW_ADDR, 1ull << 62, fd, NULL), -EFBIG);
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+
+	big = memfd_sized(MAX_REGION, SEALED);
+	assert_int_equal(raw_create(s, RAW_ADDR, MAX_REGION, big, &id), 0);
+	close(big);
+	assert_int_equal(raw_destroy(s, id), 0);
+
+	close(fd);
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* Regions of one client cannot overlap; touching ones are fine. */
+static void test_region_overlap(void **state)
+{
+	const struct ctx *c = *state;
+	const uint64_t ps = c->ps, a = RAW_ADDR + 64 * ps, len = 16 * ps;
+	const struct { uint64_t addr, len; } overlap[] = {
+		{ a, len },                    /* the same */
+		{ a + 4 * ps, 4 * ps },        /* inside */
+		{ a - 8 * ps, 16 * ps },       /* over the start */
+		{ a + 8 * ps, 16 * ps },       /* over the end */
+		{ a - 8 * ps, 32 * ps },       /* around */
+		{ a + len - ps, ps },          /* the last page */
+		{ a - ps, 2 * ps },            /* the first page */
+	};
+	int s = hostile_client(c), fds, fd;
+	uint64_t id[3];
+
+	fd = memfd_sized(len, SEALED);
+	assert_int_equal(raw_create(s, a, len, fd, &id[0]), 0);
+	close(fd);
+	fds = pagerd_fds(c);
+	for (size_t i = 0; i < sizeof(overlap) / sizeof(overlap[0]); i++) {
+		fd = memfd_sized(overlap[i].len, SEALED);
+		assert_int_equal(raw_create(s, overlap[i].addr, overlap[i].len, fd, NULL),
+				 -EEXIST);
+		close(fd);
+	}
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 1);
+
+	fd = memfd_sized(len, SEALED);
+	assert_int_equal(raw_create(s, a - len, len, fd, &id[1]), 0); /* just below */
+	close(fd);
+	fd = memfd_sized(len, SEALED);
+	assert_int_equal(raw_create(s, a + len, len, fd, &id[2]), 0); /* just above */
+	close(fd);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 3);
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(raw_destroy(s, id[i]), 0);
+	assert_int_equal(raw_destroy(s, id[0]), -ENOENT); /* twice */
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- malformed messages ---------------------------------------------- */
+
+static void test_malformed_messages(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), fds, memfd = memfd_sized(c->ps, SEALED);
+	const size_t hello_len = sizeof(struct proto_hdr) + sizeof(struct proto_hello);
+	unsigned char big[4096];
+	struct proto_msg m;
+
+	assert_true(s >= 0);
+	fds = pagerd_fds(c);
+
+	/* Shorter than a header. */
+	hello_body(c, &m, PROTO_HELLO_CONTROL);
+	proto_finish(&m, PROTO_HELLO, 1);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 1, NULL, 0, NULL), -EBADMSG);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, sizeof(m.hdr) - 1, NULL, 0, NULL),
+			 -EBADMSG);
+	/* A header claiming more than was sent. */
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, hello_len - 4, NULL, 0, NULL),
+			 -EBADMSG);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, sizeof(m.hdr), NULL, 0, NULL),
+			 -EBADMSG);
+	/* Size consistent with what was sent, not with the type. */
+	m.hdr.size = (uint32_t)(hello_len - 4);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, hello_len - 4, NULL, 0, NULL),
+			 -EBADMSG);
+	/* Truncated and carrying a descriptor: refused, descriptor dropped. */
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 6, &memfd, 1, NULL), -EBADMSG);
+	/* Bad magic. */
+	proto_finish(&m, PROTO_HELLO, 2);
+	m.hdr.magic = ~PROTO_MAGIC;
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, hello_len, NULL, 0, NULL), -EBADMSG);
+
+	/* Bigger than any message. */
+	memset(big, 0, sizeof(big));
+	proto_finish(&m, PROTO_HELLO, 3);
+	memcpy(big, &m, hello_len);
+	assert_int_equal(raw_send_any(s, big, sizeof(struct proto_msg) + 1, NULL, 0, NULL),
+			 -EMSGSIZE);
+	assert_int_equal(raw_send_any(s, big, sizeof(big), NULL, 0, NULL), -EMSGSIZE);
+	assert_int_equal(raw_send_any(s, big, sizeof(big), &memfd, 1, NULL), -EMSGSIZE);
+
+	/* Another protocol version. */
+	for (uint16_t v = 0; v < 4; v++) {
+		if (v == PROTO_VERSION)
+			continue;
+		proto_finish(&m, PROTO_HELLO, 4);
+		m.hdr.version = v;
+		assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, hello_len, NULL, 0, NULL),
+				 -EPROTONOSUPPORT);
+	}
+	/* Unknown types, with a size that is right for an empty body. */
+	const uint16_t unknown[] = { 0, PROTO_TYPE_MAX_REQUEST + 1, 99, 101, 0xffff };
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+		memset(&m, 0, sizeof(m));
+		proto_finish(&m, PROTO_STATUS, 5);
+		m.hdr.type = unknown[i];
+		assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, sizeof(m.hdr), NULL, 0, NULL),
+				 -EOPNOTSUPP);
+	}
+	/* Bad fields of a well-formed hello. */
+	hello_body(c, &m, 1u << 7);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EINVAL);
+	hello_body(c, &m, PROTO_HELLO_CONTROL);
+	m.body.hello.page_size = (uint32_t)c->ps * 2;
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EINVAL);
+	m.body.hello.page_size = 3000;
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EINVAL);
+
+	assert_fds(c, fds);
+
+	/* None of it wedged the connection: a proper hello still works, and
+	 * a reply sent to the daemon is refused as an unknown request. */
+	assert_int_equal(raw_hello(c, s, NULL), 0);
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(test_raw_call(s, &m, PROTO_REPLY, 0, NULL, 0, NULL), -EOPNOTSUPP);
+
+	close(memfd);
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* More descriptors than a message may carry: all of them closed. */
+static void test_too_many_fds(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), fds, many[20];
+	int uffd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED);
+	const size_t hello_len = sizeof(struct proto_hdr) + sizeof(struct proto_hello);
+	const size_t create_len = sizeof(struct proto_hdr) + sizeof(struct proto_region_create);
+	struct proto_msg m;
+	uint64_t id;
+
+	assert_true(s >= 0);
+	assert_true(uffd >= 0);
+	for (int i = 0; i < 20; i++)
+		many[i] = memfd_sized(c->ps, SEALED);
+	fds = pagerd_fds(c);
+
+	/* A hello with its uffd and one more. */
+	hello_body(c, &m, 0);
+	proto_finish(&m, PROTO_HELLO, 1);
+	int two[2] = { uffd, many[0] };
+	assert_int_equal(raw_send_any(s, &m, hello_len, two, 2, NULL), -EMSGSIZE);
+	assert_fds(c, fds);
+	/* Not taken as a hello: the connection is still unconnected. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -ENOTCONN);
+	assert_int_equal(raw_hello(c, s, NULL), 0);
+	fds++; /* the uffd */
+	assert_fds(c, fds);
+
+	/* A region create with two memfds, then with twenty (more than
+	 * pagerd's control buffer holds: the kernel truncates). */
+	memset(&m, 0, sizeof(m));
+	m.body.region_create.addr = RAW_ADDR;
+	m.body.region_create.len = c->ps;
+	proto_finish(&m, PROTO_REGION_CREATE, 2);
+	assert_int_equal(raw_send_any(s, &m, create_len, many, 2, NULL), -EMSGSIZE);
+	assert_int_equal(raw_send_any(s, &m, create_len, many, 20, NULL), -EMSGSIZE);
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+
+	/* A descriptor on a message that takes none. */
+	memset(&m, 0, sizeof(m));
+	m.body.region_destroy.region_id = 12345;
+	assert_int_equal(test_raw_call(s, &m, PROTO_REGION_DESTROY, 0, &many[0], 1, NULL),
+			 -EBADF);
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, &many[0], 1, NULL), -EBADF);
+	assert_fds(c, fds);
+
+	/* The connection still creates a region with one memfd. */
+	assert_int_equal(raw_create(s, RAW_ADDR, c->ps, many[0], &id), 0);
+	assert_int_equal(raw_destroy(s, id), 0);
+
+	for (int i = 0; i < 20; i++)
+		close(many[i]);
+	close(uffd);
+	close(s);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- protocol state ---------------------------------------------------- */
+
+static void test_protocol_state(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), fds, memfd = memfd_sized(c->ps, SEALED), uffd;
+	struct proto_msg m;
+
+	assert_true(s >= 0);
+	fds = pagerd_fds(c);
+
+	/* Requests before hello. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -ENOTCONN);
+	m.body.region_destroy.region_id = 1;
+	assert_int_equal(test_raw_call(s, &m, PROTO_REGION_DESTROY, 0, NULL, 0, NULL),
+			 -ENOTCONN);
+	assert_int_equal(raw_create(s, RAW_ADDR, c->ps, memfd, NULL), -ENOTCONN);
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+
+	/* A control hello carrying a descriptor. */
+	uffd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED);
+	assert_true(uffd >= 0);
+	hello_body(c, &m, PROTO_HELLO_CONTROL);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL), -EINVAL);
+	assert_fds(c, fds);
+
+	/* A client hello, then a second one of either kind. */
+	assert_int_equal(raw_hello(c, s, NULL), 0);
+	assert_int_equal(raw_hello(c, s, NULL), -EISCONN);
+	hello_body(c, &m, PROTO_HELLO_CONTROL);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EISCONN);
+	assert_fds(c, fds + 1); /* only the first uffd kept */
+
+	/* What a client may not do. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -EACCES);
+	assert_int_equal(raw_destroy(s, 1), -ENOENT);
+	assert_int_equal(raw_destroy(s, UINT64_MAX), -ENOENT);
+	assert_int_equal(raw_destroy(s, 0), -EINVAL);
+	close(s);
+
+	/* A control connection: a second hello, and no regions. */
+	s = test_control_connect(c->d.sock);
+	assert_true(s >= 0);
+	hello_body(c, &m, PROTO_HELLO_CONTROL);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EISCONN);
+	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL), -EISCONN);
+	assert_int_equal(raw_create(s, RAW_ADDR, c->ps, memfd, NULL), -EBADF);
+	assert_int_equal(raw_destroy(s, 1), -EBADF);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
+	close(s);
+
+	close(uffd);
+	close(memfd);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* A client cannot destroy another client's region: ids are per client. */
+static void test_destroy_foreign_region(void **state)
+{
+	const struct ctx *c = *state;
+	int a = hostile_client(c), b = hostile_client(c), fd = memfd_sized(c->ps, SEALED);
+	uint64_t id;
+
+	assert_int_equal(raw_create(a, RAW_ADDR, c->ps, fd, &id), 0);
+	close(fd);
+	assert_int_equal(raw_destroy(b, id), -ENOENT);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), 1);
+	assert_int_equal(raw_destroy(a, id), 0);
+	close(a);
+	close(b);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- floods -------------------------------------------------------------- */
+
+/* One client creates regions until refused: the 17th gets -ENOSPC while
+ * another client is served; the limit counts live regions. */
+static void test_region_count_flood(void **state)
+{
+	const struct ctx *c = *state;
+	const uint64_t ps = c->ps;
+	int s = hostile_client(c), fds, fd;
+	uint64_t id[MAX_REGIONS];
+
+	for (int i = 0; i < MAX_REGIONS; i++) {
+		fd = memfd_sized(ps, SEALED);
+		assert_int_equal(raw_create(s, RAW_ADDR + 2 * (uint64_t)i * ps, ps, fd, &id[i]), 0);
+		close(fd);
+	}
+	fds = pagerd_fds(c);
+	fd = memfd_sized(ps, SEALED);
+	assert_int_equal(raw_create(s, RAW_ADDR + 2 * MAX_REGIONS * ps, ps, fd, NULL), -ENOSPC);
+	assert_int_equal(raw_create(s, RAW_ADDR + 2 * MAX_REGIONS * ps, ps, fd, NULL), -ENOSPC);
+	assert_fds(c, fds);
+	assert_int_equal(test_count_memfd_maps(c->d.pid), MAX_REGIONS);
+
+	/* The limit is per client: others are served meanwhile. */
+	assert_served(c);
+
+	assert_int_equal(raw_destroy(s, id[3]), 0);
+	assert_int_equal(raw_create(s, RAW_ADDR + 2 * MAX_REGIONS * ps, ps, fd, &id[3]), 0);
+	close(fd);
+	fd = memfd_sized(ps, SEALED);
+	assert_int_equal(raw_create(s, RAW_ADDR + 2 * (MAX_REGIONS + 1) * ps, ps, fd, NULL),
+			 -ENOSPC);
+	close(fd);
+	close(s); /* with its regions: pagerd drops them all */
+	assert_clean(c);
+	assert_served(c);
+}
+
+/*
+ * A client that sends requests as fast as it can and never reads a reply
+ * must not block pagerd, whatever pagerd then does with it.  It says hello
+ * first so that it counts as a client: test_wait_clients() in assert_clean
+ * then waits until pagerd has worked through its backlog and let it go.
+ */
+static void test_never_reads_replies(void **state)
+{
+	const struct ctx *c = *state;
+	int s = hostile_client(c), sent = 0;
+	struct proto_msg m = { 0 };
+	size_t n;
+
+	m.body.region_destroy.region_id = 42;
+	n = proto_finish(&m, PROTO_REGION_DESTROY, 1);
+	for (; sent < 100000; sent++)
+		if (send(s, &m, n, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)n)
+			break;
+	assert_true(sent > 0);
+	assert_served(c);
+	close(s);
+	assert_clean(c);
+}
+
+/* ---- faults pagerd must refuse ---------------------------------------- */
+
+static void *touch_page(void *arg)
+{
+	*(volatile char *)arg = 1;
+	return NULL;
+}
+
+/*
+ * A client whose uffd reports a fault outside every region it declared:
+ * pagerd drops the client (fault.c) rather than touch memory it was never
+ * given.  The faulting thread is released by closing our uffd once pagerd
+ * has closed its copy.
+ */
+static void test_fault_outside_regions(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), uffd, fd = memfd_sized(c->ps, SEALED);
+	struct pollfd p;
+	pthread_t t;
+	char *anon, buf[8];
+	ssize_t got;
+
+	assert_true(s >= 0);
+	assert_int_equal(raw_hello(c, s, &uffd), 0);
+	/* A real region elsewhere, so that the client has one to lose. */
+	assert_int_equal(raw_create(s, RAW_ADDR, c->ps, fd, NULL), 0);
+	close(fd);
+
+	anon = mmap(NULL, c->ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)anon, .len = c->ps },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	assert_int_equal(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+	assert_int_equal(pthread_create(&t, NULL, touch_page, anon), 0);
+
+	/* pagerd closes the connection: end of stream, no reply. */
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, DEADLINE_MS), 1);
+	got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+	close(s);
+	close(uffd); /* the last copy: wakes the thread, unregisters */
+	assert_int_equal(pthread_join(t, NULL), 0);
+	munmap(anon, c->ps);
+	assert_int_equal(got, 0);
+
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- crashing clients ------------------------------------------------------ */
+
+#define CRASH_LEN     (256ul << 20)
+#define CRASH_THREADS 4
+
+struct toucher {
+	volatile char *base;
+	size_t len, ps;
+	sem_t *faulting;
+};
+
+/* Touches every page of its slice once, in an order that defeats
+ * fault-around (stride 7), so nearly every touch is a fault; then discards
+ * the slice and starts over, until the process is killed. */
+static void *touch_untouched(void *arg)
+{
+	const struct toucher *t = arg;
+	size_t n = t->len / t->ps;
+	unsigned long touches = 0;
+
+	for (;;) {
+		for (size_t off = 0; off < 7; off++)
+			for (size_t pg = off; pg < n; pg += 7) {
+				if (pg & 1)
+					t->base[pg * t->ps] = 1;
+				else
+					(void)t->base[pg * t->ps];
+				if (++touches == 32)
+					sem_post(t->faulting);
+			}
+		madvise((void *)t->base, t->len, MADV_REMOVE);
+	}
+	return NULL;
+}
+
+/* The crashing client: says 'F' on `fd` once every thread has faulted a
+ * few times, then waits to be killed. */
+static int crasher(const struct ctx *c, int fd)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock,
+		.flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	static struct toucher t[CRASH_THREADS];
+	static pthread_t th[CRASH_THREADS];
+	struct pager_region *r;
+	struct pager *p;
+	sem_t faulting;
+	char *base;
+
+	if (pager_open(&p, &o) < 0 || pager_region_create(p, CRASH_LEN, NULL, &r) < 0)
+		return 20;
+	base = pager_region_addr(r);
+	sem_init(&faulting, 0, 0);
+	for (int i = 0; i < CRASH_THREADS; i++) {
+		t[i] = (struct toucher){
+			.base = base + i * (CRASH_LEN / CRASH_THREADS),
+			.len = CRASH_LEN / CRASH_THREADS, .ps = c->ps,
+			.faulting = &faulting,
+		};
+		if (pthread_create(&th[i], NULL, touch_untouched, &t[i]) != 0)
+			return 21;
+	}
+	for (int i = 0; i < CRASH_THREADS; i++)
+		while (sem_wait(&faulting) < 0)
+			;
+	if (write(fd, "F", 1) != 1)
+		return 22;
+	pthread_join(th[0], NULL);
+	return 23;
+}
+
+/* True once a thread of `pid` is seen blocked in a userfault. */
+static bool wait_mid_fault(pid_t pid, int ms)
+{
+	struct timespec t0, t;
+	char path[96], buf[64];
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		DIR *dir;
+		struct dirent *e;
+
+		snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+		dir = opendir(path);
+		if (!dir)
+			return false;
+		while ((e = readdir(dir))) {
+			FILE *f;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/task/%.16s/wchan", (int)pid,
+				 e->d_name);
+			f = fopen(path, "re");
+			if (!f)
+				continue;
+			buf[0] = '\0';
+			if (!fgets(buf, sizeof(buf), f))
+				buf[0] = '\0';
+			fclose(f);
+			if (strcmp(buf, "handle_userfault") == 0) {
+				closedir(dir);
+				return true;
+			}
+		}
+		closedir(dir);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+	return false;
+}
+
+/*
+ * The bystander: a well-behaved client that keeps working while another
+ * client crashes.  Each pass verifies a long-lived region (after dropping
+ * a window of its PTEs, so that pagerd must map those pages again) and
+ * creates, fills, verifies and destroys a fresh region; after each pass it
+ * writes 'P' to `prog`.  It stops after the pass during which a byte
+ * arrives on `stop`.  Returns 0 or a code saying which step failed.
+ */
+static int bystander(const struct ctx *c, int prog, int stop)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock,
+		.flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	const size_t len = 16u << 20, fresh_len = 2u << 20, words = c->ps / 8;
+	const size_t n = len / c->ps, fresh_n = fresh_len / c->ps, window = 256;
+	struct pager_region *r, *f;
+	struct pager *p;
+	uint64_t *mem;
+	struct pollfd pf = { .fd = stop, .events = POLLIN };
+
+	fcntl(prog, F_SETFL, O_NONBLOCK);
+	if (pager_open(&p, &o) < 0 || pager_region_create(p, len, NULL, &r) < 0)
+		return 30;
+	mem = pager_region_addr(r);
+	for (size_t i = 0; i < n * words; i++)
+		mem[i] = i * 0x9e3779b97f4a7c15ull;
+	if (write(prog, "R", 1) != 1)
+		return 31;
+	for (unsigned pass = 0;; pass++) {
+		size_t first = (pass * window) % n;
+
+		madvise(mem + first * words, window * c->ps, MADV_DONTNEED);
+		for (size_t i = 0; i < n * words; i++)
+			if (mem[i] != i * 0x9e3779b97f4a7c15ull) {
+				fprintf(stderr, "bystander: word %zu lost in pass %u\n", i, pass);
+				return 32;
+			}
+		if (pager_region_create(p, fresh_len, NULL, &f) < 0)
+			return 33;
+		uint64_t *fm = pager_region_addr(f);
+		for (size_t k = 0; k < fresh_n; k++) {
+			size_t pg = k * 7 % fresh_n;
+
+			fm[pg * words] = pg + pass;
+		}
+		for (size_t pg = 0; pg < fresh_n; pg++)
+			if (fm[pg * words] != pg + pass || fm[pg * words + 1] != 0) {
+				fprintf(stderr, "bystander: fresh page %zu wrong in pass %u\n",
+					pg, pass);
+				return 34;
+			}
+		if (pager_region_destroy(f) < 0)
+			return 35;
+		if (write(prog, "P", 1) < 0 && errno != EAGAIN)
+			return 36;
+		if (poll(&pf, 1, 0) == 1)
+			break;
+	}
+	if (pager_region_destroy(r) < 0)
+		return 37;
+	pager_close(p);
+	return 0;
+}
+
+static pid_t fork_with_pipe(int (*fn)(const struct ctx *, int, int),
+			    const struct ctx *c, int out, int in)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(fn(c, out, in));
+	return pid;
+}
+
+static int crasher2(const struct ctx *c, int out, int in)
+{
+	(void)in;
+	return crasher(c, out);
+}
+
+static void drain(int fd)
+{
+	char buf[256];
+
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	fcntl(fd, F_SETFL, 0);
+}
+
+/*
+ * A client faulting on a 256 MiB region from several threads is SIGKILLed
+ * mid-fault while another client keeps working; pagerd drops everything
+ * of the dead one and goes on serving the other.
+ */
+static void test_crash_mid_fault(void **state)
+{
+	struct ctx *c = *state;
+	int prog[2], stop[2], sig[2], st, r;
+	pid_t by, cr;
+
+	assert_int_equal(pipe2(prog, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(stop, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(sig, O_CLOEXEC), 0);
+
+	by = c->kids[0] = fork_with_pipe(bystander, c, prog[1], stop[0]);
+	close(prog[1]);
+	close(stop[0]);
+	assert_int_equal(read_byte(prog[0], DEADLINE_MS), 'R');
+
+	cr = c->kids[1] = fork_with_pipe(crasher2, c, sig[1], -1);
+	close(sig[1]);
+	assert_int_equal(read_byte(sig[0], DEADLINE_MS), 'F');
+	close(sig[0]);
+	assert_true(wait_mid_fault(cr, DEADLINE_MS));
+	assert_int_equal(kill(cr, SIGKILL), 0);
+	while (waitpid(cr, &st, 0) < 0)
+		assert_int_equal(errno, EINTR);
+	c->kids[1] = 0;
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGKILL);
+
+	/* Only the bystander is left, and it completes a whole pass that
+	 * started after the crash. */
+	assert_int_equal(test_wait_clients(c->d.sock, 1, DEADLINE_MS), 0);
+	assert_true(test_pagerd_alive((struct test_pagerd *)&c->d));
+	drain(prog[0]);
+	assert_int_equal(read_byte(prog[0], DEADLINE_MS), 'P');
+	assert_int_equal(read_byte(prog[0], DEADLINE_MS), 'P');
+	assert_int_equal(write(stop[1], "s", 1), 1);
+	r = wait_child(by, DEADLINE_MS);
+	c->kids[0] = 0;
+	assert_int_equal(r, 0);
+	close(prog[0]);
+	close(stop[1]);
+
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* Left here so that nothing reports them as leaked: exit(3) with a live
+ * pager and region is the point. */
+static struct pager *abandoned_pager;
+static struct pager_region *abandoned_region;
+
+static int exit_without_close(const struct ctx *c)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock,
+		.flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	size_t len = 64u << 20;
+	char *mem;
+
+	if (pager_open(&abandoned_pager, &o) < 0 ||
+	    pager_region_create(abandoned_pager, len, NULL, &abandoned_region) < 0)
+		return 40;
+	mem = pager_region_addr(abandoned_region);
+	for (size_t i = 0; i < len; i += 3 * c->ps)
+		mem[i] = (char)(i >> 12 | 1);
+	for (size_t i = 0; i < len; i += 3 * c->ps)
+		if (mem[i] != (char)(i >> 12 | 1))
+			return 41;
+	exit(0);
+}
+
+static void test_exit_without_close(void **state)
+{
+	const struct ctx *c = *state;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(exit_without_close(c));
+	assert_int_equal(wait_child(pid, DEADLINE_MS), 0);
+	assert_clean(c);
+	assert_served(c);
+}
+
+/* ---- the end --------------------------------------------------------------- */
+
+static void list_fds(bool open[1024])
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	memset(open, 0, 1024 * sizeof(bool));
+	if (!dir)
+		return;
+	while ((e = readdir(dir))) {
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] != '.' && fd >= 0 && fd < 1024)
+			open[fd] = true;
+	}
+	closedir(dir);
+}
+
+static int test_setup(void **state)
+{
+	struct ctx *c = *state;
+
+	list_fds(c->fd_open_at_start);
+	memset(c->kids, 0, sizeof(c->kids));
+	return 0;
+}
+
+/* A test that failed midway leaves children and descriptors (its clients'
+ * connections) behind: kill and close them, so that only the test that
+ * failed fails. */
+static int test_teardown(void **state)
+{
+	struct ctx *c = *state;
+	bool now[1024];
+
+	for (size_t i = 0; i < sizeof(c->kids) / sizeof(c->kids[0]); i++) {
+		if (c->kids[i] > 0) {
+			kill(c->kids[i], SIGKILL);
+			waitpid(c->kids[i], NULL, 0);
+			c->kids[i] = 0;
+		}
+	}
+	list_fds(now);
+	for (int fd = 3; fd < 1024; fd++)
+		if (now[fd] && !c->fd_open_at_start[fd])
+			close(fd);
+	return 0;
+}
+
+/* After every hostile client: pagerd's fds at the baseline, no memfd
+ * mapped; then it stops in order. */
+static void test_fd_hygiene_and_stop(void **state)
+{
+	struct ctx *c = *state;
+
+	assert_clean(c);
+	assert_served(c);
+	c->running = false;
+	assert_int_equal(test_pagerd_stop(&c->d), 0);
+}
+
+static int group_setup(void **state)
+{
+	static const char *const args[] = {
+		"--max-regions", "16", "--max-region", MAX_REGION_ARG,
+		/* Not a line per connection test_wait_clients() makes. */
+		"--log-level", "warning", NULL,
+	};
+	struct ctx *c = calloc(1, sizeof(*c));
+
+	_Static_assert(MAX_REGIONS == 16, "--max-regions above");
+	if (!c)
+		return -1;
+	c->ps = (size_t)sysconf(_SC_PAGESIZE);
+	*state = c;
+	if (test_pagerd_start(&c->d, args) < 0)
+		return -1;
+	c->running = true;
+	c->base_fds = pagerd_fds(c);
+	return c->base_fds > 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+	struct ctx *c = *state;
+	int r = 0;
+
+	if (!c)
+		return 0;
+	if (c->running)
+		r = test_pagerd_stop(&c->d) == 0 ? 0 : -1;
+	free(c);
+	return r;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_hello_without_uffd, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_hello_uffd_without_features, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_region_bad_fd, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_region_bad_geometry, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_region_overlap, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_messages, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_too_many_fds, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_protocol_state, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_foreign_region, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_region_count_flood, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_never_reads_replies, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_fault_outside_regions, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_crash_mid_fault, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_exit_without_close, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_fd_hygiene_and_stop, test_setup, test_teardown),
+	};
+	int uffd, hold;
+
+	/* test_pagerd_start() hands pagerd its socket with dup2(s, 3), a
+	 * no-op that leaves SOCK_CLOEXEC set when the socket already is fd 3
+	 * (the lowest free fd): keep fd 3 taken so that it never is. */
+	hold = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (hold >= 0 && hold != 3)
+		close(hold);
+	uffd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED);
+	if (uffd < 0) {
+		printf("SKIP: no userfaultfd with the features pagerd needs: %s\n",
+		       strerror(-uffd));
+		return TEST_SKIP;
+	}
+	close(uffd);
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
