@@ -52,6 +52,8 @@ TARGETS      := $(LIBSO) $(BUILD)/libpager.a $(BUILD)/pagerd $(BUILD)/pagerctl \
                 $(BUILD)/libpager.pc $(EXAMPLES)
 
 .PHONY: all deps check demo bench install clean
+# Keep objects of programs built by pattern rules (make would delete them).
+.SECONDARY:
 all: $(TARGETS)
 
 deps:
