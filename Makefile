@@ -33,6 +33,7 @@ ALL_LDFLAGS   = $(LDFLAGS) $(SANFLAGS)
 # Expanded when a recipe runs, after scripts/deps.sh has installed them.
 EVENT_LIBS    = $(shell pkg-config --libs libevent)
 SYSTEMD_LIBS  = $(shell pkg-config --libs libsystemd)
+URING_LIBS    = $(shell pkg-config --libs liburing)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 
 COMMON_SRC   := common/proto.c common/size.c
@@ -79,10 +80,11 @@ $(BUILD)/libpager.a: $(call obj,$(LIB_SRC))
 	ar rcs $@ $^
 
 $(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile
+	@mkdir -p $(@D)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(BUILD)/pagerd: $(call obj,$(DAEMON_SRC))
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(SYSTEMD_LIBS)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS)
 
 $(BUILD)/pagerctl: $(call obj,$(CTL_SRC))
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -99,7 +101,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSO)
 # and the test harness, and run a real pagerd.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) -lpthread
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'

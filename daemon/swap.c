@@ -1,0 +1,1010 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The swap store: slot allocation, per-slot metadata, and reads and writes
+ * through an io_uring whose completions wake the libevent loop through an
+ * eventfd.
+ *
+ * A request owns at most one SQE at a time.  At most `depth` requests (the
+ * SQ size) own one, which keeps the CQ (twice the SQ) from ever overflowing
+ * and means an SQE is always free for a request allowed in; the others wait
+ * in a FIFO in software and are let in as completions free places.  SQEs
+ * are prepared at once but submitted together, once per loop iteration, by
+ * a deferred event (or at once when the SQ fills), so a burst of evictions
+ * costs one io_uring_enter.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "swap.h"
+
+/* Times one request may come back -EAGAIN/-EINTR before that is its result. */
+#define SWAP_MAX_RETRIES 16
+/* Free runs swap_alloc() looks at for one long enough before settling. */
+#define SWAP_ALLOC_PROBES 32
+/* Noisy log lines: at most `burst` per interval, then a count. */
+#define SWAP_LOG_INTERVAL_MS 10000
+/* A failed io_uring_submit() is retried after this long. */
+#define SWAP_SUBMIT_RETRY_US 1000
+
+enum swap_op { SWAP_OP_READ, SWAP_OP_WRITE };
+
+struct swap_req {
+	struct swap_req *next;      /* in the software queue */
+	enum swap_op op;
+	unsigned retries;
+	uint64_t slot;
+	uint32_t npages;
+	unsigned char *buf;
+	size_t len;                 /* bytes */
+	size_t done_bytes;          /* transferred so far (short I/O) */
+	swap_done_fn done;
+	void *arg;
+};
+
+struct swap_slot {
+	uint64_t region;
+	uint64_t page;
+	uint32_t gen;
+	uint32_t crc;
+};
+
+struct ratelimit {
+	bool started;
+	uint64_t start_ms;
+	unsigned n;
+	uint64_t suppressed;
+};
+
+struct swap {
+	char *path;
+	int fd;
+	int efd;
+	size_t page_size;
+	size_t dio_align;           /* file offset alignment O_DIRECT needs */
+	uint64_t nslots;
+	uint64_t *used_map;         /* slot allocated */
+	uint64_t *data_map;         /* slot holds a completed write */
+	uint64_t *busy_map;         /* a write to the slot is in flight */
+	uint64_t *eio_map;          /* injected: next read fails with -EIO */
+	struct swap_slot *slots;
+	uint64_t cursor;            /* next-fit */
+
+	struct event_base *base;
+	struct event *efd_ev;
+	struct event *submit_ev;    /* deferred submission, also the retry timer */
+	bool submit_armed;
+	struct io_uring ring;
+	bool ring_ok;
+	unsigned depth;
+	unsigned in_ring;           /* requests owning an SQE */
+	struct swap_req *queue_head, *queue_tail;
+	unsigned queued;
+
+	unsigned dispatching;       /* > 0 while completion callbacks run */
+	bool close_requested;       /* swap_close() from a callback */
+	bool closing;
+
+	struct ratelimit full_rl, io_rl, submit_rl;
+	struct swap_stats st;
+};
+
+static void swap_destroy(struct swap *s);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * True if a line may be logged now: `burst` lines per interval.  Opening a
+ * new interval reports how many were held back in the last one.
+ */
+static bool log_allowed(struct swap *s, struct ratelimit *rl, unsigned burst)
+{
+	uint64_t now = mono_ms();
+
+	if (!rl->started || now - rl->start_ms >= SWAP_LOG_INTERVAL_MS) {
+		if (rl->suppressed)
+			log_warn("swap %s: %" PRIu64 " similar messages suppressed",
+				 s->path, rl->suppressed);
+		rl->started = true;
+		rl->start_ms = now;
+		rl->n = 0;
+		rl->suppressed = 0;
+	}
+	if (rl->n < burst) {
+		rl->n++;
+		return true;
+	}
+	rl->suppressed++;
+	return false;
+}
+
+static inline bool bit_test(const uint64_t *m, uint64_t i)
+{
+	return (m[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void bit_set(uint64_t *m, uint64_t i)
+{
+	m[i / 64] |= 1ull << (i % 64);
+}
+
+static inline void bit_clear(uint64_t *m, uint64_t i)
+{
+	m[i / 64] &= ~(1ull << (i % 64));
+}
+
+/* Sets bits [first, first + n) to `value`, a word at a time. */
+static void bits_assign(uint64_t *m, uint64_t first, uint64_t n, bool value)
+{
+	while (n) {
+		unsigned shift = first % 64;
+		uint64_t k = 64 - shift < n ? 64 - shift : n;
+		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << shift;
+
+		if (value)
+			m[first / 64] |= mask;
+		else
+			m[first / 64] &= ~mask;
+		first += k;
+		n -= k;
+	}
+}
+
+/* The first index in [from, to) whose bit is `value`, or `to`.  Skips whole
+ * words, so a full stretch of the bitmap costs one load per 64 slots. */
+static uint64_t find_bit(const uint64_t *m, uint64_t from, uint64_t to, bool value)
+{
+	while (from < to) {
+		uint64_t w = value ? m[from / 64] : ~m[from / 64];
+
+		w &= ~0ull << (from % 64);
+		if (w) {
+			uint64_t i = (from & ~63ull) + (uint64_t)__builtin_ctzll(w);
+
+			return i < to ? i : to;
+		}
+		from = (from & ~63ull) + 64;
+	}
+	return to;
+}
+
+/* ---- slot allocator ----------------------------------------------------- */
+
+int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
+	       uint32_t *ret_got)
+{
+	uint64_t best = 0, best_len = 0;
+	unsigned probes = 0;
+
+	if (!want)
+		return -EINVAL;
+	if (s->st.used == s->nslots) {
+		s->st.full++;
+		if (log_allowed(s, &s->full_rl, 1))
+			log_warn("swap %s is full (%" PRIu64 " slots of %zu bytes): "
+				 "dirty pages stay resident until slots are freed",
+				 s->path, s->nslots, s->page_size);
+		return -ENOSPC;
+	}
+
+	/*
+	 * From the cursor to the end, then from the start to the cursor.  A
+	 * run never wraps: the last slot and slot 0 are not adjacent on disk.
+	 * Some slot is free, so at least a run of 1 is found.
+	 */
+	for (int pass = 0; pass < 2 && best_len < want && probes < SWAP_ALLOC_PROBES;
+	     pass++) {
+		uint64_t p = pass ? 0 : s->cursor;
+		uint64_t end = pass ? s->cursor : s->nslots;
+
+		while (p < end) {
+			uint64_t z = find_bit(s->used_map, p, end, false), e, lim;
+
+			if (z == end)
+				break;
+			lim = s->nslots - z < want ? s->nslots : z + want;
+			e = find_bit(s->used_map, z, lim, true);
+			if (e - z > best_len) {
+				best = z;
+				best_len = e - z;
+			}
+			if (best_len == want || ++probes >= SWAP_ALLOC_PROBES)
+				break;
+			p = e;
+		}
+	}
+
+	bits_assign(s->used_map, best, best_len, true);
+	s->st.used += best_len;
+	s->cursor = best + best_len == s->nslots ? 0 : best + best_len;
+	*ret_first = best;
+	*ret_got = (uint32_t)best_len;
+	return 0;
+}
+
+void swap_free(struct swap *s, uint64_t first, uint32_t n)
+{
+	uint64_t already = 0;
+
+	if (first >= s->nslots || n > s->nslots - first) {
+		log_err("swap %s: freeing slots %" PRIu64 "+%" PRIu32
+			" outside the swap (%" PRIu64 " slots)",
+			s->path, first, n, s->nslots);
+		return;
+	}
+	for (uint64_t i = first; i < first + n; i++) {
+		if (!bit_test(s->used_map, i)) {
+			already++;
+			continue;
+		}
+		bit_clear(s->used_map, i);
+		bit_clear(s->data_map, i);
+		bit_clear(s->busy_map, i);
+		bit_clear(s->eio_map, i);
+		memset(&s->slots[i], 0, sizeof(s->slots[i]));
+		s->st.used--;
+	}
+	if (already)
+		log_err("swap %s: %" PRIu64 " of slots %" PRIu64 "+%" PRIu32
+			" were already free", s->path, already, first, n);
+}
+
+/* ---- submission --------------------------------------------------------- */
+
+static void queue_push_tail(struct swap *s, struct swap_req *r)
+{
+	r->next = NULL;
+	if (s->queue_tail)
+		s->queue_tail->next = r;
+	else
+		s->queue_head = r;
+	s->queue_tail = r;
+	s->queued++;
+}
+
+static void queue_push_head(struct swap *s, struct swap_req *r)
+{
+	r->next = s->queue_head;
+	s->queue_head = r;
+	if (!s->queue_tail)
+		s->queue_tail = r;
+	s->queued++;
+}
+
+static struct swap_req *queue_pop(struct swap *s)
+{
+	struct swap_req *r = s->queue_head;
+
+	if (r) {
+		s->queue_head = r->next;
+		if (!s->queue_head)
+			s->queue_tail = NULL;
+		s->queued--;
+		r->next = NULL;
+	}
+	return r;
+}
+
+/*
+ * Hands the prepared SQEs to the kernel.  On failure (-EAGAIN/-EBUSY: the
+ * kernel is short of memory; anything else would be a bug here) the SQEs
+ * stay in the ring and the submission is retried shortly: losing them would
+ * lose requests whose callers wait for an answer.
+ */
+static void submit_now(struct swap *s)
+{
+	int ret = 0;
+
+	for (int tries = 0; io_uring_sq_ready(&s->ring) && tries < 4; tries++) {
+		ret = io_uring_submit(&s->ring);
+		if (ret < 0 && ret != -EINTR)
+			break;
+	}
+	if (!io_uring_sq_ready(&s->ring) || s->closing)
+		return;
+	if (ret < 0 && log_allowed(s, &s->submit_rl, 1))
+		log_warn("swap %s: io_uring_submit: %s (retrying)", s->path,
+			 strerror(-ret));
+	struct timeval tv = { 0, SWAP_SUBMIT_RETRY_US };
+	event_add(s->submit_ev, &tv);
+}
+
+/* Submission at the end of this loop iteration, batching every request
+ * queued by the callbacks that run before it. */
+static void arm_submit(struct swap *s)
+{
+	if (s->submit_armed || s->closing)
+		return;
+	s->submit_armed = true;
+	event_active(s->submit_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * Prepares an SQE for what is left of r.  Returns false, with nothing
+ * changed, if no SQE could be had even after submitting (not expected: see
+ * the comment at the top).
+ */
+static bool req_start(struct swap *s, struct swap_req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	uint64_t off = r->slot * s->page_size + r->done_bytes;
+	unsigned len = (unsigned)(r->len - r->done_bytes);
+
+	if (!sqe) {
+		submit_now(s);
+		sqe = io_uring_get_sqe(&s->ring);
+		if (!sqe)
+			return false;
+	}
+	if (r->op == SWAP_OP_READ)
+		io_uring_prep_read(sqe, s->fd, r->buf + r->done_bytes, len, off);
+	else
+		io_uring_prep_write(sqe, s->fd, r->buf + r->done_bytes, len, off);
+	io_uring_sqe_set_data(sqe, r);
+	s->in_ring++;
+	if (!io_uring_sq_space_left(&s->ring))
+		submit_now(s);
+	else
+		arm_submit(s);
+	return true;
+}
+
+/* Lets waiting requests into the ring, oldest first. */
+static void queue_refill(struct swap *s)
+{
+	while (s->queue_head && s->in_ring < s->depth) {
+		struct swap_req *r = queue_pop(s);
+
+		if (!req_start(s, r)) {
+			queue_push_head(s, r);
+			break;
+		}
+	}
+}
+
+static void req_enqueue(struct swap *s, struct swap_req *r)
+{
+	if (s->queue_head || s->in_ring >= s->depth || !req_start(s, r)) {
+		queue_push_tail(s, r);
+		arm_submit(s);
+	}
+}
+
+static void on_submit(evutil_socket_t fd, short what, void *arg)
+{
+	struct swap *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->submit_armed = false;
+	queue_refill(s);
+	submit_now(s);
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+/* Runs the callback and frees r; a callback may call swap_close(). */
+static void req_finish(struct swap *s, struct swap_req *r, int res)
+{
+	swap_done_fn done = r->done;
+	void *arg = r->arg;
+
+	if (r->op == SWAP_OP_READ) {
+		if (res == 0) {
+			s->st.reads++;
+			s->st.pages_read += r->npages;
+		} else {
+			s->st.read_errors++;
+		}
+	} else {
+		/*
+		 * Only slots still waiting for this write get data: one freed
+		 * meanwhile (and maybe allocated again) must not look written.
+		 */
+		for (uint32_t i = 0; i < r->npages; i++) {
+			if (!bit_test(s->busy_map, r->slot + i))
+				continue;
+			bit_clear(s->busy_map, r->slot + i);
+			if (res == 0)
+				bit_set(s->data_map, r->slot + i);
+		}
+		if (res == 0) {
+			s->st.writes++;
+			s->st.pages_written += r->npages;
+		} else {
+			s->st.write_errors++;
+		}
+	}
+	if (res && res != -ECANCELED && res != -EBADMSG &&
+	    log_allowed(s, &s->io_rl, 10))
+		log_warn("swap %s: %s of slots %" PRIu64 "+%" PRIu32 " failed: %s",
+			 s->path, r->op == SWAP_OP_READ ? "read" : "write",
+			 r->slot, r->npages, strerror(-res));
+	free(r);
+	s->dispatching++;
+	done(arg, res);
+	s->dispatching--;
+}
+
+/*
+ * What a read that reached the device returns: -EIO if a fault was
+ * injected on one of its slots (consuming it), the device's error, -ESTALE
+ * if a slot lost its data meanwhile, -EBADMSG if a page fails its CRC.
+ */
+static int read_check(struct swap *s, struct swap_req *r, int res)
+{
+	bool injected = false, stale = false;
+	uint32_t bad = 0;
+
+	for (uint32_t i = 0; i < r->npages; i++)
+		if (bit_test(s->eio_map, r->slot + i)) {
+			bit_clear(s->eio_map, r->slot + i);
+			injected = true;
+		}
+	if (injected)
+		return -EIO;
+	if (res)
+		return res;
+	for (uint32_t i = 0; i < r->npages; i++) {
+		uint64_t slot = r->slot + i;
+		const struct swap_slot *m = &s->slots[slot];
+		uint32_t crc;
+
+		if (!bit_test(s->data_map, slot)) {
+			stale = true;
+			continue;
+		}
+		crc = crc32c(0, r->buf + (size_t)i * s->page_size, s->page_size);
+		if (crc == m->crc)
+			continue;
+		bad++;
+		s->st.crc_errors++;
+		if (log_allowed(s, &s->io_rl, 10))
+			log_warn("swap %s: slot %" PRIu64 " (region %" PRIu64 " page %" PRIu64
+				 " gen %" PRIu32 ") fails its CRC32C check: stored %08" PRIx32
+				 ", read %08" PRIx32 "; the page will be poisoned",
+				 s->path, slot, m->region, m->page, m->gen, m->crc, crc);
+	}
+	if (stale)
+		return -ESTALE;
+	return bad ? -EBADMSG : 0;
+}
+
+/*
+ * One CQE for r.  Short transfers are continued from where they stopped;
+ * -EAGAIN and -EINTR are retried a bounded number of times; anything else
+ * ends the request.
+ */
+static void req_complete(struct swap *s, struct swap_req *r, int res)
+{
+	if (res == -EAGAIN || res == -EINTR) {
+		if (++r->retries <= SWAP_MAX_RETRIES)
+			goto again;
+	} else if (res > 0) {
+		r->done_bytes += (size_t)res;
+		if (r->done_bytes >= r->len) {
+			res = 0;
+		} else if (r->done_bytes % s->dio_align == 0) {
+			goto again;
+		} else {
+			/* O_DIRECT cannot continue from an unaligned offset:
+			 * the file ended there (someone shrank it). */
+			res = -EIO;
+		}
+	} else if (res == 0) {
+		res = -EIO; /* end of file: the file shrank under us */
+	}
+	if (r->op == SWAP_OP_READ)
+		res = read_check(s, r, res);
+	req_finish(s, r, res);
+	return;
+again:
+	if (!req_start(s, r))
+		queue_push_head(s, r);
+}
+
+/* Runs every completion the ring holds. */
+static void swap_reap(struct swap *s)
+{
+	struct io_uring_cqe *cqe;
+
+	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+		struct swap_req *r = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&s->ring, cqe);
+		s->in_ring--;
+		req_complete(s, r, res);
+	}
+}
+
+static void on_eventfd(evutil_socket_t fd, short what, void *arg)
+{
+	struct swap *s = arg;
+	uint64_t v;
+
+	(void)what;
+	/* Reset the counter before reaping: a CQE posted after this read
+	 * signals the eventfd again, so none is left behind. */
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("swap %s: reading the eventfd: %s", s->path, strerror(errno));
+	swap_reap(s);
+	if (s->close_requested) {
+		swap_destroy(s);
+		return;
+	}
+	queue_refill(s);
+	submit_now(s);
+}
+
+/* ---- reads and writes --------------------------------------------------- */
+
+static int check_io(const struct swap *s, uint64_t first, const void *buf,
+		    uint32_t npages, swap_done_fn done)
+{
+	if (!buf || !done || !npages || first >= s->nslots ||
+	    npages > s->nslots - first ||
+	    (uint64_t)npages * s->page_size > SWAP_IO_MAX_BYTES ||
+	    (uintptr_t)buf % s->page_size)
+		return -EINVAL;
+	if (find_bit(s->used_map, first, first + npages, false) != first + npages)
+		return -EINVAL;
+	return 0;
+}
+
+static struct swap_req *req_new(enum swap_op op, uint64_t first, void *buf,
+				uint32_t npages, size_t page_size,
+				swap_done_fn done, void *arg)
+{
+	struct swap_req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->op = op;
+	r->slot = first;
+	r->npages = npages;
+	r->buf = buf;
+	r->len = (size_t)npages * page_size;
+	r->done = done;
+	r->arg = arg;
+	return r;
+}
+
+int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
+	       uint32_t npages, const struct swap_tag *tags, swap_done_fn done,
+	       void *arg)
+{
+	struct swap_req *r;
+	int ret;
+
+	if (s->closing || s->close_requested)
+		return -ESHUTDOWN;
+	ret = check_io(s, first_slot, buf, npages, done);
+	if (ret)
+		return ret;
+	if (!tags)
+		return -EINVAL;
+	/* The buffer is only read, but the SQE wants a non-const pointer. */
+	r = req_new(SWAP_OP_WRITE, first_slot, (void *)(uintptr_t)buf, npages,
+		    s->page_size, done, arg);
+	if (!r)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < npages; i++) {
+		struct swap_slot *m = &s->slots[first_slot + i];
+
+		m->region = tags[i].region;
+		m->page = tags[i].page;
+		m->gen = tags[i].gen;
+		m->crc = crc32c(0, r->buf + (size_t)i * s->page_size, s->page_size);
+	}
+	/* Until the write completes the slot holds nothing trustworthy. */
+	bits_assign(s->data_map, first_slot, npages, false);
+	bits_assign(s->busy_map, first_slot, npages, true);
+	req_enqueue(s, r);
+	return 0;
+}
+
+int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
+	      swap_done_fn done, void *arg)
+{
+	struct swap_req *r;
+	int ret;
+
+	if (s->closing || s->close_requested)
+		return -ESHUTDOWN;
+	ret = check_io(s, first_slot, buf, npages, done);
+	if (ret)
+		return ret;
+	if (find_bit(s->data_map, first_slot, first_slot + npages, false) !=
+	    first_slot + npages)
+		return -ENODATA;
+	r = req_new(SWAP_OP_READ, first_slot, buf, npages, s->page_size, done, arg);
+	if (!r)
+		return -ENOMEM;
+	req_enqueue(s, r);
+	return 0;
+}
+
+/* ---- metadata, stats, fault injection ----------------------------------- */
+
+int swap_verify(const struct swap *s, uint64_t slot, const void *page)
+{
+	if (slot >= s->nslots || !page)
+		return -EINVAL;
+	if (!bit_test(s->data_map, slot))
+		return -ENODATA;
+	return crc32c(0, page, s->page_size) == s->slots[slot].crc ? 0 : -EBADMSG;
+}
+
+int swap_slot_tag(const struct swap *s, uint64_t slot, struct swap_tag *ret_tag,
+		  uint32_t *ret_crc)
+{
+	const struct swap_slot *m;
+
+	if (slot >= s->nslots || !ret_tag)
+		return -EINVAL;
+	if (!bit_test(s->used_map, slot))
+		return -ENOENT;
+	if (!bit_test(s->data_map, slot))
+		return -ENODATA;
+	m = &s->slots[slot];
+	ret_tag->region = m->region;
+	ret_tag->page = m->page;
+	ret_tag->gen = m->gen;
+	if (ret_crc)
+		*ret_crc = m->crc;
+	return 0;
+}
+
+void swap_get_stats(const struct swap *s, struct swap_stats *ret)
+{
+	*ret = s->st;
+	ret->total = s->nslots;
+	ret->in_flight = s->in_ring;
+	ret->queued = s->queued;
+}
+
+size_t swap_page_size(const struct swap *s)
+{
+	return s->page_size;
+}
+
+/* Flips a byte of the slot on the device, through the same O_DIRECT fd and
+ * an aligned bounce buffer, synchronously. */
+static int corrupt_slot(struct swap *s, uint64_t slot)
+{
+	off_t off = (off_t)(slot * s->page_size);
+	unsigned char *buf;
+	ssize_t n;
+	int r;
+
+	r = posix_memalign((void **)&buf, s->page_size, s->page_size);
+	if (r)
+		return -r;
+	n = pread(s->fd, buf, s->page_size, off);
+	if (n != (ssize_t)s->page_size) {
+		r = n < 0 ? -errno : -EIO;
+		goto out;
+	}
+	buf[s->page_size / 2] ^= 0x5a;
+	n = pwrite(s->fd, buf, s->page_size, off);
+	if (n != (ssize_t)s->page_size)
+		r = n < 0 ? -errno : -EIO;
+out:
+	free(buf);
+	return r;
+}
+
+int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind)
+{
+	if (slot >= s->nslots)
+		return -EINVAL;
+	switch (kind) {
+	case SWAP_FAULT_NONE:
+		bit_clear(s->eio_map, slot);
+		return 0;
+	case SWAP_FAULT_EIO:
+		bit_set(s->eio_map, slot);
+		return 0;
+	case SWAP_FAULT_CORRUPT:
+		return corrupt_slot(s, slot);
+	}
+	return -EINVAL;
+}
+
+/* ---- open and close ----------------------------------------------------- */
+
+/*
+ * Learns the device's size and the alignment O_DIRECT needs, and for a
+ * regular file makes it `size` bytes long.  Returns 0 with *size (0 in: the
+ * size found) and s->dio_align set, or -errno with a reason logged; a file
+ * may be left longer than it was (the caller removes one it created).
+ */
+static int swap_size_device(struct swap *s, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	s->dio_align = 512;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t dev_size;
+		int lbs;
+
+		if (ioctl(s->fd, BLKGETSIZE64, &dev_size) < 0 ||
+		    ioctl(s->fd, BLKSSZGET, &lbs) < 0)
+			return -errno;
+		s->dio_align = (size_t)lbs;
+		if (!*size) {
+			*size = dev_size - dev_size % s->page_size;
+		} else if (*size > dev_size) {
+			log_err("swap %s: %" PRIu64 " bytes asked for, the device has %" PRIu64,
+				s->path, *size, dev_size);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_err("swap %s: not a regular file or block device", s->path);
+		return -EINVAL;
+	}
+#ifdef STATX_DIOALIGN
+	struct statx stx;
+
+	if (statx(s->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN)) {
+		if (!stx.stx_dio_offset_align) {
+			log_err("swap %s: the filesystem does not support direct I/O",
+				s->path);
+			return -EINVAL;
+		}
+		s->dio_align = stx.stx_dio_offset_align;
+		if (s->page_size % stx.stx_dio_mem_align) {
+			log_err("swap %s: direct I/O needs %" PRIu32 "-byte aligned memory, "
+				"more than the page size %zu", s->path,
+				stx.stx_dio_mem_align, s->page_size);
+			return -EINVAL;
+		}
+	}
+#endif
+	if (!*size) {
+		*size = (uint64_t)st.st_size;
+		if (!*size) {
+			log_err("swap %s: no size given and the file is empty", s->path);
+			return -EINVAL;
+		}
+	} else if ((uint64_t)st.st_size < *size) {
+		/* Allocated now, so that a write-back never fails for lack of
+		 * disk space, and O_DIRECT writes need no block allocation. */
+		if (fallocate(s->fd, 0, 0, (off_t)*size) < 0) {
+			int r = -errno;
+
+			if (r != -EOPNOTSUPP) {
+				log_err("swap %s: allocating %" PRIu64 " bytes: %s",
+					s->path, *size, strerror(-r));
+				return r;
+			}
+			log_warn("swap %s: fallocate unsupported, the file stays sparse "
+				 "(a write-back may fail if the disk fills)", s->path);
+			if (ftruncate(s->fd, (off_t)*size) < 0)
+				return -errno;
+		}
+	}
+	return 0;
+}
+
+static int check_size(const char *path, uint64_t size, size_t page_size)
+{
+	if (size % page_size) {
+		log_err("swap %s: size %" PRIu64 " is not a multiple of the page size %zu",
+			path, size, page_size);
+		return -EINVAL;
+	}
+	if (size / page_size < SWAP_MIN_SLOTS) {
+		log_err("swap %s: %" PRIu64 " bytes is too small: at least %u pages of %zu",
+			path, size, SWAP_MIN_SLOTS, page_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int swap_open(struct swap **ret, struct event_base *base, const char *path,
+	      uint64_t size, size_t page_size)
+{
+	struct swap *s;
+	bool created = false;
+	uint64_t words;
+	int r;
+
+	if (!ret || !base || !path || !*path)
+		return -EINVAL;
+	if (page_size < 512 || page_size > (2u << 20) || (page_size & (page_size - 1))) {
+		log_err("swap %s: page size %zu is not a power of two from 512 to 2 MiB",
+			path, page_size);
+		return -EINVAL;
+	}
+	/* Checked before the file is touched, and again once size 0 ("the
+	 * file's or device's") has been resolved. */
+	if (size && check_size(path, size, page_size))
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = -1;
+	s->efd = -1;
+	s->page_size = page_size;
+	s->base = base;
+	s->path = strdup(path);
+	if (!s->path) {
+		r = -ENOMEM;
+		goto fail;
+	}
+
+	s->fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (s->fd < 0 && errno == ENOENT) {
+		/* Created without O_DIRECT first: a filesystem that refuses
+		 * O_DIRECT would otherwise leave an empty file behind. */
+		int cfd = open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+
+		if (cfd < 0) {
+			r = -errno;
+			log_err("swap %s: cannot create: %s", path, strerror(-r));
+			goto fail;
+		}
+		close(cfd);
+		created = true;
+		s->fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	}
+	if (s->fd < 0) {
+		r = -errno;
+		log_err("swap %s: cannot open%s: %s", path,
+			r == -EINVAL ? " for direct I/O" : "", strerror(-r));
+		goto fail;
+	}
+	if (flock(s->fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		log_err("swap %s: %s", path, r == -EBUSY ?
+			"in use by another swap (locked)" : strerror(-r));
+		goto fail;
+	}
+	r = swap_size_device(s, &size);
+	if (r)
+		goto fail;
+	r = check_size(path, size, page_size);
+	if (r)
+		goto fail;
+	if (page_size % s->dio_align) {
+		log_err("swap %s: page size %zu is not a multiple of the %zu-byte "
+			"direct I/O block", path, page_size, s->dio_align);
+		r = -EINVAL;
+		goto fail;
+	}
+
+	s->nslots = size / page_size;
+	words = (s->nslots + 63) / 64;
+	/* Large and zero: calloc gets them from mmap, so slots never used
+	 * cost no memory. */
+	s->used_map = calloc(words, sizeof(uint64_t));
+	s->data_map = calloc(words, sizeof(uint64_t));
+	s->eio_map = calloc(words, sizeof(uint64_t));
+	s->busy_map = calloc(words, sizeof(uint64_t));
+	s->slots = calloc(s->nslots, sizeof(*s->slots));
+	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
+	    !s->slots) {
+		r = -ENOMEM;
+		goto fail;
+	}
+
+	r = io_uring_queue_init(SWAP_QUEUE_DEPTH, &s->ring, 0);
+	if (r < 0) {
+		log_err("swap %s: io_uring_queue_init: %s", path, strerror(-r));
+		goto fail;
+	}
+	s->ring_ok = true;
+	s->depth = s->ring.sq.ring_entries < SWAP_QUEUE_DEPTH ?
+		   s->ring.sq.ring_entries : SWAP_QUEUE_DEPTH;
+	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->efd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = io_uring_register_eventfd(&s->ring, s->efd);
+	if (r < 0) {
+		log_err("swap %s: io_uring_register_eventfd: %s", path, strerror(-r));
+		goto fail;
+	}
+	s->efd_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, on_eventfd, s);
+	s->submit_ev = event_new(base, -1, 0, on_submit, s);
+	if (!s->efd_ev || !s->submit_ev || event_add(s->efd_ev, NULL) < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
+	*ret = s;
+	return 0;
+
+fail:
+	if (created)
+		unlink(path);
+	swap_destroy(s);
+	return r;
+}
+
+/*
+ * Drains (see swap_close() in swap.h) and frees everything, including a
+ * store swap_open() only half built.
+ */
+static void swap_destroy(struct swap *s)
+{
+	struct swap_req *r;
+
+	s->closing = true;
+	if (s->ring_ok) {
+		while ((r = queue_pop(s)))
+			req_finish(s, r, -ECANCELED);
+		while (s->in_ring) {
+			int ret = io_uring_submit_and_wait(&s->ring, 1);
+
+			if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
+			    ret != -EBUSY) {
+				/* Their buffers may still be written to:
+				 * leaking the requests is the safe side. */
+				log_err("swap %s: waiting for %u requests: %s; abandoning them",
+					s->path, s->in_ring, strerror(-ret));
+				break;
+			}
+			swap_reap(s);
+			while ((r = queue_pop(s)))
+				req_finish(s, r, -ECANCELED);
+		}
+		io_uring_queue_exit(&s->ring);
+	}
+	if (s->efd_ev)
+		event_free(s->efd_ev);
+	if (s->submit_ev)
+		event_free(s->submit_ev);
+	if (s->efd >= 0)
+		close(s->efd);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->used_map);
+	free(s->data_map);
+	free(s->eio_map);
+	free(s->busy_map);
+	free(s->slots);
+	free(s->path);
+	free(s);
+}
+
+void swap_close(struct swap *s)
+{
+	if (!s || s->closing || s->close_requested)
+		return;
+	if (s->dispatching) {
+		s->close_requested = true;
+		return;
+	}
+	swap_destroy(s);
+}

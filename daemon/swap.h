@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The swap store (DESIGN.md §5): one file or block device, opened O_DIRECT
+ * and driven by an io_uring whose completions arrive through an eventfd
+ * watched by the caller's libevent loop, so the loop never blocks on I/O.
+ *
+ * The device is cut into slots of one page each.  Slots are handed out in
+ * contiguous runs (a bitmap with a next-fit cursor), so that consecutive
+ * eviction victims are written with one I/O.  For every slot the store
+ * keeps, in memory, who owns it (region id, page index, generation) and the
+ * CRC32C of what was written; every read is checked against it, so a slot
+ * whose data changed on disk is reported, never returned as good data.
+ *
+ * Everything runs on the thread of the event loop given to swap_open();
+ * nothing here is thread-safe.  All calls return 0 or -errno.
+ */
+#ifndef PAGERD_SWAP_H
+#define PAGERD_SWAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct swap;
+
+/* Requests handed to the kernel at once; the rest wait in a software queue. */
+#define SWAP_QUEUE_DEPTH 256
+/* Smallest swap accepted, in slots. */
+#define SWAP_MIN_SLOTS 16
+/* Largest single read or write, in bytes. */
+#define SWAP_IO_MAX_BYTES (64u << 20)
+
+/* Who a slot's data belongs to; set by swap_write(). */
+struct swap_tag {
+	uint64_t region;   /* region id */
+	uint64_t page;     /* page index within the region */
+	uint32_t gen;      /* caller's generation of that page */
+};
+
+enum swap_fault {
+	SWAP_FAULT_NONE,    /* clear a pending SWAP_FAULT_EIO */
+	SWAP_FAULT_EIO,     /* the next read touching the slot fails with -EIO */
+	SWAP_FAULT_CORRUPT, /* flip one byte of the slot on the device itself */
+};
+
+struct swap_stats {
+	uint64_t total;          /* slots */
+	uint64_t used;           /* slots allocated */
+	uint64_t reads;          /* read requests completed with 0 */
+	uint64_t writes;         /* write requests completed with 0 */
+	uint64_t pages_read;
+	uint64_t pages_written;
+	uint64_t read_errors;    /* read requests completed with an error */
+	uint64_t write_errors;
+	uint64_t crc_errors;     /* pages whose CRC32C did not match */
+	uint64_t full;           /* swap_alloc() calls that found no free slot */
+	uint32_t in_flight;      /* requests owning an SQE */
+	uint32_t queued;         /* requests waiting for one, in software */
+};
+
+/*
+ * res is 0 or -errno.  Called from the event loop (or from swap_close()),
+ * never from inside swap_read()/swap_write(): a request either fails at
+ * once, with the error returned and no callback, or gets exactly one call.
+ */
+typedef void (*swap_done_fn)(void *arg, int res);
+
+/*
+ * Opens (creating a missing regular file, mode 0600) the swap at `path` and
+ * hooks its completions into `base`.
+ *
+ * Regular file: `size` bytes are allocated with fallocate (a larger file is
+ * used, not truncated); size 0 means "use the existing file's size".  Block
+ * device: size 0 means the whole device (rounded down to a page), otherwise
+ * the first `size` bytes.  `size` must be a multiple of `page_size` and at
+ * least SWAP_MIN_SLOTS pages; `page_size` a power of two from 512 to 2 MiB
+ * and a multiple of the device's direct-I/O alignment.  The file is locked
+ * (flock) so that two daemons never share one swap.
+ *
+ * Returns 0 and sets *ret, or -errno with *ret untouched and a reason
+ * logged: -EINVAL (bad size or page size, not a file or block device, no
+ * O_DIRECT on that filesystem), -ENOENT (no such directory), -EBUSY (in use
+ * by another swap), -ENOSPC (fallocate), errors from io_uring_queue_init
+ * (-ENOMEM, -EPERM), ...  A file this call created is removed on failure.
+ */
+int swap_open(struct swap **ret, struct event_base *base, const char *path,
+	      uint64_t size, size_t page_size);
+
+/*
+ * Drains and frees.  Requests already given to the kernel (in the ring, even
+ * if not yet submitted) run to completion — short transfers are finished
+ * too — and their callbacks get the real result; requests still waiting in
+ * the software queue never start and their callbacks get -ECANCELED.  Those
+ * callbacks run before swap_close() returns; swap_read()/swap_write() made
+ * from them fail with -ESHUTDOWN.  It blocks until the device answers.
+ *
+ * May be called from a swap_done_fn: the store is then closed (as above)
+ * when the completions being delivered have all been handled, and from then
+ * on every call but swap_close() is a use after free.  NULL is fine.
+ */
+void swap_close(struct swap *s);
+
+/*
+ * Allocates a contiguous run of up to `want` slots: the first free run from
+ * the next-fit cursor if it is long enough, otherwise the longest of the
+ * next few runs looked at (never fewer than 1 slot).  Returns 0 with
+ * *ret_first and *ret_got set, -ENOSPC when every slot is used (logged the first
+ * time, then at most every few seconds), -EINVAL when want is 0.
+ */
+int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
+	       uint32_t *ret_got);
+
+/* Frees slots and forgets their tags.  Freeing a free or out-of-range slot
+ * is a bug in the caller: it is logged and that slot left alone. */
+void swap_free(struct swap *s, uint64_t first, uint32_t n);
+
+/*
+ * Writes npages pages from buf (aligned to the page size) to the allocated
+ * slots first_slot...  tags[i] (one per page) and the CRC32C of page i,
+ * computed now, become the slot's metadata; the slot counts as holding data
+ * once the write completes with 0.  buf must stay mapped and unchanged until
+ * `done` runs: if it changes in between, the CRC no longer matches what
+ * reached the disk and a later read of that slot gives -EBADMSG (safe, but
+ * the slot is wasted: free it).
+ *
+ * Returns 0 (done will run exactly once) or, with no callback, -EINVAL
+ * (unallocated slot, misaligned buf, npages 0 or over SWAP_IO_MAX_BYTES),
+ * -ESHUTDOWN (closing), -ENOMEM.
+ */
+int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
+	       uint32_t npages, const struct swap_tag *tags, swap_done_fn done,
+	       void *arg);
+
+/*
+ * Reads npages slots into buf (aligned to the page size) and checks each
+ * page's CRC32C.  done gets:
+ *   0          every page arrived and matches its CRC;
+ *   -EBADMSG   at least one page does not match: the data there is wrong.
+ *              The caller must poison such a page (UFFDIO_POISON), never
+ *              map it; swap_verify() tells which pages of buf are good;
+ *   -EIO       the device failed or came up short (the file shrank): the
+ *              whole of buf is undefined — or another -errno from the device;
+ *   -ESTALE    a slot was freed or rewritten while the read was in flight.
+ * Returns 0 or, with no callback, -EINVAL (slot not allocated, misaligned
+ * buf, npages 0 or too big), -ENODATA (a slot holds no completed write),
+ * -ESHUTDOWN, -ENOMEM.
+ */
+int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
+	      swap_done_fn done, void *arg);
+
+/* 0 if `page` (one page) matches the CRC32C stored for `slot`, -EBADMSG if
+ * not, -ENODATA if the slot holds no completed write, -EINVAL if out of
+ * range. */
+int swap_verify(const struct swap *s, uint64_t slot, const void *page);
+
+/* The tag and CRC32C (ret_crc may be NULL) of a slot's last completed write.
+ * Returns 0, -ENODATA (allocated but no completed write), -ENOENT (free),
+ * -EINVAL (out of range); the outputs are untouched on error. */
+int swap_slot_tag(const struct swap *s, uint64_t slot, struct swap_tag *ret_tag,
+		  uint32_t *ret_crc);
+
+void swap_get_stats(const struct swap *s, struct swap_stats *ret);
+size_t swap_page_size(const struct swap *s);
+
+/*
+ * Fault injection, for tests.  SWAP_FAULT_CORRUPT reads the slot from the
+ * device, flips one byte and writes it back, synchronously and outside the
+ * ring, so only the CRC check can notice; do not use it on a slot with I/O
+ * in flight.  Returns 0, -EINVAL (slot out of range or unknown kind), or the
+ * -errno of that read or write.
+ */
+int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind);
+
+#endif
