@@ -91,6 +91,45 @@ int64_t pager_region_id(const struct pager_region *r);
 /* Frees the region and everything the daemon holds for it.  NULL is fine. */
 int pager_region_destroy(struct pager_region *r);
 
+/*
+ * Changes the region's resident limit at run time (bytes, rounded down to
+ * pages; 0 = no region limit).  Lowering it below what is resident starts
+ * eviction at once; the call does not wait for it.
+ */
+int pager_region_set_limit(struct pager_region *r, uint64_t bytes);
+
+/*
+ * Throws away the contents of [off, off + len) (page-aligned): the pages
+ * read as zeros afterwards, and their memory and swap slots are freed.
+ */
+int pager_region_discard(struct pager_region *r, size_t off, size_t len);
+
+/* What pagerd knows about one region (pager_region_stats()).  Counts are
+ * pages unless named otherwise; counters are since the region was created. */
+struct pager_region_stats {
+	size_t sz;               /* sizeof(struct pager_region_stats) */
+	uint64_t pages;          /* the region's size in pages */
+	uint64_t resident;       /* in memory */
+	uint64_t swapped;        /* only in swap */
+	uint64_t zero;           /* neither: never touched, or known to be zero */
+	uint64_t memory_limit;   /* bytes, 0 = none */
+	uint64_t faults_missing; /* first touch or swap-in */
+	uint64_t faults_minor;   /* in memory, mapped again (reference sampling) */
+	uint64_t faults_wp;      /* writes to clean or protected pages */
+	uint64_t swap_ins;       /* pages read back on demand */
+	uint64_t swap_outs;      /* pages written to swap */
+	uint64_t evict_zero;     /* evictions of all-zero pages: no I/O */
+	uint64_t evict_clean;    /* evictions of pages with a valid swap copy: no I/O */
+	uint64_t evict_dirty;    /* evictions that wrote the page first */
+	uint64_t evict_aborted;  /* written to while being written out: kept */
+	uint64_t readahead;      /* pages read ahead of a sequential stream */
+	uint64_t readahead_hits; /* of those, pages the application then used */
+	uint64_t poisoned;       /* pages lost to a failed or corrupt swap read */
+};
+
+int pager_region_stats(const struct pager_region *r,
+		       struct pager_region_stats *ret);
+
 #ifdef __cplusplus
 }
 #endif
