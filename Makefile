@@ -37,7 +37,7 @@ URING_LIBS    = $(shell pkg-config --libs liburing)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 
 COMMON_SRC   := common/proto.c common/size.c
-LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c common/proto.c
+LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c common/proto.c
 DAEMON_SRC   := $(wildcard daemon/*.c) $(COMMON_SRC)
 CTL_SRC      := pagerctl/pagerctl.c $(COMMON_SRC)
 EXAMPLES     := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))

@@ -13,7 +13,15 @@ size_t proto_body_size(uint16_t type)
 	case PROTO_REGION_CREATE:  return sizeof(struct proto_region_create);
 	case PROTO_REGION_DESTROY: return sizeof(struct proto_region_destroy);
 	case PROTO_STATUS:         return 0;
+	case PROTO_AGENT_ATTACH:   return 0;
+	case PROTO_REGION_SET_LIMIT: return sizeof(struct proto_region_set_limit);
+	case PROTO_REGION_DISCARD: return sizeof(struct proto_region_discard);
+	case PROTO_REGION_STATS:
+	case PROTO_REGION_INFO:    return sizeof(struct proto_region_ref);
+	case PROTO_SET_LIMIT:      return sizeof(struct proto_set_limit);
+	case PROTO_TEST_INJECT:    return sizeof(struct proto_test_inject);
 	case PROTO_REPLY:          return sizeof(struct proto_reply);
+	case PROTO_AGENT_DROP:     return sizeof(struct proto_agent_drop);
 	default:                   return 0;
 	}
 }
@@ -21,14 +29,14 @@ size_t proto_body_size(uint16_t type)
 static bool proto_type_known(uint16_t type)
 {
 	return (type >= PROTO_HELLO && type <= PROTO_TYPE_MAX_REQUEST) ||
-	       type == PROTO_REPLY;
+	       type == PROTO_REPLY || type == PROTO_AGENT_DROP;
 }
 
 unsigned proto_fds_expected(uint16_t type)
 {
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
-	return type == PROTO_REGION_CREATE ? 1 : 0;
+	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ? 1 : 0;
 }
 
 const char *proto_type_name(uint16_t type)
@@ -38,7 +46,15 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_REGION_CREATE:  return "region-create";
 	case PROTO_REGION_DESTROY: return "region-destroy";
 	case PROTO_STATUS:         return "status";
+	case PROTO_AGENT_ATTACH:   return "agent-attach";
+	case PROTO_REGION_SET_LIMIT: return "region-set-limit";
+	case PROTO_REGION_DISCARD: return "region-discard";
+	case PROTO_REGION_STATS:   return "region-stats";
+	case PROTO_REGION_INFO:    return "region-info";
+	case PROTO_SET_LIMIT:      return "set-limit";
+	case PROTO_TEST_INJECT:    return "test-inject";
 	case PROTO_REPLY:          return "reply";
+	case PROTO_AGENT_DROP:     return "agent-drop";
 	default:                   return "unknown";
 	}
 }
@@ -107,6 +123,39 @@ int proto_validate(const void *buf, size_t n)
 	}
 	case PROTO_REGION_DESTROY:
 		if (msg.body.region_destroy.region_id == 0)
+			return -EINVAL;
+		break;
+	case PROTO_REGION_SET_LIMIT:
+		if (msg.body.region_set_limit.region_id == 0)
+			return -EINVAL;
+		break;
+	case PROTO_REGION_DISCARD: {
+		const struct proto_region_discard *rd = &msg.body.region_discard;
+
+		if (rd->region_id == 0 || rd->len == 0 ||
+		    rd->offset + rd->len < rd->offset)
+			return -EINVAL;
+		break;
+	}
+	case PROTO_REGION_STATS:
+		if (msg.body.region_ref.region_id == 0)
+			return -EINVAL;
+		break;
+	case PROTO_SET_LIMIT:
+		if (msg.body.set_limit.scope > PROTO_LIMIT_REGION ||
+		    msg.body.set_limit.pad != 0 ||
+		    (msg.body.set_limit.scope != PROTO_LIMIT_GLOBAL &&
+		     msg.body.set_limit.id == 0))
+			return -EINVAL;
+		break;
+	case PROTO_TEST_INJECT:
+		if (msg.body.test_inject.region_id == 0 ||
+		    msg.body.test_inject.kind < PROTO_INJECT_EIO ||
+		    msg.body.test_inject.kind > PROTO_INJECT_CORRUPT)
+			return -EINVAL;
+		break;
+	case PROTO_AGENT_DROP:
+		if (msg.body.agent_drop.n > PROTO_DROP_MAX)
 			return -EINVAL;
 		break;
 	case PROTO_REPLY: {

@@ -24,10 +24,10 @@
 #include <sys/types.h>
 
 #define PROTO_MAGIC   0x50475244u /* "PGRD" */
-#define PROTO_VERSION 1u
+#define PROTO_VERSION 2u
 
 /* The largest message either side sends or accepts. */
-#define PROTO_MAX_MSG 512u
+#define PROTO_MAX_MSG 1024u
 /* The most file descriptors one message may carry. */
 #define PROTO_MAX_FDS 1
 
@@ -37,9 +37,18 @@ enum proto_type {
 	PROTO_REGION_CREATE = 2,  /* carries the region's memfd */
 	PROTO_REGION_DESTROY = 3,
 	PROTO_STATUS = 4,         /* daemon-wide counters (pagerctl) */
-	PROTO_TYPE_MAX_REQUEST = PROTO_STATUS,
+	PROTO_AGENT_ATTACH = 5,   /* carries libpager's agent socket */
+	PROTO_REGION_SET_LIMIT = 6,
+	PROTO_REGION_DISCARD = 7,
+	PROTO_REGION_STATS = 8,
+	PROTO_REGION_INFO = 9,    /* control: the index-th region of all */
+	PROTO_SET_LIMIT = 10,     /* control: global, client or region limit */
+	PROTO_TEST_INJECT = 11,   /* only with pagerd --test-hooks */
+	PROTO_TYPE_MAX_REQUEST = PROTO_TEST_INJECT,
 	/* replies */
 	PROTO_REPLY = 100,
+	/* daemon to libpager's agent thread, on the agent socket */
+	PROTO_AGENT_DROP = 120,
 };
 
 struct proto_hdr {
@@ -75,6 +84,80 @@ struct proto_region_destroy {
 	uint64_t region_id;
 } __attribute__((packed));
 
+struct proto_region_set_limit {
+	uint64_t region_id;
+	uint64_t limit;     /* bytes, 0 = none */
+} __attribute__((packed));
+
+struct proto_region_discard {
+	uint64_t region_id;
+	uint64_t offset;    /* bytes, page-aligned */
+	uint64_t len;       /* bytes, page-aligned, > 0 */
+} __attribute__((packed));
+
+struct proto_region_ref {
+	uint64_t region_id; /* REGION_STATS */
+	uint64_t index;     /* REGION_INFO: 0.. until -ENOENT */
+} __attribute__((packed));
+
+enum proto_limit_scope {
+	PROTO_LIMIT_GLOBAL = 0,
+	PROTO_LIMIT_CLIENT = 1,
+	PROTO_LIMIT_REGION = 2,
+};
+
+struct proto_set_limit {
+	uint32_t scope;     /* enum proto_limit_scope */
+	uint32_t pad;
+	uint64_t id;        /* client or region id */
+	uint64_t limit;     /* bytes, 0 = none */
+} __attribute__((packed));
+
+enum proto_inject {
+	PROTO_INJECT_EIO = 1,     /* the page's next swap read fails */
+	PROTO_INJECT_CORRUPT = 2, /* flip a byte of its slot on disk */
+};
+
+struct proto_test_inject {
+	uint64_t region_id;
+	uint64_t page;
+	uint32_t kind;      /* enum proto_inject */
+	uint32_t pad;
+} __attribute__((packed));
+
+#define PROTO_DROP_MAX 48
+struct proto_agent_drop {
+	uint32_t n;
+	uint32_t pad;
+	struct { uint64_t addr, len; } range[PROTO_DROP_MAX];
+} __attribute__((packed));
+
+/* One region, for REGION_STATS and REGION_INFO. */
+struct proto_region_stats {
+	uint64_t region_id;
+	uint64_t client_id;
+	int32_t client_pid;
+	uint32_t pad;
+	uint64_t pages;
+	uint64_t resident;
+	uint64_t swapped;
+	uint64_t zero;
+	uint64_t memory_limit;
+	uint64_t faults_missing;
+	uint64_t faults_minor;
+	uint64_t faults_wp;
+	uint64_t swap_ins;
+	uint64_t swap_outs;
+	uint64_t evict_zero;
+	uint64_t evict_clean;
+	uint64_t evict_dirty;
+	uint64_t evict_aborted;
+	uint64_t readahead;
+	uint64_t readahead_hits;
+	uint64_t poisoned;
+	char name[PROTO_NAME_MAX];
+} __attribute__((packed));
+
 /* The reply to every request.  Fields a request does not use are zero. */
 struct proto_reply {
 	int32_t status;     /* 0 or -errno */
@@ -92,13 +175,33 @@ struct proto_reply {
 	uint64_t uptime_ms;
 	int32_t pid;
 	uint32_t pad;
+	uint64_t memory_limit;    /* bytes, 0 = none */
+	uint64_t swap_total;      /* slots */
+	uint64_t swap_used;
+	uint64_t swap_ins;
+	uint64_t swap_outs;
+	uint64_t evict_zero;
+	uint64_t evict_clean;
+	uint64_t evict_dirty;
+	uint64_t evict_aborted;
+	uint64_t readahead;
+	uint64_t readahead_hits;
+	uint64_t poisoned;
+	uint64_t swap_io_errors;  /* read/write/CRC errors */
+	struct proto_region_stats region; /* REGION_STATS, REGION_INFO */
 } __attribute__((packed));
 
 union proto_body {
 	struct proto_hello hello;
 	struct proto_region_create region_create;
 	struct proto_region_destroy region_destroy;
+	struct proto_region_set_limit region_set_limit;
+	struct proto_region_discard region_discard;
+	struct proto_region_ref region_ref;
+	struct proto_set_limit set_limit;
+	struct proto_test_inject test_inject;
 	struct proto_reply reply;
+	struct proto_agent_drop agent_drop;
 };
 
 struct proto_msg {

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "pagerd.h"
+#include "swap.h"
 
 static void client_on_sock(int fd, short what, void *arg);
 
@@ -40,6 +41,7 @@ int client_accept(struct daemon *d, int sock)
 	c->id = ++d->next_client_id;
 	c->sock = sock;
 	c->uffd = -1;
+	c->agent = -1;
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
 		free(c);
 		return -errno;
@@ -48,11 +50,15 @@ int client_accept(struct daemon *d, int sock)
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
 	c->reconcile_ev = evtimer_new(d->base, client_on_reconcile, c);
-	if (!c->sock_ev || !c->reconcile_ev || event_add(c->sock_ev, NULL) < 0) {
+	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
+	if (!c->sock_ev || !c->reconcile_ev || !c->retry_ev ||
+	    event_add(c->sock_ev, NULL) < 0) {
 		if (c->sock_ev)
 			event_free(c->sock_ev);
 		if (c->reconcile_ev)
 			event_free(c->reconcile_ev);
+		if (c->retry_ev)
+			event_free(c->retry_ev);
 		free(c);
 		return -ENOMEM;
 	}
@@ -76,6 +82,8 @@ void client_destroy(struct client *c)
 {
 	struct daemon *d = c->d;
 
+	limits_client_gone(c);
+	agent_detach(c);
 	while (c->nregions)
 		region_destroy(c->regions[c->nregions - 1]);
 	free(c->regions);
@@ -86,6 +94,7 @@ void client_destroy(struct client *c)
 		close(c->uffd);
 	event_free(c->sock_ev);
 	event_free(c->reconcile_ev);
+	event_free(c->retry_ev);
 	close(c->sock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -94,7 +103,15 @@ void client_destroy(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->nclients--;
-	log_info("client %" PRIu64 " gone", c->id);
+	if (d->swap) {
+		struct swap_stats ss;
+
+		swap_get_stats(d->swap, &ss);
+		log_info("client %" PRIu64 " gone (swap: %" PRIu64 " slots used, %" PRIu64 " pages being written)",
+			 c->id, ss.used, d->writeback);
+	} else {
+		log_info("client %" PRIu64 " gone", c->id);
+	}
 	free(c);
 	/* A private daemon lives exactly as long as its one client. */
 	if (d->cfg.private_fd >= 0)
@@ -197,9 +214,131 @@ static int do_region_destroy(struct client *c, uint64_t id)
 	return 0;
 }
 
+static int do_region_set_limit(struct client *c, uint64_t id, uint64_t bytes)
+{
+	struct region *r = region_find_id(c, id);
+
+	if (!r)
+		return -ENOENT;
+	r->memory_limit = bytes / c->d->page_size;
+	if (limits_pressure(r))
+		evict_kick(c->d);
+	return 0;
+}
+
+static int do_region_discard(struct client *c,
+			     const struct proto_region_discard *rd)
+{
+	struct region *r = region_find_id(c, rd->region_id);
+	size_t ps = c->d->page_size;
+
+	if (!r)
+		return -ENOENT;
+	if (rd->offset % ps || rd->len % ps || rd->offset > r->len ||
+	    rd->len > r->len - rd->offset)
+		return -EINVAL;
+	return region_discard(r, rd->offset / ps, rd->len / ps);
+}
+
+static int do_region_stats(struct client *c, uint64_t id,
+			   struct proto_reply *out)
+{
+	struct region *r = region_find_id(c, id);
+
+	if (!r)
+		return -ENOENT;
+	client_reconcile(c);
+	region_fill_stats(r, &out->region);
+	return 0;
+}
+
+/* The index-th region of all clients, for pagerctl. */
+static int do_region_info(struct client *c, uint64_t index,
+			  struct proto_reply *out)
+{
+	for (struct client *o = c->d->clients; o; o = o->next) {
+		if (index < o->nregions) {
+			region_fill_stats(o->regions[index], &out->region);
+			return 0;
+		}
+		index -= o->nregions;
+	}
+	return -ENOENT;
+}
+
+static struct client *client_find(struct daemon *d, uint64_t id)
+{
+	for (struct client *o = d->clients; o; o = o->next)
+		if (o->id == id)
+			return o;
+	return NULL;
+}
+
+static int do_set_limit(struct client *c, const struct proto_set_limit *sl)
+{
+	struct daemon *d = c->d;
+	uint64_t pages = sl->limit / d->page_size;
+
+	switch (sl->scope) {
+	case PROTO_LIMIT_GLOBAL:
+		d->cfg.memory_limit = pages * d->page_size;
+		log_info("memory limit set to %" PRIu64 " bytes", d->cfg.memory_limit);
+		break;
+	case PROTO_LIMIT_CLIENT: {
+		struct client *o = client_find(d, sl->id);
+
+		if (!o || o->control)
+			return -ENOENT;
+		o->memory_limit = pages;
+		log_info("client %" PRIu64 ": memory limit set to %" PRIu64 " bytes",
+			 o->id, sl->limit);
+		break;
+	}
+	case PROTO_LIMIT_REGION:
+		for (struct client *o = d->clients; o; o = o->next) {
+			struct region *r = region_find_id(o, sl->id);
+
+			if (r) {
+				r->memory_limit = pages;
+				log_info("region %" PRIu64 ": memory limit set to %" PRIu64 " bytes",
+					 r->id, sl->limit);
+				goto done;
+			}
+		}
+		return -ENOENT;
+	default:
+		return -EINVAL;
+	}
+done:
+	d->overcommitted = false;
+	evict_kick(d);
+	return 0;
+}
+
+/* Fault injection into a region's swap slot, for tests (--test-hooks). */
+static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
+{
+	struct region *r = NULL;
+	int64_t slot;
+
+	if (!c->d->cfg.test_hooks)
+		return -EPERM;
+	for (struct client *o = c->d->clients; o && !r; o = o->next)
+		r = region_find_id(o, ti->region_id);
+	if (!r || ti->page >= r->npages)
+		return -ENOENT;
+	slot = region_slot(r, ti->page);
+	if (slot < 0 || !c->d->swap || pg_state(r->state[ti->page]) != PAGE_SWAPPED)
+		return -ENODATA;
+	return swap_inject(c->d->swap, (uint64_t)slot,
+			   ti->kind == PROTO_INJECT_EIO ? SWAP_FAULT_EIO
+							: SWAP_FAULT_CORRUPT);
+}
+
 static void do_status(struct client *c, struct proto_reply *out)
 {
 	struct daemon *d = c->d;
+	const struct counters *st = &d->stats;
 
 	for (struct client *o = d->clients; o; o = o->next) {
 		client_reconcile(o);
@@ -216,6 +355,24 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->pages_zero_filled = d->stats.pages_zero_filled;
 	out->uptime_ms = now_ms() - d->start_ms;
 	out->pid = (int32_t)getpid();
+	out->memory_limit = d->cfg.memory_limit;
+	out->swap_ins = st->swap_ins;
+	out->swap_outs = st->swap_outs;
+	out->evict_zero = st->evict_zero;
+	out->evict_clean = st->evict_clean;
+	out->evict_dirty = st->evict_dirty;
+	out->evict_aborted = st->evict_aborted;
+	out->readahead = st->readahead;
+	out->readahead_hits = st->readahead_hits;
+	out->poisoned = st->poisoned;
+	if (d->swap) {
+		struct swap_stats ss;
+
+		swap_get_stats(d->swap, &ss);
+		out->swap_total = ss.total;
+		out->swap_used = ss.used;
+		out->swap_io_errors = ss.read_errors + ss.write_errors + ss.crc_errors;
+	}
 }
 
 /* Runs one request; returns the status for the reply. */
@@ -226,7 +383,8 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 
 	if (!c->hello_done && type != PROTO_HELLO)
 		return -ENOTCONN;
-	if (type != PROTO_HELLO && type != PROTO_REGION_CREATE && nfds)
+	if (type != PROTO_HELLO && type != PROTO_REGION_CREATE &&
+	    type != PROTO_AGENT_ATTACH && nfds)
 		return -EBADF;
 	switch (type) {
 	case PROTO_HELLO:
@@ -241,6 +399,37 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 			return -EACCES;
 		do_status(c, out);
 		return 0;
+	case PROTO_AGENT_ATTACH:
+		if (c->control || nfds != 1)
+			return -EBADF;
+		{
+			int e = agent_attach(c, fds[0]);
+
+			if (e < 0)
+				return e;
+		}
+		fds[0] = -1;
+		return 0;
+	case PROTO_REGION_SET_LIMIT:
+		return c->control ? -EBADF
+				  : do_region_set_limit(c, m->body.region_set_limit.region_id,
+							m->body.region_set_limit.limit);
+	case PROTO_REGION_DISCARD:
+		return c->control ? -EBADF : do_region_discard(c, &m->body.region_discard);
+	case PROTO_REGION_STATS:
+		return c->control ? -EBADF
+				  : do_region_stats(c, m->body.region_ref.region_id, out);
+	case PROTO_REGION_INFO:
+		if (!c->control)
+			return -EACCES;
+		client_reconcile(c);
+		return do_region_info(c, m->body.region_ref.index, out);
+	case PROTO_SET_LIMIT:
+		if (!c->control)
+			return -EACCES;
+		return do_set_limit(c, &m->body.set_limit);
+	case PROTO_TEST_INJECT:
+		return c->control ? do_test_inject(c, &m->body.test_inject) : -EACCES;
 	default:
 		return -EOPNOTSUPP; /* replies sent to us */
 	}

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,13 +58,51 @@ int uffd_check(int fd, uint64_t *ret_features)
 	return 0;
 }
 
-static void uffd_wake(struct client *c, uint64_t addr, uint64_t len)
+void uffd_wake(struct client *c, uint64_t addr, uint64_t len)
 {
 	struct uffdio_range rng = { .start = addr, .len = len };
 
 	if (ioctl(c->uffd, UFFDIO_WAKE, &rng) < 0 && errno != ENOENT &&
 	    errno != ESRCH)
 		log_debug("client %" PRIu64 ": UFFDIO_WAKE: %m", c->id);
+}
+
+int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp)
+{
+	struct client *c = r->client;
+	size_t ps = c->d->page_size;
+	struct uffdio_continue cont = {
+		.range = { .start = r->addr + page * ps, .len = n * ps },
+		.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
+	};
+
+	if (ioctl(c->uffd, UFFDIO_CONTINUE, &cont) == 0)
+		return (int64_t)n;
+	if (cont.mapped > 0)
+		return cont.mapped / (int64_t)ps;
+	if (errno == EEXIST) {
+		/* Already mapped (a racing CONTINUE): make sure nobody is
+		 * left waiting, and keep the protection we want. */
+		if (wp)
+			uffd_protect(r, page, 1, true);
+		uffd_wake(c, cont.range.start, ps);
+		return 1;
+	}
+	return -errno;
+}
+
+int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
+{
+	struct client *c = r->client;
+	size_t ps = c->d->page_size;
+	struct uffdio_writeprotect w = {
+		.range = { .start = r->addr + page * ps, .len = n * ps },
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	if (ioctl(c->uffd, UFFDIO_WRITEPROTECT, &w) < 0)
+		return -errno;
+	return 0;
 }
 
 /*
@@ -145,7 +184,10 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 		return -errno;
 	uint64_t done = (uint64_t)zp.zeropage / ps;
 	region_set_state(r, page, done, PAGE_RESIDENT);
+	for (uint64_t i = 0; i < done; i++)
+		r->state[page + i] |= PG_REF;
 	c->d->stats.pages_zero_filled += done;
+	r->stats.pages_zero_filled += done;
 	return (int64_t)done;
 }
 
@@ -155,19 +197,50 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
  * skipping pages that already hold data.  Returns 0, or -EAGAIN to retry
  * after the pending event is read.
  */
-static int fault_missing(struct client *c, struct region *r, uint64_t page)
+static int fault_missing(struct client *c, struct region *r, uint64_t page,
+			 const struct uffd_msg *m)
 {
 	struct daemon *d = c->d;
 	struct fault_stream *s;
-	uint64_t want = fault_around_window(r, page, d->cfg.fault_around_max, &s);
-	uint64_t end = page + want < r->npages ? page + want : r->npages;
-	uint64_t n = empty_run(r, page, end - page), p;
+	pgstate_t b = r->state[page];
+	uint64_t want, end, n, p, room;
 	int64_t done;
 
 	d->stats.faults_missing++;
-	/* MISSING means the page cache has no page: whatever we thought. */
-	if (r->state[page] == PAGE_RESIDENT)
+	r->stats.faults_missing++;
+	if (b & PG_READING) {
+		/* Being read in: its completion maps the page and wakes
+		 * every thread waiting on it. */
+		r->state[page] |= PG_WAITER;
+		return 0;
+	}
+	switch (pg_state(b)) {
+	case PAGE_SWAPPED:
+		if (limits_room(r) == 0)
+			return limits_wait(c, m);
+		return swapin_fault(c, r, page);
+	case PAGE_POISONED:
+		return swapin_poison(r, page);
+	case PAGE_RESIDENT:
+		/* MISSING means the page cache has no page, whatever we
+		 * thought: the client discarded it (MADV_REMOVE) before we
+		 * read the event.  A write-back in flight keeps nothing. */
+		region_drop_slot(r, page);
 		region_set_state(r, page, 1, PAGE_EMPTY);
+		if (b & PG_IO) /* write-back in flight: keep what we fill now */
+			r->state[page] |= PG_IO | PG_REDIRTY;
+		break;
+	case PAGE_EMPTY:
+		break;
+	}
+	room = limits_room(r);
+	if (room == 0)
+		return limits_wait(c, m);
+	want = fault_around_window(r, page, d->cfg.fault_around_max, &s);
+	if (want > room)
+		want = room;
+	end = page + want < r->npages ? page + want : r->npages;
+	n = empty_run(r, page, end - page);
 	/*
 	 * The faulting page first, with a short head, so that the thread
 	 * is woken and works through those pages while we fill the rest:
@@ -175,7 +248,9 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page)
 	 */
 	if (n == 0)
 		n = 1; /* we thought it populated; the kernel knows better */
+	b = r->state[page] & (PG_IO | PG_REDIRTY);
 	done = zero_fill(c, r, page, n > 32 ? 32 : n);
+	r->state[page] |= b;
 	if (done == 0) {
 		uffd_wake(c, r->addr + page * d->page_size, d->page_size);
 		done = 1;
@@ -201,48 +276,76 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page)
 		s->start = page;
 		s->next = p;
 	}
+	if (limits_pressure(r))
+		evict_kick(d);
 	return 0;
 }
 
-/* A page in the page cache but not mapped in the client: map it. */
-static int fault_minor(struct client *c, struct region *r, uint64_t page)
+/*
+ * A page in the page cache but not mapped in the client: the hand dropped
+ * its mapping to sample a reference (which this fault is), or it was read
+ * ahead.  Map it again; a clean page (one with a current swap copy) and a
+ * page being written out stay write-protected so that a write is seen.
+ */
+static int fault_missing(struct client *c, struct region *r, uint64_t page,
+			 const struct uffd_msg *m);
+
+static int fault_minor(struct client *c, struct region *r, uint64_t page,
+		       const struct uffd_msg *m)
 {
-	size_t ps = c->d->page_size;
-	struct uffdio_continue cont = {
-		.range = { .start = r->addr + page * ps, .len = ps },
-	};
+	pgstate_t b = r->state[page];
+	int64_t e;
 
 	c->d->stats.faults_minor++;
-	if (ioctl(c->uffd, UFFDIO_CONTINUE, &cont) == 0 || cont.mapped > 0) {
-		region_set_state(r, page, 1, PAGE_RESIDENT);
+	r->stats.faults_minor++;
+	if (b & PG_READING) {
+		/* Being read in: its completion maps and wakes. */
+		r->state[page] |= PG_WAITER;
 		return 0;
 	}
-	if (errno == EEXIST)
-		uffd_wake(c, cont.range.start, ps);
-	else if (errno == EAGAIN)
+	if (pg_state(b) != PAGE_RESIDENT) {
+		/* Evicted between the fault and now (or data we did not put
+		 * there): serve it as the page it is now. */
+		return fault_missing(c, r, page, m);
+	}
+	if (b & PG_RA)
+		swapin_readahead_hit(r, page);
+	r->state[page] |= PG_REF;
+	e = uffd_continue(r, page, 1, region_slot(r, page) >= 0 || (b & PG_IO));
+	if (e == -EAGAIN)
 		return -EAGAIN;
-	else if (errno != ENOENT && errno != ESRCH)
-		log_warn("client %" PRIu64 ": UFFDIO_CONTINUE: %m", c->id);
+	if (e == -EFAULT) /* not in the page cache after all: discarded */
+		return fault_missing(c, r, page, m);
+	if (e < 0 && e != -ENOENT && e != -ESRCH)
+		log_warn("client %" PRIu64 ": UFFDIO_CONTINUE: %s", c->id,
+			 strerror((int)-e));
 	return 0;
 }
 
-/* A write to a write-protected page.  Nothing write-protects yet but the
- * registration allows it, so un-protect rather than leave a thread hanging. */
+/*
+ * A write to a write-protected page: a clean page becomes dirty (its swap
+ * copy is stale: freed), a page being written out aborts its eviction.
+ * Un-protect at once either way: the application never waits for I/O.
+ */
 static int fault_wp(struct client *c, struct region *r, uint64_t page)
 {
-	size_t ps = c->d->page_size;
-	struct uffdio_writeprotect wp = {
-		.range = { .start = r->addr + page * ps, .len = ps },
-		.mode = 0,
-	};
+	pgstate_t b = r->state[page];
+	int e;
 
 	c->d->stats.faults_wp++;
-	if (ioctl(c->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
-		if (errno == EAGAIN)
-			return -EAGAIN;
-		if (errno != ENOENT && errno != ESRCH)
-			log_warn("client %" PRIu64 ": un-protect: %m", c->id);
+	r->stats.faults_wp++;
+	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING)) {
+		if (b & PG_IO)
+			evict_redirty(r, page);
+		else
+			region_drop_slot(r, page);
+		r->state[page] |= PG_REF;
 	}
+	e = uffd_protect(r, page, 1, false);
+	if (e == -EAGAIN)
+		return -EAGAIN;
+	if (e < 0 && e != -ENOENT && e != -ESRCH)
+		log_warn("client %" PRIu64 ": un-protect: %s", c->id, strerror(-e));
 	return 0;
 }
 
@@ -265,8 +368,8 @@ static int handle_fault(struct client *c, const struct uffd_msg *m)
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 		return fault_wp(c, r, page);
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
-		return fault_minor(c, r, page);
-	return fault_missing(c, r, page);
+		return fault_minor(c, r, page, m);
+	return fault_missing(c, r, page, m);
 }
 
 static void handle_event(struct client *c, const struct uffd_msg *m)
@@ -343,11 +446,26 @@ static bool dispatch(struct client *c, const struct uffd_msg *m)
 	return r != -EFAULT;
 }
 
+bool fault_retry(struct client *c, const struct uffd_msg *m)
+{
+	return dispatch(c, m);
+}
+
+void fault_on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	(void)what;
+	fault_on_uffd(c->uffd, EV_READ, c);
+}
+
 void fault_on_uffd(int fd, short what, void *arg)
 {
 	struct client *c = arg;
 	struct uffd_msg msgs[64];
 	uint64_t spin_until = 0;
+	unsigned yields = 0;
 
 	(void)what;
 	for (int rounds = 0; rounds < 64;) {
@@ -397,6 +515,24 @@ void fault_on_uffd(int fd, short what, void *arg)
 		 * fault usually comes within a few microseconds.  Only where
 		 * another CPU runs the application.
 		 */
+		if (c->nretry) {
+			/*
+			 * Faults wait behind an event whose sender has not
+			 * finished yet (mmap_changing stays raised until the
+			 * thread that sent it, e.g. the agent's madvise,
+			 * runs again).  No further message may come to wake
+			 * us.  That thread needs a moment of CPU: yield a
+			 * few times, then fall back to a timer.
+			 */
+			static const struct timeval soon = { 0, 200 };
+
+			if (++yields < 64) {
+				sched_yield();
+				continue;
+			}
+			evtimer_add(c->retry_ev, &soon);
+			return;
+		}
 		if (!c->d->cfg.fault_spin_us || rounds == 0)
 			return;
 		uint64_t t = now_ns();

@@ -30,6 +30,10 @@
 #include "pagerd.h"
 #include "pager.h"
 #include "size.h"
+#include "swap.h"
+
+/* Swap made for a daemon given a limit but no --swap. */
+#define DEFAULT_SWAP_SIZE (4ULL << 30)
 
 uint64_t now_ns(void)
 {
@@ -55,7 +59,13 @@ static void usage(FILE *f)
 		"  -s, --socket PATH         listen on this Unix socket (default %s)\n"
 		"      --private-fd N        serve the one client connected on fd N\n"
 		"  -m, --memory-limit SIZE   resident memory limit (K/M/G/T suffixes)\n"
-		"      --swap PATH           swap file or block device\n"
+		"      --swap PATH           swap file (created if missing) or block device\n"
+		"      --swap-size SIZE      swap size (default: the file's, or 4G for a new one)\n"
+		"      --client-limit SIZE   resident memory limit of each client\n"
+		"      --high-watermark PCT  background eviction starts here (default 95)\n"
+		"      --low-watermark PCT   ... and stops here (default 90)\n"
+		"      --policy clock|fifo   eviction policy (default clock)\n"
+		"      --test-hooks          accept fault injection requests (tests only)\n"
 		"      --max-region SIZE     largest region a client may create (default 1T)\n"
 		"      --max-regions N       regions per client (default 4096)\n"
 		"      --max-clients N       clients at once (default 1024)\n"
@@ -75,6 +85,12 @@ static int parse_args(struct config *cfg, int argc, char **argv)
 		{ "private-fd", required_argument, NULL, 'P' },
 		{ "memory-limit", required_argument, NULL, 'm' },
 		{ "swap", required_argument, NULL, 'S' },
+		{ "swap-size", required_argument, NULL, 'Z' },
+		{ "client-limit", required_argument, NULL, 'L' },
+		{ "high-watermark", required_argument, NULL, 'H' },
+		{ "low-watermark", required_argument, NULL, 'O' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "max-region", required_argument, NULL, 'R' },
 		{ "max-regions", required_argument, NULL, 'N' },
 		{ "max-clients", required_argument, NULL, 'C' },
@@ -104,6 +120,34 @@ static int parse_args(struct config *cfg, int argc, char **argv)
 			break;
 		case 'S':
 			cfg->swap_path = optarg;
+			break;
+		case 'Z':
+			if (parse_size(optarg, &cfg->swap_size) < 0)
+				goto bad;
+			break;
+		case 'L':
+			if (parse_size(optarg, &cfg->client_memory_limit) < 0)
+				goto bad;
+			break;
+		case 'H':
+		case 'O':
+			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 100)
+				goto bad;
+			if (o == 'H')
+				cfg->high_watermark = (unsigned)v;
+			else
+				cfg->low_watermark = (unsigned)v;
+			break;
+		case 'p':
+			if (strcmp(optarg, "clock") == 0)
+				cfg->policy = POLICY_CLOCK;
+			else if (strcmp(optarg, "fifo") == 0)
+				cfg->policy = POLICY_FIFO;
+			else
+				goto bad;
+			break;
+		case 'T':
+			cfg->test_hooks = true;
 			break;
 		case 'R':
 			if (parse_size(optarg, &cfg->max_region_bytes) < 0 ||
@@ -147,6 +191,11 @@ static int parse_args(struct config *cfg, int argc, char **argv)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "pagerd: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (cfg->low_watermark >= cfg->high_watermark) {
+		fprintf(stderr, "pagerd: the low watermark (%u%%) must be below the high one (%u%%)\n",
+			cfg->low_watermark, cfg->high_watermark);
 		return -EINVAL;
 	}
 	return 0;
@@ -213,6 +262,43 @@ static int open_listener(struct daemon *d)
 	return 0;
 }
 
+/*
+ * Opens the swap store.  Without --swap, a daemon with a limit gets an
+ * unnamed swap file in /var/tmp (a private daemon from PAGER_MEMORY_LIMIT
+ * alone should just work): created, opened, then unlinked, so that it goes
+ * with the daemon.
+ */
+static int open_swap(struct daemon *d)
+{
+	const char *path = d->cfg.swap_path;
+	uint64_t size = d->cfg.swap_size;
+	char tmp[64];
+	struct stat st;
+	int e;
+
+	if (!path) {
+		if (!d->cfg.memory_limit && !d->cfg.client_memory_limit)
+			return 0;
+		const char *dir = getenv("PAGERD_SWAP_DIR");
+
+		snprintf(tmp, sizeof(tmp), "%s/pagerd-swap.%d",
+			 dir && *dir && strlen(dir) < 32 ? dir : "/var/tmp", (int)getpid());
+		path = tmp;
+		unlink(tmp);
+	}
+	if (!size && stat(path, &st) < 0 && errno == ENOENT)
+		size = DEFAULT_SWAP_SIZE;
+	size -= size % d->page_size;
+	e = swap_open(&d->swap, d->base, path, size, d->page_size);
+	if (e < 0) {
+		log_err("cannot use swap %s: %s", path, strerror(-e));
+		return e;
+	}
+	if (path == tmp)
+		unlink(tmp);
+	return 0;
+}
+
 static void on_accept(int fd, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -252,6 +338,9 @@ int main(int argc, char **argv)
 			.max_clients = 1024,
 			.fault_around_max = 512,
 			.fault_spin_us = 0,
+			.high_watermark = 95,
+			.low_watermark = 90,
+			.policy = POLICY_CLOCK,
 		},
 		.listen_fd = -1,
 	};
@@ -273,9 +362,9 @@ int main(int argc, char **argv)
 		log_err("cannot create the event loop");
 		return 1;
 	}
-	if (d.cfg.swap_path)
-		log_warn("--swap %s: swap is not supported yet; pages stay resident",
-			 d.cfg.swap_path);
+	evict_init(&d);
+	if (!d.evict_ev || open_swap(&d) < 0)
+		goto out;
 
 	if (d.cfg.private_fd >= 0) {
 		/* A private daemon belongs to one process: keep terminal
@@ -308,6 +397,9 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	clients_destroy_all(&d);
+	swap_close(d.swap);
+	if (d.evict_ev)
+		event_free(d.evict_ev);
 	for (int i = 0; i < 2; i++)
 		if (sigs[i])
 			event_free(sigs[i]);

@@ -7,6 +7,13 @@
  *             sends, tearing a client down
  *   region.c  one region: pagerd's mapping of the memfd, page states
  *   fault.c   the userfaultfd: reading faults and events, resolving them
+ *   limits.c  resident accounting against global, client and region
+ *             limits; faults that wait for room
+ *   clock.c   the Clock hand: which resident page to evict next
+ *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
+ *   swapin.c  bringing pages back from swap, readahead, poisoning
+ *   agent.c   libpager's agent thread: drops PTEs to sample references
+ *   swap.c    the swap store: slots, io_uring, CRC32C
  *
  * Everything runs on one thread, in one libevent loop.
  */
@@ -28,8 +35,14 @@ struct event;
 struct config {
 	const char *socket_path;
 	int private_fd;              /* >= 0: serve one client on it, then exit */
-	uint64_t memory_limit;       /* bytes, 0 = none (eviction: later) */
+	uint64_t memory_limit;       /* bytes, 0 = none */
+	uint64_t client_memory_limit; /* bytes per client, 0 = none */
+	unsigned high_watermark;     /* % of a limit: background eviction starts */
+	unsigned low_watermark;      /* % of a limit: ... and stops */
+	enum evict_policy { POLICY_CLOCK, POLICY_FIFO } policy;
 	const char *swap_path;
+	uint64_t swap_size;          /* bytes, 0 = the file's size (or 4 GiB) */
+	bool test_hooks;             /* accept PROTO_TEST_INJECT (tests only) */
 	uint64_t max_region_bytes;   /* largest region a client may create */
 	unsigned max_regions;        /* per client */
 	unsigned max_clients;
@@ -37,12 +50,24 @@ struct config {
 	unsigned fault_spin_us;      /* poll the uffd this long after a fault */
 };
 
+/* Counted per region and for the whole daemon (the same struct). */
 struct counters {
 	uint64_t faults_missing;
 	uint64_t faults_minor;
 	uint64_t faults_wp;
 	uint64_t pages_zero_filled;
+	uint64_t swap_ins;
+	uint64_t swap_outs;
+	uint64_t evict_zero;
+	uint64_t evict_clean;
+	uint64_t evict_dirty;
+	uint64_t evict_aborted;
+	uint64_t readahead;
+	uint64_t readahead_hits;
+	uint64_t poisoned;
 };
+
+struct swap;
 
 struct daemon {
 	struct config cfg;
@@ -56,13 +81,53 @@ struct daemon {
 	size_t page_size;
 	struct counters stats;
 	uint64_t start_ms;
+
+	struct swap *swap;          /* NULL: no swap, only zero pages evict */
+	uint64_t resident;          /* pages, all clients */
+	uint64_t writeback;         /* of those, being written out */
+	uint64_t reading;           /* of those, being read in */
+	struct event *evict_ev;     /* runs evict_run() soon */
+	uint64_t evict_rr;          /* round-robin position over regions */
+	bool overcommitted;         /* a limit is exceeded: nothing can evict */
+	bool evict_blocked;         /* a round stopped at an unread uffd event */
+	uint64_t overcommit_logged_ms;
 };
 
-/* Page states pagerd keeps per page (one byte each). */
+/*
+ * What pagerd knows of each page: one byte, a state in the low bits and
+ * flags above.  With the slot array (region.slot) this is the whole truth
+ * about where a page's data is.
+ *
+ *   EMPTY     no data anywhere: reads as zero (never touched, discarded,
+ *             or evicted as all-zero)
+ *   RESIDENT  in the page cache.  Clean when it has a swap slot whose copy
+ *             is current (it is then write-protected in the client, so the
+ *             first write tells us); dirty otherwise.
+ *   SWAPPED   only in its swap slot (a hole in the memfd)
+ *   POISONED  its swap copy was lost (I/O error, bad CRC): SIGBUS on access
+ */
 enum page_state {
-	PAGE_EMPTY = 0,    /* never populated, or discarded: reads as zero */
-	PAGE_RESIDENT = 1, /* in the page cache */
+	PAGE_EMPTY = 0,
+	PAGE_RESIDENT = 1,
+	PAGE_SWAPPED = 2,
+	PAGE_POISONED = 3,
 };
+#define PG_STATE_MASK 0x003
+#define PG_REF        0x004 /* referenced since the hand last passed */
+#define PG_IO         0x008 /* write-back (or, with READING, swap-in) in flight */
+#define PG_READING    0x010 /* swap-in in flight: the page cache is being filled */
+#define PG_REDIRTY    0x020 /* written during write-back: abort the eviction */
+#define PG_GONE       0x040 /* discarded during I/O: empty once it completes */
+#define PG_WAITER     0x080 /* a thread faulted during swap-in: map it then */
+#define PG_RA         0x100 /* read ahead, not yet used */
+#define PG_RA_MARK    0x200 /* left unmapped: its fault starts the next window */
+
+typedef uint16_t pgstate_t;
+
+static inline enum page_state pg_state(pgstate_t b)
+{
+	return (enum page_state)(b & PG_STATE_MASK);
+}
 
 /* A sequential stream of first touches, for fault-around. */
 struct fault_stream {
@@ -73,6 +138,29 @@ struct fault_stream {
 };
 
 #define FAULT_STREAMS 32
+#define SWAPIN_STREAMS 16
+
+/* A sequential stream of swap-ins, for readahead. */
+struct readahead_stream {
+	uint64_t next;   /* the first page not yet read ahead */
+	uint64_t marker; /* its fault asks for the next window */
+	uint64_t window_start; /* pages from here to next were read ahead */
+	uint32_t window;
+	uint64_t used;
+};
+
+/* One write-back or swap-in in flight (evict.c, swapin.c). */
+struct page_io {
+	struct page_io *prev, *next; /* on region.ios */
+	struct region *r;            /* NULL once the region is gone */
+	struct daemon *d;
+	bool write;
+	bool readahead;
+	uint64_t page;               /* first page */
+	uint32_t npages;
+	uint64_t slot;               /* first slot; the run is contiguous */
+	uint64_t fault_page;         /* swap-in: the page a thread waits on */
+};
 
 struct region {
 	struct client *client;
@@ -82,9 +170,17 @@ struct region {
 	uint64_t npages;
 	int memfd;
 	uint8_t *map;       /* pagerd's own mapping of the memfd */
-	uint8_t *state;     /* enum page_state per page */
+	pgstate_t *state;   /* enum page_state and PG_* flags per page */
+	uint32_t *slot;     /* swap slot + 1 per page, 0 = none (lazily) */
 	uint64_t resident;
-	uint64_t memory_limit;
+	uint64_t writeback;
+	uint64_t swapped;
+	uint64_t memory_limit; /* pages, 0 = none */
+	uint64_t hand;      /* the Clock hand */
+	struct counters stats;
+	struct page_io *ios;
+	struct readahead_stream ra[SWAPIN_STREAMS];
+	uint64_t ra_clock;
 	char name[PROTO_NAME_MAX];
 	/* Pages the client discarded with MADV_REMOVE/DONTNEED whose fate
 	 * (freed, or only unmapped) is checked once the madvise is done. */
@@ -115,8 +211,16 @@ struct client {
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
 	struct event *reconcile_ev; /* runs region_reconcile() soon */
+	struct event *retry_ev;     /* retries parked faults soon */
 	struct pending_fault *retry;
 	size_t nretry, retry_cap;
+	struct pending_fault *waiting; /* faults waiting for room */
+	size_t nwaiting, waiting_cap;
+	uint64_t resident;
+	uint64_t writeback;
+	uint64_t memory_limit;      /* pages, 0 = none */
+	int agent;                  /* libpager's agent socket, or -1 */
+	struct event *agent_ev;
 };
 
 /* client.c */
@@ -136,9 +240,76 @@ struct region *region_find(struct client *c, uint64_t addr);
 struct region *region_find_id(struct client *c, uint64_t id);
 void region_set_state(struct region *r, uint64_t first, uint64_t n,
 		      enum page_state st);
+/* The page's swap slot, or -1. */
+static inline int64_t region_slot(const struct region *r, uint64_t page)
+{
+	return r->slot && r->slot[page] ? (int64_t)r->slot[page] - 1 : -1;
+}
+int region_set_slot(struct region *r, uint64_t page, int64_t slot);
+/* Frees the page's swap slot, if it has one. */
+void region_drop_slot(struct region *r, uint64_t page);
+/* Punches [first, first+n) out of the memfd: the memory is freed and the
+ * client's PTEs are zapped.  Returns 0 or -errno. */
+int region_punch(struct region *r, uint64_t first, uint64_t n);
+int region_discard(struct region *r, uint64_t first, uint64_t n);
+void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 
 /* fault.c */
 void fault_on_uffd(int fd, short what, void *arg);
+void fault_on_retry_timer(int fd, short what, void *arg);
+/* Runs one fault again (after it waited for room).  Returns as dispatch. */
+bool fault_retry(struct client *c, const struct uffd_msg *m);
+void uffd_wake(struct client *c, uint64_t addr, uint64_t len);
+/* UFFDIO_CONTINUE [page, page+n), write-protected if wp.  Returns pages
+ * mapped (or already there), or -errno. */
+int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp);
+int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp);
+
+/* limits.c */
+/* Pages that may still be made resident in r before a limit is hit. */
+uint64_t limits_room(struct region *r);
+/* Whether any limit over r is past its high watermark. */
+bool limits_pressure(struct region *r);
+/* Parks a fault until there is room; kicks eviction. */
+int limits_wait(struct client *c, const struct uffd_msg *m);
+/* Eviction made progress: retry parked faults. */
+void limits_progress(struct daemon *d);
+void limits_client_gone(struct client *c);
+
+/* clock.c: pure policy, no I/O (unit-tested on its own) */
+/*
+ * Advances *hand over state[0..npages) looking for up to `want` victims:
+ * resident pages with no I/O in flight.  A referenced page loses its
+ * reference and is skipped (and reported in ret_sample, if there is room,
+ * so that its mapping can be dropped: its next use then faults and marks
+ * it again).  With use_ref false (FIFO), references are ignored.  Looks at
+ * most `budget` pages.  Returns the number of victims stored in ret_victims.
+ */
+size_t clock_scan(pgstate_t *state, uint64_t npages, uint64_t *hand,
+		  bool use_ref, size_t want, uint64_t budget,
+		  uint64_t *ret_victims, uint64_t *ret_sample, size_t *nsample,
+		  size_t sample_max);
+
+/* evict.c */
+void evict_kick(struct daemon *d);
+void evict_init(struct daemon *d);
+/* A write-protect fault on a page under write-back. */
+void evict_redirty(struct region *r, uint64_t page);
+/* The region is going: in-flight I/O no longer refers to it. */
+void page_io_detach_all(struct region *r);
+
+/* swapin.c */
+/* Brings `page` (SWAPPED) back; returns 0, -EAGAIN (event unread). */
+int swapin_fault(struct client *c, struct region *r, uint64_t page);
+/* A MINOR fault on a page read ahead: counts the hit, maybe reads on. */
+void swapin_readahead_hit(struct region *r, uint64_t page);
+int swapin_poison(struct region *r, uint64_t page);
+
+/* agent.c */
+int agent_attach(struct client *c, int fd);
+void agent_detach(struct client *c);
+/* Asks libpager to drop the client's PTEs of these pages (best effort). */
+void agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Checks that fd is a userfaultfd and reads the features it was opened
  * with.  Returns 0, -EBADF (not a uffd), or -EOPNOTSUPP (features missing). */
 int uffd_check(int fd, uint64_t *ret_features);

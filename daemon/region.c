@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "pagerd.h"
+#include "swap.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -123,10 +124,10 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	r->addr = rc->addr;
 	r->len = rc->len;
 	r->npages = rc->len / d->page_size;
-	r->memory_limit = rc->memory_limit;
+	r->memory_limit = rc->memory_limit / d->page_size;
 	r->memfd = memfd;
 	memcpy(r->name, rc->name, sizeof(r->name));
-	r->state = calloc(r->npages, 1);
+	r->state = calloc(r->npages, sizeof(*r->state));
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
 	if (!r->state || r->map == MAP_FAILED) {
@@ -180,14 +181,117 @@ void region_move(struct region *r, uint64_t to)
 	}
 }
 
-/* Frees everything pagerd holds for the region, including the memfd. */
+/* Frees everything pagerd holds for the region, including the memfd and
+ * its swap slots.  I/O in flight finishes on its own (the kernel pins the
+ * pages it reads or writes) and frees what it holds when it completes. */
 void region_destroy(struct region *r)
 {
+	struct daemon *d = r->client->d;
+
+	page_io_detach_all(r);
+	for (uint64_t p = 0; p < r->npages; p++) {
+		if (r->slot && r->slot[p])
+			region_drop_slot(r, p);
+		if (pg_state(r->state[p]) == PAGE_RESIDENT)
+			region_set_state(r, p, 1, PAGE_EMPTY);
+	}
+	d->writeback -= r->writeback;
+	r->client->writeback -= r->writeback;
 	region_remove(r->client, r);
 	munmap(r->map, r->len);
 	close(r->memfd);
 	free(r->state);
+	free(r->slot);
 	free(r);
+	evict_kick(d); /* room for faults waiting on a limit */
+}
+
+int region_set_slot(struct region *r, uint64_t page, int64_t slot)
+{
+	if (!r->slot) {
+		r->slot = calloc(r->npages, sizeof(*r->slot));
+		if (!r->slot)
+			return -ENOMEM;
+	}
+	r->slot[page] = slot < 0 ? 0 : (uint32_t)(slot + 1);
+	return 0;
+}
+
+void region_drop_slot(struct region *r, uint64_t page)
+{
+	struct swap *sw = r->client->d->swap;
+	int64_t slot = region_slot(r, page);
+
+	if (slot < 0)
+		return;
+	if (sw)
+		swap_free(sw, (uint64_t)slot, 1);
+	r->slot[page] = 0;
+}
+
+int region_punch(struct region *r, uint64_t first, uint64_t n)
+{
+	size_t ps = r->client->d->page_size;
+
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(first * ps), (off_t)(n * ps)) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * The application threw [first, first+n) away (pager_region_discard): the
+ * pages read as zeros from now on.  Pages with I/O in flight are dropped
+ * when it completes (their state says so).  Returns 0 or -errno.
+ */
+int region_discard(struct region *r, uint64_t first, uint64_t n)
+{
+	int e = region_punch(r, first, n);
+
+	if (e < 0)
+		return e;
+	for (uint64_t p = first; p < first + n; p++) {
+		/* The client's page table keeps a poison marker that no
+		 * punch removes: the page stays poisoned (SIGBUS). */
+		if (pg_state(r->state[p]) == PAGE_POISONED)
+			continue;
+		/* With I/O in flight the completion finds GONE and leaves
+		 * the page empty (a swap-in also finds its slot freed). */
+		region_drop_slot(r, p);
+		if (r->state[p] & PG_IO)
+			r->state[p] |= PG_GONE;
+		else
+			region_set_state(r, p, 1, PAGE_EMPTY);
+	}
+	evict_kick(r->client->d);
+	return 0;
+}
+
+void region_fill_stats(struct region *r, struct proto_region_stats *out)
+{
+	const struct counters *st = &r->stats;
+
+	out->region_id = r->id;
+	out->client_id = r->client->id;
+	out->client_pid = r->client->cred.pid;
+	out->pages = r->npages;
+	out->resident = r->resident;
+	out->swapped = r->swapped;
+	out->zero = r->npages - r->resident - r->swapped;
+	out->memory_limit = r->memory_limit * r->client->d->page_size;
+	out->faults_missing = st->faults_missing;
+	out->faults_minor = st->faults_minor;
+	out->faults_wp = st->faults_wp;
+	out->swap_ins = st->swap_ins;
+	out->swap_outs = st->swap_outs;
+	out->evict_zero = st->evict_zero;
+	out->evict_clean = st->evict_clean;
+	out->evict_dirty = st->evict_dirty;
+	out->evict_aborted = st->evict_aborted;
+	out->readahead = st->readahead;
+	out->readahead_hits = st->readahead_hits;
+	out->poisoned = st->poisoned;
+	memcpy(out->name, r->name, sizeof(out->name));
 }
 
 struct region *region_find(struct client *c, uint64_t addr)
@@ -254,11 +358,22 @@ void region_reconcile(struct region *r)
 	for (uint64_t p = lo; p < hi;) {
 		uint64_t n = hi - p < sizeof(vec) ? hi - p : sizeof(vec);
 
+
 		if (mincore(r->map + p * ps, n * ps, vec) < 0)
 			return;
-		for (uint64_t i = 0; i < n; i++)
-			region_set_state(r, p + i, 1,
-					 (vec[i] & 1) ? PAGE_RESIDENT : PAGE_EMPTY);
+		for (uint64_t i = 0; i < n; i++) {
+			pgstate_t b = r->state[p + i];
+
+			/* Only a resident page can have been discarded by
+			 * the client (MADV_REMOVE); a swapped page's hole is
+			 * ours, and pages with I/O in flight settle when it
+			 * completes. */
+			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO) ||
+			    (vec[i] & 1))
+				continue;
+			region_drop_slot(r, p + i);
+			region_set_state(r, p + i, 1, PAGE_EMPTY);
+		}
 		p += n;
 	}
 }
@@ -270,16 +385,36 @@ void client_reconcile(struct client *c)
 			region_reconcile(c->regions[i]);
 }
 
+/*
+ * Sets the state of pages (clearing their flags) and keeps the resident and
+ * swapped counts of the region, its client and the daemon true: this is the
+ * only place they change.
+ */
 void region_set_state(struct region *r, uint64_t first, uint64_t n,
 		      enum page_state st)
 {
+	struct client *c = r->client;
+	struct daemon *d = c->d;
+
 	for (uint64_t p = first; p < first + n && p < r->npages; p++) {
-		if (r->state[p] == st)
-			continue;
-		if (r->state[p] == PAGE_RESIDENT)
-			r->resident--;
-		if (st == PAGE_RESIDENT)
-			r->resident++;
+		enum page_state old = pg_state(r->state[p]);
+
 		r->state[p] = (uint8_t)st;
+		if (old == st)
+			continue;
+		if (old == PAGE_RESIDENT) {
+			r->resident--;
+			c->resident--;
+			d->resident--;
+		} else if (old == PAGE_SWAPPED) {
+			r->swapped--;
+		}
+		if (st == PAGE_RESIDENT) {
+			r->resident++;
+			c->resident++;
+			d->resident++;
+		} else if (st == PAGE_SWAPPED) {
+			r->swapped++;
+		}
 	}
 }

@@ -32,7 +32,15 @@ struct pager {
 	pid_t private_pid;      /* > 0 when we started the daemon */
 	size_t page_size;
 	struct pager_region *regions;
+	int agent_sock;         /* our end of the agent channel, or -1 */
+	pthread_t agent_thread;
+	bool agent_running;
 };
+
+/* Starts the agent thread (agent.c); failure only costs reference
+ * sampling, so pager_open() goes on without it. */
+int pager_agent_start(struct pager *p);
+void pager_agent_stop(struct pager *p);
 
 /* Sends one request and waits for its reply; the caller holds p->lock.
  * Returns the reply's status (0 or -errno), or -errno of the transport. */

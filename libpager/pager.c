@@ -190,6 +190,7 @@ int pager_call_locked(struct pager *p, struct proto_msg *msg,
 
 static void pager_free(struct pager *p)
 {
+	pager_agent_stop(p);
 	if (p->sock >= 0)
 		close(p->sock);
 	if (p->uffd >= 0)
@@ -224,7 +225,7 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->lock, NULL);
-	p->sock = p->uffd = -1;
+	p->sock = p->uffd = p->agent_sock = -1;
 	p->page_size = (size_t)sysconf(_SC_PAGESIZE);
 
 	r = pager_uffd_open(&p->uffd, &p->uffd_features, &kernel);
@@ -248,6 +249,9 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	if (r < 0)
 		goto fail;
 	p->daemon_version = reply.version;
+	/* Without the agent, eviction has no reference information for our
+	 * pages (it degrades to FIFO) but everything works. */
+	(void)pager_agent_start(p);
 	*ret = p;
 	return 0;
 fail:
@@ -259,6 +263,7 @@ PAGER_EXPORT void pager_close(struct pager *p)
 {
 	if (!p)
 		return;
+	pager_agent_stop(p);
 	while (p->regions)
 		pager_region_destroy(p->regions);
 	pager_free(p);

@@ -182,3 +182,78 @@ PAGER_EXPORT int pager_region_destroy(struct pager_region *r)
 	free(r);
 	return e;
 }
+
+PAGER_EXPORT int pager_region_set_limit(struct pager_region *r, uint64_t bytes)
+{
+	struct proto_msg msg = { 0 };
+	int e;
+
+	if (!r)
+		return -EINVAL;
+	msg.body.region_set_limit.region_id = r->id;
+	msg.body.region_set_limit.limit = bytes;
+	pthread_mutex_lock(&r->pager->lock);
+	e = pager_call_locked(r->pager, &msg, PROTO_REGION_SET_LIMIT, NULL, 0, NULL);
+	pthread_mutex_unlock(&r->pager->lock);
+	return e;
+}
+
+PAGER_EXPORT int pager_region_discard(struct pager_region *r, size_t off,
+				      size_t len)
+{
+	struct proto_msg msg = { 0 };
+	size_t ps;
+	int e;
+
+	if (!r)
+		return -EINVAL;
+	ps = r->pager->page_size;
+	if (off % ps || len % ps || len == 0 || off > r->len || len > r->len - off)
+		return -EINVAL;
+	msg.body.region_discard.region_id = r->id;
+	msg.body.region_discard.offset = off;
+	msg.body.region_discard.len = len;
+	pthread_mutex_lock(&r->pager->lock);
+	e = pager_call_locked(r->pager, &msg, PROTO_REGION_DISCARD, NULL, 0, NULL);
+	pthread_mutex_unlock(&r->pager->lock);
+	return e;
+}
+
+PAGER_EXPORT int pager_region_stats(const struct pager_region *r,
+				    struct pager_region_stats *ret)
+{
+	struct pager_region_stats out = { 0 };
+	struct proto_msg msg = { 0 };
+	struct proto_reply reply;
+	const struct proto_region_stats *rs = &reply.region;
+	int e;
+
+	if (!r || !ret || ret->sz < sizeof(size_t))
+		return -EINVAL;
+	msg.body.region_ref.region_id = r->id;
+	pthread_mutex_lock(&r->pager->lock);
+	e = pager_call_locked(r->pager, &msg, PROTO_REGION_STATS, NULL, 0, &reply);
+	pthread_mutex_unlock(&r->pager->lock);
+	if (e < 0)
+		return e;
+	out.sz = ret->sz < sizeof(out) ? ret->sz : sizeof(out);
+	out.pages = rs->pages;
+	out.resident = rs->resident;
+	out.swapped = rs->swapped;
+	out.zero = rs->zero;
+	out.memory_limit = rs->memory_limit;
+	out.faults_missing = rs->faults_missing;
+	out.faults_minor = rs->faults_minor;
+	out.faults_wp = rs->faults_wp;
+	out.swap_ins = rs->swap_ins;
+	out.swap_outs = rs->swap_outs;
+	out.evict_zero = rs->evict_zero;
+	out.evict_clean = rs->evict_clean;
+	out.evict_dirty = rs->evict_dirty;
+	out.evict_aborted = rs->evict_aborted;
+	out.readahead = rs->readahead;
+	out.readahead_hits = rs->readahead_hits;
+	out.poisoned = rs->poisoned;
+	memcpy(ret, &out, out.sz);
+	return 0;
+}

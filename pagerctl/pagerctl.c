@@ -2,12 +2,29 @@
 /*
  * pagerctl: inspect and steer a running pagerd over its control channel.
  *
- *   pagerctl [--socket PATH] [--json] status
+ *   pagerctl [--socket PATH] [--json] status | stats
+ *   pagerctl [--socket PATH] [--json] regions
+ *   pagerctl [--socket PATH] [--json] clients
+ *   pagerctl [--socket PATH] set-limit global SIZE
+ *   pagerctl [--socket PATH] set-limit client|region ID SIZE
+ *
+ * Output is a table for people, or with --json one JSON value for scripts:
+ * an object for status, an array of objects for regions and clients.  In
+ * JSON, sizes are bytes or pages as the key says and a memory_limit of 0
+ * means none.  set-limit prints nothing on success.
+ *
+ * In the regions table, RA HITS is "pages read ahead that were then used /
+ * pages read ahead", and EVICT(z/c/d) counts evictions of zero, clean and
+ * dirty pages.
+ *
+ * Exit codes: 0 success, 1 pagerd unreachable or refused the request, 2 bad
+ * command line.  Arguments are checked before connecting, so a usage error
+ * never depends on whether pagerd runs.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <stdbool.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +36,29 @@
 #include "pager.h"
 #include "size.h"
 
+enum {
+	EXIT_OK = 0,
+	EXIT_DAEMON = 1,
+	EXIT_USAGE = 2,
+};
+
+/*
+ * pagerd answers REGION_INFO for as many regions as it holds; a bound keeps
+ * a daemon gone wrong from making us loop or allocate without end.
+ */
+#define CTL_MAX_REGIONS (1u << 20)
+
 struct ctl {
 	int sock;
 	uint32_t seq;
 	bool json;
+	uint64_t page_size;
+	const char *cmd;	/* for error messages */
+};
+
+/* What a command's arguments parse into before pagerd is contacted. */
+struct cmd_args {
+	struct proto_set_limit limit;	/* set-limit */
 };
 
 static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
@@ -39,12 +75,12 @@ static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
 	if (r < 0)
 		return r;
 	got = proto_recv(c->sock, &rep, fds, &nfds);
-	for (unsigned i = 0; i < nfds; i++)
-		close(fds[i]);
 	if (got == 0)
 		return -ECONNRESET;
 	if (got < 0)
 		return (int)got;
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
 	r = proto_validate(&rep, (size_t)got);
 	if (r < 0)
 		return r;
@@ -54,6 +90,7 @@ static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
 	return rep.body.reply.status;
 }
 
+/* Connects and says hello as a control client; returns 0 or -errno. */
 static int ctl_connect(struct ctl *c, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -69,8 +106,15 @@ static int ctl_connect(struct ctl *c, const char *path)
 	if (connect(c->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return -errno;
 	msg.body.hello.flags = PROTO_HELLO_CONTROL;
-	msg.body.hello.page_size = (uint32_t)sysconf(_SC_PAGESIZE);
+	msg.body.hello.page_size = (uint32_t)c->page_size;
 	return ctl_call(c, &msg, PROTO_HELLO, &rep);
+}
+
+/* Reports a failed request; returns the exit code for it. */
+static int ctl_error(const struct ctl *c, int e)
+{
+	fprintf(stderr, "pagerctl: %s: %s\n", c->cmd, strerror(-e));
+	return EXIT_DAEMON;
 }
 
 static void human_bytes(uint64_t b, char *buf, size_t n)
@@ -84,47 +128,424 @@ static void human_bytes(uint64_t b, char *buf, size_t n)
 	snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
 }
 
-static int cmd_status(struct ctl *c)
+/* A limit in bytes for a table: "none" for 0. */
+static void human_limit(uint64_t b, char *buf, size_t n)
+{
+	if (b)
+		human_bytes(b, buf, n);
+	else
+		snprintf(buf, n, "none");
+}
+
+/*
+ * Prints a JSON string.  Region names are printable ASCII by protocol, but
+ * the reply is not checked for that, so control characters are escaped too.
+ */
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch > 0x7e)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static int cmd_status(struct ctl *c, const struct cmd_args *a)
 {
 	struct proto_msg msg = { 0 };
 	struct proto_reply r;
-	char mapped[32], resident[32];
+	char mapped[32], resident[32], limit[32], used[32], total[32];
 	int e = ctl_call(c, &msg, PROTO_STATUS, &r);
 
+	(void)a;
 	if (e < 0)
-		return e;
+		return ctl_error(c, e);
 	if (c->json) {
 		printf("{\"pid\":%d,\"uptime_ms\":%" PRIu64 ",\"clients\":%" PRIu64
 		       ",\"regions\":%" PRIu64 ",\"mapped_bytes\":%" PRIu64
 		       ",\"resident_pages\":%" PRIu64 ",\"faults_missing\":%" PRIu64
 		       ",\"faults_minor\":%" PRIu64 ",\"faults_wp\":%" PRIu64
-		       ",\"pages_zero_filled\":%" PRIu64 "}\n",
+		       ",\"pages_zero_filled\":%" PRIu64,
 		       r.pid, r.uptime_ms, r.clients, r.regions, r.mapped_bytes,
 		       r.resident_pages, r.faults_missing, r.faults_minor,
 		       r.faults_wp, r.pages_zero_filled);
-		return 0;
+		printf(",\"page_size\":%" PRIu64 ",\"memory_limit\":%" PRIu64
+		       ",\"swap_total_pages\":%" PRIu64 ",\"swap_used_pages\":%" PRIu64
+		       ",\"swap_ins\":%" PRIu64 ",\"swap_outs\":%" PRIu64
+		       ",\"evict_zero\":%" PRIu64 ",\"evict_clean\":%" PRIu64
+		       ",\"evict_dirty\":%" PRIu64 ",\"evict_aborted\":%" PRIu64
+		       ",\"readahead\":%" PRIu64 ",\"readahead_hits\":%" PRIu64
+		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64 "}\n",
+		       c->page_size, r.memory_limit, r.swap_total, r.swap_used,
+		       r.swap_ins, r.swap_outs, r.evict_zero, r.evict_clean,
+		       r.evict_dirty, r.evict_aborted, r.readahead,
+		       r.readahead_hits, r.poisoned, r.swap_io_errors);
+		return EXIT_OK;
 	}
 	human_bytes(r.mapped_bytes, mapped, sizeof(mapped));
-	human_bytes(r.resident_pages * (uint64_t)sysconf(_SC_PAGESIZE), resident,
-		    sizeof(resident));
+	human_bytes(r.resident_pages * c->page_size, resident, sizeof(resident));
+	human_limit(r.memory_limit, limit, sizeof(limit));
 	printf("pagerd pid %d, up %" PRIu64 ".%03" PRIu64 " s\n", r.pid,
 	       r.uptime_ms / 1000, r.uptime_ms % 1000);
 	printf("  clients            %" PRIu64 "\n", r.clients);
 	printf("  regions            %" PRIu64 " (%s mapped)\n", r.regions, mapped);
 	printf("  resident           %" PRIu64 " pages (%s)\n", r.resident_pages, resident);
+	printf("  memory limit       %s\n", limit);
+	if (r.swap_total) {
+		human_bytes(r.swap_used * c->page_size, used, sizeof(used));
+		human_bytes(r.swap_total * c->page_size, total, sizeof(total));
+		printf("  swap               %" PRIu64 " of %" PRIu64 " pages used (%s of %s)\n",
+		       r.swap_used, r.swap_total, used, total);
+	} else {
+		printf("  swap               no swap\n");
+	}
+	printf("  swap-ins/outs      %" PRIu64 " in, %" PRIu64 " out\n",
+	       r.swap_ins, r.swap_outs);
 	printf("  faults             %" PRIu64 " missing, %" PRIu64 " minor, %" PRIu64 " write-protect\n",
 	       r.faults_missing, r.faults_minor, r.faults_wp);
 	printf("  pages zero-filled  %" PRIu64 "\n", r.pages_zero_filled);
+	printf("  evictions          %" PRIu64 " zero, %" PRIu64 " clean, %" PRIu64
+	       " dirty, %" PRIu64 " aborted\n",
+	       r.evict_zero, r.evict_clean, r.evict_dirty, r.evict_aborted);
+	printf("  readahead          %" PRIu64 " pages, %" PRIu64 " hits\n",
+	       r.readahead, r.readahead_hits);
+	printf("  poisoned pages     %" PRIu64 "\n", r.poisoned);
+	printf("  swap I/O errors    %" PRIu64 "\n", r.swap_io_errors);
+	return EXIT_OK;
+}
+
+static int region_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct proto_region_stats *)a)->region_id;
+	uint64_t y = ((const struct proto_region_stats *)b)->region_id;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Fetches every region, asking for index 0, 1, ... until pagerd answers
+ * -ENOENT.  The walk is not atomic: a region created or destroyed meanwhile
+ * may be missed or listed twice.  On success *ret is a malloc'ed array the
+ * caller frees (NULL when there are no regions), sorted by region id so the
+ * output is stable, with names NUL-terminated; returns 0 or -errno, leaving
+ * *ret and *ret_n untouched on failure.
+ */
+static int fetch_regions(struct ctl *c, struct proto_region_stats **ret,
+			 size_t *ret_n)
+{
+	struct proto_region_stats *v = NULL;
+	size_t n = 0, cap = 0;
+
+	for (;;) {
+		struct proto_msg msg = { 0 };
+		struct proto_reply r;
+		int e;
+
+		if (n == CTL_MAX_REGIONS) {
+			free(v);
+			return -E2BIG;
+		}
+		msg.body.region_ref.index = n;
+		e = ctl_call(c, &msg, PROTO_REGION_INFO, &r);
+		if (e == -ENOENT)
+			break;
+		if (e < 0) {
+			free(v);
+			return e;
+		}
+		if (n == cap) {
+			size_t ncap = cap ? 2 * cap : 16;
+			struct proto_region_stats *nv = realloc(v, ncap * sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		v[n] = r.region;
+		v[n].name[PROTO_NAME_MAX - 1] = '\0';
+		n++;
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), region_cmp);
+	*ret = v;
+	*ret_n = n;
 	return 0;
 }
+
+static void print_region_json(const struct ctl *c, const struct proto_region_stats *s)
+{
+	printf("{\"region_id\":%" PRIu64 ",\"client_id\":%" PRIu64
+	       ",\"client_pid\":%d,\"name\":",
+	       s->region_id, s->client_id, s->client_pid);
+	json_string(s->name);
+	printf(",\"pages\":%" PRIu64 ",\"size_bytes\":%" PRIu64
+	       ",\"resident_pages\":%" PRIu64 ",\"swapped_pages\":%" PRIu64
+	       ",\"zero_pages\":%" PRIu64 ",\"memory_limit\":%" PRIu64
+	       ",\"faults_missing\":%" PRIu64 ",\"faults_minor\":%" PRIu64
+	       ",\"faults_wp\":%" PRIu64 ",\"swap_ins\":%" PRIu64
+	       ",\"swap_outs\":%" PRIu64 ",\"evict_zero\":%" PRIu64
+	       ",\"evict_clean\":%" PRIu64 ",\"evict_dirty\":%" PRIu64
+	       ",\"evict_aborted\":%" PRIu64 ",\"readahead\":%" PRIu64
+	       ",\"readahead_hits\":%" PRIu64 ",\"poisoned\":%" PRIu64 "}",
+	       s->pages, s->pages * c->page_size, s->resident, s->swapped,
+	       s->zero, s->memory_limit, s->faults_missing, s->faults_minor,
+	       s->faults_wp, s->swap_ins, s->swap_outs, s->evict_zero,
+	       s->evict_clean, s->evict_dirty, s->evict_aborted, s->readahead,
+	       s->readahead_hits, s->poisoned);
+}
+
+static int cmd_regions(struct ctl *c, const struct cmd_args *a)
+{
+	struct proto_region_stats *v;
+	size_t n;
+	int namew = 4;
+	int e = fetch_regions(c, &v, &n);
+
+	(void)a;
+	if (e < 0)
+		return ctl_error(c, e);
+	if (c->json) {
+		putchar('[');
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				putchar(',');
+			print_region_json(c, &v[i]);
+		}
+		printf("]\n");
+		free(v);
+		return EXIT_OK;
+	}
+	if (n == 0) {
+		printf("no regions\n");
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int len = (int)strlen(v[i].name);
+
+		if (len > namew)
+			namew = len;
+	}
+	printf("%6s %6s %8s  %-*s %10s %10s %10s %10s %8s %8s %15s %13s\n",
+	       "ID", "CLIENT", "PID", namew, "NAME", "SIZE", "RESIDENT",
+	       "SWAPPED", "LIMIT", "SWAP-IN", "SWAP-OUT", "EVICT(z/c/d)",
+	       "RA HITS");
+	for (size_t i = 0; i < n; i++) {
+		const struct proto_region_stats *s = &v[i];
+		char size[32], res[32], swp[32], lim[32], ev[64], ra[48];
+
+		human_bytes(s->pages * c->page_size, size, sizeof(size));
+		human_bytes(s->resident * c->page_size, res, sizeof(res));
+		human_bytes(s->swapped * c->page_size, swp, sizeof(swp));
+		human_limit(s->memory_limit, lim, sizeof(lim));
+		snprintf(ev, sizeof(ev), "%" PRIu64 "/%" PRIu64 "/%" PRIu64,
+			 s->evict_zero, s->evict_clean, s->evict_dirty);
+		snprintf(ra, sizeof(ra), "%" PRIu64 "/%" PRIu64,
+			 s->readahead_hits, s->readahead);
+		printf("%6" PRIu64 " %6" PRIu64 " %8d  %-*s %10s %10s %10s %10s %8"
+		       PRIu64 " %8" PRIu64 " %15s %13s\n",
+		       s->region_id, s->client_id, s->client_pid, namew,
+		       s->name[0] ? s->name : "-", size, res, swp, lim,
+		       s->swap_ins, s->swap_outs, ev, ra);
+	}
+	free(v);
+	return EXIT_OK;
+}
+
+static int client_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct proto_region_stats *)a)->client_id;
+	uint64_t y = ((const struct proto_region_stats *)b)->client_id;
+
+	return (x > y) - (x < y);
+}
+
+struct client_row {
+	uint64_t id;
+	int32_t pid;
+	uint64_t regions, pages, resident, swapped;
+};
+
+/*
+ * The protocol has no message listing clients, so clients are derived from
+ * the regions: a client that has no region (yet) is not listed.
+ */
+static int cmd_clients(struct ctl *c, const struct cmd_args *a)
+{
+	struct proto_region_stats *v;
+	struct client_row *rows;
+	size_t n, nrows = 0;
+	int e = fetch_regions(c, &v, &n);
+
+	(void)a;
+	if (e < 0)
+		return ctl_error(c, e);
+	rows = calloc(n ? n : 1, sizeof(*rows));
+	if (!rows) {
+		free(v);
+		return ctl_error(c, -ENOMEM);
+	}
+	/* Sorted by client, a client's regions are adjacent: one pass sums
+	 * them in O(n log n) however many clients there are. */
+	if (n > 1)
+		qsort(v, n, sizeof(*v), client_cmp);
+	for (size_t i = 0; i < n; i++) {
+		struct client_row *row = nrows ? &rows[nrows - 1] : NULL;
+
+		if (!row || row->id != v[i].client_id) {
+			row = &rows[nrows++];
+			row->id = v[i].client_id;
+			row->pid = v[i].client_pid;
+		}
+		row->regions++;
+		row->pages += v[i].pages;
+		row->resident += v[i].resident;
+		row->swapped += v[i].swapped;
+	}
+	free(v);
+	if (c->json) {
+		putchar('[');
+		for (size_t i = 0; i < nrows; i++)
+			printf("%s{\"client_id\":%" PRIu64 ",\"pid\":%d,\"regions\":%" PRIu64
+			       ",\"pages\":%" PRIu64 ",\"size_bytes\":%" PRIu64
+			       ",\"resident_pages\":%" PRIu64 ",\"swapped_pages\":%" PRIu64 "}",
+			       i ? "," : "", rows[i].id, rows[i].pid, rows[i].regions,
+			       rows[i].pages, rows[i].pages * c->page_size,
+			       rows[i].resident, rows[i].swapped);
+		printf("]\n");
+	} else if (nrows == 0) {
+		printf("no clients with regions\n");
+	} else {
+		printf("%6s %8s %7s %10s %10s %10s\n", "CLIENT", "PID", "REGIONS",
+		       "SIZE", "RESIDENT", "SWAPPED");
+		for (size_t i = 0; i < nrows; i++) {
+			char size[32], res[32], swp[32];
+
+			human_bytes(rows[i].pages * c->page_size, size, sizeof(size));
+			human_bytes(rows[i].resident * c->page_size, res, sizeof(res));
+			human_bytes(rows[i].swapped * c->page_size, swp, sizeof(swp));
+			printf("%6" PRIu64 " %8d %7" PRIu64 " %10s %10s %10s\n",
+			       rows[i].id, rows[i].pid, rows[i].regions, size, res, swp);
+		}
+	}
+	free(rows);
+	return EXIT_OK;
+}
+
+static const char *const scope_names[] = {
+	[PROTO_LIMIT_GLOBAL] = "global",
+	[PROTO_LIMIT_CLIENT] = "client",
+	[PROTO_LIMIT_REGION] = "region",
+};
+#define NSCOPES (sizeof(scope_names) / sizeof(scope_names[0]))
+
+/*
+ * set-limit global SIZE | set-limit client|region ID SIZE.  SIZE is 0 or
+ * "none" to clear, else at least a page: pagerd counts limits in whole pages,
+ * and a smaller nonzero size would silently mean "none".  Returns 0, or
+ * -EINVAL after saying what is wrong.
+ */
+static int parse_set_limit(char **args, int nargs, struct cmd_args *ret)
+{
+	uint64_t page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t id = 0, limit;
+	const char *size;
+	unsigned scope;
+	int e;
+
+	for (scope = 0; nargs >= 1 && scope < NSCOPES; scope++)
+		if (strcmp(args[0], scope_names[scope]) == 0)
+			break;
+	if (nargs < 1 || scope == NSCOPES) {
+		fprintf(stderr, "pagerctl: set-limit needs global, client or region\n");
+		return -EINVAL;
+	}
+	if (nargs != (scope == PROTO_LIMIT_GLOBAL ? 2 : 3)) {
+		fprintf(stderr, "pagerctl: set-limit %s takes %s\n", args[0],
+			scope == PROTO_LIMIT_GLOBAL ? "SIZE" : "ID SIZE");
+		return -EINVAL;
+	}
+	if (scope != PROTO_LIMIT_GLOBAL &&
+	    (parse_u64(args[1], &id) < 0 || id == 0)) {
+		fprintf(stderr, "pagerctl: set-limit: bad %s id '%s'\n", args[0], args[1]);
+		return -EINVAL;
+	}
+	size = args[nargs - 1];
+	if (strcmp(size, "none") == 0) {
+		limit = 0;
+	} else if ((e = parse_size(size, &limit)) < 0) {
+		fprintf(stderr, "pagerctl: set-limit: %s size '%s'\n",
+			e == -ERANGE ? "too large a" : "bad", size);
+		return -EINVAL;
+	} else if (limit && limit < page_size) {
+		fprintf(stderr, "pagerctl: set-limit: size '%s' is less than a page (%" PRIu64
+			" bytes); use 0 or none for no limit\n", size, page_size);
+		return -EINVAL;
+	}
+	ret->limit.scope = scope;
+	ret->limit.id = id;
+	ret->limit.limit = limit;
+	return 0;
+}
+
+static int cmd_set_limit(struct ctl *c, const struct cmd_args *a)
+{
+	struct proto_msg msg = { 0 };
+	struct proto_reply r;
+	int e;
+
+	msg.body.set_limit = a->limit;
+	e = ctl_call(c, &msg, PROTO_SET_LIMIT, &r);
+	if (e == -ENOENT) {
+		fprintf(stderr, "pagerctl: set-limit: no such %s %" PRIu64 "\n",
+			scope_names[a->limit.scope], a->limit.id);
+		return EXIT_DAEMON;
+	}
+	if (e < 0)
+		return ctl_error(c, e);
+	return EXIT_OK;
+}
+
+static const struct command {
+	const char *name;
+	/* NULL: the command takes no arguments */
+	int (*parse)(char **args, int nargs, struct cmd_args *ret);
+	int (*run)(struct ctl *c, const struct cmd_args *a);
+} commands[] = {
+	{ "status", NULL, cmd_status },
+	{ "stats", NULL, cmd_status },
+	{ "regions", NULL, cmd_regions },
+	{ "clients", NULL, cmd_clients },
+	{ "set-limit", parse_set_limit, cmd_set_limit },
+};
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: pagerctl [--socket PATH] [--json] COMMAND\n"
+		"Usage: pagerctl [--socket PATH] [--json] COMMAND [ARGS]\n"
 		"\n"
 		"Commands:\n"
-		"  status    daemon-wide counters\n"
+		"  status                      daemon-wide counters, limit and swap use\n"
+		"  stats                       the same as status\n"
+		"  regions                     one row per region of every client\n"
+		"  clients                     clients that have regions, with their totals\n"
+		"  set-limit global SIZE       the daemon-wide resident memory limit\n"
+		"  set-limit client ID SIZE    a client's limit\n"
+		"  set-limit region ID SIZE    a region's limit\n"
+		"\n"
+		"SIZE is bytes with an optional K, M, G or T suffix (powers of 1024),\n"
+		"counted in whole pages; 0 or none removes the limit.\n"
+		"--json prints one JSON value; its memory_limit 0 means none.\n"
+		"Exit status: 0 success, 1 pagerd error, 2 bad usage.\n"
 		"\n"
 		"The socket is --socket, else $PAGER_SOCKET, else %s.\n",
 		PAGER_SYSTEM_SOCKET);
@@ -139,8 +560,10 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct ctl c = { .sock = -1 };
+	struct cmd_args args = { 0 };
+	const struct command *cmd = NULL;
 	const char *path = getenv("PAGER_SOCKET");
-	int o, e;
+	int o, e, rc, nargs;
 
 	if (!path || !*path)
 		path = PAGER_SYSTEM_SOCKET;
@@ -148,31 +571,47 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 's': path = optarg; break;
 		case 'j': c.json = true; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'h': usage(stdout); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (!cmd) {
+		fprintf(stderr, "pagerctl: unknown command '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	nargs = argc - optind - 1;
+	if (!cmd->parse && nargs > 0) {
+		fprintf(stderr, "pagerctl: %s takes no arguments\n", cmd->name);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (cmd->parse && cmd->parse(argv + optind + 1, nargs, &args) < 0) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	c.cmd = cmd->name;
+	c.page_size = (uint64_t)sysconf(_SC_PAGESIZE);
 	e = ctl_connect(&c, path);
 	if (e < 0) {
 		fprintf(stderr, "pagerctl: cannot talk to pagerd at %s: %s\n", path,
 			strerror(-e));
-		return 1;
+		if (c.sock >= 0)
+			close(c.sock);
+		return EXIT_DAEMON;
 	}
-	if (strcmp(argv[optind], "status") == 0) {
-		e = cmd_status(&c);
-	} else {
-		fprintf(stderr, "pagerctl: unknown command '%s'\n", argv[optind]);
-		usage(stderr);
-		return 2;
-	}
+	rc = cmd->run(&c, &args);
 	close(c.sock);
-	if (e < 0) {
-		fprintf(stderr, "pagerctl: %s: %s\n", argv[optind], strerror(-e));
-		return 1;
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "pagerctl: writing output: %s\n", strerror(errno));
+		return EXIT_DAEMON;
 	}
-	return 0;
+	return rc;
 }

@@ -192,13 +192,21 @@ static void test_finish_sizes(void **state)
 		{ PROTO_REGION_CREATE, 92 },
 		{ PROTO_REGION_DESTROY, 8 },
 		{ PROTO_STATUS, 0 },
-		{ PROTO_REPLY, 96 },
+		{ PROTO_AGENT_ATTACH, 0 },
+		{ PROTO_REGION_SET_LIMIT, 16 },
+		{ PROTO_REGION_DISCARD, 24 },
+		{ PROTO_REGION_STATS, 16 },
+		{ PROTO_REGION_INFO, 16 },
+		{ PROTO_SET_LIMIT, 24 },
+		{ PROTO_TEST_INJECT, 24 },
+		{ PROTO_REPLY, 424 },
+		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
 
 	(void)state;
 	assert_int_equal(HDR, 16);
-	assert_int_equal(sizeof(struct proto_msg), HDR + 96);
+	assert_int_equal(sizeof(struct proto_msg), HDR + 776);
 	assert_true(sizeof(struct proto_msg) <= PROTO_MAX_MSG);
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		memset(&m, 0xa5, sizeof(m));

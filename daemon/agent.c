@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libpager's agent: a thread in the client that drops the client's own
+ * mappings of pages when the Clock hand asks (MADV_DONTNEED on its shared
+ * mapping: the page cache keeps the data).  The next access to such a page
+ * raises a MINOR fault, which is how pagerd learns that the page is still
+ * in use (DESIGN.md §4, option a).  No other process can drop those PTEs:
+ * process_madvise() refuses DONTNEED on another process.
+ *
+ * The channel is one-way and best effort: a full socket drops the request
+ * (the page then just looks unreferenced a little early).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pagerd.h"
+
+static void on_agent(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	char buf[64];
+	ssize_t n;
+
+	(void)what;
+	/* The agent never writes: readable means it closed (or misbehaves). */
+	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		agent_detach(c);
+	else if (n > 0)
+		log_debug("client %" PRIu64 ": agent sent %zd bytes, ignored", c->id, n);
+}
+
+int agent_attach(struct client *c, int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (c->agent >= 0)
+		return -EISCONN;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET) {
+		log_warn("client %" PRIu64 ": agent fd is not a SOCK_SEQPACKET socket",
+			 c->id);
+		return -EBADF;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	c->agent_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, on_agent, c);
+	if (!c->agent_ev || event_add(c->agent_ev, NULL) < 0) {
+		if (c->agent_ev)
+			event_free(c->agent_ev);
+		c->agent_ev = NULL;
+		return -ENOMEM;
+	}
+	c->agent = fd;
+	return 0;
+}
+
+void agent_detach(struct client *c)
+{
+	if (c->agent_ev)
+		event_free(c->agent_ev);
+	c->agent_ev = NULL;
+	if (c->agent >= 0)
+		close(c->agent);
+	c->agent = -1;
+}
+
+static void agent_send(struct client *c, struct proto_msg *m)
+{
+	size_t n = proto_finish(m, PROTO_AGENT_DROP, 0);
+
+	int e = proto_send(c->agent, m, n, NULL, 0);
+
+	if (e < 0 && e != -EAGAIN && e != -ENOBUFS)
+		agent_detach(c);
+	memset(&m->body.agent_drop, 0, sizeof(m->body.agent_drop));
+}
+
+void agent_drop(struct region *r, const uint64_t *pages, size_t n)
+{
+	struct client *c = r->client;
+	size_t ps = c->d->page_size;
+	struct proto_msg m;
+	struct proto_agent_drop *ad = &m.body.agent_drop;
+
+	if (c->agent < 0 || !n)
+		return;
+	memset(&m, 0, sizeof(m));
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+
+		while (j < n && pages[j] == pages[j - 1] + 1)
+			j++;
+		if (ad->n == PROTO_DROP_MAX)
+			agent_send(c, &m);
+		if (c->agent < 0)
+			return;
+		ad->range[ad->n].addr = r->addr + pages[i] * ps;
+		ad->range[ad->n].len = (j - i) * ps;
+		ad->n++;
+		i = j;
+	}
+	if (ad->n)
+		agent_send(c, &m);
+}

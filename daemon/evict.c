@@ -1,0 +1,450 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Eviction (DESIGN.md §4): whenever a limit passes its high watermark,
+ * victims chosen by the Clock hand leave memory until the low watermark:
+ *
+ *   all-zero page   punched, no I/O; it reads as zero again
+ *   clean page      (a current swap copy) punched, no I/O
+ *   dirty page      write-protected, written to a swap slot from pagerd's own
+ *                   mapping, then punched.  A write during the write-back
+ *                   un-protects at once (the application never waits for
+ *                   I/O) and aborts this eviction: the page stays.
+ *
+ * Runs of neighbouring victims share one write-protect ioctl, one slot run
+ * and one write.  Pages being written out still count as resident until
+ * they are punched; the watermarks look past them so that eviction does not
+ * pick more victims than needed.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pagerd.h"
+#include "swap.h"
+
+/* Victims taken from one region in one go. */
+#define EVICT_BATCH 512
+/* Pages sampled (mapping dropped) per batch, at most. */
+#define EVICT_SAMPLE 1024
+/* Most pages being written at once: enough to keep the disk busy. */
+#define EVICT_MAX_WRITEBACK 8192
+
+static void on_evict(evutil_socket_t fd, short what, void *arg);
+
+void evict_init(struct daemon *d)
+{
+	d->evict_ev = event_new(d->base, -1, 0, on_evict, d);
+}
+
+/* Runs eviction at the next turn of the loop: a zero timer rather than
+ * event_active, so that the loop polls the uffds and the io_uring between
+ * two rounds (active events could otherwise starve them). */
+void evict_kick(struct daemon *d)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (d->evict_ev && !event_pending(d->evict_ev, EV_TIMEOUT, NULL))
+		evtimer_add(d->evict_ev, &now);
+}
+
+static void page_io_link(struct region *r, struct page_io *io)
+{
+	io->r = r;
+	io->prev = NULL;
+	io->next = r->ios;
+	if (r->ios)
+		r->ios->prev = io;
+	r->ios = io;
+}
+
+static void page_io_unlink(struct page_io *io)
+{
+	struct region *r = io->r;
+
+	if (!r)
+		return;
+	if (io->prev)
+		io->prev->next = io->next;
+	else
+		r->ios = io->next;
+	if (io->next)
+		io->next->prev = io->prev;
+	io->r = NULL;
+}
+
+void page_io_detach_all(struct region *r)
+{
+	while (r->ios) {
+		struct page_io *io = r->ios;
+
+		/* A write-back's slots are not the region's yet: the
+		 * completion frees them.  A swap-in's are freed with the
+		 * region's (the read then ends -ESTALE). */
+		page_io_unlink(io);
+	}
+}
+
+void evict_redirty(struct region *r, uint64_t page)
+{
+	r->state[page] |= PG_REDIRTY;
+}
+
+static bool page_is_zero(const uint8_t *p, size_t len)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (size_t i = 0; i < len / sizeof(*w); i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+static void writeback_done(void *arg, int res);
+
+/*
+ * Writes the dirty pages [page, page+n) (already write-protected) to swap,
+ * as few writes as the slot allocator allows.  Returns the pages for which
+ * a write is in flight; the others (no swap, swap full, errors) are
+ * un-protected again and stay.
+ */
+static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
+{
+	struct daemon *d = r->client->d;
+	size_t ps = d->page_size;
+	uint64_t started = 0;
+
+	while (n) {
+		uint64_t first;
+		uint32_t got;
+		struct page_io *io;
+		struct swap_tag tags[EVICT_BATCH];
+		uint32_t want = n > EVICT_BATCH ? EVICT_BATCH : (uint32_t)n;
+		int e = d->swap ? swap_alloc(d->swap, want, &first, &got) : -ENOSPC;
+
+		if (e < 0)
+			break;
+		io = calloc(1, sizeof(*io));
+		if (!io) {
+			swap_free(d->swap, first, got);
+			break;
+		}
+		for (uint32_t i = 0; i < got; i++)
+			tags[i] = (struct swap_tag){ .region = r->id, .page = page + i };
+		io->d = d;
+		io->write = true;
+		io->page = page;
+		io->npages = got;
+		io->slot = first;
+		e = swap_write(d->swap, first, r->map + page * ps, got, tags,
+			       writeback_done, io);
+		if (e < 0) {
+			swap_free(d->swap, first, got);
+			free(io);
+			break;
+		}
+		page_io_link(r, io);
+		for (uint32_t i = 0; i < got; i++)
+			r->state[page + i] = (pgstate_t)((r->state[page + i] & ~PG_REF) | PG_IO);
+		r->writeback += got;
+		r->client->writeback += got;
+		d->writeback += got;
+		started += got;
+		page += got;
+		n -= got;
+	}
+	if (n)
+		uffd_protect(r, page, n, false);
+	return started;
+}
+
+/* Punches [page, page+n) that now live in their slots (or are zero). */
+static void punch_run(struct region *r, uint64_t page, uint64_t n,
+		      enum page_state to)
+{
+	int e = region_punch(r, page, n);
+
+	if (e < 0) {
+		/* The data is still in memory, and correct: only the
+		 * eviction failed.  Keep the pages (and any slots). */
+		log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
+			 r->id, page, n, strerror(-e));
+		return;
+	}
+	region_set_state(r, page, n, to);
+}
+
+static void writeback_done(void *arg, int res)
+{
+	struct page_io *io = arg;
+	struct daemon *d = io->d;
+	struct region *r = io->r;
+	uint64_t run = 0;
+
+	if (!r) {
+		/* The region went while we wrote: the slots were never its. */
+		if (d->swap)
+			swap_free(d->swap, io->slot, io->npages);
+		free(io);
+		return;
+	}
+	page_io_unlink(io);
+	r->writeback -= io->npages;
+	r->client->writeback -= io->npages;
+	d->writeback -= io->npages;
+	if (res < 0)
+		log_warn("region %" PRIu64 ": writing %u pages to swap: %s; they stay in memory",
+			 r->id, io->npages, strerror(-res));
+	for (uint32_t i = 0; i <= io->npages; i++) {
+		uint64_t p = io->page + i;
+		pgstate_t b = i < io->npages ? r->state[p] : 0;
+		bool keep = i == io->npages || res < 0 ||
+			    (b & (PG_REDIRTY | PG_GONE));
+
+		if (!keep) {
+			/* Written and untouched since: it lives in the
+			 * slot now.  Punched below with its neighbours. */
+			region_drop_slot(r, p); /* none expected: never leak one */
+			region_set_slot(r, p, (int64_t)(io->slot + i));
+			run++;
+			continue;
+		}
+		if (run) {
+			punch_run(r, p - run, run, PAGE_SWAPPED);
+			r->stats.swap_outs += run;
+			r->stats.evict_dirty += run;
+			d->stats.swap_outs += run;
+			d->stats.evict_dirty += run;
+			/* A failed punch left them resident: keep the copy
+			 * then, they are clean. */
+			run = 0;
+		}
+		if (i == io->npages)
+			break;
+		if (d->swap)
+			swap_free(d->swap, io->slot + i, 1);
+		if (b & PG_GONE) {
+			region_set_state(r, p, 1, PAGE_EMPTY);
+		} else {
+			/* Kept: still resident and dirty. */
+			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_REDIRTY));
+			if (b & PG_REDIRTY) {
+				r->stats.evict_aborted++;
+				d->stats.evict_aborted++;
+			}
+		}
+	}
+	free(io);
+	evict_kick(d);
+}
+
+/*
+ * Evicts the victims of one region (sorted by page): clean pages are
+ * punched, dirty ones write-protected and checked for zero (punched) or
+ * written out.  Returns the pages that left or are on their way.
+ */
+static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
+{
+	struct daemon *d = r->client->d;
+	size_t ps = d->page_size;
+	uint64_t freed = 0;
+	int e;
+
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		bool clean = region_slot(r, v[i]) >= 0;
+
+		/* A run: neighbouring pages, all clean or all dirty. */
+		while (j < n && v[j] == v[j - 1] + 1 &&
+		       (region_slot(r, v[j]) >= 0) == clean)
+			j++;
+		uint64_t first = v[i], len = j - i;
+
+		if (clean) {
+			/* Write-protected since their copy was made: no
+			 * write can have slipped in. */
+			punch_run(r, first, len, PAGE_SWAPPED);
+			r->stats.evict_clean += len;
+			d->stats.evict_clean += len;
+			freed += len;
+		} else if ((e = uffd_protect(r, first, len, true)) == -EAGAIN) {
+			/* An event (the agent's madvise) is unread: try
+			 * again once the loop has read it. */
+			d->evict_blocked = true;
+		} else if (e < 0) {
+			log_debug("region %" PRIu64 ": write-protecting %" PRIu64 "+%" PRIu64 ": %s",
+				  r->id, first, len, strerror(-e));
+		} else {
+			/* From here no write reaches these pages without a
+			 * fault we handle after this: zero pages can go. */
+			uint64_t p = first, end = first + len;
+
+			while (p < end) {
+				bool zero = page_is_zero(r->map + p * ps, ps);
+				uint64_t q = p + 1;
+
+				while (q < end &&
+				       page_is_zero(r->map + q * ps, ps) == zero)
+					q++;
+				if (zero) {
+					punch_run(r, p, q - p, PAGE_EMPTY);
+					r->stats.evict_zero += q - p;
+					d->stats.evict_zero += q - p;
+					freed += q - p;
+				} else if (d->writeback < EVICT_MAX_WRITEBACK) {
+					freed += writeback_run(r, p, q - p);
+				} else {
+					uffd_protect(r, p, q - p, false);
+				}
+				p = q;
+			}
+		}
+		i = j;
+	}
+	return freed;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Takes up to `want` pages out of r.  Returns how many left (or are being
+ * written out). */
+static uint64_t evict_region(struct region *r, uint64_t want)
+{
+	struct daemon *d = r->client->d;
+	static uint64_t victims[EVICT_BATCH], sample[EVICT_SAMPLE];
+	size_t nsample = 0, nv;
+	uint64_t budget = r->npages * 2;
+
+	if (want > EVICT_BATCH)
+		want = EVICT_BATCH;
+	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return 0; /* no write-protect on shmem: no safe eviction */
+	nv = clock_scan(r->state, r->npages, &r->hand,
+			d->cfg.policy == POLICY_CLOCK, want, budget, victims,
+			sample, &nsample, EVICT_SAMPLE);
+	if (nsample)
+		agent_drop(r, sample, nsample);
+	if (!nv)
+		return 0;
+	qsort(victims, nv, sizeof(victims[0]), cmp_u64);
+	/* A hand that went round more than once found some pages twice. */
+	size_t k = 1;
+	for (size_t i = 1; i < nv; i++)
+		if (victims[i] != victims[k - 1])
+			victims[k++] = victims[i];
+	return evict_victims(r, victims, k);
+}
+
+static uint64_t low_mark(const struct daemon *d, uint64_t limit)
+{
+	return limit * d->cfg.low_watermark / 100;
+}
+
+static uint64_t excess(const struct daemon *d, uint64_t limit, uint64_t used)
+{
+	uint64_t high, low;
+
+	if (!limit)
+		return 0;
+	high = limit * d->cfg.high_watermark / 100;
+	if (high >= limit)
+		high = limit - 1;
+	low = low_mark(d, limit);
+	if (low >= high)
+		low = high ? high - 1 : 0;
+	return used > high ? used - low : 0;
+}
+
+/* Evicts `want` pages from the regions of one client (c) or of everyone
+ * (c NULL), a batch from each region in turn. */
+static uint64_t evict_from(struct daemon *d, struct client *c, uint64_t want)
+{
+	uint64_t freed = 0;
+	bool progress = true;
+
+	while (freed < want && progress) {
+		progress = false;
+		for (struct client *o = c ? c : d->clients; o; o = c ? NULL : o->next) {
+			for (size_t k = 0; k < o->nregions && freed < want; k++) {
+				struct region *r = o->regions[(d->evict_rr + k) % o->nregions];
+				uint64_t got;
+
+				if (!r->resident || r->resident == r->writeback)
+					continue;
+				got = evict_region(r, want - freed);
+				freed += got;
+				progress |= got > 0;
+			}
+			d->evict_rr++;
+		}
+	}
+	return freed;
+}
+
+/*
+ * One round of eviction: every region, client and the daemon over its
+ * high watermark sheds pages down to its low watermark.  Then faults
+ * waiting for room are retried.  If nothing could be evicted while faults
+ * wait, the limits are let go (overcommitted) rather than hang them.
+ */
+static void on_evict(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t freed = 0, needed = 0, x;
+	size_t waiting = 0;
+
+	(void)fd;
+	(void)what;
+	d->evict_blocked = false;
+	for (struct client *c = d->clients; c; c = c->next) {
+		for (size_t i = 0; i < c->nregions; i++) {
+			struct region *r = c->regions[i];
+
+			x = excess(d, r->memory_limit, r->resident - r->writeback);
+			if (x) {
+				needed += x;
+				if (d->writeback < EVICT_MAX_WRITEBACK)
+					freed += evict_region(r, x);
+			}
+		}
+		uint64_t cl = c->memory_limit ? c->memory_limit
+					      : d->cfg.client_memory_limit / d->page_size;
+		x = excess(d, cl, c->resident - c->writeback);
+		if (x) {
+			needed += x;
+			freed += evict_from(d, c, x);
+		}
+		waiting += c->nwaiting;
+	}
+	x = excess(d, d->cfg.memory_limit / d->page_size, d->resident - d->writeback);
+	if (x) {
+		needed += x;
+		if (d->writeback < EVICT_MAX_WRITEBACK)
+			freed += evict_from(d, NULL, x);
+	}
+
+	if (needed && !freed)
+		log_debug("evict: nothing freed of %" PRIu64 " (resident %" PRIu64 ", writeback %" PRIu64 ", reading %" PRIu64 ", waiting %zu)",
+			  needed, d->resident, d->writeback, d->reading, waiting);
+	if (freed)
+		d->overcommitted = false;
+	else if (needed && waiting && !d->writeback && !d->reading && !d->evict_blocked &&
+		 !d->overcommitted) {
+		d->overcommitted = true;
+		log_warn("nothing can be evicted (%s): letting resident memory exceed its limit",
+			 !d->swap ? "no swap" : "swap full or failing");
+	}
+	if (waiting)
+		limits_progress(d);
+	/* More to do: go on after the loop has served other events (faults
+	 * among them).  Write-back completions kick us again too. */
+	if ((freed && needed > freed) || d->evict_blocked)
+		evict_kick(d);
+}

@@ -1,0 +1,424 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bringing pages back from swap (DESIGN.md §3, §5).
+ *
+ * A swap-in reads straight into pagerd's own mapping of the memfd, that is
+ * into the page cache, and then maps the page into the client with
+ * UFFDIO_CONTINUE, write-protected: it is clean, its slot still holds a
+ * current copy.  While the read is in flight the page is in the page cache
+ * but every client access to it raises a MINOR fault that we leave
+ * unanswered (MINOR is registered), so no thread ever sees a half-read
+ * page; the CONTINUE at completion wakes them all, whatever fault they took.
+ * Faults on one page coalesce; faults on different pages are separate reads
+ * in flight at once.
+ *
+ * Readahead: a swap-in just after the end of a stream's last one is
+ * sequential.  Then the read covers a window of pages after the faulting
+ * one, and a second window beyond it is read asynchronously; that one's
+ * first page (the marker) is left unmapped, so that the application's
+ * arrival there takes a cheap MINOR fault that starts the next window while
+ * it works through the current one.  Windows double up to READAHEAD_MAX.
+ * Random swap-ins read one page.
+ *
+ * A read that fails or whose CRC32C does not match poisons the page
+ * (UFFDIO_POISON): the application gets SIGBUS there, never wrong data.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pagerd.h"
+#include "swap.h"
+#include "uffd_compat.h"
+
+#define READAHEAD_MIN 8
+#define READAHEAD_MAX 256 /* pages: 1 MiB */
+
+static void swapin_done(void *arg, int res);
+static int retry_pages(struct region *r, struct page_io *io);
+
+int swapin_poison(struct region *r, uint64_t page)
+{
+	struct client *c = r->client;
+	size_t ps = c->d->page_size;
+	struct uffdio_poison po = {
+		.range = { .start = r->addr + page * ps, .len = ps },
+	};
+
+	if (!(c->uffd_features & UFFD_FEATURE_POISON)) {
+		/* The kernel cannot deliver SIGBUS for us: leave the thread
+		 * waiting rather than hand it wrong data. */
+		return 0;
+	}
+	struct uffdio_writeprotect unprotect = {
+		.range = po.range, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
+	};
+
+	/* A page evicted while write-protected leaves a write-protect
+	 * marker where its PTE was; POISON wants none there. */
+	ioctl(c->uffd, UFFDIO_WRITEPROTECT, &unprotect);
+	if (ioctl(c->uffd, UFFDIO_POISON, &po) < 0) {
+		if (errno == EAGAIN && po.updated <= 0)
+			return -EAGAIN;
+		if (errno == EEXIST)
+			uffd_wake(c, po.range.start, ps);
+		else if (errno != ENOENT && errno != ESRCH)
+			log_warn("region %" PRIu64 " page %" PRIu64 ": UFFDIO_POISON: %m",
+				 r->id, page);
+	}
+	return 0;
+}
+
+static void poison_page(struct region *r, uint64_t page, const char *why)
+{
+	struct daemon *d = r->client->d;
+
+	region_punch(r, page, 1);
+	region_drop_slot(r, page);
+	region_set_state(r, page, 1, PAGE_POISONED);
+	r->stats.poisoned++;
+	d->stats.poisoned++;
+	log_err("region %" PRIu64 " page %" PRIu64 ": swap read %s: page poisoned (SIGBUS on access)",
+		r->id, page, why);
+	/* Not in a fault: if an event is unread, wake whoever waits; they
+	 * fault again and the fault path poisons (and retries) for them. */
+	if (swapin_poison(r, page) == -EAGAIN)
+		uffd_wake(r->client, r->addr + page * d->page_size, d->page_size);
+}
+
+/* The pages from `page` on, up to `max`, that are in swap with no I/O and
+ * whose slots follow each other: one read. */
+static uint32_t slot_run(struct region *r, uint64_t page, uint64_t max)
+{
+	int64_t slot = region_slot(r, page);
+	uint32_t n = 0;
+
+	while (n < max && page + n < r->npages &&
+	       r->state[page + n] == PAGE_SWAPPED &&
+	       region_slot(r, page + n) == slot + n)
+		n++;
+	return n;
+}
+
+/* Starts one read of n pages from `page`.  Returns 0 or -errno (nothing
+ * started). */
+static int read_run(struct region *r, uint64_t page, uint32_t n, bool readahead,
+		    uint64_t fault_page)
+{
+	struct daemon *d = r->client->d;
+	struct page_io *io = calloc(1, sizeof(*io));
+	int e;
+
+	if (!io)
+		return -ENOMEM;
+	io->d = d;
+	io->page = page;
+	io->npages = n;
+	io->slot = (uint64_t)region_slot(r, page);
+	io->readahead = readahead;
+	io->fault_page = fault_page;
+	e = swap_read(d->swap, io->slot, r->map + page * d->page_size, n,
+		      swapin_done, io);
+	if (e < 0) {
+		free(io);
+		return e;
+	}
+	/* Resident from now: the read fills the page cache. */
+	region_set_state(r, page, n, PAGE_RESIDENT);
+	for (uint32_t i = 0; i < n; i++)
+		r->state[page + i] |= PG_IO | PG_READING;
+	io->r = r;
+	io->next = r->ios;
+	if (r->ios)
+		r->ios->prev = io;
+	r->ios = io;
+	if (readahead) {
+		r->stats.readahead += n;
+		d->stats.readahead += n;
+	}
+	d->reading += n;
+	return 0;
+}
+
+/* Reads ahead the swapped pages of [from, to), as contiguous runs.  The
+ * first page read becomes the stream's marker.  Returns the page after the
+ * last one looked at. */
+static uint64_t read_ahead(struct region *r, struct readahead_stream *s,
+			   uint64_t from, uint64_t to)
+{
+	bool marked = false;
+	uint64_t p = from;
+
+	while (p < to && p < r->npages) {
+		uint32_t n = slot_run(r, p, to - p);
+
+		if (!n) {
+			p++;
+			continue;
+		}
+		if (read_run(r, p, n, true, UINT64_MAX) < 0)
+			break;
+		for (uint32_t i = 0; i < n; i++)
+			r->state[p + i] |= PG_RA;
+		if (!marked) {
+			r->state[p] |= PG_RA_MARK;
+			s->marker = p;
+			marked = true;
+		}
+		p += n;
+	}
+	return p;
+}
+
+static struct readahead_stream *stream_for(struct region *r, uint64_t page,
+					   bool *hit)
+{
+	struct readahead_stream *s, *victim = &r->ra[0];
+
+	r->ra_clock++;
+	for (int i = 0; i < SWAPIN_STREAMS; i++) {
+		s = &r->ra[i];
+		if (s->used && page >= s->next - (s->next > 0) &&
+		    page <= s->next + 1) {
+			*hit = true;
+			s->used = r->ra_clock;
+			return s;
+		}
+		if (s->used < victim->used)
+			victim = s;
+	}
+	*hit = false;
+	memset(victim, 0, sizeof(*victim));
+	victim->used = r->ra_clock;
+	victim->next = page + 1;
+	victim->marker = UINT64_MAX;
+	return victim;
+}
+
+int swapin_fault(struct client *c, struct region *r, uint64_t page)
+{
+	struct daemon *d = c->d;
+	bool hit;
+	struct readahead_stream *s = stream_for(r, page, &hit);
+	uint64_t room = limits_room(r), want = 1;
+	uint32_t n;
+	int e;
+
+	if (!d->swap || region_slot(r, page) < 0) {
+		poison_page(r, page, "impossible (no slot)");
+		return 0;
+	}
+	if (hit) {
+		s->window = s->window ? s->window * 2 : READAHEAD_MIN;
+		if (s->window > READAHEAD_MAX)
+			s->window = READAHEAD_MAX;
+		/* This window now, the next in the background: within
+		 * half the room left, eviction makes more. */
+		want = s->window < room / 4 ? s->window : room / 4;
+		if (!want)
+			want = 1;
+	}
+	n = slot_run(r, page, want);
+	e = read_run(r, page, n ? n : 1, false, page);
+	if (e < 0) {
+		log_warn("region %" PRIu64 " page %" PRIu64 ": cannot start swap-in: %s",
+			 r->id, page, strerror(-e));
+		if (e == -ENODATA || e == -EINVAL)
+			poison_page(r, page, "impossible (slot holds no data)");
+		else
+			uffd_wake(c, r->addr + page * d->page_size, d->page_size);
+		return 0;
+	}
+	r->state[page] |= PG_REF;
+	for (uint32_t i = 1; i < n; i++)
+		r->state[page + i] |= PG_RA;
+	if (n > 1) {
+		r->stats.readahead += n - 1;
+		d->stats.readahead += n - 1;
+	}
+	s->window_start = page;
+	s->next = page + (n ? n : 1);
+	if (hit && want > 1)
+		s->next = read_ahead(r, s, s->next, s->next + want);
+	if (limits_pressure(r))
+		evict_kick(d);
+	return 0;
+}
+
+void swapin_readahead_hit(struct region *r, uint64_t page)
+{
+	struct daemon *d = r->client->d;
+	pgstate_t b = r->state[page];
+
+	r->state[page] = (pgstate_t)(b & ~(PG_RA | PG_RA_MARK));
+	if (!(b & PG_RA_MARK))
+		return;
+	for (int i = 0; i < SWAPIN_STREAMS; i++) {
+		struct readahead_stream *s = &r->ra[i];
+		uint64_t hits = 1;
+
+		if (!s->used || s->marker != page)
+			continue;
+		/* The application walked through the window before the
+		 * marker: every page of it was used. */
+		for (uint64_t p = s->window_start; p < page && p < r->npages; p++) {
+			if (r->state[p] & PG_RA) {
+				r->state[p] &= (pgstate_t)~PG_RA;
+				hits++;
+			}
+		}
+		r->stats.readahead_hits += hits;
+		d->stats.readahead_hits += hits;
+		s->used = ++r->ra_clock;
+		s->window_start = page;
+		s->marker = UINT64_MAX;
+		if (s->window < READAHEAD_MAX)
+			s->window *= 2;
+		uint64_t room = limits_room(r) / 4;
+
+		if (room)
+			s->next = read_ahead(r, s, s->next,
+					     s->next + (s->window < room ? s->window : room));
+		if (limits_pressure(r))
+			evict_kick(d);
+		return;
+	}
+}
+
+/* Maps the pages [page, page+n) that arrived, write-protected (clean). */
+static void map_run(struct region *r, uint64_t page, uint64_t n)
+{
+	while (n) {
+		int64_t e = uffd_continue(r, page, n, true);
+
+		if (e == -EAGAIN)
+			e = 0; /* an event is unread: those threads re-fault */
+		if (e < 0 && e != -ENOENT && e != -ESRCH)
+			log_warn("region %" PRIu64 ": mapping swapped-in pages: %s",
+				 r->id, strerror((int)-e));
+		if (e <= 0) {
+			/* Wake whoever waits; they fault again and are
+			 * served from the page cache (MINOR). */
+			uffd_wake(r->client, r->addr + page * r->client->d->page_size,
+				  n * r->client->d->page_size);
+			return;
+		}
+		page += (uint64_t)e;
+		n -= (uint64_t)e;
+	}
+}
+
+/* Re-reads each page of a failed run separately, reusing the run's page
+ * states.  Returns 0 when every page has a read in flight again. */
+static int retry_pages(struct region *r, struct page_io *io)
+{
+	struct daemon *d = io->d;
+
+	/* Peels pages off the front of the run; what is left of it (if a
+	 * read cannot start) fails as a whole. */
+	while (io->npages) {
+		struct page_io *one = calloc(1, sizeof(*one));
+
+		if (!one)
+			return -ENOMEM;
+		*one = *io;
+		one->npages = 1;
+		if (swap_read(d->swap, one->slot, r->map + one->page * d->page_size,
+			      1, swapin_done, one) < 0) {
+			free(one);
+			return -EIO;
+		}
+		one->prev = NULL;
+		one->next = r->ios;
+		if (r->ios)
+			r->ios->prev = one;
+		r->ios = one;
+		d->reading++;
+		io->page++;
+		io->slot++;
+		io->npages--;
+	}
+	if (io->prev)
+		io->prev->next = io->next;
+	else
+		r->ios = io->next;
+	if (io->next)
+		io->next->prev = io->prev;
+	free(io);
+	return 0;
+}
+
+static void swapin_done(void *arg, int res)
+{
+	struct page_io *io = arg;
+	struct region *r = io->r;
+	struct daemon *d = io->d;
+	uint64_t run = 0;
+
+	d->reading -= io->npages;
+	if (!r) {
+		free(io);
+		return;
+	}
+	if (res < 0 && res != -EBADMSG && res != -ESTALE && res != -ECANCELED &&
+	    res != -ESHUTDOWN && io->npages > 1) {
+		/* A multi-page read failed: one bad slot must not take its
+		 * neighbours with it.  Read each page on its own. */
+		if (retry_pages(r, io) == 0)
+			return;
+	}
+	if (io->prev)
+		io->prev->next = io->next;
+	else
+		r->ios = io->next;
+	if (io->next)
+		io->next->prev = io->prev;
+
+	for (uint32_t i = 0; i <= io->npages; i++) {
+		uint64_t p = io->page + i;
+		pgstate_t b = i < io->npages ? r->state[p] : 0;
+		bool good = i < io->npages && !(b & PG_GONE) &&
+			    (res == 0 || (res == -EBADMSG &&
+			     swap_verify(d->swap, io->slot + i,
+					 r->map + p * d->page_size) == 0));
+		/* The marker stays unmapped, unless a thread waits on it. */
+		bool map = good && !((b & PG_RA_MARK) && !(b & PG_WAITER));
+
+		if (good) {
+			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+			r->stats.swap_ins++;
+			d->stats.swap_ins++;
+		}
+		if (map) {
+			if ((b & PG_RA_MARK) && (b & PG_WAITER))
+				swapin_readahead_hit(r, p); /* the app is here already */
+			run++;
+			continue;
+		}
+		if (run) {
+			map_run(r, p - run, run);
+			run = 0;
+		}
+		if (i == io->npages)
+			break;
+		if (good)
+			continue; /* the marker: left for its MINOR fault */
+		if (b & PG_GONE) {
+			/* Discarded while we read: it is empty now. */
+			region_punch(r, p, 1);
+			region_set_state(r, p, 1, PAGE_EMPTY);
+			uffd_wake(r->client, r->addr + p * d->page_size, d->page_size);
+		} else if (res == -ECANCELED || res == -ESHUTDOWN) {
+			region_punch(r, p, 1);
+			region_set_state(r, p, 1, PAGE_SWAPPED);
+		} else {
+			poison_page(r, p, res == -EBADMSG ? "failed its CRC32C check" :
+					  strerror(-res));
+		}
+	}
+	free(io);
+	if (limits_pressure(r))
+		evict_kick(d);
+}
