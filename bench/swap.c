@@ -68,6 +68,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1289,22 +1290,32 @@ static void teardown(struct bench *b)
 	}
 }
 
-/* Reads exactly len bytes unless EOF comes first; waits with our signals
- * unblocked, so that ^C or a timeout's SIGTERM ends the wait.  Returns the
- * bytes read, or -EINTR once a signal arrived. */
-static ssize_t read_result(const struct bench *b, int fd, void *buf, size_t len)
+/*
+ * Reads exactly len bytes unless EOF comes first; waits with our signals
+ * unblocked, so that ^C or a timeout's SIGTERM ends the wait, and watches
+ * pagerd (pidfd, -1 for none): a child whose daemon died would wait on its
+ * next fault for ever.  Returns the bytes read, -EINTR once a signal
+ * arrived, or -ECHILD if pagerd exited first.
+ */
+static ssize_t read_result(const struct bench *b, int fd, int pidfd, void *buf,
+			   size_t len)
 {
 	size_t got = 0;
 
 	while (got < len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd[2] = {
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = pidfd, .events = POLLIN },
+		};
 		ssize_t n;
 
-		if (ppoll(&pfd, 1, NULL, &b->oldmask) < 0) {
+		if (ppoll(pfd, pidfd >= 0 ? 2 : 1, NULL, &b->oldmask) < 0) {
 			if (errno == EINTR && got_signal)
 				return -EINTR;
 			continue;
 		}
+		if (!pfd[0].revents && pfd[1].revents)
+			return -ECHILD;
 		n = read(fd, (char *)buf + got, len - got);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -1325,7 +1336,7 @@ static int run_child(struct bench *b, enum backing k, unsigned nthreads,
 {
 	unsigned mask = b->phase_mask;
 	char why[256];
-	int pfd[2], st, e = 0;
+	int pfd[2], pidfd = -1, st, e = 0;
 	ssize_t got;
 
 	if (k == BK_FIFO)
@@ -1359,10 +1370,22 @@ static int run_child(struct bench *b, enum backing k, unsigned nthreads,
 		child_main(b, k, nthreads, mask, pfd[1]);
 	}
 	close(pfd[1]);
-	got = read_result(b, pfd[0], &o->res, sizeof(o->res));
+	/* Without pidfds (before Linux 5.3) a dead pagerd hangs the child
+	 * until the runner's timeout. */
+	if (b->pagerd_pid)
+		pidfd = (int)syscall(SYS_pidfd_open, b->pagerd_pid, 0);
+	got = read_result(b, pfd[0], pidfd, &o->res, sizeof(o->res));
 	close(pfd[0]);
+	if (pidfd >= 0)
+		close(pidfd);
 	if (got == -EINTR || interrupted()) {
 		e = -EINTR;
+		goto out;
+	}
+	if (got == -ECHILD) {
+		fprintf(stderr, "swap: pagerd exited during the %s run (%u thread%s): "
+			"stopping it\n", backing_name[k], nthreads, plural(nthreads));
+		e = -EIO;
 		goto out;
 	}
 	while (waitpid(b->child_pid, &st, 0) < 0 && errno == EINTR)
