@@ -41,13 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/*
- * parse_size()/parse_u64() are shared with pagerd and pagerctl but not
- * exported by libpager, and the bench programs link only libpager, so the
- * one implementation is compiled in here rather than copied.  (If the
- * bench link rule ever adds the common objects, include "size.h" instead.)
- */
-#include "../common/size.c"
+#include "bench.h"
 
 #define MAX_THREADS     256
 #define MAX_RUNS        1000
@@ -90,17 +84,6 @@ struct result {
 	double median[NR_BACKINGS];
 };
 
-/*
- * Holds the workers until all of them exist, then lets them go together, or
- * tells them to quit if one could not be created.  A pthread barrier cannot
- * do the latter: workers already waiting on it would wait forever.
- */
-struct gate {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int state;              /* 0 wait, 1 go, -1 quit */
-};
-
 struct worker {
 	pthread_t tid;
 	struct gate *gate;
@@ -122,21 +105,6 @@ static void usage(FILE *f)
 		"      --json            print the results as JSON instead of a table\n"
 		"  -h, --help            this text\n",
 		DEFAULT_SIZE, DEFAULT_RUNS, DEFAULT_THREADS);
-}
-
-static uint64_t ts_ns(const struct timespec *ts)
-{
-	return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
-}
-
-/* splitmix64: small, fast and good enough to shuffle pages with. */
-static uint64_t splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
 }
 
 /*
@@ -161,27 +129,14 @@ static size_t *make_permutation(size_t n, uint64_t seed)
 	return perm;
 }
 
-static void gate_set(struct gate *g, int state)
-{
-	pthread_mutex_lock(&g->lock);
-	g->state = state;
-	pthread_cond_broadcast(&g->cond);
-	pthread_mutex_unlock(&g->lock);
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	volatile char *base = w->base;
 	size_t ps = w->page_size;
 	size_t end = w->first + w->count;
-	int state;
 
-	pthread_mutex_lock(&w->gate->lock);
-	while (!(state = w->gate->state))
-		pthread_cond_wait(&w->gate->cond, &w->gate->lock);
-	pthread_mutex_unlock(&w->gate->lock);
-	if (state < 0)
+	if (gate_wait(w->gate) < 0)
 		return NULL;
 
 	clock_gettime(CLOCK_MONOTONIC, &w->start);
@@ -207,11 +162,7 @@ static void *worker_main(void *arg)
 static int touch_region(const struct bench *b, void *base, enum pattern pattern,
 			unsigned nthreads, uint64_t *ret_ns)
 {
-	struct gate gate = {
-		.lock = PTHREAD_MUTEX_INITIALIZER,
-		.cond = PTHREAD_COND_INITIALIZER,
-		.state = 0,
-	};
+	struct gate gate = GATE_INIT;
 	struct worker *w = calloc(nthreads, sizeof(*w));
 	uint64_t start = UINT64_MAX, end = 0;
 	unsigned created;
@@ -253,8 +204,7 @@ static int touch_region(const struct bench *b, void *base, enum pattern pattern,
 		*ret_ns = end - start;
 	}
 	free(w);
-	pthread_mutex_destroy(&gate.lock);
-	pthread_cond_destroy(&gate.cond);
+	gate_destroy(&gate);
 	return e;
 }
 
@@ -322,20 +272,6 @@ static int pager_trial(const struct bench *b, enum pattern pattern,
 			e = d;
 	}
 	return e;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* The median of v[0..n-1], n >= 1; sorts v in place. */
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /*
@@ -431,28 +367,12 @@ static void print_json(const struct bench *b, const struct result *res, size_t n
 /* "1,4" into b->threads; -EINVAL for an empty, zero or oversized entry. */
 static int parse_thread_list(struct bench *b, const char *arg)
 {
-	char *copy = strdup(arg), *save = NULL, *tok;
-	int e = 0;
+	int n = parse_uint_list(arg, b->threads, MAX_THREADS, MAX_THREADS);
 
-	if (!copy)
-		return -ENOMEM;
-	b->nthreads_list = 0;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		uint64_t n;
-
-		e = parse_u64(tok, &n);
-		if (e < 0)
-			break;
-		if (n < 1 || n > MAX_THREADS || b->nthreads_list == MAX_THREADS) {
-			e = -EINVAL;
-			break;
-		}
-		b->threads[b->nthreads_list++] = (unsigned)n;
-	}
-	if (!e && !b->nthreads_list)
-		e = -EINVAL;
-	free(copy);
-	return e;
+	if (n < 0)
+		return n;
+	b->nthreads_list = (unsigned)n;
+	return 0;
 }
 
 /* Fills *b from the command line.  Returns 0, or 2 (the exit status for a

@@ -1,0 +1,2008 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * swap: a region larger than its memory limit, served by pagerd (eviction
+ * with Clock or FIFO to its io_uring swap store) against the kernel's own
+ * swap (anonymous memory in a memory cgroup with the same limit, swapping to
+ * a swap file on the same file system), same workload, same run.
+ *
+ * Each configuration (backing x thread count) runs in a child process of
+ * its own, so that the kernel side can be put in a memory cgroup and nothing
+ * (page cache, swap slots, a daemon's state) carries over from one to the
+ * next.  Within a child the phases run one after the other on the same
+ * memory, so that every phase after the first starts, as an application
+ * would, with most pages in swap:
+ *
+ *   seq-write  every page written in full (first touch, then eviction);
+ *              each thread writes one contiguous chunk
+ *   rand-read  uniformly random pages read
+ *   rand-rmw   random pages read, checked, and a counter in them incremented
+ *   seq-read   every page read, contiguous chunks per thread
+ *   skewed     90% of accesses to a hot set smaller than the limit (scattered
+ *              over the region), 10% uniform; measured after an untimed pass
+ *              over the hot set
+ *
+ * Every page holds its index and a check word derived from it (the rest is
+ * pseudo-random filler, so that neither side can skip I/O for zero pages or
+ * compress them): every read checks both.  seq-read also adds up the
+ * rand-rmw counters, which must come to the number of increments; it runs
+ * after rand-rmw for that reason (a separate pass over a mostly swapped-out
+ * region would cost as much as seq-read itself).  A wrong value is a
+ * failure: the benchmark doubles as an integrity test of swap-out and
+ * swap-in.
+ *
+ * Kernel and pager children alternate (for each thread count: kernel,
+ * pager/clock, pager/fifo).  The random phases run in rounds and report the
+ * median round; the sequential ones are one pass each.  Times are from the
+ * first thread starting to the last one finishing, per page or access.
+ *
+ * The kernel baseline needs root, the cgroup v1 memory controller and a
+ * file system that takes swap files; without them the pager side still
+ * runs and the program exits 77 at the end, saying why.
+ *
+ * Exit status: 0 success, 1 failure (wrong data, a side that could not run,
+ * pagerd dying), 2 usage, 77 kernel baseline unavailable, 128+N on signal N.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pager.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+/*
+ * libpager declares pager_region_stats() but does not export it yet.  A weak
+ * reference links either way: the address is NULL until a libpager that
+ * has it is loaded, and the statistics are then shown as n/a.
+ */
+#pragma weak pager_region_stats
+
+extern char **environ;
+
+#define MAX_THREADS      64
+#define MAX_THREAD_LIST  8
+#define MAX_ROUNDS       15
+#define MAX_EXTRA_ARGS   16
+#define DEFAULT_SIZE     "1G"
+#define DEFAULT_LIMIT    "256M"
+#define QUICK_SIZE       "256M"
+#define QUICK_LIMIT      "64M"
+#define DEFAULT_THREADS  "1,8"
+#define DEFAULT_ROUNDS   3
+#define DEFAULT_SWAP_DIR "/var/tmp"
+#define SWAP_PRIORITY    100        /* above any default (negative) swap area */
+#define HOT_PERCENT      90
+#define SEED             0x243f6a8885a308d3ULL
+#define STAMP_MAGIC      0x7061676572642d62ULL  /* "pagerd-b" */
+#define CHECK_SEED       0x13198a2e03707344ULL
+#define FILL_SEED        0xa4093822299f31d0ULL
+#define STOP_TIMEOUT_MS  10000
+
+/* In the order they run. */
+enum phase { PH_WRITE, PH_RANDREAD, PH_RMW, PH_SEQREAD, PH_SKEWED, NR_PHASES };
+/* An untimed job the workers also do. */
+enum { JOB_WARMUP = NR_PHASES };
+
+static const struct {
+	const char *name;
+	double target;          /* pager/kernel ratio the issue asks for */
+	bool random;            /* runs in rounds of random accesses */
+	const char *unit;
+} phase_info[NR_PHASES] = {
+	[PH_WRITE] = { "seq-write", 1.0, false, "page" },
+	[PH_RANDREAD] = { "rand-read", 1.1, true, "access" },
+	[PH_RMW] = { "rand-rmw", 1.1, true, "access" },
+	[PH_SEQREAD] = { "seq-read", 0.5, false, "page" },
+	[PH_SKEWED] = { "skewed", 0.7, true, "access" },
+};
+
+enum backing { BK_KERNEL, BK_CLOCK, BK_FIFO, NR_BACKINGS };
+
+static const char *const backing_name[NR_BACKINGS] = {
+	[BK_KERNEL] = "kernel",
+	[BK_CLOCK] = "clock",
+	[BK_FIFO] = "fifo",
+};
+
+/* One phase as one child measured it; sent to the parent over a pipe. */
+struct phase_result {
+	uint32_t ran;
+	uint32_t rounds;
+	double ns[MAX_ROUNDS];  /* per page or access, one per round */
+	double median;
+	uint64_t accesses;      /* over all rounds */
+	int64_t misses;         /* accesses that waited for a swap-in, -1 unknown */
+};
+
+struct child_result {
+	int32_t ok;
+	struct phase_result ph[NR_PHASES];
+	int64_t resident_after_write;   /* bytes, -1 unknown */
+	int64_t swapped_after_write;    /* bytes, -1 unknown */
+	int64_t peak;                   /* bytes charged to the cgroup at most, -1 unknown */
+	uint64_t elapsed_ns;
+	int32_t daemon_pid;
+	uint32_t stats_ok;
+	struct pager_region_stats stats; /* at the end of the child */
+};
+
+/* A child's result as the parent keeps it. */
+struct outcome {
+	bool ran;               /* the child ran and reported */
+	struct child_result res;
+};
+
+/* Everything one run of the program works with (the parent's state; a
+ * child gets a copy). */
+struct bench {
+	/* configuration */
+	size_t page_size;
+	size_t npages;
+	size_t size;
+	uint64_t limit;
+	uint64_t hot_bytes;
+	size_t hot_pages;
+	uint64_t swap_size;
+	uint64_t rand_accesses;  /* rand-read and rand-rmw, over all rounds */
+	uint64_t skew_accesses;  /* skewed, over all rounds */
+	unsigned rounds;
+	unsigned nthreads_list;
+	unsigned threads[MAX_THREAD_LIST];
+	unsigned phase_mask;
+	bool json, kernel_on, pager_on, quick;
+	const char *swap_dir;
+	const char *pagerd;
+	const char *extra_args[MAX_EXTRA_ARGS];
+	unsigned nextra;
+
+	/* what the parent set up, and must take down */
+	char workdir[PATH_MAX];
+	char kswap[PATH_MAX + 16];       /* the kernel's swap file */
+	bool kswap_created, kswap_on;
+	char pswap[PATH_MAX + 32];       /* pagerd's swap file */
+	char sock[PATH_MAX + 16];
+	char cg_base[PATH_MAX];
+	char cg[PATH_MAX + 64];          /* the current kernel child's cgroup */
+	bool cg_made;
+	unsigned cg_seq;
+	pid_t pagerd_pid, child_pid;
+
+	/* what the parent found out */
+	bool has_policy, has_swap_size;
+	char kernel_unavail[256];        /* empty: the kernel baseline runs */
+	char fifo_unavail[256];          /* empty: pagerd runs with --policy fifo */
+	char other_swaps[256];
+	bool failed;
+	struct outcome out[MAX_THREAD_LIST][NR_BACKINGS];
+	sigset_t oldmask;
+};
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+	got_signal = sig;
+}
+
+/* True once SIGINT, SIGTERM or SIGHUP arrived (they are blocked outside
+ * the parent's waits, so also look at the pending ones). */
+static bool interrupted(void)
+{
+	sigset_t p;
+
+	if (got_signal)
+		return true;
+	if (sigpending(&p) == 0) {
+		if (sigismember(&p, SIGINT))
+			got_signal = SIGINT;
+		else if (sigismember(&p, SIGTERM))
+			got_signal = SIGTERM;
+		else if (sigismember(&p, SIGHUP))
+			got_signal = SIGHUP;
+	}
+	return got_signal != 0;
+}
+
+static const char *plural(unsigned n)
+{
+	return n == 1 ? "" : "s";
+}
+
+static double mib(int64_t bytes)
+{
+	return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Page contents                                                          */
+
+static inline uint64_t stamp_word(size_t page)
+{
+	return STAMP_MAGIC ^ page;
+}
+
+static inline uint64_t check_word(size_t page)
+{
+	uint64_t s = CHECK_SEED ^ page;
+
+	return splitmix64(&s);
+}
+
+/* Word 0 the stamp, word 1 the rand-rmw counter, the last word the check
+ * word, the rest filler. */
+static void fill_page(uint64_t *p, size_t page, size_t words)
+{
+	uint64_t s = FILL_SEED ^ page;
+
+	p[0] = stamp_word(page);
+	p[1] = 0;
+	for (size_t w = 2; w < words - 1; w++)
+		p[w] = splitmix64(&s);
+	p[words - 1] = check_word(page);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Workers (in a child)                                                    */
+
+/* The memory one child works on. */
+struct run {
+	const struct bench *b;
+	enum backing backing;
+	unsigned nthreads;
+	char *base;
+	size_t words;           /* 64-bit words per page */
+	uint64_t hot_mult;      /* hot page j is (j * hot_mult) % npages */
+	struct pager_region *region;
+	uint64_t rmw_total;
+};
+
+struct worker {
+	pthread_t tid;
+	struct gate *gate;
+	const struct run *r;
+	int job;
+	size_t first, count;    /* pages (sequential jobs) or accesses (random) */
+	uint64_t seed;
+	struct timespec start, end;
+	uint64_t rmw;           /* counters incremented */
+	uint64_t sum;           /* counters seen (PH_SEQREAD) */
+	bool bad;
+	size_t bad_page;
+	uint64_t bad_stamp, bad_check;
+};
+
+static inline size_t hot_page(const struct run *r, size_t j)
+{
+	return (size_t)(((unsigned __int128)j * r->hot_mult) % r->b->npages);
+}
+
+/* Checks one page; false (and the worker records it) if it is wrong. */
+static inline bool check_page(struct worker *w, size_t page)
+{
+	const struct run *r = w->r;
+	const volatile uint64_t *p =
+		(const volatile uint64_t *)(r->base + page * r->b->page_size);
+	uint64_t s = p[0], c = p[r->words - 1];
+
+	if (s == stamp_word(page) && c == check_word(page))
+		return true;
+	w->bad = true;
+	w->bad_page = page;
+	w->bad_stamp = s;
+	w->bad_check = c;
+	return false;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct run *r = w->r;
+	size_t npages = r->b->npages, ps = r->b->page_size;
+	size_t end = w->first + w->count;
+	uint64_t s = w->seed;
+
+	if (gate_wait(w->gate) < 0)
+		return NULL;
+
+	clock_gettime(CLOCK_MONOTONIC, &w->start);
+	switch (w->job) {
+	case PH_WRITE:
+		for (size_t i = w->first; i < end; i++)
+			fill_page((uint64_t *)(r->base + i * ps), i, r->words);
+		break;
+	case PH_SEQREAD:
+		for (size_t i = w->first; i < end && check_page(w, i); i++)
+			w->sum += ((volatile uint64_t *)(r->base + i * ps))[1];
+		break;
+	case JOB_WARMUP:
+		for (size_t j = w->first; j < end && check_page(w, hot_page(r, j)); j++)
+			;
+		break;
+	case PH_RANDREAD:
+		for (size_t n = 0; n < w->count; n++)
+			if (!check_page(w, (size_t)(splitmix64(&s) % npages)))
+				break;
+		break;
+	case PH_SKEWED:
+		for (size_t n = 0; n < w->count; n++) {
+			bool hot = splitmix64(&s) % 100 < HOT_PERCENT;
+			uint64_t x = splitmix64(&s);
+			size_t page = hot ? hot_page(r, (size_t)(x % r->b->hot_pages)) :
+					    (size_t)(x % npages);
+
+			if (!check_page(w, page))
+				break;
+		}
+		break;
+	case PH_RMW:
+		for (size_t n = 0; n < w->count; n++) {
+			size_t page = (size_t)(splitmix64(&s) % npages);
+
+			if (!check_page(w, page))
+				break;
+			/* Several threads may pick the same page. */
+			__atomic_fetch_add((uint64_t *)(r->base + page * ps) + 1, 1,
+					   __ATOMIC_RELAXED);
+			w->rmw++;
+		}
+		break;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &w->end);
+	return NULL;
+}
+
+/*
+ * Runs one job with r->nthreads threads: sequential jobs split the pages
+ * [0, total) (the hot set for JOB_WARMUP) into one contiguous chunk per
+ * thread; random jobs give each thread total/nthreads accesses and a seed
+ * of its own.  Stores the time from the first thread starting to the last
+ * one finishing in *ret_ns, and adds what the threads counted to *ret_rmw
+ * and *ret_sum (either may be NULL).  Returns 0, -EIO on wrong data (said),
+ * or -errno if threads could not be started (said).
+ */
+static int run_job(struct run *r, int job, uint64_t total, uint64_t seed,
+		   uint64_t *ret_ns, uint64_t *ret_rmw, uint64_t *ret_sum)
+{
+	struct gate gate = GATE_INIT;
+	unsigned n = r->nthreads, created;
+	struct worker *w = calloc(n, sizeof(*w));
+	bool sequential = job == PH_WRITE || job == PH_SEQREAD || job == JOB_WARMUP;
+	uint64_t start = UINT64_MAX, end = 0;
+	int e = 0;
+
+	if (!w) {
+		fprintf(stderr, "swap: out of memory\n");
+		return -ENOMEM;
+	}
+	for (created = 0; created < n; created++) {
+		struct worker *t = &w[created];
+		uint64_t lo = total * created / n, hi = total * (created + 1) / n;
+
+		t->gate = &gate;
+		t->r = r;
+		t->job = job;
+		t->first = sequential ? (size_t)lo : 0;
+		t->count = (size_t)(hi - lo);
+		t->seed = seed ^ ((uint64_t)(created + 1) * 0x9e3779b97f4a7c15ULL);
+		e = pthread_create(&t->tid, NULL, worker_main, t);
+		if (e) {
+			fprintf(stderr, "swap: starting thread %u: %s\n", created, strerror(e));
+			e = -e;
+			break;
+		}
+	}
+	gate_set(&gate, e ? -1 : 1);
+	for (unsigned i = 0; i < created; i++)
+		pthread_join(w[i].tid, NULL);
+	if (!e) {
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t s = ts_ns(&w[i].start), f = ts_ns(&w[i].end);
+
+			if (s < start)
+				start = s;
+			if (f > end)
+				end = f;
+			if (ret_rmw)
+				*ret_rmw += w[i].rmw;
+			if (ret_sum)
+				*ret_sum += w[i].sum;
+			if (w[i].bad && !e) {
+				fprintf(stderr, "swap: FAILURE: %s, %s, %u thread%s: page %zu "
+					"reads stamp %#" PRIx64 " check %#" PRIx64 ", "
+					"expected %#" PRIx64 " %#" PRIx64 "\n",
+					backing_name[r->backing],
+					job < NR_PHASES ? phase_info[job].name : "warm-up",
+					r->nthreads, plural(r->nthreads), w[i].bad_page, w[i].bad_stamp,
+					w[i].bad_check, stamp_word(w[i].bad_page),
+					check_word(w[i].bad_page));
+				e = -EIO;
+			}
+		}
+		*ret_ns = end - start;
+	}
+	free(w);
+	gate_destroy(&gate);
+	return e;
+}
+
+/* Accesses that had to wait for a swap-in so far, or -1 if unknown: for the
+ * kernel, this process's major faults; for pagerd, its swap-in count. */
+static int64_t misses_now(const struct run *r)
+{
+	if (r->backing == BK_KERNEL) {
+		struct rusage ru;
+
+		return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_majflt : -1;
+	}
+	if (pager_region_stats) {
+		struct pager_region_stats st = { .sz = sizeof(st) };
+
+		if (pager_region_stats(r->region, &st) == 0)
+			return (int64_t)st.swap_ins;
+	}
+	return -1;
+}
+
+/* One random phase in b->rounds rounds of total/rounds accesses each;
+ * returns 0 or -errno (said). */
+static int run_rounds(struct run *r, enum phase ph, uint64_t total,
+		      struct phase_result *pr)
+{
+	unsigned rounds = r->b->rounds;
+	uint64_t per = total / rounds ? total / rounds : 1;
+	int64_t m0 = misses_now(r), m1;
+	double sorted[MAX_ROUNDS];
+
+	for (unsigned i = 0; i < rounds; i++) {
+		uint64_t ns = 0;
+		int e = run_job(r, ph, per, SEED ^ ((uint64_t)ph << 56) ^ ((uint64_t)i << 48),
+				&ns, &r->rmw_total, NULL);
+
+		if (e < 0)
+			return e;
+		pr->ns[i] = (double)ns / (double)per;
+	}
+	m1 = misses_now(r);
+	pr->ran = 1;
+	pr->rounds = rounds;
+	pr->accesses = per * rounds;
+	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	memcpy(sorted, pr->ns, rounds * sizeof(double));
+	pr->median = median(sorted, rounds);
+	return 0;
+}
+
+/* One sequential pass over every page, adding the counters in them to
+ * *ret_sum (may be NULL); returns 0 or -errno (said). */
+static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
+		    uint64_t *ret_sum)
+{
+	int64_t m0 = misses_now(r), m1;
+	uint64_t ns = 0;
+	int e = run_job(r, ph, r->b->npages, 0, &ns, NULL, ret_sum);
+
+	if (e < 0)
+		return e;
+	m1 = misses_now(r);
+	pr->ran = 1;
+	pr->rounds = 1;
+	pr->ns[0] = pr->median = (double)ns / (double)r->b->npages;
+	pr->accesses = r->b->npages;
+	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	return 0;
+}
+
+/* "VmSwap:   1234 kB" from /proc/self/status, in bytes; -1 if absent. */
+static int64_t proc_status_kb(const char *key)
+{
+	char line[256];
+	size_t klen = strlen(key);
+	int64_t v = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, klen) && line[klen] == ':') {
+			v = strtoll(line + klen + 1, NULL, 10) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* A number from a cgroup file (the first one, or the one after "key "). */
+static int64_t cg_read(const char *cg, const char *file, const char *key)
+{
+	char path[PATH_MAX + 128], line[256];
+	size_t klen = key ? strlen(key) : 0;
+	int64_t v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", cg, file);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (!key) {
+			v = strtoll(line, NULL, 10);
+			break;
+		}
+		if (!strncmp(line, key, klen) && line[klen] == ' ') {
+			v = strtoll(line + klen + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+/* How much of the pager region is in memory (page cache), from mincore. */
+static int64_t region_resident(const struct run *r)
+{
+	size_t n = r->b->npages;
+	unsigned char *vec = malloc(n);
+	int64_t res = 0;
+
+	if (!vec)
+		return -1;
+	if (mincore(r->base, r->b->size, vec) < 0) {
+		free(vec);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		res += vec[i] & 1;
+	free(vec);
+	return res * (int64_t)r->b->page_size;
+}
+
+/*
+ * The phases, in order, on memory the caller set up; fills *res.  The
+ * write always runs (every later phase reads what it wrote), timed or not,
+ * and so does the read pass after rand-rmw that checks its counters.
+ * Returns 0, or -errno having said what went wrong (-EIO: wrong data).
+ */
+static int run_workload(struct run *r, unsigned mask, struct child_result *res)
+{
+	const struct bench *b = r->b;
+	struct phase_result scratch = { 0 };
+	uint64_t ns = 0, sum = 0;
+	int e;
+
+	e = run_pass(r, PH_WRITE, mask & (1u << PH_WRITE) ? &res->ph[PH_WRITE] : &scratch,
+		     NULL);
+	if (e < 0)
+		return e;
+	if (r->backing == BK_KERNEL) {
+		res->resident_after_write = proc_status_kb("VmRSS");
+		res->swapped_after_write = proc_status_kb("VmSwap");
+	} else {
+		struct pager_region_stats st = { .sz = sizeof(st) };
+
+		res->resident_after_write = region_resident(r);
+		res->swapped_after_write = -1;
+		if (pager_region_stats && pager_region_stats(r->region, &st) == 0)
+			res->swapped_after_write = (int64_t)(st.swapped * b->page_size);
+	}
+
+	if (mask & (1u << PH_RANDREAD)) {
+		e = run_rounds(r, PH_RANDREAD, b->rand_accesses, &res->ph[PH_RANDREAD]);
+		if (e < 0)
+			return e;
+	}
+	if (mask & (1u << PH_RMW)) {
+		r->rmw_total = 0;
+		e = run_rounds(r, PH_RMW, b->rand_accesses, &res->ph[PH_RMW]);
+		if (e < 0)
+			return e;
+	}
+	if (mask & ((1u << PH_SEQREAD) | (1u << PH_RMW))) {
+		e = run_pass(r, PH_SEQREAD, mask & (1u << PH_SEQREAD) ?
+			     &res->ph[PH_SEQREAD] : &scratch, &sum);
+		if (e < 0)
+			return e;
+		/* Every increment must have landed, in its page. */
+		if (sum != r->rmw_total) {
+			fprintf(stderr, "swap: FAILURE: %s, %u thread%s: the rand-rmw counters "
+				"add up to %" PRIu64 ", expected %" PRIu64 "\n",
+				backing_name[r->backing], r->nthreads, plural(r->nthreads),
+				sum, r->rmw_total);
+			return -EIO;
+		}
+	}
+	if (mask & (1u << PH_SKEWED)) {
+		/* Untimed: bring the hot set in, so that the rounds measure
+		 * the steady state rather than the first fetch of it. */
+		e = run_job(r, JOB_WARMUP, b->hot_pages, 0, &ns, NULL, NULL);
+		if (e < 0)
+			return e;
+		e = run_rounds(r, PH_SKEWED, b->skew_accesses, &res->ph[PH_SKEWED]);
+		if (e < 0)
+			return e;
+	}
+	return 0;
+}
+
+/* Picks the multiplier that scatters the hot set: odd-ish, coprime with
+ * npages, near the golden ratio of it so that hot pages are spread out. */
+static uint64_t pick_hot_mult(size_t npages)
+{
+	uint64_t m = (uint64_t)((double)npages * 0.6180339887) | 1;
+
+	if (npages <= 1)
+		return 1;
+	for (;; m++) {
+		uint64_t a = m, c = npages;
+
+		while (c) {
+			uint64_t t = a % c;
+
+			a = c;
+			c = t;
+		}
+		if (a == 1)
+			return m;
+	}
+}
+
+/* The kernel child: joins the cgroup, then maps and touches its memory
+ * (pages are charged to the cgroup of the process that first touches
+ * them).  Returns 0 or -errno (said). */
+static int kernel_child(const struct bench *b, struct run *r, unsigned mask,
+			struct child_result *res)
+{
+	char path[PATH_MAX + 128], pid[32];
+	int fd, n, e;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", b->cg);
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, pid, (size_t)n) != n) {
+		e = -errno;
+		fprintf(stderr, "swap: joining %s: %s\n", b->cg, strerror(-e));
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	close(fd);
+
+	r->base = mmap(NULL, b->size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r->base == MAP_FAILED) {
+		e = -errno;
+		fprintf(stderr, "swap: mmap %zu bytes: %s\n", b->size, strerror(-e));
+		return e;
+	}
+	/* Every page a 4 KiB page, as in a libpager region (EINVAL without
+	 * CONFIG_TRANSPARENT_HUGEPAGE: then there are none anyway). */
+	(void)madvise(r->base, b->size, MADV_NOHUGEPAGE);
+	e = run_workload(r, mask, res);
+	res->peak = cg_read(b->cg, "memory.max_usage_in_bytes", NULL);
+	munmap(r->base, b->size);
+	return e;
+}
+
+/* The pager child: a region on the pagerd the parent started.  Returns 0
+ * or -errno (said). */
+static int pager_child(const struct bench *b, struct run *r, unsigned mask,
+		       struct child_result *res)
+{
+	const struct pager_opts popts = {
+		.sz = sizeof(popts),
+		.socket_path = b->sock,
+		.flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	const struct pager_region_opts ropts = {
+		.sz = sizeof(ropts),
+		.name = "swap-bench",
+		.memory_limit = b->limit,
+	};
+	struct pager_info info = { .sz = sizeof(info) };
+	struct pager *p = NULL;
+	int e, d;
+
+	e = pager_open(&p, &popts);
+	if (e < 0) {
+		fprintf(stderr, "swap: pager_open %s: %s\n", b->sock, strerror(-e));
+		return e;
+	}
+	if (pager_get_info(p, &info) == 0)
+		res->daemon_pid = info.daemon_pid;
+	e = pager_region_create(p, b->size, &ropts, &r->region);
+	if (e < 0) {
+		fprintf(stderr, "swap: pager_region_create %zu bytes, limit %" PRIu64 ": %s\n",
+			b->size, b->limit, strerror(-e));
+		pager_close(p);
+		return e;
+	}
+	r->base = pager_region_addr(r->region);
+	e = run_workload(r, mask, res);
+	res->stats.sz = sizeof(res->stats);
+	if (pager_region_stats && pager_region_stats(r->region, &res->stats) == 0)
+		res->stats_ok = 1;
+	d = pager_region_destroy(r->region);
+	if (d < 0) {
+		fprintf(stderr, "swap: pager_region_destroy: %s\n", strerror(-d));
+		if (!e)
+			e = d;
+	}
+	pager_close(p);
+	return e;
+}
+
+/* A child's whole life: runs one configuration and writes its result to
+ * fd.  Never returns. */
+static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
+		       unsigned mask, int fd)
+{
+	struct child_result res = {
+		.resident_after_write = -1,
+		.swapped_after_write = -1,
+		.peak = -1,
+	};
+	struct run r = {
+		.b = b,
+		.backing = k,
+		.nthreads = nthreads,
+		.words = b->page_size / sizeof(uint64_t),
+		.hot_mult = pick_hot_mult(b->npages),
+	};
+	uint64_t t0 = now_ns();
+	int e;
+
+	e = k == BK_KERNEL ? kernel_child(b, &r, mask, &res) :
+			     pager_child(b, &r, mask, &res);
+	res.ok = e == 0;
+	res.elapsed_ns = now_ns() - t0;
+	if (write(fd, &res, sizeof(res)) != (ssize_t)sizeof(res))
+		_exit(1);
+	_exit(e == 0 ? 0 : 1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The parent: what it sets up and takes down                             */
+
+/* In a freshly forked child: signals as they were before we touched them,
+ * and death with the parent, so that nothing outlives a killed benchmark. */
+static void child_signals(const struct bench *b)
+{
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	sigprocmask(SIG_SETMASK, &b->oldmask, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* Runs argv (from $PATH) and waits; output to ours, or to *out if out is
+ * not NULL (at most outlen - 1 bytes kept, NUL-terminated).  Returns the
+ * exit status, or -errno if it could not run. */
+static int run_command(const struct bench *b, char *const argv[], char *out,
+		       size_t outlen)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	int pfd[2] = { -1, -1 }, st, e;
+	size_t got = 0;
+	pid_t pid;
+
+	if (out && pipe2(pfd, O_CLOEXEC) < 0)
+		return -errno;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setsigmask(&attr, &b->oldmask);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	if (out)
+		posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO);
+	e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (out) {
+		close(pfd[1]);
+		while (!e && got + 1 < outlen) {
+			ssize_t n = read(pfd[0], out + got, outlen - 1 - got);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		out[got] = 0;
+		close(pfd[0]);
+	}
+	if (e)
+		return -e;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Our memory cgroup (v1) directory, where the kernel child's cgroup goes
+ * below; the root of the hierarchy if that is not writable. */
+static void find_cgroup_base(struct bench *b)
+{
+	static const char root[] = "/sys/fs/cgroup/memory";
+	char line[PATH_MAX + 64];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	snprintf(b->cg_base, sizeof(b->cg_base), "%s", root);
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *ctl = strchr(line, ':'), *path;
+
+		if (!ctl || !(path = strchr(ctl + 1, ':')))
+			continue;
+		*path++ = 0;
+		path[strcspn(path, "\n")] = 0;
+		/* "4:memory:/x" or a co-mounted "4:cpu,memory:/x" */
+		for (char *save = NULL, *t = strtok_r(ctl + 1, ",", &save); t;
+		     t = strtok_r(NULL, ",", &save)) {
+			char dir[sizeof(b->cg_base)];
+
+			if (strcmp(t, "memory"))
+				continue;
+			if (snprintf(dir, sizeof(dir), "%s%s", root, path) < (int)sizeof(dir) &&
+			    access(dir, W_OK) == 0)
+				memcpy(b->cg_base, dir, sizeof(dir));
+		}
+	}
+	fclose(f);
+}
+
+static int write_file(const char *dir, const char *file, const char *val)
+{
+	char path[PATH_MAX + 128];
+	size_t n = strlen(val);
+	int fd, e = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, n) != (ssize_t)n)
+		e = -errno;
+	close(fd);
+	return e;
+}
+
+/* A cgroup for the next kernel child, limited like pagerd.  Returns 0 or
+ * -errno with *why said. */
+static int cgroup_make(struct bench *b, char *why, size_t whylen)
+{
+	char val[32];
+	int e;
+
+	snprintf(b->cg, sizeof(b->cg), "%s/pagerd-bench-%d-%u", b->cg_base,
+		 (int)getpid(), b->cg_seq++);
+	if (mkdir(b->cg, 0755) < 0) {
+		e = -errno;
+		snprintf(why, whylen, "cannot create memory cgroup %.160s: %s", b->cg,
+			 strerror(-e));
+		return e;
+	}
+	b->cg_made = true;
+	snprintf(val, sizeof(val), "%" PRIu64, b->limit);
+	e = write_file(b->cg, "memory.limit_in_bytes", val);
+	if (e < 0) {
+		snprintf(why, whylen, "cannot set %.160s/memory.limit_in_bytes: %s",
+			 b->cg, strerror(-e));
+		return e;
+	}
+	/* The default, set in case the parent group has another. */
+	(void)write_file(b->cg, "memory.swappiness", "60");
+	return 0;
+}
+
+/* rmdir fails with EBUSY while the last task's exit is still being
+ * accounted: retry for up to a second. */
+static void cgroup_remove(struct bench *b)
+{
+	if (!b->cg_made)
+		return;
+	for (int i = 0; rmdir(b->cg) < 0 && errno == EBUSY && i < 100; i++)
+		usleep(10000);
+	if (access(b->cg, F_OK) == 0)
+		fprintf(stderr, "swap: could not remove cgroup %s: %s\n", b->cg,
+			strerror(errno));
+	b->cg_made = false;
+}
+
+/* Allocates a file of b->swap_size bytes (no holes: swapon refuses them). */
+static int make_file(const char *path, uint64_t size)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), e;
+
+	if (fd < 0)
+		return -errno;
+	e = posix_fallocate(fd, 0, (off_t)size);
+	close(fd);
+	if (e)
+		unlink(path);
+	return -e;
+}
+
+/* Pid in a name "...pagerd-bench.PID..." or "pagerd-bench-PID-..." of a
+ * process that is gone; 0 if the owner lives (or it is ours). */
+static pid_t dead_owner(const char *name)
+{
+	const char *p = strstr(name, "pagerd-bench");
+	long pid;
+
+	if (!p)
+		return 0;
+	p += strlen("pagerd-bench");
+	if (*p != '.' && *p != '-')
+		return 0;
+	pid = strtol(p + 1, NULL, 10);
+	if (pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		return 0;
+	return (pid_t)pid;
+}
+
+/*
+ * A benchmark killed with SIGKILL cannot clean up: its swap file stays
+ * active and its cgroup stays.  Take down those of dead owners (and only
+ * those: another benchmark may be running).
+ */
+static void cleanup_stale(const struct bench *b)
+{
+	char line[PATH_MAX + 128];
+	FILE *f = fopen("/proc/swaps", "re");
+	DIR *d;
+	struct dirent *de;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char *sp = strpbrk(line, " \t"), *slash, dir[sizeof(line)];
+		char other[sizeof(line) + 32];
+
+		if (line[0] != '/' || !sp)
+			continue;
+		*sp = 0;
+		if (!strstr(line, "/pagerd-bench.") || !dead_owner(line))
+			continue;
+		fprintf(stderr, "swap: removing the stale swap file %s\n", line);
+		if (swapoff(line) < 0)
+			fprintf(stderr, "swap: swapoff %s: %s\n", line, strerror(errno));
+		unlink(line);
+		snprintf(dir, sizeof(dir), "%s", line);
+		if ((slash = strrchr(dir, '/'))) {
+			*slash = 0;
+			snprintf(other, sizeof(other), "%s/pagerd-bench.swap", dir);
+			unlink(other);
+			snprintf(other, sizeof(other), "%s/pagerd.sock", dir);
+			unlink(other);
+			rmdir(dir);
+		}
+	}
+	if (f)
+		fclose(f);
+	d = opendir(b->cg_base);
+	while (d && (de = readdir(d))) {
+		char path[PATH_MAX + 300];
+
+		if (strncmp(de->d_name, "pagerd-bench-", 13) || !dead_owner(de->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", b->cg_base, de->d_name);
+		if (rmdir(path) == 0)
+			fprintf(stderr, "swap: removed the stale cgroup %s\n", path);
+	}
+	if (d)
+		closedir(d);
+}
+
+/* The directory both swap files go in (the same file system for both). */
+static int make_workdir(struct bench *b)
+{
+	snprintf(b->workdir, sizeof(b->workdir), "%s/pagerd-bench.%d.XXXXXX",
+		 b->swap_dir, (int)getpid());
+	if (!mkdtemp(b->workdir)) {
+		int e = -errno;
+
+		fprintf(stderr, "swap: cannot create a directory in %s: %s\n",
+			b->swap_dir, strerror(-e));
+		b->workdir[0] = 0;
+		return e;
+	}
+	snprintf(b->kswap, sizeof(b->kswap), "%s/kernel.swap", b->workdir);
+	snprintf(b->pswap, sizeof(b->pswap), "%s/pagerd-bench.swap", b->workdir);
+	snprintf(b->sock, sizeof(b->sock), "%s/pagerd.sock", b->workdir);
+	return 0;
+}
+
+/*
+ * What the kernel baseline needs: root, the v1 memory controller, and a
+ * swap file, created, formatted and switched on here.  Returns true if it
+ * can run; otherwise b->kernel_unavail says why (and whatever was set up
+ * is taken down by teardown()).
+ */
+static bool kernel_setup(struct bench *b)
+{
+	char *mkswap[] = { (char *)"mkswap", (char *)"-q", b->kswap, NULL };
+	char why[sizeof(b->kernel_unavail)];
+	char line[PATH_MAX + 128];
+	FILE *f;
+	int e;
+
+	if (geteuid() != 0) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
+			 "not root (swapon and memory cgroups need it)");
+		return false;
+	}
+	if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) < 0) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
+			 "no cgroup v1 memory controller at /sys/fs/cgroup/memory");
+		return false;
+	}
+	/* Can we make a limited cgroup at all?  (Each kernel child gets a
+	 * fresh one.) */
+	e = cgroup_make(b, why, sizeof(why));
+	cgroup_remove(b);
+	if (e < 0) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail), "%s", why);
+		return false;
+	}
+	e = make_file(b->kswap, b->swap_size);
+	if (e < 0) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
+			 "cannot allocate a %" PRIu64 " MiB swap file %s: %s",
+			 b->swap_size >> 20, b->kswap, strerror(-e));
+		return false;
+	}
+	b->kswap_created = true;
+	e = run_command(b, mkswap, NULL, 0);
+	if (e) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
+			 "mkswap %s: %s", b->kswap,
+			 e < 0 ? strerror(-e) : "failed (exit status above)");
+		return false;
+	}
+	if (swapon(b->kswap, SWAP_FLAG_PREFER |
+		   ((SWAP_PRIORITY << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK)) < 0) {
+		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
+			 "swapon %s: %s", b->kswap, strerror(errno));
+		return false;
+	}
+	b->kswap_on = true;
+
+	/* Anyone else's swap area would share the kernel side's traffic. */
+	f = fopen("/proc/swaps", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, " \t");
+
+		if (line[0] != '/' || (n == strlen(b->kswap) && !strncmp(line, b->kswap, n)))
+			continue;
+		line[n] = 0;
+		snprintf(b->other_swaps + strlen(b->other_swaps),
+			 sizeof(b->other_swaps) - strlen(b->other_swaps), " %s", line);
+	}
+	if (f)
+		fclose(f);
+	return true;
+}
+
+/* Which of the options under development pagerd takes, from its --help. */
+static int probe_pagerd(struct bench *b)
+{
+	char *argv[] = { (char *)b->pagerd, (char *)"--help", NULL };
+	static char help[16384];
+	int e = run_command(b, argv, help, sizeof(help));
+
+	if (e) {
+		fprintf(stderr, "swap: %s --help: %s\n", b->pagerd,
+			e < 0 ? strerror(-e) : "failed");
+		return e < 0 ? e : -EINVAL;
+	}
+	b->has_policy = strstr(help, "--policy") != NULL;
+	b->has_swap_size = strstr(help, "--swap-size") != NULL;
+	if (!b->has_policy)
+		snprintf(b->fifo_unavail, sizeof(b->fifo_unavail),
+			 "pagerd has no --policy");
+	return 0;
+}
+
+/*
+ * Starts pagerd for one pager child with a fresh swap file, on a socket
+ * bound here and passed by socket activation (as tests/harness.c does) so
+ * the child can connect at once.  Returns 0 or -errno (said).
+ */
+static int pagerd_start(struct bench *b, enum backing k)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char limit[32], swap_size[32];
+	const char *argv[32 + MAX_EXTRA_ARGS];
+	int argc = 0, s, e;
+
+	snprintf(limit, sizeof(limit), "%" PRIu64, b->limit);
+	snprintf(swap_size, sizeof(swap_size), "%" PRIu64, b->swap_size);
+	argv[argc++] = b->pagerd;
+	argv[argc++] = "--socket";
+	argv[argc++] = b->sock;
+	argv[argc++] = "--log-level";
+	argv[argc++] = "warning";
+	argv[argc++] = "--memory-limit";
+	argv[argc++] = limit;
+	argv[argc++] = "--swap";
+	argv[argc++] = b->pswap;
+	if (b->has_swap_size) {
+		argv[argc++] = "--swap-size";
+		argv[argc++] = swap_size;
+	}
+	if (b->has_policy) {
+		argv[argc++] = "--policy";
+		argv[argc++] = k == BK_FIFO ? "fifo" : "clock";
+	}
+	for (unsigned i = 0; i < b->nextra; i++)
+		argv[argc++] = b->extra_args[i];
+	argv[argc] = NULL;
+
+	unlink(b->pswap);
+	/* Without --swap-size, the file must exist already. */
+	if (!b->has_swap_size && (e = make_file(b->pswap, b->swap_size)) < 0) {
+		fprintf(stderr, "swap: cannot allocate %s: %s\n", b->pswap, strerror(-e));
+		return e;
+	}
+	unlink(b->sock);
+	strcpy(sa.sun_path, b->sock); /* length checked in main */
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 64) < 0) {
+		e = -errno;
+		fprintf(stderr, "swap: listening on %s: %s\n", b->sock, strerror(-e));
+		if (s >= 0)
+			close(s);
+		return e;
+	}
+	b->pagerd_pid = fork();
+	if (b->pagerd_pid < 0) {
+		e = -errno;
+		b->pagerd_pid = 0;
+		close(s);
+		fprintf(stderr, "swap: fork: %s\n", strerror(-e));
+		return e;
+	}
+	if (b->pagerd_pid == 0) {
+		char pid[32];
+
+		child_signals(b);
+		/* systemd's socket activation protocol: fd 3, LISTEN_PID. */
+		if (s == 3)
+			fcntl(3, F_SETFD, 0);
+		else if (dup2(s, 3) < 0)
+			_exit(127);
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		setenv("LISTEN_FDS", "1", 1);
+		setenv("LISTEN_PID", pid, 1);
+		execv(b->pagerd, (char *const *)argv);
+		fprintf(stderr, "swap: exec %s: %s\n", b->pagerd, strerror(errno));
+		_exit(127);
+	}
+	close(s);
+	if (!b->json) {
+		printf("  pagerd:");
+		for (int i = 0; i < argc; i++)
+			printf(" %s", argv[i]);
+		printf("\n");
+		fflush(stdout);
+	}
+	return 0;
+}
+
+/* Waits up to timeout_ms for pid; returns its wait status, or -ETIMEDOUT. */
+static int wait_timeout(pid_t pid, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+	int st;
+
+	for (;;) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		if (w == pid)
+			return st;
+		if (w < 0 && errno != EINTR)
+			return -errno;
+		if (now_ns() > deadline)
+			return -ETIMEDOUT;
+		usleep(5000);
+	}
+}
+
+/* SIGTERM, then SIGKILL after STOP_TIMEOUT_MS.  Returns 0 if pagerd exited
+ * in order, else -1 having said how it ended. */
+static int pagerd_stop(struct bench *b)
+{
+	int st, rc = 0;
+
+	if (!b->pagerd_pid)
+		return 0;
+	kill(b->pagerd_pid, SIGTERM);
+	st = wait_timeout(b->pagerd_pid, STOP_TIMEOUT_MS);
+	if (st == -ETIMEDOUT) {
+		fprintf(stderr, "swap: pagerd did not exit %d s after SIGTERM: killing it\n",
+			STOP_TIMEOUT_MS / 1000);
+		kill(b->pagerd_pid, SIGKILL);
+		st = wait_timeout(b->pagerd_pid, STOP_TIMEOUT_MS);
+		rc = -1;
+	} else if (st >= 0 && WIFSIGNALED(st)) {
+		fprintf(stderr, "swap: pagerd died of %s\n", strsignal(WTERMSIG(st)));
+		rc = -1;
+	} else if (st >= 0 && WEXITSTATUS(st)) {
+		fprintf(stderr, "swap: pagerd exited with status %d\n", WEXITSTATUS(st));
+		rc = -1;
+	}
+	b->pagerd_pid = 0;
+	unlink(b->pswap);
+	unlink(b->sock);
+	return rc;
+}
+
+/* Everything the parent set up, taken down in the order that keeps each
+ * step cheap: the kernel child must be gone before swapoff, or swapoff
+ * would have to read its pages back in. */
+static void teardown(struct bench *b)
+{
+	if (b->child_pid > 0) {
+		kill(b->child_pid, SIGKILL);
+		while (waitpid(b->child_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		b->child_pid = 0;
+	}
+	pagerd_stop(b);
+	cgroup_remove(b);
+	if (b->kswap_on && swapoff(b->kswap) < 0)
+		fprintf(stderr, "swap: swapoff %s: %s\n", b->kswap, strerror(errno));
+	b->kswap_on = false;
+	if (b->kswap_created)
+		unlink(b->kswap);
+	b->kswap_created = false;
+	if (b->workdir[0]) {
+		unlink(b->pswap);
+		unlink(b->sock);
+		if (rmdir(b->workdir) < 0)
+			fprintf(stderr, "swap: rmdir %s: %s\n", b->workdir, strerror(errno));
+		b->workdir[0] = 0;
+	}
+}
+
+/*
+ * Reads exactly len bytes unless EOF comes first; waits with our signals
+ * unblocked, so that ^C or a timeout's SIGTERM ends the wait, and watches
+ * pagerd (pidfd, -1 for none): a child whose daemon died would wait on its
+ * next fault for ever.  Returns the bytes read, -EINTR once a signal
+ * arrived, or -ECHILD if pagerd exited first.
+ */
+static ssize_t read_result(const struct bench *b, int fd, int pidfd, void *buf,
+			   size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		struct pollfd pfd[2] = {
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = pidfd, .events = POLLIN },
+		};
+		ssize_t n;
+
+		if (ppoll(pfd, pidfd >= 0 ? 2 : 1, NULL, &b->oldmask) < 0) {
+			if (errno == EINTR && got_signal)
+				return -EINTR;
+			continue;
+		}
+		if (!pfd[0].revents && pfd[1].revents)
+			return -ECHILD;
+		n = read(fd, (char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/*
+ * Runs one configuration in a child (and its pagerd, for a pager backing)
+ * and keeps its result in *o.  Returns 0; -EINTR if a signal ended it;
+ * -EIO if the child failed (said), which fails the benchmark.
+ */
+static int run_child(struct bench *b, enum backing k, unsigned nthreads,
+		     struct outcome *o)
+{
+	unsigned mask = b->phase_mask;
+	char why[256];
+	int pfd[2], pidfd = -1, st, e = 0;
+	ssize_t got;
+
+	/* FIFO is only compared on the skewed mix.  Skipping the phases in
+	 * between does not favour either policy: the mix faults in several
+	 * limits' worth of pages, so its median round is in a steady state
+	 * that does not remember them. */
+	if (k == BK_FIFO)
+		mask &= (1u << PH_WRITE) | (1u << PH_SKEWED);
+	if (k == BK_KERNEL && cgroup_make(b, why, sizeof(why)) < 0) {
+		fprintf(stderr, "swap: %s\n", why);
+		cgroup_remove(b);
+		return -EIO;
+	}
+	if (k != BK_KERNEL && pagerd_start(b, k) < 0)
+		return -EIO;
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		e = -errno;
+		fprintf(stderr, "swap: pipe: %s\n", strerror(-e));
+		goto out;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	b->child_pid = fork();
+	if (b->child_pid < 0) {
+		e = -errno;
+		b->child_pid = 0;
+		fprintf(stderr, "swap: fork: %s\n", strerror(-e));
+		close(pfd[0]);
+		close(pfd[1]);
+		goto out;
+	}
+	if (b->child_pid == 0) {
+		close(pfd[0]);
+		child_signals(b);
+		child_main(b, k, nthreads, mask, pfd[1]);
+	}
+	close(pfd[1]);
+	/* Without pidfds (before Linux 5.3) a dead pagerd hangs the child
+	 * until the runner's timeout. */
+	if (b->pagerd_pid)
+		pidfd = (int)syscall(SYS_pidfd_open, b->pagerd_pid, 0);
+	got = read_result(b, pfd[0], pidfd, &o->res, sizeof(o->res));
+	close(pfd[0]);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (got == -EINTR || interrupted()) {
+		e = -EINTR;
+		goto out;
+	}
+	if (got == -ECHILD) {
+		fprintf(stderr, "swap: pagerd exited during the %s run (%u thread%s): "
+			"stopping it\n", backing_name[k], nthreads, plural(nthreads));
+		e = -EIO;
+		goto out;
+	}
+	while (waitpid(b->child_pid, &st, 0) < 0 && errno == EINTR)
+		;
+	b->child_pid = 0;
+	if (got != (ssize_t)sizeof(o->res) || !WIFEXITED(st) || WEXITSTATUS(st) ||
+	    !o->res.ok) {
+		if (WIFSIGNALED(st))
+			fprintf(stderr, "swap: the %s child (%u thread%s) died of %s%s\n",
+				backing_name[k], nthreads, plural(nthreads),
+				strsignal(WTERMSIG(st)),
+				k == BK_KERNEL && WTERMSIG(st) == SIGKILL ?
+				" (out of memory in its cgroup?)" : "");
+		else
+			fprintf(stderr, "swap: the %s child (%u thread%s) failed\n",
+				backing_name[k], nthreads, plural(nthreads));
+		e = -EIO;
+		goto out;
+	}
+	o->ran = true;
+out:
+	/* Interrupted: the child must be gone before its cgroup can go. */
+	if (b->child_pid > 0) {
+		kill(b->child_pid, SIGKILL);
+		while (waitpid(b->child_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		b->child_pid = 0;
+	}
+	if (k == BK_KERNEL)
+		cgroup_remove(b);
+	else if (pagerd_stop(b) < 0 && !e)
+		e = -EIO;
+	return e;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Output                                                                  */
+
+static const struct phase_result *phase_of(const struct outcome *o, enum phase ph)
+{
+	return o->ran && o->res.ph[ph].ran ? &o->res.ph[ph] : NULL;
+}
+
+/* Whether pagerd kept to the limit after the write (a little over it is
+ * watermark slack).  Until it evicts, its times are not swap times and the
+ * ratios say nothing about the targets. */
+static bool pager_evicted(const struct bench *b, const struct outcome *o)
+{
+	return o->ran && o->res.resident_after_write >= 0 &&
+	       o->res.resident_after_write <= (int64_t)(b->limit + b->limit / 8);
+}
+
+static void print_sanity(const struct bench *b, enum backing k, unsigned nthreads,
+			 const struct outcome *o)
+{
+	const struct child_result *r = &o->res;
+
+	printf("  %s, %u thread%s: %.1f s; after seq-write ", backing_name[k], nthreads,
+	       plural(nthreads), (double)r->elapsed_ns / 1e9);
+	if (k == BK_KERNEL) {
+		printf("RSS %.0f MiB, swap %.0f MiB; cgroup peak %.0f MiB (limit %.0f MiB)\n",
+		       mib(r->resident_after_write), mib(r->swapped_after_write),
+		       mib(r->peak), mib((int64_t)b->limit));
+		if (r->swapped_after_write <= 0)
+			printf("  WARNING: the kernel did not swap: the baseline is not "
+			       "measuring swap\n");
+		else if (r->peak > (int64_t)b->limit)
+			printf("  WARNING: the cgroup went over its limit\n");
+	} else {
+		printf("resident %.0f MiB (limit %.0f MiB)", mib(r->resident_after_write),
+		       mib((int64_t)b->limit));
+		if (r->swapped_after_write >= 0)
+			printf(", swapped %.0f MiB", mib(r->swapped_after_write));
+		printf("\n");
+		if (!pager_evicted(b, o))
+			printf("  NOTE: pagerd did not keep to the limit (no eviction yet?): "
+			       "its numbers are not swap numbers\n");
+	}
+	fflush(stdout);
+}
+
+static void print_misses(const struct phase_result *p)
+{
+	if (p && p->misses >= 0 && p->accesses)
+		printf("  %6.3f", (double)p->misses / (double)p->accesses);
+	else
+		printf("  %6s", "n/a");
+}
+
+/*
+ * One thread count: kernel and pager (Clock) time per page or access, the
+ * ratio against the issue's target, and how many accesses waited for a
+ * swap-in (kernel: major faults; pagerd: its swap-in count) so that one can
+ * see that swap really happened on both sides.
+ */
+static void print_table(const struct bench *b, unsigned ti)
+{
+	const struct outcome *ko = &b->out[ti][BK_KERNEL], *po = &b->out[ti][BK_CLOCK];
+	bool evicted = pager_evicted(b, po);
+
+	printf("\n%u thread%s          kernel      pager  pager/             "
+	       "misses/access\n", b->threads[ti], b->threads[ti] == 1 ? " " : "s");
+	printf("%-12s   ns/access  ns/access  kernel  target       kernel   pager\n",
+	       "phase");
+	for (int ph = 0; ph < NR_PHASES; ph++) {
+		const struct phase_result *k = phase_of(ko, ph), *p = phase_of(po, ph);
+
+		if (!(b->phase_mask & (1u << ph)))
+			continue;
+		printf("%-12s", phase_info[ph].name);
+		if (k)
+			printf("  %10.0f", k->median);
+		else
+			printf("  %10s", "n/a");
+		if (p)
+			printf("  %9.0f", p->median);
+		else
+			printf("  %9s", "n/a");
+		if (k && p && k->median > 0) {
+			double ratio = p->median / k->median;
+
+			printf("  %6.2f  <= %.1f %-6s", ratio, phase_info[ph].target,
+			       !evicted ? "-" :
+			       ratio <= phase_info[ph].target ? "ok" : "MISSED");
+		} else {
+			printf("  %6s  <= %.1f %-6s", "n/a", phase_info[ph].target, "");
+		}
+		print_misses(k);
+		print_misses(p);
+		printf("\n");
+	}
+	if (po->ran && !evicted)
+		printf("(-: pagerd did not keep to the limit, so the ratio is not a "
+		       "swap ratio)\n");
+	fflush(stdout);
+}
+
+static void print_skewed(const struct bench *b)
+{
+	printf("\nskewed mix: %d%% of accesses to a %.0f MiB hot set, the rest uniform; "
+	       "Clock must beat FIFO\n", HOT_PERCENT, mib((int64_t)b->hot_bytes));
+	if (b->fifo_unavail[0])
+		printf("(FIFO: n/a, %s)\n", b->fifo_unavail);
+	printf("threads   kernel ns   clock ns    fifo ns  clock/fifo   "
+	       "misses/access: kernel   clock    fifo\n");
+	for (unsigned ti = 0; ti < b->nthreads_list; ti++) {
+		const struct phase_result *p[NR_BACKINGS];
+
+		for (int k = 0; k < NR_BACKINGS; k++)
+			p[k] = phase_of(&b->out[ti][k], PH_SKEWED);
+		printf("%7u", b->threads[ti]);
+		for (int k = 0; k < NR_BACKINGS; k++) {
+			if (p[k])
+				printf("  %9.0f", p[k]->median);
+			else
+				printf("  %9s", "n/a");
+		}
+		if (p[BK_CLOCK] && p[BK_FIFO] && p[BK_FIFO]->median > 0) {
+			double ratio = p[BK_CLOCK]->median / p[BK_FIFO]->median;
+			bool evicted = pager_evicted(b, &b->out[ti][BK_CLOCK]) &&
+				       pager_evicted(b, &b->out[ti][BK_FIFO]);
+
+			printf("  %6.2f %-4s         ", ratio,
+			       !evicted ? "-" : ratio < 1 ? "ok" : "LOST");
+		} else {
+			printf("  %6s              ", "n/a");
+		}
+		for (int k = 0; k < NR_BACKINGS; k++)
+			print_misses(p[k]);
+		printf("\n");
+	}
+	fflush(stdout);
+}
+
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void json_phase(const struct phase_result *p)
+{
+	if (!p) {
+		printf("null");
+		return;
+	}
+	printf("{\"median\": %.1f, \"rounds\": [", p->median);
+	for (unsigned i = 0; i < p->rounds; i++)
+		printf("%s%.1f", i ? ", " : "", p->ns[i]);
+	printf("], \"accesses\": %" PRIu64 ", \"misses\": ", p->accesses);
+	if (p->misses >= 0)
+		printf("%" PRId64 "}", p->misses);
+	else
+		printf("null}");
+}
+
+static void print_json(const struct bench *b)
+{
+	printf("{\n  \"benchmark\": \"swap\",\n  \"size\": %zu,\n  \"limit\": %" PRIu64
+	       ",\n  \"hot\": %" PRIu64 ",\n  \"page_size\": %zu,\n  \"rounds\": %u,\n",
+	       b->size, b->limit, b->hot_bytes, b->page_size, b->rounds);
+	printf("  \"unit\": \"ns per page or access\",\n");
+	printf("  \"kernel_unavailable\": ");
+	if (b->kernel_unavail[0])
+		json_string(b->kernel_unavail);
+	else
+		printf("null");
+	printf(",\n  \"fifo_unavailable\": ");
+	if (b->fifo_unavail[0])
+		json_string(b->fifo_unavail);
+	else
+		printf("null");
+	printf(",\n");
+	printf("  \"results\": [\n");
+	for (unsigned ti = 0; ti < b->nthreads_list; ti++) {
+		bool first = true;
+
+		printf("    {\"threads\": %u", b->threads[ti]);
+		for (int k = 0; k < NR_BACKINGS; k++) {
+			const struct outcome *o = &b->out[ti][k];
+
+			printf(",\n     \"%s\": ", backing_name[k]);
+			if (!o->ran) {
+				printf("null");
+				continue;
+			}
+			printf("{\"resident_after_write\": %" PRId64 ", "
+			       "\"swapped_after_write\": %" PRId64 ", \"peak\": %" PRId64,
+			       o->res.resident_after_write, o->res.swapped_after_write,
+			       o->res.peak);
+			if (k != BK_KERNEL)
+				printf(", \"kept_to_limit\": %s",
+				       pager_evicted(b, o) ? "true" : "false");
+			for (int ph = 0; ph < NR_PHASES; ph++) {
+				printf(", \"%s\": ", phase_info[ph].name);
+				json_phase(phase_of(o, ph));
+			}
+			printf("}");
+		}
+		printf(",\n     \"ratios\": {");
+		for (int ph = 0; ph < NR_PHASES; ph++) {
+			const struct phase_result *k = phase_of(&b->out[ti][BK_KERNEL], ph);
+			const struct phase_result *p = phase_of(&b->out[ti][BK_CLOCK], ph);
+
+			if (!k || !p || k->median <= 0)
+				continue;
+			printf("%s\"%s\": %.3f", first ? "" : ", ", phase_info[ph].name,
+			       p->median / k->median);
+			first = false;
+		}
+		printf("}}%s\n", ti + 1 < b->nthreads_list ? "," : "");
+	}
+	printf("  ]\n}\n");
+}
+
+/* ---------------------------------------------------------------------- */
+/* Command line                                                           */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: swap [--quick] [-s SIZE] [-l LIMIT] [-t THREADS,...] [--phases LIST]\n"
+		"            [--kernel-only | --pager-only] [--json] [more options]\n"
+		"  -s, --size SIZE        region size (default %s; --quick %s)\n"
+		"  -l, --limit SIZE       memory limit: pagerd's, the region's and the\n"
+		"                         kernel cgroup's (default %s; --quick %s)\n"
+		"  -t, --threads LIST     comma-separated thread counts (default %s)\n"
+		"      --quick            the small configuration, for development\n"
+		"      --phases LIST      of seq-write,rand-read,rand-rmw,seq-read,skewed\n"
+		"                         (default all; the write runs untimed if left out)\n"
+		"      --hot SIZE         hot set of the skewed mix (default limit/4)\n"
+		"  -n, --accesses N       rand-read and rand-rmw accesses (default pages/4)\n"
+		"      --skew-accesses N  skewed-mix accesses (default pages*8)\n"
+		"  -r, --rounds N         rounds of the random phases, median shown (default %d)\n"
+		"      --kernel-only      only the kernel baseline\n"
+		"      --pager-only       only pagerd\n"
+		"      --swap-dir DIR     where both swap files go (default %s)\n"
+		"      --pagerd-arg ARG   add ARG to pagerd's command line (repeatable)\n"
+		"      --json             print the results as JSON instead of tables\n"
+		"  -h, --help             this text\n"
+		"pagerd is $PAGERD, else the pagerd beside this program's build directory.\n",
+		DEFAULT_SIZE, QUICK_SIZE, DEFAULT_LIMIT, QUICK_LIMIT, DEFAULT_THREADS,
+		DEFAULT_ROUNDS, DEFAULT_SWAP_DIR);
+}
+
+static int parse_phases(const char *arg, unsigned *ret)
+{
+	char *copy = strdup(arg), *save = NULL, *tok;
+	unsigned mask = 0;
+	int e = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int ph;
+
+		for (ph = 0; ph < NR_PHASES; ph++)
+			if (!strcmp(tok, phase_info[ph].name))
+				break;
+		if (ph == NR_PHASES) {
+			e = -EINVAL;
+			break;
+		}
+		mask |= 1u << ph;
+	}
+	free(copy);
+	if (!e && !mask)
+		e = -EINVAL;
+	if (!e)
+		*ret = mask;
+	return e;
+}
+
+/* $PAGERD, else build/pagerd next to build/bench/swap. */
+static const char *find_pagerd(void)
+{
+	static char path[PATH_MAX];
+	const char *env = getenv("PAGERD");
+	ssize_t n;
+	char *slash;
+
+	if (env && *env)
+		return env;
+	n = readlink("/proc/self/exe", path, sizeof(path) - 16);
+	if (n <= 0)
+		return "pagerd";
+	path[n] = 0;
+	if ((slash = strrchr(path, '/')))
+		*slash = 0;
+	if ((slash = strrchr(path, '/')))
+		strcpy(slash, "/pagerd");
+	return path;
+}
+
+/* Fills *b from the command line.  Returns 0, or 2 (the exit status for a
+ * usage error) having said why, or -1 after --help. */
+static int parse_args(struct bench *b, int argc, char **argv)
+{
+	enum {
+		OPT_JSON = 0x100, OPT_QUICK, OPT_PHASES, OPT_HOT, OPT_SKEW,
+		OPT_KERNEL_ONLY, OPT_PAGER_ONLY, OPT_SWAP_DIR, OPT_PAGERD_ARG,
+	};
+	static const struct option longopts[] = {
+		{ "size", required_argument, NULL, 's' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "accesses", required_argument, NULL, 'n' },
+		{ "rounds", required_argument, NULL, 'r' },
+		{ "quick", no_argument, NULL, OPT_QUICK },
+		{ "phases", required_argument, NULL, OPT_PHASES },
+		{ "hot", required_argument, NULL, OPT_HOT },
+		{ "skew-accesses", required_argument, NULL, OPT_SKEW },
+		{ "kernel-only", no_argument, NULL, OPT_KERNEL_ONLY },
+		{ "pager-only", no_argument, NULL, OPT_PAGER_ONLY },
+		{ "swap-dir", required_argument, NULL, OPT_SWAP_DIR },
+		{ "pagerd-arg", required_argument, NULL, OPT_PAGERD_ARG },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *size_arg = NULL, *limit_arg = NULL, *hot_arg = NULL;
+	uint64_t size, v, rand_acc = 0, skew_acc = 0, rounds = DEFAULT_ROUNDS;
+	long ps = sysconf(_SC_PAGESIZE);
+	int c, n;
+
+	n = parse_uint_list(DEFAULT_THREADS, b->threads, MAX_THREAD_LIST, MAX_THREADS);
+	b->nthreads_list = n > 0 ? (unsigned)n : 0;
+	b->phase_mask = (1u << NR_PHASES) - 1;
+	b->kernel_on = b->pager_on = true;
+	b->swap_dir = DEFAULT_SWAP_DIR;
+	while ((c = getopt_long(argc, argv, "s:l:t:n:r:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			size_arg = optarg;
+			break;
+		case 'l':
+			limit_arg = optarg;
+			break;
+		case 't':
+			n = parse_uint_list(optarg, b->threads, MAX_THREAD_LIST, MAX_THREADS);
+			if (n < 0) {
+				fprintf(stderr, "swap: -t: expected up to %d thread counts "
+					"1..%d separated by commas, got '%s'\n",
+					MAX_THREAD_LIST, MAX_THREADS, optarg);
+				return 2;
+			}
+			b->nthreads_list = (unsigned)n;
+			break;
+		case 'n':
+		case OPT_SKEW:
+			if (parse_u64(optarg, &v) < 0 || v < 1) {
+				fprintf(stderr, "swap: expected a positive count, got '%s'\n",
+					optarg);
+				return 2;
+			}
+			*(c == 'n' ? &rand_acc : &skew_acc) = v;
+			break;
+		case 'r':
+			if (parse_u64(optarg, &rounds) < 0 || rounds < 1 || rounds > MAX_ROUNDS) {
+				fprintf(stderr, "swap: -r: expected 1..%d, got '%s'\n",
+					MAX_ROUNDS, optarg);
+				return 2;
+			}
+			break;
+		case OPT_QUICK:
+			b->quick = true;
+			break;
+		case OPT_PHASES:
+			if (parse_phases(optarg, &b->phase_mask) < 0) {
+				fprintf(stderr, "swap: --phases: expected names among "
+					"seq-write,rand-read,rand-rmw,seq-read,skewed, got '%s'\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case OPT_HOT:
+			hot_arg = optarg;
+			break;
+		case OPT_KERNEL_ONLY:
+			b->pager_on = false;
+			break;
+		case OPT_PAGER_ONLY:
+			b->kernel_on = false;
+			break;
+		case OPT_SWAP_DIR:
+			b->swap_dir = optarg;
+			break;
+		case OPT_PAGERD_ARG:
+			if (b->nextra == MAX_EXTRA_ARGS) {
+				fprintf(stderr, "swap: at most %d --pagerd-arg\n", MAX_EXTRA_ARGS);
+				return 2;
+			}
+			b->extra_args[b->nextra++] = optarg;
+			break;
+		case OPT_JSON:
+			b->json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "swap: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!b->kernel_on && !b->pager_on) {
+		fprintf(stderr, "swap: --kernel-only and --pager-only together leave nothing\n");
+		return 2;
+	}
+
+	b->page_size = ps > 0 ? (size_t)ps : 4096;
+	if (!size_arg)
+		size_arg = b->quick ? QUICK_SIZE : DEFAULT_SIZE;
+	if (!limit_arg)
+		limit_arg = b->quick ? QUICK_LIMIT : DEFAULT_LIMIT;
+	if (parse_size(size_arg, &size) < 0 || size < 16 * b->page_size ||
+	    size > (1ULL << 40)) {
+		fprintf(stderr, "swap: -s: expected a size from 16 pages to 1T, got '%s'\n",
+			size_arg);
+		return 2;
+	}
+	b->npages = (size_t)((size + b->page_size - 1) / b->page_size);
+	b->size = b->npages * b->page_size;
+	if (parse_size(limit_arg, &b->limit) < 0 || b->limit < 4 * b->page_size ||
+	    b->limit >= b->size) {
+		fprintf(stderr, "swap: -l: expected a limit below the region size, got '%s'\n",
+			limit_arg);
+		return 2;
+	}
+	b->limit -= b->limit % b->page_size;
+	b->hot_bytes = b->limit / 4;
+	if (hot_arg && (parse_size(hot_arg, &b->hot_bytes) < 0 || b->hot_bytes < b->page_size ||
+			b->hot_bytes >= b->size)) {
+		fprintf(stderr, "swap: --hot: expected a size below the region's, got '%s'\n",
+			hot_arg);
+		return 2;
+	}
+	b->hot_pages = (size_t)(b->hot_bytes / b->page_size);
+	b->hot_bytes = (uint64_t)b->hot_pages * b->page_size;
+	b->rounds = (unsigned)rounds;
+	b->rand_accesses = rand_acc ? rand_acc : b->npages / 4;
+	/* Enough for FIFO to cycle the hot set out several times: it goes
+	 * once per limit's worth of faults, and only the uniform tenth of the
+	 * accesses fault in anything new. */
+	b->skew_accesses = skew_acc ? skew_acc : (uint64_t)b->npages * 8;
+	if (b->rand_accesses < b->rounds)
+		b->rand_accesses = b->rounds;
+	if (b->skew_accesses < b->rounds)
+		b->skew_accesses = b->rounds;
+	/* Room for every page and some: swap areas lose a page to the header. */
+	b->swap_size = b->size + b->size / 2;
+	b->pagerd = find_pagerd();
+	if (strlen(b->swap_dir) > 64) {
+		fprintf(stderr, "swap: --swap-dir: keep it under 64 characters "
+			"(a socket goes in it)\n");
+		return 2;
+	}
+	return 0;
+}
+
+static void print_header(const struct bench *b)
+{
+	printf("swap: %.0f MiB region, %.0f MiB limit, hot set %.0f MiB; random phases: "
+	       "%u rounds (median), %" PRIu64 " accesses (skewed %" PRIu64 ")\n",
+	       mib((int64_t)b->size), mib((int64_t)b->limit), mib((int64_t)b->hot_bytes),
+	       b->rounds, b->rand_accesses, b->skew_accesses);
+	printf("swap files in %s\n", b->workdir);
+	if (b->kernel_on && !b->kernel_unavail[0])
+		printf("kernel: MAP_PRIVATE|MAP_ANONYMOUS, THP off, in memory cgroup %s/"
+		       "pagerd-bench-*, swap file %s (%.0f MiB, priority %d)\n",
+		       b->cg_base, b->kswap, mib((int64_t)b->swap_size), SWAP_PRIORITY);
+	if (b->other_swaps[0])
+		printf("NOTE: other swap areas are active and may take kernel swap:%s\n",
+		       b->other_swaps);
+	if (b->kernel_on && b->kernel_unavail[0])
+		printf("kernel baseline unavailable: %s\n", b->kernel_unavail);
+	if (b->pager_on)
+		printf("pager: %s%s%s\n", b->pagerd,
+		       b->has_policy ? "" : " (no --policy: default policy, FIFO n/a)",
+		       b->has_swap_size ? "" : " (no --swap-size: swap file made here)");
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct bench b = { 0 };
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block;
+	int status, e;
+
+	e = parse_args(&b, argc, argv);
+	if (e)
+		return e < 0 ? 0 : e;
+
+	/* The handlers only set a flag; the signals stay blocked except while
+	 * the parent waits for a child, so that it always gets to clean up. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigprocmask(SIG_BLOCK, &block, &b.oldmask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+
+	find_cgroup_base(&b);
+	if (geteuid() == 0)
+		cleanup_stale(&b);
+	if (make_workdir(&b) < 0)
+		return 1;
+	if (b.kernel_on)
+		kernel_setup(&b);
+	if (b.pager_on && probe_pagerd(&b) < 0) {
+		b.failed = true;
+		goto out;
+	}
+	if (!b.json)
+		print_header(&b);
+	if (!b.pager_on && b.kernel_unavail[0])
+		goto out;
+
+	for (unsigned ti = 0; ti < b.nthreads_list && !b.failed; ti++) {
+		for (int k = 0; k < NR_BACKINGS && !b.failed; k++) {
+			if (k == BK_KERNEL && (!b.kernel_on || b.kernel_unavail[0]))
+				continue;
+			if (k != BK_KERNEL && !b.pager_on)
+				continue;
+			if (k == BK_FIFO && (b.fifo_unavail[0] ||
+					     !(b.phase_mask & (1u << PH_SKEWED))))
+				continue;
+			e = run_child(&b, (enum backing)k, b.threads[ti], &b.out[ti][k]);
+			if (e == -EINTR || interrupted())
+				goto out;
+			if (e < 0)
+				b.failed = true;
+			else if (!b.json)
+				print_sanity(&b, (enum backing)k, b.threads[ti], &b.out[ti][k]);
+		}
+		if (!b.json && !b.failed)
+			print_table(&b, ti);
+	}
+	if (!b.failed) {
+		if (b.json)
+			print_json(&b);
+		else if (b.phase_mask & (1u << PH_SKEWED) && b.pager_on)
+			print_skewed(&b);
+	}
+out:
+	teardown(&b);
+	if (interrupted()) {
+		fprintf(stderr, "swap: interrupted by %s; cleaned up\n", strsignal(got_signal));
+		return 128 + got_signal;
+	}
+	if (b.failed)
+		status = 1;
+	else if (b.kernel_on && b.kernel_unavail[0]) {
+		printf("kernel baseline unavailable: %s\n", b.kernel_unavail);
+		status = BENCH_SKIP;
+	} else
+		status = 0;
+	fflush(stdout);
+	return status;
+}
