@@ -29,6 +29,8 @@ int client_accept(struct daemon *d, int sock)
 	socklen_t len = sizeof(struct ucred);
 	struct client *c;
 
+	if (!config_peer_allowed(&d->cfg, sock))
+		return -EACCES;
 	if (d->nclients >= d->cfg.max_clients) {
 		log_warn("refusing a connection: %u clients already", d->nclients);
 		return -EMFILE;
@@ -135,8 +137,9 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	if (h->flags & PROTO_HELLO_CONTROL) {
 		if (nfds != 0)
 			return -EINVAL;
-		/* The control channel is for the daemon's owner and root. */
-		if (c->cred.uid != 0 && c->cred.uid != geteuid()) {
+		/* The control channel is for root, the daemon's owner and
+		 * admin_group. */
+		if (!config_cred_admin(&d->cfg, &c->cred)) {
 			log_warn("client %" PRIu64 ": uid %d may not control pagerd",
 				 c->id, (int)c->cred.uid);
 			return -EACCES;

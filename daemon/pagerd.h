@@ -2,7 +2,10 @@
 /*
  * pagerd's core objects and how the subsystems call each other.
  *
- *   main.c    options, signals, the listening socket, the event loop
+ *   main.c    signals, the listening socket, the event loop
+ *   config.c  settings: pagerd.conf, options, reload (config.h)
+ *   notify.c  sd_notify: readiness, status, watchdog (notify.h)
+ *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
  *   client.c  one connection: protocol requests, checking what a client
  *             sends, tearing a client down
  *   region.c  one region: pagerd's mapping of the memfd, page states
@@ -20,22 +23,13 @@
 #include <sys/types.h>
 #include <linux/userfaultfd.h>
 
+#include "config.h"
 #include "proto.h"
 
 struct event_base;
 struct event;
-
-struct config {
-	const char *socket_path;
-	int private_fd;              /* >= 0: serve one client on it, then exit */
-	uint64_t memory_limit;       /* bytes, 0 = none (eviction: later) */
-	const char *swap_path;
-	uint64_t max_region_bytes;   /* largest region a client may create */
-	unsigned max_regions;        /* per client */
-	unsigned max_clients;
-	unsigned fault_around_max;   /* pages resolved for one sequential fault */
-	unsigned fault_spin_us;      /* poll the uffd this long after a fault */
-};
+struct metrics;
+struct notify;
 
 struct counters {
 	uint64_t faults_missing;
@@ -56,6 +50,8 @@ struct daemon {
 	size_t page_size;
 	struct counters stats;
 	uint64_t start_ms;
+	struct notify *notify;   /* notify.c: systemd readiness, watchdog */
+	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 };
 
 /* Page states pagerd keeps per page (one byte each). */

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+#include "stats.h"
+
+#include <string.h>
+
+void stats_snapshot(struct daemon *d, struct stats_snapshot *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	for (struct client *c = d->clients; c; c = c->next) {
+		client_reconcile(c);
+		ret->clients += c->hello_done && !c->control;
+		ret->regions += c->nregions;
+		for (size_t i = 0; i < c->nregions; i++) {
+			ret->mapped_bytes += c->regions[i]->len;
+			ret->resident_pages += c->regions[i]->resident;
+		}
+	}
+	ret->counters = d->stats;
+	ret->resident_bytes = ret->resident_pages * d->page_size;
+	ret->memory_limit = d->cfg.memory_limit;
+	ret->uptime_ms = now_ms() - d->start_ms;
+}
