@@ -747,7 +747,10 @@ void config_usage(FILE *f)
 		snprintf(left, sizeof(left), "%c%c%c --%s%s%s", s->short_opt ? '-' : ' ',
 			 s->short_opt ? s->short_opt : ' ', s->short_opt ? ',' : ' ',
 			 s->option, s->arg ? " " : "", s->arg ? s->arg : "");
-		fprintf(f, "  %-30s %s%s", left, strlen(left) > 30 ? "\n" : "", s->help);
+		if (strlen(left) > 30)
+			fprintf(f, "  %s\n  %-30s %s", left, "", s->help);
+		else
+			fprintf(f, "  %-30s %s", left, s->help);
 		if (!(s->flags & CLI_ONLY))
 			fprintf(f, "\n  %-30s [%s%s%s%s]", "", s->name,
 				s->def && *s->def ? ", default " : "", s->def ? s->def : "",
