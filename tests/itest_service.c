@@ -578,7 +578,7 @@ static void socket_access(void **state)
 {
 	char *argv[] = { (char *)pagerd_bin(), "--config", NULL, NULL };
 	struct passwd *nobody = getpwnam("nobody");
-	struct group *gr;
+	struct group *gr = NULL;
 	struct scratch s;
 	struct stat sb;
 	struct proc d;

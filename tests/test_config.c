@@ -564,7 +564,7 @@ static void access_lists(void **state)
 	struct ucred root = { .pid = 1, .uid = 0, .gid = 0 };
 	struct ucred stranger = { .pid = 1, .uid = 54321, .gid = 54321 };
 	struct ucred nob, nob_other_gid;
-	struct group *gr;
+	struct group *gr = NULL;
 	char file[128];
 
 	if (!nobody || !(gr = getgrgid(nobody->pw_gid)))
