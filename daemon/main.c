@@ -223,6 +223,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(d.cfg.log_level);
+	log_info("pagerd %s, settings from %s%s", PAGERD_VERSION, d.cfg.config_path,
+		 access(d.cfg.config_path, F_OK) == 0 ? " and options" : " (missing: defaults) and options");
 	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
 	/* Polling for the next fault only pays where the app has a CPU. */
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)

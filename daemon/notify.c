@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +21,17 @@ struct notify {
 	struct daemon *d;
 	struct event *timer;
 	uint64_t watchdog_usec; /* 0: no watchdog */
+	bool failed;            /* said so once already */
 };
 
-static void notify_send(const char *what, const char *msg)
+static void notify_send(struct notify *n, const char *what, const char *msg)
 {
 	int r = sd_notify(0, msg);
 
-	if (r < 0)
+	/* Once: a manager that went away would otherwise fill the log. */
+	if (r < 0 && !n->failed)
 		log_warn("sd_notify %s: %s", what, strerror(-r));
+	n->failed = r < 0;
 }
 
 /* "2 clients, 3 regions, 64.0 MiB resident" */
@@ -53,7 +57,7 @@ static void on_tick(int fd, short what, void *arg)
 	 * watchdog, and systemd restarts pagerd. */
 	len = (size_t)snprintf(msg, sizeof(msg), "%s", n->watchdog_usec ? "WATCHDOG=1\n" : "");
 	status_line(n->d, msg + len, sizeof(msg) - len);
-	notify_send("watchdog", msg);
+	notify_send(n, "watchdog", msg);
 }
 
 int notify_start(struct daemon *d)
@@ -94,19 +98,19 @@ void notify_ready(struct daemon *d)
 	if (!d->notify)
 		return;
 	status_line(d, msg + strlen(msg), sizeof(msg) - strlen(msg));
-	notify_send("ready", msg);
+	notify_send(d->notify, "ready", msg);
 }
 
 void notify_reloading(struct daemon *d)
 {
 	if (d->notify)
-		notify_send("reloading", "RELOADING=1\nSTATUS=reloading the configuration");
+		notify_send(d->notify, "reloading", "RELOADING=1\nSTATUS=reloading the configuration");
 }
 
 void notify_stopping(struct daemon *d)
 {
 	if (d->notify)
-		notify_send("stopping", "STOPPING=1\nSTATUS=shutting down");
+		notify_send(d->notify, "stopping", "STOPPING=1\nSTATUS=shutting down");
 }
 
 void notify_stop(struct daemon *d)
