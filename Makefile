@@ -4,7 +4,7 @@
 #   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
 #   make demo         run the demo: an application bigger than its limit
 #   make bench        benchmarks against the kernel, printed as ratios
-#   make install      PREFIX=/usr/local DESTDIR=
+#   make install      PREFIX=/usr/local DESTDIR= (and the *DIR variables below)
 #
 # Missing packages are installed by scripts/deps.sh (apt-get when root).
 
@@ -12,6 +12,18 @@ VERSION      := 0.1.0
 SOVERSION    := 0
 PREFIX       ?= /usr/local
 CC           ?= cc
+# Install directories (GNU names).  The configuration lives in /etc whatever
+# the prefix: pagerd reads $(SYSCONFDIR)/pagerd/pagerd.conf.
+BINDIR       ?= $(PREFIX)/bin
+SBINDIR      ?= $(PREFIX)/sbin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+MANDIR       ?= $(PREFIX)/share/man
+SYSCONFDIR   ?= /etc
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR  ?= $(PREFIX)/lib/tmpfiles.d
+SYSUSERSDIR  ?= $(PREFIX)/lib/sysusers.d
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
 
 ifeq ($(SANITIZE),1)
 BUILD        ?= build-san
@@ -27,7 +39,9 @@ WARN         := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-pro
 CFLAGS       ?= $(OPT) -g
 ALL_CFLAGS    = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE \
                 -Iinclude -Icommon -MMD -MP \
-                -DPAGERD_INSTALL_PATH='"$(PREFIX)/sbin/pagerd"'
+                -DPAGERD_INSTALL_PATH='"$(SBINDIR)/pagerd"' \
+                -DPAGERD_CONFIG_FILE='"$(SYSCONFDIR)/pagerd/pagerd.conf"' \
+                -DPAGERD_VERSION='"$(VERSION)"'
 ALL_LDFLAGS   = $(LDFLAGS) $(SANFLAGS)
 
 # Expanded when a recipe runs, after scripts/deps.sh has installed them.
@@ -35,6 +49,7 @@ EVENT_LIBS    = $(shell pkg-config --libs libevent)
 SYSTEMD_LIBS  = $(shell pkg-config --libs libsystemd)
 URING_LIBS    = $(shell pkg-config --libs liburing)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
+INIH_LIBS     = $(shell pkg-config --libs inih)
 
 COMMON_SRC   := common/proto.c common/size.c
 LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c common/proto.c
@@ -43,6 +58,7 @@ CTL_SRC      := pagerctl/pagerctl.c $(COMMON_SRC)
 EXAMPLES     := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 UNIT_TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 INTEG_TESTS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/itest_*.c))
+SCRIPT_TESTS := $(wildcard tests/itest_*.sh)
 BENCHES      := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -84,7 +100,7 @@ $(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(BUILD)/pagerd: $(call obj,$(DAEMON_SRC))
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS) $(INIH_LIBS)
 
 $(BUILD)/pagerctl: $(call obj,$(CTL_SRC))
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -101,19 +117,58 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSO)
 # and the test harness, and run a real pagerd.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) -lpthread
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
 
 check: all $(UNIT_TESTS) $(INTEG_TESTS)
-	@tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
+	@SANITIZE=$(SANITIZE) tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
 
 demo: all
 	@PAGERD=$(BUILD)/pagerd $(BUILD)/examples/demo
 
 bench: all $(BENCHES)
 	@bench/run.sh $(BUILD)
+
+# Files installed as they are: SOURCE:DIRECTORY:NAME:MODE.  Units get their
+# paths substituted; the configuration file is never overwritten.
+INSTALL_FILES := \
+	include/pager.h:$(INCLUDEDIR):pager.h:644 \
+	man/pagerd.8:$(MANDIR)/man8:pagerd.8:644 \
+	man/pagerctl.8:$(MANDIR)/man8:pagerctl.8:644 \
+	man/pagerd.conf.5:$(MANDIR)/man5:pagerd.conf.5:644 \
+	man/libpager.3:$(MANDIR)/man3:libpager.3:644 \
+	systemd/pagerd.socket:$(UNITDIR):pagerd.socket:644 \
+	systemd/tmpfiles.conf:$(TMPFILESDIR):pagerd.conf:644 \
+	systemd/sysusers.conf:$(SYSUSERSDIR):pagerd.conf:644 \
+	systemd/60-userfaultfd.rules:$(UDEVRULESDIR):60-userfaultfd.rules:644
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(SYSCONFDIR)/pagerd
+	install -m 755 $(BUILD)/pagerctl $(DESTDIR)$(BINDIR)/pagerctl
+	install -m 755 $(BUILD)/pagerd $(DESTDIR)$(SBINDIR)/pagerd
+	install -m 755 $(LIBSO) $(DESTDIR)$(LIBDIR)/libpager.so.$(VERSION)
+	ln -sf libpager.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpager.so.$(SOVERSION)
+	ln -sf libpager.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libpager.so
+	install -m 644 $(BUILD)/libpager.a $(DESTDIR)$(LIBDIR)/libpager.a
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|^libdir=.*|libdir=$(LIBDIR)|' -e 's|^includedir=.*|includedir=$(INCLUDEDIR)|' \
+	    libpager/libpager.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libpager.pc
+	@set -e; for f in $(INSTALL_FILES); do \
+		(IFS=:; set -- $$f; \
+		 echo "install -m $$4 $$1 $(DESTDIR)$$2/$$3"; \
+		 install -D -m $$4 $$1 "$(DESTDIR)$$2/$$3"); \
+	done
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    systemd/pagerd.service.in > $(DESTDIR)$(UNITDIR)/pagerd.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf"; \
+	else \
+		echo "install -m 644 etc/pagerd.conf $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf"; \
+		install -m 644 etc/pagerd.conf $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf; \
+	fi
 
 clean:
 	rm -rf build build-san

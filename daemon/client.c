@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "pagerd.h"
+#include "stats.h"
 #include "swap.h"
 
 static void client_on_sock(int fd, short what, void *arg);
@@ -30,6 +31,8 @@ int client_accept(struct daemon *d, int sock)
 	socklen_t len = sizeof(struct ucred);
 	struct client *c;
 
+	if (!config_peer_allowed(&d->cfg, sock))
+		return -EACCES;
 	if (d->nclients >= d->cfg.max_clients) {
 		log_warn("refusing a connection: %u clients already", d->nclients);
 		return -EMFILE;
@@ -152,8 +155,9 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	if (h->flags & PROTO_HELLO_CONTROL) {
 		if (nfds != 0)
 			return -EINVAL;
-		/* The control channel is for the daemon's owner and root. */
-		if (c->cred.uid != 0 && c->cred.uid != geteuid()) {
+		/* The control channel is for root, the daemon's owner and
+		 * admin_group. */
+		if (!config_cred_admin(&d->cfg, &c->cred)) {
 			log_warn("client %" PRIu64 ": uid %d may not control pagerd",
 				 c->id, (int)c->cred.uid);
 			return -EACCES;
@@ -337,25 +341,21 @@ static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
 
 static void do_status(struct client *c, struct proto_reply *out)
 {
-	struct daemon *d = c->d;
-	const struct counters *st = &d->stats;
+	struct stats_snapshot s;
+	const struct counters *st = &s.counters;
 
-	for (struct client *o = d->clients; o; o = o->next) {
-		client_reconcile(o);
-		out->clients += o->hello_done && !o->control;
-		out->regions += o->nregions;
-		for (size_t i = 0; i < o->nregions; i++) {
-			out->mapped_bytes += o->regions[i]->len;
-			out->resident_pages += o->regions[i]->resident;
-		}
-	}
-	out->faults_missing = d->stats.faults_missing;
-	out->faults_minor = d->stats.faults_minor;
-	out->faults_wp = d->stats.faults_wp;
-	out->pages_zero_filled = d->stats.pages_zero_filled;
-	out->uptime_ms = now_ms() - d->start_ms;
+	stats_snapshot(c->d, &s);
+	out->clients = s.clients;
+	out->regions = s.regions;
+	out->mapped_bytes = s.mapped_bytes;
+	out->resident_pages = s.resident_pages;
+	out->faults_missing = st->faults_missing;
+	out->faults_minor = st->faults_minor;
+	out->faults_wp = st->faults_wp;
+	out->pages_zero_filled = st->pages_zero_filled;
+	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
-	out->memory_limit = d->cfg.memory_limit;
+	out->memory_limit = s.memory_limit;
 	out->swap_ins = st->swap_ins;
 	out->swap_outs = st->swap_outs;
 	out->evict_zero = st->evict_zero;
@@ -365,14 +365,9 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->readahead = st->readahead;
 	out->readahead_hits = st->readahead_hits;
 	out->poisoned = st->poisoned;
-	if (d->swap) {
-		struct swap_stats ss;
-
-		swap_get_stats(d->swap, &ss);
-		out->swap_total = ss.total;
-		out->swap_used = ss.used;
-		out->swap_io_errors = ss.read_errors + ss.write_errors + ss.crc_errors;
-	}
+	out->swap_total = s.swap_total;
+	out->swap_used = s.swap_used;
+	out->swap_io_errors = s.swap_io_errors;
 }
 
 /* Runs one request; returns the status for the reply. */
@@ -472,7 +467,9 @@ static void client_on_sock(int fd, short what, void *arg)
 				 strerror(-status));
 		} else {
 			status = handle_request(c, &msg, fds, nfds, &out);
-			if (status < 0)
+			/* The end of pagerctl's region walk is no error. */
+			if (status < 0 && !(status == -ENOENT &&
+					    msg.hdr.type == PROTO_REGION_INFO))
 				log_warn("client %" PRIu64 ": %s refused: %s", c->id,
 					 proto_type_name(msg.hdr.type), strerror(-status));
 		}

@@ -327,7 +327,7 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return 0; /* no write-protect on shmem: no safe eviction */
 	nv = clock_scan(r->state, r->npages, &r->hand,
-			d->cfg.policy == POLICY_CLOCK, want, budget, victims,
+			d->cfg.policy == CONFIG_POLICY_CLOCK, want, budget, victims,
 			sample, &nsample, EVICT_SAMPLE);
 	if (nsample)
 		agent_drop(r, sample, nsample);

@@ -25,6 +25,11 @@ int log_get_level(void)
 	return log_level;
 }
 
+const char *log_level_name(int level)
+{
+	return level >= 0 && level <= LOG_DEBUG ? level_names[level] : "?";
+}
+
 int log_parse_level(const char *name)
 {
 	for (int i = 0; i <= LOG_DEBUG; i++)

@@ -1,24 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagerd: options, the listening socket, signals and the event loop.
+ * pagerd: the listening socket, signals and the event loop.
  *
- *   pagerd --socket PATH [options]   serve every client that connects
- *   pagerd --private-fd=N [options]  serve the one client on fd N (libpager
- *                                    starts this), exit when it goes
+ *   pagerd [--config FILE] [options]  serve every client that connects
+ *   pagerd --private-fd=N [options]   serve the one client on fd N (libpager
+ *                                     starts this), exit when it goes
  *
- * Under systemd the listening socket may come from socket activation
- * (LISTEN_FDS); readiness is reported with sd_notify once pagerd serves.
+ * Settings come from config.c.  Under systemd the listening socket may come
+ * from socket activation (LISTEN_FDS); readiness, status and the watchdog
+ * go through notify.c.  SIGHUP reloads the configuration file.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,9 +27,9 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
 #include "pagerd.h"
-#include "pager.h"
-#include "size.h"
 #include "swap.h"
 
 /* Swap made for a daemon given a limit but no --swap. */
@@ -48,171 +48,39 @@ uint64_t now_ms(void)
 	return now_ns() / 1000000;
 }
 
-static void usage(FILE *f)
+/* Group and mode of a socket we bound (systemd's SocketGroup= and
+ * SocketMode= do this for an activated one). */
+static int socket_set_access(const struct config *cfg)
 {
-	fprintf(f,
-		"Usage: pagerd --socket PATH [OPTIONS]\n"
-		"       pagerd --private-fd=N [OPTIONS]\n"
-		"\n"
-		"The user-space pager daemon: serves page faults on libpager regions.\n"
-		"\n"
-		"  -s, --socket PATH         listen on this Unix socket (default %s)\n"
-		"      --private-fd N        serve the one client connected on fd N\n"
-		"  -m, --memory-limit SIZE   resident memory limit (K/M/G/T suffixes)\n"
-		"      --swap PATH           swap file (created if missing) or block device\n"
-		"      --swap-size SIZE      swap size (default: the file's, or 4G for a new one)\n"
-		"      --client-limit SIZE   resident memory limit of each client\n"
-		"      --high-watermark PCT  background eviction starts here (default 95)\n"
-		"      --low-watermark PCT   ... and stops here (default 90)\n"
-		"      --policy clock|fifo   eviction policy (default clock)\n"
-		"      --test-hooks          accept fault injection requests (tests only)\n"
-		"      --max-region SIZE     largest region a client may create (default 1T)\n"
-		"      --max-regions N       regions per client (default 4096)\n"
-		"      --max-clients N       clients at once (default 1024)\n"
-		"      --fault-around N      most pages filled for one sequential fault (default 512)\n"
-		"      --fault-spin USEC     after a fault, poll for the next this long (default 0: off;\n"
-		"                            no clear win measured in a VM)\n"
-		"  -l, --log-level LEVEL     error, warning, notice, info, debug (default info)\n"
-		"  -f, --foreground          accepted for compatibility: pagerd never forks\n"
-		"  -h, --help\n",
-		PAGER_SYSTEM_SOCKET);
+	gid_t g;
+
+	if (*cfg->socket_group) {
+		if (config_group_id(cfg->socket_group, &g) < 0)
+			return -ENOENT;
+		if (chown(cfg->socket_path, (uid_t)-1, g) < 0)
+			return -errno;
+	}
+	return chmod(cfg->socket_path, cfg->socket_mode) < 0 ? -errno : 0;
 }
 
-static int parse_args(struct config *cfg, int argc, char **argv)
+static int listen_unix(const struct config *cfg)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "private-fd", required_argument, NULL, 'P' },
-		{ "memory-limit", required_argument, NULL, 'm' },
-		{ "swap", required_argument, NULL, 'S' },
-		{ "swap-size", required_argument, NULL, 'Z' },
-		{ "client-limit", required_argument, NULL, 'L' },
-		{ "high-watermark", required_argument, NULL, 'H' },
-		{ "low-watermark", required_argument, NULL, 'O' },
-		{ "policy", required_argument, NULL, 'p' },
-		{ "test-hooks", no_argument, NULL, 'T' },
-		{ "max-region", required_argument, NULL, 'R' },
-		{ "max-regions", required_argument, NULL, 'N' },
-		{ "max-clients", required_argument, NULL, 'C' },
-		{ "fault-around", required_argument, NULL, 'A' },
-		{ "fault-spin", required_argument, NULL, 'W' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
-	};
-	uint64_t v;
-	int o, lvl;
-
-	while ((o = getopt_long(argc, argv, "s:m:l:fh", opts, NULL)) != -1) {
-		switch (o) {
-		case 's':
-			cfg->socket_path = optarg;
-			break;
-		case 'P':
-			if (parse_u64(optarg, &v) < 0 || v > 1 << 20)
-				goto bad;
-			cfg->private_fd = (int)v;
-			break;
-		case 'm':
-			if (parse_size(optarg, &cfg->memory_limit) < 0)
-				goto bad;
-			break;
-		case 'S':
-			cfg->swap_path = optarg;
-			break;
-		case 'Z':
-			if (parse_size(optarg, &cfg->swap_size) < 0)
-				goto bad;
-			break;
-		case 'L':
-			if (parse_size(optarg, &cfg->client_memory_limit) < 0)
-				goto bad;
-			break;
-		case 'H':
-		case 'O':
-			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 100)
-				goto bad;
-			if (o == 'H')
-				cfg->high_watermark = (unsigned)v;
-			else
-				cfg->low_watermark = (unsigned)v;
-			break;
-		case 'p':
-			if (strcmp(optarg, "clock") == 0)
-				cfg->policy = POLICY_CLOCK;
-			else if (strcmp(optarg, "fifo") == 0)
-				cfg->policy = POLICY_FIFO;
-			else
-				goto bad;
-			break;
-		case 'T':
-			cfg->test_hooks = true;
-			break;
-		case 'R':
-			if (parse_size(optarg, &cfg->max_region_bytes) < 0 ||
-			    cfg->max_region_bytes == 0)
-				goto bad;
-			break;
-		case 'N':
-			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 1 << 20)
-				goto bad;
-			cfg->max_regions = (unsigned)v;
-			break;
-		case 'C':
-			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 1 << 20)
-				goto bad;
-			cfg->max_clients = (unsigned)v;
-			break;
-		case 'A':
-			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 1 << 16)
-				goto bad;
-			cfg->fault_around_max = (unsigned)v;
-			break;
-		case 'W':
-			if (parse_u64(optarg, &v) < 0 || v > 10000)
-				goto bad;
-			cfg->fault_spin_us = (unsigned)v;
-			break;
-		case 'l':
-			if ((lvl = log_parse_level(optarg)) < 0)
-				goto bad;
-			log_set_level(lvl);
-			break;
-		case 'f':
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			return -EINVAL;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "pagerd: unexpected argument '%s'\n", argv[optind]);
-		return -EINVAL;
-	}
-	if (cfg->low_watermark >= cfg->high_watermark) {
-		fprintf(stderr, "pagerd: the low watermark (%u%%) must be below the high one (%u%%)\n",
-			cfg->low_watermark, cfg->high_watermark);
-		return -EINVAL;
-	}
-	return 0;
-bad:
-	fprintf(stderr, "pagerd: invalid value '%s' for -%c/--%s\n", optarg,
-		isalpha(o) && islower(o) ? o : '-', argv[optind - 1] + 2);
-	return -EINVAL;
-}
-
-static int listen_unix(const char *path)
-{
+	const char *path = cfg->socket_path;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int s;
+	char dir[sizeof(sa.sun_path)], *slash;
+	int s, e;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
+	/* Started by hand, before tmpfiles or systemd made /run/pagerd. */
+	strcpy(dir, path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) == 0)
+			log_info("created %s", dir);
+	}
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s < 0)
 		return -errno;
@@ -223,14 +91,28 @@ static int listen_unix(const char *path)
 		return -EADDRINUSE;
 	}
 	unlink(path);
-	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(s, 128) < 0) {
-		int e = -errno;
-
-		close(s);
-		return e;
+	/* Connections are refused until listen(): nobody gets in before the
+	 * socket has its group and mode. */
+	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		e = -errno;
+		goto fail;
+	}
+	e = socket_set_access(cfg);
+	if (e < 0) {
+		log_err("cannot set group '%s' and mode %04o of %s: %s", cfg->socket_group,
+			cfg->socket_mode, path, strerror(-e));
+		unlink(path);
+		goto fail;
+	}
+	if (listen(s, 128) < 0) {
+		e = -errno;
+		unlink(path);
+		goto fail;
 	}
 	return s;
+fail:
+	close(s);
+	return e;
 }
 
 /* The listening socket: systemd's if socket-activated, else our own. */
@@ -252,7 +134,7 @@ static int open_listener(struct daemon *d)
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}
-	d->listen_fd = listen_unix(d->cfg.socket_path);
+	d->listen_fd = listen_unix(&d->cfg);
 	if (d->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", d->cfg.socket_path,
 			strerror(-d->listen_fd));
@@ -270,7 +152,7 @@ static int open_listener(struct daemon *d)
  */
 static int open_swap(struct daemon *d)
 {
-	const char *path = d->cfg.swap_path;
+	const char *path = *d->cfg.swap_path ? d->cfg.swap_path : NULL;
 	uint64_t size = d->cfg.swap_size;
 	char tmp[64];
 	struct stat st;
@@ -317,38 +199,77 @@ static void on_accept(int fd, short what, void *arg)
 	}
 }
 
+/* Messages of config.c go to the log; --check-config's to the terminal,
+ * without the syslog prefixes. */
+static void config_to_log(void *ctx, int level, const char *msg)
+{
+	const struct config *cfg = ctx;
+
+	if (cfg->check_only)
+		fprintf(stderr, "pagerd: %s\n", msg);
+	else
+		log_msg(level, "%s", msg);
+}
+
 static void on_signal(int sig, short what, void *arg)
 {
 	struct daemon *d = arg;
 
 	(void)what;
+	if (sig == SIGHUP) {
+		notify_reloading(d);
+		log_notice("SIGHUP: reloading %s", d->cfg.config_path);
+		const struct config_log config_log = { config_to_log, &d->cfg };
+
+		if (config_reload(&d->cfg, &config_log) >= 0) {
+			log_set_level(d->cfg.log_level);
+			/* Limits may have dropped: evict down to them. */
+			d->overcommitted = false;
+			evict_kick(d);
+		}
+		notify_ready(d);
+		return;
+	}
 	log_info("%s: shutting down", strsignal(sig));
-	sd_notify(0, "STOPPING=1");
+	notify_stopping(d);
 	event_base_loopbreak(d->base);
+}
+
+/* Every client holds a socket, a uffd and a memfd per region: take the
+ * hard limit on open files, not the soft one (systemd's LimitNOFILE= sets
+ * both). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 int main(int argc, char **argv)
 {
-	struct daemon d = {
-		.cfg = {
-			.socket_path = PAGER_SYSTEM_SOCKET,
-			.private_fd = -1,
-			.max_region_bytes = 1ULL << 40,
-			.max_regions = 4096,
-			.max_clients = 1024,
-			.fault_around_max = 512,
-			.fault_spin_us = 0,
-			.high_watermark = 95,
-			.low_watermark = 90,
-			.policy = POLICY_CLOCK,
-		},
-		.listen_fd = -1,
-	};
-	struct event *sigs[2] = { NULL, NULL };
-	int rc = 1;
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	struct daemon d = { .listen_fd = -1 };
+	const struct config_log config_log = { config_to_log, &d.cfg };
+	struct event *sigs[3] = { NULL, NULL, NULL };
+	int rc = 1, r;
 
-	if (parse_args(&d.cfg, argc, argv) < 0)
+	r = config_load(&d.cfg, argc, argv, &config_log);
+	if (r > 0 || d.cfg.check_only) {
+		if (r == 0)
+			config_print(&d.cfg, stdout);
+		config_free(&d.cfg);
+		return r < 0 ? 1 : 0;
+	}
+	if (r < 0) {
+		config_free(&d.cfg);
 		return 2;
+	}
+	log_set_level(d.cfg.log_level);
+	log_info("pagerd %s, settings from %s%s", PAGERD_VERSION, d.cfg.config_path,
+		 access(d.cfg.config_path, F_OK) == 0 ? " and options" : " (missing: defaults) and options");
 	d.page_size = (size_t)sysconf(_SC_PAGESIZE);
 	/* Polling for the next fault only pays where the app has a CPU. */
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
@@ -356,11 +277,12 @@ int main(int argc, char **argv)
 	d.start_ms = now_ms();
 	/* A client that dies mid-write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 
 	d.base = event_base_new();
 	if (!d.base) {
 		log_err("cannot create the event loop");
-		return 1;
+		goto out;
 	}
 	evict_init(&d);
 	if (!d.evict_ev || open_swap(&d) < 0)
@@ -371,8 +293,6 @@ int main(int argc, char **argv)
 		 * signals (Ctrl-C to the app's process group) away from it,
 		 * or its client's next fault would wait forever. */
 		setsid();
-		if (log_get_level() == LOG_INFO)
-			log_set_level(LOG_WARNING);
 		fcntl(d.cfg.private_fd, F_SETFD, FD_CLOEXEC);
 		if (client_accept(&d, d.cfg.private_fd) < 0) {
 			log_err("fd %d is not a usable client socket", d.cfg.private_fd);
@@ -386,13 +306,15 @@ int main(int argc, char **argv)
 		if (!d.listen_ev || event_add(d.listen_ev, NULL) < 0)
 			goto out;
 	}
-	sigs[0] = evsignal_new(d.base, SIGTERM, on_signal, &d);
-	sigs[1] = evsignal_new(d.base, SIGINT, on_signal, &d);
-	if (!sigs[0] || !sigs[1] || evsignal_add(sigs[0], NULL) < 0 ||
-	    evsignal_add(sigs[1], NULL) < 0)
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(d.base, signals[i], on_signal, &d);
+		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
+			goto out;
+	}
+	if (metrics_start(&d) < 0 || notify_start(&d) < 0)
 		goto out;
 
-	sd_notify(0, "READY=1\nSTATUS=serving");
+	notify_ready(&d);
 	event_base_dispatch(d.base);
 	rc = 0;
 out:
@@ -400,7 +322,7 @@ out:
 	swap_close(d.swap);
 	if (d.evict_ev)
 		event_free(d.evict_ev);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
 	if (d.listen_ev)
@@ -410,7 +332,11 @@ out:
 		if (sd_listen_fds(0) <= 0 && d.cfg.private_fd < 0)
 			unlink(d.cfg.socket_path);
 	}
-	event_base_free(d.base);
+	metrics_stop(&d);
+	notify_stop(&d);
+	if (d.base)
+		event_base_free(d.base);
 	libevent_global_shutdown();
+	config_free(&d.cfg);
 	return rc;
 }

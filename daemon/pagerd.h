@@ -2,7 +2,10 @@
 /*
  * pagerd's core objects and how the subsystems call each other.
  *
- *   main.c    options, signals, the listening socket, the event loop
+ *   main.c    signals, the listening socket, the event loop
+ *   config.c  settings: pagerd.conf, options, reload (config.h)
+ *   notify.c  sd_notify: readiness, status, watchdog (notify.h)
+ *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
  *   client.c  one connection: protocol requests, checking what a client
  *             sends, tearing a client down
  *   region.c  one region: pagerd's mapping of the memfd, page states
@@ -27,28 +30,13 @@
 #include <sys/types.h>
 #include <linux/userfaultfd.h>
 
+#include "config.h"
 #include "proto.h"
 
 struct event_base;
 struct event;
-
-struct config {
-	const char *socket_path;
-	int private_fd;              /* >= 0: serve one client on it, then exit */
-	uint64_t memory_limit;       /* bytes, 0 = none */
-	uint64_t client_memory_limit; /* bytes per client, 0 = none */
-	unsigned high_watermark;     /* % of a limit: background eviction starts */
-	unsigned low_watermark;      /* % of a limit: ... and stops */
-	enum evict_policy { POLICY_CLOCK, POLICY_FIFO } policy;
-	const char *swap_path;
-	uint64_t swap_size;          /* bytes, 0 = the file's size (or 4 GiB) */
-	bool test_hooks;             /* accept PROTO_TEST_INJECT (tests only) */
-	uint64_t max_region_bytes;   /* largest region a client may create */
-	unsigned max_regions;        /* per client */
-	unsigned max_clients;
-	unsigned fault_around_max;   /* pages resolved for one sequential fault */
-	unsigned fault_spin_us;      /* poll the uffd this long after a fault */
-};
+struct metrics;
+struct notify;
 
 /* Counted per region and for the whole daemon (the same struct). */
 struct counters {
@@ -81,6 +69,8 @@ struct daemon {
 	size_t page_size;
 	struct counters stats;
 	uint64_t start_ms;
+	struct notify *notify;   /* notify.c: systemd readiness, watchdog */
+	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 
 	struct swap *swap;          /* NULL: no swap, only zero pages evict */
 	uint64_t resident;          /* pages, all clients */

@@ -15,6 +15,7 @@ need=(
 	libevent:libevent-dev
 	cmocka:libcmocka-dev
 	libsystemd:libsystemd-dev
+	inih:libinih-dev
 	cmd:cc:gcc
 	cmd:make:make
 	cmd:pkg-config:pkg-config

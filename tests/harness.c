@@ -48,6 +48,9 @@ int test_pagerd_start(struct test_pagerd *d, const char *const *args)
 		return e;
 	}
 	argv[argc++] = (char *)bin;
+	/* Hermetic: not the host's /etc/pagerd/pagerd.conf. */
+	argv[argc++] = (char *)"--config";
+	argv[argc++] = (char *)"/dev/null";
 	argv[argc++] = (char *)"--socket";
 	argv[argc++] = d->sock;
 	for (int i = 0; args && args[i] && argc < 30; i++)

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pagerd's settings: one table (config.c) names each setting once, with its
+ * key in /etc/pagerd/pagerd.conf, its command-line option, its type and
+ * range, whether SIGHUP may change it, and its help line.  The file is
+ * parsed with inih; the command line overrides the file, at start and at
+ * every reload.
+ *
+ * Messages (errors, what a reload changed) go to a callback so that the
+ * daemon can log them and the unit tests can read them.
+ */
+#ifndef PAGERD_CONFIG_H
+#define PAGERD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifndef PAGERD_CONFIG_FILE
+#define PAGERD_CONFIG_FILE "/etc/pagerd/pagerd.conf"
+#endif
+
+/* Room for every setting's origin; config.c checks the table fits. */
+#define CONFIG_MAX_SETTINGS 40
+
+enum config_policy {
+	CONFIG_POLICY_CLOCK = 0,
+	CONFIG_POLICY_FIFO = 1,
+};
+
+struct config_access;
+struct config_cli;
+
+struct config {
+	/* Listening */
+	char *socket_path;
+	unsigned socket_mode;          /* chmod of a socket pagerd binds itself */
+	char *socket_group;            /* "" = leave the group alone */
+	int private_fd;                /* >= 0: serve one client on it, then exit */
+	/* Memory, eviction and swap */
+	uint64_t memory_limit;         /* bytes resident in all, 0 = none */
+	uint64_t client_memory_limit;  /* bytes resident per client, 0 = none */
+	unsigned high_watermark;       /* % of a limit where eviction starts */
+	unsigned low_watermark;        /* % of a limit where it stops */
+	int policy;                    /* enum config_policy */
+	char *swap_path;               /* "" = no swap */
+	uint64_t swap_size;            /* 0 = the existing file's or device's size */
+	/* What one client may do */
+	uint64_t max_region_bytes;     /* largest region a client may create */
+	unsigned max_regions;          /* per client */
+	unsigned max_clients;
+	/* Fault handling */
+	unsigned fault_around_max;     /* pages resolved for one sequential fault */
+	unsigned fault_spin_us;        /* poll the uffd this long after a fault */
+	/* Who may connect, who may control */
+	char *allowed_users;           /* comma list of names or uids, "" = all */
+	char *allowed_groups;          /* comma list of names or gids, "" = all */
+	char *admin_group;             /* may use the control channel too */
+	/* Logs and metrics */
+	int log_level;                 /* LOG_ERR .. LOG_DEBUG */
+	char *metrics_address;         /* host:port for Prometheus, "" = off */
+
+	/* Not settings: where they came from and what they resolve to. */
+	char *config_path;             /* the file read (or looked for) */
+	bool config_explicit;          /* --config given: the file must exist */
+	bool check_only;               /* --check-config */
+	bool test_hooks;               /* --test-hooks: accept fault injection */
+	struct config_access *access;  /* resolved allowed_* and admin_group */
+	struct config_cli *cli;        /* command-line settings, kept for reload */
+	int set_at[CONFIG_MAX_SETTINGS]; /* 0 default, > 0 file line, -1 command line */
+};
+
+/* Where messages go: level is a syslog priority (LOG_ERR, LOG_NOTICE...). */
+struct config_log {
+	void (*fn)(void *ctx, int level, const char *msg);
+	void *ctx;
+};
+
+/*
+ * Fills *cfg from the defaults, the configuration file and the command
+ * line, in that order of precedence (last wins).  The file is --config's
+ * (it must exist) or PAGERD_CONFIG_FILE (skipped when missing, and not read
+ * at all by a private daemon, whose settings come from libpager).
+ *
+ * Returns 0 to run, 1 when the command line asked for something that is
+ * done (--help, --version: printed to stdout), or -EINVAL after reporting
+ * every error through `log`, naming FILE:LINE or the option and the
+ * setting.  On every return *cfg owns memory: release it with config_free().
+ */
+int config_load(struct config *cfg, int argc, char **argv,
+		const struct config_log *log);
+void config_free(struct config *cfg);
+
+/*
+ * SIGHUP: reads the file again, re-applies the command line on top, and
+ * applies every setting that changed and may change at run time (limits,
+ * watermarks, log level, access lists, per-client limits, fault-around).
+ * Each change is reported at LOG_NOTICE; each change that cannot be applied
+ * while pagerd runs (socket, swap, policy, metrics address) at LOG_WARNING,
+ * and the running value stays.  A file with errors changes nothing.
+ * Returns the number of settings changed, or -EINVAL.
+ */
+int config_reload(struct config *cfg, const struct config_log *log);
+
+/* Writes the effective configuration as a pagerd.conf, each value with
+ * where it came from. */
+void config_print(const struct config *cfg, FILE *f);
+
+/* The --help text, generated from the table. */
+void config_usage(FILE *f);
+
+/*
+ * May this peer connect at all?  Root, pagerd's own uid, and everyone when
+ * allowed_users and allowed_groups are both empty; else a uid in
+ * allowed_users, or a peer whose gid or whose uid's groups (getgrouplist)
+ * meet allowed_groups.  Refusals are logged.  config_peer_allowed() reads
+ * SO_PEERCRED from `sock`.
+ */
+bool config_peer_allowed(const struct config *cfg, int sock);
+bool config_cred_allowed(const struct config *cfg, const struct ucred *cred);
+/* May this peer use the control channel?  Root, pagerd's own uid, or a
+ * member of admin_group. */
+bool config_cred_admin(const struct config *cfg, const struct ucred *cred);
+
+/* A group name or number to a gid; 0 or -ENOENT. */
+int config_group_id(const char *name, gid_t *ret);
+
+/* "PORT", ":PORT", "HOST:PORT" or "[IPV6]:PORT" (HOST defaults to
+ * 127.0.0.1: metrics stay on loopback unless a host is named).  Returns 0
+ * or -EINVAL. */
+int config_parse_address(const char *s, char *ret_host, size_t hostlen,
+			 unsigned *ret_port);
+
+#endif

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Prometheus text exposition (format 0.0.4) of the counters pagerctl's
+ * status shows, from one table: adding a metric is one line in `metrics`
+ * (and, for a new counter, its field in struct counters or struct
+ * stats_snapshot).
+ *
+ * The endpoint is off unless configured and, given only a port, listens on
+ * loopback.  A scraper is a peer too: requests are GET or HEAD only, with
+ * small header and body limits and a timeout.
+ */
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "pagerd.h"
+#include "stats.h"
+
+struct metrics {
+	struct evhttp *http;
+};
+
+struct metric {
+	const char *name;   /* family; rows of one family are adjacent */
+	const char *labels; /* NULL or `kind="missing"` */
+	const char *type;   /* "counter" or "gauge" */
+	const char *help;   /* on the family's first row */
+	size_t offset;      /* of a uint64_t in struct stats_snapshot */
+	unsigned divisor;   /* 0 or 1: as is; else printed as value / divisor */
+};
+
+#define SNAP(f) offsetof(struct stats_snapshot, f)
+#define CTR(f)  offsetof(struct stats_snapshot, counters.f)
+
+static const struct metric metrics[] = {
+	{ "pagerd_faults_total", "kind=\"missing\"", "counter",
+	  "Page faults pagerd served, by kind.", CTR(faults_missing), 0 },
+	{ "pagerd_faults_total", "kind=\"minor\"", "counter", NULL, CTR(faults_minor), 0 },
+	{ "pagerd_faults_total", "kind=\"wp\"", "counter", NULL, CTR(faults_wp), 0 },
+	{ "pagerd_pages_zero_filled_total", NULL, "counter",
+	  "Pages filled with zeros on first touch.", CTR(pages_zero_filled), 0 },
+	{ "pagerd_clients", NULL, "gauge",
+	  "Applications connected (control connections not counted).", SNAP(clients), 0 },
+	{ "pagerd_regions", NULL, "gauge", "Regions of all clients.", SNAP(regions), 0 },
+	{ "pagerd_mapped_bytes", NULL, "gauge", "Bytes of all regions.", SNAP(mapped_bytes), 0 },
+	{ "pagerd_resident_pages", NULL, "gauge",
+	  "Pages of all regions in memory.", SNAP(resident_pages), 0 },
+	{ "pagerd_resident_bytes", NULL, "gauge",
+	  "Bytes of all regions in memory.", SNAP(resident_bytes), 0 },
+	{ "pagerd_memory_limit_bytes", NULL, "gauge",
+	  "Resident limit for all clients (memory_limit), 0 = none.", SNAP(memory_limit), 0 },
+	{ "pagerd_swap_pages", NULL, "gauge",
+	  "Pages of swap, in all.", SNAP(swap_total), 0 },
+	{ "pagerd_swap_used_pages", NULL, "gauge",
+	  "Pages of swap holding data or being written.", SNAP(swap_used), 0 },
+	{ "pagerd_swap_io_errors_total", NULL, "counter",
+	  "Failed swap reads and writes and bad CRC32Cs.", SNAP(swap_io_errors), 0 },
+	{ "pagerd_writeback_pages", NULL, "gauge",
+	  "Pages being written to swap now.", SNAP(writeback_pages), 0 },
+	{ "pagerd_swap_ins_total", NULL, "counter",
+	  "Pages read back from swap on demand or ahead.", CTR(swap_ins), 0 },
+	{ "pagerd_swap_outs_total", NULL, "counter",
+	  "Pages written to swap and evicted.", CTR(swap_outs), 0 },
+	{ "pagerd_evictions_total", "kind=\"zero\"", "counter",
+	  "Pages evicted, by kind: zero (no I/O), clean (no I/O), dirty (written).",
+	  CTR(evict_zero), 0 },
+	{ "pagerd_evictions_total", "kind=\"clean\"", "counter", NULL, CTR(evict_clean), 0 },
+	{ "pagerd_evictions_total", "kind=\"dirty\"", "counter", NULL, CTR(evict_dirty), 0 },
+	{ "pagerd_evictions_aborted_total", NULL, "counter",
+	  "Evictions aborted because the page was written during write-back.",
+	  CTR(evict_aborted), 0 },
+	{ "pagerd_readahead_pages_total", NULL, "counter",
+	  "Pages read ahead of sequential swap-ins.", CTR(readahead), 0 },
+	{ "pagerd_readahead_hits_total", NULL, "counter",
+	  "Read-ahead pages the application then used.", CTR(readahead_hits), 0 },
+	{ "pagerd_poisoned_pages_total", NULL, "counter",
+	  "Pages lost to a failed or corrupt swap read (SIGBUS on access).", CTR(poisoned), 0 },
+	{ "pagerd_uptime_seconds", NULL, "gauge",
+	  "Seconds since pagerd started.", SNAP(uptime_ms), 1000 },
+};
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	struct daemon *d = arg;
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct stats_snapshot s;
+	const char *prev = "";
+
+	stats_snapshot(d, &s);
+	for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+		const struct metric *m = &metrics[i];
+		uint64_t v;
+
+		memcpy(&v, (const char *)&s + m->offset, sizeof(v));
+		if (strcmp(m->name, prev) != 0) {
+			if (m->help)
+				evbuffer_add_printf(out, "# HELP %s %s\n", m->name, m->help);
+			evbuffer_add_printf(out, "# TYPE %s %s\n", m->name, m->type);
+			prev = m->name;
+		}
+		evbuffer_add_printf(out, "%s%s%s%s ", m->name, m->labels ? "{" : "",
+				    m->labels ? m->labels : "", m->labels ? "}" : "");
+		if (m->divisor > 1)
+			evbuffer_add_printf(out, "%.3f\n", (double)v / m->divisor);
+		else
+			evbuffer_add_printf(out, "%" PRIu64 "\n", v);
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, HTTP_OK, "OK", out);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	evhttp_send_error(req, HTTP_NOTFOUND, "pagerd serves /metrics only");
+}
+
+/* The address actually bound (the port may have been 0). */
+static void log_bound(struct evhttp_bound_socket *bs)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+			port = ntohs(s6->sin6_port);
+			log_info("metrics on http://[%s]:%u/metrics", host, port);
+			return;
+		}
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	}
+	log_info("metrics on http://%s:%u/metrics", host, port);
+}
+
+int metrics_start(struct daemon *d)
+{
+	struct evhttp_bound_socket *bs;
+	struct metrics *m;
+	char host[256];
+	unsigned port;
+
+	if (!*d->cfg.metrics_address)
+		return 0;
+	if (config_parse_address(d->cfg.metrics_address, host, sizeof(host), &port) < 0)
+		return -EINVAL; /* config.c checked it already */
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->http = evhttp_new(d->base);
+	if (!m->http) {
+		free(m);
+		return -ENOMEM;
+	}
+	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_max_headers_size(m->http, 8192);
+	evhttp_set_max_body_size(m->http, 1024);
+	evhttp_set_timeout(m->http, 10);
+	evhttp_set_cb(m->http, "/metrics", on_metrics, d);
+	evhttp_set_gencb(m->http, on_other, d);
+	bs = evhttp_bind_socket_with_handle(m->http, host, (ev_uint16_t)port);
+	if (!bs) {
+		int e = errno ? -errno : -EADDRNOTAVAIL;
+
+		log_err("cannot serve metrics on %s: %s", d->cfg.metrics_address, strerror(-e));
+		evhttp_free(m->http);
+		free(m);
+		return e;
+	}
+	log_bound(bs);
+	d->metrics = m;
+	return 0;
+}
+
+void metrics_stop(struct daemon *d)
+{
+	if (!d->metrics)
+		return;
+	evhttp_free(d->metrics->http);
+	free(d->metrics);
+	d->metrics = NULL;
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One picture of the daemon's state for everything that reports it: the
+ * Prometheus endpoint (metrics.c), systemd's STATUS= line (notify.c), and
+ * the control channel's status and stats replies.
+ */
+#ifndef PAGERD_STATS_H
+#define PAGERD_STATS_H
+
+#include <stdint.h>
+
+#include "pagerd.h"
+
+struct stats_snapshot {
+	struct counters counters;  /* a copy of d->stats */
+	uint64_t clients;          /* applications (control connections not counted) */
+	uint64_t regions;
+	uint64_t mapped_bytes;     /* sum of region lengths */
+	uint64_t resident_pages;
+	uint64_t resident_bytes;
+	uint64_t memory_limit;     /* bytes, 0 = none */
+	uint64_t uptime_ms;
+	uint64_t swap_total;       /* slots (pages), 0 = no swap */
+	uint64_t swap_used;
+	uint64_t swap_io_errors;   /* failed reads and writes, bad CRCs */
+	uint64_t writeback_pages;  /* being written out now */
+};
+
+/* Walks the clients (reconciling pending discards first, so that resident
+ * counts are true) and fills *ret. */
+void stats_snapshot(struct daemon *d, struct stats_snapshot *ret);
+
+#endif
