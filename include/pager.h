@@ -125,10 +125,62 @@ struct pager_region_stats {
 	uint64_t readahead;      /* pages read ahead of a sequential stream */
 	uint64_t readahead_hits; /* of those, pages the application then used */
 	uint64_t poisoned;       /* pages lost to a failed or corrupt swap read */
+	uint64_t image_reads;    /* pages read from the image of a restored region */
+	uint64_t image_pending;  /* pages of that image not read yet */
 };
 
 int pager_region_stats(const struct pager_region *r,
 		       struct pager_region_stats *ret);
+
+/*
+ * Snapshots (copy-on-write) and lazy restore.
+ *
+ * An image is a raw sparse file: byte i of the file is byte i of the region
+ * at the instant of the snapshot, with holes where the region had never
+ * been written (or was zero when evicted).  Beside it, PATH.meta (text)
+ * says what it is; it is written last, atomically, and only when the image
+ * is complete, so an image without a valid PATH.meta is not a snapshot.
+ *
+ * pager_region_snapshot() returns when the image is complete (and synced).
+ * The region's threads may keep writing throughout: the image is the
+ * region as it was when the snapshot started (all pages write-protected in
+ * one step; a page written afterwards is copied before the write goes on).
+ */
+struct pager_snapshot_opts {
+	size_t sz;               /* sizeof(struct pager_snapshot_opts) */
+	uint32_t flags;          /* none yet: 0 */
+};
+
+struct pager_snapshot_progress {
+	size_t sz;               /* sizeof(struct pager_snapshot_progress) */
+	uint64_t pages_total;    /* pages to copy (holes are not counted) */
+	uint64_t pages_done;
+	uint64_t pause_ns;       /* how long write-protecting the region took */
+	int32_t status;          /* 0 while running or when done, else -errno */
+	uint32_t done;           /* 1 once the image is complete (or failed) */
+};
+
+int pager_region_snapshot(struct pager_region *r, const char *path,
+			  const struct pager_snapshot_opts *opts);
+/* The asynchronous form: start, then poll (returns 1 when finished — the
+ * image is then complete and synced, or status says why not — 0 while it
+ * runs, or -errno).  One snapshot per region at a time (-EBUSY). */
+int pager_region_snapshot_start(struct pager_region *r, const char *path,
+				const struct pager_snapshot_opts *opts);
+int pager_region_snapshot_poll(struct pager_region *r,
+			       struct pager_snapshot_progress *ret);
+
+/*
+ * A new region of the image's size whose pages are read from the image on
+ * first access (holes read as zeros, with no I/O), prefetched in the
+ * background within the region's limits; from then on an ordinary region.
+ * -EINVAL: PATH.meta missing, not complete, or not matching the image
+ * (truncated, wrong size, other page size).  The image must stay in place
+ * while the region lives.
+ */
+int pager_region_restore(struct pager *p, const char *path,
+			 const struct pager_region_opts *opts,
+			 struct pager_region **ret);
 
 #ifdef __cplusplus
 }
