@@ -52,9 +52,9 @@ CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 INIH_LIBS     = $(shell pkg-config --libs inih)
 
 COMMON_SRC   := common/proto.c common/size.c
-LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c common/proto.c
+LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c libpager/snapshot.c common/proto.c common/image.c
 DAEMON_SRC   := $(wildcard daemon/*.c) $(COMMON_SRC)
-CTL_SRC      := pagerctl/pagerctl.c $(COMMON_SRC)
+CTL_SRC      := pagerctl/pagerctl.c common/image.c $(COMMON_SRC)
 EXAMPLES     := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 UNIT_TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 INTEG_TESTS  := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/itest_*.c))

@@ -20,6 +20,9 @@ size_t proto_body_size(uint16_t type)
 	case PROTO_REGION_INFO:    return sizeof(struct proto_region_ref);
 	case PROTO_SET_LIMIT:      return sizeof(struct proto_set_limit);
 	case PROTO_TEST_INJECT:    return sizeof(struct proto_test_inject);
+	case PROTO_SNAPSHOT_START:
+	case PROTO_SNAPSHOT_STATUS:
+	case PROTO_REGION_SET_IMAGE: return sizeof(struct proto_snapshot);
 	case PROTO_REPLY:          return sizeof(struct proto_reply);
 	case PROTO_AGENT_DROP:     return sizeof(struct proto_agent_drop);
 	default:                   return 0;
@@ -36,7 +39,8 @@ unsigned proto_fds_expected(uint16_t type)
 {
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
-	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ? 1 : 0;
+	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
+	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ? 1 : 0;
 }
 
 const char *proto_type_name(uint16_t type)
@@ -53,6 +57,9 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_REGION_INFO:    return "region-info";
 	case PROTO_SET_LIMIT:      return "set-limit";
 	case PROTO_TEST_INJECT:    return "test-inject";
+	case PROTO_SNAPSHOT_START: return "snapshot-start";
+	case PROTO_SNAPSHOT_STATUS: return "snapshot-status";
+	case PROTO_REGION_SET_IMAGE: return "region-set-image";
 	case PROTO_REPLY:          return "reply";
 	case PROTO_AGENT_DROP:     return "agent-drop";
 	default:                   return "unknown";
@@ -154,6 +161,18 @@ int proto_validate(const void *buf, size_t n)
 		    msg.body.test_inject.kind > PROTO_INJECT_CORRUPT)
 			return -EINVAL;
 		break;
+	case PROTO_SNAPSHOT_START:
+	case PROTO_SNAPSHOT_STATUS:
+	case PROTO_REGION_SET_IMAGE: {
+		const struct proto_snapshot *sn = &msg.body.snapshot;
+
+		if (sn->region_id == 0 || sn->pad != 0)
+			return -EINVAL;
+		if (sn->flags & ~(msg.hdr.type == PROTO_REGION_SET_IMAGE ?
+				  PROTO_IMAGE_NO_PREFETCH : 0u))
+			return -EINVAL;
+		break;
+	}
 	case PROTO_AGENT_DROP:
 		if (msg.body.agent_drop.n > PROTO_DROP_MAX)
 			return -EINVAL;

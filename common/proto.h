@@ -44,7 +44,10 @@ enum proto_type {
 	PROTO_REGION_INFO = 9,    /* control: the index-th region of all */
 	PROTO_SET_LIMIT = 10,     /* control: global, client or region limit */
 	PROTO_TEST_INJECT = 11,   /* only with pagerd --test-hooks */
-	PROTO_TYPE_MAX_REQUEST = PROTO_TEST_INJECT,
+	PROTO_SNAPSHOT_START = 12, /* carries the image fd */
+	PROTO_SNAPSHOT_STATUS = 13,
+	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from */
+	PROTO_TYPE_MAX_REQUEST = PROTO_REGION_SET_IMAGE,
 	/* replies */
 	PROTO_REPLY = 100,
 	/* daemon to libpager's agent thread, on the agent socket */
@@ -125,6 +128,24 @@ struct proto_test_inject {
 	uint32_t pad;
 } __attribute__((packed));
 
+/* SNAPSHOT_START, SNAPSHOT_STATUS, REGION_SET_IMAGE: a region of the
+ * client's own, or any region for a control client (pagerctl). */
+struct proto_snapshot {
+	uint64_t region_id;
+	uint32_t flags;     /* PROTO_IMAGE_* for SET_IMAGE, else 0 */
+	uint32_t pad;
+} __attribute__((packed));
+
+#define PROTO_IMAGE_NO_PREFETCH (1u << 0)
+
+struct proto_snapshot_status {
+	uint64_t pages_total;
+	uint64_t pages_done;
+	uint64_t pause_ns;
+	int32_t status;     /* 0 or -errno */
+	uint32_t done;      /* 1 when finished (status says how) */
+} __attribute__((packed));
+
 #define PROTO_DROP_MAX 48
 struct proto_agent_drop {
 	uint32_t n;
@@ -155,6 +176,8 @@ struct proto_region_stats {
 	uint64_t readahead;
 	uint64_t readahead_hits;
 	uint64_t poisoned;
+	uint64_t image_reads;
+	uint64_t image_pending;
 	char name[PROTO_NAME_MAX];
 } __attribute__((packed));
 
@@ -189,6 +212,7 @@ struct proto_reply {
 	uint64_t poisoned;
 	uint64_t swap_io_errors;  /* read/write/CRC errors */
 	struct proto_region_stats region; /* REGION_STATS, REGION_INFO */
+	struct proto_snapshot_status snapshot; /* SNAPSHOT_STATUS */
 } __attribute__((packed));
 
 union proto_body {
@@ -200,6 +224,7 @@ union proto_body {
 	struct proto_region_ref region_ref;
 	struct proto_set_limit set_limit;
 	struct proto_test_inject test_inject;
+	struct proto_snapshot snapshot;
 	struct proto_reply reply;
 	struct proto_agent_drop agent_drop;
 };

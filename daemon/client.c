@@ -319,6 +319,48 @@ done:
 	return 0;
 }
 
+/* A client's own region, or for the control channel anybody's. */
+static struct region *region_for(struct client *c, uint64_t id)
+{
+	struct region *r = NULL;
+
+	if (!c->control)
+		return region_find_id(c, id);
+	for (struct client *o = c->d->clients; o && !r; o = o->next)
+		r = region_find_id(o, id);
+	return r;
+}
+
+static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
+		       unsigned nfds, struct proto_reply *out)
+{
+	struct region *r = region_for(c, m->body.snapshot.region_id);
+	int e;
+
+	if (!r)
+		return -ENOENT;
+	switch (m->hdr.type) {
+	case PROTO_SNAPSHOT_START:
+		if (nfds != 1)
+			return -EBADF;
+		e = snapshot_start(r, fds[0], &out->snapshot);
+		if (e == 0)
+			fds[0] = -1; /* the snapshot owns it */
+		return e;
+	case PROTO_SNAPSHOT_STATUS:
+		snapshot_status(r, &out->snapshot);
+		return 0;
+	default: /* PROTO_REGION_SET_IMAGE */
+		if (nfds != 1 || c->control)
+			return -EBADF;
+		e = restore_attach(r, fds[0],
+				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
+		if (e == 0)
+			fds[0] = -1;
+		return e;
+	}
+}
+
 /* Fault injection into a region's swap slot, for tests (--test-hooks). */
 static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
 {
@@ -378,8 +420,7 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 
 	if (!c->hello_done && type != PROTO_HELLO)
 		return -ENOTCONN;
-	if (type != PROTO_HELLO && type != PROTO_REGION_CREATE &&
-	    type != PROTO_AGENT_ATTACH && nfds)
+	if (nfds && proto_fds_expected(type) == 0 && type != PROTO_HELLO)
 		return -EBADF;
 	switch (type) {
 	case PROTO_HELLO:
@@ -425,6 +466,10 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 		return do_set_limit(c, &m->body.set_limit);
 	case PROTO_TEST_INJECT:
 		return c->control ? do_test_inject(c, &m->body.test_inject) : -EACCES;
+	case PROTO_SNAPSHOT_START:
+	case PROTO_SNAPSHOT_STATUS:
+	case PROTO_REGION_SET_IMAGE:
+		return do_snapshot(c, m, fds, nfds, out);
 	default:
 		return -EOPNOTSUPP; /* replies sent to us */
 	}

@@ -218,7 +218,8 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	case PAGE_SWAPPED:
 		if (limits_room(r) == 0)
 			return limits_wait(c, m);
-		return swapin_fault(c, r, page);
+		return swapin_fault(c, r, page,
+				    m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE);
 	case PAGE_POISONED:
 		return swapin_poison(r, page);
 	case PAGE_RESIDENT:
@@ -231,6 +232,12 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 			r->state[page] |= PG_IO | PG_REDIRTY;
 		break;
 	case PAGE_EMPTY:
+		if (b & PG_IMAGE) {
+			/* Restored region: the data is in the image. */
+			int e = restore_fault(c, r, page);
+
+			return e == -ENOSPC ? limits_wait(c, m) : e;
+		}
 		break;
 	}
 	room = limits_room(r);
@@ -311,7 +318,8 @@ static int fault_minor(struct client *c, struct region *r, uint64_t page,
 	if (b & PG_RA)
 		swapin_readahead_hit(r, page);
 	r->state[page] |= PG_REF;
-	e = uffd_continue(r, page, 1, region_slot(r, page) >= 0 || (b & PG_IO));
+	e = uffd_continue(r, page, 1, region_slot(r, page) >= 0 || (b & PG_IO) ||
+			  snapshot_pending(r, page));
 	if (e == -EAGAIN)
 		return -EAGAIN;
 	if (e == -EFAULT) /* not in the page cache after all: discarded */
@@ -335,6 +343,8 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 	c->d->stats.faults_wp++;
 	r->stats.faults_wp++;
 	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING)) {
+		/* Snapshot running: the old data goes to the image first. */
+		snapshot_copy_before_write(r, page);
 		if (b & PG_IO)
 			evict_redirty(r, page);
 		else
@@ -541,6 +551,13 @@ void fault_on_uffd(int fd, short what, void *arg)
 		else if (t >= spin_until)
 			return;
 		__builtin_ia32_pause();
+	}
+	/* Out of rounds with faults still parked: no message may come to
+	 * bring us back for them. */
+	if (c->nretry) {
+		static const struct timeval now = { 0, 0 };
+
+		evtimer_add(c->retry_ev, &now);
 	}
 	return;
 drop:

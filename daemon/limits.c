@@ -16,6 +16,7 @@
  * to stay under a limit.
  */
 #include <errno.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,13 @@ void limits_progress(struct daemon *d)
 			}
 		}
 		free(v);
+		/* A retry may have met an unread event: it is parked on the
+		 * uffd's retry list, which only a uffd read would look at. */
+		if (c->nretry) {
+			static const struct timeval now = { 0, 0 };
+
+			evtimer_add(c->retry_ev, &now);
+		}
 next_client:;
 	}
 }

@@ -17,6 +17,7 @@
  *   swapin.c  bringing pages back from swap, readahead, poisoning
  *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   swap.c    the swap store: slots, io_uring, CRC32C
+ *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
  *
  * Everything runs on one thread, in one libevent loop.
  */
@@ -111,6 +112,7 @@ enum page_state {
 #define PG_WAITER     0x080 /* a thread faulted during swap-in: map it then */
 #define PG_RA         0x100 /* read ahead, not yet used */
 #define PG_RA_MARK    0x200 /* left unmapped: its fault starts the next window */
+#define PG_IMAGE      0x400 /* EMPTY, but its data is in the restore image */
 
 typedef uint16_t pgstate_t;
 
@@ -150,6 +152,7 @@ struct page_io {
 	uint32_t npages;
 	uint64_t slot;               /* first slot; the run is contiguous */
 	uint64_t fault_page;         /* swap-in: the page a thread waits on */
+	bool fault_write;            /* ... to write it: map it writable */
 };
 
 struct region {
@@ -171,6 +174,12 @@ struct region {
 	struct page_io *ios;
 	struct readahead_stream ra[SWAPIN_STREAMS];
 	uint64_t ra_clock;
+	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
+	int image_fd;           /* restored from this image, or -1 */
+	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
+	uint64_t image_reads;
+	bool image_prefetch;
+	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
 	/* Pages the client discarded with MADV_REMOVE/DONTNEED whose fate
 	 * (freed, or only unmapped) is checked once the madvise is done. */
@@ -290,10 +299,23 @@ void page_io_detach_all(struct region *r);
 
 /* swapin.c */
 /* Brings `page` (SWAPPED) back; returns 0, -EAGAIN (event unread). */
-int swapin_fault(struct client *c, struct region *r, uint64_t page);
+int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write);
 /* A MINOR fault on a page read ahead: counts the hit, maybe reads on. */
 void swapin_readahead_hit(struct region *r, uint64_t page);
 int swapin_poison(struct region *r, uint64_t page);
+
+/* snapshot.c */
+int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret);
+void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
+/* The region is going: a running snapshot fails, nothing stays behind. */
+void snapshot_region_gone(struct region *r);
+/* True if the page must reach the image before it may change. */
+bool snapshot_pending(const struct region *r, uint64_t page);
+/* Copies the page to the image now (a write is about to change it). */
+void snapshot_copy_before_write(struct region *r, uint64_t page);
+int restore_attach(struct region *r, int fd, bool prefetch);
+/* A fault on a page still in the image: reads it (and a few after it). */
+int restore_fault(struct client *c, struct region *r, uint64_t page);
 
 /* agent.c */
 int agent_attach(struct client *c, int fd);

@@ -126,6 +126,7 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	r->npages = rc->len / d->page_size;
 	r->memory_limit = rc->memory_limit / d->page_size;
 	r->memfd = memfd;
+	r->image_fd = -1;
 	memcpy(r->name, rc->name, sizeof(r->name));
 	r->state = calloc(r->npages, sizeof(*r->state));
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
@@ -189,6 +190,7 @@ void region_destroy(struct region *r)
 	struct daemon *d = r->client->d;
 
 	page_io_detach_all(r);
+	snapshot_region_gone(r);
 	for (uint64_t p = 0; p < r->npages; p++) {
 		if (r->slot && r->slot[p])
 			region_drop_slot(r, p);
@@ -200,6 +202,10 @@ void region_destroy(struct region *r)
 	region_remove(r->client, r);
 	munmap(r->map, r->len);
 	close(r->memfd);
+	if (r->image_fd >= 0)
+		close(r->image_fd);
+	if (r->prefetch_ev)
+		event_free(r->prefetch_ev);
 	free(r->state);
 	free(r->slot);
 	free(r);
@@ -291,6 +297,8 @@ void region_fill_stats(struct region *r, struct proto_region_stats *out)
 	out->readahead = st->readahead;
 	out->readahead_hits = st->readahead_hits;
 	out->poisoned = st->poisoned;
+	out->image_reads = r->image_reads;
+	out->image_pending = r->image_pending;
 	memcpy(out->name, r->name, sizeof(out->name));
 }
 
@@ -399,7 +407,9 @@ void region_set_state(struct region *r, uint64_t first, uint64_t n,
 	for (uint64_t p = first; p < first + n && p < r->npages; p++) {
 		enum page_state old = pg_state(r->state[p]);
 
-		r->state[p] = (uint8_t)st;
+		if (r->state[p] & PG_IMAGE)
+			r->image_pending--;
+		r->state[p] = (pgstate_t)st;
 		if (old == st)
 			continue;
 		if (old == PAGE_RESIDENT) {

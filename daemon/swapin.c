@@ -197,7 +197,7 @@ static struct readahead_stream *stream_for(struct region *r, uint64_t page,
 	return victim;
 }
 
-int swapin_fault(struct client *c, struct region *r, uint64_t page)
+int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 {
 	struct daemon *d = c->d;
 	bool hit;
@@ -222,6 +222,8 @@ int swapin_fault(struct client *c, struct region *r, uint64_t page)
 	}
 	n = slot_run(r, page, want);
 	e = read_run(r, page, n ? n : 1, false, page);
+	if (e == 0)
+		r->ios->fault_write = write; /* read_run put it first */
 	if (e < 0) {
 		log_warn("region %" PRIu64 " page %" PRIu64 ": cannot start swap-in: %s",
 			 r->id, page, strerror(-e));
@@ -385,6 +387,24 @@ static void swapin_done(void *arg, int res)
 					 r->map + p * d->page_size) == 0));
 		/* The marker stays unmapped, unless a thread waits on it. */
 		bool map = good && !((b & PG_RA_MARK) && !(b & PG_WAITER));
+
+		/* A write fault: map its page writable at once (it is dirty
+		 * from now, its copy stale) rather than take a write-protect
+		 * fault right after.  Not while a snapshot still needs it. */
+		if (good && p == io->fault_page && io->fault_write &&
+		    !snapshot_pending(r, p)) {
+			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+			r->stats.swap_ins++;
+			d->stats.swap_ins++;
+			if (run) {
+				map_run(r, p - run, run);
+				run = 0;
+			}
+			region_drop_slot(r, p);
+			if (uffd_continue(r, p, 1, false) < 0)
+				uffd_wake(r->client, r->addr + p * d->page_size, d->page_size);
+			continue;
+		}
 
 		if (good) {
 			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));

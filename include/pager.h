@@ -77,7 +77,12 @@ struct pager_region_opts {
 	size_t sz;               /* sizeof(struct pager_region_opts) */
 	const char *name;        /* shows in /proc/PID/maps and pagerctl; may be NULL */
 	uint64_t memory_limit;   /* resident bytes for this region, 0 = none */
+	uint32_t flags;          /* PAGER_REGION_* */
 };
+
+/* pager_region_opts.flags */
+#define PAGER_REGION_NO_PREFETCH (1u << 0) /* restore: read image pages only
+					    * when touched, none ahead */
 
 /* len is rounded up to whole pages.  The memory reads as zeros until
  * written. */

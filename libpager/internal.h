@@ -18,6 +18,12 @@ struct pager_region {
 	size_t len;
 	int memfd;
 	uint64_t id;
+	/* The snapshot this region is writing (snapshot.c): its image, kept
+	 * to sync it and write the sidecar when pagerd is done. */
+	int snap_fd;
+	char *snap_path;
+	int snap_status;        /* set once finished */
+	bool snap_finished;
 };
 
 struct pager {

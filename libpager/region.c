@@ -96,6 +96,7 @@ PAGER_EXPORT int pager_region_create(struct pager *p, size_t len,
 	r->pager = p;
 	r->len = len;
 	r->addr = MAP_FAILED;
+	r->snap_fd = -1;
 	r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (r->memfd < 0)
 		goto fail_errno;
@@ -179,6 +180,9 @@ PAGER_EXPORT int pager_region_destroy(struct pager_region *r)
 	pthread_mutex_unlock(&p->lock);
 	munmap(r->addr, r->len);
 	close(r->memfd);
+	if (r->snap_fd >= 0)
+		close(r->snap_fd); /* unfinished: no sidecar, never complete */
+	free(r->snap_path);
 	free(r);
 	return e;
 }
@@ -254,6 +258,8 @@ PAGER_EXPORT int pager_region_stats(const struct pager_region *r,
 	out.readahead = rs->readahead;
 	out.readahead_hits = rs->readahead_hits;
 	out.poisoned = rs->poisoned;
+	out.image_reads = rs->image_reads;
+	out.image_pending = rs->image_pending;
 	memcpy(ret, &out, out.sz);
 	return 0;
 }

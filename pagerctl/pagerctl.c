@@ -22,6 +22,9 @@
  * never depends on whether pagerd runs.
  */
 #include <errno.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -32,6 +35,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "proto.h"
 #include "pager.h"
 #include "size.h"
@@ -59,10 +63,12 @@ struct ctl {
 /* What a command's arguments parse into before pagerd is contacted. */
 struct cmd_args {
 	struct proto_set_limit limit;	/* set-limit */
+	uint64_t region_id;		/* snapshot */
+	const char *path;		/* snapshot */
 };
 
-static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
-		    struct proto_reply *ret)
+static int ctl_call_fd(struct ctl *c, struct proto_msg *msg, enum proto_type type,
+		       int fd, struct proto_reply *ret)
 {
 	struct proto_msg rep;
 	int fds[PROTO_MAX_FDS];
@@ -70,7 +76,7 @@ static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
 	uint32_t seq = ++c->seq;
 	size_t n = proto_finish(msg, type, seq);
 	ssize_t got;
-	int r = proto_send(c->sock, msg, n, NULL, 0);
+	int r = proto_send(c->sock, msg, n, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
 
 	if (r < 0)
 		return r;
@@ -88,6 +94,12 @@ static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
 		return -EBADMSG;
 	*ret = rep.body.reply;
 	return rep.body.reply.status;
+}
+
+static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
+		    struct proto_reply *ret)
+{
+	return ctl_call_fd(c, msg, type, -1, ret);
 }
 
 /* Connects and says hello as a control client; returns 0 or -errno. */
@@ -515,6 +527,103 @@ static int cmd_set_limit(struct ctl *c, const struct cmd_args *a)
 	return EXIT_OK;
 }
 
+static int parse_snapshot(char **args, int nargs, struct cmd_args *ret)
+{
+	if (nargs != 2 || parse_u64(args[0], &ret->region_id) < 0 ||
+	    ret->region_id == 0 || !*args[1]) {
+		fprintf(stderr, "pagerctl: snapshot takes REGION-ID PATH\n");
+		return -EINVAL;
+	}
+	ret->path = args[1];
+	return 0;
+}
+
+/* A progress line on a terminal, redrawn in place. */
+static void progress(const struct proto_snapshot_status *st, bool final)
+{
+	unsigned width = 40, fill;
+	double f = st->pages_total ? (double)st->pages_done / (double)st->pages_total : 1.0;
+
+	if (!isatty(STDERR_FILENO) && !final)
+		return;
+	fill = (unsigned)(f * width);
+	fprintf(stderr, "\r[");
+	for (unsigned i = 0; i < width; i++)
+		fputc(i < fill ? '#' : '.', stderr);
+	fprintf(stderr, "] %5.1f%%  %" PRIu64 "/%" PRIu64 " pages%s", f * 100,
+		st->pages_done, st->pages_total, final ? "\n" : "");
+}
+
+/*
+ * Takes a snapshot of any client's region into PATH, opened with our own
+ * rights, and commits the sidecar once pagerd has copied every page.
+ */
+static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
+{
+	struct proto_msg msg = { 0 };
+	struct proto_reply r;
+	struct image_meta m = { 0 };
+	int fd, e;
+
+	if ((e = image_meta_remove(a->path)) < 0 ||
+	    (fd = open(a->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+		fprintf(stderr, "pagerctl: snapshot: %s: %s\n", a->path,
+			strerror(e < 0 ? -e : errno));
+		return EXIT_DAEMON;
+	}
+	msg.body.snapshot.region_id = a->region_id;
+	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, fd, &r);
+	for (unsigned wait_ms = 1; e == 0;) {
+		struct timespec ts = { 0, (long)wait_ms * 1000000 };
+
+		memset(&msg, 0, sizeof(msg));
+		msg.body.snapshot.region_id = a->region_id;
+		e = ctl_call(c, &msg, PROTO_SNAPSHOT_STATUS, &r);
+		if (e < 0)
+			break;
+		if (r.snapshot.done) {
+			e = r.snapshot.status;
+			break;
+		}
+		progress(&r.snapshot, false);
+		nanosleep(&ts, NULL);
+		if (wait_ms < 100)
+			wait_ms *= 2;
+	}
+	if (e == 0) {
+		struct stat st;
+
+		/* pagerd sized the image to the region. */
+		if (fstat(fd, &st) < 0)
+			e = -errno;
+		m.size = (uint64_t)st.st_size;
+		m.page_size = (uint32_t)c->page_size;
+		m.data_pages = r.snapshot.pages_total;
+		m.created = (uint64_t)time(NULL);
+		if (e == 0)
+			e = image_meta_commit(a->path, fd, &m);
+	}
+	close(fd);
+	if (e == -ENOENT) {
+		fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 "\n", a->region_id);
+		return EXIT_DAEMON;
+	}
+	if (e < 0)
+		return ctl_error(c, e);
+	progress(&r.snapshot, true);
+	if (c->json) {
+		printf("{\"region_id\":%" PRIu64 ",\"path\":", a->region_id);
+		json_string(a->path);
+		printf(",\"pages\":%" PRIu64 ",\"pause_ns\":%" PRIu64 "}\n",
+		       r.snapshot.pages_total, r.snapshot.pause_ns);
+	} else {
+		printf("snapshot of region %" PRIu64 " in %s: %" PRIu64 " pages, writers paused %.3f ms\n",
+		       a->region_id, a->path, r.snapshot.pages_total,
+		       (double)r.snapshot.pause_ns / 1e6);
+	}
+	return EXIT_OK;
+}
+
 static const struct command {
 	const char *name;
 	/* NULL: the command takes no arguments */
@@ -526,6 +635,7 @@ static const struct command {
 	{ "regions", NULL, cmd_regions },
 	{ "clients", NULL, cmd_clients },
 	{ "set-limit", parse_set_limit, cmd_set_limit },
+	{ "snapshot", parse_snapshot, cmd_snapshot },
 };
 
 static void usage(FILE *f)
@@ -541,6 +651,8 @@ static void usage(FILE *f)
 		"  set-limit global SIZE       the daemon-wide resident memory limit\n"
 		"  set-limit client ID SIZE    a client's limit\n"
 		"  set-limit region ID SIZE    a region's limit\n"
+		"  snapshot ID PATH            copy-on-write snapshot of a live region to PATH\n"
+		"                              (a sparse raw image, PATH.meta written when complete)\n"
 		"\n"
 		"SIZE is bytes with an optional K, M, G or T suffix (powers of 1024),\n"
 		"counted in whole pages; 0 or none removes the limit.\n"

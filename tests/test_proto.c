@@ -199,7 +199,10 @@ static void test_finish_sizes(void **state)
 		{ PROTO_REGION_INFO, 16 },
 		{ PROTO_SET_LIMIT, 24 },
 		{ PROTO_TEST_INJECT, 24 },
-		{ PROTO_REPLY, 424 },
+		{ PROTO_SNAPSHOT_START, 16 },
+		{ PROTO_SNAPSHOT_STATUS, 16 },
+		{ PROTO_REGION_SET_IMAGE, 16 },
+		{ PROTO_REPLY, 472 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;

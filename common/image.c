@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+#include "image.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define IMAGE_FORMAT "pagerd-image 1"
+
+int image_meta_path(const char *image, char *buf, size_t n)
+{
+	int k = snprintf(buf, n, "%s.meta", image);
+
+	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+int image_meta_remove(const char *image)
+{
+	char meta[PATH_MAX];
+	int e = image_meta_path(image, meta, sizeof(meta));
+
+	if (e < 0)
+		return e;
+	if (unlink(meta) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int sync_dir_of(const char *path)
+{
+	char copy[PATH_MAX];
+	int fd, e = 0;
+
+	snprintf(copy, sizeof(copy), "%s", path);
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		e = -errno;
+	close(fd);
+	return e;
+}
+
+int image_meta_commit(const char *image, int image_fd, const struct image_meta *m)
+{
+	char meta[PATH_MAX], tmp[PATH_MAX + 8];
+	FILE *f;
+	int e;
+
+	if ((e = image_meta_path(image, meta, sizeof(meta))) < 0)
+		return e;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", meta);
+	/* The data first: a sidecar must never vouch for unsynced pages. */
+	if (fdatasync(image_fd) < 0)
+		return -errno;
+	f = fopen(tmp, "we");
+	if (!f)
+		return -errno;
+	fprintf(f, "# pagerd snapshot: byte i of the image is byte i of the region\n"
+		   "format " IMAGE_FORMAT "\n"
+		   "size %" PRIu64 "\n"
+		   "page_size %" PRIu32 "\n"
+		   "pages %" PRIu64 "\n"
+		   "data_pages %" PRIu64 "\n"
+		   "name %s\n"
+		   "created %" PRIu64 "\n"
+		   "complete yes\n",
+		m->size, m->page_size, m->size / m->page_size, m->data_pages,
+		m->name[0] ? m->name : "-", m->created);
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
+		e = -errno;
+		fclose(f);
+		unlink(tmp);
+		return e;
+	}
+	if (fclose(f) != 0 || rename(tmp, meta) < 0) {
+		e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	return sync_dir_of(meta);
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int image_meta_load(const char *image, int image_fd, struct image_meta *ret)
+{
+	enum { K_FORMAT, K_SIZE, K_PS, K_PAGES, K_DATA, K_NAME, K_CREATED, K_COMPLETE, K_N };
+	static const char *const keys[K_N] = {
+		"format", "size", "page_size", "pages", "data_pages", "name",
+		"created", "complete",
+	};
+	char meta[PATH_MAX], line[256];
+	struct image_meta m = { 0 };
+	bool seen[K_N] = { false };
+	uint64_t pages = 0, v;
+	struct stat st;
+	FILE *f;
+	int e = 0, lines = 0;
+
+	if ((e = image_meta_path(image, meta, sizeof(meta))) < 0)
+		return e;
+	f = fopen(meta, "re");
+	if (!f)
+		return errno == ENOENT ? -ENOENT : -errno;
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strlen(line);
+		char *val;
+		int k;
+
+		if (++lines > 64 || len == 0 || line[len - 1] != '\n') {
+			e = -EINVAL; /* too long, too many, or cut short */
+			break;
+		}
+		line[--len] = '\0';
+		if (line[0] == '#' || len == 0)
+			continue;
+		val = strchr(line, ' ');
+		if (!val) {
+			e = -EINVAL;
+			break;
+		}
+		*val++ = '\0';
+		for (k = 0; k < K_N && strcmp(line, keys[k]); k++)
+			;
+		if (k == K_N || seen[k]) {
+			e = -EINVAL;
+			break;
+		}
+		seen[k] = true;
+		switch (k) {
+		case K_FORMAT:
+			if (strcmp(val, IMAGE_FORMAT))
+				e = -EINVAL;
+			break;
+		case K_SIZE:
+			e = parse_u64(val, &m.size);
+			break;
+		case K_PS:
+			e = parse_u64(val, &v);
+			if (!e && (v < 512 || v > (1u << 30) || (v & (v - 1))))
+				e = -EINVAL;
+			m.page_size = (uint32_t)v;
+			break;
+		case K_PAGES:
+			e = parse_u64(val, &pages);
+			break;
+		case K_DATA:
+			e = parse_u64(val, &m.data_pages);
+			break;
+		case K_NAME:
+			snprintf(m.name, sizeof(m.name), "%s", val);
+			break;
+		case K_CREATED:
+			e = parse_u64(val, &m.created);
+			break;
+		case K_COMPLETE:
+			if (strcmp(val, "yes"))
+				e = -EINVAL;
+			break;
+		}
+		if (e)
+			break;
+	}
+	fclose(f);
+	if (e)
+		return e;
+	for (int k = 0; k < K_N; k++)
+		if (!seen[k])
+			return -EINVAL;
+	if (!m.size || m.size % m.page_size || pages != m.size / m.page_size ||
+	    m.data_pages > pages)
+		return -EINVAL;
+	if (fstat(image_fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != m.size)
+		return -EINVAL; /* truncated, grown, or not a file */
+	*ret = m;
+	return 0;
+}

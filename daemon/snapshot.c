@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Copy-on-write snapshots of a live region, and lazy restore from an image
+ * (DESIGN.md §6).
+ *
+ * Snapshot.  One UFFDIO_WRITEPROTECT over the whole region is the instant
+ * of the snapshot: from then on no write reaches a page without a fault we
+ * see first.  Every page that held data at that instant (resident, in
+ * swap, or still in the image the region was restored from) is marked
+ * pending; a copier working in the background, a batch per loop turn,
+ * writes each pending page to the image at its offset: from pagerd's
+ * mapping for a resident page, through the swap store (io_uring, CRC
+ * checked) for a swapped one.  A write fault on a pending page copies that
+ * page first, then lets the write through.  Pages that were empty stay
+ * holes.  Eviction goes on meanwhile and needs no special case: an evicted
+ * page is still the same data, now in its slot (or a hole, if it was zero).
+ *
+ * The image fd comes from the client (it opened the file, with its own
+ * rights), which also syncs the image and writes the sidecar once we say
+ * the copy is complete: a snapshot cut short leaves no sidecar, and so
+ * never looks complete.
+ *
+ * Restore.  A region created for an image gets the image fd; its pages
+ * with data (SEEK_DATA) are marked PG_IMAGE and read from the image on
+ * their first fault — holes are plain empty pages, zero-filled with no
+ * I/O — and, unless the client asked otherwise, prefetched in the
+ * background within the region's limits.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pagerd.h"
+#include "swap.h"
+
+/* Pages copied from memory per loop turn; slot reads in flight at most. */
+#define SNAP_BATCH 1024
+#define SNAP_READS_MAX 16
+#define SNAP_READ_PAGES 64
+/* Restore prefetch: pages read per loop turn, and room it leaves. */
+#define PREFETCH_BATCH 256
+#define PREFETCH_SPARE 1024
+/* Restore readahead on sequential faults, pages. */
+#define RESTORE_AROUND 64
+
+struct snapshot {
+	struct region *r;     /* NULL once the region is gone */
+	struct daemon *d;
+	int fd;
+	uint64_t *pending;    /* bit per page: still to be copied */
+	uint64_t total, done, cursor;
+	uint64_t pause_ns;
+	int status;
+	bool finished;
+	unsigned reads;       /* slot reads in flight (they hold a reference) */
+	struct event *ev;
+};
+
+struct snap_read {
+	struct snapshot *s;
+	uint64_t page, slot;
+	uint32_t n;
+	uint8_t *buf;
+};
+
+static bool bit(const uint64_t *m, uint64_t i)
+{
+	return (m[i / 64] >> (i % 64)) & 1;
+}
+
+static void bit_clr(uint64_t *m, uint64_t i)
+{
+	m[i / 64] &= ~(1ull << (i % 64));
+}
+
+bool snapshot_pending(const struct region *r, uint64_t page)
+{
+	const struct snapshot *s = r->snap;
+
+	return s && !s->finished && bit(s->pending, page);
+}
+
+static void snap_free(struct snapshot *s)
+{
+	if (s->ev)
+		event_free(s->ev);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->pending);
+	free(s);
+}
+
+static void snap_finish(struct snapshot *s, int status)
+{
+	if (s->finished)
+		return;
+	s->finished = true;
+	s->status = status;
+	if (s->r)
+		log_info("region %" PRIu64 ": snapshot %s: %" PRIu64 " of %" PRIu64 " pages copied",
+			 s->r->id, status ? strerror(-status) : "complete",
+			 s->done, s->total);
+	close(s->fd);
+	s->fd = -1;
+}
+
+static bool all_zero(const void *buf, size_t len)
+{
+	const uint64_t *w = buf;
+
+	for (size_t i = 0; i < len / sizeof(*w); i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* Writes n pages from buf to the image at page `page`; all-zero pages stay
+ * holes (the image starts as one hole of the region's size).  0 or -errno. */
+static int image_write(struct snapshot *s, uint64_t page, const void *buf,
+		       uint64_t n)
+{
+	size_t ps = s->d->page_size, len = n * ps, off = 0;
+
+	if (n == 1 && all_zero(buf, ps))
+		return 0;
+
+	while (off < len) {
+		ssize_t w = pwrite(s->fd, (const uint8_t *)buf + off, len - off,
+				   (off_t)(page * ps + off));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		off += (size_t)w;
+	}
+	return 0;
+}
+
+static void mark_copied(struct snapshot *s, uint64_t page, uint64_t n)
+{
+	for (uint64_t i = page; i < page + n; i++) {
+		if (bit(s->pending, i)) {
+			bit_clr(s->pending, i);
+			s->done++;
+		}
+	}
+}
+
+/* Reads n pages of a restore image into buf.  0 or -errno. */
+static int image_read(int fd, uint64_t off, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t k = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		got += (size_t)k;
+	}
+	return 0;
+}
+
+void snapshot_copy_before_write(struct region *r, uint64_t page)
+{
+	struct snapshot *s = r->snap;
+	size_t ps = r->client->d->page_size;
+	int e;
+
+	if (!snapshot_pending(r, page))
+		return;
+	/* A write fault: the page is resident and mapped, its data is the
+	 * data of the snapshot's instant (it was protected since). */
+	e = image_write(s, page, r->map + page * ps, 1);
+	if (e < 0)
+		snap_finish(s, e);
+	else
+		mark_copied(s, page, 1);
+}
+
+static void snap_read_done(void *arg, int res);
+
+/* Starts a read of the swapped pages [page, page+n) with contiguous
+ * slots.  Returns 0 or -errno. */
+static int copy_from_swap(struct snapshot *s, uint64_t page, uint32_t n)
+{
+	struct region *r = s->r;
+	size_t ps = s->d->page_size;
+	struct snap_read *rd = calloc(1, sizeof(*rd));
+	int e;
+
+	if (!rd)
+		return -ENOMEM;
+	rd->buf = aligned_alloc(ps, n * ps);
+	if (!rd->buf) {
+		free(rd);
+		return -ENOMEM;
+	}
+	rd->s = s;
+	rd->page = page;
+	rd->n = n;
+	rd->slot = (uint64_t)region_slot(r, page);
+	e = swap_read(s->d->swap, rd->slot, rd->buf, n, snap_read_done, rd);
+	if (e < 0) {
+		free(rd->buf);
+		free(rd);
+		return e;
+	}
+	s->reads++;
+	return 0;
+}
+
+static void snap_kick(struct snapshot *s)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (!s->finished || s->reads)
+		evtimer_add(s->ev, &now);
+}
+
+static void snap_read_done(void *arg, int res)
+{
+	struct snap_read *rd = arg;
+	struct snapshot *s = rd->s;
+	size_t ps = s->d->page_size;
+
+	s->reads--;
+	if (!s->r) {
+		/* The region went: we held the last reference. */
+		if (!s->reads)
+			snap_free(s);
+		goto out;
+	}
+	for (uint32_t i = 0; i < rd->n && !s->finished; i++) {
+		uint64_t p = rd->page + i;
+		int e;
+
+		/* Copied meanwhile (a write fault swapped it in and copied
+		 * it first), or its slot went: the copier looks again. */
+		if (!snapshot_pending(s->r, p) || region_slot(s->r, p) != (int64_t)(rd->slot + i))
+			continue;
+		if (res == -ESTALE)
+			continue;
+		if (res < 0 && res != -EBADMSG) {
+			snap_finish(s, res);
+			break;
+		}
+		if (swap_verify(s->d->swap, rd->slot + i, rd->buf + i * ps) < 0) {
+			snap_finish(s, -EIO); /* never copy wrong data */
+			break;
+		}
+		e = image_write(s, p, rd->buf + i * ps, 1);
+		if (e < 0) {
+			snap_finish(s, e);
+			break;
+		}
+		mark_copied(s, p, 1);
+	}
+	snap_kick(s);
+out:
+	free(rd->buf);
+	free(rd);
+}
+
+/*
+ * One batch of the background copy.  Pages being read in from swap are
+ * left for a later pass; when a pass finds nothing left, the snapshot is
+ * complete.
+ */
+static void on_snap(evutil_socket_t fd, short what, void *arg)
+{
+	struct snapshot *s = arg;
+	struct region *r = s->r;
+	size_t ps = s->d->page_size;
+	uint64_t budget = SNAP_BATCH;
+	bool deferred = false;
+
+	(void)fd;
+	(void)what;
+	if (!r || s->finished)
+		return;
+	uint64_t p = s->cursor;
+
+	while (p < r->npages && budget) {
+		if (!bit(s->pending, p)) {
+			/* Skip whole clear words fast. */
+			if (!(p % 64) && !s->pending[p / 64]) {
+				p += 64;
+				continue;
+			}
+			p++;
+			continue;
+		}
+		pgstate_t b = r->state[p];
+		int e = 0;
+
+		switch (pg_state(b)) {
+		case PAGE_RESIDENT:
+			if (b & PG_READING) {
+				deferred = true; /* its slot is still good: next pass */
+				p++;
+				continue;
+			}
+			e = image_write(s, p, r->map + p * ps, 1);
+			if (!e)
+				mark_copied(s, p, 1);
+			budget--;
+			p++;
+			break;
+		case PAGE_SWAPPED: {
+			uint32_t n = 1;
+
+			if (s->reads >= SNAP_READS_MAX) {
+				deferred = true;
+				budget = 0;
+				break;
+			}
+			while (n < SNAP_READ_PAGES && p + n < r->npages &&
+			       bit(s->pending, p + n) &&
+			       r->state[p + n] == PAGE_SWAPPED &&
+			       region_slot(r, p + n) == region_slot(r, p) + n)
+				n++;
+			e = copy_from_swap(s, p, n);
+			deferred = true; /* done when the read completes */
+			budget = budget > n ? budget - n : 0;
+			p += n;
+			break;
+		}
+		case PAGE_EMPTY:
+			if (b & PG_IMAGE) {
+				uint8_t *buf = malloc(ps);
+
+				e = buf ? image_read(r->image_fd, p * ps, buf, ps) : -ENOMEM;
+				if (!e)
+					e = image_write(s, p, buf, 1);
+				free(buf);
+			}
+			/* Otherwise evicted as zero or discarded since: a hole. */
+			if (!e)
+				mark_copied(s, p, 1);
+			budget--;
+			p++;
+			break;
+		case PAGE_POISONED:
+			e = -EIO;
+			break;
+		}
+		if (e < 0) {
+			snap_finish(s, e);
+			return;
+		}
+	}
+	s->cursor = p;
+	if (s->cursor >= r->npages) {
+		/* A pass ended.  Reads in flight call us back; pages being
+		 * swapped in are looked at again shortly. */
+		static const struct timeval later = { 0, 1000 }, now = { 0, 0 };
+
+		s->cursor = 0;
+		if (s->reads)
+			return;
+		if (s->done == s->total) {
+			snap_finish(s, 0);
+			return;
+		}
+		evtimer_add(s->ev, deferred ? &later : &now);
+		return;
+	}
+	snap_kick(s);
+}
+
+int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
+{
+	struct daemon *d = r->client->d;
+	struct snapshot *s;
+	struct stat st;
+	uint64_t t0;
+	int fl, e;
+
+	if (r->snap && !r->snap->finished)
+		return -EBUSY;
+	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return -EOPNOTSUPP;
+	fl = fcntl(fd, F_GETFL);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fl < 0 ||
+	    (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND))
+		return -EBADF;
+	for (uint64_t p = 0; p < r->npages; p++)
+		if (pg_state(r->state[p]) == PAGE_POISONED)
+			return -EIO; /* the region already lost data */
+	if (ftruncate(fd, (off_t)r->len) < 0)
+		return -errno;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->r = r;
+	s->fd = fd;
+	s->pending = calloc((r->npages + 63) / 64, sizeof(uint64_t));
+	s->ev = evtimer_new(d->base, on_snap, s);
+	if (!s->pending || !s->ev) {
+		s->fd = -1;
+		snap_free(s);
+		return -ENOMEM;
+	}
+	/* The instant: every page write-protected in one call. */
+	t0 = now_ns();
+	for (int tries = 0; (e = uffd_protect(r, 0, r->npages, true)) == -EAGAIN &&
+			    tries < 1000; tries++)
+		sched_yield(); /* an event's sender is finishing */
+	s->pause_ns = now_ns() - t0;
+	if (e < 0) {
+		s->fd = -1;
+		snap_free(s);
+		return e;
+	}
+	for (uint64_t p = 0; p < r->npages; p++) {
+		pgstate_t b = r->state[p];
+
+		if (pg_state(b) == PAGE_RESIDENT || pg_state(b) == PAGE_SWAPPED ||
+		    (b & PG_IMAGE)) {
+			s->pending[p / 64] |= 1ull << (p % 64);
+			s->total++;
+		}
+	}
+	if (r->snap)
+		snap_free(r->snap);
+	r->snap = s;
+	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy, region write-protected in %" PRIu64 " us",
+		 r->id, s->total, s->pause_ns / 1000);
+	snap_kick(s);
+	snapshot_status(r, ret);
+	return 0;
+}
+
+void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
+{
+	const struct snapshot *s = r->snap;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!s) {
+		ret->status = -ENOENT;
+		ret->done = 1;
+		return;
+	}
+	ret->pages_total = s->total;
+	ret->pages_done = s->done;
+	ret->pause_ns = s->pause_ns;
+	ret->status = s->status;
+	ret->done = s->finished && !s->reads;
+}
+
+void snapshot_region_gone(struct region *r)
+{
+	struct snapshot *s = r->snap;
+
+	if (!s)
+		return;
+	r->snap = NULL;
+	snap_finish(s, -ECANCELED);
+	s->r = NULL;
+	if (!s->reads)
+		snap_free(s);
+}
+
+/* ---- restore ------------------------------------------------------------ */
+
+/* Reads the image's pages [page, page+n) (all PG_IMAGE) into the page
+ * cache.  They are resident and dirty afterwards (no swap copy). */
+static int restore_read(struct region *r, uint64_t page, uint64_t n)
+{
+	size_t ps = r->client->d->page_size;
+	int e = image_read(r->image_fd, page * ps, r->map + page * ps, n * ps);
+
+	if (e < 0) {
+		log_err("region %" PRIu64 ": reading pages %" PRIu64 "+%" PRIu64 " from its image: %s",
+			r->id, page, n, strerror(-e));
+		return e;
+	}
+	region_set_state(r, page, n, PAGE_RESIDENT);
+	r->image_reads += n;
+	return 0;
+}
+
+/* How many PG_IMAGE pages from `page` on, at most max. */
+static uint64_t image_run(const struct region *r, uint64_t page, uint64_t max)
+{
+	uint64_t n = 0;
+
+	while (n < max && page + n < r->npages &&
+	       r->state[page + n] == (PAGE_EMPTY | PG_IMAGE))
+		n++;
+	return n;
+}
+
+int restore_fault(struct client *c, struct region *r, uint64_t page)
+{
+	uint64_t room = limits_room(r), n;
+	int64_t e;
+
+	if (room == 0)
+		return -ENOSPC; /* the caller parks the fault */
+	/* A little readahead: images are read mostly in order. */
+	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
+	if (restore_read(r, page, n ? n : 1) < 0) {
+		/* The data cannot be had: never zeros in its place. */
+		region_set_state(r, page, 1, PAGE_POISONED);
+		r->stats.poisoned++;
+		c->d->stats.poisoned++;
+		return swapin_poison(r, page);
+	}
+	r->state[page] |= PG_REF;
+	e = uffd_continue(r, page, n ? n : 1, snapshot_pending(r, page));
+	if (e == -EAGAIN)
+		uffd_wake(c, r->addr + page * c->d->page_size, c->d->page_size);
+	if (limits_pressure(r))
+		evict_kick(c->d);
+	return 0;
+}
+
+static void on_prefetch(evutil_socket_t fd, short what, void *arg)
+{
+	struct region *r = arg;
+	uint64_t budget = PREFETCH_BATCH;
+	static const struct timeval soon = { 0, 1000 };
+
+	(void)fd;
+	(void)what;
+	for (uint64_t p = 0; p < r->npages && budget && r->image_pending; p++) {
+		uint64_t room = limits_room(r), n;
+
+		if (room <= PREFETCH_SPARE)
+			return; /* faults need the room more; try no further */
+		n = image_run(r, p, budget < room - PREFETCH_SPARE ? budget
+								 : room - PREFETCH_SPARE);
+		if (!n)
+			continue;
+		if (restore_read(r, p, n) < 0)
+			return;
+		budget -= n;
+		p += n - 1;
+	}
+	if (r->image_pending)
+		evtimer_add(r->prefetch_ev, &soon);
+}
+
+int restore_attach(struct region *r, int fd, bool prefetch)
+{
+	size_t ps = r->client->d->page_size;
+	struct stat st;
+	off_t off = 0;
+
+	if (r->image_fd >= 0)
+		return -EBUSY;
+	if (r->resident || r->swapped)
+		return -EBUSY; /* only a fresh region takes an image */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != r->len)
+		return -EINVAL;
+	/* Data extents become PG_IMAGE pages; holes stay plain empty. */
+	for (;;) {
+		off_t data = lseek(fd, off, SEEK_DATA), hole;
+
+		if (data < 0)
+			break; /* ENXIO: no more data */
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			hole = st.st_size;
+		for (uint64_t p = (uint64_t)data / ps;
+		     p < r->npages && p * ps < (uint64_t)hole; p++) {
+			if (!(r->state[p] & PG_IMAGE)) {
+				r->state[p] |= PG_IMAGE;
+				r->image_pending++;
+			}
+		}
+		off = hole;
+	}
+	r->image_fd = fd;
+	r->image_prefetch = prefetch;
+	if (prefetch && r->image_pending) {
+		static const struct timeval now = { 0, 0 };
+
+		r->prefetch_ev = evtimer_new(r->client->d->base, on_prefetch, r);
+		if (r->prefetch_ev)
+			evtimer_add(r->prefetch_ev, &now);
+	}
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
+		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
+	return 0;
+}

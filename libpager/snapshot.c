@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshots and restore, the library's half: it opens the image with the
+ * application's own rights and hands pagerd the descriptor (pagerd never
+ * opens a path a client names), and once pagerd has copied every page it
+ * syncs the image and commits the sidecar (common/image.c) that makes it
+ * a complete snapshot.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "internal.h"
+
+static int call(struct pager_region *r, enum proto_type type, int fd,
+		uint32_t flags, struct proto_reply *reply)
+{
+	struct proto_msg msg = { 0 };
+	int e;
+
+	msg.body.snapshot.region_id = r->id;
+	msg.body.snapshot.flags = flags;
+	pthread_mutex_lock(&r->pager->lock);
+	e = pager_call_locked(r->pager, &msg, type, fd >= 0 ? &fd : NULL,
+			      fd >= 0 ? 1 : 0, reply);
+	pthread_mutex_unlock(&r->pager->lock);
+	return e;
+}
+
+PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
+					     const char *path,
+					     const struct pager_snapshot_opts *opts)
+{
+	struct proto_reply reply;
+	int fd, e;
+
+	if (!r || !path || !*path || (opts && opts->sz < sizeof(size_t)))
+		return -EINVAL;
+	if (opts && opts->sz >= offsetof(struct pager_snapshot_opts, flags) + sizeof(uint32_t) &&
+	    opts->flags)
+		return -EINVAL;
+	if (r->snap_fd >= 0)
+		return -EBUSY;
+	/* An old sidecar must not vouch for the new, partial image. */
+	e = image_meta_remove(path);
+	if (e < 0)
+		return e;
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	e = call(r, PROTO_SNAPSHOT_START, fd, 0, &reply);
+	if (e < 0) {
+		close(fd);
+		return e;
+	}
+	free(r->snap_path);
+	r->snap_path = strdup(path);
+	if (!r->snap_path) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r->snap_fd = fd;
+	r->snap_finished = false;
+	r->snap_status = 0;
+	return 0;
+}
+
+/* pagerd is done copying: sync and commit, or leave it incomplete. */
+static int finish(struct pager_region *r, const struct proto_snapshot_status *st)
+{
+	int e = st->status;
+
+	if (e == 0) {
+		struct image_meta m = {
+			.size = r->len,
+			.page_size = (uint32_t)r->pager->page_size,
+			.data_pages = st->pages_total,
+			.created = (uint64_t)time(NULL),
+		};
+
+		e = image_meta_commit(r->snap_path, r->snap_fd, &m);
+	}
+	close(r->snap_fd);
+	r->snap_fd = -1;
+	r->snap_finished = true;
+	r->snap_status = e;
+	return e;
+}
+
+PAGER_EXPORT int pager_region_snapshot_poll(struct pager_region *r,
+					    struct pager_snapshot_progress *ret)
+{
+	struct pager_snapshot_progress out = { 0 };
+	struct proto_reply reply;
+	const struct proto_snapshot_status *st = &reply.snapshot;
+	int e;
+
+	if (!r || !ret || ret->sz < sizeof(size_t))
+		return -EINVAL;
+	if (r->snap_fd < 0 && !r->snap_finished)
+		return -ENOENT; /* no snapshot was started */
+	e = call(r, PROTO_SNAPSHOT_STATUS, -1, 0, &reply);
+	if (e < 0)
+		return e;
+	out.sz = ret->sz < sizeof(out) ? ret->sz : sizeof(out);
+	out.pages_total = st->pages_total;
+	out.pages_done = st->pages_done;
+	out.pause_ns = st->pause_ns;
+	out.status = st->status;
+	if (st->done && r->snap_fd >= 0)
+		finish(r, st);
+	out.done = r->snap_finished;
+	if (r->snap_finished)
+		out.status = r->snap_status;
+	memcpy(ret, &out, out.sz);
+	return r->snap_finished ? 1 : 0;
+}
+
+PAGER_EXPORT int pager_region_snapshot(struct pager_region *r, const char *path,
+				       const struct pager_snapshot_opts *opts)
+{
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	long wait_us = 100;
+	int e = pager_region_snapshot_start(r, path, opts);
+
+	if (e < 0)
+		return e;
+	/* pagerd has no way to call us back on this connection: poll,
+	 * backing off to 10 ms. */
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0) {
+		struct timespec ts = { 0, wait_us * 1000 };
+
+		nanosleep(&ts, NULL);
+		if (wait_us < 10000)
+			wait_us *= 2;
+	}
+	return e < 0 ? e : pr.status;
+}
+
+PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
+				      const struct pager_region_opts *opts,
+				      struct pager_region **ret)
+{
+	struct pager_region_opts o = { 0 };
+	struct pager_region *r;
+	struct image_meta m;
+	int fd, e;
+
+	if (!p || !path || !ret || (opts && opts->sz < sizeof(size_t)))
+		return -EINVAL;
+	if (opts)
+		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	e = image_meta_load(path, fd, &m);
+	if (e == -ENOENT)
+		e = -EINVAL; /* an image without its sidecar is not complete */
+	if (e == 0 && m.page_size != p->page_size)
+		e = -EINVAL;
+	if (e < 0)
+		goto out;
+	o.sz = sizeof(o);
+	if (!o.name && m.name[0] && strcmp(m.name, "-"))
+		o.name = m.name;
+	e = pager_region_create(p, m.size, &o, &r);
+	if (e < 0)
+		goto out;
+	e = call(r, PROTO_REGION_SET_IMAGE, fd,
+		 (o.flags & PAGER_REGION_NO_PREFETCH) ? PROTO_IMAGE_NO_PREFETCH : 0, NULL);
+	if (e < 0) {
+		pager_region_destroy(r);
+		goto out;
+	}
+	*ret = r;
+out:
+	close(fd);
+	return e;
+}

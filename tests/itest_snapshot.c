@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Integration tests for copy-on-write snapshots and lazy restore, against
+ * a real pagerd with a real swap file and real writer threads.
+ *
+ *   consistent_resident    writers keep writing generation-stamped pages
+ *                          through the snapshot; the image is one cut
+ *   consistent_swapped     the same with most of the region in swap
+ *   two_regions_at_once    two asynchronous snapshots in flight together
+ *   client_dies_midway     the snapshotting process is killed: its image
+ *                          never validates
+ *   restore_lazy           snapshot, then restore in another process:
+ *                          nothing is read until touched, every byte equal
+ *   restore_prefetch       the background prefetch reads the whole image
+ *   bad_images             truncated, wrong size, garbage or missing
+ *                          sidecar: -EINVAL, and the region is not created
+ *
+ * The cut: just before pager_region_snapshot_start() we note every page's
+ * generation (lo), just after it returns again (hi); the instant lies
+ * between, so each image page must hold one generation in [lo, hi] — or,
+ * for the at most one page per writer that was being written at that
+ * instant, a prefix of generation g+1 over a suffix of g (the writer's
+ * stores in order).  Anything else (a newer generation, a mix out of
+ * order, a missing page) means the copy was not of one instant.
+ */
+#include <setjmp.h> /* cmocka.h needs these four first */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pager.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define MiB (1ULL << 20)
+#define WRITERS 3
+
+static size_t ps;
+static char dir[48];
+
+struct ctx {
+	struct test_pagerd d;
+	char swap[128];
+	bool running;
+};
+
+static void start(struct ctx *c)
+{
+	const char *args[8];
+	int n = 0;
+
+	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
+	args[n++] = "--swap";
+	args[n++] = c->swap;
+	args[n++] = "--swap-size";
+	args[n++] = "512M";
+	args[n] = NULL;
+	assert_int_equal(test_pagerd_start(&c->d, args), 0);
+	c->running = true;
+}
+
+static void stop(struct ctx *c)
+{
+	if (c->running)
+		assert_int_equal(test_pagerd_stop(&c->d), 0);
+	c->running = false;
+	unlink(c->swap);
+}
+
+static struct pager *connect_to(const char *sock)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager *p;
+
+	assert_int_equal(pager_open(&p, &o), 0);
+	return p;
+}
+
+static uint64_t word(uint64_t page, uint64_t gen, size_t i)
+{
+	return (page << 32) ^ (gen << 12) ^ i ^ 0x5bd1e995u;
+}
+
+/* Which generation in [from, to] a word of `page` holds, or UINT64_MAX. */
+static uint64_t gen_of(uint64_t page, size_t i, uint64_t w, uint64_t from,
+		       uint64_t to)
+{
+	for (uint64_t g = from; g <= to; g++)
+		if (word(page, g, i) == w)
+			return g;
+	return UINT64_MAX;
+}
+
+/* ---- writers ------------------------------------------------------------ */
+
+struct writers {
+	uint8_t *base;
+	uint64_t npages;
+	uint64_t *gen;          /* per page: last generation completely written */
+	volatile bool stop;
+	pthread_t t[WRITERS];
+	unsigned id[WRITERS];
+	uint64_t writes;
+};
+
+struct warg {
+	struct writers *w;
+	unsigned id;
+};
+
+static struct warg wargs[WRITERS];
+
+static void *writer_main(void *arg)
+{
+	struct warg *a = arg;
+	struct writers *w = a->w;
+	unsigned seed = 17 + a->id;
+
+	while (!w->stop) {
+		/* Each writer owns the pages p % WRITERS == id. */
+		uint64_t p = ((uint64_t)rand_r(&seed) % (w->npages / WRITERS)) * WRITERS + a->id;
+		uint64_t g = __atomic_load_n(&w->gen[p], __ATOMIC_RELAXED) + 1;
+		uint64_t *pg = (uint64_t *)(w->base + p * ps);
+
+		for (size_t i = 0; i < ps / 8; i++)
+			pg[i] = word(p, g, i);
+		__atomic_store_n(&w->gen[p], g, __ATOMIC_RELEASE);
+		__atomic_fetch_add(&w->writes, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* Fills every page (generation 1), then starts the writers. */
+static void writers_start(struct writers *w, uint8_t *base, uint64_t npages)
+{
+	w->base = base;
+	w->npages = npages;
+	w->gen = calloc(npages, sizeof(*w->gen));
+	assert_non_null(w->gen);
+	for (uint64_t p = 0; p < npages; p++) {
+		for (size_t i = 0; i < ps / 8; i++)
+			((uint64_t *)(base + p * ps))[i] = word(p, 1, i);
+		w->gen[p] = 1;
+	}
+	w->stop = false;
+	for (unsigned i = 0; i < WRITERS; i++) {
+		wargs[i] = (struct warg){ w, i };
+		assert_int_equal(pthread_create(&w->t[i], NULL, writer_main, &wargs[i]), 0);
+	}
+}
+
+static void writers_stop(struct writers *w)
+{
+	w->stop = true;
+	for (unsigned i = 0; i < WRITERS; i++)
+		pthread_join(w->t[i], NULL);
+}
+
+/* Checks the image against [lo, hi]; returns the torn pages (in-flight
+ * writes at the instant), fails the test on anything inconsistent. */
+static unsigned check_cut(const char *path, uint64_t npages, const uint64_t *lo,
+			  const uint64_t *hi)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t *pg = malloc(ps);
+	unsigned torn = 0;
+
+	assert_true(fd >= 0);
+	assert_non_null(pg);
+	for (uint64_t p = 0; p < npages; p++) {
+		assert_int_equal(pread(fd, pg, ps, (off_t)(p * ps)), (ssize_t)ps);
+		uint64_t from = lo[p] ? lo[p] - 1 : 0, to = hi[p] + 1;
+		uint64_t g0 = gen_of(p, 0, pg[0], from, to), gcur = g0;
+		size_t split = 0;
+
+		if (g0 == UINT64_MAX)
+			fail_msg("page %llu: word 0 (%#llx) is no generation in [%llu, %llu]",
+				 (unsigned long long)p, (unsigned long long)pg[0],
+				 (unsigned long long)from, (unsigned long long)to);
+		for (size_t i = 1; i < ps / 8; i++) {
+			uint64_t g = gen_of(p, i, pg[i], from, gcur);
+
+			if (g == gcur)
+				continue;
+			/* One step down, once: the writer had got this far. */
+			if (g == UINT64_MAX || g + 1 != gcur || split)
+				fail_msg("page %llu: word %zu out of order (%llu after %llu)",
+					 (unsigned long long)p, i, (unsigned long long)g,
+					 (unsigned long long)gcur);
+			split = i;
+			gcur = g;
+		}
+		/* Whole: one generation of the window.  Torn: g+1 over g, g+1
+		 * being the write in flight at the instant. */
+		if (gcur < lo[p] || g0 > hi[p] + (split ? 1 : 0))
+			fail_msg("page %llu: generation %llu..%llu outside [%llu, %llu]",
+				 (unsigned long long)p, (unsigned long long)gcur,
+				 (unsigned long long)g0, (unsigned long long)lo[p],
+				 (unsigned long long)hi[p]);
+		torn += split != 0;
+	}
+	close(fd);
+	free(pg);
+	return torn;
+}
+
+static void snapshot_under_writes(struct ctx *c, uint64_t limit)
+{
+	const uint64_t n = 64 * MiB / ps;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = limit };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	struct pager_region *r;
+	struct writers w = { 0 };
+	uint64_t *lo = malloc(n * 8), *hi = malloc(n * 8);
+	char path[128];
+	int e;
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
+	writers_start(&w, pager_region_addr(r), n);
+	/* Let them write a while (and, with a limit, evict). */
+	while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < n / 2)
+		sched_yield();
+	snprintf(path, sizeof(path), "%s/cut.img", dir);
+	for (uint64_t i = 0; i < n; i++)
+		lo[i] = __atomic_load_n(&w.gen[i], __ATOMIC_ACQUIRE);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	for (uint64_t i = 0; i < n; i++)
+		hi[i] = __atomic_load_n(&w.gen[i], __ATOMIC_ACQUIRE);
+	/* Writers go on while the copy runs. */
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+	assert_int_equal(pr.pages_done, pr.pages_total);
+	assert_int_equal(pr.pages_total, n);
+	writers_stop(&w);
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	unsigned torn = check_cut(path, n, lo, hi);
+	print_message("%llu pages, pause %.3f ms, %llu writes, %u torn by an in-flight write, "
+		      "%llu swapped at the end\n", (unsigned long long)n, pr.pause_ns / 1e6,
+		      (unsigned long long)w.writes, torn, (unsigned long long)st.swapped);
+	assert_true(torn <= WRITERS);
+	if (limit)
+		assert_true(st.swap_outs > 0);
+	pager_close(p);
+	char meta[300];
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	unlink(meta);
+	unlink(path);
+	free(w.gen);
+	free(lo);
+	free(hi);
+	stop(c);
+}
+
+static void consistent_resident(void **state)
+{
+	snapshot_under_writes(*state, 0);
+}
+
+static void consistent_swapped(void **state)
+{
+	snapshot_under_writes(*state, 16 * MiB);
+}
+
+/* ---- two_regions_at_once ------------------------------------------------ */
+
+static void fill_region(struct pager_region *r, uint64_t seed)
+{
+	uint64_t *m = pager_region_addr(r);
+	size_t n = pager_region_len(r) / 8;
+
+	for (size_t i = 0; i < n; i += 7) /* leave some pages holes */
+		if ((i / (ps / 8)) % 3)
+			m[i] = seed ^ i;
+}
+
+static void expect_image(const char *path, uint64_t seed, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t *buf = malloc(len);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, len, 0), (ssize_t)len);
+	for (size_t i = 0; i < len / 8; i++)
+		assert_int_equal(buf[i], (i % 7 == 0 && (i / (ps / 8)) % 3) ? (seed ^ i) : 0);
+	free(buf);
+	close(fd);
+}
+
+static void two_regions_at_once(void **state)
+{
+	struct ctx *c = *state;
+	struct pager_region *r[2];
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 4 * MiB };
+	char path[2][128];
+	int done = 0;
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pager_region_create(p, 24 * MiB, &ro, &r[i]), 0);
+		fill_region(r[i], 0x1111ULL * (i + 1));
+		snprintf(path[i], sizeof(path[i]), "%s/two%d.img", dir, i);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pager_region_snapshot_start(r[i], path[i], NULL), 0);
+	/* One at a time per region. */
+	assert_int_equal(pager_region_snapshot_start(r[0], path[0], NULL), -EBUSY);
+	while (done != 3) {
+		for (int i = 0; i < 2; i++) {
+			struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+
+			if (done & (1 << i))
+				continue;
+			int e = pager_region_snapshot_poll(r[i], &pr);
+			assert_true(e >= 0);
+			if (e == 1) {
+				assert_int_equal(pr.status, 0);
+				done |= 1 << i;
+			}
+		}
+		usleep(500);
+	}
+	for (int i = 0; i < 2; i++) {
+		char meta[300];
+
+		expect_image(path[i], 0x1111ULL * (i + 1), 24 * MiB);
+		snprintf(meta, sizeof(meta), "%s.meta", path[i]);
+		assert_int_equal(access(meta, F_OK), 0);
+	}
+	pager_close(p);
+	stop(c);
+}
+
+/* ---- client_dies_midway ------------------------------------------------- */
+
+static void client_dies_midway(void **state)
+{
+	struct ctx *c = *state;
+	char path[128], meta[200];
+	int pfd[2], ws;
+	char ch;
+
+	start(c);
+	snprintf(path, sizeof(path), "%s/dead.img", dir);
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	/* A stale sidecar from an earlier snapshot to the same path must go. */
+	assert_int_equal(close(open(meta, O_CREAT | O_WRONLY, 0600)), 0);
+	assert_int_equal(pipe(pfd), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 8 * MiB };
+		struct pager *kp = connect_to(c->d.sock);
+		struct pager_region *kr;
+
+		if (pager_region_create(kp, 96 * MiB, &ro, &kr) < 0)
+			_exit(2);
+		fill_region(kr, 7);
+		if (pager_region_snapshot_start(kr, path, NULL) < 0)
+			_exit(3);
+		(void)!write(pfd[1], "x", 1);
+		for (;;)
+			pause(); /* killed here, mid-copy */
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &ch, 1), 1);
+	close(pfd[0]);
+	kill(kid, SIGKILL);
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
+	/* No sidecar: the image does not restore. */
+	assert_int_equal(access(meta, F_OK), -1);
+	struct pager *p = connect_to(c->d.sock);
+	struct pager_region *r;
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	pager_close(p);
+	unlink(path);
+	stop(c);
+}
+
+/* ---- restore ------------------------------------------------------------ */
+
+static void take(struct ctx *c, const char *path, size_t len, uint64_t seed)
+{
+	struct pager *p = connect_to(c->d.sock);
+	struct pager_region *r;
+
+	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
+	fill_region(r, seed);
+	assert_int_equal(pager_region_snapshot(r, path, NULL), 0);
+	pager_close(p);
+}
+
+/* In a child, so that the restoring process shares nothing with the
+ * snapshotting one. */
+static int restore_child(const char *sock, const char *path, size_t len,
+			 uint64_t seed, bool prefetch)
+{
+	struct pager_region_opts ro = { .sz = sizeof(ro),
+					.flags = prefetch ? 0 : PAGER_REGION_NO_PREFETCH };
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct pager *p;
+	struct pager_region *r;
+	uint64_t *m, data_pages = 0;
+
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock };
+	if (pager_open(&p, &o) < 0 || pager_region_restore(p, path, &ro, &r) < 0)
+		return 2;
+	if ((size_t)pager_region_len(r) != len || pager_region_stats(r, &st) < 0)
+		return 3;
+	for (uint64_t pg = 0; pg < len / ps; pg++)
+		data_pages += pg % 3 != 0;
+	fprintf(stderr, "restore: %llu data pages, image_reads %llu, image_pending %llu\n",
+		(unsigned long long)data_pages, (unsigned long long)st.image_reads,
+		(unsigned long long)st.image_pending);
+	if (prefetch) {
+		/* Wait (bounded) for the prefetch to read it all. */
+		for (int i = 0; i < 5000 && st.image_pending; i++) {
+			usleep(1000);
+			pager_region_stats(r, &st);
+		}
+		if (st.image_pending || st.image_reads != data_pages)
+			return 4;
+	} else {
+		/* Lazy: nothing read, every data page pending. */
+		if (st.image_reads != 0 || st.image_pending != data_pages)
+			return 5;
+	}
+	m = pager_region_addr(r);
+	/* Touch the first half: about half the data comes in. */
+	for (size_t i = 0; i < len / 16; i += 7)
+		if (m[i] != (((i / (ps / 8)) % 3) ? (seed ^ i) : 0))
+			return 6;
+	pager_region_stats(r, &st);
+	if (!prefetch && (st.image_reads < data_pages / 2 - 64 ||
+			  st.image_reads > data_pages / 2 + 128))
+		return 7;
+	for (size_t i = 0; i < len / 8; i++)
+		if (m[i] != ((i % 7 == 0 && (i / (ps / 8)) % 3) ? (seed ^ i) : 0))
+			return 8;
+	pager_close(p);
+	return 0;
+}
+
+static void restore_case(struct ctx *c, bool prefetch)
+{
+	char path[128], meta[200];
+	const size_t len = 32 * MiB;
+	int ws;
+
+	start(c);
+	snprintf(path, sizeof(path), "%s/rt.img", dir);
+	take(c, path, len, 0xabcdef);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0)
+		_exit(restore_child(c->d.sock, path, len, 0xabcdef, prefetch));
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_true(WIFEXITED(ws));
+	assert_int_equal(WEXITSTATUS(ws), 0);
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	unlink(meta);
+	unlink(path);
+	stop(c);
+}
+
+static void restore_lazy(void **state)
+{
+	restore_case(*state, false);
+}
+
+static void restore_prefetch(void **state)
+{
+	restore_case(*state, true);
+}
+
+/* ---- bad_images --------------------------------------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void bad_images(void **state)
+{
+	struct ctx *c = *state;
+	char path[128], meta[200], good[1024];
+	struct pager_region *r;
+	FILE *f;
+	size_t n;
+
+	start(c);
+	snprintf(path, sizeof(path), "%s/bad.img", dir);
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	take(c, path, 4 * MiB, 3);
+	f = fopen(meta, "r");
+	assert_non_null(f);
+	n = fread(good, 1, sizeof(good) - 1, f);
+	good[n] = '\0';
+	fclose(f);
+
+	struct pager *p = connect_to(c->d.sock);
+	/* The good one restores. */
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), 0);
+	pager_region_destroy(r);
+	/* Truncated image. */
+	assert_int_equal(truncate(path, 2 * MiB), 0);
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	assert_int_equal(truncate(path, 4 * MiB), 0);
+	/* Wrong size in the sidecar. */
+	char *bad = strdup(good), *sz = strstr(bad, "size ");
+	assert_non_null(sz);
+	sz[5] = '9';
+	write_file(meta, bad);
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	free(bad);
+	/* Garbage, an unfinished one, an empty one. */
+	write_file(meta, "format pagerd-image 1\n\x01\x02garbage\n");
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	bad = strdup(good);
+	char *yes = strstr(bad, "complete yes");
+	assert_non_null(yes);
+	memcpy(yes + 9, "no\n", 4);
+	write_file(meta, bad);
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	free(bad);
+	write_file(meta, "");
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	/* No sidecar, no image. */
+	unlink(meta);
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
+	unlink(path);
+	assert_int_equal(pager_region_restore(p, path, NULL, &r), -ENOENT);
+	/* Nothing was left behind by the refusals. */
+	struct proto_reply st;
+	assert_int_equal(test_status(c->d.sock, &st), 0);
+	assert_int_equal(st.regions, 0);
+	pager_close(p);
+	stop(c);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+	*state = calloc(1, sizeof(struct ctx));
+	return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+
+	if (c->running) {
+		kill(c->d.pid, SIGKILL);
+		waitpid(c->d.pid, NULL, 0);
+		unlink(c->swap);
+	}
+	free(c);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(consistent_resident, setup, teardown),
+		cmocka_unit_test_setup_teardown(consistent_swapped, setup, teardown),
+		cmocka_unit_test_setup_teardown(two_regions_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(client_dies_midway, setup, teardown),
+		cmocka_unit_test_setup_teardown(restore_lazy, setup, teardown),
+		cmocka_unit_test_setup_teardown(restore_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(bad_images, setup, teardown),
+	};
+	int rc;
+
+	ps = (size_t)sysconf(_SC_PAGESIZE);
+	/* Images and swap on a real disk (O_DIRECT, SEEK_DATA). */
+	snprintf(dir, sizeof(dir), "/var/tmp/pagerd-snap.XXXXXX");
+	if (!mkdtemp(dir)) {
+		printf("cannot make a directory in /var/tmp\n");
+		return TEST_SKIP;
+	}
+	alarm(300);
+	if (getenv("ITEST_FILTER"))
+		cmocka_set_test_filter(getenv("ITEST_FILTER"));
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	rmdir(dir);
+	return rc;
+}
