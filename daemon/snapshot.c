@@ -41,7 +41,9 @@
 #include "swap.h"
 
 /* Pages copied from memory per loop turn; slot reads in flight at most. */
-#define SNAP_BATCH 1024
+#define SNAP_BATCH 4096
+/* Most pages one pwrite of resident pages covers. */
+#define SNAP_RUN 256
 #define SNAP_READS_MAX 16
 #define SNAP_READ_PAGES 64
 /* Restore prefetch: pages read per loop turn, and room it leaves. */
@@ -97,12 +99,37 @@ static void snap_free(struct snapshot *s)
 	free(s);
 }
 
+/*
+ * The snapshot no longer needs its protection: take it off the pages that
+ * do not need it for themselves (dirty ones: no swap copy to keep true,
+ * no write-back running), so their next write is not a fault.
+ */
+static void unprotect_dirty(struct region *r)
+{
+	for (uint64_t p = 0; p < r->npages;) {
+		uint64_t n = 0;
+
+		while (p + n < r->npages && pg_state(r->state[p + n]) == PAGE_RESIDENT &&
+		       !(r->state[p + n] & PG_IO) && region_slot(r, p + n) < 0)
+			n++;
+		if (n) {
+			if (uffd_protect(r, p, n, false) < 0)
+				return; /* an event is unread: they fault once instead */
+			p += n;
+		} else {
+			p++;
+		}
+	}
+}
+
 static void snap_finish(struct snapshot *s, int status)
 {
 	if (s->finished)
 		return;
 	s->finished = true;
 	s->status = status;
+	if (s->r)
+		unprotect_dirty(s->r);
 	if (s->r)
 		log_info("region %" PRIu64 ": snapshot %s: %" PRIu64 " of %" PRIu64 " pages copied",
 			 s->r->id, status ? strerror(-status) : "complete",
@@ -140,6 +167,29 @@ static int image_write(struct snapshot *s, uint64_t page, const void *buf,
 		if (w <= 0)
 			return w < 0 ? -errno : -EIO;
 		off += (size_t)w;
+	}
+	return 0;
+}
+
+/* Writes the resident pages [page, page+n) from pagerd's mapping, one
+ * pwrite per stretch of non-zero pages. */
+static int write_run(struct snapshot *s, uint64_t page, uint64_t n)
+{
+	const uint8_t *map = s->r->map;
+	size_t ps = s->d->page_size;
+
+	for (uint64_t i = 0; i < n;) {
+		uint64_t j = i;
+
+		while (j < n && !all_zero(map + (page + j) * ps, ps))
+			j++;
+		if (j > i) {
+			int e = image_write(s, page + i, map + (page + i) * ps, j - i);
+
+			if (e < 0)
+				return e;
+		}
+		i = j + 1; /* past the zero page (or the end) */
 	}
 	return 0;
 }
@@ -311,12 +361,23 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				p++;
 				continue;
 			}
-			e = image_write(s, p, r->map + p * ps, 1);
+		{
+			/* Neighbours resident too: one write for the run, its
+			 * zero pages left out (holes). */
+			uint64_t n = 1;
+
+			while (n < SNAP_RUN && p + n < r->npages &&
+			       bit(s->pending, p + n) &&
+			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
+			       !(r->state[p + n] & PG_READING))
+				n++;
+			e = write_run(s, p, n);
 			if (!e)
-				mark_copied(s, p, 1);
-			budget--;
-			p++;
+				mark_copied(s, p, n);
+			budget = budget > n ? budget - n : 0;
+			p += n;
 			break;
+		}
 		case PAGE_SWAPPED: {
 			uint32_t n = 1;
 
@@ -467,8 +528,8 @@ void snapshot_region_gone(struct region *r)
 	if (!s)
 		return;
 	r->snap = NULL;
-	snap_finish(s, -ECANCELED);
 	s->r = NULL;
+	snap_finish(s, -ECANCELED);
 	if (!s->reads)
 		snap_free(s);
 }
