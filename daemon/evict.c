@@ -50,7 +50,7 @@ void evict_kick(struct daemon *d)
 		evtimer_add(d->evict_ev, &now);
 }
 
-static void page_io_link(struct region *r, struct page_io *io)
+void page_io_link(struct region *r, struct page_io *io)
 {
 	io->r = r;
 	io->prev = NULL;
@@ -60,7 +60,7 @@ static void page_io_link(struct region *r, struct page_io *io)
 	r->ios = io;
 }
 
-static void page_io_unlink(struct page_io *io)
+void page_io_unlink(struct page_io *io)
 {
 	struct region *r = io->r;
 

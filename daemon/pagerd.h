@@ -294,7 +294,10 @@ void evict_kick(struct daemon *d);
 void evict_init(struct daemon *d);
 /* A write-protect fault on a page under write-back. */
 void evict_redirty(struct region *r, uint64_t page);
-/* The region is going: in-flight I/O no longer refers to it. */
+/* I/O in flight on a region's list (region.ios); unlink also forgets the
+ * region.  The region is going: in-flight I/O no longer refers to it. */
+void page_io_link(struct region *r, struct page_io *io);
+void page_io_unlink(struct page_io *io);
 void page_io_detach_all(struct region *r);
 
 /* swapin.c */

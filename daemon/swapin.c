@@ -129,11 +129,7 @@ static int read_run(struct region *r, uint64_t page, uint32_t n, bool readahead,
 	region_set_state(r, page, n, PAGE_RESIDENT);
 	for (uint32_t i = 0; i < n; i++)
 		r->state[page + i] |= PG_IO | PG_READING;
-	io->r = r;
-	io->next = r->ios;
-	if (r->ios)
-		r->ios->prev = io;
-	r->ios = io;
+	page_io_link(r, io);
 	if (readahead) {
 		r->stats.readahead += n;
 		d->stats.readahead += n;
@@ -332,22 +328,13 @@ static int retry_pages(struct region *r, struct page_io *io)
 			free(one);
 			return -EIO;
 		}
-		one->prev = NULL;
-		one->next = r->ios;
-		if (r->ios)
-			r->ios->prev = one;
-		r->ios = one;
+		page_io_link(r, one);
 		d->reading++;
 		io->page++;
 		io->slot++;
 		io->npages--;
 	}
-	if (io->prev)
-		io->prev->next = io->next;
-	else
-		r->ios = io->next;
-	if (io->next)
-		io->next->prev = io->prev;
+	page_io_unlink(io);
 	free(io);
 	return 0;
 }
@@ -371,12 +358,7 @@ static void swapin_done(void *arg, int res)
 		if (retry_pages(r, io) == 0)
 			return;
 	}
-	if (io->prev)
-		io->prev->next = io->next;
-	else
-		r->ios = io->next;
-	if (io->next)
-		io->next->prev = io->prev;
+	page_io_unlink(io);
 
 	for (uint32_t i = 0; i <= io->npages; i++) {
 		uint64_t p = io->page + i;
