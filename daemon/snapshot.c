@@ -30,9 +30,11 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <liburing.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,8 +44,12 @@
 
 /* Pages copied from memory per loop turn; slot reads in flight at most. */
 #define SNAP_BATCH 4096
-/* Most pages one pwrite of resident pages covers. */
+/* Most pages one write of resident pages covers, and how many such
+ * bounce buffers may be in flight (SNAP_RUN pages each). */
 #define SNAP_RUN 256
+#define SNAP_BUFS 8
+/* One-page buffers for copies before a write, after the run buffers. */
+#define SNAP_COW_BUFS 240
 #define SNAP_READS_MAX 16
 #define SNAP_READ_PAGES 64
 /* Restore prefetch: pages read per loop turn, and room it leaves. */
@@ -61,8 +67,18 @@ struct snapshot {
 	uint64_t pause_ns;
 	int status;
 	bool finished;
-	unsigned reads;       /* slot reads in flight (they hold a reference) */
+	unsigned reads;       /* reads and writes in flight (they hold a reference) */
 	struct event *ev;
+	/* Image writes go through their own small io_uring, from bounce
+	 * buffers: the data is captured (memcpy) when a run is copied, so
+	 * the page may change while the write is in flight, and the loop
+	 * never waits for the disk. */
+	struct io_uring ring;
+	bool ring_ok;
+	int efd;
+	struct event *efd_ev;
+	uint8_t *buf[SNAP_BUFS + SNAP_COW_BUFS];
+	unsigned buf_refs[SNAP_BUFS + SNAP_COW_BUFS];
 };
 
 struct snap_read {
@@ -91,6 +107,14 @@ bool snapshot_pending(const struct region *r, uint64_t page)
 
 static void snap_free(struct snapshot *s)
 {
+	if (s->efd_ev)
+		event_free(s->efd_ev);
+	if (s->ring_ok)
+		io_uring_queue_exit(&s->ring);
+	if (s->efd >= 0)
+		close(s->efd);
+	for (unsigned i = 0; i < SNAP_BUFS + SNAP_COW_BUFS; i++)
+		free(s->buf[i]);
 	if (s->ev)
 		event_free(s->ev);
 	if (s->fd >= 0)
@@ -171,27 +195,91 @@ static int image_write(struct snapshot *s, uint64_t page, const void *buf,
 	return 0;
 }
 
-/* Writes the resident pages [page, page+n) from pagerd's mapping, one
- * pwrite per stretch of non-zero pages. */
-static int write_run(struct snapshot *s, uint64_t page, uint64_t n)
-{
-	const uint8_t *map = s->r->map;
-	size_t ps = s->d->page_size;
+static void snap_kick(struct snapshot *s);
 
+/* Queues one write of len bytes at image offset off from bounce buffer b.
+ * The completion (on_image_written) drops the buffer's reference. */
+static int queue_write(struct snapshot *s, unsigned b, const uint8_t *from,
+		       size_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+	if (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+		if (!sqe)
+			return -EBUSY;
+	}
+	io_uring_prep_write(sqe, s->fd, from, (unsigned)len, off);
+	/* The buffer and the length, to check for short writes. */
+	io_uring_sqe_set_data64(sqe, (uint64_t)b | ((uint64_t)len << 8));
+	s->buf_refs[b]++;
+	s->reads++;
+	return 0;
+}
+
+/*
+ * Copies the resident pages [page, page+n) into a free bounce buffer and
+ * queues their writes (one per stretch of non-zero pages: zero pages stay
+ * holes).  Returns 1 when copied, 0 when no buffer is free (try after a
+ * completion), or -errno.
+ */
+static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
+{
+	size_t ps = s->d->page_size;
+	const uint8_t *map = s->r->map + page * ps;
+	unsigned b;
+
+	for (b = 0; b < SNAP_BUFS && s->buf_refs[b]; b++)
+		;
+	if (b == SNAP_BUFS)
+		return 0;
+	if (!s->buf[b] && !(s->buf[b] = aligned_alloc(ps, SNAP_RUN * ps)))
+		return -ENOMEM;
+	memcpy(s->buf[b], map, n * ps);
 	for (uint64_t i = 0; i < n;) {
 		uint64_t j = i;
 
-		while (j < n && !all_zero(map + (page + j) * ps, ps))
+		while (j < n && !all_zero(s->buf[b] + j * ps, ps))
 			j++;
 		if (j > i) {
-			int e = image_write(s, page + i, map + (page + i) * ps, j - i);
+			int e = queue_write(s, b, s->buf[b] + i * ps, (j - i) * ps,
+					    (page + i) * ps);
 
 			if (e < 0)
 				return e;
 		}
-		i = j + 1; /* past the zero page (or the end) */
+		i = j + 1;
 	}
-	return 0;
+	return 1;
+}
+
+static void on_image_written(evutil_socket_t fd, short what, void *arg)
+{
+	struct snapshot *s = arg;
+	struct io_uring_cqe *cqe;
+	uint64_t v;
+
+	(void)what;
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_debug("snapshot eventfd: %m");
+	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+		uint64_t data = io_uring_cqe_get_data64(cqe);
+		unsigned b = (unsigned)(data & 0xff);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&s->ring, cqe);
+		s->buf_refs[b]--;
+		s->reads--;
+		if (res < 0 || (uint64_t)res != data >> 8)
+			snap_finish(s, res < 0 ? res : -EIO);
+	}
+	if (!s->r) {
+		if (!s->reads)
+			snap_free(s); /* the region went; we were the last */
+		return;
+	}
+	snap_kick(s);
 }
 
 static void mark_copied(struct snapshot *s, uint64_t page, uint64_t n)
@@ -225,13 +313,28 @@ void snapshot_copy_before_write(struct region *r, uint64_t page)
 {
 	struct snapshot *s = r->snap;
 	size_t ps = r->client->d->page_size;
-	int e;
+	const uint8_t *src = r->map + page * ps;
+	unsigned b;
+	int e = 0;
 
 	if (!snapshot_pending(r, page))
 		return;
 	/* A write fault: the page is resident and mapped, its data is the
-	 * data of the snapshot's instant (it was protected since). */
-	e = image_write(s, page, r->map + page * ps, 1);
+	 * data of the snapshot's instant (it was protected since).  Capture
+	 * it in a buffer and let the write go on at once; the disk write
+	 * follows.  With every buffer in flight, write it here. */
+	for (b = SNAP_BUFS; b < SNAP_BUFS + SNAP_COW_BUFS && s->buf_refs[b]; b++)
+		;
+	if (b < SNAP_BUFS + SNAP_COW_BUFS && s->ring_ok &&
+	    (s->buf[b] || (s->buf[b] = aligned_alloc(ps, ps)))) {
+		memcpy(s->buf[b], src, ps);
+		if (!all_zero(s->buf[b], ps)) {
+			e = queue_write(s, b, s->buf[b], ps, page * ps);
+			io_uring_submit(&s->ring);
+		}
+	} else {
+		e = image_write(s, page, src, 1);
+	}
 	if (e < 0)
 		snap_finish(s, e);
 	else
@@ -272,6 +375,8 @@ static int copy_from_swap(struct snapshot *s, uint64_t page, uint32_t n)
 
 static void snap_kick(struct snapshot *s)
 {
+	if (!s->r)
+		return;
 	static const struct timeval now = { 0, 0 };
 
 	if (!s->finished || s->reads)
@@ -333,7 +438,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 	struct region *r = s->r;
 	size_t ps = s->d->page_size;
 	uint64_t budget = SNAP_BATCH;
-	bool deferred = false;
+	bool deferred = false, buffers_busy = false;
 
 	(void)fd;
 	(void)what;
@@ -371,9 +476,18 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
 			       !(r->state[p + n] & PG_READING))
 				n++;
-			e = write_run(s, p, n);
-			if (!e)
+			e = copy_run(s, p, n);
+			if (e == 0) {
+				/* Every buffer in flight: a completion
+				 * brings us back. */
+				buffers_busy = true;
+				budget = 0;
+				break;
+			}
+			if (e > 0) {
 				mark_copied(s, p, n);
+				e = 0;
+			}
 			budget = budget > n ? budget - n : 0;
 			p += n;
 			break;
@@ -399,7 +513,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 		}
 		case PAGE_EMPTY:
 			if (b & PG_IMAGE) {
-				uint8_t *buf = malloc(ps);
+				uint8_t *buf = aligned_alloc(ps, ps);
 
 				e = buf ? image_read(r->image_fd, p * ps, buf, ps) : -ENOMEM;
 				if (!e)
@@ -421,7 +535,11 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
+	if (s->ring_ok)
+		io_uring_submit(&s->ring);
 	s->cursor = p;
+	if (buffers_busy)
+		return;
 	if (s->cursor >= r->npages) {
 		/* A pass ended.  Reads in flight call us back; pages being
 		 * swapped in are looked at again shortly. */
@@ -461,15 +579,28 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
 			return -EIO; /* the region already lost data */
 	if (ftruncate(fd, (off_t)r->len) < 0)
 		return -errno;
+	/* Straight to the disk where the filesystem allows: the copy then
+	 * runs at the disk's pace without filling the page cache (all our
+	 * buffers and offsets are page-aligned). */
+	if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
+		log_debug("region %" PRIu64 ": image without O_DIRECT: %m", r->id);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->d = d;
 	s->r = r;
 	s->fd = fd;
+	s->efd = -1;
 	s->pending = calloc((r->npages + 63) / 64, sizeof(uint64_t));
 	s->ev = evtimer_new(d->base, on_snap, s);
-	if (!s->pending || !s->ev) {
+	if (s->pending && s->ev && io_uring_queue_init(64, &s->ring, 0) == 0) {
+		s->ring_ok = true;
+		s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (s->efd >= 0 && io_uring_register_eventfd(&s->ring, s->efd) == 0)
+			s->efd_ev = event_new(d->base, s->efd, EV_READ | EV_PERSIST,
+					      on_image_written, s);
+	}
+	if (!s->pending || !s->ev || !s->efd_ev || event_add(s->efd_ev, NULL) < 0) {
 		s->fd = -1;
 		snap_free(s);
 		return -ENOMEM;
