@@ -343,6 +343,10 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 	c->d->stats.faults_wp++;
 	r->stats.faults_wp++;
 	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING)) {
+		if (b & PG_FRESH) {
+			r->recent_rewrites++;
+			r->state[page] &= (pgstate_t)~PG_FRESH;
+		}
 		/* Snapshot running: the old data goes to the image first. */
 		snapshot_copy_before_write(r, page);
 		if (b & PG_IO)

@@ -113,6 +113,7 @@ enum page_state {
 #define PG_RA         0x100 /* read ahead, not yet used */
 #define PG_RA_MARK    0x200 /* left unmapped: its fault starts the next window */
 #define PG_IMAGE      0x400 /* EMPTY, but its data is in the restore image */
+#define PG_FRESH      0x800 /* swapped in on demand, not yet written */
 
 typedef uint16_t pgstate_t;
 
@@ -174,6 +175,10 @@ struct region {
 	struct page_io *ios;
 	struct readahead_stream ra[SWAPIN_STREAMS];
 	uint64_t ra_clock;
+	/* Of recent swap-ins (decaying counts), how many were written soon
+	 * after: when most are, swap-ins map their page writable at once
+	 * (read-modify-write saves a write-protect round trip). */
+	uint32_t recent_swapins, recent_rewrites, swapin_seq;
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	int image_fd;           /* restored from this image, or -1 */
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */

@@ -370,11 +370,27 @@ static void swapin_done(void *arg, int res)
 		/* The marker stays unmapped, unless a thread waits on it. */
 		bool map = good && !((b & PG_RA_MARK) && !(b & PG_WAITER));
 
-		/* A write fault: map its page writable at once (it is dirty
-		 * from now, its copy stale) rather than take a write-protect
-		 * fault right after.  Not while a snapshot still needs it. */
-		if (good && p == io->fault_page && io->fault_write &&
-		    !snapshot_pending(r, p)) {
+		bool writable = false;
+
+		if (good && p == io->fault_page && !snapshot_pending(r, p)) {
+			/* Mostly rewritten: map writable, but still map one in
+			 * eight protected, to notice when that changes. */
+			bool rmw = r->recent_swapins >= 16 &&
+				   r->recent_rewrites * 4 > r->recent_swapins * 3;
+
+			writable = io->fault_write ||
+				   (rmw && ++r->swapin_seq % 8 != 0);
+			if (!writable && ++r->recent_swapins > 1024) {
+				r->recent_swapins /= 2;
+				r->recent_rewrites /= 2;
+			}
+		}
+		/* A write fault, or a region whose swapped-in pages are mostly
+		 * written soon after (read-modify-write): map it writable at
+		 * once (dirty from now, its copy stale) rather than take a
+		 * write-protect fault right after.  Not while a snapshot still
+		 * needs the page. */
+		if (writable) {
 			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;
@@ -390,6 +406,8 @@ static void swapin_done(void *arg, int res)
 
 		if (good) {
 			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+			if (p == io->fault_page)
+				r->state[p] |= PG_FRESH; /* a WP fault counts a rewrite */
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;
 		}
