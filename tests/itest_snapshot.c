@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pager.h>
@@ -343,6 +344,8 @@ static void two_regions_at_once(void **state)
 		expect_image(path[i], 0x1111ULL * (i + 1), 24 * MiB);
 		snprintf(meta, sizeof(meta), "%s.meta", path[i]);
 		assert_int_equal(access(meta, F_OK), 0);
+		unlink(meta);
+		unlink(path[i]);
 	}
 	pager_close(p);
 	stop(c);
@@ -605,6 +608,18 @@ int main(void)
 	if (getenv("ITEST_FILTER"))
 		cmocka_set_test_filter(getenv("ITEST_FILTER"));
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	/* Whatever a failed test left behind goes too. */
+	DIR *dd = opendir(dir);
+	for (struct dirent *de; dd && (de = readdir(dd));) {
+		char f[320];
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(f, sizeof(f), "%s/%s", dir, de->d_name);
+		unlink(f);
+	}
+	if (dd)
+		closedir(dd);
 	rmdir(dir);
 	return rc;
 }
