@@ -80,8 +80,22 @@ static void poison_page(struct region *r, uint64_t page, const char *why)
 	region_set_state(r, page, 1, PAGE_POISONED);
 	r->stats.poisoned++;
 	d->stats.poisoned++;
-	log_err("region %" PRIu64 " page %" PRIu64 ": swap read %s: page poisoned (SIGBUS on access)",
-		r->id, page, why);
+	/* Each loss is worth a line, but a failing disk loses thousands:
+	 * ten lines a second at most, then how many were not shown. */
+	static uint64_t window_ms, shown, held;
+	uint64_t t = now_ms();
+
+	if (t - window_ms >= 1000) {
+		if (held)
+			log_err("... and %" PRIu64 " more pages poisoned", held);
+		window_ms = t;
+		shown = held = 0;
+	}
+	if (shown++ < 10)
+		log_err("region %" PRIu64 " page %" PRIu64 ": swap read %s: page poisoned (SIGBUS on access)",
+			r->id, page, why);
+	else
+		held++;
 	/* Not in a fault: if an event is unread, wake whoever waits; they
 	 * fault again and the fault path poisons (and retries) for them. */
 	if (swapin_poison(r, page) == -EAGAIN)

@@ -18,6 +18,8 @@
  *   set_limit_runtime      lowering a region's limit evicts at once
  *   private_daemon_limit   PAGER_MEMORY_LIMIT alone: a private pagerd with
  *                          its own unnamed swap file
+ *   block_device_errors    swap on a loop device that then fails (its
+ *                          capacity cut): SIGBUS on exactly the lost pages
  *
  * Each test stops its pagerd; an alarm turns a fault that is never served
  * into a failure instead of a hang.  Exit 77 (skip) where the kernel lacks
@@ -541,6 +543,97 @@ static void set_limit_runtime(void **state)
 	stop(c);
 }
 
+/* ---- block_device_errors ------------------------------------------------ */
+
+static int sh(const char *cmd, char *out, size_t n)
+{
+	FILE *f = popen(cmd, "r");
+	int st;
+
+	if (!f)
+		return -1;
+	if (out) {
+		if (!fgets(out, (int)n, f))
+			out[0] = '\0';
+		out[strcspn(out, "\n")] = '\0';
+	}
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * Swap on a real block device (a loop device over a file), then the
+ * device fails under pagerd: its capacity is cut in half, so every read of
+ * a slot past the new end is an I/O error from the block layer.  The pages
+ * in those slots must raise SIGBUS, all others read back intact.
+ * (device-mapper's error target would do the same; this kernel has no
+ * device-mapper, so the loop device it is.)
+ */
+static void block_device_errors(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 24 * MiB / ps;
+	char backing[96], dev[64] = "", cmd[256], *args[10];
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	uint64_t bus = 0, good = 0, v;
+	int fd;
+
+	if (geteuid() != 0 || sh("command -v losetup >/dev/null", NULL, 0) != 0) {
+		print_message("skipped: needs root and losetup for a loop device\n");
+		skip();
+	}
+	snprintf(backing, sizeof(backing), "%s/blk.%d", swap_dir, (int)getpid());
+	fd = open(backing, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 32 * MiB), 0);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", backing);
+	if (sh(cmd, dev, sizeof(dev)) != 0 || !dev[0]) {
+		unlink(backing);
+		print_message("skipped: no loop device could be set up\n");
+		skip();
+	}
+	args[0] = "--swap";
+	args[1] = dev;
+	args[2] = "--test-hooks";
+	args[3] = NULL;
+	assert_int_equal(test_pagerd_start(&c->d, (const char *const *)args), 0);
+	c->running = true;
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 4 * MiB);
+	uint8_t *b = pager_region_addr(r);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 6);
+	assert_true(status(c).swap_used > n / 2);
+	/* The device fails: its second half is gone. */
+	assert_int_equal(truncate(backing, 16 * MiB), 0);
+	snprintf(cmd, sizeof(cmd), "losetup -c %s", dev);
+	assert_int_equal(sh(cmd, NULL, 0), 0);
+	sigaction(SIGBUS, &sa, &old);
+	for (uint64_t i = 0; i < n; i++) {
+		if (touch_bus((uint64_t *)(b + i * ps), &v)) {
+			bus++;
+			continue;
+		}
+		assert_true(check((uint64_t *)(b + i * ps), i, 6));
+		good++;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	print_message("%s: %llu pages lost to I/O errors (SIGBUS), %llu intact\n", dev,
+		      (unsigned long long)bus, (unsigned long long)good);
+	assert_true(bus > 0);
+	assert_int_equal(st.poisoned, bus);
+	assert_true(good >= n / 2);
+	pager_close(p);
+	stop(c);
+	snprintf(cmd, sizeof(cmd), "losetup -d %s", dev);
+	sh(cmd, NULL, 0);
+	unlink(backing);
+}
+
 /* ---- private_daemon_limit ---------------------------------------------- */
 
 static void private_daemon_limit(void **state)
@@ -629,6 +722,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(discard_frees, setup, teardown),
 		cmocka_unit_test_setup_teardown(set_limit_runtime, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(block_device_errors, setup, teardown),
 	};
 
 	ps = (size_t)sysconf(_SC_PAGESIZE);
