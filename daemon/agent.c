@@ -21,19 +21,39 @@
 #include "log.h"
 #include "pagerd.h"
 
+/*
+ * The agent answers each request with an empty one once its madvise calls
+ * are done: faults whose resolution failed meanwhile (EAGAIN: the kernel
+ * refuses while the address space changes) can be retried now, with no
+ * spinning or timer.  Anything else from the agent is ignored; end of
+ * stream detaches it.
+ */
 static void on_agent(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
-	char buf[64];
-	ssize_t n;
+	struct proto_msg m;
+	int fds[PROTO_MAX_FDS];
+	unsigned nfds;
 
 	(void)what;
-	/* The agent never writes: readable means it closed (or misbehaves). */
-	n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-		agent_detach(c);
-	else if (n > 0)
-		log_debug("client %" PRIu64 ": agent sent %zd bytes, ignored", c->id, n);
+	for (;;) {
+		ssize_t n = proto_recv(fd, &m, fds, &nfds);
+
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
+		if (n == -EAGAIN)
+			break;
+		if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EINTR)) {
+			agent_detach(c);
+			return;
+		}
+		if (n > 0 && proto_validate(&m, (size_t)n) == 0 &&
+		    m.hdr.type == PROTO_AGENT_DROP && m.body.agent_drop.n == 0 &&
+		    c->agent_busy)
+			c->agent_busy--;
+	}
+	if (c->nretry && c->uffd >= 0)
+		fault_on_uffd(c->uffd, EV_READ, c);
 }
 
 int agent_attach(struct client *c, int fd)
@@ -69,6 +89,7 @@ void agent_detach(struct client *c)
 	if (c->agent >= 0)
 		close(c->agent);
 	c->agent = -1;
+	c->agent_busy = 0;
 }
 
 static void agent_send(struct client *c, struct proto_msg *m)
@@ -77,7 +98,9 @@ static void agent_send(struct client *c, struct proto_msg *m)
 
 	int e = proto_send(c->agent, m, n, NULL, 0);
 
-	if (e < 0 && e != -EAGAIN && e != -ENOBUFS)
+	if (e == 0)
+		c->agent_busy++;
+	else if (e != -EAGAIN && e != -ENOBUFS)
 		agent_detach(c);
 	memset(&m->body.agent_drop, 0, sizeof(m->body.agent_drop));
 }

@@ -538,8 +538,15 @@ void fault_on_uffd(int fd, short what, void *arg)
 			 * us.  That thread needs a moment of CPU: yield a
 			 * few times, then fall back to a timer.
 			 */
-			static const struct timeval soon = { 0, 200 };
+			static const struct timeval soon = { 0, 200 },
+						    backstop = { 0, 20000 };
 
+			/* The agent's madvise: its answer brings us back
+			 * (the timer only if it never comes). */
+			if (c->agent_busy) {
+				evtimer_add(c->retry_ev, &backstop);
+				return;
+			}
 			if (++yields < 64) {
 				sched_yield();
 				continue;

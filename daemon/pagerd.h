@@ -224,6 +224,7 @@ struct client {
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
 	int agent;                  /* libpager's agent socket, or -1 */
+	unsigned agent_busy;        /* drop requests it has not answered */
 	struct event *agent_ev;
 };
 

@@ -7,9 +7,11 @@
  * page-table entries.
  *
  * Everything pagerd asks is checked against our own regions first: a
- * confused or hostile daemon cannot make us drop anything else.
+ * confused or hostile daemon cannot make us drop anything else.  Each
+ * request is answered with an empty one when done.
  */
 #include <errno.h>
+#include <string.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -60,6 +62,11 @@ static void *agent_main(void *arg)
 				madvise((void *)(uintptr_t)a, l, MADV_DONTNEED);
 		}
 		pthread_mutex_unlock(&p->lock);
+		/* Done: while our madvise ran, pagerd's resolutions of our
+		 * faults failed (the kernel refuses them while an address
+		 * space changes).  An empty drop tells it to try again now. */
+		memset(&m, 0, sizeof(m));
+		proto_send(p->agent_sock, &m, proto_finish(&m, PROTO_AGENT_DROP, 0), NULL, 0);
 	}
 	return NULL;
 }
