@@ -55,6 +55,7 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	e = call(r, PROTO_SNAPSHOT_START, fd, 0, &reply);
 	if (e < 0) {
 		close(fd);
+		unlink(path); /* refused: leave no empty image behind */
 		return e;
 	}
 	free(r->snap_path);

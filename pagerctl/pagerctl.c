@@ -604,6 +604,8 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 			e = image_meta_commit(a->path, fd, &m);
 	}
 	close(fd);
+	if (e < 0)
+		unlink(a->path); /* never leave an image that was not made */
 	if (e == -ENOENT) {
 		fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 "\n", a->region_id);
 		return EXIT_DAEMON;
