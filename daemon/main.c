@@ -172,6 +172,13 @@ static int open_swap(struct daemon *d)
 		size = DEFAULT_SWAP_SIZE;
 	size -= size % d->page_size;
 	e = swap_open(&d->swap, d->base, path, size, d->page_size);
+	if (e < 0 && path == tmp) {
+		/* A swap nobody asked for: without it the limits still hold
+		 * where pages are zero, and pagerd says it exceeds them. */
+		log_warn("cannot make a swap file in %s (%s): running without swap",
+			 tmp, strerror(-e));
+		return 0;
+	}
 	if (e < 0) {
 		log_err("cannot use swap %s: %s", path, strerror(-e));
 		return e;
