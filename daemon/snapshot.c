@@ -566,14 +566,14 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
 	uint64_t t0;
 	int fl, e;
 
-	if (r->snap && !r->snap->finished)
-		return -EBUSY;
-	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
-		return -EOPNOTSUPP;
 	fl = fcntl(fd, F_GETFL);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fl < 0 ||
 	    (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND))
 		return -EBADF;
+	if (r->snap && !r->snap->finished)
+		return -EBUSY;
+	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return -EOPNOTSUPP;
 	for (uint64_t p = 0; p < r->npages; p++)
 		if (pg_state(r->state[p]) == PAGE_POISONED)
 			return -EIO; /* the region already lost data */

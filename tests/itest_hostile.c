@@ -893,6 +893,107 @@ static void test_destroy_foreign_region(void **state)
 	assert_served(c);
 }
 
+/* ---- requests for eviction, snapshots, the agent ------------------------ */
+
+static int raw_req(int s, enum proto_type type, struct proto_msg *m, int fd)
+{
+	return test_raw_call(s, m, type, 0, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, NULL);
+}
+
+/*
+ * Every newer request checks its fields and descriptors: wrong ids, bad
+ * ranges, descriptors of the wrong kind (a read-only file for an image, a
+ * pipe, a file for the agent's socket), control requests from an
+ * application and application requests from pagerctl, fault injection
+ * without --test-hooks, and a message only pagerd may send.  Each is
+ * refused with its own errno; nothing is leaked; pagerd serves on.
+ */
+static void test_new_requests_refused(void **state)
+{
+	const struct ctx *c = *state;
+	int s = hostile_client(c), ctl = test_control_connect(c->d.sock);
+	int mfd = memfd_sized(4 * c->ps, SEALED), pfd[2], ro, small;
+	char path[] = "/tmp/pagerd-hostile.XXXXXX";
+	struct proto_msg m;
+	uint64_t id;
+
+	assert_true(ctl >= 0);
+	assert_int_equal(raw_create(s, RAW_ADDR, 4 * c->ps, mfd, &id), 0);
+	close(mfd);
+	assert_int_equal(pipe(pfd), 0);
+	ro = mkstemp(path);
+	assert_true(ro >= 0);
+	close(ro);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	small = open(path, O_RDWR | O_CLOEXEC);
+	assert_true(ro >= 0 && small >= 0);
+	unlink(path);
+
+	/* Discard: unknown region, misaligned, past the end. */
+	memset(&m, 0, sizeof(m));
+	m.body.region_discard = (struct proto_region_discard){ id + 100, 0, c->ps };
+	assert_int_equal(raw_req(s, PROTO_REGION_DISCARD, &m, -1), -ENOENT);
+	m.body.region_discard = (struct proto_region_discard){ id, 1, c->ps };
+	assert_int_equal(raw_req(s, PROTO_REGION_DISCARD, &m, -1), -EINVAL);
+	m.body.region_discard = (struct proto_region_discard){ id, 2 * c->ps, 4 * c->ps };
+	assert_int_equal(raw_req(s, PROTO_REGION_DISCARD, &m, -1), -EINVAL);
+	m.body.region_discard = (struct proto_region_discard){ id, 0, 0 };
+	assert_int_equal(raw_req(s, PROTO_REGION_DISCARD, &m, -1), -EINVAL);
+	/* Limits and stats of a region that is not ours. */
+	memset(&m, 0, sizeof(m));
+	m.body.region_set_limit = (struct proto_region_set_limit){ id + 100, 1 << 20 };
+	assert_int_equal(raw_req(s, PROTO_REGION_SET_LIMIT, &m, -1), -ENOENT);
+	memset(&m, 0, sizeof(m));
+	m.body.region_ref.region_id = id + 100;
+	assert_int_equal(raw_req(s, PROTO_REGION_STATS, &m, -1), -ENOENT);
+	/* Snapshots: no image, a read-only one, a pipe, an unknown region. */
+	memset(&m, 0, sizeof(m));
+	m.body.snapshot.region_id = id;
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, -1), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, ro), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, pfd[1]), -EBADF);
+	m.body.snapshot.flags = 1; /* flags are for restore only */
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, small), -EINVAL);
+	m.body.snapshot.flags = 0;
+	m.body.snapshot.region_id = id + 100;
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, small), -ENOENT);
+	/* Restore from an image of the wrong size. */
+	m.body.snapshot.region_id = id;
+	assert_int_equal(raw_req(s, PROTO_REGION_SET_IMAGE, &m, small), -EINVAL);
+	/* The agent's socket must be a SEQPACKET socket, once. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(raw_req(s, PROTO_AGENT_ATTACH, &m, small), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_AGENT_ATTACH, &m, -1), -EBADF);
+	/* Control requests from an application, and the reverse. */
+	memset(&m, 0, sizeof(m));
+	m.body.set_limit.scope = PROTO_LIMIT_GLOBAL;
+	assert_int_equal(raw_req(s, PROTO_SET_LIMIT, &m, -1), -EACCES);
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(raw_req(s, PROTO_REGION_INFO, &m, -1), -EACCES);
+	m.body.test_inject = (struct proto_test_inject){ id, 0, PROTO_INJECT_EIO, 0 };
+	assert_int_equal(raw_req(s, PROTO_TEST_INJECT, &m, -1), -EACCES);
+	/* Fault injection needs --test-hooks, which this pagerd lacks. */
+	assert_int_equal(raw_req(ctl, PROTO_TEST_INJECT, &m, -1), -EPERM);
+	memset(&m, 0, sizeof(m));
+	m.body.set_limit = (struct proto_set_limit){ PROTO_LIMIT_CLIENT, 0, 999, 1 << 20 };
+	assert_int_equal(raw_req(ctl, PROTO_SET_LIMIT, &m, -1), -ENOENT);
+	m.body.set_limit = (struct proto_set_limit){ 7, 0, 1, 1 << 20 };
+	assert_int_equal(raw_req(ctl, PROTO_SET_LIMIT, &m, -1), -EINVAL);
+	/* A message only pagerd sends. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(raw_req(s, PROTO_AGENT_DROP, &m, -1), -EOPNOTSUPP);
+
+	close(ro);
+	close(small);
+	close(pfd[0]);
+	close(pfd[1]);
+	assert_int_equal(raw_destroy(s, id), 0);
+	close(s);
+	close(ctl);
+	assert_clean(c);
+	assert_served(c);
+}
+
 /* ---- floods -------------------------------------------------------------- */
 
 /* One client creates regions until refused: the 17th gets -ENOSPC while
@@ -1412,6 +1513,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_too_many_fds, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_protocol_state, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_foreign_region, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_new_requests_refused, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_region_count_flood, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_never_reads_replies, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_fault_outside_regions, test_setup, test_teardown),
