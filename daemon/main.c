@@ -21,6 +21,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -170,6 +171,17 @@ static int open_swap(struct daemon *d)
 	}
 	if (!size && stat(path, &st) < 0 && errno == ENOENT)
 		size = DEFAULT_SWAP_SIZE;
+	if (path == tmp && !d->cfg.swap_size) {
+		/* Not asked for: take no more than half the free space. */
+		struct statvfs vfs;
+		char dir[64];
+
+		snprintf(dir, sizeof(dir), "%s", tmp);
+		*strrchr(dir, '/') = '\0';
+		if (statvfs(dir, &vfs) == 0 &&
+		    (uint64_t)vfs.f_bavail * vfs.f_frsize / 2 < size)
+			size = (uint64_t)vfs.f_bavail * vfs.f_frsize / 2;
+	}
 	size -= size % d->page_size;
 	e = swap_open(&d->swap, d->base, path, size, d->page_size);
 	if (e < 0 && path == tmp) {
