@@ -219,15 +219,15 @@ static int queue_write(struct snapshot *s, unsigned b, const uint8_t *from,
 }
 
 /*
- * Copies the resident pages [page, page+n) into a free bounce buffer and
- * queues their writes (one per stretch of non-zero pages: zero pages stay
- * holes).  Returns 1 when copied, 0 when no buffer is free (try after a
- * completion), or -errno.
+ * Copies n pages from src into a free bounce buffer and queues their
+ * writes at image page `page` (one per stretch of non-zero pages: zero
+ * pages stay holes).  Returns 1 when queued, 0 when no buffer is free (try
+ * after a completion), or -errno.
  */
-static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
+static int queue_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
+		       uint64_t n)
 {
 	size_t ps = s->d->page_size;
-	const uint8_t *map = s->r->map + page * ps;
 	unsigned b;
 
 	for (b = 0; b < SNAP_BUFS && s->buf_refs[b]; b++)
@@ -236,7 +236,7 @@ static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
 		return 0;
 	if (!s->buf[b] && !(s->buf[b] = aligned_alloc(ps, SNAP_RUN * ps)))
 		return -ENOMEM;
-	memcpy(s->buf[b], map, n * ps);
+	memcpy(s->buf[b], src, n * ps);
 	for (uint64_t i = 0; i < n;) {
 		uint64_t j = i;
 
@@ -252,6 +252,26 @@ static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
 		i = j + 1;
 	}
 	return 1;
+}
+
+/* The resident pages [page, page+n), from pagerd's mapping. */
+static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
+{
+	return queue_pages(s, page, s->r->map + page * s->d->page_size, n);
+}
+
+/* Pages read from swap: queued like resident ones, or written here when
+ * every buffer is in flight.  0 or -errno. */
+static int write_read_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
+			    uint64_t n)
+{
+	int e = queue_pages(s, page, src, n);
+
+	if (e > 0) {
+		io_uring_submit(&s->ring);
+		return 0;
+	}
+	return e < 0 ? e : image_write(s, page, src, n);
 }
 
 static void on_image_written(evutil_socket_t fd, short what, void *arg)
@@ -396,30 +416,44 @@ static void snap_read_done(void *arg, int res)
 			snap_free(s);
 		goto out;
 	}
-	for (uint32_t i = 0; i < rd->n && !s->finished; i++) {
-		uint64_t p = rd->page + i;
-		int e;
+	/* Runs of pages still wanted, verified, written together. */
+	uint32_t run = 0;
 
-		/* Copied meanwhile (a write fault swapped it in and copied
-		 * it first), or its slot went: the copier looks again. */
-		if (!snapshot_pending(s->r, p) || region_slot(s->r, p) != (int64_t)(rd->slot + i))
+	for (uint32_t i = 0; i <= rd->n && !s->finished; i++) {
+		uint64_t p = rd->page + i;
+		bool take = false;
+
+		if (i < rd->n && res != -ESTALE &&
+		    snapshot_pending(s->r, p) &&
+		    region_slot(s->r, p) == (int64_t)(rd->slot + i)) {
+			/* (Else copied meanwhile — a write fault swapped it
+			 * in and copied it first — or its slot went: the
+			 * copier looks again.) */
+			if (res < 0 && res != -EBADMSG) {
+				snap_finish(s, res);
+				break;
+			}
+			if (swap_verify(s->d->swap, rd->slot + i, rd->buf + i * ps) < 0) {
+				snap_finish(s, -EIO); /* never copy wrong data */
+				break;
+			}
+			take = true;
+		}
+		if (take) {
+			run++;
 			continue;
-		if (res == -ESTALE)
-			continue;
-		if (res < 0 && res != -EBADMSG) {
-			snap_finish(s, res);
-			break;
 		}
-		if (swap_verify(s->d->swap, rd->slot + i, rd->buf + i * ps) < 0) {
-			snap_finish(s, -EIO); /* never copy wrong data */
-			break;
+		if (run) {
+			uint64_t first = p - run;
+			int e = write_read_pages(s, first, rd->buf + (first - rd->page) * ps, run);
+
+			if (e < 0) {
+				snap_finish(s, e);
+				break;
+			}
+			mark_copied(s, first, run);
+			run = 0;
 		}
-		e = image_write(s, p, rd->buf + i * ps, 1);
-		if (e < 0) {
-			snap_finish(s, e);
-			break;
-		}
-		mark_copied(s, p, 1);
 	}
 	snap_kick(s);
 out:
