@@ -300,7 +300,7 @@ static void notify_ready_status_watchdog_stopping(void **state)
 	prev = n.at;
 	for (int i = 0; i < 5; i++) {
 		notify_wait(&n, "WATCHDOG=1");
-		if (n.at - prev >= 400 || n.at - prev < 100)
+		if (n.at - prev >= 400 || n.at - prev < 50)
 			fail_msg("watchdog %d came %lld ms after the previous one", i, n.at - prev);
 		prev = n.at;
 	}
