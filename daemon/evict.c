@@ -92,16 +92,6 @@ void evict_redirty(struct region *r, uint64_t page)
 	r->state[page] |= PG_REDIRTY;
 }
 
-static bool page_is_zero(const uint8_t *p, size_t len)
-{
-	const uint64_t *w = (const uint64_t *)p;
-
-	for (size_t i = 0; i < len / sizeof(*w); i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 static void writeback_done(void *arg, int res);
 
 /*

@@ -256,6 +256,9 @@ void region_drop_slot(struct region *r, uint64_t page);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
 int region_punch(struct region *r, uint64_t first, uint64_t n);
+/* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
+ * are evicted without I/O and stay holes in snapshot images. */
+bool page_is_zero(const void *page, size_t len);
 int region_discard(struct region *r, uint64_t first, uint64_t n);
 void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 

@@ -235,6 +235,16 @@ void region_drop_slot(struct region *r, uint64_t page)
 	r->slot[page] = 0;
 }
 
+bool page_is_zero(const void *page, size_t len)
+{
+	const uint64_t *w = page;
+
+	for (size_t i = 0; i < len / sizeof(*w); i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
 int region_punch(struct region *r, uint64_t first, uint64_t n)
 {
 	size_t ps = r->client->d->page_size;

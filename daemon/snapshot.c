@@ -162,16 +162,6 @@ static void snap_finish(struct snapshot *s, int status)
 	s->fd = -1;
 }
 
-static bool all_zero(const void *buf, size_t len)
-{
-	const uint64_t *w = buf;
-
-	for (size_t i = 0; i < len / sizeof(*w); i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 /* Writes n pages from buf to the image at page `page`; all-zero pages stay
  * holes (the image starts as one hole of the region's size).  0 or -errno. */
 static int image_write(struct snapshot *s, uint64_t page, const void *buf,
@@ -179,7 +169,7 @@ static int image_write(struct snapshot *s, uint64_t page, const void *buf,
 {
 	size_t ps = s->d->page_size, len = n * ps, off = 0;
 
-	if (n == 1 && all_zero(buf, ps))
+	if (n == 1 && page_is_zero(buf, ps))
 		return 0;
 
 	while (off < len) {
@@ -240,7 +230,7 @@ static int queue_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
 	for (uint64_t i = 0; i < n;) {
 		uint64_t j = i;
 
-		while (j < n && !all_zero(s->buf[b] + j * ps, ps))
+		while (j < n && !page_is_zero(s->buf[b] + j * ps, ps))
 			j++;
 		if (j > i) {
 			int e = queue_write(s, b, s->buf[b] + i * ps, (j - i) * ps,
@@ -348,7 +338,7 @@ void snapshot_copy_before_write(struct region *r, uint64_t page)
 	if (b < SNAP_BUFS + SNAP_COW_BUFS && s->ring_ok &&
 	    (s->buf[b] || (s->buf[b] = aligned_alloc(ps, ps)))) {
 		memcpy(s->buf[b], src, ps);
-		if (!all_zero(s->buf[b], ps)) {
+		if (!page_is_zero(s->buf[b], ps)) {
 			e = queue_write(s, b, s->buf[b], ps, page * ps);
 			io_uring_submit(&s->ring);
 		}
