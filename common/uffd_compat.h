@@ -48,7 +48,7 @@ struct uffdio_poison {
  * stays true when the app unmaps or discards, shmem MISSING/MINOR/WP. */
 #define PAGER_UFFD_FEATURES_REQUIRED                                       \
 	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |           \
-	 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |            \
+	 UFFD_FEATURE_EVENT_UNMAP |                                        \
 	 UFFD_FEATURE_EVENT_REMAP)
 #define PAGER_UFFD_FEATURES_OPTIONAL                                       \
 	(UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_PAGEFAULT_FLAG_WP | \

@@ -7,8 +7,12 @@
  * in use (DESIGN.md §4, option a).  No other process can drop those PTEs:
  * process_madvise() refuses DONTNEED on another process.
  *
- * The channel is one-way and best effort: a full socket drops the request
- * (the page then just looks unreferenced a little early).
+ * The channel is one-way: nothing is answered.  A full socket refuses the
+ * request, and the pages keep their references for the hand's next turn.
+ *
+ * These drops raise no uffd event: libpager does not ask for REMOVE events
+ * (see region_reconcile()), so the agent's madvise never holds up pagerd's
+ * resolution of the client's faults.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -21,13 +25,8 @@
 #include "log.h"
 #include "pagerd.h"
 
-/*
- * The agent answers each request with an empty one once its madvise calls
- * are done: faults whose resolution failed meanwhile (EAGAIN: the kernel
- * refuses while the address space changes) can be retried now, with no
- * spinning or timer.  Anything else from the agent is ignored; end of
- * stream detaches it.
- */
+/* The agent sends nothing: whatever comes is read and ignored, and end of
+ * stream detaches it. */
 static void on_agent(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
@@ -47,13 +46,7 @@ static void on_agent(evutil_socket_t fd, short what, void *arg)
 			agent_detach(c);
 			return;
 		}
-		if (n > 0 && proto_validate(&m, (size_t)n) == 0 &&
-		    m.hdr.type == PROTO_AGENT_DROP && m.body.agent_drop.n == 0 &&
-		    c->agent_busy)
-			c->agent_busy--;
 	}
-	if (c->nretry && c->uffd >= 0)
-		fault_on_uffd(c->uffd, EV_READ, c);
 }
 
 int agent_attach(struct client *c, int fd)
@@ -89,46 +82,48 @@ void agent_detach(struct client *c)
 	if (c->agent >= 0)
 		close(c->agent);
 	c->agent = -1;
-	c->agent_busy = 0;
 }
 
-static void agent_send(struct client *c, struct proto_msg *m)
+static bool agent_send(struct client *c, struct proto_msg *m)
 {
 	size_t n = proto_finish(m, PROTO_AGENT_DROP, 0);
 
 	int e = proto_send(c->agent, m, n, NULL, 0);
 
-	if (e == 0)
-		c->agent_busy++;
-	else if (e != -EAGAIN && e != -ENOBUFS)
+	if (e != 0 && e != -EAGAIN && e != -ENOBUFS)
 		agent_detach(c);
 	memset(&m->body.agent_drop, 0, sizeof(m->body.agent_drop));
+	return e == 0;
 }
 
-void agent_drop(struct region *r, const uint64_t *pages, size_t n)
+size_t agent_drop(struct region *r, const uint64_t *pages, size_t n)
 {
 	struct client *c = r->client;
-	size_t ps = c->d->page_size;
+	size_t ps = c->d->page_size, sent = 0;
 	struct proto_msg m;
 	struct proto_agent_drop *ad = &m.body.agent_drop;
 
-	if (c->agent < 0 || !n)
-		return;
+	/* No agent (a client without one): nothing can be sampled, and the
+	 * hand degrades to a second chance; count the pages as handled. */
+	if (c->agent < 0)
+		return n;
 	memset(&m, 0, sizeof(m));
 	for (size_t i = 0; i < n;) {
 		size_t j = i + 1;
 
 		while (j < n && pages[j] == pages[j - 1] + 1)
 			j++;
-		if (ad->n == PROTO_DROP_MAX)
-			agent_send(c, &m);
-		if (c->agent < 0)
-			return;
+		if (ad->n == PROTO_DROP_MAX) {
+			if (!agent_send(c, &m))
+				return c->agent < 0 ? n : sent;
+			sent = i;
+		}
 		ad->range[ad->n].addr = r->addr + pages[i] * ps;
 		ad->range[ad->n].len = (j - i) * ps;
 		ad->n++;
 		i = j;
 	}
-	if (ad->n)
-		agent_send(c, &m);
+	if (ad->n && !agent_send(c, &m))
+		return c->agent < 0 ? n : sent;
+	return n;
 }

@@ -19,13 +19,6 @@
 
 static void client_on_sock(int fd, short what, void *arg);
 
-static void client_on_reconcile(int fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	client_reconcile(arg);
-}
-
 int client_accept(struct daemon *d, int sock)
 {
 	socklen_t len = sizeof(struct ucred);
@@ -52,14 +45,11 @@ int client_accept(struct daemon *d, int sock)
 	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
-	c->reconcile_ev = evtimer_new(d->base, client_on_reconcile, c);
 	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
-	if (!c->sock_ev || !c->reconcile_ev || !c->retry_ev ||
+	if (!c->sock_ev || !c->retry_ev ||
 	    event_add(c->sock_ev, NULL) < 0) {
 		if (c->sock_ev)
 			event_free(c->sock_ev);
-		if (c->reconcile_ev)
-			event_free(c->reconcile_ev);
 		if (c->retry_ev)
 			event_free(c->retry_ev);
 		free(c);
@@ -96,7 +86,6 @@ void client_destroy(struct client *c)
 	if (c->uffd >= 0)
 		close(c->uffd);
 	event_free(c->sock_ev);
-	event_free(c->reconcile_ev);
 	event_free(c->retry_ev);
 	close(c->sock);
 	if (c->prev)
@@ -251,7 +240,7 @@ static int do_region_stats(struct client *c, uint64_t id,
 
 	if (!r)
 		return -ENOENT;
-	client_reconcile(c);
+	region_reconcile(r);
 	region_fill_stats(r, &out->region);
 	return 0;
 }
@@ -262,6 +251,7 @@ static int do_region_info(struct client *c, uint64_t index,
 {
 	for (struct client *o = c->d->clients; o; o = o->next) {
 		if (index < o->nregions) {
+			region_reconcile(o->regions[index]);
 			region_fill_stats(o->regions[index], &out->region);
 			return 0;
 		}
@@ -386,7 +376,7 @@ static void do_status(struct client *c, struct proto_reply *out)
 	struct stats_snapshot s;
 	const struct counters *st = &s.counters;
 
-	stats_snapshot(c->d, &s);
+	stats_snapshot(c->d, true, &s);
 	out->clients = s.clients;
 	out->regions = s.regions;
 	out->mapped_bytes = s.mapped_bytes;
@@ -458,7 +448,6 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 	case PROTO_REGION_INFO:
 		if (!c->control)
 			return -EACCES;
-		client_reconcile(c);
 		return do_region_info(c, m->body.region_ref.index, out);
 	case PROTO_SET_LIMIT:
 		if (!c->control)

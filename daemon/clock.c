@@ -11,6 +11,16 @@
  * faults and marks it again before the hand comes back.  A page the hand
  * finds unreferenced has not been used for a whole turn: it is the victim.
  *
+ * Sampling is not free: the app pays a uffd round trip for the MINOR fault
+ * that follows every drop.  A page that proved itself hot that way carries a
+ * count (PG_HOT_*) of turns the hand passes it by untouched, so a hot set
+ * costs a fault every few turns rather than every turn; a page that went
+ * cold is found out that many turns later.
+ *
+ * A referenced page is only cleared when it can be sampled: with the sample
+ * list full the hand stops there, since clearing a reference without
+ * dropping the mapping would lose it (the next access would not fault).
+ *
  * Pure policy over the state array: no I/O, no daemon, unit-tested alone.
  */
 #include "pagerd.h"
@@ -34,10 +44,13 @@ size_t clock_scan(pgstate_t *state, uint64_t npages, uint64_t *hand,
 		pgstate_t b = state[h];
 
 		if (evictable(b)) {
-			if (use_ref && (b & PG_REF)) {
+			if (use_ref && (b & PG_HOT_MASK)) {
+				state[h] = (pgstate_t)(b - PG_HOT_ONE);
+			} else if (use_ref && (b & PG_REF)) {
+				if (*nsample == sample_max)
+					break;
 				state[h] = (pgstate_t)(b & ~PG_REF);
-				if (*nsample < sample_max)
-					ret_sample[(*nsample)++] = h;
+				ret_sample[(*nsample)++] = h;
 			} else {
 				ret_victims[got++] = h;
 			}

@@ -316,11 +316,26 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 		want = EVICT_BATCH;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return 0; /* no write-protect on shmem: no safe eviction */
-	nv = clock_scan(r->state, r->npages, &r->hand,
-			d->cfg.policy == CONFIG_POLICY_CLOCK, want, budget, victims,
-			sample, &nsample, EVICT_SAMPLE);
-	if (nsample)
-		agent_drop(r, sample, nsample);
+	/*
+	 * The hand stops when its sample list is full: send those drops and
+	 * go on, within the budget, unless the agent's socket is full (then
+	 * the pages keep their references, and so may we find no victim).
+	 */
+	for (;;) {
+		size_t sent;
+
+		nsample = 0;
+		nv = clock_scan(r->state, r->npages, &r->hand,
+				d->cfg.policy == CONFIG_POLICY_CLOCK, want, budget,
+				victims, sample, &nsample, EVICT_SAMPLE);
+		sent = nsample ? agent_drop(r, sample, nsample) : 0;
+		for (size_t i = sent; i < nsample; i++)
+			r->state[sample[i]] |= PG_REF;
+		if (nv || nsample < EVICT_SAMPLE || sent < nsample ||
+		    budget <= 2 * EVICT_SAMPLE)
+			break;
+		budget -= 2 * EVICT_SAMPLE;
+	}
 	if (!nv)
 		return 0;
 	qsort(victims, nv, sizeof(victims[0]), cmp_u64);

@@ -315,9 +315,12 @@ static int fault_minor(struct client *c, struct region *r, uint64_t page,
 		 * there): serve it as the page it is now. */
 		return fault_missing(c, r, page, m);
 	}
+	/* Used again since the hand dropped its mapping: a hot page, passed
+	 * over for the next few turns.  A read-ahead page's first use proves
+	 * nothing of the kind (a stream touches each page once). */
 	if (b & PG_RA)
 		swapin_readahead_hit(r, page);
-	r->state[page] |= PG_REF;
+	r->state[page] |= (b & (PG_RA | PG_RA_MARK)) ? PG_REF : PG_REF | PG_HOT_MASK;
 	e = uffd_continue(r, page, 1, region_slot(r, page) >= 0 || (b & PG_IO) ||
 			  snapshot_pending(r, page));
 	if (e == -EAGAIN)
@@ -388,26 +391,7 @@ static int handle_fault(struct client *c, const struct uffd_msg *m)
 
 static void handle_event(struct client *c, const struct uffd_msg *m)
 {
-	size_t ps = c->d->page_size;
-
 	switch (m->event) {
-	case UFFD_EVENT_REMOVE: {
-		/* MADV_REMOVE/DONTNEED: the pages may leave the page cache. */
-		uint64_t start = m->arg.remove.start, end = m->arg.remove.end;
-
-		for (uint64_t a = start; a < end;) {
-			struct region *r = region_find(c, a);
-
-			if (!r) {
-				a += ps;
-				continue;
-			}
-			uint64_t stop = end < r->addr + r->len ? end : r->addr + r->len;
-			region_note_removed(r, (a - r->addr) / ps, (stop - a) / ps);
-			a = stop;
-		}
-		break;
-	}
 	case UFFD_EVENT_REMAP: {
 		struct region *r = region_find(c, m->arg.remap.from);
 
@@ -533,20 +517,12 @@ void fault_on_uffd(int fd, short what, void *arg)
 			/*
 			 * Faults wait behind an event whose sender has not
 			 * finished yet (mmap_changing stays raised until the
-			 * thread that sent it, e.g. the agent's madvise,
-			 * runs again).  No further message may come to wake
+			 * thread that sent it, e.g. an munmap, runs again).  No further message may come to wake
 			 * us.  That thread needs a moment of CPU: yield a
 			 * few times, then fall back to a timer.
 			 */
-			static const struct timeval soon = { 0, 200 },
-						    backstop = { 0, 20000 };
+			static const struct timeval soon = { 0, 200 };
 
-			/* The agent's madvise: its answer brings us back
-			 * (the timer only if it never comes). */
-			if (c->agent_busy) {
-				evtimer_add(c->retry_ev, &backstop);
-				return;
-			}
 			if (++yields < 64) {
 				sched_yield();
 				continue;

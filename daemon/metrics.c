@@ -97,7 +97,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	struct stats_snapshot s;
 	const char *prev = "";
 
-	stats_snapshot(d, &s);
+	stats_snapshot(d, false, &s);
 	for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
 		const struct metric *m = &metrics[i];
 		uint64_t v;

@@ -39,7 +39,7 @@ static void status_line(struct daemon *d, char *buf, size_t n)
 {
 	struct stats_snapshot s;
 
-	stats_snapshot(d, &s);
+	stats_snapshot(d, false, &s);
 	snprintf(buf, n, "STATUS=%" PRIu64 " client%s, %" PRIu64 " region%s, %.1f MiB resident",
 		 s.clients, s.clients == 1 ? "" : "s", s.regions, s.regions == 1 ? "" : "s",
 		 (double)s.resident_bytes / (1 << 20));

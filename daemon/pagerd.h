@@ -114,6 +114,16 @@ enum page_state {
 #define PG_RA_MARK    0x200 /* left unmapped: its fault starts the next window */
 #define PG_IMAGE      0x400 /* EMPTY, but its data is in the restore image */
 #define PG_FRESH      0x800 /* swapped in on demand, not yet written */
+/*
+ * Turns of the Clock hand a page proven hot (it faulted again after the hand
+ * dropped its mapping) is passed over before its mapping is dropped again:
+ * each drop costs the app a MINOR fault, a uffd round trip, so a hot set is
+ * sampled every PG_HOT_MAX + 1 turns instead of every turn.
+ */
+#define PG_HOT_SHIFT  12
+#define PG_HOT_ONE    0x1000
+#define PG_HOT_MASK   0x3000
+#define PG_HOT_MAX    3
 
 typedef uint16_t pgstate_t;
 
@@ -186,9 +196,6 @@ struct region {
 	bool image_prefetch;
 	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
-	/* Pages the client discarded with MADV_REMOVE/DONTNEED whose fate
-	 * (freed, or only unmapped) is checked once the madvise is done. */
-	uint64_t removed_lo, removed_hi;
 	struct fault_stream streams[FAULT_STREAMS];
 	uint64_t stream_clock;
 };
@@ -214,7 +221,6 @@ struct client {
 	uint64_t uffd_features;
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
-	struct event *reconcile_ev; /* runs region_reconcile() soon */
 	struct event *retry_ev;     /* retries parked faults soon */
 	struct pending_fault *retry;
 	size_t nretry, retry_cap;
@@ -224,7 +230,6 @@ struct client {
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
 	int agent;                  /* libpager's agent socket, or -1 */
-	unsigned agent_busy;        /* drop requests it has not answered */
 	struct event *agent_ev;
 };
 
@@ -238,7 +243,8 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret);
 void region_destroy(struct region *r);
 void region_move(struct region *r, uint64_t to);
-void region_note_removed(struct region *r, uint64_t first, uint64_t n);
+/* Pages we count resident that the page cache no longer holds (the app
+ * punched them: MADV_REMOVE) become empty. */
 void region_reconcile(struct region *r);
 void client_reconcile(struct client *c);
 struct region *region_find(struct client *c, uint64_t addr);
@@ -333,7 +339,10 @@ int restore_fault(struct client *c, struct region *r, uint64_t page);
 int agent_attach(struct client *c, int fd);
 void agent_detach(struct client *c);
 /* Asks libpager to drop the client's PTEs of these pages (best effort). */
-void agent_drop(struct region *r, const uint64_t *pages, size_t n);
+/* Asks the client's agent to drop the mappings of pages (sorted); returns
+ * how many of them (a prefix) it was asked to drop: the agent's socket may
+ * be full. */
+size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Checks that fd is a userfaultfd and reads the features it was opened
  * with.  Returns 0, -EBADF (not a uffd), or -EOPNOTSUPP (features missing). */
 int uffd_check(int fd, uint64_t *ret_features);

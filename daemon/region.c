@@ -339,43 +339,26 @@ struct region *region_find_id(struct client *c, uint64_t id)
 }
 
 /*
- * A REMOVE event arrives before the kernel drops the pages, and looks the
- * same for MADV_REMOVE (the pages leave the page cache) and MADV_DONTNEED
- * (only the client's PTEs go; the data stays).  So the range is noted here
- * and settled by region_reconcile() once the madvise has returned.
+ * The app can punch pages out of its memfd behind our back (MADV_REMOVE on
+ * its mapping).  pagerd does not ask for the REMOVE events that would say
+ * so: the kernel raises one for every MADV_DONTNEED too, including each
+ * reference sample the Clock hand asks libpager's agent for, and fails
+ * every uffd ioctl of that client until the madvising thread runs again
+ * (mmap_changing), which stalled fault service.  So a punched page is found
+ * out later: at its next fault (MISSING where we count it resident: it is
+ * zero-filled, as the app asked), or here, by mincore on our own MAP_SHARED
+ * mapping (shmem reports page-cache residency), when stats are asked for.
+ * Until then it counts as resident, which errs on the side of the limit.
  */
-void region_note_removed(struct region *r, uint64_t first, uint64_t n)
-{
-	struct client *c = r->client;
-
-	if (r->removed_hi == r->removed_lo) {
-		r->removed_lo = first;
-		r->removed_hi = first + n;
-	} else {
-		if (first < r->removed_lo)
-			r->removed_lo = first;
-		if (first + n > r->removed_hi)
-			r->removed_hi = first + n;
-	}
-	if (c->reconcile_ev) {
-		struct timeval soon = { 0, 1000 };
-
-		event_add(c->reconcile_ev, &soon);
-	}
-}
-
-/* Sets the state of noted pages from what the page cache holds: mincore on
- * our own MAP_SHARED mapping reports page-cache residency. */
 void region_reconcile(struct region *r)
 {
 	size_t ps = r->client->d->page_size;
-	uint64_t lo = r->removed_lo, hi = r->removed_hi;
-	unsigned char vec[512];
+	unsigned char vec[4096];
 
-	r->removed_lo = r->removed_hi = 0;
-	for (uint64_t p = lo; p < hi;) {
-		uint64_t n = hi - p < sizeof(vec) ? hi - p : sizeof(vec);
-
+	if (!r->resident)
+		return;
+	for (uint64_t p = 0; p < r->npages;) {
+		uint64_t n = r->npages - p < sizeof(vec) ? r->npages - p : sizeof(vec);
 
 		if (mincore(r->map + p * ps, n * ps, vec) < 0)
 			return;
@@ -383,8 +366,8 @@ void region_reconcile(struct region *r)
 			pgstate_t b = r->state[p + i];
 
 			/* Only a resident page can have been discarded by
-			 * the client (MADV_REMOVE); a swapped page's hole is
-			 * ours, and pages with I/O in flight settle when it
+			 * the client; a swapped page's hole is ours, and
+			 * pages with I/O in flight settle when it
 			 * completes. */
 			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO) ||
 			    (vec[i] & 1))
@@ -399,8 +382,7 @@ void region_reconcile(struct region *r)
 void client_reconcile(struct client *c)
 {
 	for (size_t i = 0; i < c->nregions; i++)
-		if (c->regions[i]->removed_hi > c->regions[i]->removed_lo)
-			region_reconcile(c->regions[i]);
+		region_reconcile(c->regions[i]);
 }
 
 /*

@@ -5,11 +5,12 @@
 
 #include "swap.h"
 
-void stats_snapshot(struct daemon *d, struct stats_snapshot *ret)
+void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret)
 {
 	memset(ret, 0, sizeof(*ret));
 	for (struct client *c = d->clients; c; c = c->next) {
-		client_reconcile(c);
+		if (reconcile)
+			client_reconcile(c);
 		ret->clients += c->hello_done && !c->control;
 		ret->regions += c->nregions;
 		for (size_t i = 0; i < c->nregions; i++) {

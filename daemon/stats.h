@@ -28,6 +28,9 @@ struct stats_snapshot {
 
 /* Walks the clients (reconciling pending discards first, so that resident
  * counts are true) and fills *ret. */
-void stats_snapshot(struct daemon *d, struct stats_snapshot *ret);
+/* With `reconcile`, first checks every region's resident pages against the
+ * page cache (client_reconcile(): a walk of every page, for requests made
+ * by hand, not for every metrics scrape). */
+void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret);
 
 #endif

@@ -7,8 +7,14 @@
  * page-table entries.
  *
  * Everything pagerd asks is checked against our own regions first: a
- * confused or hostile daemon cannot make us drop anything else.  Each
- * request is answered with an empty one when done.
+ * confused or hostile daemon cannot make us drop anything else.  Nothing
+ * is answered.
+ *
+ * A request's ranges go to the kernel in one process_madvise() call on our
+ * own pidfd (the kernel allows any advice on oneself since 6.13): one
+ * mmap_lock and, on recent kernels, one TLB flush for all of them.  Each flush
+ * interrupts every CPU that runs one of our threads, which is costly in a
+ * VM; a madvise() per range is the fallback.
  */
 #include <errno.h>
 #include <string.h>
@@ -16,6 +22,8 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -32,12 +40,30 @@ static bool in_region(struct pager *p, uint64_t addr, uint64_t len)
 	return false;
 }
 
+/* Drops the mappings of n ranges, all in our regions. */
+static void drop_ranges(int pidfd, const struct iovec *iov, size_t n)
+{
+	if (pidfd >= 0 && n > 1) {
+		size_t want = 0;
+
+		for (size_t i = 0; i < n; i++)
+			want += iov[i].iov_len;
+		if (syscall(SYS_process_madvise, pidfd, iov, n, MADV_DONTNEED, 0) ==
+		    (long)want)
+			return;
+	}
+	for (size_t i = 0; i < n; i++)
+		madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
+}
+
 static void *agent_main(void *arg)
 {
 	struct pager *p = arg;
 	struct proto_msg m;
+	struct iovec iov[PROTO_DROP_MAX];
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds;
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 
 	for (;;) {
 		ssize_t n = proto_recv(p->agent_sock, &m, fds, &nfds);
@@ -53,21 +79,21 @@ static void *agent_main(void *arg)
 
 		/* Under the lock, so that no region is unmapped (and its
 		 * range reused) between the check and the madvise. */
+		size_t nr = 0;
+
 		pthread_mutex_lock(&p->lock);
-		for (uint32_t i = 0; i < ad->n; i++) {
+		for (uint32_t i = 0; i < ad->n && i < PROTO_DROP_MAX; i++) {
 			uint64_t a = ad->range[i].addr, l = ad->range[i].len;
 
 			if (l && !(a % p->page_size) && !(l % p->page_size) &&
 			    in_region(p, a, l))
-				madvise((void *)(uintptr_t)a, l, MADV_DONTNEED);
+				iov[nr++] = (struct iovec){ (void *)(uintptr_t)a, l };
 		}
+		drop_ranges(pidfd, iov, nr);
 		pthread_mutex_unlock(&p->lock);
-		/* Done: while our madvise ran, pagerd's resolutions of our
-		 * faults failed (the kernel refuses them while an address
-		 * space changes).  An empty drop tells it to try again now. */
-		memset(&m, 0, sizeof(m));
-		proto_send(p->agent_sock, &m, proto_finish(&m, PROTO_AGENT_DROP, 0), NULL, 0);
 	}
+	if (pidfd >= 0)
+		close(pidfd);
 	return NULL;
 }
 

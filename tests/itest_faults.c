@@ -848,14 +848,8 @@ static void dontneed_keeps_data_remove_zeroes(void **state)
  * After MADV_DONTNEED the pages are still in the memfd's page cache, so
  * they are still resident; pagerd counts them out.
  *
- * KNOWN BUG: daemon/fault.c handle_event(), UFFD_EVENT_REMOVE, marks the
- * range PAGE_EMPTY for MADV_DONTNEED as for MADV_REMOVE.  The event cannot
- * tell them apart (and arrives before the zap or punch), so pagerd must
- * find out afterwards: mincore() on its own mapping of the memfd (shmem
- * reports page-cache presence) once the madvise returned, or on the next
- * fault (MINOR: still there; MISSING: gone).  As it stands, every page
- * dropped this way (including DESIGN.md §4(a)'s reference sampling) is
- * invisible to the limits that eviction enforces.
+ * (pagerd asks for no REMOVE events, so DONTNEED, as done by libpager's
+ * agent for every reference sample, never reaches it.)
  */
 static void dontneed_keeps_resident_count(void **state)
 {

@@ -473,7 +473,7 @@ static void test_hello_uffd_without_features(void **state)
 	const uint64_t lacking[] = {
 		0,
 		req & ~(uint64_t)UFFD_FEATURE_MINOR_SHMEM,
-		req & ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE,
+		req & ~(uint64_t)UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct proto_msg m;
 

@@ -132,23 +132,58 @@ static void budget_and_empty_region(void **state)
 	hand = 1000;
 	assert_int_equal(scan(st, N, &hand, true, 1, N, v, smp, &ns), 1);
 	assert_int_equal(v[0], 0);
-	/* The sample list is bounded: references still clear beyond it. */
+	/* The sample list is bounded: the hand stops where it is full and
+	 * leaves the references it could not sample (clearing one without
+	 * dropping the mapping would lose it). */
 	for (int i = 0; i < N; i++)
 		st[i] = PAGE_RESIDENT | PG_REF;
 	ns = 0;
 	hand = 0;
 	assert_int_equal(clock_scan(st, N, &hand, true, 1, N, v, smp, &ns, 3), 0);
 	assert_int_equal(ns, 3);
+	assert_int_equal(hand, 3);
 	for (int i = 0; i < N; i++)
-		assert_int_equal(st[i], PAGE_RESIDENT);
+		assert_int_equal(st[i], i < 3 ? PAGE_RESIDENT : PAGE_RESIDENT | PG_REF);
+}
+
+/* A page proven hot is passed over PG_HOT_MAX turns, untouched and not
+ * sampled, then sampled like any referenced page. */
+static void hot_pages_are_sampled_every_few_turns(void **state)
+{
+	pgstate_t st[2] = { PAGE_RESIDENT | PG_REF | PG_HOT_MASK, PAGE_RESIDENT };
+	uint64_t hand = 0, v[N], smp[N];
+	size_t ns;
+
+	(void)state;
+	for (int turn = 0; turn < PG_HOT_MAX; turn++) {
+		st[1] = PAGE_RESIDENT;
+		assert_int_equal(scan(st, 2, &hand, true, 1, 2, v, smp, &ns), 1);
+		assert_int_equal(v[0], 1);
+		assert_int_equal(ns, 0);
+		assert_int_equal(st[0] & PG_REF, PG_REF);
+		assert_int_equal((st[0] & PG_HOT_MASK) >> PG_HOT_SHIFT,
+				 PG_HOT_MAX - 1 - turn);
+	}
+	/* Count spent: sampled (mapping dropped), then a victim if unused. */
+	st[1] = PAGE_RESIDENT | PG_REF;
+	assert_int_equal(scan(st, 2, &hand, true, 1, 2, v, smp, &ns), 0);
+	assert_int_equal(ns, 2);
+	assert_int_equal(scan(st, 2, &hand, true, 1, 2, v, smp, &ns), 1);
+	assert_int_equal(v[0], 0);
+	/* FIFO ignores the count as it ignores references. */
+	st[0] = PAGE_RESIDENT | PG_REF | PG_HOT_MASK;
+	hand = 0;
+	assert_int_equal(scan(st, 2, &hand, false, 1, 2, v, smp, &ns), 1);
+	assert_int_equal(v[0], 0);
 }
 
 /*
  * The loop pagerd runs, in miniature: `cache` pages may be resident.  An
  * access to a page that is not resident is a miss: the hand picks a victim
  * and the page comes in referenced.  An access to a resident page whose
- * mapping the hand dropped is a MINOR fault: it marks the page again.  An
- * access to a mapped page tells us nothing (no accessed bits).
+ * mapping the hand dropped is a MINOR fault: it marks the page again, and
+ * hot (fault.c).  An access to a mapped page tells us nothing (no accessed
+ * bits).
  */
 static double hit_rate(bool use_ref, unsigned npages, unsigned cache,
 		       unsigned hot, unsigned accesses)
@@ -169,7 +204,7 @@ static double hit_rate(bool use_ref, unsigned npages, unsigned cache,
 		if (pg_state(st[page]) == PAGE_RESIDENT) {
 			hits++;
 			if (!mapped[page]) {
-				st[page] |= PG_REF;
+				st[page] |= PG_REF | PG_HOT_MASK;
 				mapped[page] = true;
 			}
 			continue;
@@ -219,6 +254,7 @@ int main(void)
 		cmocka_unit_test(all_referenced_needs_two_turns),
 		cmocka_unit_test(fifo_ignores_references),
 		cmocka_unit_test(budget_and_empty_region),
+		cmocka_unit_test(hot_pages_are_sampled_every_few_turns),
 		cmocka_unit_test(clock_beats_fifo_on_a_skewed_mix),
 	};
 
