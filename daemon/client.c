@@ -75,6 +75,8 @@ void client_destroy(struct client *c)
 {
 	struct daemon *d = c->d;
 
+	if (c->waiting_on)
+		snapshot_waiter_gone(c);
 	limits_client_gone(c);
 	agent_detach(c);
 	while (c->nregions)
@@ -333,8 +335,8 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 	case PROTO_SNAPSHOT_START:
 		if (nfds != 1)
 			return -EBADF;
-		e = snapshot_start(r, fds[0], &out->snapshot);
-		if (e == 0)
+		e = snapshot_start(c, r, fds[0]);
+		if (e == REQUEST_DEFERRED)
 			fds[0] = -1; /* the snapshot owns it */
 		return e;
 	case PROTO_SNAPSHOT_STATUS:
@@ -464,6 +466,27 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 	}
 }
 
+void client_reply_deferred(struct client *c, int status, struct proto_reply *out)
+{
+	if (!c->reply_deferred)
+		return;
+	c->reply_deferred = false;
+	c->waiting_on = NULL;
+	out->status = status;
+	if (status < 0)
+		log_warn("client %" PRIu64 ": deferred request failed: %s", c->id,
+			 strerror(-status));
+	if (reply(c, c->deferred_seq, out) < 0) {
+		/* Not from here (a snapshot is calling): its socket's next
+		 * event reads end of stream and tears it down. */
+		shutdown(c->sock, SHUT_RDWR);
+		event_active(c->sock_ev, EV_READ, 0);
+		return;
+	}
+	if (event_add(c->sock_ev, NULL) == 0)
+		event_active(c->sock_ev, EV_READ, 0);
+}
+
 static void client_on_sock(int fd, short what, void *arg)
 {
 	struct client *c = arg;
@@ -510,6 +533,14 @@ static void client_on_sock(int fd, short what, void *arg)
 		for (unsigned i = 0; i < nfds; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
+		if (status == REQUEST_DEFERRED) {
+			/* Answered later; until then the next request waits
+			 * in the socket. */
+			c->reply_deferred = true;
+			c->deferred_seq = seq;
+			event_del(c->sock_ev);
+			return;
+		}
 		out.status = status;
 		if (reply(c, seq, &out) < 0) {
 			client_destroy(c);

@@ -76,15 +76,23 @@ int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp)
 		.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
 	};
 
-	if (ioctl(c->uffd, UFFDIO_CONTINUE, &cont) == 0)
+	if (ioctl(c->uffd, UFFDIO_CONTINUE, &cont) == 0) {
+		if (!wp)
+			snapshot_note_writable(r, page, n);
 		return (int64_t)n;
-	if (cont.mapped > 0)
+	}
+	if (cont.mapped > 0) {
+		if (!wp)
+			snapshot_note_writable(r, page, (uint64_t)cont.mapped / ps);
 		return cont.mapped / (int64_t)ps;
+	}
 	if (errno == EEXIST) {
 		/* Already mapped (a racing CONTINUE): make sure nobody is
 		 * left waiting, and keep the protection we want. */
 		if (wp)
 			uffd_protect(r, page, 1, true);
+		else
+			snapshot_note_writable(r, page, 1);
 		uffd_wake(c, cont.range.start, ps);
 		return 1;
 	}
@@ -102,6 +110,8 @@ int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
 
 	if (ioctl(c->uffd, UFFDIO_WRITEPROTECT, &w) < 0)
 		return -errno;
+	if (!wp)
+		snapshot_note_writable(r, page, n);
 	return 0;
 }
 
@@ -183,6 +193,7 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 	} else
 		return -errno;
 	uint64_t done = (uint64_t)zp.zeropage / ps;
+	snapshot_note_writable(r, page, done);
 	region_set_state(r, page, done, PAGE_RESIDENT);
 	for (uint64_t i = 0; i < done; i++)
 		r->state[page + i] |= PG_REF;

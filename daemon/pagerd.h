@@ -231,11 +231,22 @@ struct client {
 	uint64_t memory_limit;      /* pages, 0 = none */
 	int agent;                  /* libpager's agent socket, or -1 */
 	struct event *agent_ev;
+	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
+	 * more is read from the socket until it is sent. */
+	bool reply_deferred;
+	uint32_t deferred_seq;
+	struct snapshot *waiting_on; /* the snapshot that will send it */
 };
+
+/* What a request handler returns when it will reply later itself, through
+ * client_reply_deferred(). */
+#define REQUEST_DEFERRED 1
 
 /* client.c */
 int client_accept(struct daemon *d, int sock);
 void client_destroy(struct client *c);
+/* Sends the reply to c's deferred request and reads its socket again. */
+void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
 void clients_destroy_all(struct daemon *d);
 
 /* region.c */
@@ -323,7 +334,14 @@ void swapin_readahead_hit(struct region *r, uint64_t page);
 int swapin_poison(struct region *r, uint64_t page);
 
 /* snapshot.c */
-int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret);
+/* Starts a snapshot of r into fd for `requester`: returns REQUEST_DEFERRED
+ * (the reply follows at the instant), or -errno. */
+int snapshot_start(struct client *requester, struct region *r, int fd);
+/* Pages the loop made writable (mapped without write protection, or
+ * un-protected) while a snapshot's write-protection pass runs. */
+void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n);
+/* The client waiting for a snapshot's start is gone. */
+void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
 /* The region is going: a running snapshot fails, nothing stays behind. */
 void snapshot_region_gone(struct region *r);

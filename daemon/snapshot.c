@@ -3,9 +3,20 @@
  * Copy-on-write snapshots of a live region, and lazy restore from an image
  * (DESIGN.md §6).
  *
- * Snapshot.  One UFFDIO_WRITEPROTECT over the whole region is the instant
- * of the snapshot: from then on no write reaches a page without a fault we
- * see first.  Every page that held data at that instant (resident, in
+ * Snapshot.  Write protection over the whole region makes the instant of
+ * the snapshot: from then on no write reaches a page without a fault we
+ * see first.  Protecting a GiB takes the kernel tens of milliseconds (a
+ * walk of every PTE), and writers must not wait that long, so it takes two
+ * steps.  First a thread protects the whole region while the loop goes on
+ * serving faults as if no snapshot ran: a write to a page already passed
+ * is un-protected at once and lands before the instant, and every page the
+ * loop makes writable meanwhile is noted.  Then, on the loop, the noted
+ * pages (the few that writers touched during the walk) are protected again:
+ * the end of that is the instant, and its length the pause.  The cut is
+ * consistent: a write that waits on a protected page has not happened, so
+ * nothing written later can be in the image without it.
+ *
+ * Every page that held data at that instant (resident, in
  * swap, or still in the image the region was restored from) is marked
  * pending; a copier working in the background, a batch per loop turn,
  * writes each pending page to the image at its offset: from pagerd's
@@ -31,10 +42,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +76,14 @@
 struct snapshot {
 	struct region *r;     /* NULL once the region is gone */
 	struct daemon *d;
+	struct client *waiter; /* for the start's reply, until the instant */
+	/* Step one: the protecting thread, with its own dup of the uffd. */
+	bool protecting;
+	pthread_t protector;
+	int protect_uffd, protect_efd, protect_err;
+	uint64_t protect_addr, protect_len, protect_ns;
+	struct event *protect_ev;
+	uint64_t *reprotect;  /* bit per page: made writable during step one */
 	int fd;
 	uint64_t *pending;    /* bit per page: still to be copied */
 	uint64_t total, done, cursor;
@@ -98,6 +121,21 @@ static void bit_clr(uint64_t *m, uint64_t i)
 	m[i / 64] &= ~(1ull << (i % 64));
 }
 
+static void bit_set(uint64_t *m, uint64_t i)
+{
+	m[i / 64] |= 1ull << (i % 64);
+}
+
+void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n)
+{
+	struct snapshot *s = r->snap;
+
+	if (!s || !s->protecting)
+		return;
+	for (uint64_t i = page; i < page + n && i < r->npages; i++)
+		bit_set(s->reprotect, i);
+}
+
 bool snapshot_pending(const struct region *r, uint64_t page)
 {
 	const struct snapshot *s = r->snap;
@@ -105,8 +143,12 @@ bool snapshot_pending(const struct region *r, uint64_t page)
 	return s && !s->finished && bit(s->pending, page);
 }
 
+static void protect_join(struct snapshot *s);
+
 static void snap_free(struct snapshot *s)
 {
+	protect_join(s);
+	free(s->reprotect);
 	if (s->efd_ev)
 		event_free(s->efd_ev);
 	if (s->ring_ok)
@@ -582,13 +624,151 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 	snap_kick(s);
 }
 
-int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
+/* Step one, on its own thread: write-protect the whole region. */
+static void *protect_region(void *arg)
+{
+	struct snapshot *s = arg;
+	struct uffdio_writeprotect w = {
+		.range = { .start = s->protect_addr, .len = s->protect_len },
+		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+	uint64_t t0 = now_ns(), one = 1;
+	int e = 0;
+
+	/* Behind the application's threads (and our loop) for the CPU: a
+	 * writer the walk preempted would wait as if paused. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+	for (int tries = 0; ioctl(s->protect_uffd, UFFDIO_WRITEPROTECT, &w) < 0; tries++) {
+		e = -errno;
+		/* EAGAIN: an event's sender is finishing (nothing was done) */
+		if (e != -EAGAIN || tries == 1000)
+			break;
+		e = 0;
+		sched_yield();
+	}
+	s->protect_err = e;
+	s->protect_ns = now_ns() - t0;
+	/* Cannot fail: an eventfd far below its maximum. */
+	ssize_t w_ = write(s->protect_efd, &one, sizeof(one));
+
+	(void)w_;
+	return NULL;
+}
+
+/* Waits for the protecting thread, if one runs, and frees what it used. */
+static void protect_join(struct snapshot *s)
+{
+	if (!s->protecting)
+		return;
+	pthread_join(s->protector, NULL);
+	s->protecting = false;
+	if (s->protect_ev)
+		event_free(s->protect_ev);
+	s->protect_ev = NULL;
+	close(s->protect_efd);
+	close(s->protect_uffd);
+}
+
+static void reply_to_waiter(struct snapshot *s, int status)
+{
+	struct proto_reply out;
+	struct client *c = s->waiter;
+
+	if (!c)
+		return;
+	s->waiter = NULL;
+	memset(&out, 0, sizeof(out));
+	if (s->r && s->r->snap == s)
+		snapshot_status(s->r, &out.snapshot);
+	client_reply_deferred(c, status, &out);
+}
+
+void snapshot_waiter_gone(struct client *c)
+{
+	if (c->waiting_on)
+		c->waiting_on->waiter = NULL;
+	c->waiting_on = NULL;
+}
+
+/* Write-protects the pages noted in s->reprotect.  0 or -errno. */
+static int protect_noted(struct snapshot *s)
+{
+	struct region *r = s->r;
+
+	for (uint64_t w = 0; w < (r->npages + 63) / 64; w++) {
+		while (s->reprotect[w]) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(s->reprotect[w]), n = 0;
+			int e;
+
+			while (p + n < r->npages && bit(s->reprotect, p + n)) {
+				bit_clr(s->reprotect, p + n);
+				n++;
+			}
+			for (int tries = 0; (e = uffd_protect(r, p, n, true)) == -EAGAIN &&
+					    tries < 1000; tries++)
+				sched_yield();
+			if (e < 0 && e != -ENOENT)
+				return e;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Step two, on the loop: the instant.  Nothing else runs on the loop
+ * meanwhile, so no page becomes writable behind us.
+ */
+static void snapshot_instant(struct snapshot *s)
+{
+	struct region *r = s->r;
+	uint64_t t0 = now_ns();
+	int e = s->protect_err;
+
+	if (e == 0)
+		e = protect_noted(s);
+	s->pause_ns = now_ns() - t0;
+	free(s->reprotect);
+	s->reprotect = NULL;
+	if (e < 0) {
+		reply_to_waiter(s, e);
+		r->snap = NULL;
+		snap_free(s);
+		return;
+	}
+	for (uint64_t p = 0; p < r->npages; p++) {
+		pgstate_t b = r->state[p];
+
+		if (pg_state(b) == PAGE_RESIDENT || pg_state(b) == PAGE_SWAPPED ||
+		    (b & PG_IMAGE)) {
+			s->pending[p / 64] |= 1ull << (p % 64);
+			s->total++;
+		}
+	}
+	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy; region write-protected in %" PRIu64 " us, writers paused %" PRIu64 " us",
+		 r->id, s->total, s->protect_ns / 1000, s->pause_ns / 1000);
+	reply_to_waiter(s, 0);
+	snap_kick(s);
+}
+
+static void on_protected(evutil_socket_t fd, short what, void *arg)
+{
+	struct snapshot *s = arg;
+	uint64_t v;
+
+	(void)what;
+	if (read(fd, &v, sizeof(v)) < 0 && errno == EAGAIN)
+		return;
+	protect_join(s);
+	snapshot_instant(s);
+}
+
+int snapshot_start(struct client *requester, struct region *r, int fd)
 {
 	struct daemon *d = r->client->d;
+	size_t words = (r->npages + 63) / 64;
 	struct snapshot *s;
 	struct stat st;
-	uint64_t t0;
-	int fl, e;
+	int fl;
 
 	fl = fcntl(fd, F_GETFL);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fl < 0 ||
@@ -615,7 +795,8 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
 	s->r = r;
 	s->fd = fd;
 	s->efd = -1;
-	s->pending = calloc((r->npages + 63) / 64, sizeof(uint64_t));
+	s->pending = calloc(words, sizeof(uint64_t));
+	s->reprotect = calloc(words, sizeof(uint64_t));
 	s->ev = evtimer_new(d->base, on_snap, s);
 	if (s->pending && s->ev && io_uring_queue_init(64, &s->ring, 0) == 0) {
 		s->ring_ok = true;
@@ -624,39 +805,40 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
 			s->efd_ev = event_new(d->base, s->efd, EV_READ | EV_PERSIST,
 					      on_image_written, s);
 	}
-	if (!s->pending || !s->ev || !s->efd_ev || event_add(s->efd_ev, NULL) < 0) {
+	if (!s->pending || !s->reprotect || !s->ev || !s->efd_ev ||
+	    event_add(s->efd_ev, NULL) < 0) {
 		s->fd = -1;
 		snap_free(s);
 		return -ENOMEM;
 	}
-	/* The instant: every page write-protected in one call. */
-	t0 = now_ns();
-	for (int tries = 0; (e = uffd_protect(r, 0, r->npages, true)) == -EAGAIN &&
-			    tries < 1000; tries++)
-		sched_yield(); /* an event's sender is finishing */
-	s->pause_ns = now_ns() - t0;
-	if (e < 0) {
+	/* Step one on a thread of its own (a dup of the uffd: the client's
+	 * may close while it runs). */
+	s->protect_addr = r->addr;
+	s->protect_len = r->len;
+	s->protect_uffd = fcntl(r->client->uffd, F_DUPFD_CLOEXEC, 0);
+	s->protect_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->protect_uffd >= 0 && s->protect_efd >= 0)
+		s->protect_ev = event_new(d->base, s->protect_efd, EV_READ,
+					  on_protected, s);
+	if (!s->protect_ev || event_add(s->protect_ev, NULL) < 0 ||
+	    pthread_create(&s->protector, NULL, protect_region, s) != 0) {
+		if (s->protect_ev)
+			event_free(s->protect_ev);
+		if (s->protect_uffd >= 0)
+			close(s->protect_uffd);
+		if (s->protect_efd >= 0)
+			close(s->protect_efd);
 		s->fd = -1;
 		snap_free(s);
-		return e;
+		return -ENOMEM;
 	}
-	for (uint64_t p = 0; p < r->npages; p++) {
-		pgstate_t b = r->state[p];
-
-		if (pg_state(b) == PAGE_RESIDENT || pg_state(b) == PAGE_SWAPPED ||
-		    (b & PG_IMAGE)) {
-			s->pending[p / 64] |= 1ull << (p % 64);
-			s->total++;
-		}
-	}
+	s->protecting = true;
 	if (r->snap)
 		snap_free(r->snap);
 	r->snap = s;
-	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy, region write-protected in %" PRIu64 " us",
-		 r->id, s->total, s->pause_ns / 1000);
-	snap_kick(s);
-	snapshot_status(r, ret);
-	return 0;
+	s->waiter = requester;
+	requester->waiting_on = s;
+	return REQUEST_DEFERRED;
 }
 
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
@@ -684,6 +866,8 @@ void snapshot_region_gone(struct region *r)
 		return;
 	r->snap = NULL;
 	s->r = NULL;
+	protect_join(s);
+	reply_to_waiter(s, -ECANCELED);
 	snap_finish(s, -ECANCELED);
 	if (!s->reads)
 		snap_free(s);
