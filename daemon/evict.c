@@ -231,14 +231,70 @@ static void writeback_done(void *arg, int res)
 }
 
 /*
+ * Victims with a gap of at most this many pages between them are protected
+ * and punched in one call when nothing in the gap is in memory: every call
+ * flushes the TLB of each CPU that runs the client (an interrupt, costly in
+ * a VM), and the victims of random access come one page at a time.
+ */
+#define EVICT_GAP_MAX 64
+
+/* Whether [a, b) holds nothing a write protection or a punch could touch:
+ * no page in memory (a hole, or data in a slot or an image), no I/O. */
+static bool inert_gap(const struct region *r, uint64_t a, uint64_t b)
+{
+	if (b - a > EVICT_GAP_MAX)
+		return false;
+	for (uint64_t p = a; p < b; p++) {
+		pgstate_t s = r->state[p];
+
+		if ((pg_state(s) != PAGE_SWAPPED && pg_state(s) != PAGE_EMPTY) ||
+		    (s & (PG_IO | PG_READING)))
+			return false;
+	}
+	return true;
+}
+
+/* Dirty victims v[0..n) (one group), write-protected: zero pages are
+ * punched, the others written out.  Returns the pages on their way. */
+static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n)
+{
+	struct daemon *d = r->client->d;
+	size_t ps = d->page_size;
+	uint64_t freed = 0;
+
+	/* From here no write reaches these pages without a fault we handle
+	 * after this: zero pages can go. */
+	for (size_t i = 0; i < n;) {
+		bool zero = page_is_zero(r->map + v[i] * ps, ps);
+		size_t j = i + 1;
+
+		while (j < n && v[j] == v[j - 1] + 1 &&
+		       page_is_zero(r->map + v[j] * ps, ps) == zero)
+			j++;
+		if (zero) {
+			punch_run(r, v[i], j - i, PAGE_EMPTY);
+			r->stats.evict_zero += j - i;
+			d->stats.evict_zero += j - i;
+			freed += j - i;
+		} else if (d->writeback < EVICT_MAX_WRITEBACK) {
+			freed += writeback_run(r, v[i], j - i);
+		} else {
+			uffd_protect(r, v[i], j - i, false);
+		}
+		i = j;
+	}
+	return freed;
+}
+
+/*
  * Evicts the victims of one region (sorted by page): clean pages are
  * punched, dirty ones write-protected and checked for zero (punched) or
- * written out.  Returns the pages that left or are on their way.
+ * written out.  Victims of a kind go in groups (see EVICT_GAP_MAX).
+ * Returns the pages that left or are on their way.
  */
 static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 {
 	struct daemon *d = r->client->d;
-	size_t ps = d->page_size;
 	uint64_t freed = 0;
 	int e;
 
@@ -246,50 +302,35 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 		size_t j = i + 1;
 		bool clean = region_slot(r, v[i]) >= 0;
 
-		/* A run: neighbouring pages, all clean or all dirty. */
-		while (j < n && v[j] == v[j - 1] + 1 &&
-		       (region_slot(r, v[j]) >= 0) == clean)
+		while (j < n && (region_slot(r, v[j]) >= 0) == clean &&
+		       (v[j] == v[j - 1] + 1 || inert_gap(r, v[j - 1] + 1, v[j])))
 			j++;
-		uint64_t first = v[i], len = j - i;
+		uint64_t first = v[i], span = v[j - 1] + 1 - first;
 
 		if (clean) {
 			/* Write-protected since their copy was made: no
 			 * write can have slipped in. */
-			punch_run(r, first, len, PAGE_SWAPPED);
-			r->stats.evict_clean += len;
-			d->stats.evict_clean += len;
-			freed += len;
-		} else if ((e = uffd_protect(r, first, len, true)) == -EAGAIN) {
-			/* An event (the agent's madvise) is unread: try
-			 * again once the loop has read it. */
+			e = region_punch(r, first, span);
+			if (e < 0) {
+				/* Still in memory, and correct: keep them. */
+				log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
+					 r->id, first, span, strerror(-e));
+			} else {
+				for (size_t k = i; k < j; k++)
+					region_set_state(r, v[k], 1, PAGE_SWAPPED);
+				r->stats.evict_clean += j - i;
+				d->stats.evict_clean += j - i;
+				freed += j - i;
+			}
+		} else if ((e = uffd_protect(r, first, span, true)) == -EAGAIN) {
+			/* An event is unread: try again once the loop has
+			 * read it. */
 			d->evict_blocked = true;
 		} else if (e < 0) {
 			log_debug("region %" PRIu64 ": write-protecting %" PRIu64 "+%" PRIu64 ": %s",
-				  r->id, first, len, strerror(-e));
+				  r->id, first, span, strerror(-e));
 		} else {
-			/* From here no write reaches these pages without a
-			 * fault we handle after this: zero pages can go. */
-			uint64_t p = first, end = first + len;
-
-			while (p < end) {
-				bool zero = page_is_zero(r->map + p * ps, ps);
-				uint64_t q = p + 1;
-
-				while (q < end &&
-				       page_is_zero(r->map + q * ps, ps) == zero)
-					q++;
-				if (zero) {
-					punch_run(r, p, q - p, PAGE_EMPTY);
-					r->stats.evict_zero += q - p;
-					d->stats.evict_zero += q - p;
-					freed += q - p;
-				} else if (d->writeback < EVICT_MAX_WRITEBACK) {
-					freed += writeback_run(r, p, q - p);
-				} else {
-					uffd_protect(r, p, q - p, false);
-				}
-				p = q;
-			}
+			freed += evict_dirty(r, v + i, j - i);
 		}
 		i = j;
 	}
