@@ -176,11 +176,6 @@ struct region {
 	uint8_t *map;       /* pagerd's own mapping of the memfd */
 	pgstate_t *state;   /* enum page_state and PG_* flags per page */
 	uint32_t *slot;     /* swap slot + 1 per page, 0 = none (lazily) */
-	/* For a page in swap: `swapouts` when it went (with slot, lazily).
-	 * How many pages left since then tells a page back soon (in use)
-	 * from one read once in a while; see swapin_refault_is_recent(). */
-	uint32_t *swapped_at;
-	uint32_t swapouts;
 	uint64_t resident;
 	uint64_t writeback;
 	uint64_t swapped;

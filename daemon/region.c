@@ -208,7 +208,6 @@ void region_destroy(struct region *r)
 		event_free(r->prefetch_ev);
 	free(r->state);
 	free(r->slot);
-	free(r->swapped_at);
 	free(r);
 	evict_kick(d); /* room for faults waiting on a limit */
 }
@@ -217,14 +216,8 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot)
 {
 	if (!r->slot) {
 		r->slot = calloc(r->npages, sizeof(*r->slot));
-		r->swapped_at = calloc(r->npages, sizeof(*r->swapped_at));
-		if (!r->slot || !r->swapped_at) {
-			free(r->slot);
-			free(r->swapped_at);
-			r->slot = NULL;
-			r->swapped_at = NULL;
+		if (!r->slot)
 			return -ENOMEM;
-		}
 	}
 	r->slot[page] = slot < 0 ? 0 : (uint32_t)(slot + 1);
 	return 0;
@@ -424,8 +417,6 @@ void region_set_state(struct region *r, uint64_t first, uint64_t n,
 			d->resident++;
 		} else if (st == PAGE_SWAPPED) {
 			r->swapped++;
-			if (r->swapped_at)
-				r->swapped_at[p] = r->swapouts++;
 		}
 	}
 }

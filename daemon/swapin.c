@@ -207,23 +207,6 @@ static struct readahead_stream *stream_for(struct region *r, uint64_t page,
 	return victim;
 }
 
-/*
- * Whether a page swapped in on demand went out recently: fewer pages went
- * to swap from its region since than the region holds resident, about one
- * turn of the Clock hand.  Such a page is in use: it comes in referenced,
- * and the hand samples it before deciding.  A page read once in a while (a
- * uniform random access over a large region) comes in unreferenced and is
- * the victim at the hand's first pass, which costs no drop and no MINOR
- * fault; if it is back soon after all, its next refault is recent.  (The
- * kernel's workingset detection does the same with its refault distance.)
- */
-static bool refault_is_recent(const struct region *r, uint64_t page)
-{
-	if (!r->swapped_at)
-		return true;
-	return (uint32_t)(r->swapouts - r->swapped_at[page]) <= r->resident;
-}
-
 int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 {
 	struct daemon *d = c->d;
@@ -260,8 +243,7 @@ int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 			uffd_wake(c, r->addr + page * d->page_size, d->page_size);
 		return 0;
 	}
-	if (refault_is_recent(r, page))
-		r->state[page] |= PG_REF;
+	r->state[page] |= PG_REF;
 	for (uint32_t i = 1; i < n; i++)
 		r->state[page + i] |= PG_RA;
 	if (n > 1) {
