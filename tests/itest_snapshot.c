@@ -9,6 +9,10 @@
  *   two_regions_at_once    two asynchronous snapshots in flight together
  *   client_dies_midway     the snapshotting process is killed: its image
  *                          never validates
+ *   requester_leaves       a control connection asks for a snapshot and
+ *                          closes before the answer (which comes only at
+ *                          the instant): pagerd serves on, the region's
+ *                          data is intact, the next snapshot works
  *   restore_lazy           snapshot, then restore in another process:
  *                          nothing is read until touched, every byte equal
  *   restore_prefetch       the background prefetch reads the whole image
@@ -34,6 +38,7 @@
 #include <fcntl.h>
 #include <pager.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -398,6 +403,66 @@ static void client_dies_midway(void **state)
 	stop(c);
 }
 
+static void requester_leaves(void **state)
+{
+	struct ctx *c = *state;
+	const size_t len = 64 * MiB;
+	char path[128], path2[128];
+	struct proto_msg m;
+	struct proto_reply st;
+
+	start(c);
+	snprintf(path, sizeof(path), "%s/left.img", dir);
+	snprintf(path2, sizeof(path2), "%s/after.img", dir);
+	struct pager *p = connect_to(c->d.sock);
+	struct pager_region *r;
+
+	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
+	fill_region(r, 11);
+	for (int round = 0; round < 3; round++) {
+		int s = test_control_connect(c->d.sock);
+		int img = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+		assert_true(s >= 0);
+		assert_true(img >= 0);
+		memset(&m, 0, sizeof(m));
+		m.body.snapshot.region_id = pager_region_id(r);
+		assert_int_equal(proto_send(s, &m, proto_finish(&m, PROTO_SNAPSHOT_START, 1),
+					    &img, 1), 0);
+		close(img);
+		close(s); /* gone before the instant */
+		/* pagerd serves on: a status over a new connection. */
+		assert_int_equal(test_status(c->d.sock, &st), 0);
+		/* The abandoned snapshot runs to its end (asked as pagerctl
+		 * would: its status shows no pages yet before the instant,
+		 * then done); then ours works. */
+		int ctl = test_control_connect(c->d.sock);
+		struct proto_reply rep;
+
+		assert_true(ctl >= 0);
+		do {
+			memset(&m, 0, sizeof(m));
+			m.body.snapshot.region_id = pager_region_id(r);
+			assert_int_equal(test_raw_call(ctl, &m, PROTO_SNAPSHOT_STATUS, 0,
+						       NULL, 0, &rep), 0);
+			assert_int_equal(rep.status, 0);
+			if (!rep.snapshot.done)
+				sched_yield();
+		} while (!rep.snapshot.done);
+		close(ctl);
+		assert_int_equal(pager_region_snapshot(r, path2, NULL), 0);
+		expect_image(path2, 11, len);
+	}
+	assert_int_equal(pager_region_destroy(r), 0);
+	pager_close(p);
+	assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
+	unlink(path);
+	unlink(path2);
+	strcat(path2, ".meta");
+	unlink(path2);
+	stop(c);
+}
+
 /* ---- restore ------------------------------------------------------------ */
 
 static void take(struct ctx *c, const char *path, size_t len, uint64_t seed)
@@ -591,6 +656,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(consistent_swapped, setup, teardown),
 		cmocka_unit_test_setup_teardown(two_regions_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(client_dies_midway, setup, teardown),
+		cmocka_unit_test_setup_teardown(requester_leaves, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_lazy, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_images, setup, teardown),
