@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 #include "swap.h"
@@ -652,6 +653,7 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret)
 	if (r->snap)
 		snap_free(r->snap);
 	r->snap = s;
+	fdstore_region_sync(r); /* a successor reports it failed */
 	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy, region write-protected in %" PRIu64 " us",
 		 r->id, s->total, s->pause_ns / 1000);
 	snap_kick(s);
@@ -674,6 +676,39 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->pause_ns = s->pause_ns;
 	ret->status = s->status;
 	ret->done = s->finished && !s->reads;
+}
+
+void snapshot_handover(struct region *r)
+{
+	struct snapshot *s = r->snap;
+
+	if (!s)
+		return;
+	/* Not finished, or its last image writes still in flight: the
+	 * successor cannot say the image is whole. */
+	if (!s->finished)
+		snap_finish(s, -ESHUTDOWN);
+	else if (s->reads)
+		s->status = -ESHUTDOWN;
+}
+
+void snapshot_adopt(struct region *r, int status, uint64_t total,
+		    uint64_t done, uint64_t pause_ns)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return; /* the client's poll then says -ENOENT: still a failure */
+	s->d = r->client->d;
+	s->r = r;
+	s->fd = -1;
+	s->efd = -1;
+	s->finished = true;
+	s->status = status;
+	s->total = total;
+	s->done = done;
+	s->pause_ns = pause_ns;
+	r->snap = s;
 }
 
 void snapshot_region_gone(struct region *r)
@@ -801,6 +836,15 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 		}
 		off = hole;
 	}
+	restore_resume(r, fd, prefetch);
+	fdstore_region_image(r);
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
+		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
+	return 0;
+}
+
+void restore_resume(struct region *r, int fd, bool prefetch)
+{
 	r->image_fd = fd;
 	r->image_prefetch = prefetch;
 	if (prefetch && r->image_pending) {
@@ -810,7 +854,4 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 		if (r->prefetch_ev)
 			evtimer_add(r->prefetch_ev, &now);
 	}
-	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
-		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
-	return 0;
 }
