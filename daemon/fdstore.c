@@ -62,7 +62,6 @@ struct fdstore {
 	struct stored *v;
 	size_t n;
 	bool notify_failed; /* logged once */
-	unsigned held;      /* descriptors we believe the store holds */
 };
 
 static const char *const kind_suffix[] = {
@@ -103,7 +102,6 @@ static bool store_put(struct daemon *d, int fd, const char *fmt, ...)
 		notify_fail(d, "storing a descriptor", e ? e : -ENOTCONN);
 		return false;
 	}
-	d->fdstore->held++;
 	log_debug("fd store: + %s", name);
 	return true;
 }
@@ -128,8 +126,6 @@ static void store_remove(struct daemon *d, char prefix, uint64_t id, const char 
 
 	snprintf(name, sizeof(name), "%c%" PRIu64 ".%s", prefix, id, suffix);
 	store_remove_name(d, name);
-	if (d->fdstore && d->fdstore->held)
-		d->fdstore->held--;
 }
 
 /* ---- what LISTEN_FDS brought -------------------------------------------- */
@@ -669,6 +665,7 @@ static uint64_t *memfd_present(int fd, uint64_t npages, size_t ps)
 
 struct settle_counts {
 	uint64_t resident, swapped, empty, poisoned, lost, punched, slots_dropped;
+	uint64_t in_flight; /* pages whose write-back or swap-in was cut short */
 };
 
 /*
@@ -710,6 +707,7 @@ static void settle(struct region *r, const uint64_t *present, bool have_image,
 		enum page_state to;
 		pgstate_t keep = 0;
 
+		n->in_flight += (b & PG_IO) != 0;
 		if (slot >= 0) {
 			valid = sw && swap_claim(sw, (uint64_t)slot, r->id, p) == 0;
 			if (!valid)
@@ -761,9 +759,12 @@ static void settle(struct region *r, const uint64_t *present, bool have_image,
 		}
 		if (to == PAGE_RESIDENT && st == PAGE_RESIDENT)
 			keep |= b & PG_REF;
-		/* Only a resident page keeps a slot (its clean copy) and only
-		 * a swapped one needs it. */
-		if (valid && to != PAGE_SWAPPED && to != PAGE_RESIDENT) {
+		/* A swapped page needs its slot; a resident one keeps it (as
+		 * its clean copy) only if it was resident and idle before,
+		 * which means write-protected in the client since the copy
+		 * was made. */
+		if (valid && to != PAGE_SWAPPED &&
+		    !(to == PAGE_RESIDENT && st == PAGE_RESIDENT && !(b & PG_IO))) {
 			swap_free(sw, (uint64_t)slot, 1);
 			valid = false;
 		}
@@ -902,9 +903,10 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	fdstore_region_sync(r);
 
 	log_info("region %" PRIu64 " '%s' of client %" PRIu64 " adopted%s: %" PRIu64
-		 " pages resident, %" PRIu64 " in swap, %" PRIu64 " empty, %" PRIu64 " poisoned",
+		 " pages resident, %" PRIu64 " in swap, %" PRIu64 " empty, %" PRIu64 " poisoned"
+		 " (%" PRIu64 " were in flight)",
 		 r->id, r->name, c->id, handed ? "" : " after a crash", n.resident, n.swapped,
-		 n.empty, n.poisoned);
+		 n.empty, n.poisoned, n.in_flight);
 	if (n.lost || n.slots_dropped)
 		log_err("region %" PRIu64 ": %" PRIu64 " swap slots could not be vouched for; "
 			"%" PRIu64 " pages whose data was lost are poisoned (SIGBUS on access)",

@@ -561,13 +561,17 @@ static void client_start(struct child *cl, const char *sock)
 	cl->report = rep[0];
 }
 
-/* Sends a command and waits for its report, serving the notify socket
- * meanwhile (pagerd may be storing or removing descriptors). */
-static struct report client_call(struct fakesd *sd, struct child *cl, char c)
+static void client_send(struct child *cl, char c)
+{
+	assert_int_equal(write(cl->cmd, &c, 1), 1);
+}
+
+/* Waits for the report on command c, serving the notify socket meanwhile
+ * (pagerd may be storing or removing descriptors). */
+static struct report client_wait(struct fakesd *sd, struct child *cl, char c)
 {
 	struct report r;
 
-	assert_int_equal(write(cl->cmd, &c, 1), 1);
 	fakesd_pump(sd, NULL, NULL, cl->report, "the client");
 	if (read(cl->report, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
 		int st = 0;
@@ -578,6 +582,12 @@ static struct report client_call(struct fakesd *sd, struct child *cl, char c)
 	}
 	assert_int_equal(r.what, c);
 	return r;
+}
+
+static struct report client_call(struct fakesd *sd, struct child *cl, char c)
+{
+	client_send(cl, c);
+	return client_wait(sd, cl, c);
 }
 
 static bool client_alive(struct child *cl)
@@ -644,11 +654,15 @@ static void restart_keeps_every_byte(void **state)
 	snprintf(name, sizeof(name), "r%lld.state", (long long)id);
 	assert_stored(&sd, name);
 
-	/* Graceful: SIGTERM drains and hands over; the client only waits. */
+	/* Graceful: SIGTERM drains and hands over; the client only waits,
+	 * and a request it sends meanwhile is answered by the successor. */
 	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
 	assert_true(client_alive(&cl));
+	client_send(&cl, 's');
 	fakesd_start(&sd, true, args);
 	assert_non_null(strstr(read_log(&sd), "client 1 adopted"));
+	r = client_wait(&sd, &cl, 's');
+	assert_int_equal(r.region_id, id);
 	r = client_call(&sd, &cl, 'p');
 	r = client_call(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
@@ -658,10 +672,19 @@ static void restart_keeps_every_byte(void **state)
 	assert_int_equal(st.regions, 1);
 	assert_int_equal(st.pid, sd.pid);
 
-	/* A crash: the successor settles what was in flight. */
-	fakesd_kill(&sd, SIGKILL);
-	assert_true(WIFSIGNALED(sd.status));
-	fakesd_start(&sd, true, args);
+	/* Crashes: each successor settles what was in flight (more crashes
+	 * with RESTART_CRASHES=N). */
+	int crashes = getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3;
+
+	for (int i = 0; i < crashes; i++) {
+		fakesd_kill(&sd, SIGKILL);
+		assert_true(WIFSIGNALED(sd.status));
+		client_send(&cl, 's');
+		fakesd_start(&sd, true, args);
+		r = client_wait(&sd, &cl, 's');
+		assert_int_equal(r.region_id, id);
+		r = client_call(&sd, &cl, i % 2 ? 'p' : 's');
+	}
 	assert_non_null(strstr(read_log(&sd), "adopted after a crash"));
 	r = client_call(&sd, &cl, 'p');
 	r = client_call(&sd, &cl, 's');
