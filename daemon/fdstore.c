@@ -27,10 +27,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -287,10 +289,71 @@ int fdstore_take_listener(struct daemon *d)
 	return -1;
 }
 
+/* Whether a predecessor handed anything over. */
+static bool predecessor(const struct daemon *d)
+{
+	for (size_t i = 0; d->fdstore && i < d->fdstore->n; i++)
+		if (d->fdstore->v[i].kind != K_OTHER)
+			return true;
+	return false;
+}
+
+/*
+ * A predecessor that was killed keeps its swap open, and locked, until the
+ * kernel has finished the I/O it had in flight: io_uring requests outlive
+ * their process.  A write of its landing after ours would corrupt a slot we
+ * reuse, so we take the lock (on an open file description of our own)
+ * before we start, waiting for it if need be.  Returns 0 with fd locked, or
+ * -EBUSY after SWAP_WAIT_MS.
+ */
+#define SWAP_WAIT_MS 20000
+
+static int swap_wait(const char *what, int fd)
+{
+	struct timespec tick = { 0, 10 * 1000 * 1000 };
+
+	for (unsigned ms = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; ms += 10) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		if (ms == 0)
+			log_notice("swap %s: waiting for the previous pagerd's I/O to finish", what);
+		if (ms >= SWAP_WAIT_MS) {
+			log_err("swap %s: still locked after %u s", what, SWAP_WAIT_MS / 1000);
+			return -EBUSY;
+		}
+		nanosleep(&tick, NULL);
+	}
+	return 0;
+}
+
+void fdstore_swap_wait_path(struct daemon *d, const char *path)
+{
+	int fd;
+
+	if (!predecessor(d))
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return; /* swap_open() says what is wrong */
+	/* Released at close: swap_open() then locks its own at once. */
+	swap_wait(path, fd);
+	close(fd);
+}
+
+/* An open file description of fd's file, of our own. */
+static int reopen(int fd, int flags)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, flags | O_CLOEXEC);
+}
+
 int fdstore_take_swap(struct daemon *d)
 {
 	struct stored *s = find(d, K_SWAP, 0);
 	struct stat st;
+	int fd;
 
 	if (!s)
 		return -1;
@@ -302,7 +365,20 @@ int fdstore_take_swap(struct daemon *d)
 		refuse(d, s, "not an unnamed regular file");
 		return -1;
 	}
-	return take(s);
+	/* The stored description is never used for I/O or locked: each
+	 * pagerd opens its own, so that the lock tells when a dead one's
+	 * I/O is over. */
+	fd = reopen(s->fd, O_RDWR | O_DIRECT);
+	close(take(s));
+	if (fd < 0) {
+		log_err("swap from the fd store: cannot open it again: %m");
+		return -1;
+	}
+	if (swap_wait("(unnamed, from the fd store)", fd) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 void fdstore_swap_opened(struct daemon *d, bool unnamed, bool adopted)
@@ -328,8 +404,16 @@ void fdstore_swap_opened(struct daemon *d, bool unnamed, bool adopted)
 	}
 	if (!meta_adopted) /* a new table: not in the store yet */
 		store_put(d, fd, "swapmeta");
-	if (unnamed && !adopted)
-		store_put(d, swap_fd(d->swap), "swap");
+	if (unnamed && !adopted) {
+		/* A description of its own (see fdstore_take_swap()). */
+		fd = reopen(swap_fd(d->swap), O_RDWR);
+		if (fd < 0)
+			log_warn("swap: cannot open it again for the fd store: %m");
+		else
+			store_put(d, fd, "swap");
+		if (fd >= 0)
+			close(fd);
+	}
 }
 
 /* ---- region state in a memfd -------------------------------------------- */

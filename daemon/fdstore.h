@@ -118,8 +118,11 @@ struct fdstore_client_rec {
 int fdstore_open(struct daemon *d);
 /* The listening socket among them (the caller owns it), or -1. */
 int fdstore_take_listener(struct daemon *d);
-/* A stored unnamed swap file (the caller owns it), or -1. */
+/* A stored unnamed swap file, opened again and locked once the previous
+ * pagerd's I/O on it is over (the caller owns it), or -1. */
 int fdstore_take_swap(struct daemon *d);
+/* With a predecessor: waits until its I/O on the swap at path is over. */
+void fdstore_swap_wait_path(struct daemon *d, const char *path);
 /* The swap is open (or there is none): adopts the stored slot table, or
  * shares a new one and stores it (and the swap itself if `unnamed` and not
  * `adopted` from the store). */

@@ -179,6 +179,8 @@ static int open_swap(struct daemon *d)
 		path = tmp;
 		unlink(tmp);
 	}
+	if (path != tmp)
+		fdstore_swap_wait_path(d, path);
 	if (!size && stat(path, &st) < 0 && errno == ENOENT)
 		size = DEFAULT_SWAP_SIZE;
 	if (path == tmp && !d->cfg.swap_size) {

@@ -13,6 +13,8 @@
  *        (SIGKILL); each new pagerd reports the same region, every byte is
  *        right at the end, and once the client destroys its region and exits
  *        the store holds nothing of it
+ *   restart_named_swap         the same with a swap file pagerd opens by
+ *        path: only its slot table travels through the store
  *   hostile_store_is_refused   a store with a regular file as a client
  *        socket, a pipe as a userfaultfd, a truncated region state, a name
  *        with a control character, an unknown name and a swap table with no
@@ -284,11 +286,14 @@ static void fakesd_pump(struct fakesd *sd, bool (*done)(struct fakesd *, void *)
 	}
 }
 
+static char *read_log(struct fakesd *sd);
+
 static bool is_ready(struct fakesd *sd, void *arg)
 {
 	(void)arg;
 	if (sd->exited)
-		fail_msg("pagerd exited before READY=1 (status %d)", sd->status);
+		fail_msg("pagerd exited before READY=1 (status %d); its log:\n%s", sd->status,
+			 read_log(sd));
 	return sd->ready;
 }
 
@@ -365,16 +370,25 @@ static int fakesd_kill(struct fakesd *sd, int sig)
 	return sd->status;
 }
 
-/* pagerd's log so far. */
+/* pagerd's log so far (its last MiB). */
 static char *read_log(struct fakesd *sd)
 {
 	static char buf[1 << 20];
 	int fd = open(sd->log, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+	size_t len = 0;
+	ssize_t n;
 
+	if (size > (off_t)sizeof(buf) - 1)
+		lseek(fd, size - (off_t)sizeof(buf) + 1, SEEK_SET);
+	else if (fd >= 0)
+		lseek(fd, 0, SEEK_SET);
+	while (fd >= 0 && len < sizeof(buf) - 1 &&
+	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
 	if (fd >= 0)
 		close(fd);
-	buf[n > 0 ? n : 0] = '\0';
+	buf[len] = '\0';
 	return buf;
 }
 
@@ -620,18 +634,28 @@ static void assert_stored(struct fakesd *sd, const char *name)
 	}
 }
 
-static void restart_keeps_every_byte(void **state)
+/*
+ * The client runs through a graceful restart and `crashes` SIGKILLs; with
+ * named_swap pagerd opens a swap file by path each time, else it makes an
+ * unnamed one that travels through the store.
+ */
+static void restart_run(bool named_swap, int crashes)
 {
-	static const char *const args[] = { "--memory-limit", "4M", "--swap-size", "64M",
-					    "--log-level", "debug", NULL };
-	struct fakesd sd;
+	static struct fakesd sd;
+	static char swap_path[160];
+	const char *args[] = { "--memory-limit", "4M", "--swap-size", "64M",
+			       NULL, NULL, NULL };
 	struct child cl;
 	struct report r;
 	struct proto_reply st;
 	int64_t id;
 
-	(void)state;
 	fakesd_init(&sd);
+	if (named_swap) {
+		snprintf(swap_path, sizeof(swap_path), "%s/swap", sd.dir);
+		args[4] = "--swap";
+		args[5] = swap_path;
+	}
 	fakesd_start(&sd, false, args);
 	client_start(&cl, sd.sock);
 	r = client_call(&sd, &cl, 'p');
@@ -642,7 +666,10 @@ static void restart_keeps_every_byte(void **state)
 	/* Everything a successor needs is in the store. */
 	char name[64];
 
-	assert_stored(&sd, "swap");
+	if (named_swap)
+		assert_null(store_find(&sd, "swap")); /* opened again by path */
+	else
+		assert_stored(&sd, "swap");
 	assert_stored(&sd, "swapmeta");
 	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent", NULL };
 	     *s; s++) {
@@ -672,10 +699,7 @@ static void restart_keeps_every_byte(void **state)
 	assert_int_equal(st.regions, 1);
 	assert_int_equal(st.pid, sd.pid);
 
-	/* Crashes: each successor settles what was in flight (more crashes
-	 * with RESTART_CRASHES=N). */
-	int crashes = getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3;
-
+	/* Crashes: each successor settles what was in flight. */
 	for (int i = 0; i < crashes; i++) {
 		fakesd_kill(&sd, SIGKILL);
 		assert_true(WIFSIGNALED(sd.status));
@@ -711,25 +735,37 @@ static void restart_keeps_every_byte(void **state)
 	assert_int_equal(waitpid(cl.pid, &cst, 0), cl.pid);
 	running_client = -1;
 	assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
-	if (sd.n != 2) {
+	if (sd.n != (named_swap ? 1u : 2u)) {
 		store_dump(&sd);
-		fail_msg("the store should hold only the swap and its table");
+		fail_msg("the store should hold only the swap (if unnamed) and its table");
 	}
 	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
-	/* What each successor found, for the test log. */
+	/* What each successor found and waited for, for the test log. */
 	char *all = read_log(&sd);
 
-	for (char *l = all; (l = strstr(l, "adopted")); l++) {
-		char *bol = l, *eol = strchr(l, '\n');
-
-		while (bol > all && bol[-1] != '\n')
-			bol--;
-		printf("%.*s\n", (int)(eol ? eol - bol : (long)strlen(bol)), bol);
-		l = eol ? eol : l;
+	for (char *l = all, *eol; *l; l = eol ? eol + 1 : l + strlen(l)) {
+		eol = strchr(l, '\n');
+		if (eol)
+			*eol = '\0';
+		if (strstr(l, "adopted") || strstr(l, "waiting for the previous"))
+			printf("%s\n", l);
 	}
 	close(cl.cmd);
 	close(cl.report);
 	fakesd_free(&sd);
+}
+
+static void restart_keeps_every_byte(void **state)
+{
+	(void)state;
+	/* More crashes with RESTART_CRASHES=N. */
+	restart_run(false, getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3);
+}
+
+static void restart_named_swap(void **state)
+{
+	(void)state;
+	restart_run(true, 1);
 }
 
 /* A descriptor for the hostile store. */
@@ -773,7 +809,7 @@ static bool holds(pid_t pid, const char *what)
 
 static void hostile_store_is_refused(void **state)
 {
-	struct fakesd sd;
+	static struct fakesd sd;
 	struct fdstore_region_hdr h = { 0 };
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
 	int sv[2], pfd[2], file;
@@ -868,7 +904,7 @@ static void fd_store_no_stores_nothing(void **state)
 	struct pager_opts o = { .sz = sizeof(o) };
 	struct pager_region *r;
 	struct pager *p;
-	struct fakesd sd;
+	static struct fakesd sd;
 
 	(void)state;
 	fakesd_init(&sd);
@@ -908,6 +944,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(restart_keeps_every_byte, teardown),
+		cmocka_unit_test_teardown(restart_named_swap, teardown),
 		cmocka_unit_test_teardown(hostile_store_is_refused, teardown),
 		cmocka_unit_test_teardown(fd_store_no_stores_nothing, teardown),
 	};
