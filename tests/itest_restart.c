@@ -479,7 +479,7 @@ static void child_send(int fd, struct report *r)
 		_exit(3);
 }
 
-static void client_main(const char *sock, int cmd, int rep)
+static void client_main(const char *sock, const char *image, int cmd, int rep)
 {
 	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock };
 	struct pager_region_opts ro = { .sz = sizeof(ro), .name = "restart-test" };
@@ -541,6 +541,19 @@ static void client_main(const char *sock, int cmd, int rep)
 					}
 			}
 			break;
+		case 'S': /* start a snapshot */
+			out.errors = (uint64_t)-pager_region_snapshot_start(r, image, NULL);
+			break;
+		case 'P': { /* wait for it, polling as pager_region_snapshot() does */
+			struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+			struct timespec ts = { 0, 1000 * 1000 };
+			int e;
+
+			while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+				nanosleep(&ts, NULL);
+			out.errors = (uint64_t)(e < 0 ? -e : -pr.status);
+			break;
+		}
 		case 'd':
 			if (pager_region_destroy(r) < 0)
 				_exit(5);
@@ -555,7 +568,7 @@ static void client_main(const char *sock, int cmd, int rep)
 	_exit(6);
 }
 
-static void client_start(struct child *cl, const char *sock)
+static void client_start(struct child *cl, const char *sock, const char *image)
 {
 	int cmd[2], rep[2];
 
@@ -566,7 +579,7 @@ static void client_start(struct child *cl, const char *sock)
 	if (cl->pid == 0) {
 		close(cmd[1]);
 		close(rep[0]);
-		client_main(sock, cmd[0], rep[1]);
+		client_main(sock, image, cmd[0], rep[1]);
 	}
 	running_client = cl->pid;
 	close(cmd[0]);
@@ -642,7 +655,7 @@ static void assert_stored(struct fakesd *sd, const char *name)
 static void restart_run(bool named_swap, int crashes)
 {
 	static struct fakesd sd;
-	static char swap_path[160];
+	static char swap_path[160], image[160];
 	const char *args[] = { "--memory-limit", "4M", "--swap-size", "64M",
 			       NULL, NULL, NULL };
 	struct child cl;
@@ -657,7 +670,8 @@ static void restart_run(bool named_swap, int crashes)
 		args[5] = swap_path;
 	}
 	fakesd_start(&sd, false, args);
-	client_start(&cl, sd.sock);
+	snprintf(image, sizeof(image), "%s/image", sd.dir);
+	client_start(&cl, sd.sock, image);
 	r = client_call(&sd, &cl, 'p');
 	r = client_call(&sd, &cl, 's');
 	id = r.region_id;
@@ -682,7 +696,11 @@ static void restart_run(bool named_swap, int crashes)
 	assert_stored(&sd, name);
 
 	/* Graceful: SIGTERM drains and hands over; the client only waits,
-	 * and a request it sends meanwhile is answered by the successor. */
+	 * and a request it sends meanwhile is answered by the successor.  A
+	 * snapshot running then fails cleanly (ESHUTDOWN), unless it was
+	 * quick enough to finish first. */
+	r = client_call(&sd, &cl, 'S');
+	assert_int_equal(r.errors, 0);
 	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
 	assert_true(client_alive(&cl));
 	client_send(&cl, 's');
@@ -690,6 +708,10 @@ static void restart_run(bool named_swap, int crashes)
 	assert_non_null(strstr(read_log(&sd), "client 1 adopted"));
 	r = client_wait(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
+	r = client_call(&sd, &cl, 'P');
+	printf("snapshot across the restart: %s\n", r.errors ? strerror((int)r.errors) : "complete");
+	if (r.errors != 0 && r.errors != ESHUTDOWN)
+		fail_msg("snapshot across a restart: %s", strerror((int)r.errors));
 	r = client_call(&sd, &cl, 'p');
 	r = client_call(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
@@ -893,7 +915,9 @@ static void hostile_store_is_refused(void **state)
 			fail_msg("byte %zu", i);
 	pager_region_destroy(r);
 	pager_close(p);
+	/* The adopted connection goes: so does its name. */
 	close(sv[1]);
+	fakesd_pump(&sd, no_client_names, NULL, -1, "c8.sock to leave the store");
 	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
 	fakesd_free(&sd);
 }
