@@ -1177,6 +1177,7 @@ void fdstore_handover(struct daemon *d)
 		for (size_t i = 0; i < c->nregions; i++) {
 			struct region *r = c->regions[i];
 
+			snapshot_drain(r);
 			fdstore_region_sync(r);
 			if (hdr_of(r))
 				hdr_of(r)->flags |= FDSTORE_R_HANDED_OVER;

@@ -343,9 +343,11 @@ int snapshot_start(struct region *r, int fd, struct proto_snapshot_status *ret);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
 /* The region is going: a running snapshot fails, nothing stays behind. */
 void snapshot_region_gone(struct region *r);
-/* pagerd hands over to a successor: a snapshot not finished (or with
- * writes in flight) fails with -ESHUTDOWN, which the header records. */
+/* pagerd hands over to a successor: a snapshot not finished fails with
+ * -ESHUTDOWN; snapshot_drain() then waits for its image writes in flight
+ * (after the swap store has closed), so the header records how it ended. */
 void snapshot_handover(struct region *r);
+void snapshot_drain(struct region *r);
 /* The successor's record of the last snapshot, for the client's poll. */
 void snapshot_adopt(struct region *r, int status, uint64_t total,
 		    uint64_t done, uint64_t pause_ns);

@@ -265,6 +265,20 @@ static int write_read_pages(struct snapshot *s, uint64_t page, const uint8_t *sr
 	return e < 0 ? e : image_write(s, page, src, n);
 }
 
+/* Accounts for one image write that completed. */
+static void image_written(struct snapshot *s, struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	unsigned b = (unsigned)(data & 0xff);
+	int res = cqe->res;
+
+	io_uring_cqe_seen(&s->ring, cqe);
+	s->buf_refs[b]--;
+	s->reads--;
+	if (res < 0 || (uint64_t)res != data >> 8)
+		snap_finish(s, res < 0 ? res : -EIO);
+}
+
 static void on_image_written(evutil_socket_t fd, short what, void *arg)
 {
 	struct snapshot *s = arg;
@@ -274,17 +288,8 @@ static void on_image_written(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("snapshot eventfd: %m");
-	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
-		uint64_t data = io_uring_cqe_get_data64(cqe);
-		unsigned b = (unsigned)(data & 0xff);
-		int res = cqe->res;
-
-		io_uring_cqe_seen(&s->ring, cqe);
-		s->buf_refs[b]--;
-		s->reads--;
-		if (res < 0 || (uint64_t)res != data >> 8)
-			snap_finish(s, res < 0 ? res : -EIO);
-	}
+	while (io_uring_peek_cqe(&s->ring, &cqe) == 0)
+		image_written(s, cqe);
 	if (!s->r) {
 		if (!s->reads)
 			snap_free(s); /* the region went; we were the last */
@@ -682,14 +687,28 @@ void snapshot_handover(struct region *r)
 {
 	struct snapshot *s = r->snap;
 
-	if (!s)
-		return;
-	/* Not finished, or its last image writes still in flight: the
-	 * successor cannot say the image is whole. */
-	if (!s->finished)
+	/* Not finished: the successor cannot finish it (the copy's progress
+	 * is ours), so it fails; one that finished is reported as it ended
+	 * once its last image writes are in (snapshot_drain()). */
+	if (s && !s->finished)
 		snap_finish(s, -ESHUTDOWN);
-	else if (s->reads)
-		s->status = -ESHUTDOWN;
+}
+
+void snapshot_drain(struct region *r)
+{
+	struct snapshot *s = r->snap;
+	struct io_uring_cqe *cqe;
+
+	/* What is left in flight are image writes (the swap store ran its
+	 * reads' completions when it closed): wait for them. */
+	while (s && s->ring_ok && s->reads) {
+		io_uring_submit(&s->ring);
+		if (io_uring_wait_cqe(&s->ring, &cqe) < 0) {
+			s->status = -ESHUTDOWN; /* cannot tell: not whole */
+			return;
+		}
+		image_written(s, cqe);
+	}
 }
 
 void snapshot_adopt(struct region *r, int status, uint64_t total,

@@ -392,6 +392,20 @@ static char *read_log(struct fakesd *sd)
 	return buf;
 }
 
+/* SIGTERM: pagerd must exit 0 (an orderly hand-over, nothing leaked). */
+static void fakesd_stop(struct fakesd *sd)
+{
+	int st = fakesd_kill(sd, SIGTERM);
+
+	if (st != 0) {
+		char *log = read_log(sd);
+		size_t len = strlen(log);
+
+		fail_msg("pagerd exited with status %#x; the end of its log:\n%s", st,
+			 len > 8000 ? log + len - 8000 : log);
+	}
+}
+
 /* ---- the client: a process with writer and reader threads -------------- */
 
 struct work {
@@ -701,7 +715,7 @@ static void restart_run(bool named_swap, int crashes)
 	 * quick enough to finish first. */
 	r = client_call(&sd, &cl, 'S');
 	assert_int_equal(r.errors, 0);
-	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
+	fakesd_stop(&sd);
 	assert_true(client_alive(&cl));
 	client_send(&cl, 's');
 	fakesd_start(&sd, true, args);
@@ -738,7 +752,7 @@ static void restart_run(bool named_swap, int crashes)
 	assert_true(r.st.swapped > 0);
 
 	/* And once more, graceful, right after the crash. */
-	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
+	fakesd_stop(&sd);
 	fakesd_start(&sd, true, args);
 	r = client_call(&sd, &cl, 'p');
 
@@ -761,7 +775,7 @@ static void restart_run(bool named_swap, int crashes)
 		store_dump(&sd);
 		fail_msg("the store should hold only the swap (if unnamed) and its table");
 	}
-	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
+	fakesd_stop(&sd);
 	/* What each successor found and waited for, for the test log. */
 	char *all = read_log(&sd);
 
@@ -918,7 +932,7 @@ static void hostile_store_is_refused(void **state)
 	/* The adopted connection goes: so does its name. */
 	close(sv[1]);
 	fakesd_pump(&sd, no_client_names, NULL, -1, "c8.sock to leave the store");
-	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
+	fakesd_stop(&sd);
 	fakesd_free(&sd);
 }
 
@@ -937,7 +951,7 @@ static void fd_store_no_stores_nothing(void **state)
 	assert_int_equal(pager_open(&p, &o), 0);
 	assert_int_equal(pager_region_create(p, 1 << 20, NULL, &r), 0);
 	memset(pager_region_addr(r), 1, 1 << 20);
-	assert_int_equal(fakesd_kill(&sd, SIGTERM), 0);
+	fakesd_stop(&sd);
 	assert_int_equal(sd.n, 0);
 	assert_int_equal(sd.removes, 0);
 	pager_close(p);
