@@ -564,6 +564,9 @@ static void client_store(struct client *c)
 		c->stored |= STORED_STATE;
 	if (!(c->stored & STORED_SOCK) && store_put(d, c->sock, "c%" PRIu64 ".sock", c->id))
 		c->stored |= STORED_SOCK;
+	/* The uffd is O_NONBLOCK by now (client_attach_uffd()): systemd
+	 * polls what it stores and drops a descriptor that reports an error,
+	 * which a blocking userfaultfd always does. */
 	if (c->uffd >= 0 && !(c->stored & STORED_UFFD) &&
 	    store_put(d, c->uffd, "c%" PRIu64 ".uffd", c->id))
 		c->stored |= STORED_UFFD;

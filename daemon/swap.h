@@ -10,6 +10,8 @@
  * keeps, in memory, who owns it (region id, page index, generation) and the
  * CRC32C of what was written; every read is checked against it, so a slot
  * whose data changed on disk is reported, never returned as good data.
+ * Under systemd that table lives in a memfd a restarted pagerd inherits
+ * (swap_meta_share(), swap_meta_adopt()).
  *
  * Everything runs on the thread of the event loop given to swap_open();
  * nothing here is thread-safe.  All calls return 0 or -errno.

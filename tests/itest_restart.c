@@ -248,6 +248,25 @@ static void fakesd_recv_one(struct fakesd *sd)
 }
 
 /*
+ * systemd drops a stored descriptor that reports POLLHUP or POLLERR (a
+ * connection whose peer closed; a userfaultfd that is not O_NONBLOCK polls
+ * as an error).  So do we.
+ */
+static void fakesd_sweep(struct fakesd *sd)
+{
+	for (size_t i = 0; i < sd->n;) {
+		struct pollfd p = { .fd = sd->store[i].fd };
+
+		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+			close(sd->store[i].fd);
+			sd->store[i] = sd->store[--sd->n];
+		} else {
+			i++;
+		}
+	}
+}
+
+/*
  * Serves the notify socket and watches pagerd until `done` says so, or
  * `fd` (if >= 0) is readable.  Fails the test after WAIT_MS.
  */
@@ -267,6 +286,7 @@ static void fakesd_pump(struct fakesd *sd, bool (*done)(struct fakesd *, void *)
 		/* Everything pagerd sent is handled before we decide. */
 		while (poll(p, 1, 0) == 1)
 			fakesd_recv_one(sd);
+		fakesd_sweep(sd);
 		if (done && done(sd, arg))
 			return;
 		if (left <= 0)
