@@ -976,6 +976,8 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	r->swapped = n.swapped;
 	c->resident += n.resident;
 	d->resident += n.resident;
+	r->stats.poisoned += n.lost;
+	d->stats.poisoned += n.lost;
 	if (image) {
 		for (uint64_t p = 0; p < r->npages; p++)
 			r->image_pending += (r->state[p] & PG_IMAGE) != 0;
