@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 
@@ -71,11 +72,13 @@ int agent_attach(struct client *c, int fd)
 		return -ENOMEM;
 	}
 	c->agent = fd;
+	fdstore_client_agent(c, true);
 	return 0;
 }
 
 void agent_detach(struct client *c)
 {
+	fdstore_client_agent(c, false);
 	if (c->agent_ev)
 		event_free(c->agent_ev);
 	c->agent_ev = NULL;

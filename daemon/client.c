@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 #include "stats.h"
@@ -19,7 +20,7 @@
 
 static void client_on_sock(int fd, short what, void *arg);
 
-int client_accept(struct daemon *d, int sock)
+int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 {
 	socklen_t len = sizeof(struct ucred);
 	struct client *c;
@@ -34,10 +35,11 @@ int client_accept(struct daemon *d, int sock)
 	if (!c)
 		return -ENOMEM;
 	c->d = d;
-	c->id = ++d->next_client_id;
+	c->id = id;
 	c->sock = sock;
 	c->uffd = -1;
 	c->agent = -1;
+	c->state_fd = -1;
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
 		free(c);
 		return -errno;
@@ -60,6 +62,18 @@ int client_accept(struct daemon *d, int sock)
 		d->clients->prev = c;
 	d->clients = c;
 	d->nclients++;
+	*ret = c;
+	return 0;
+}
+
+int client_accept(struct daemon *d, int sock)
+{
+	struct client *c;
+	int e = client_add(d, sock, d->next_client_id + 1, &c);
+
+	if (e < 0)
+		return e;
+	d->next_client_id++;
 	log_info("client %" PRIu64 " connected: pid %d uid %d", c->id,
 		 (int)c->cred.pid, (int)c->cred.uid);
 	return 0;
@@ -77,6 +91,7 @@ void client_destroy(struct client *c)
 
 	if (c->waiting_on)
 		snapshot_waiter_gone(c);
+	fdstore_client_gone(c);
 	limits_client_gone(c);
 	agent_detach(c);
 	while (c->nregions)
@@ -97,7 +112,9 @@ void client_destroy(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->nclients--;
-	if (d->swap) {
+	if (d->handover) {
+		log_debug("client %" PRIu64 " handed over", c->id);
+	} else if (d->swap) {
 		struct swap_stats ss;
 
 		swap_get_stats(d->swap, &ss);
@@ -155,28 +172,42 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 		}
 		c->control = true;
 		c->hello_done = true;
+		fdstore_client_hello(c);
 		return 0;
 	}
 	if (nfds != 1) {
 		log_warn("client %" PRIu64 ": hello without a userfaultfd", c->id);
 		return -EBADF;
 	}
-	e = uffd_check(fds[0], &c->uffd_features);
+	e = client_attach_uffd(c, fds[0]);
 	if (e < 0) {
 		log_warn("client %" PRIu64 ": hello fd is %s", c->id,
 			 e == -EBADF ? "not a userfaultfd"
 				     : "a userfaultfd without the required features");
 		return e;
 	}
-	fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
-	c->uffd_ev = event_new(d->base, fds[0], EV_READ | EV_PERSIST,
-			       fault_on_uffd, c);
-	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0)
-		return -ENOMEM;
-	c->uffd = fds[0];
 	fds[0] = -1;
 	c->kernel_faults = h->flags & PROTO_HELLO_KERNEL_FAULTS;
 	c->hello_done = true;
+	fdstore_client_hello(c);
+	return 0;
+}
+
+int client_attach_uffd(struct client *c, int fd)
+{
+	int e = uffd_check(fd, &c->uffd_features);
+
+	if (e < 0)
+		return e;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, fault_on_uffd, c);
+	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
+		if (c->uffd_ev)
+			event_free(c->uffd_ev);
+		c->uffd_ev = NULL;
+		return -ENOMEM;
+	}
+	c->uffd = fd;
 	return 0;
 }
 
@@ -216,6 +247,7 @@ static int do_region_set_limit(struct client *c, uint64_t id, uint64_t bytes)
 	if (!r)
 		return -ENOENT;
 	r->memory_limit = bytes / c->d->page_size;
+	fdstore_region_sync(r);
 	if (limits_pressure(r))
 		evict_kick(c->d);
 	return 0;
@@ -286,6 +318,7 @@ static int do_set_limit(struct client *c, const struct proto_set_limit *sl)
 		if (!o || o->control)
 			return -ENOENT;
 		o->memory_limit = pages;
+		fdstore_client_sync(o);
 		log_info("client %" PRIu64 ": memory limit set to %" PRIu64 " bytes",
 			 o->id, sl->limit);
 		break;
@@ -296,6 +329,7 @@ static int do_set_limit(struct client *c, const struct proto_set_limit *sl)
 
 			if (r) {
 				r->memory_limit = pages;
+				fdstore_region_sync(r);
 				log_info("region %" PRIu64 ": memory limit set to %" PRIu64 " bytes",
 					 r->id, sl->limit);
 				goto done;

@@ -69,6 +69,7 @@ struct setting {
 };
 
 static const char *const policies[] = { "clock", "fifo", NULL };
+static const char *const yes_no[] = { "yes", "no", NULL };
 
 static const char *check_socket_path(const char *v);
 static const char *check_address(const char *v);
@@ -124,6 +125,9 @@ static const struct setting settings[] = {
 	  "", NULL, "LIST", "members of these groups may connect", check_list },
 	{ "admin_group", "admin-group", 0, T_STRING, OFF(admin_group), RELOAD, 0, 0,
 	  "", NULL, "GROUP", "members may use the control channel (pagerctl) besides root" },
+	{ "fd_store", "fd-store", 0, T_CHOICE, OFF(fd_store), 0, 0, 0,
+	  "yes", yes_no, "yes|no",
+	  "under systemd (NOTIFY_SOCKET), keep clients' descriptors in its fd store so a restarted pagerd keeps serving them" },
 	{ "log_level", "log-level", 'l', T_LEVEL, OFF(log_level), RELOAD, 0, 0,
 	  "info", NULL, "LEVEL", "error, warning, notice, info or debug (a private daemon: warning)" },
 	{ "metrics_address", "metrics-address", 0, T_STRING, OFF(metrics_address), 0, 0, 0,

@@ -30,6 +30,12 @@ enum config_policy {
 	CONFIG_POLICY_FIFO = 1,
 };
 
+/* fd_store: under systemd, hand clients to the fd store (fdstore.c). */
+enum config_fd_store {
+	CONFIG_FD_STORE_YES = 0,
+	CONFIG_FD_STORE_NO = 1,
+};
+
 struct config_access;
 struct config_cli;
 
@@ -58,6 +64,8 @@ struct config {
 	char *allowed_users;           /* comma list of names or uids, "" = all */
 	char *allowed_groups;          /* comma list of names or gids, "" = all */
 	char *admin_group;             /* may use the control channel too */
+	/* Restarts */
+	int fd_store;                  /* enum config_fd_store */
 	/* Logs and metrics */
 	int log_level;                 /* LOG_ERR .. LOG_DEBUG */
 	char *metrics_address;         /* host:port for Prometheus, "" = off */

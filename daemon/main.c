@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -116,21 +117,15 @@ fail:
 	return e;
 }
 
-/* The listening socket: systemd's if socket-activated, else our own. */
+/*
+ * The listening socket: systemd's if socket-activated (found by fdstore.c
+ * among LISTEN_FDS, beside the descriptors of the fd store), else our own.
+ */
 static int open_listener(struct daemon *d)
 {
-	int n = sd_listen_fds(1);
-
-	if (n > 1) {
-		log_err("socket activation passed %d sockets, expected one", n);
-		return -EINVAL;
-	}
-	if (n == 1) {
-		d->listen_fd = SD_LISTEN_FDS_START;
-		if (sd_is_socket_unix(d->listen_fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0) {
-			log_err("socket activation passed a socket that is not a listening SOCK_SEQPACKET Unix socket");
-			return -EINVAL;
-		}
+	d->listen_fd = fdstore_take_listener(d);
+	if (d->listen_fd >= 0) {
+		d->listen_activated = true;
 		fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK);
 		log_info("listening on the socket systemd passed");
 		return 0;
@@ -157,11 +152,26 @@ static int open_swap(struct daemon *d)
 	uint64_t size = d->cfg.swap_size;
 	char tmp[64];
 	struct stat st;
-	int e;
+	int e, fd = fdstore_take_swap(d);
 
-	if (!path) {
-		if (!d->cfg.memory_limit && !d->cfg.client_memory_limit)
+	/* A predecessor's unnamed swap, from the fd store: its slots hold
+	 * the pages of the clients about to be adopted. */
+	if (fd >= 0) {
+		e = swap_open_fd(&d->swap, d->base, fd, "(unnamed, from the fd store)",
+				 d->page_size);
+		if (e == 0) {
+			fdstore_swap_opened(d, true, true);
 			return 0;
+		}
+		log_err("cannot use the swap passed in the fd store: %s; its pages are lost",
+			strerror(-e));
+		close(fd);
+	}
+	if (!path) {
+		if (!d->cfg.memory_limit && !d->cfg.client_memory_limit) {
+			fdstore_swap_opened(d, false, false);
+			return 0;
+		}
 		const char *dir = getenv("PAGERD_SWAP_DIR");
 
 		snprintf(tmp, sizeof(tmp), "%s/pagerd-swap.%d",
@@ -169,6 +179,8 @@ static int open_swap(struct daemon *d)
 		path = tmp;
 		unlink(tmp);
 	}
+	if (path != tmp)
+		fdstore_swap_wait_path(d, path);
 	if (!size && stat(path, &st) < 0 && errno == ENOENT)
 		size = DEFAULT_SWAP_SIZE;
 	if (path == tmp && !d->cfg.swap_size) {
@@ -189,6 +201,7 @@ static int open_swap(struct daemon *d)
 		 * where pages are zero, and pagerd says it exceeds them. */
 		log_warn("cannot make a swap file in %s (%s): running without swap",
 			 tmp, strerror(-e));
+		fdstore_swap_opened(d, false, false);
 		return 0;
 	}
 	if (e < 0) {
@@ -197,6 +210,7 @@ static int open_swap(struct daemon *d)
 	}
 	if (path == tmp)
 		unlink(tmp);
+	fdstore_swap_opened(d, path == tmp, false);
 	return 0;
 }
 
@@ -304,7 +318,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	evict_init(&d);
-	if (!d.evict_ev || open_swap(&d) < 0)
+	if (!d.evict_ev || fdstore_open(&d) < 0 || open_swap(&d) < 0)
 		goto out;
 
 	if (d.cfg.private_fd >= 0) {
@@ -324,6 +338,8 @@ int main(int argc, char **argv)
 					on_accept, &d);
 		if (!d.listen_ev || event_add(d.listen_ev, NULL) < 0)
 			goto out;
+		/* Clients a previous pagerd handed to systemd's fd store. */
+		fdstore_adopt(&d);
 	}
 	for (int i = 0; i < 3; i++) {
 		sigs[i] = evsignal_new(d.base, signals[i], on_signal, &d);
@@ -336,6 +352,9 @@ int main(int argc, char **argv)
 	notify_ready(&d);
 	event_base_dispatch(d.base);
 	rc = 0;
+	/* Under systemd with the fd store, the clients live on in it: a
+	 * successor takes them over. */
+	fdstore_handover(&d);
 out:
 	clients_destroy_all(&d);
 	swap_close(d.swap);
@@ -348,9 +367,12 @@ out:
 		event_free(d.listen_ev);
 	if (d.listen_fd >= 0) {
 		close(d.listen_fd);
-		if (sd_listen_fds(0) <= 0 && d.cfg.private_fd < 0)
+		/* Only the socket we bound: systemd's stays for the next
+		 * pagerd (its clients connect to it meanwhile). */
+		if (!d.listen_activated && d.cfg.private_fd < 0)
 			unlink(d.cfg.socket_path);
 	}
+	fdstore_close(&d);
 	metrics_stop(&d);
 	notify_stop(&d);
 	if (d.base)

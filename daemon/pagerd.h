@@ -18,6 +18,7 @@
  *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   swap.c    the swap store: slots, io_uring, CRC32C
  *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
+ *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
  *
  * Everything runs on one thread, in one libevent loop.
  */
@@ -80,6 +81,10 @@ struct daemon {
 	struct event *evict_ev;     /* runs evict_run() soon */
 	uint64_t evict_rr;          /* round-robin position over regions */
 	bool overcommitted;         /* a limit is exceeded: nothing can evict */
+	struct fdstore *fdstore;    /* fdstore.c: what LISTEN_FDS brought */
+	bool fdstore_on;            /* clients are put in systemd's fd store */
+	bool handover;              /* exiting into the store: leave state alone */
+	bool listen_activated;      /* the listening socket is systemd's */
 	bool evict_blocked;         /* a round stopped at an unread uffd event */
 	uint64_t overcommit_logged_ms;
 };
@@ -198,6 +203,11 @@ struct region {
 	char name[PROTO_NAME_MAX];
 	struct fault_stream streams[FAULT_STREAMS];
 	uint64_t stream_clock;
+	/* With the fd store, state and slot live in this memfd (fdstore.c). */
+	int state_fd;
+	void *state_map;
+	size_t state_len;
+	unsigned stored;        /* STORED_* names in the fd store */
 };
 
 /* A fault that could not be resolved yet because an event was unread. */
@@ -230,6 +240,8 @@ struct client {
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
 	int agent;                  /* libpager's agent socket, or -1 */
+	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
+	unsigned stored;            /* STORED_* names in the fd store */
 	struct event *agent_ev;
 	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
 	 * more is read from the socket until it is sent. */
@@ -244,6 +256,12 @@ struct client {
 
 /* client.c */
 int client_accept(struct daemon *d, int sock);
+/* A connection with a given id (a new one, or one adopted from the fd
+ * store).  Returns 0, -EACCES (peer not allowed), -EMFILE, -ENOMEM. */
+int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret);
+/* Takes the client's userfaultfd: checks it and watches it.  0 or -errno
+ * (the fd is then still the caller's). */
+int client_attach_uffd(struct client *c, int fd);
 void client_destroy(struct client *c);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
@@ -253,6 +271,10 @@ void clients_destroy_all(struct daemon *d);
 int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret);
 void region_destroy(struct region *r);
+/* Checks a region's memfd (shmem, sealed, of len bytes); 0 or -errno. */
+int region_memfd_check(struct client *c, int fd, uint64_t len);
+/* Adds r to c's regions (sorted, never overlapping); 0 or -EEXIST. */
+int region_link(struct client *c, struct region *r);
 void region_move(struct region *r, uint64_t to);
 /* Pages we count resident that the page cache no longer holds (the app
  * punched them: MADV_REMOVE) become empty. */
@@ -345,6 +367,17 @@ void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
 /* The region is going: a running snapshot fails, nothing stays behind. */
 void snapshot_region_gone(struct region *r);
+/* pagerd hands over to a successor: a snapshot not finished fails with
+ * -ESHUTDOWN; snapshot_drain() then waits for its image writes in flight
+ * (after the swap store has closed), so the header records how it ended. */
+void snapshot_handover(struct region *r);
+void snapshot_drain(struct region *r);
+/* The successor's record of the last snapshot, for the client's poll. */
+void snapshot_adopt(struct region *r, int status, uint64_t total,
+		    uint64_t done, uint64_t pause_ns);
+/* An adopted region restoring from an image: PG_IMAGE pages (counted in
+ * image_pending) come from fd, prefetched if asked. */
+void restore_resume(struct region *r, int fd, bool prefetch);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
 /* Copies the page to the image now (a write is about to change it). */

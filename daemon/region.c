@@ -16,6 +16,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 #include "swap.h"
@@ -30,7 +31,7 @@
  * client could truncate it under our mapping and our next access to it
  * would raise SIGBUS in pagerd.  Returns 0 or -errno, with a reason logged.
  */
-static int memfd_check(struct client *c, int fd, uint64_t len)
+int region_memfd_check(struct client *c, int fd, uint64_t len)
 {
 	char link[64], target[PATH_MAX];
 	struct statfs sfs;
@@ -65,7 +66,7 @@ static int memfd_check(struct client *c, int fd, uint64_t len)
 	return 0;
 }
 
-static int region_insert(struct client *c, struct region *r)
+int region_link(struct client *c, struct region *r)
 {
 	size_t i = 0;
 
@@ -92,6 +93,16 @@ static int region_insert(struct client *c, struct region *r)
 	return 0;
 }
 
+static void region_free_state(struct region *r)
+{
+	if (r->state_map) {
+		fdstore_region_free(r);
+	} else {
+		free(r->state);
+		free(r->slot);
+	}
+}
+
 int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret)
 {
@@ -113,7 +124,7 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 			 d->cfg.max_regions);
 		return -ENOSPC;
 	}
-	e = memfd_check(c, memfd, rc->len);
+	e = region_memfd_check(c, memfd, rc->len);
 	if (e < 0)
 		return e;
 
@@ -127,8 +138,17 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	r->memory_limit = rc->memory_limit / d->page_size;
 	r->memfd = memfd;
 	r->image_fd = -1;
+	r->state_fd = -1;
 	memcpy(r->name, rc->name, sizeof(r->name));
-	r->state = calloc(r->npages, sizeof(*r->state));
+	/* For the fd store, the page states live in a memfd a successor
+	 * can map (fdstore.c); else plain memory. */
+	if (d->fdstore_on) {
+		e = fdstore_region_alloc(r);
+		if (e < 0)
+			log_warn("client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
+	} else {
+		r->state = calloc(r->npages, sizeof(*r->state));
+	}
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
 	if (!r->state || r->map == MAP_FAILED) {
@@ -137,19 +157,20 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 			 strerror(-e));
 		goto fail;
 	}
-	e = region_insert(c, r);
+	e = region_link(c, r);
 	if (e < 0) {
 		log_warn("client %" PRIu64 ": region at 0x%" PRIx64 " overlaps another",
 			 c->id, r->addr);
 		goto fail;
 	}
 	r->id = ++d->next_region_id;
+	fdstore_region_added(r);
 	*ret = r;
 	return 0;
 fail:
 	if (r->map != MAP_FAILED)
 		munmap(r->map, r->len);
-	free(r->state);
+	region_free_state(r);
 	free(r);
 	return e;
 }
@@ -176,10 +197,11 @@ void region_move(struct region *r, uint64_t to)
 	r->addr = to;
 	/* Cannot fail: the slot we just freed is there, and the kernel
 	 * moved the mapping to a free range. */
-	if (region_insert(c, r) < 0) {
+	if (region_link(c, r) < 0) {
 		r->addr = from;
-		region_insert(c, r);
+		region_link(c, r);
 	}
+	fdstore_region_sync(r);
 }
 
 /* Frees everything pagerd holds for the region, including the memfd and
@@ -189,13 +211,21 @@ void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
+	fdstore_region_gone(r);
 	page_io_detach_all(r);
 	snapshot_region_gone(r);
 	for (uint64_t p = 0; p < r->npages; p++) {
+		/* Handed over: the states and slots are the successor's. */
+		if (d->handover)
+			break;
 		if (r->slot && r->slot[p])
 			region_drop_slot(r, p);
 		if (pg_state(r->state[p]) == PAGE_RESIDENT)
 			region_set_state(r, p, 1, PAGE_EMPTY);
+	}
+	if (d->handover) {
+		r->client->resident -= r->resident;
+		d->resident -= r->resident;
 	}
 	d->writeback -= r->writeback;
 	r->client->writeback -= r->writeback;
@@ -206,8 +236,7 @@ void region_destroy(struct region *r)
 		close(r->image_fd);
 	if (r->prefetch_ev)
 		event_free(r->prefetch_ev);
-	free(r->state);
-	free(r->slot);
+	region_free_state(r);
 	free(r);
 	evict_kick(d); /* room for faults waiting on a limit */
 }
@@ -230,9 +259,11 @@ void region_drop_slot(struct region *r, uint64_t page)
 
 	if (slot < 0)
 		return;
+	/* The region forgets the slot before the store frees it: a
+	 * successor never finds a page naming a slot that is free. */
+	r->slot[page] = 0;
 	if (sw)
 		swap_free(sw, (uint64_t)slot, 1);
-	r->slot[page] = 0;
 }
 
 bool page_is_zero(const void *page, size_t len)

@@ -53,6 +53,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 #include "swap.h"
@@ -306,6 +307,20 @@ static int write_read_pages(struct snapshot *s, uint64_t page, const uint8_t *sr
 	return e < 0 ? e : image_write(s, page, src, n);
 }
 
+/* Accounts for one image write that completed. */
+static void image_written(struct snapshot *s, struct io_uring_cqe *cqe)
+{
+	uint64_t data = io_uring_cqe_get_data64(cqe);
+	unsigned b = (unsigned)(data & 0xff);
+	int res = cqe->res;
+
+	io_uring_cqe_seen(&s->ring, cqe);
+	s->buf_refs[b]--;
+	s->reads--;
+	if (res < 0 || (uint64_t)res != data >> 8)
+		snap_finish(s, res < 0 ? res : -EIO);
+}
+
 static void on_image_written(evutil_socket_t fd, short what, void *arg)
 {
 	struct snapshot *s = arg;
@@ -315,17 +330,8 @@ static void on_image_written(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("snapshot eventfd: %m");
-	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
-		uint64_t data = io_uring_cqe_get_data64(cqe);
-		unsigned b = (unsigned)(data & 0xff);
-		int res = cqe->res;
-
-		io_uring_cqe_seen(&s->ring, cqe);
-		s->buf_refs[b]--;
-		s->reads--;
-		if (res < 0 || (uint64_t)res != data >> 8)
-			snap_finish(s, res < 0 ? res : -EIO);
-	}
+	while (io_uring_peek_cqe(&s->ring, &cqe) == 0)
+		image_written(s, cqe);
 	if (!s->r) {
 		if (!s->reads)
 			snap_free(s); /* the region went; we were the last */
@@ -746,6 +752,7 @@ static void snapshot_instant(struct snapshot *s)
 	}
 	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy; region write-protected in %" PRIu64 " us, writers paused %" PRIu64 " us",
 		 r->id, s->total, s->protect_ns / 1000, s->pause_ns / 1000);
+	fdstore_region_sync(r);
 	reply_to_waiter(s, 0);
 	snap_kick(s);
 }
@@ -838,6 +845,7 @@ int snapshot_start(struct client *requester, struct region *r, int fd)
 	r->snap = s;
 	s->waiter = requester;
 	requester->waiting_on = s;
+	fdstore_region_sync(r); /* a successor reports it failed */
 	return REQUEST_DEFERRED;
 }
 
@@ -856,6 +864,58 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->pause_ns = s->pause_ns;
 	ret->status = s->status;
 	ret->done = s->finished && !s->reads;
+}
+
+void snapshot_handover(struct region *r)
+{
+	struct snapshot *s = r->snap;
+
+	/* Not finished: the successor cannot finish it (the copy's progress
+	 * is ours), so it fails; one that finished is reported as it ended
+	 * once its last image writes are in (snapshot_drain()). */
+	if (s && s->protecting) {
+		/* Before its instant: the start request fails. */
+		protect_join(s);
+		reply_to_waiter(s, -ESHUTDOWN);
+	}
+	if (s && !s->finished)
+		snap_finish(s, -ESHUTDOWN);
+}
+
+void snapshot_drain(struct region *r)
+{
+	struct snapshot *s = r->snap;
+	struct io_uring_cqe *cqe;
+
+	/* What is left in flight are image writes (the swap store ran its
+	 * reads' completions when it closed): wait for them. */
+	while (s && s->ring_ok && s->reads) {
+		io_uring_submit(&s->ring);
+		if (io_uring_wait_cqe(&s->ring, &cqe) < 0) {
+			s->status = -ESHUTDOWN; /* cannot tell: not whole */
+			return;
+		}
+		image_written(s, cqe);
+	}
+}
+
+void snapshot_adopt(struct region *r, int status, uint64_t total,
+		    uint64_t done, uint64_t pause_ns)
+{
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return; /* the client's poll then says -ENOENT: still a failure */
+	s->d = r->client->d;
+	s->r = r;
+	s->fd = -1;
+	s->efd = -1;
+	s->finished = true;
+	s->status = status;
+	s->total = total;
+	s->done = done;
+	s->pause_ns = pause_ns;
+	r->snap = s;
 }
 
 void snapshot_region_gone(struct region *r)
@@ -985,6 +1045,15 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 		}
 		off = hole;
 	}
+	restore_resume(r, fd, prefetch);
+	fdstore_region_image(r);
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
+		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
+	return 0;
+}
+
+void restore_resume(struct region *r, int fd, bool prefetch)
+{
 	r->image_fd = fd;
 	r->image_prefetch = prefetch;
 	if (prefetch && r->image_pending) {
@@ -994,7 +1063,4 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 		if (r->prefetch_ev)
 			evtimer_add(r->prefetch_ev, &now);
 	}
-	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
-		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
-	return 0;
 }

@@ -24,6 +24,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +64,26 @@ struct swap_slot {
 	uint32_t crc;
 };
 
+/*
+ * The slot table in a memfd (swap_meta_share): this header, then at
+ * SWAP_META_SLOTS_OFF one struct swap_slot per slot.  A successor checks
+ * every field before it trusts a byte of the table.
+ */
+#define SWAP_META_MAGIC   0x6174656d70617773ull /* "swapmeta" */
+#define SWAP_META_VERSION 1
+#define SWAP_META_SLOTS_OFF 4096
+
+struct swap_meta_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t hdr_size;    /* sizeof(struct swap_meta_hdr) */
+	uint64_t file_size;   /* of the memfd */
+	uint64_t nslots;
+	uint32_t page_size;
+	uint32_t slot_size;   /* sizeof(struct swap_slot) */
+	uint64_t dev, ino;    /* of the swap file or device it describes */
+};
+
 struct ratelimit {
 	bool started;
 	uint64_t start_ms;
@@ -81,8 +102,11 @@ struct swap {
 	uint64_t *data_map;         /* slot holds a completed write */
 	uint64_t *busy_map;         /* a write to the slot is in flight */
 	uint64_t *eio_map;          /* injected: next read fails with -EIO */
-	struct swap_slot *slots;
+	struct swap_slot *slots;    /* calloc'd, or in meta_map */
 	uint64_t cursor;            /* next-fit */
+	int meta_fd;                /* the memfd holding slots, or -1 */
+	void *meta_map;
+	size_t meta_len;
 
 	struct event_base *base;
 	struct event *efd_ev;
@@ -830,37 +854,121 @@ static int check_size(const char *path, uint64_t size, size_t page_size)
 	return 0;
 }
 
-int swap_open(struct swap **ret, struct event_base *base, const char *path,
-	      uint64_t size, size_t page_size)
+static int check_page_size(const char *path, size_t page_size)
 {
-	struct swap *s;
-	bool created = false;
-	uint64_t words;
-	int r;
-
-	if (!ret || !base || !path || !*path)
-		return -EINVAL;
 	if (page_size < 512 || page_size > (2u << 20) || (page_size & (page_size - 1))) {
 		log_err("swap %s: page size %zu is not a power of two from 512 to 2 MiB",
 			path, page_size);
 		return -EINVAL;
 	}
-	/* Checked before the file is touched, and again once size 0 ("the
-	 * file's or device's") has been resolved. */
-	if (size && check_size(path, size, page_size))
-		return -EINVAL;
-	s = calloc(1, sizeof(*s));
+	return 0;
+}
+
+static struct swap *swap_new(struct event_base *base, const char *path,
+			     size_t page_size)
+{
+	struct swap *s = calloc(1, sizeof(*s));
+
 	if (!s)
-		return -ENOMEM;
+		return NULL;
 	s->fd = -1;
 	s->efd = -1;
+	s->meta_fd = -1;
 	s->page_size = page_size;
 	s->base = base;
 	s->path = strdup(path);
 	if (!s->path) {
-		r = -ENOMEM;
-		goto fail;
+		free(s);
+		return NULL;
 	}
+	return s;
+}
+
+/*
+ * Everything after the device is open: its size, the slot maps, the ring.
+ * Returns 0 or -errno with a reason logged; s is then destroyed by the
+ * caller.
+ */
+static int swap_setup(struct swap *s, uint64_t size)
+{
+	const char *path = s->path;
+	size_t page_size = s->page_size;
+	uint64_t words;
+	int r;
+
+	if (flock(s->fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		log_err("swap %s: %s", path, r == -EBUSY ?
+			"in use by another swap (locked)" : strerror(-r));
+		return r;
+	}
+	r = swap_size_device(s, &size);
+	if (r)
+		return r;
+	r = check_size(path, size, page_size);
+	if (r)
+		return r;
+	if (page_size % s->dio_align) {
+		log_err("swap %s: page size %zu is not a multiple of the %zu-byte "
+			"direct I/O block", path, page_size, s->dio_align);
+		return -EINVAL;
+	}
+
+	s->nslots = size / page_size;
+	words = (s->nslots + 63) / 64;
+	/* Large and zero: calloc gets them from mmap, so slots never used
+	 * cost no memory. */
+	s->used_map = calloc(words, sizeof(uint64_t));
+	s->data_map = calloc(words, sizeof(uint64_t));
+	s->eio_map = calloc(words, sizeof(uint64_t));
+	s->busy_map = calloc(words, sizeof(uint64_t));
+	s->slots = calloc(s->nslots, sizeof(*s->slots));
+	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
+	    !s->slots)
+		return -ENOMEM;
+
+	r = io_uring_queue_init(SWAP_QUEUE_DEPTH, &s->ring, 0);
+	if (r < 0) {
+		log_err("swap %s: io_uring_queue_init: %s", path, strerror(-r));
+		return r;
+	}
+	s->ring_ok = true;
+	s->depth = s->ring.sq.ring_entries < SWAP_QUEUE_DEPTH ?
+		   s->ring.sq.ring_entries : SWAP_QUEUE_DEPTH;
+	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->efd < 0)
+		return -errno;
+	r = io_uring_register_eventfd(&s->ring, s->efd);
+	if (r < 0) {
+		log_err("swap %s: io_uring_register_eventfd: %s", path, strerror(-r));
+		return r;
+	}
+	s->efd_ev = event_new(s->base, s->efd, EV_READ | EV_PERSIST, on_eventfd, s);
+	s->submit_ev = event_new(s->base, -1, 0, on_submit, s);
+	if (!s->efd_ev || !s->submit_ev || event_add(s->efd_ev, NULL) < 0)
+		return -ENOMEM;
+	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
+	return 0;
+}
+
+int swap_open(struct swap **ret, struct event_base *base, const char *path,
+	      uint64_t size, size_t page_size)
+{
+	struct swap *s;
+	bool created = false;
+	int r;
+
+	if (!ret || !base || !path || !*path)
+		return -EINVAL;
+	if (check_page_size(path, page_size))
+		return -EINVAL;
+	/* Checked before the file is touched, and again once size 0 ("the
+	 * file's or device's") has been resolved. */
+	if (size && check_size(path, size, page_size))
+		return -EINVAL;
+	s = swap_new(base, path, page_size);
+	if (!s)
+		return -ENOMEM;
 
 	s->fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (s->fd < 0 && errno == ENOENT) {
@@ -883,65 +991,9 @@ int swap_open(struct swap **ret, struct event_base *base, const char *path,
 			r == -EINVAL ? " for direct I/O" : "", strerror(-r));
 		goto fail;
 	}
-	if (flock(s->fd, LOCK_EX | LOCK_NB) < 0) {
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		log_err("swap %s: %s", path, r == -EBUSY ?
-			"in use by another swap (locked)" : strerror(-r));
-		goto fail;
-	}
-	r = swap_size_device(s, &size);
+	r = swap_setup(s, size);
 	if (r)
 		goto fail;
-	r = check_size(path, size, page_size);
-	if (r)
-		goto fail;
-	if (page_size % s->dio_align) {
-		log_err("swap %s: page size %zu is not a multiple of the %zu-byte "
-			"direct I/O block", path, page_size, s->dio_align);
-		r = -EINVAL;
-		goto fail;
-	}
-
-	s->nslots = size / page_size;
-	words = (s->nslots + 63) / 64;
-	/* Large and zero: calloc gets them from mmap, so slots never used
-	 * cost no memory. */
-	s->used_map = calloc(words, sizeof(uint64_t));
-	s->data_map = calloc(words, sizeof(uint64_t));
-	s->eio_map = calloc(words, sizeof(uint64_t));
-	s->busy_map = calloc(words, sizeof(uint64_t));
-	s->slots = calloc(s->nslots, sizeof(*s->slots));
-	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
-	    !s->slots) {
-		r = -ENOMEM;
-		goto fail;
-	}
-
-	r = io_uring_queue_init(SWAP_QUEUE_DEPTH, &s->ring, 0);
-	if (r < 0) {
-		log_err("swap %s: io_uring_queue_init: %s", path, strerror(-r));
-		goto fail;
-	}
-	s->ring_ok = true;
-	s->depth = s->ring.sq.ring_entries < SWAP_QUEUE_DEPTH ?
-		   s->ring.sq.ring_entries : SWAP_QUEUE_DEPTH;
-	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->efd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	r = io_uring_register_eventfd(&s->ring, s->efd);
-	if (r < 0) {
-		log_err("swap %s: io_uring_register_eventfd: %s", path, strerror(-r));
-		goto fail;
-	}
-	s->efd_ev = event_new(base, s->efd, EV_READ | EV_PERSIST, on_eventfd, s);
-	s->submit_ev = event_new(base, -1, 0, on_submit, s);
-	if (!s->efd_ev || !s->submit_ev || event_add(s->efd_ev, NULL) < 0) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
 	*ret = s;
 	return 0;
 
@@ -950,6 +1002,184 @@ fail:
 		unlink(path);
 	swap_destroy(s);
 	return r;
+}
+
+int swap_open_fd(struct swap **ret, struct event_base *base, int fd,
+		 const char *label, size_t page_size)
+{
+	struct swap *s;
+	int fl, r;
+
+	if (!ret || !base || fd < 0 || !label)
+		return -EINVAL;
+	if (check_page_size(label, page_size))
+		return -EINVAL;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_RDWR) {
+		log_err("swap %s: not open for reading and writing", label);
+		return -EBADF;
+	}
+	if (!(fl & O_DIRECT) && fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {
+		r = -errno;
+		log_err("swap %s: cannot use direct I/O: %s", label, strerror(-r));
+		return r;
+	}
+	s = swap_new(base, label, page_size);
+	if (!s)
+		return -ENOMEM;
+	s->fd = fd;
+	r = swap_setup(s, 0);
+	if (r) {
+		s->fd = -1; /* the caller's still */
+		swap_destroy(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+int swap_fd(const struct swap *s)
+{
+	return s->fd;
+}
+
+/* ---- the slot table in a memfd, for a successor -------------------------- */
+
+static size_t meta_size(const struct swap *s)
+{
+	size_t n = SWAP_META_SLOTS_OFF + s->nslots * sizeof(struct swap_slot);
+
+	return (n + s->page_size - 1) & ~(s->page_size - 1);
+}
+
+static int swap_identity(const struct swap *s, uint64_t *dev, uint64_t *ino)
+{
+	struct stat st;
+
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	*dev = S_ISBLK(st.st_mode) ? (uint64_t)st.st_rdev : (uint64_t)st.st_dev;
+	*ino = S_ISBLK(st.st_mode) ? 0 : (uint64_t)st.st_ino;
+	return 0;
+}
+
+int swap_meta_share(struct swap *s, int *ret_fd)
+{
+	struct swap_meta_hdr *h;
+	size_t len = meta_size(s);
+	void *map;
+	int fd, r;
+
+	if (s->meta_fd >= 0) {
+		*ret_fd = s->meta_fd;
+		return 0;
+	}
+	fd = memfd_create("pagerd-swap-meta", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	h = map;
+	*h = (struct swap_meta_hdr){
+		.magic = SWAP_META_MAGIC, .version = SWAP_META_VERSION,
+		.hdr_size = sizeof(*h), .file_size = len, .nslots = s->nslots,
+		.page_size = (uint32_t)s->page_size,
+		.slot_size = sizeof(struct swap_slot),
+	};
+	swap_identity(s, &h->dev, &h->ino);
+	/* Only slots in use carry anything: a new table stays sparse. */
+	for (uint64_t i = find_bit(s->used_map, 0, s->nslots, true); i < s->nslots;
+	     i = find_bit(s->used_map, i + 1, s->nslots, true))
+		((struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF))[i] = s->slots[i];
+	free(s->slots);
+	s->slots = (struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF);
+	s->meta_fd = fd;
+	s->meta_map = map;
+	s->meta_len = len;
+	*ret_fd = fd;
+	return 0;
+}
+
+int swap_meta_adopt(struct swap *s, int fd)
+{
+	const struct swap_meta_hdr *h;
+	size_t len = meta_size(s);
+	uint64_t dev = 0, ino = 0;
+	const char *why = NULL;
+	struct stat st;
+	void *map;
+
+	if (s->meta_fd >= 0 || s->st.used)
+		return -EBUSY;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		log_warn("swap %s: the stored slot table is not a regular file", s->path);
+		return -EBADF;
+	}
+	if ((uint64_t)st.st_size != len) {
+		log_warn("swap %s: the stored slot table is %lld bytes, %zu expected",
+			 s->path, (long long)st.st_size, len);
+		return -EINVAL;
+	}
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	h = map;
+	swap_identity(s, &dev, &ino);
+	if (h->magic != SWAP_META_MAGIC || h->version != SWAP_META_VERSION ||
+	    h->hdr_size != sizeof(*h))
+		why = "bad magic or version";
+	else if (h->file_size != len || h->nslots != s->nslots ||
+		 h->page_size != s->page_size || h->slot_size != sizeof(struct swap_slot))
+		why = "made for a swap of another size";
+	else if (h->dev != dev || h->ino != ino)
+		why = "made for another swap file or device";
+	if (why) {
+		log_warn("swap %s: the stored slot table is refused: %s", s->path, why);
+		munmap(map, len);
+		return -EINVAL;
+	}
+	free(s->slots);
+	s->slots = (struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF);
+	s->meta_fd = fd;
+	s->meta_map = map;
+	s->meta_len = len;
+	return 0;
+}
+
+int swap_claim(struct swap *s, uint64_t slot, uint64_t region, uint64_t page)
+{
+	const struct swap_slot *m;
+
+	if (slot >= s->nslots)
+		return -EINVAL;
+	if (bit_test(s->used_map, slot))
+		return -EEXIST;
+	m = &s->slots[slot];
+	if (m->region != region || m->page != page)
+		return -ESTALE;
+	bit_set(s->used_map, slot);
+	bit_set(s->data_map, slot);
+	s->st.used++;
+	return 0;
+}
+
+void swap_forget_unclaimed(struct swap *s)
+{
+	/* Reads of a sparse table cost nothing; only written tags are
+	 * cleared, so the table stays as sparse as it was. */
+	for (uint64_t i = 0; i < s->nslots; i++)
+		if (!bit_test(s->used_map, i) && (s->slots[i].region || s->slots[i].crc))
+			memset(&s->slots[i], 0, sizeof(s->slots[i]));
 }
 
 /*
@@ -989,11 +1219,16 @@ static void swap_destroy(struct swap *s)
 		close(s->efd);
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->meta_map) {
+		munmap(s->meta_map, s->meta_len);
+		close(s->meta_fd);
+	} else {
+		free(s->slots);
+	}
 	free(s->used_map);
 	free(s->data_map);
 	free(s->eio_map);
 	free(s->busy_map);
-	free(s->slots);
 	free(s->path);
 	free(s);
 }

@@ -10,6 +10,8 @@
  * keeps, in memory, who owns it (region id, page index, generation) and the
  * CRC32C of what was written; every read is checked against it, so a slot
  * whose data changed on disk is reported, never returned as good data.
+ * Under systemd that table lives in a memfd a restarted pagerd inherits
+ * (swap_meta_share(), swap_meta_adopt()).
  *
  * Everything runs on the thread of the event loop given to swap_open();
  * nothing here is thread-safe.  All calls return 0 or -errno.
@@ -85,6 +87,42 @@ typedef void (*swap_done_fn)(void *arg, int res);
  */
 int swap_open(struct swap **ret, struct event_base *base, const char *path,
 	      uint64_t size, size_t page_size);
+
+/*
+ * Like swap_open(), on a descriptor already open (a successor's unnamed
+ * swap file, from systemd's fd store): the whole file is the swap.  `label`
+ * names it in the log.  O_DIRECT is set if missing.  On success the store
+ * owns fd; on failure it is left to the caller.
+ */
+int swap_open_fd(struct swap **ret, struct event_base *base, int fd,
+		 const char *label, size_t page_size);
+
+/* The swap's descriptor (to hand an unnamed swap file to the fd store). */
+int swap_fd(const struct swap *s);
+
+/*
+ * The per-slot metadata (owner and CRC32C) in a memfd, so that a restarted
+ * pagerd can check what its predecessor's pages claim (fdstore.c).
+ *
+ * swap_meta_share() moves the table into a new sealed memfd (once; later
+ * calls return the same fd) and returns its descriptor, which the store
+ * keeps and closes with the swap.
+ *
+ * swap_meta_adopt() maps a predecessor's table, after checking its header:
+ * magic, version, sizes, and that it describes this very swap (device and
+ * inode).  It must come before any slot is allocated.  Every slot stays
+ * free until swap_claim() hands it to the page its tag names; once all
+ * pages have claimed theirs, swap_forget_unclaimed() clears the tags of the
+ * rest.  Returns 0 (the store owns fd), -EINVAL (refused, logged), -EBADF,
+ * -EBUSY.
+ *
+ * swap_claim() returns 0, -EINVAL (out of range), -EEXIST (claimed
+ * already), -ESTALE (the slot's tag names another page).
+ */
+int swap_meta_share(struct swap *s, int *ret_fd);
+int swap_meta_adopt(struct swap *s, int fd);
+int swap_claim(struct swap *s, uint64_t slot, uint64_t region, uint64_t page);
+void swap_forget_unclaimed(struct swap *s);
 
 /*
  * Drains and frees.  Requests already given to the kernel (in the ring, even

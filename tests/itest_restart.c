@@ -1,0 +1,1014 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Restarts through systemd's file-descriptor store, with this test playing
+ * systemd: it owns the listening socket (pagerd.socket) and a NOTIFY_SOCKET,
+ * keeps every descriptor pagerd sends with FDSTORE=1 under its FDNAME (and
+ * drops it on FDSTOREREMOVE=1), and starts each new pagerd the way systemd
+ * does: the socket and the stored descriptors from fd 3 on, LISTEN_FDS,
+ * LISTEN_FDNAMES and LISTEN_PID of the new process.
+ *
+ *   restart_keeps_every_byte   a client with a region six times pagerd's
+ *        memory limit (most of it in swap), two writer and two reader
+ *        threads, faults on through a graceful restart (SIGTERM) and a crash
+ *        (SIGKILL); each new pagerd reports the same region, every byte is
+ *        right at the end, and once the client destroys its region and exits
+ *        the store holds nothing of it
+ *   restart_named_swap         the same with a swap file pagerd opens by
+ *        path: only its slot table travels through the store
+ *   hostile_store_is_refused   a store with a regular file as a client
+ *        socket, a pipe as a userfaultfd, a truncated region state, a name
+ *        with a control character, an unknown name and a swap table with no
+ *        swap: each is refused with a log line and removed from the store,
+ *        and pagerd serves the connection it could adopt and a new client
+ *   fd_store_no_stores_nothing --fd-store=no under NOTIFY_SOCKET: nothing
+ *        is stored
+ *
+ * Nothing sleeps: every wait is a poll() on the notify socket, on pagerd's
+ * pidfd or on the client's report pipe, with a deadline that fails the test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../daemon/fdstore.h"
+#include "harness.h"
+#include "pager.h"
+
+#define WAIT_MS 60000
+#define STORE_MAX 256
+
+/* The client's region: six times the daemon's limit. */
+#define LIMIT_BYTES (4u << 20)
+#define REGION_PAGES 6144
+
+static long long test_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- systemd, as far as pagerd can tell --------------------------------- */
+
+struct entry {
+	char name[256];
+	int fd;
+};
+
+struct fakesd {
+	char dir[64];
+	char sock[128];
+	char notify[128];
+	char log[128];
+	int listen_fd;         /* pagerd.socket's */
+	int notify_fd;
+	struct entry store[STORE_MAX];
+	size_t n;
+	unsigned removes;      /* FDSTOREREMOVE=1 messages */
+	char removed[4096];    /* their names, ' '-separated */
+	bool ready;
+	pid_t pid;
+	int pidfd;
+	int status;            /* pagerd's wait status, once it exited */
+	bool exited;
+};
+
+/* What a failed test leaves running is ended by teardown(). */
+static struct fakesd *running_sd;
+static pid_t running_client = -1;
+
+static void fakesd_init(struct fakesd *sd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	memset(sd, 0, sizeof(*sd));
+	running_sd = sd;
+	sd->pid = -1;
+	sd->pidfd = -1;
+	snprintf(sd->dir, sizeof(sd->dir), "/var/tmp/pagerd-restart.XXXXXX");
+	assert_non_null(mkdtemp(sd->dir));
+	snprintf(sd->sock, sizeof(sd->sock), "%s/pagerd.sock", sd->dir);
+	snprintf(sd->notify, sizeof(sd->notify), "%s/notify", sd->dir);
+	snprintf(sd->log, sizeof(sd->log), "%s/pagerd.log", sd->dir);
+
+	sd->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_true(sd->listen_fd >= 0);
+	strcpy(sa.sun_path, sd->sock);
+	assert_int_equal(bind(sd->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(sd->listen_fd, 64), 0);
+
+	sd->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_true(sd->notify_fd >= 0);
+	strcpy(sa.sun_path, sd->notify);
+	assert_int_equal(bind(sd->notify_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+}
+
+static void fakesd_free(struct fakesd *sd)
+{
+	char cmd[128];
+
+	for (size_t i = 0; i < sd->n; i++)
+		close(sd->store[i].fd);
+	sd->n = 0;
+	close(sd->listen_fd);
+	close(sd->notify_fd);
+	if (sd->pidfd >= 0)
+		close(sd->pidfd);
+	running_sd = NULL;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sd->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", sd->dir);
+}
+
+static struct entry *store_find(struct fakesd *sd, const char *name)
+{
+	for (size_t i = 0; i < sd->n; i++)
+		if (strcmp(sd->store[i].name, name) == 0)
+			return &sd->store[i];
+	return NULL;
+}
+
+/* Counts stored names starting with prefix ("c", "r" or "" for all). */
+static size_t store_count(struct fakesd *sd, const char *prefix)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < sd->n; i++)
+		k += strncmp(sd->store[i].name, prefix, strlen(prefix)) == 0;
+	return k;
+}
+
+static void store_dump(struct fakesd *sd)
+{
+	fprintf(stderr, "store (%zu):", sd->n);
+	for (size_t i = 0; i < sd->n; i++)
+		fprintf(stderr, " %s", sd->store[i].name);
+	fprintf(stderr, "\n");
+}
+
+/* One datagram from pagerd, handled as systemd would (service_notify...). */
+static void fakesd_recv_one(struct fakesd *sd)
+{
+	char buf[4096], cbuf[CMSG_SPACE(sizeof(int) * 16)];
+	struct iovec iov = { buf, sizeof(buf) - 1 };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	int fds[16], nfds = 0;
+	char name[256] = "stored";
+	bool store = false, remove = false;
+	ssize_t n = recvmsg(sd->notify_fd, &mh, MSG_CMSG_CLOEXEC);
+
+	if (n < 0) {
+		assert_int_equal(errno, EAGAIN);
+		return;
+	}
+	buf[n] = '\0';
+	assert_false(mh.msg_flags & MSG_CTRUNC);
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+			memcpy(fds + nfds, CMSG_DATA(c), (size_t)k * sizeof(int));
+			nfds += k;
+		}
+	}
+	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		size_t len = strcspn(l, "\n");
+
+		if (strncmp(l, "FDSTORE=1", len) == 0 && len == 9)
+			store = true;
+		else if (strncmp(l, "FDSTOREREMOVE=1", len) == 0 && len == 15)
+			remove = true;
+		else if (strncmp(l, "READY=1", len) == 0 && len == 7)
+			sd->ready = true;
+		else if (strncmp(l, "FDNAME=", 7) == 0) {
+			assert_true(len - 7 < sizeof(name));
+			memcpy(name, l + 7, len - 7);
+			name[len - 7] = '\0';
+		}
+	}
+	/* sd_notify(3): at most 255 characters, no ':' or control ones. */
+	assert_true(strlen(name) <= 255);
+	for (const char *p = name; *p; p++)
+		if (*p == ':' || (unsigned char)*p < 0x20 || *p == 0x7f)
+			fail_msg("FDNAME '%s' is not a valid name", name);
+	if (store) {
+		assert_true(nfds > 0);
+		for (int i = 0; i < nfds; i++) {
+			if (store_find(sd, name)) {
+				store_dump(sd);
+				fail_msg("'%s' stored twice (never removed, or stored again)", name);
+			}
+			assert_true(sd->n < STORE_MAX);
+			snprintf(sd->store[sd->n].name, sizeof(sd->store[sd->n].name), "%s", name);
+			sd->store[sd->n++].fd = fds[i];
+		}
+		return;
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]); /* fds without FDSTORE=1: systemd closes them */
+	if (remove) {
+		sd->removes++;
+		strncat(sd->removed, name, sizeof(sd->removed) - strlen(sd->removed) - 2);
+		strcat(sd->removed, " ");
+		for (size_t i = 0; i < sd->n;) {
+			if (strcmp(sd->store[i].name, name) == 0) {
+				close(sd->store[i].fd);
+				sd->store[i] = sd->store[--sd->n];
+			} else {
+				i++;
+			}
+		}
+	}
+}
+
+/*
+ * systemd drops a stored descriptor that reports POLLHUP or POLLERR (a
+ * connection whose peer closed; a userfaultfd that is not O_NONBLOCK polls
+ * as an error).  So do we.
+ */
+static void fakesd_sweep(struct fakesd *sd)
+{
+	for (size_t i = 0; i < sd->n;) {
+		struct pollfd p = { .fd = sd->store[i].fd };
+
+		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+			close(sd->store[i].fd);
+			sd->store[i] = sd->store[--sd->n];
+		} else {
+			i++;
+		}
+	}
+}
+
+/*
+ * Serves the notify socket and watches pagerd until `done` says so, or
+ * `fd` (if >= 0) is readable.  Fails the test after WAIT_MS.
+ */
+static void fakesd_pump(struct fakesd *sd, bool (*done)(struct fakesd *, void *),
+			void *arg, int fd, const char *what)
+{
+	long long deadline = test_now_ms() + WAIT_MS;
+
+	for (;;) {
+		struct pollfd p[3] = {
+			{ .fd = sd->notify_fd, .events = POLLIN },
+			{ .fd = sd->exited ? -1 : sd->pidfd, .events = POLLIN },
+			{ .fd = fd, .events = POLLIN },
+		};
+		int left = (int)(deadline - test_now_ms());
+
+		/* Everything pagerd sent is handled before we decide. */
+		while (poll(p, 1, 0) == 1)
+			fakesd_recv_one(sd);
+		fakesd_sweep(sd);
+		if (done && done(sd, arg))
+			return;
+		if (left <= 0)
+			fail_msg("timed out waiting for %s", what);
+		if (poll(p, 3, left) < 0)
+			assert_int_equal(errno, EINTR);
+		if (p[1].revents) {
+			assert_int_equal(waitpid(sd->pid, &sd->status, 0), sd->pid);
+			sd->exited = true;
+			close(sd->pidfd);
+			sd->pidfd = -1;
+			while (poll(p, 1, 0) == 1)
+				fakesd_recv_one(sd);
+		}
+		if (fd >= 0 && p[2].revents)
+			return;
+	}
+}
+
+static char *read_log(struct fakesd *sd);
+
+static bool is_ready(struct fakesd *sd, void *arg)
+{
+	(void)arg;
+	if (sd->exited)
+		fail_msg("pagerd exited before READY=1 (status %d); its log:\n%s", sd->status,
+			 read_log(sd));
+	return sd->ready;
+}
+
+static bool has_exited(struct fakesd *sd, void *arg)
+{
+	(void)arg;
+	return sd->exited;
+}
+
+/* Starts pagerd with the listening socket and (if with_store) everything
+ * in the store, as systemd starts a service. */
+static void fakesd_start(struct fakesd *sd, bool with_store, const char *const *args)
+{
+	const char *bin = getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd";
+	size_t nfds = 1 + (with_store ? sd->n : 0);
+	int src[STORE_MAX + 1];
+	char names[STORE_MAX * 260] = "pagerd.socket";
+	char *argv[32];
+	int argc = 0;
+
+	src[0] = sd->listen_fd;
+	for (size_t i = 0; with_store && i < sd->n; i++) {
+		src[1 + i] = sd->store[i].fd;
+		strcat(names, ":");
+		strcat(names, sd->store[i].name);
+	}
+	argv[argc++] = (char *)bin;
+	argv[argc++] = "--config";
+	argv[argc++] = "/dev/null";
+	argv[argc++] = "--socket";
+	argv[argc++] = sd->sock;
+	for (int i = 0; args && args[i]; i++)
+		argv[argc++] = (char *)args[i];
+	argv[argc] = NULL;
+
+	sd->ready = false;
+	sd->exited = false;
+	sd->pid = fork();
+	assert_true(sd->pid >= 0);
+	if (sd->pid == 0) {
+		char num[32];
+		int high[STORE_MAX + 1];
+		int log = open(sd->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		if (log < 0 || dup2(log, 2) < 0)
+			_exit(127);
+		/* Out of the way first: sources may sit where targets go. */
+		for (size_t i = 0; i < nfds; i++)
+			if ((high[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 1000)) < 0)
+				_exit(127);
+		for (size_t i = 0; i < nfds; i++)
+			if (dup2(high[i], 3 + (int)i) < 0)
+				_exit(127);
+		snprintf(num, sizeof(num), "%zu", nfds);
+		setenv("LISTEN_FDS", num, 1);
+		setenv("LISTEN_FDNAMES", names, 1);
+		snprintf(num, sizeof(num), "%d", (int)getpid());
+		setenv("LISTEN_PID", num, 1);
+		setenv("NOTIFY_SOCKET", sd->notify, 1);
+		setenv("PAGERD_SWAP_DIR", sd->dir, 1);
+		execv(bin, argv);
+		_exit(127);
+	}
+	sd->pidfd = (int)syscall(SYS_pidfd_open, sd->pid, 0);
+	assert_true(sd->pidfd >= 0);
+	fakesd_pump(sd, is_ready, NULL, -1, "READY=1");
+}
+
+/* Signals pagerd and waits for it to exit; returns its wait status. */
+static int fakesd_kill(struct fakesd *sd, int sig)
+{
+	assert_int_equal(kill(sd->pid, sig), 0);
+	fakesd_pump(sd, has_exited, NULL, -1, "pagerd to exit");
+	return sd->status;
+}
+
+/* pagerd's log so far (its last MiB). */
+static char *read_log(struct fakesd *sd)
+{
+	static char buf[1 << 20];
+	int fd = open(sd->log, O_RDONLY | O_CLOEXEC);
+	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+	size_t len = 0;
+	ssize_t n;
+
+	if (size > (off_t)sizeof(buf) - 1)
+		lseek(fd, size - (off_t)sizeof(buf) + 1, SEEK_SET);
+	else if (fd >= 0)
+		lseek(fd, 0, SEEK_SET);
+	while (fd >= 0 && len < sizeof(buf) - 1 &&
+	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	if (fd >= 0)
+		close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* SIGTERM: pagerd must exit 0 (an orderly hand-over, nothing leaked). */
+static void fakesd_stop(struct fakesd *sd)
+{
+	int st = fakesd_kill(sd, SIGTERM);
+
+	if (st != 0) {
+		char *log = read_log(sd);
+		size_t len = strlen(log);
+
+		fail_msg("pagerd exited with status %#x; the end of its log:\n%s", st,
+			 len > 8000 ? log + len - 8000 : log);
+	}
+}
+
+/* ---- the client: a process with writer and reader threads -------------- */
+
+struct work {
+	uint8_t *base;
+	size_t ps;
+	_Atomic uint32_t gen[REGION_PAGES];  /* generation each page was last written with */
+	atomic_bool stop;
+	atomic_ulong errors;
+	atomic_ulong passes[2];              /* of each writer */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static uint64_t word_of(uint64_t page, uint32_t gen)
+{
+	return page << 32 | gen;
+}
+
+struct writer_arg {
+	struct work *w;
+	int idx;
+};
+
+/* Rewrites its half of the region, page by page, over and over. */
+static void *writer(void *arg)
+{
+	struct writer_arg *a = arg;
+	struct work *w = a->w;
+	size_t half = REGION_PAGES / 2, words = w->ps / 8;
+
+	while (!atomic_load(&w->stop)) {
+		for (size_t p = a->idx * half; p < (a->idx + 1) * half && !atomic_load(&w->stop); p++) {
+			uint64_t *page = (uint64_t *)(w->base + p * w->ps);
+			uint32_t g = atomic_load(&w->gen[p]) + 1;
+
+			for (size_t i = 0; i < words; i++)
+				page[i] = word_of(p, g);
+			atomic_store(&w->gen[p], g);
+		}
+		pthread_mutex_lock(&w->lock);
+		atomic_fetch_add(&w->passes[a->idx], 1);
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+	}
+	return NULL;
+}
+
+/* Reads pages at random: a page once written never reads as another's
+ * data or as zeros. */
+static void *reader(void *arg)
+{
+	struct work *w = arg;
+	unsigned seed = (unsigned)(uintptr_t)&seed;
+	size_t words = w->ps / 8;
+
+	while (!atomic_load(&w->stop)) {
+		size_t p = (size_t)rand_r(&seed) % REGION_PAGES;
+		uint32_t g = atomic_load(&w->gen[p]);
+		const volatile uint64_t *page = (const uint64_t *)(w->base + p * w->ps);
+		uint64_t first = page[0], last = page[words - 1];
+
+		if (g && ((first >> 32) != p || (last >> 32) != p ||
+			  (uint32_t)first < g || (uint32_t)last < g))
+			atomic_fetch_add(&w->errors, 1);
+	}
+	return NULL;
+}
+
+struct child {
+	pid_t pid;
+	int cmd;    /* to it */
+	int report; /* from it */
+};
+
+struct report {
+	char what;
+	uint64_t errors;
+	int64_t region_id;
+	struct pager_region_stats st;
+};
+
+static void child_send(int fd, struct report *r)
+{
+	if (write(fd, r, sizeof(*r)) != (ssize_t)sizeof(*r))
+		_exit(3);
+}
+
+static void client_main(const char *sock, const char *image, int cmd, int rep)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock };
+	struct pager_region_opts ro = { .sz = sizeof(ro), .name = "restart-test" };
+	static struct work w;
+	struct writer_arg wa[2] = { { &w, 0 }, { &w, 1 } };
+	pthread_t t[4];
+	struct pager_region *r;
+	struct pager *p;
+	bool running = true;
+	char c;
+
+	w.ps = (size_t)sysconf(_SC_PAGESIZE);
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	if (pager_open(&p, &o) < 0 ||
+	    pager_region_create(p, REGION_PAGES * w.ps, &ro, &r) < 0)
+		_exit(2);
+	w.base = pager_region_addr(r);
+	pthread_create(&t[0], NULL, writer, &wa[0]);
+	pthread_create(&t[1], NULL, writer, &wa[1]);
+	pthread_create(&t[2], NULL, reader, &w);
+	pthread_create(&t[3], NULL, reader, &w);
+
+	while (read(cmd, &c, 1) == 1) {
+		struct report out = { .what = c };
+
+		switch (c) {
+		case 'p': { /* both writers finish one more whole pass */
+			unsigned long want0 = atomic_load(&w.passes[0]) + 2,
+				      want1 = atomic_load(&w.passes[1]) + 2;
+
+			pthread_mutex_lock(&w.lock);
+			while (atomic_load(&w.passes[0]) < want0 ||
+			       atomic_load(&w.passes[1]) < want1)
+				pthread_cond_wait(&w.cond, &w.lock);
+			pthread_mutex_unlock(&w.lock);
+			break;
+		}
+		case 's':
+			out.st.sz = sizeof(out.st);
+			if (pager_region_stats(r, &out.st) < 0)
+				_exit(4);
+			out.region_id = pager_region_id(r);
+			break;
+		case 'v': /* stop, then every byte */
+			atomic_store(&w.stop, true);
+			for (int i = 0; running && i < 4; i++)
+				pthread_join(t[i], NULL);
+			running = false;
+			out.errors = atomic_load(&w.errors);
+			for (size_t pg = 0; pg < REGION_PAGES; pg++) {
+				const uint64_t *page = (const uint64_t *)(w.base + pg * w.ps);
+				uint64_t want = word_of(pg, atomic_load(&w.gen[pg]));
+
+				for (size_t i = 0; i < w.ps / 8; i++)
+					if (page[i] != want) {
+						out.errors++;
+						break;
+					}
+			}
+			break;
+		case 'S': /* start a snapshot */
+			out.errors = (uint64_t)-pager_region_snapshot_start(r, image, NULL);
+			break;
+		case 'P': { /* its end: each poll is a round trip to pagerd */
+			struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+			int e;
+
+			while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+				;
+			out.errors = (uint64_t)(e < 0 ? -e : -pr.status);
+			break;
+		}
+		case 'd':
+			if (pager_region_destroy(r) < 0)
+				_exit(5);
+			break;
+		case 'q':
+			pager_close(p);
+			child_send(rep, &out);
+			_exit(0);
+		}
+		child_send(rep, &out);
+	}
+	_exit(6);
+}
+
+static void client_start(struct child *cl, const char *sock, const char *image)
+{
+	int cmd[2], rep[2];
+
+	assert_int_equal(pipe2(cmd, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(rep, O_CLOEXEC), 0);
+	cl->pid = fork();
+	assert_true(cl->pid >= 0);
+	if (cl->pid == 0) {
+		close(cmd[1]);
+		close(rep[0]);
+		client_main(sock, image, cmd[0], rep[1]);
+	}
+	running_client = cl->pid;
+	close(cmd[0]);
+	close(rep[1]);
+	cl->cmd = cmd[1];
+	cl->report = rep[0];
+}
+
+static void client_send(struct child *cl, char c)
+{
+	assert_int_equal(write(cl->cmd, &c, 1), 1);
+}
+
+/* Waits for the report on command c, serving the notify socket meanwhile
+ * (pagerd may be storing or removing descriptors). */
+static struct report client_wait(struct fakesd *sd, struct child *cl, char c)
+{
+	struct report r;
+
+	fakesd_pump(sd, NULL, NULL, cl->report, "the client");
+	if (read(cl->report, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
+		int st = 0;
+
+		waitpid(cl->pid, &st, 0);
+		fail_msg("the client died on '%c' (status 0x%x); pagerd log:\n%s", c, st,
+			 read_log(sd));
+	}
+	assert_int_equal(r.what, c);
+	return r;
+}
+
+static struct report client_call(struct fakesd *sd, struct child *cl, char c)
+{
+	client_send(cl, c);
+	return client_wait(sd, cl, c);
+}
+
+static bool client_alive(struct child *cl)
+{
+	siginfo_t si = { 0 };
+
+	return waitid(P_PID, (id_t)cl->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	       si.si_pid == 0;
+}
+
+static bool no_region_names(struct fakesd *sd, void *arg)
+{
+	(void)arg;
+	return store_count(sd, "r") == 0;
+}
+
+static bool no_client_names(struct fakesd *sd, void *arg)
+{
+	(void)arg;
+	return store_count(sd, "c") == 0;
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void assert_stored(struct fakesd *sd, const char *name)
+{
+	if (!store_find(sd, name)) {
+		store_dump(sd);
+		fail_msg("'%s' is not in the store", name);
+	}
+}
+
+/*
+ * The client runs through a graceful restart and `crashes` SIGKILLs; with
+ * named_swap pagerd opens a swap file by path each time, else it makes an
+ * unnamed one that travels through the store.
+ */
+static void restart_run(bool named_swap, int crashes)
+{
+	static struct fakesd sd;
+	static char swap_path[160], image[160];
+	const char *args[] = { "--memory-limit", "4M", "--swap-size", "64M",
+			       NULL, NULL, NULL };
+	struct child cl;
+	struct report r;
+	struct proto_reply st;
+	int64_t id;
+
+	fakesd_init(&sd);
+	if (named_swap) {
+		snprintf(swap_path, sizeof(swap_path), "%s/swap", sd.dir);
+		args[4] = "--swap";
+		args[5] = swap_path;
+	}
+	fakesd_start(&sd, false, args);
+	snprintf(image, sizeof(image), "%s/image", sd.dir);
+	client_start(&cl, sd.sock, image);
+	r = client_call(&sd, &cl, 'p');
+	r = client_call(&sd, &cl, 's');
+	id = r.region_id;
+	assert_true(r.st.swapped > REGION_PAGES / 2);
+
+	/* Everything a successor needs is in the store. */
+	char name[64];
+
+	if (named_swap)
+		assert_null(store_find(&sd, "swap")); /* opened again by path */
+	else
+		assert_stored(&sd, "swap");
+	assert_stored(&sd, "swapmeta");
+	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent", NULL };
+	     *s; s++) {
+		snprintf(name, sizeof(name), "c1.%s", *s);
+		assert_stored(&sd, name);
+	}
+	snprintf(name, sizeof(name), "r%lld.mem", (long long)id);
+	assert_stored(&sd, name);
+	snprintf(name, sizeof(name), "r%lld.state", (long long)id);
+	assert_stored(&sd, name);
+
+	/* Graceful: SIGTERM drains and hands over; the client only waits,
+	 * and a request it sends meanwhile is answered by the successor.  A
+	 * snapshot running then fails cleanly (ESHUTDOWN), unless it was
+	 * quick enough to finish first. */
+	r = client_call(&sd, &cl, 'S');
+	assert_int_equal(r.errors, 0);
+	fakesd_stop(&sd);
+	assert_true(client_alive(&cl));
+	client_send(&cl, 's');
+	fakesd_start(&sd, true, args);
+	assert_non_null(strstr(read_log(&sd), "client 1 adopted"));
+	r = client_wait(&sd, &cl, 's');
+	assert_int_equal(r.region_id, id);
+	r = client_call(&sd, &cl, 'P');
+	printf("snapshot across the restart: %s\n", r.errors ? strerror((int)r.errors) : "complete");
+	if (r.errors != 0 && r.errors != ESHUTDOWN)
+		fail_msg("snapshot across a restart: %s", strerror((int)r.errors));
+	r = client_call(&sd, &cl, 'p');
+	r = client_call(&sd, &cl, 's');
+	assert_int_equal(r.region_id, id);
+	assert_true(r.st.swapped > 0);
+	assert_int_equal(test_status(sd.sock, &st), 0);
+	assert_int_equal(st.clients, 1);
+	assert_int_equal(st.regions, 1);
+	assert_int_equal(st.pid, sd.pid);
+
+	/* Crashes: each successor settles what was in flight. */
+	for (int i = 0; i < crashes; i++) {
+		fakesd_kill(&sd, SIGKILL);
+		assert_true(WIFSIGNALED(sd.status));
+		client_send(&cl, 's');
+		fakesd_start(&sd, true, args);
+		r = client_wait(&sd, &cl, 's');
+		assert_int_equal(r.region_id, id);
+		r = client_call(&sd, &cl, i % 2 ? 'p' : 's');
+	}
+	assert_non_null(strstr(read_log(&sd), "adopted after a crash"));
+	r = client_call(&sd, &cl, 'p');
+	r = client_call(&sd, &cl, 's');
+	assert_int_equal(r.region_id, id);
+	assert_true(r.st.swapped > 0);
+
+	/* And once more, graceful, right after the crash. */
+	fakesd_stop(&sd);
+	fakesd_start(&sd, true, args);
+	r = client_call(&sd, &cl, 'p');
+
+	r = client_call(&sd, &cl, 'v');
+	assert_int_equal(r.errors, 0);
+	if (strstr(read_log(&sd), "could not be vouched for"))
+		fail_msg("pages were lost:\n%s", read_log(&sd));
+
+	/* Nothing stale stays in the store. */
+	r = client_call(&sd, &cl, 'd');
+	fakesd_pump(&sd, no_region_names, NULL, -1, "the region's names to leave the store");
+	r = client_call(&sd, &cl, 'q');
+	fakesd_pump(&sd, no_client_names, NULL, -1, "the client's names to leave the store");
+	int cst;
+
+	assert_int_equal(waitpid(cl.pid, &cst, 0), cl.pid);
+	running_client = -1;
+	assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
+	if (sd.n != (named_swap ? 1u : 2u)) {
+		store_dump(&sd);
+		fail_msg("the store should hold only the swap (if unnamed) and its table");
+	}
+	fakesd_stop(&sd);
+	/* What each successor found and waited for, for the test log. */
+	char *all = read_log(&sd);
+
+	for (char *l = all, *eol; *l; l = eol ? eol + 1 : l + strlen(l)) {
+		eol = strchr(l, '\n');
+		if (eol)
+			*eol = '\0';
+		if (strstr(l, "adopted") || strstr(l, "waiting for the previous"))
+			printf("%s\n", l);
+	}
+	close(cl.cmd);
+	close(cl.report);
+	fakesd_free(&sd);
+}
+
+static void restart_keeps_every_byte(void **state)
+{
+	(void)state;
+	/* More crashes with RESTART_CRASHES=N. */
+	restart_run(false, getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3);
+}
+
+static void restart_named_swap(void **state)
+{
+	(void)state;
+	restart_run(true, 1);
+}
+
+/* A descriptor for the hostile store. */
+static void put(struct fakesd *sd, const char *name, int fd)
+{
+	assert_true(fd >= 0);
+	snprintf(sd->store[sd->n].name, sizeof(sd->store[sd->n].name), "%s", name);
+	sd->store[sd->n++].fd = fd;
+}
+
+static int sealed_memfd(const char *name, size_t size, const void *data, size_t len)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	if (len)
+		assert_int_equal(pwrite(fd, data, len, 0), (ssize_t)len);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	return fd;
+}
+
+/* Whether process pid holds a descriptor whose link contains `what`. */
+static bool holds(pid_t pid, const char *what)
+{
+	char path[64], link[256];
+
+	for (int fd = 0; fd < 4096; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strstr(link, what))
+			return true;
+	}
+	return false;
+}
+
+static void hostile_store_is_refused(void **state)
+{
+	static struct fakesd sd;
+	struct fdstore_region_hdr h = { 0 };
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	int sv[2], pfd[2], file;
+	char path[160];
+	struct proto_msg msg = { 0 };
+	struct proto_reply rep;
+	struct pager_opts o = { .sz = sizeof(o) };
+	struct pager_region *r;
+	struct pager *p;
+	const char *log;
+
+	(void)state;
+	fakesd_init(&sd);
+	snprintf(path, sizeof(path), "%s/not-a-socket", sd.dir);
+	file = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	put(&sd, "c7.sock", file);                   /* wrong type */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	put(&sd, "c8.sock", sv[0]);                  /* fine: adopted */
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	put(&sd, "c8.uffd", pfd[0]);                 /* a pipe is no uffd */
+	close(pfd[1]);
+	/* A region of 256 pages whose state is cut to its first page. */
+	h.magic = FDSTORE_REGION_MAGIC;
+	h.version = FDSTORE_VERSION;
+	h.hdr_size = sizeof(h);
+	h.region_id = 9;
+	h.client_id = 8;
+	h.page_size = (uint32_t)ps;
+	h.len = 256 * ps;
+	h.npages = 256;
+	h.addr = 0x10000000;
+	h.state_off = ps;
+	h.slot_off = 2 * ps;
+	h.file_size = 3 * ps;
+	put(&sd, "r9.mem", sealed_memfd("hostile-mem", 256 * ps, NULL, 0));
+	put(&sd, "r9.state", sealed_memfd("hostile-state", ps, &h, sizeof(h)));
+	put(&sd, "bad\001name", eventfd(0, EFD_CLOEXEC));
+	put(&sd, "zz.unknown", eventfd(0, EFD_CLOEXEC));
+	put(&sd, "swapmeta", sealed_memfd("hostile-swapmeta", ps, "garbage", 7));
+
+	fakesd_start(&sd, true, NULL);
+	log = read_log(&sd);
+	for (const char *const *n = (const char *const[]){ "c7.sock", "c8.uffd", "r9.state",
+							   "r9.mem", "bad?name", "zz.unknown",
+							   "swapmeta", NULL };
+	     *n; n++) {
+		char want[64];
+
+		snprintf(want, sizeof(want), "refusing '%s'", *n);
+		if (!strstr(log, want))
+			fail_msg("no line with \"%s\" in:\n%s", want, log);
+	}
+	assert_non_null(strstr(log, "truncated"));
+	/* Refused names leave the store (the control-character name was
+	 * never a valid one to remove). */
+	for (const char *const *n = (const char *const[]){ "c7.sock", "c8.uffd", "r9.state",
+							   "r9.mem", "zz.unknown", "swapmeta",
+							   NULL };
+	     *n; n++)
+		if (store_find(&sd, *n))
+			fail_msg("'%s' is still in the store (removed: %s)", *n, sd.removed);
+	assert_false(holds(sd.pid, "hostile-state"));
+	assert_false(holds(sd.pid, "hostile-mem"));
+	assert_false(holds(sd.pid, "not-a-socket"));
+
+	/* The connection it could adopt is served: c8 had said nothing yet. */
+	msg.body.hello.flags = PROTO_HELLO_CONTROL;
+	msg.body.hello.page_size = (uint32_t)ps;
+	assert_int_equal(test_raw_call(sv[1], &msg, PROTO_HELLO, 0, NULL, 0, NULL), 0);
+	memset(&msg, 0, sizeof(msg));
+	assert_int_equal(test_raw_call(sv[1], &msg, PROTO_STATUS, 0, NULL, 0, &rep), 0);
+	assert_int_equal(rep.pid, sd.pid);
+
+	/* And a new client. */
+	o.socket_path = sd.sock;
+	assert_int_equal(pager_open(&p, &o), 0);
+	assert_int_equal(pager_region_create(p, 64 * ps, NULL, &r), 0);
+	memset(pager_region_addr(r), 0x5a, 64 * ps);
+	for (size_t i = 0; i < 64 * ps; i++)
+		if (((uint8_t *)pager_region_addr(r))[i] != 0x5a)
+			fail_msg("byte %zu", i);
+	pager_region_destroy(r);
+	pager_close(p);
+	/* The adopted connection goes: so does its name. */
+	close(sv[1]);
+	fakesd_pump(&sd, no_client_names, NULL, -1, "c8.sock to leave the store");
+	fakesd_stop(&sd);
+	fakesd_free(&sd);
+}
+
+static void fd_store_no_stores_nothing(void **state)
+{
+	static const char *const args[] = { "--fd-store", "no", NULL };
+	struct pager_opts o = { .sz = sizeof(o) };
+	struct pager_region *r;
+	struct pager *p;
+	static struct fakesd sd;
+
+	(void)state;
+	fakesd_init(&sd);
+	fakesd_start(&sd, false, args);
+	o.socket_path = sd.sock;
+	assert_int_equal(pager_open(&p, &o), 0);
+	assert_int_equal(pager_region_create(p, 1 << 20, NULL, &r), 0);
+	memset(pager_region_addr(r), 1, 1 << 20);
+	fakesd_stop(&sd);
+	assert_int_equal(sd.n, 0);
+	assert_int_equal(sd.removes, 0);
+	pager_close(p);
+	fakesd_free(&sd);
+}
+
+/* After a failure: no pagerd or client of ours is left behind. */
+static int teardown(void **state)
+{
+	(void)state;
+	if (running_client > 0) {
+		kill(running_client, SIGKILL);
+		waitpid(running_client, NULL, 0);
+		running_client = -1;
+	}
+	if (running_sd) {
+		if (!running_sd->exited && running_sd->pid > 0) {
+			kill(running_sd->pid, SIGKILL);
+			waitpid(running_sd->pid, NULL, 0);
+			running_sd->exited = true;
+		}
+		fakesd_free(running_sd);
+	}
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(restart_keeps_every_byte, teardown),
+		cmocka_unit_test_teardown(restart_named_swap, teardown),
+		cmocka_unit_test_teardown(hostile_store_is_refused, teardown),
+		cmocka_unit_test_teardown(fd_store_no_stores_nothing, teardown),
+	};
+
+	if (access("/dev/userfaultfd", R_OK | W_OK) != 0 && geteuid() != 0) {
+		printf("needs userfaultfd\n");
+		return TEST_SKIP;
+	}
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
