@@ -406,7 +406,7 @@ static void client_dies_midway(void **state)
 static void requester_leaves(void **state)
 {
 	struct ctx *c = *state;
-	const size_t len = 64 * MiB;
+	const size_t len = 16 * MiB;
 	char path[128], path2[128];
 	struct proto_msg m;
 	struct proto_reply st;
