@@ -150,20 +150,26 @@ static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
 	return started;
 }
 
-/* Punches [page, page+n) that now live in their slots (or are zero). */
+/*
+ * Punches [page, page+n) that now live in their slots (or are zero).  The
+ * state changes first: a successor that finds a swapped page still in the
+ * memfd punches it (fdstore.c), while a resident page found punched can
+ * then only be one the client discarded.
+ */
 static void punch_run(struct region *r, uint64_t page, uint64_t n,
 		      enum page_state to)
 {
-	int e = region_punch(r, page, n);
+	int e;
 
+	region_set_state(r, page, n, to);
+	e = region_punch(r, page, n);
 	if (e < 0) {
 		/* The data is still in memory, and correct: only the
 		 * eviction failed.  Keep the pages (and any slots). */
 		log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
 			 r->id, page, n, strerror(-e));
-		return;
+		region_set_state(r, page, n, PAGE_RESIDENT);
 	}
-	region_set_state(r, page, n, to);
 }
 
 static void writeback_done(void *arg, int res)

@@ -760,15 +760,14 @@ struct settle_counts {
  * what the memfd holds and what the swap table vouches for:
  *
  *   write-back in flight   the page is still in the memfd (it is punched
- *                          only after its slot is recorded): resident,
- *                          without the slot (it may have been re-dirtied);
- *                          a hole with a recorded slot was punched after
- *                          the write completed: swapped
+ *                          only after its slot is recorded and its state
+ *                          is SWAPPED): resident, without the slot (it may
+ *                          have been re-dirtied)
  *   swap-in in flight      the slot still holds the page: swapped (the half
  *                          filled page-cache page is punched)
- *   resident, a hole       punched after its slot was recorded (clean
- *                          eviction): swapped; or discarded by the client:
- *                          empty
+ *   resident, a hole       eviction marks a page swapped (or empty) before
+ *                          it punches it (evict.c), so only the client can
+ *                          have discarded it (MADV_REMOVE): empty
  *   swapped                only with a slot whose tag names this page;
  *                          otherwise the data cannot be vouched for and the
  *                          page is poisoned (SIGBUS), never served as zeros
@@ -813,23 +812,10 @@ static void settle(struct region *r, const uint64_t *present, bool have_image,
 			else
 				to = PAGE_POISONED;
 		} else if (b & PG_IO) {
-			if (b & PG_GONE) {
-				to = PAGE_EMPTY;
-				punch = here;
-			} else if (here) {
-				to = PAGE_RESIDENT;
-				if (valid) {
-					swap_free(sw, (uint64_t)slot, 1);
-					valid = false;
-				}
-			} else {
-				to = valid ? PAGE_SWAPPED : PAGE_EMPTY;
-			}
+			punch = here && (b & PG_GONE);
+			to = here && !(b & PG_GONE) ? PAGE_RESIDENT : PAGE_EMPTY;
 		} else if (st == PAGE_RESIDENT) {
-			if (here)
-				to = PAGE_RESIDENT;
-			else
-				to = valid ? PAGE_SWAPPED : PAGE_EMPTY;
+			to = here ? PAGE_RESIDENT : PAGE_EMPTY;
 		} else if (st == PAGE_SWAPPED) {
 			punch = here;
 			to = valid ? PAGE_SWAPPED : PAGE_POISONED;

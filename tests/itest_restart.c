@@ -575,6 +575,9 @@ static void client_main(const char *sock, const char *image, int cmd, int rep)
 					}
 			}
 			break;
+		case 'L': /* a region limit of its own */
+			out.errors = (uint64_t)-pager_region_set_limit(r, 3u << 20);
+			break;
 		case 'S': /* start a snapshot */
 			out.errors = (uint64_t)-pager_region_snapshot_start(r, image, NULL);
 			break;
@@ -732,6 +735,12 @@ static void restart_run(bool named_swap, int crashes)
 	 * and a request it sends meanwhile is answered by the successor.  A
 	 * snapshot running then fails cleanly (ESHUTDOWN), unless it was
 	 * quick enough to finish first. */
+	r = client_call(&sd, &cl, 'L');
+	assert_int_equal(r.errors, 0);
+	r = client_call(&sd, &cl, 's');
+	uint64_t swap_outs = r.st.swap_outs;
+
+	assert_true(swap_outs > 0);
 	r = client_call(&sd, &cl, 'S');
 	assert_int_equal(r.errors, 0);
 	fakesd_stop(&sd);
@@ -741,6 +750,9 @@ static void restart_run(bool named_swap, int crashes)
 	assert_non_null(strstr(read_log(&sd), "client 1 adopted"));
 	r = client_wait(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
+	/* Its limit and counters came along. */
+	assert_int_equal(r.st.memory_limit, 3u << 20);
+	assert_true(r.st.swap_outs >= swap_outs);
 	r = client_call(&sd, &cl, 'P');
 	printf("snapshot across the restart: %s\n", r.errors ? strerror((int)r.errors) : "complete");
 	if (r.errors != 0 && r.errors != ESHUTDOWN)

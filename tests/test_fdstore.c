@@ -202,8 +202,9 @@ static const struct page_case cases[NPAGES] = {
 	[0] = { PAGE_RESIDENT, true, -1, PAGE_RESIDENT, 0, false, false },
 	/* resident, clean: its copy stays valid (it is write-protected) */
 	[1] = { PAGE_RESIDENT | PG_REF, true, 1, PAGE_RESIDENT, PG_REF, true, false },
-	/* clean eviction punched it, the state not yet SWAPPED */
-	[2] = { PAGE_RESIDENT, false, 2, PAGE_SWAPPED, 0, true, true },
+	/* a clean page the client discarded (MADV_REMOVE), not yet
+	 * reconciled: eviction marks a page SWAPPED before it punches */
+	[2] = { PAGE_RESIDENT, false, 2, PAGE_EMPTY, 0, false, true },
 	/* the client discarded it (MADV_REMOVE), not yet reconciled */
 	[3] = { PAGE_RESIDENT, false, -1, PAGE_EMPTY, 0, false, true },
 	/* write-back in flight: still in the memfd */
@@ -211,8 +212,8 @@ static const struct page_case cases[NPAGES] = {
 	/* write-back done, slot recorded, not punched: keep the memory, drop
 	 * the copy (it may have been re-dirtied) */
 	[5] = { PAGE_RESIDENT | PG_IO | PG_REDIRTY, true, 5, PAGE_RESIDENT, 0, false, false },
-	/* write-back done and punched, the state not yet SWAPPED */
-	[6] = { PAGE_RESIDENT | PG_IO, false, 6, PAGE_SWAPPED, 0, true, true },
+	/* discarded by the client during its write-back */
+	[6] = { PAGE_RESIDENT | PG_IO, false, 6, PAGE_EMPTY, 0, false, true },
 	/* swap-in in flight: the half-filled page goes, the slot stays */
 	[7] = { PAGE_RESIDENT | PG_IO | PG_READING | PG_WAITER, true, 7, PAGE_SWAPPED, 0, true,
 		true },
@@ -223,7 +224,8 @@ static const struct page_case cases[NPAGES] = {
 	[9] = { PAGE_SWAPPED, false, 9, PAGE_SWAPPED, 0, true, true },
 	/* in swap, but the slot's tag names another page: lost, poisoned */
 	[10] = { PAGE_SWAPPED, false, 30, PAGE_POISONED, 0, false, true },
-	/* in swap, stray data in the memfd (a read not yet started) */
+	/* in swap, still in the memfd: marked SWAPPED, not yet punched (or a
+	 * read not yet started) */
 	[11] = { PAGE_SWAPPED, true, 11, PAGE_SWAPPED, 0, true, true },
 	/* zero-filled just before the kill, the state not yet RESIDENT */
 	[12] = { PAGE_EMPTY, true, -1, PAGE_RESIDENT, 0, false, false },
@@ -304,7 +306,8 @@ static void test_settle_table(void **state)
 	assert_int_equal(n.in_flight, 5);
 	swap_forget_unclaimed(d.swap);
 	assert_int_equal(d.swap->slots[30].region, 0);
-	assert_int_equal(d.swap->slots[2].page, 2);
+	assert_int_equal(d.swap->slots[9].page, 9);
+	assert_int_equal(d.swap->slots[2].region, 0); /* freed: discarded */
 
 	free(present);
 	free(r.state);
