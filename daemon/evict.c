@@ -315,15 +315,18 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 
 		if (clean) {
 			/* Write-protected since their copy was made: no
-			 * write can have slipped in. */
+			 * write can have slipped in.  Swapped before the
+			 * punch, as in punch_run(). */
+			for (size_t k = i; k < j; k++)
+				region_set_state(r, v[k], 1, PAGE_SWAPPED);
 			e = region_punch(r, first, span);
 			if (e < 0) {
 				/* Still in memory, and correct: keep them. */
 				log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
 					 r->id, first, span, strerror(-e));
-			} else {
 				for (size_t k = i; k < j; k++)
-					region_set_state(r, v[k], 1, PAGE_SWAPPED);
+					region_set_state(r, v[k], 1, PAGE_RESIDENT);
+			} else {
 				r->stats.evict_clean += j - i;
 				d->stats.evict_clean += j - i;
 				freed += j - i;
