@@ -5,7 +5,7 @@
  *
  * Rules we follow (DESIGN.md §3):
  *  - EEXIST: the page is already there and nobody was woken: UFFDIO_WAKE.
- *  - EAGAIN with nothing done: an event (REMOVE/UNMAP/REMAP) is unread; the
+ *  - EAGAIN with nothing done: an event (UNMAP/REMAP) is unread; the
  *    fault is parked, the uffd read again, and parked faults retried.
  *  - EAGAIN with some bytes done: those pages are mapped and woken; carry on.
  *  - ENOENT: the range is no longer registered (being destroyed); ESRCH: the
