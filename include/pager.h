@@ -148,8 +148,10 @@ int pager_region_stats(const struct pager_region *r,
  *
  * pager_region_snapshot() returns when the image is complete (and synced).
  * The region's threads may keep writing throughout: the image is the
- * region as it was when the snapshot started (all pages write-protected in
- * one step; a page written afterwards is copied before the write goes on).
+ * region as it was at one instant between the start call's beginning and
+ * its return (pagerd write-protects the region while writers run, then
+ * pauses them only to protect again the pages they wrote meanwhile; a page
+ * written after the instant is copied before the write goes on).
  */
 struct pager_snapshot_opts {
 	size_t sz;               /* sizeof(struct pager_snapshot_opts) */
@@ -160,7 +162,7 @@ struct pager_snapshot_progress {
 	size_t sz;               /* sizeof(struct pager_snapshot_progress) */
 	uint64_t pages_total;    /* pages to copy (holes are not counted) */
 	uint64_t pages_done;
-	uint64_t pause_ns;       /* how long write-protecting the region took */
+	uint64_t pause_ns;       /* how long writers were held at the instant */
 	int32_t status;          /* 0 while running or when done, else -errno */
 	uint32_t done;           /* 1 once the image is complete (or failed) */
 };
