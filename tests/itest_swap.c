@@ -16,6 +16,10 @@
  *                          those pages, every other byte intact
  *   discard_frees          pager_region_discard(): zeros, slots freed
  *   set_limit_runtime      lowering a region's limit evicts at once
+ *   clock_keeps_hot_set    a hot set read between random cold reads stays
+ *                          resident under Clock (its references are
+ *                          sampled through libpager's agent), while FIFO
+ *                          keeps reading it back: Clock swaps in less
  *   private_daemon_limit   PAGER_MEMORY_LIMIT alone: a private pagerd with
  *                          its own unnamed swap file
  *   block_device_errors    swap on a loop device that then fails (its
@@ -32,6 +36,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pager.h>
 #include <pthread.h>
@@ -543,6 +548,72 @@ static void set_limit_runtime(void **state)
 	stop(c);
 }
 
+/* ---- clock_keeps_hot_set ------------------------------------------------ */
+
+/*
+ * Swap-ins for one pass of a skewed pattern under `policy`: a region four
+ * times its limit, written in full; then, after one untimed pass, every
+ * cold page once in random order with a hot page (every 16th page, round
+ * robin) read after every second.  Each hot page comes back every 1,024
+ * cold reads, within a turn of the hand (about 2,048 evictions), so Clock
+ * finds it referenced every time; FIFO evicts it once a turn anyway.
+ */
+static uint64_t skewed_swapins(struct ctx *c, const char *policy)
+{
+	const uint64_t n = 32 * MiB / ps, hot_every = 16;
+	struct pager_region_stats s0 = { .sz = sizeof(s0) }, s1 = { .sz = sizeof(s1) };
+	uint64_t *order = malloc(n * sizeof(*order)), ncold = 0, hot = 0;
+	unsigned seed = 7;
+
+	assert_non_null(order);
+	start(c, "8M", policy);
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 0);
+	uint8_t *b = pager_region_addr(r);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 1);
+	for (uint64_t i = 0; i < n; i++)
+		if (i % hot_every)
+			order[ncold++] = i;
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint64_t i = ncold - 1; i > 0; i--) {
+			uint64_t j = (uint64_t)rand_r(&seed) % (i + 1), t = order[i];
+
+			order[i] = order[j];
+			order[j] = t;
+		}
+		if (pass == 1)
+			assert_int_equal(pager_region_stats(r, &s0), 0);
+		for (uint64_t i = 0; i < ncold; i++) {
+			assert_true(check((uint64_t *)(b + order[i] * ps), order[i], 1));
+			if (i % 2 == 0) {
+				uint64_t h = (hot++ % (n / hot_every)) * hot_every;
+
+				assert_true(check((uint64_t *)(b + h * ps), h, 1));
+			}
+		}
+	}
+	assert_int_equal(pager_region_stats(r, &s1), 0);
+	pager_close(p);
+	stop(c);
+	free(order);
+	print_message("%s: %" PRIu64 " swap-ins for %" PRIu64 " cold and %" PRIu64 " hot reads\n",
+		      policy, s1.swap_ins - s0.swap_ins, ncold, ncold / 2);
+	return s1.swap_ins - s0.swap_ins;
+}
+
+static void clock_keeps_hot_set(void **state)
+{
+	struct ctx *c = *state;
+	uint64_t clock = skewed_swapins(c, "--policy=clock");
+	uint64_t fifo = skewed_swapins(c, "--policy=fifo");
+
+	/* FIFO reads each of the 512 hot pages back about once a turn, some
+	 * 1,500 swap-ins over the pass; Clock should read (nearly) none. */
+	assert_true(clock + 750 < fifo);
+}
+
 /* ---- block_device_errors ------------------------------------------------ */
 
 static int sh(const char *cmd, char *out, size_t n)
@@ -721,6 +792,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(injected_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_frees, setup, teardown),
 		cmocka_unit_test_setup_teardown(set_limit_runtime, setup, teardown),
+		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(block_device_errors, setup, teardown),
 	};
