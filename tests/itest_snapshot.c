@@ -9,6 +9,10 @@
  *   two_regions_at_once    two asynchronous snapshots in flight together
  *   client_dies_midway     the snapshotting process is killed: its image
  *                          never validates
+ *   client_dies_at_start   the process is killed while pagerd starts its
+ *                          snapshot (during or just after the
+ *                          write-protection pass): pagerd serves on,
+ *                          holding no more fds
  *   requester_leaves       a control connection asks for a snapshot and
  *                          closes before the answer (which comes only at
  *                          the instant): pagerd serves on, the region's
@@ -403,6 +407,100 @@ static void client_dies_midway(void **state)
 	stop(c);
 }
 
+/* pagerd's open fds once it has read the end of every connection closed
+ * before this call: two round trips on a connection we keep open (the
+ * second one's request reaches a later turn of pagerd's loop than any
+ * end of stream that came before the first). */
+static int settled_fds(struct ctx *c, int keep)
+{
+	struct proto_msg m;
+	struct proto_reply rep;
+
+	for (int i = 0; i < 2; i++) {
+		memset(&m, 0, sizeof(m));
+		assert_int_equal(test_raw_call(keep, &m, PROTO_STATUS, 0, NULL, 0, &rep), 0);
+	}
+	return test_count_fds(c->d.pid);
+}
+
+/* Killed once pagerd has its snapshot request: during the write-protection
+ * pass (pagerd's thread holds a dup of the uffd, the reply is deferred) or
+ * just after the instant; each time pagerd serves on, nothing resident,
+ * no fd left over, no sidecar. */
+static void client_dies_at_start(void **state)
+{
+	struct ctx *c = *state;
+	char path[128], meta[200];
+	struct proto_reply st;
+	int fds0 = 0, in_first_step = 0;
+
+	start(c);
+	snprintf(path, sizeof(path), "%s/kill.img", dir);
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	int keep = test_control_connect(c->d.sock);
+
+	assert_true(keep >= 0);
+	for (int round = 0; round < 5; round++) {
+		int pfd[2], ws;
+		uint64_t id;
+		struct proto_msg m;
+		struct proto_reply rep;
+
+		assert_int_equal(pipe(pfd), 0);
+		pid_t kid = fork();
+
+		assert_true(kid >= 0);
+		if (kid == 0) {
+			struct pager *kp = connect_to(c->d.sock);
+			struct pager_region *kr;
+
+			if (pager_region_create(kp, 128 * MiB, NULL, &kr) < 0)
+				_exit(2);
+			fill_region(kr, 5);
+			uint64_t kid_region = pager_region_id(kr);
+
+			(void)!write(pfd[1], &kid_region, sizeof(kid_region));
+			pager_region_snapshot_start(kr, path, NULL);
+			for (;;)
+				pause();
+		}
+		close(pfd[1]);
+		assert_int_equal(read(pfd[0], &id, sizeof(id)), (ssize_t)sizeof(id));
+		close(pfd[0]);
+		/* Kill as soon as pagerd has the snapshot: in its first step
+		 * (the start call has not returned) or just after. */
+		int ctl = test_control_connect(c->d.sock);
+
+		assert_true(ctl >= 0);
+		for (;;) {
+			memset(&m, 0, sizeof(m));
+			m.body.snapshot.region_id = id;
+			assert_int_equal(test_raw_call(ctl, &m, PROTO_SNAPSHOT_STATUS, 0,
+						       NULL, 0, &rep), 0);
+			if (rep.snapshot.status != -ENOENT)
+				break;
+			sched_yield();
+		}
+		kill(kid, SIGKILL);
+		close(ctl);
+		if (!rep.snapshot.pages_total)
+			in_first_step++;
+		assert_int_equal(waitpid(kid, &ws, 0), kid);
+		assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
+		assert_int_equal(test_status(c->d.sock, &st), 0);
+		assert_int_equal(st.resident_pages, 0);
+		assert_int_equal(access(meta, F_OK), -1);
+		/* After the first round the swap store's ring is open. */
+		if (round == 0)
+			fds0 = settled_fds(c, keep);
+		assert_int_equal(settled_fds(c, keep), fds0);
+	}
+	close(keep);
+	print_message("%d of 5 kills landed in the first step\n", in_first_step);
+	unlink(path);
+	stop(c);
+}
+
 static void requester_leaves(void **state)
 {
 	struct ctx *c = *state;
@@ -656,6 +754,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(consistent_swapped, setup, teardown),
 		cmocka_unit_test_setup_teardown(two_regions_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(client_dies_midway, setup, teardown),
+		cmocka_unit_test_setup_teardown(client_dies_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(requester_leaves, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_lazy, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_prefetch, setup, teardown),
