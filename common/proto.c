@@ -32,7 +32,8 @@ size_t proto_body_size(uint16_t type)
 static bool proto_type_known(uint16_t type)
 {
 	return (type >= PROTO_HELLO && type <= PROTO_TYPE_MAX_REQUEST) ||
-	       type == PROTO_REPLY || type == PROTO_AGENT_DROP;
+	       type == PROTO_REPLY || type == PROTO_AGENT_DROP ||
+	       type == PROTO_AGENT_DONE;
 }
 
 unsigned proto_fds_expected(uint16_t type)
@@ -62,6 +63,7 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_REGION_SET_IMAGE: return "region-set-image";
 	case PROTO_REPLY:          return "reply";
 	case PROTO_AGENT_DROP:     return "agent-drop";
+	case PROTO_AGENT_DONE:     return "agent-done";
 	default:                   return "unknown";
 	}
 }

@@ -52,6 +52,8 @@ enum proto_type {
 	PROTO_REPLY = 100,
 	/* daemon to libpager's agent thread, on the agent socket */
 	PROTO_AGENT_DROP = 120,
+	/* ... and back, once a drop is done: its seq, no body */
+	PROTO_AGENT_DONE = 121,
 };
 
 struct proto_hdr {

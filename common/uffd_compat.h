@@ -45,9 +45,10 @@ struct uffdio_poison {
 #endif
 
 /* The features libpager asks for: events so the daemon's view of a region
- * stays true when the app unmaps or discards, shmem MISSING/MINOR/WP. */
+ * stays true when the app unmaps or moves a region, shmem MISSING (and WP,
+ * where the kernel has it). */
 #define PAGER_UFFD_FEATURES_REQUIRED                                       \
-	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |           \
+	(UFFD_FEATURE_MISSING_SHMEM |                                      \
 	 UFFD_FEATURE_EVENT_UNMAP |                                        \
 	 UFFD_FEATURE_EVENT_REMAP)
 #define PAGER_UFFD_FEATURES_OPTIONAL                                       \

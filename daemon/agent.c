@@ -2,13 +2,18 @@
 /*
  * libpager's agent: a thread in the client that drops the client's own
  * mappings of pages when the Clock hand asks (MADV_DONTNEED on its shared
- * mapping: the page cache keeps the data).  The next access to such a page
- * raises a MINOR fault, which is how pagerd learns that the page is still
- * in use (DESIGN.md §4, option a).  No other process can drop those PTEs:
- * process_madvise() refuses DONTNEED on another process.
+ * mapping: the page cache keeps the data).  The kernel maps such a page
+ * again by itself at its next access (the mapping is not registered for
+ * MINOR faults), and the PTE it makes is how the hand, reading the client's
+ * page tables (/proc/PID/pagemap), learns that the page is still in use
+ * (DESIGN.md §4, option a, without the round trip).  No other process can
+ * drop those PTEs: process_madvise() refuses DONTNEED on another process.
  *
- * The channel is one-way: nothing is answered.  A full socket refuses the
- * request, and the pages keep their references for the hand's next turn.
+ * The agent answers each request once done (AGENT_DONE).  Until then the
+ * hand must not read those pages' PTEs (they would look used): each batch
+ * of drops is a fence the hand does not pass.  An agent that does not
+ * answer holds the hand up for FENCE_MS at most.  A full socket refuses
+ * the request, and the pages keep their references for the next turn.
  *
  * These drops raise no uffd event: libpager does not ask for REMOVE events
  * (see region_reconcile()), so the agent's madvise never holds up pagerd's
@@ -26,7 +31,58 @@
 #include "log.h"
 #include "pagerd.h"
 
-/* The agent sends nothing: whatever comes is read and ignored, and end of
+/* How long the hand waits for an agent's answer before it reads the
+ * references anyway (a late drop then makes a page look used: harmless). */
+#define FENCE_MS 50
+
+static bool seq_done(uint32_t seq, uint32_t done)
+{
+	return (int32_t)(seq - done) <= 0;
+}
+
+/* Lifts the fences of c's regions up to the agent's answer `done`. */
+static void fences_done(struct client *c, uint32_t done)
+{
+	bool lifted = false;
+
+	for (size_t i = 0; i < c->nregions; i++) {
+		struct region *r = c->regions[i];
+
+		while (r->nfence && seq_done(r->fence[r->fence_head].seq, done)) {
+			r->fence_head = (r->fence_head + 1) % DROP_FENCES;
+			r->nfence--;
+			lifted = true;
+		}
+	}
+	if (lifted && c->d->evict_fenced)
+		evict_kick(c->d);
+}
+
+uint64_t agent_fence_room(struct region *r)
+{
+	uint64_t t = now_ms();
+
+	while (r->nfence && t - r->fence[r->fence_head].sent_ms >= FENCE_MS) {
+		r->fence_head = (r->fence_head + 1) % DROP_FENCES;
+		r->nfence--;
+	}
+	if (!r->nfence || !r->npages)
+		return UINT64_MAX;
+	return (r->fence[r->fence_head].page + r->npages - r->hand % r->npages) % r->npages;
+}
+
+static void fence_add(struct region *r, uint32_t seq, uint64_t page)
+{
+	if (r->nfence == DROP_FENCES) { /* the oldest goes: a late answer */
+		r->fence_head = (r->fence_head + 1) % DROP_FENCES;
+		r->nfence--;
+	}
+	r->fence[(r->fence_head + r->nfence) % DROP_FENCES] =
+		(struct drop_fence){ .seq = seq, .page = page, .sent_ms = now_ms() };
+	r->nfence++;
+}
+
+/* The agent's answers; anything else it sends is ignored, and end of
  * stream detaches it. */
 static void on_agent(evutil_socket_t fd, short what, void *arg)
 {
@@ -47,6 +103,9 @@ static void on_agent(evutil_socket_t fd, short what, void *arg)
 			agent_detach(c);
 			return;
 		}
+		if (n > 0 && proto_validate(&m, (size_t)n) == 0 &&
+		    m.hdr.type == PROTO_AGENT_DONE)
+			fences_done(c, m.hdr.seq);
 	}
 }
 
@@ -89,12 +148,14 @@ void agent_detach(struct client *c)
 
 static bool agent_send(struct client *c, struct proto_msg *m)
 {
-	size_t n = proto_finish(m, PROTO_AGENT_DROP, 0);
+	size_t n = proto_finish(m, PROTO_AGENT_DROP, c->agent_seq + 1);
 
 	int e = proto_send(c->agent, m, n, NULL, 0);
 
 	if (e != 0 && e != -EAGAIN && e != -ENOBUFS)
 		agent_detach(c);
+	if (e == 0)
+		c->agent_seq++;
 	memset(&m->body.agent_drop, 0, sizeof(m->body.agent_drop));
 	return e == 0;
 }
@@ -119,6 +180,7 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n)
 		if (ad->n == PROTO_DROP_MAX) {
 			if (!agent_send(c, &m))
 				return c->agent < 0 ? n : sent;
+			fence_add(r, c->agent_seq, pages[sent]);
 			sent = i;
 		}
 		ad->range[ad->n].addr = r->addr + pages[i] * ps;
@@ -126,7 +188,10 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n)
 		ad->n++;
 		i = j;
 	}
-	if (ad->n && !agent_send(c, &m))
-		return c->agent < 0 ? n : sent;
+	if (ad->n) {
+		if (!agent_send(c, &m))
+			return c->agent < 0 ? n : sent;
+		fence_add(r, c->agent_seq, pages[sent]);
+	}
 	return n;
 }

@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	c->uffd = -1;
 	c->agent = -1;
 	c->state_fd = -1;
+	c->pagemap = -1;
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
 		free(c);
 		return -errno;
@@ -102,6 +104,8 @@ void client_destroy(struct client *c)
 		event_free(c->uffd_ev);
 	if (c->uffd >= 0)
 		close(c->uffd);
+	if (c->pagemap >= 0)
+		close(c->pagemap);
 	event_free(c->sock_ev);
 	event_free(c->retry_ev);
 	close(c->sock);
@@ -193,6 +197,45 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	return 0;
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/*
+ * Opens the client's /proc/PID/pagemap: whether a page is mapped in the
+ * client (its PTE present) is the Clock hand's reference information
+ * (evict.c).  Reading another process's page tables needs the rights to
+ * trace it (same user, or root).  Without them the hand runs with the
+ * references pagerd sees itself, and comes near FIFO.  The pid is the
+ * socket peer's; the peer's pidfd, still running after the open, shows
+ * that the pid was not reused meanwhile.
+ */
+static void client_open_pagemap(struct client *c)
+{
+	char path[64];
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)c->cred.pid);
+	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		pidfd = -1;
+	c->pagemap = open(path, O_RDONLY | O_CLOEXEC);
+	if (c->pagemap >= 0 && pidfd >= 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 0) != 0) { /* exited: the pid may be another's */
+			close(c->pagemap);
+			c->pagemap = -1;
+			errno = ESRCH;
+		}
+	}
+	if (c->pagemap < 0)
+		log_info("client %" PRIu64 ": cannot read its page tables (%s: %m): eviction has less to go by",
+			 c->id, path);
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
 int client_attach_uffd(struct client *c, int fd)
 {
 	int e = uffd_check(fd, &c->uffd_features);
@@ -208,6 +251,7 @@ int client_attach_uffd(struct client *c, int fd)
 		return -ENOMEM;
 	}
 	c->uffd = fd;
+	client_open_pagemap(c);
 	return 0;
 }
 

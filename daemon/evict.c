@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "pagerd.h"
@@ -353,39 +354,115 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Pages whose references are read from the client's page tables at a
+ * time: 8 KiB of /proc/PID/pagemap. */
+#define REF_CHUNK 1024
+
+/*
+ * The Clock hand's reference information: a page whose PTE is present in
+ * the client has been used since the hand last passed (and dropped its
+ * mapping), or since it was put in unmapped.  Reads the client's pagemap
+ * for [from, from+n) and marks those pages referenced.  One that comes
+ * back after a drop is hot (PG_HOT_*); a read-ahead page's first use is a
+ * readahead hit, and proves nothing more (a stream uses each page once).
+ */
+static void refresh_refs(struct region *r, uint64_t from, uint64_t n)
+{
+	struct daemon *d = r->client->d;
+	uint64_t pm[REF_CHUNK];
+	ssize_t got;
+
+	if (r->client->pagemap < 0 || n == 0)
+		return;
+	got = pread(r->client->pagemap, pm, n * sizeof(pm[0]),
+		    (off_t)((r->addr / d->page_size + from) * sizeof(pm[0])));
+	for (ssize_t i = 0; i < got / (ssize_t)sizeof(pm[0]); i++) {
+		uint64_t p = from + (uint64_t)i;
+		pgstate_t b = r->state[p];
+
+		if (!(pm[i] >> 63) || pg_state(b) != PAGE_RESIDENT ||
+		    (b & (PG_REF | PG_READING)))
+			continue;
+		if (b & PG_RA) {
+			r->state[p] = (pgstate_t)((b & ~PG_RA) | PG_REF);
+			r->stats.readahead_hits++;
+			d->stats.readahead_hits++;
+		} else {
+			r->state[p] = (pgstate_t)(b | PG_REF | PG_HOT_MASK);
+		}
+	}
+}
+
 /* Takes up to `want` pages out of r.  Returns how many left (or are being
  * written out). */
 static uint64_t evict_region(struct region *r, uint64_t want)
 {
 	struct daemon *d = r->client->d;
 	static uint64_t victims[EVICT_BATCH], sample[EVICT_SAMPLE];
-	size_t nsample = 0, nv;
-	uint64_t budget = r->npages * 2;
+	bool clock = d->cfg.policy == CONFIG_POLICY_CLOCK && !r->ref_blind;
+	/* PTEs tell references only where an agent drops them. */
+	bool refs = clock && r->client->agent >= 0 && r->client->pagemap >= 0;
+	size_t nsample = 0, nv = 0;
+	uint64_t budget = r->npages * 2, looked = 0;
 
 	if (want > EVICT_BATCH)
 		want = EVICT_BATCH;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return 0; /* no write-protect on shmem: no safe eviction */
 	/*
-	 * The hand stops when its sample list is full: send those drops and
-	 * go on, within the budget, unless the agent's socket is full (then
-	 * the pages keep their references, and so may we find no victim).
+	 * The hand moves a chunk at a time, reading the references of the
+	 * chunk ahead first, and sends the chunk's drops after it.  It goes
+	 * on within the budget, unless the agent's socket is full (then the
+	 * pages keep their references, and so may we find no victim).
 	 */
-	for (;;) {
-		size_t sent;
+	while (nv < want && looked < budget) {
+		uint64_t chunk = budget - looked, h0 = r->hand, moved;
 
-		nsample = 0;
-		nv = clock_scan(r->state, r->npages, &r->hand,
-				d->cfg.policy == CONFIG_POLICY_CLOCK, want, budget,
-				victims, sample, &nsample, EVICT_SAMPLE);
-		sent = nsample ? agent_drop(r, sample, nsample) : 0;
-		for (size_t i = sent; i < nsample; i++)
-			r->state[sample[i]] |= PG_REF;
-		if (nv || nsample < EVICT_SAMPLE || sent < nsample ||
-		    budget <= 2 * EVICT_SAMPLE)
-			break;
-		budget -= 2 * EVICT_SAMPLE;
+		if (chunk > REF_CHUNK)
+			chunk = REF_CHUNK;
+		if (chunk > r->npages)
+			chunk = r->npages;
+		if (h0 >= r->npages)
+			h0 = r->hand = 0;
+		if (refs) {
+			/* Not past pages whose drops the agent has not done. */
+			uint64_t room = agent_fence_room(r);
+
+			if (room < chunk) {
+				d->evict_fenced = true;
+				if (!room)
+					break;
+				chunk = room;
+			}
+		}
+		if (refs) {
+			uint64_t tail = r->npages - h0 < chunk ? r->npages - h0 : chunk;
+
+			refresh_refs(r, h0, tail);
+			refresh_refs(r, 0, chunk - tail);
+		}
+		nv += clock_scan(r->state, r->npages, &r->hand, clock, want - nv,
+				 chunk, victims + nv, sample, &nsample, EVICT_SAMPLE);
+		moved = (r->hand + r->npages - h0) % r->npages;
+		looked += moved ? moved : chunk;
+		if (nsample) {
+			/* Sent before the hand can come round to them again. */
+			size_t sent = agent_drop(r, sample, nsample);
+
+			for (size_t i = sent; i < nsample; i++)
+				r->state[sample[i]] |= PG_REF;
+			if (sent < nsample)
+				break;
+			nsample = 0;
+		}
 	}
+	/*
+	 * Two turns and every page still referenced: references cannot be
+	 * trusted here (a client whose agent does not drop keeps every PTE).
+	 * The next turn goes by FIFO, so that no client holds its pages
+	 * past a limit that way.
+	 */
+	r->ref_blind = !nv && clock && looked >= budget;
 	if (!nv)
 		return 0;
 	qsort(victims, nv, sizeof(victims[0]), cmp_u64);
@@ -458,6 +535,7 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	d->evict_blocked = false;
+	d->evict_fenced = false;
 	for (struct client *c = d->clients; c; c = c->next) {
 		for (size_t i = 0; i < c->nregions; i++) {
 			struct region *r = c->regions[i];
@@ -500,6 +578,13 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		limits_progress(d);
 	/* More to do: go on after the loop has served other events (faults
 	 * among them).  Write-back completions kick us again too. */
-	if ((freed && needed > freed) || d->evict_blocked)
+	if ((freed && needed > freed) || d->evict_blocked) {
 		evict_kick(d);
+	} else if (d->evict_fenced && needed > freed) {
+		/* The agent's answer kicks us; this is for one that never
+		 * comes (agent_fence_room() stops waiting for it). */
+		static const struct timeval soon = { 0, 2000 };
+
+		evtimer_add(d->evict_ev, &soon);
+	}
 }

@@ -115,6 +115,54 @@ int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
 	return 0;
 }
 
+int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
+		  const void *src, bool wp)
+{
+	struct client *c = r->client;
+	size_t ps = c->d->page_size;
+	struct uffdio_copy cp = {
+		.dst = r->addr + page * ps,
+		.src = (uintptr_t)src,
+		.len = n * ps,
+		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+	};
+
+	if (ioctl(c->uffd, UFFDIO_COPY, &cp) == 0)
+		cp.copy = (int64_t)(n * ps);
+	else if (cp.copy <= 0)
+		return -errno;
+	if (!wp)
+		snapshot_note_writable(r, page, (uint64_t)cp.copy / ps);
+	return cp.copy / (int64_t)ps;
+}
+
+/*
+ * Puts data into the page cache at [page, page+n) without mapping it in the
+ * client (its next access there is an ordinary kernel fault, no round trip
+ * through us).  The kernel maps such a page by itself, so only complete
+ * data may ever reach the page cache: pwrite() fills each page under its
+ * lock, and a fault waits for that.  With wp, the range is write-protected
+ * first (a marker where nothing is mapped), so that the kernel maps the
+ * pages protected and a write to them comes to us: they are clean.
+ * Returns the pages written from the first, or -errno.
+ */
+int64_t region_install(struct region *r, uint64_t page, uint64_t n,
+		       const void *data, bool wp)
+{
+	size_t ps = r->client->d->page_size;
+	ssize_t done;
+	int e;
+
+	if (wp && (e = uffd_protect(r, page, n, true)) < 0)
+		return e;
+	do
+		done = pwrite(r->memfd, data, n * ps, (off_t)(page * ps));
+	while (done < 0 && errno == EINTR);
+	if (done < 0)
+		return -errno;
+	return done / (ssize_t)ps;
+}
+
 /*
  * Picks how many pages to zero-fill for a first touch at `page`.
  *
@@ -220,9 +268,11 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	d->stats.faults_missing++;
 	r->stats.faults_missing++;
 	if (b & PG_READING) {
-		/* Being read in: its completion maps the page and wakes
-		 * every thread waiting on it. */
-		r->state[page] |= PG_WAITER;
+		/* Being read in: its completion installs the page and wakes
+		 * every thread waiting on it (a held readahead marker goes
+		 * in now). */
+		if (!swapin_take_marker(r, page))
+			r->state[page] |= PG_WAITER;
 		return 0;
 	}
 	switch (pg_state(b)) {
@@ -300,51 +350,6 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 }
 
 /*
- * A page in the page cache but not mapped in the client: the hand dropped
- * its mapping to sample a reference (which this fault is), or it was read
- * ahead.  Map it again; a clean page (one with a current swap copy) and a
- * page being written out stay write-protected so that a write is seen.
- */
-static int fault_missing(struct client *c, struct region *r, uint64_t page,
-			 const struct uffd_msg *m);
-
-static int fault_minor(struct client *c, struct region *r, uint64_t page,
-		       const struct uffd_msg *m)
-{
-	pgstate_t b = r->state[page];
-	int64_t e;
-
-	c->d->stats.faults_minor++;
-	r->stats.faults_minor++;
-	if (b & PG_READING) {
-		/* Being read in: its completion maps and wakes. */
-		r->state[page] |= PG_WAITER;
-		return 0;
-	}
-	if (pg_state(b) != PAGE_RESIDENT) {
-		/* Evicted between the fault and now (or data we did not put
-		 * there): serve it as the page it is now. */
-		return fault_missing(c, r, page, m);
-	}
-	/* Used again since the hand dropped its mapping: a hot page, passed
-	 * over for the next few turns.  A read-ahead page's first use proves
-	 * nothing of the kind (a stream touches each page once). */
-	if (b & PG_RA)
-		swapin_readahead_hit(r, page);
-	r->state[page] |= (b & (PG_RA | PG_RA_MARK)) ? PG_REF : PG_REF | PG_HOT_MASK;
-	e = uffd_continue(r, page, 1, region_slot(r, page) >= 0 || (b & PG_IO) ||
-			  snapshot_pending(r, page));
-	if (e == -EAGAIN)
-		return -EAGAIN;
-	if (e == -EFAULT) /* not in the page cache after all: discarded */
-		return fault_missing(c, r, page, m);
-	if (e < 0 && e != -ENOENT && e != -ESRCH)
-		log_warn("client %" PRIu64 ": UFFDIO_CONTINUE: %s", c->id,
-			 strerror((int)-e));
-	return 0;
-}
-
-/*
  * A write to a write-protected page: a clean page becomes dirty (its swap
  * copy is stale: freed), a page being written out aborts its eviction.
  * Un-protect at once either way: the application never waits for I/O.
@@ -395,8 +400,6 @@ static int handle_fault(struct client *c, const struct uffd_msg *m)
 	page = (addr - r->addr) / c->d->page_size;
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 		return fault_wp(c, r, page);
-	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
-		return fault_minor(c, r, page, m);
 	return fault_missing(c, r, page, m);
 }
 

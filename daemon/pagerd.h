@@ -86,6 +86,7 @@ struct daemon {
 	bool handover;              /* exiting into the store: leave state alone */
 	bool listen_activated;      /* the listening socket is systemd's */
 	bool evict_blocked;         /* a round stopped at an unread uffd event */
+	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
 };
 
@@ -155,6 +156,8 @@ struct readahead_stream {
 	uint64_t window_start; /* pages from here to next were read ahead */
 	uint32_t window;
 	uint64_t used;
+	uint8_t *held;   /* a marker's data, read but not installed, or NULL */
+	uint64_t held_page; /* ... and its page (the stream may have moved on) */
 };
 
 /* One write-back or swap-in in flight (evict.c, swapin.c). */
@@ -169,6 +172,16 @@ struct page_io {
 	uint64_t slot;               /* first slot; the run is contiguous */
 	uint64_t fault_page;         /* swap-in: the page a thread waits on */
 	bool fault_write;            /* ... to write it: map it writable */
+	uint8_t *buf;                /* swap-in: the data, until installed */
+};
+
+/* Drops sent to the agent and not yet done: the hand must not read the
+ * references of pages sampled there (evict.c). */
+#define DROP_FENCES 16
+struct drop_fence {
+	uint32_t seq;     /* the agent request's; done when the agent says */
+	uint64_t page;    /* where the hand was when it sampled them */
+	uint64_t sent_ms;
 };
 
 struct region {
@@ -186,6 +199,9 @@ struct region {
 	uint64_t swapped;
 	uint64_t memory_limit; /* pages, 0 = none */
 	uint64_t hand;      /* the Clock hand */
+	struct drop_fence fence[DROP_FENCES]; /* oldest at fence_head */
+	unsigned fence_head, nfence;
+	bool ref_blind;     /* references misled the hand: ignore them once */
 	struct counters stats;
 	struct page_io *ios;
 	struct readahead_stream ra[SWAPIN_STREAMS];
@@ -240,7 +256,9 @@ struct client {
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
 	int agent;                  /* libpager's agent socket, or -1 */
+	uint32_t agent_seq;         /* of the last drop request sent to it */
 	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
+	int pagemap;                /* its /proc/PID/pagemap, or -1 */
 	unsigned stored;            /* STORED_* names in the fd store */
 	struct event *agent_ev;
 	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
@@ -311,6 +329,13 @@ void uffd_wake(struct client *c, uint64_t addr, uint64_t len);
  * mapped (or already there), or -errno. */
 int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp);
 int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp);
+/* UFFDIO_COPY src to [page, page+n) (absent from the page cache), mapped
+ * write-protected if wp; wakes the threads waiting there.  Returns pages
+ * done (from the first) or -errno. */
+int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
+		  const void *src, bool wp);
+int64_t region_install(struct region *r, uint64_t page, uint64_t n,
+		       const void *data, bool wp);
 
 /* limits.c */
 /* Pages that may still be made resident in r before a limit is hit. */
@@ -353,6 +378,13 @@ void page_io_detach_all(struct region *r);
 int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write);
 /* A MINOR fault on a page read ahead: counts the hit, maybe reads on. */
 void swapin_readahead_hit(struct region *r, uint64_t page);
+/* A fault on a page being read: if it is a stream's held marker, installs
+ * it (and starts the next window) and returns true. */
+bool swapin_take_marker(struct region *r, uint64_t page);
+/* The page is discarded: a marker held for it is dropped. */
+void swapin_forget_marker(struct region *r, uint64_t page);
+/* Installs (or, install false, drops) every held marker of r. */
+void swapin_release_markers(struct region *r, bool install);
 int swapin_poison(struct region *r, uint64_t page);
 
 /* snapshot.c */
@@ -389,11 +421,13 @@ int restore_fault(struct client *c, struct region *r, uint64_t page);
 /* agent.c */
 int agent_attach(struct client *c, int fd);
 void agent_detach(struct client *c);
-/* Asks libpager to drop the client's PTEs of these pages (best effort). */
 /* Asks the client's agent to drop the mappings of pages (sorted); returns
  * how many of them (a prefix) it was asked to drop: the agent's socket may
  * be full. */
 size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
+/* Pages the hand may pass from where it is before it reaches drops still
+ * in the agent's hands (UINT64_MAX: none). */
+uint64_t agent_fence_room(struct region *r);
 /* Checks that fd is a userfaultfd and reads the features it was opened
  * with.  Returns 0, -EBADF (not a uffd), or -EOPNOTSUPP (features missing). */
 int uffd_check(int fd, uint64_t *ret_features);

@@ -214,6 +214,9 @@ void region_destroy(struct region *r)
 	fdstore_region_gone(r);
 	page_io_detach_all(r);
 	snapshot_region_gone(r);
+	/* Held readahead markers: their slots still hold the data. */
+	for (int i = 0; i < SWAPIN_STREAMS; i++)
+		free(r->ra[i].held);
 	for (uint64_t p = 0; p < r->npages; p++) {
 		/* Handed over: the states and slots are the successor's. */
 		if (d->handover)
@@ -302,6 +305,8 @@ int region_discard(struct region *r, uint64_t first, uint64_t n)
 		 * punch removes: the page stays poisoned (SIGBUS). */
 		if (pg_state(r->state[p]) == PAGE_POISONED)
 			continue;
+		if (r->state[p] & PG_READING)
+			swapin_forget_marker(r, p);
 		/* With I/O in flight the completion finds GONE and leaves
 		 * the page empty (a swap-in also finds its slot freed). */
 		region_drop_slot(r, p);

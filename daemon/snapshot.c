@@ -516,6 +516,9 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (!r || s->finished)
 		return;
+	/* A readahead marker held back for its fault would be deferred
+	 * forever: put it in now. */
+	swapin_release_markers(r, true);
 	uint64_t p = s->cursor;
 
 	while (p < r->npages && budget) {
@@ -935,16 +938,39 @@ void snapshot_region_gone(struct region *r)
 
 /* ---- restore ------------------------------------------------------------ */
 
-/* Reads the image's pages [page, page+n) (all PG_IMAGE) into the page
- * cache.  They are resident and dirty afterwards (no swap copy). */
+/* Reads the image's pages [page, page+n) (all PG_IMAGE) into a buffer and
+ * installs them in the page cache (only complete data may go there: the
+ * kernel maps it on the client's next access).  They are resident and
+ * dirty afterwards (no swap copy); protected if a snapshot still needs
+ * them. */
 static int restore_read(struct region *r, uint64_t page, uint64_t n)
 {
 	size_t ps = r->client->d->page_size;
-	int e = image_read(r->image_fd, page * ps, r->map + page * ps, n * ps);
+	bool wp = false;
+	int64_t done;
+	uint8_t *buf = malloc(n * ps);
+	int e = buf ? image_read(r->image_fd, page * ps, buf, n * ps) : -ENOMEM;
 
 	if (e < 0) {
 		log_err("region %" PRIu64 ": reading pages %" PRIu64 "+%" PRIu64 " from its image: %s",
 			r->id, page, n, strerror(-e));
+		free(buf);
+		return e;
+	}
+	for (uint64_t p = page; p < page + n; p++)
+		wp |= snapshot_pending(r, p);
+	done = region_install(r, page, n, buf, wp);
+	free(buf);
+	if (done < 0 || (uint64_t)done < n) {
+		e = done < 0 ? (int)done : -EIO;
+		log_err("region %" PRIu64 ": installing pages %" PRIu64 "+%" PRIu64 " from its image: %s",
+			r->id, page, n, strerror(-e));
+		if (done > 0) {
+			/* The first pages went in; the rest stay in the image. */
+			region_set_state(r, page, (uint64_t)done, PAGE_RESIDENT);
+			r->image_reads += (uint64_t)done;
+			return 0;
+		}
 		return e;
 	}
 	region_set_state(r, page, n, PAGE_RESIDENT);
@@ -966,7 +992,6 @@ static uint64_t image_run(const struct region *r, uint64_t page, uint64_t max)
 int restore_fault(struct client *c, struct region *r, uint64_t page)
 {
 	uint64_t room = limits_room(r), n;
-	int64_t e;
 
 	if (room == 0)
 		return -ENOSPC; /* the caller parks the fault */
@@ -980,9 +1005,7 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 		return swapin_poison(r, page);
 	}
 	r->state[page] |= PG_REF;
-	e = uffd_continue(r, page, n ? n : 1, snapshot_pending(r, page));
-	if (e == -EAGAIN)
-		uffd_wake(c, r->addr + page * c->d->page_size, c->d->page_size);
+	uffd_wake(c, r->addr + page * c->d->page_size, c->d->page_size);
 	if (limits_pressure(r))
 		evict_kick(c->d);
 	return 0;

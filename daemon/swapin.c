@@ -2,23 +2,28 @@
 /*
  * Bringing pages back from swap (DESIGN.md §3, §5).
  *
- * A swap-in reads straight into pagerd's own mapping of the memfd, that is
- * into the page cache, and then maps the page into the client with
- * UFFDIO_CONTINUE, write-protected: it is clean, its slot still holds a
- * current copy.  While the read is in flight the page is in the page cache
- * but every client access to it raises a MINOR fault that we leave
- * unanswered (MINOR is registered), so no thread ever sees a half-read
- * page; the CONTINUE at completion wakes them all, whatever fault they took.
- * Faults on one page coalesce; faults on different pages are separate reads
- * in flight at once.
+ * The client's mapping is registered for MISSING and WP faults only, not
+ * MINOR: a page in the page cache is mapped by the kernel on its own, so a
+ * page the Clock hand unmapped to sample its reference costs the client an
+ * ordinary kernel fault when used again, not a round trip through us.  The
+ * price is a rule: only complete, verified data may ever enter the page
+ * cache.  So a swap-in reads into a buffer of ours, checks each page's
+ * CRC32C there, and only then installs it (region_install(): pwrite into
+ * the memfd, behind a write-protect marker, so the kernel maps it
+ * protected: it is clean, its slot still holds a current copy).  Threads
+ * that wait on a page are woken then and find it.  A page faulted for a
+ * write (or in a region that rewrites what it reads) is put in with
+ * UFFDIO_COPY instead, mapped writable at once.  Faults on one page
+ * coalesce; faults on different pages are separate reads in flight at once.
  *
  * Readahead: a swap-in just after the end of a stream's last one is
  * sequential.  Then the read covers a window of pages after the faulting
  * one, and a second window beyond it is read asynchronously; that one's
- * first page (the marker) is left unmapped, so that the application's
- * arrival there takes a cheap MINOR fault that starts the next window while
- * it works through the current one.  Windows double up to READAHEAD_MAX.
- * Random swap-ins read one page.
+ * first page (the marker) is not installed but held in a buffer of its
+ * stream, so that the application's arrival there takes a MISSING fault
+ * that installs it at once and starts the next window while it works
+ * through the current one.  Windows double up to READAHEAD_MAX.  Random
+ * swap-ins read one page.
  *
  * A read that fails or whose CRC32C does not match poisons the page
  * (UFFDIO_POISON): the application gets SIGBUS there, never wrong data.
@@ -37,6 +42,8 @@
 #define READAHEAD_MAX 256 /* pages: 1 MiB */
 
 static void swapin_done(void *arg, int res);
+static void release_marker(struct region *r, struct readahead_stream *s,
+			   bool install);
 static int retry_pages(struct region *r, struct page_io *io);
 
 int swapin_poison(struct region *r, uint64_t page)
@@ -133,13 +140,18 @@ static int read_run(struct region *r, uint64_t page, uint32_t n, bool readahead,
 	io->slot = (uint64_t)region_slot(r, page);
 	io->readahead = readahead;
 	io->fault_page = fault_page;
-	e = swap_read(d->swap, io->slot, r->map + page * d->page_size, n,
-		      swapin_done, io);
+	if (posix_memalign((void **)&io->buf, d->page_size, n * d->page_size)) {
+		free(io);
+		return -ENOMEM;
+	}
+	e = swap_read(d->swap, io->slot, io->buf, n, swapin_done, io);
 	if (e < 0) {
+		free(io->buf);
 		free(io);
 		return e;
 	}
-	/* Resident from now: the read fills the page cache. */
+	/* Resident from now (counted against the limits), though nothing is
+	 * in the page cache until the data is checked and installed. */
 	region_set_state(r, page, n, PAGE_RESIDENT);
 	for (uint32_t i = 0; i < n; i++)
 		r->state[page + i] |= PG_IO | PG_READING;
@@ -173,6 +185,8 @@ static uint64_t read_ahead(struct region *r, struct readahead_stream *s,
 		for (uint32_t i = 0; i < n; i++)
 			r->state[p + i] |= PG_RA;
 		if (!marked) {
+			/* A marker still held was passed by: it goes in. */
+			release_marker(r, s, true);
 			r->state[p] |= PG_RA_MARK;
 			s->marker = p;
 			marked = true;
@@ -200,6 +214,7 @@ static struct readahead_stream *stream_for(struct region *r, uint64_t page,
 			victim = s;
 	}
 	*hit = false;
+	release_marker(r, victim, true);
 	memset(victim, 0, sizeof(*victim));
 	victim->used = r->ra_clock;
 	victim->next = page + 1;
@@ -277,7 +292,8 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 		 * marker: every page of it was used. */
 		for (uint64_t p = s->window_start; p < page && p < r->npages; p++) {
 			if (r->state[p] & PG_RA) {
-				r->state[p] &= (pgstate_t)~PG_RA;
+				/* Used once: referenced, not hot. */
+				r->state[p] = (pgstate_t)((r->state[p] & ~PG_RA) | PG_REF);
 				hits++;
 			}
 		}
@@ -299,27 +315,98 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 	}
 }
 
-/* Maps the pages [page, page+n) that arrived, write-protected (clean). */
-static void map_run(struct region *r, uint64_t page, uint64_t n)
+/*
+ * Installs the checked pages [page, page+n) from buf, write-protected, and
+ * wakes whoever waits there.  Pages that cannot be installed go back to
+ * swap (their slot is still good): the woken threads fault again and read
+ * them again.
+ */
+static void install_run(struct region *r, uint64_t page, uint64_t n,
+			const uint8_t *buf)
 {
-	while (n) {
-		int64_t e = uffd_continue(r, page, n, true);
+	struct daemon *d = r->client->d;
+	size_t ps = d->page_size;
+	int64_t done = region_install(r, page, n, buf, true);
+	uint64_t in = done > 0 ? (uint64_t)done : 0;
 
-		if (e == -EAGAIN)
-			e = 0; /* an event is unread: those threads re-fault */
-		if (e < 0 && e != -ENOENT && e != -ESRCH)
-			log_warn("region %" PRIu64 ": mapping swapped-in pages: %s",
-				 r->id, strerror((int)-e));
-		if (e <= 0) {
-			/* Wake whoever waits; they fault again and are
-			 * served from the page cache (MINOR). */
-			uffd_wake(r->client, r->addr + page * r->client->d->page_size,
-				  n * r->client->d->page_size);
-			return;
-		}
-		page += (uint64_t)e;
-		n -= (uint64_t)e;
+	if (in < n) {
+		log_warn("region %" PRIu64 ": installing swapped-in pages %" PRIu64 "+%" PRIu64 ": %s",
+			 r->id, page + in, n - in,
+			 done < 0 ? strerror((int)-done) : "short write");
+		for (uint64_t p = page + in; p < page + n; p++)
+			region_set_state(r, p, 1, PAGE_SWAPPED);
 	}
+	uffd_wake(r->client, r->addr + page * ps, n * ps);
+}
+
+/* The stream whose marker `page` is, or NULL. */
+static struct readahead_stream *marker_stream(struct region *r, uint64_t page)
+{
+	for (int i = 0; i < SWAPIN_STREAMS; i++)
+		if (r->ra[i].used && r->ra[i].marker == page)
+			return &r->ra[i];
+	return NULL;
+}
+
+/* The stream holding page's data, or NULL. */
+static struct readahead_stream *holder(struct region *r, uint64_t page)
+{
+	for (int i = 0; i < SWAPIN_STREAMS; i++)
+		if (r->ra[i].held && r->ra[i].held_page == page)
+			return &r->ra[i];
+	return NULL;
+}
+
+/* Installs the page a stream holds (an unused readahead page from now on),
+ * or with install false just forgets it.  Either way the page leaves its
+ * in-flight state. */
+static void release_marker(struct region *r, struct readahead_stream *s,
+			   bool install)
+{
+	uint64_t p = s->held_page;
+
+	if (!s->held)
+		return;
+	r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER | PG_RA_MARK));
+	if (install)
+		install_run(r, p, 1, s->held);
+	free(s->held);
+	s->held = NULL;
+	if (s->marker == p)
+		s->marker = UINT64_MAX;
+}
+
+bool swapin_take_marker(struct region *r, uint64_t page)
+{
+	struct readahead_stream *s = holder(r, page);
+	uint8_t *held;
+
+	if (!s)
+		return false;
+	held = s->held;
+	s->held = NULL;
+	r->state[page] = (pgstate_t)(r->state[page] & ~(PG_IO | PG_READING | PG_WAITER));
+	/* Found the app here: counts the window's hits, starts the next. */
+	swapin_readahead_hit(r, page);
+	r->state[page] |= PG_REF;
+	install_run(r, page, 1, held);
+	free(held);
+	return true;
+}
+
+void swapin_forget_marker(struct region *r, uint64_t page)
+{
+	struct readahead_stream *s = holder(r, page);
+
+	if (s)
+		release_marker(r, s, false);
+}
+
+void swapin_release_markers(struct region *r, bool install)
+{
+	for (int i = 0; i < SWAPIN_STREAMS; i++)
+		if (r->ra[i].held)
+			release_marker(r, &r->ra[i], install);
 }
 
 /* Re-reads each page of a failed run separately, reusing the run's page
@@ -337,8 +424,12 @@ static int retry_pages(struct region *r, struct page_io *io)
 			return -ENOMEM;
 		*one = *io;
 		one->npages = 1;
-		if (swap_read(d->swap, one->slot, r->map + one->page * d->page_size,
-			      1, swapin_done, one) < 0) {
+		if (posix_memalign((void **)&one->buf, d->page_size, d->page_size)) {
+			free(one);
+			return -ENOMEM;
+		}
+		if (swap_read(d->swap, one->slot, one->buf, 1, swapin_done, one) < 0) {
+			free(one->buf);
 			free(one);
 			return -EIO;
 		}
@@ -349,6 +440,7 @@ static int retry_pages(struct region *r, struct page_io *io)
 		io->npages--;
 	}
 	page_io_unlink(io);
+	free(io->buf);
 	free(io);
 	return 0;
 }
@@ -358,10 +450,12 @@ static void swapin_done(void *arg, int res)
 	struct page_io *io = arg;
 	struct region *r = io->r;
 	struct daemon *d = io->d;
+	size_t ps = d->page_size;
 	uint64_t run = 0;
 
 	d->reading -= io->npages;
 	if (!r) {
+		free(io->buf);
 		free(io);
 		return;
 	}
@@ -374,18 +468,20 @@ static void swapin_done(void *arg, int res)
 	}
 	page_io_unlink(io);
 
+	/* Good pages go in as runs; anything else ends a run first, so that
+	 * pages are settled in order. */
 	for (uint32_t i = 0; i <= io->npages; i++) {
 		uint64_t p = io->page + i;
 		pgstate_t b = i < io->npages ? r->state[p] : 0;
+		const uint8_t *data = io->buf + (size_t)i * ps;
 		bool good = i < io->npages && !(b & PG_GONE) &&
 			    (res == 0 || (res == -EBADMSG &&
-			     swap_verify(d->swap, io->slot + i,
-					 r->map + p * d->page_size) == 0));
-		/* The marker stays unmapped, unless a thread waits on it. */
-		bool map = good && !((b & PG_RA_MARK) && !(b & PG_WAITER));
-
+			     swap_verify(d->swap, io->slot + i, data) == 0));
+		struct readahead_stream *hold = NULL;
 		bool writable = false;
 
+		if (good && (b & PG_RA_MARK) && !(b & PG_WAITER))
+			hold = marker_stream(r, p);
 		if (good && p == io->fault_page && !snapshot_pending(r, p)) {
 			/* Mostly rewritten: map writable, but still map one in
 			 * eight protected, to notice when that changes. */
@@ -399,59 +495,72 @@ static void swapin_done(void *arg, int res)
 				r->recent_rewrites /= 2;
 			}
 		}
-		/* A write fault, or a region whose swapped-in pages are mostly
-		 * written soon after (read-modify-write): map it writable at
-		 * once (dirty from now, its copy stale) rather than take a
-		 * write-protect fault right after.  Not while a snapshot still
-		 * needs the page. */
-		if (writable) {
-			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+		if (good) {
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;
-			if (run) {
-				map_run(r, p - run, run);
-				run = 0;
-			}
-			region_drop_slot(r, p);
-			if (uffd_continue(r, p, 1, false) < 0)
-				uffd_wake(r->client, r->addr + p * d->page_size, d->page_size);
-			continue;
 		}
-
-		if (good) {
+		if (good && !writable && !(hold && !hold->held)) {
 			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
 			if (p == io->fault_page)
 				r->state[p] |= PG_FRESH; /* a WP fault counts a rewrite */
-			r->stats.swap_ins++;
-			d->stats.swap_ins++;
-		}
-		if (map) {
-			if ((b & PG_RA_MARK) && (b & PG_WAITER))
-				swapin_readahead_hit(r, p); /* the app is here already */
 			run++;
 			continue;
 		}
 		if (run) {
-			map_run(r, p - run, run);
+			install_run(r, p - run, run, data - run * ps);
+			for (uint64_t q = p - run; q < p; q++)
+				if ((r->state[q] & PG_RA_MARK) &&
+				    pg_state(r->state[q]) == PAGE_RESIDENT)
+					swapin_readahead_hit(r, q); /* the app is here already */
 			run = 0;
 		}
 		if (i == io->npages)
 			break;
-		if (good)
-			continue; /* the marker: left for its MINOR fault */
+		if (writable) {
+			/* A write fault, or a region whose swapped-in pages are
+			 * mostly written soon after (read-modify-write): map it
+			 * writable at once (dirty from now, its copy stale)
+			 * rather than take a write-protect fault right after.
+			 * Not while a snapshot still needs the page. */
+			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+			region_drop_slot(r, p);
+			int64_t e = uffd_copy(r, p, 1, data, false);
+
+			if (e <= 0 && region_install(r, p, 1, data, false) != 1) {
+				log_warn("region %" PRIu64 " page %" PRIu64 ": cannot install a swapped-in page: %s",
+					 r->id, p, strerror(e < 0 ? (int)-e : EIO));
+				poison_page(r, p, "lost (cannot be installed)");
+			}
+			if (e <= 0)
+				uffd_wake(r->client, r->addr + p * ps, ps);
+			continue;
+		}
+		if (hold) {
+			/* The marker, untouched yet: held for its fault. */
+			hold->held = malloc(ps);
+			if (hold->held) {
+				memcpy(hold->held, data, ps);
+				hold->held_page = p;
+				continue;
+			}
+			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER | PG_RA_MARK));
+			install_run(r, p, 1, data);
+			continue;
+		}
 		if (b & PG_GONE) {
-			/* Discarded while we read: it is empty now. */
-			region_punch(r, p, 1);
+			/* Discarded while we read: it is empty now (nothing of
+			 * ours reached the page cache). */
 			region_set_state(r, p, 1, PAGE_EMPTY);
-			uffd_wake(r->client, r->addr + p * d->page_size, d->page_size);
+			uffd_wake(r->client, r->addr + p * ps, ps);
 		} else if (res == -ECANCELED || res == -ESHUTDOWN) {
-			region_punch(r, p, 1);
 			region_set_state(r, p, 1, PAGE_SWAPPED);
+			uffd_wake(r->client, r->addr + p * ps, ps);
 		} else {
 			poison_page(r, p, res == -EBADMSG ? "failed its CRC32C check" :
 					  strerror(-res));
 		}
 	}
+	free(io->buf);
 	free(io);
 	if (limits_pressure(r))
 		evict_kick(d);

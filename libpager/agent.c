@@ -7,8 +7,10 @@
  * page-table entries.
  *
  * Everything pagerd asks is checked against our own regions first: a
- * confused or hostile daemon cannot make us drop anything else.  Nothing
- * is answered.
+ * confused or hostile daemon cannot make us drop anything else.  Each
+ * request is answered, once done, with an AGENT_DONE of its seq: the hand
+ * reads our page tables for references, and must not read those of pages
+ * whose mappings are still to be dropped.
  *
  * A request's ranges go to the kernel in one process_madvise() call on our
  * own pidfd (the kernel allows any advice on oneself since 6.13): one
@@ -91,6 +93,11 @@ static void *agent_main(void *arg)
 		}
 		drop_ranges(pidfd, iov, nr);
 		pthread_mutex_unlock(&p->lock);
+		struct proto_msg done = { 0 };
+		size_t len = proto_finish(&done, PROTO_AGENT_DONE, m.hdr.seq);
+
+		/* Lost if it cannot go: pagerd stops waiting after a while. */
+		(void)proto_send(p->agent_sock, &done, len, NULL, 0);
 	}
 	if (pidfd >= 0)
 		close(pidfd);

@@ -33,16 +33,18 @@ static void region_unlink(struct pager *p, struct pager_region *r)
 }
 
 /* The uffd modes a region is registered with: MISSING for first touch and
- * swap-in, MINOR so pages pagerd fills through its own mapping are only
- * ever mapped here by UFFDIO_CONTINUE, WP for dirty tracking and snapshots
- * where the kernel has it for shmem. */
+ * swap-in, WP for dirty tracking and snapshots where the kernel has it for
+ * shmem.  Not MINOR: a page in the page cache is mapped by the kernel on
+ * its own (pagerd only ever puts complete data there), so a page whose
+ * mapping pagerd dropped to sample its use comes back without a round
+ * trip. */
 static int region_register(struct pager *p, void *addr, size_t len)
 {
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
 	};
-	uint64_t need = (1ULL << _UFFDIO_ZEROPAGE) | (1ULL << _UFFDIO_CONTINUE) |
+	uint64_t need = (1ULL << _UFFDIO_ZEROPAGE) | (1ULL << _UFFDIO_COPY) |
 			(1ULL << _UFFDIO_WAKE);
 
 	if (p->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)

@@ -49,6 +49,9 @@
 #include "uffd_compat.h"
 
 /* pagerd's limits in this run (see group_setup). */
+/* A client's hello leaves pagerd holding its uffd and its /proc/PID/pagemap
+ * (the Clock hand reads references there). */
+#define HELLO_FDS 2
 #define MAX_REGIONS     16
 #define MAX_REGION      (512ull << 20)
 #define MAX_REGION_ARG  "512M"
@@ -450,7 +453,7 @@ static void test_hello_without_uffd(void **state)
 	m = (struct proto_msg){ 0 };
 	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -ENOTCONN);
 	assert_int_equal(raw_hello(c, s, NULL), 0);
-	assert_fds(c, fds + 1); /* the uffd it accepted */
+	assert_fds(c, fds + HELLO_FDS); /* what it took from the hello */
 
 	close(s);
 	close(pfd[0]);
@@ -472,7 +475,7 @@ static void test_hello_uffd_without_features(void **state)
 	const uint64_t req = PAGER_UFFD_FEATURES_REQUIRED;
 	const uint64_t lacking[] = {
 		0,
-		req & ~(uint64_t)UFFD_FEATURE_MINOR_SHMEM,
+		req & ~(uint64_t)UFFD_FEATURE_MISSING_SHMEM,
 		req & ~(uint64_t)UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct proto_msg m;
@@ -780,7 +783,7 @@ static void test_too_many_fds(void **state)
 	memset(&m, 0, sizeof(m));
 	assert_int_equal(test_raw_call(s, &m, PROTO_STATUS, 0, NULL, 0, NULL), -ENOTCONN);
 	assert_int_equal(raw_hello(c, s, NULL), 0);
-	fds++; /* the uffd */
+	fds += HELLO_FDS; /* the uffd and the pagemap */
 	assert_fds(c, fds);
 
 	/* A region create with two memfds, then with twenty (more than
@@ -848,7 +851,7 @@ static void test_protocol_state(void **state)
 	assert_int_equal(raw_hello(c, s, NULL), -EISCONN);
 	hello_body(c, &m, PROTO_HELLO_CONTROL);
 	assert_int_equal(test_raw_call(s, &m, PROTO_HELLO, 0, NULL, 0, NULL), -EISCONN);
-	assert_fds(c, fds + 1); /* only the first uffd kept */
+	assert_fds(c, fds + HELLO_FDS); /* only the first hello's kept */
 
 	/* What a client may not do. */
 	memset(&m, 0, sizeof(m));
