@@ -3,23 +3,26 @@
  * The Clock hand: which resident pages to evict next.
  *
  * User space has no accessed bits, so references are sampled (DESIGN.md
- * §4): a page is referenced when it is populated and whenever it takes a
- * fault (a MINOR fault after its mapping was dropped, or a write-protect
- * fault).  When the hand passes a referenced page it clears the reference
- * and asks for the page's mapping in the client to be dropped (the page
- * cache keeps the data): if the page is still in use, its next access
- * faults and marks it again before the hand comes back.  A page the hand
- * finds unreferenced has not been used for a whole turn: it is the victim.
+ * §4): a page is referenced when it is populated, when it takes a
+ * write-protect fault, and when the hand finds its PTE present in the
+ * client (evict.c reads the client's page tables ahead of the hand).  When
+ * the hand passes a referenced page it clears the reference and asks for
+ * the page's mapping in the client to be dropped (the page cache keeps the
+ * data): if the page is still in use, its next access maps it again (an
+ * ordinary kernel fault, no round trip through pagerd) and it is found
+ * referenced when the hand comes back.  A page the hand finds unreferenced
+ * has not been used for a whole turn: it is the victim.
  *
- * Sampling is not free: the app pays a uffd round trip for the MINOR fault
- * that follows every drop.  A page that proved itself hot that way carries a
- * count (PG_HOT_*) of turns the hand passes it by untouched, so a hot set
- * costs a fault every few turns rather than every turn; a page that went
- * cold is found out that many turns later.
+ * Sampling is not free: each drop flushes the TLB of the CPUs that run the
+ * client and costs the next access a kernel fault.  A page that proved
+ * itself hot (used again after a drop) carries a count (PG_HOT_*) of turns
+ * the hand passes it by untouched, so a hot set is sampled every few turns
+ * rather than every turn; a page that went cold is found out that many
+ * turns later.
  *
  * A referenced page is only cleared when it can be sampled: with the sample
  * list full the hand stops there, since clearing a reference without
- * dropping the mapping would lose it (the next access would not fault).
+ * dropping the mapping would lose it (the PTE stays, which proves nothing).
  *
  * Pure policy over the state array: no I/O, no daemon, unit-tested alone.
  */

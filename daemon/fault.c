@@ -67,38 +67,6 @@ void uffd_wake(struct client *c, uint64_t addr, uint64_t len)
 		log_debug("client %" PRIu64 ": UFFDIO_WAKE: %m", c->id);
 }
 
-int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp)
-{
-	struct client *c = r->client;
-	size_t ps = c->d->page_size;
-	struct uffdio_continue cont = {
-		.range = { .start = r->addr + page * ps, .len = n * ps },
-		.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0,
-	};
-
-	if (ioctl(c->uffd, UFFDIO_CONTINUE, &cont) == 0) {
-		if (!wp)
-			snapshot_note_writable(r, page, n);
-		return (int64_t)n;
-	}
-	if (cont.mapped > 0) {
-		if (!wp)
-			snapshot_note_writable(r, page, (uint64_t)cont.mapped / ps);
-		return cont.mapped / (int64_t)ps;
-	}
-	if (errno == EEXIST) {
-		/* Already mapped (a racing CONTINUE): make sure nobody is
-		 * left waiting, and keep the protection we want. */
-		if (wp)
-			uffd_protect(r, page, 1, true);
-		else
-			snapshot_note_writable(r, page, 1);
-		uffd_wake(c, cont.range.start, ps);
-		return 1;
-	}
-	return -errno;
-}
-
 int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
 {
 	struct client *c = r->client;
@@ -398,6 +366,13 @@ static int handle_fault(struct client *c, const struct uffd_msg *m)
 		return -EFAULT;
 	}
 	page = (addr - r->addr) / c->d->page_size;
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		/* libpager never registers MINOR: our pages are in the page
+		 * cache only when complete, and the kernel maps them. */
+		log_warn("client %" PRIu64 ": MINOR fault in region %" PRIu64 ", which it was not to register for",
+			 c->id, r->id);
+		return -EFAULT;
+	}
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 		return fault_wp(c, r, page);
 	return fault_missing(c, r, page, m);

@@ -112,18 +112,18 @@ enum page_state {
 #define PG_STATE_MASK 0x003
 #define PG_REF        0x004 /* referenced since the hand last passed */
 #define PG_IO         0x008 /* write-back (or, with READING, swap-in) in flight */
-#define PG_READING    0x010 /* swap-in in flight: the page cache is being filled */
+#define PG_READING    0x010 /* swap-in in flight: nothing in the page cache yet */
 #define PG_REDIRTY    0x020 /* written during write-back: abort the eviction */
 #define PG_GONE       0x040 /* discarded during I/O: empty once it completes */
 #define PG_WAITER     0x080 /* a thread faulted during swap-in: map it then */
 #define PG_RA         0x100 /* read ahead, not yet used */
-#define PG_RA_MARK    0x200 /* left unmapped: its fault starts the next window */
+#define PG_RA_MARK    0x200 /* held back: its fault starts the next window */
 #define PG_IMAGE      0x400 /* EMPTY, but its data is in the restore image */
 #define PG_FRESH      0x800 /* swapped in on demand, not yet written */
 /*
- * Turns of the Clock hand a page proven hot (it faulted again after the hand
+ * Turns of the Clock hand a page proven hot (mapped again after the hand
  * dropped its mapping) is passed over before its mapping is dropped again:
- * each drop costs the app a MINOR fault, a uffd round trip, so a hot set is
+ * each drop costs a TLB flush and the app a kernel fault, so a hot set is
  * sampled every PG_HOT_MAX + 1 turns instead of every turn.
  */
 #define PG_HOT_SHIFT  12
@@ -325,9 +325,6 @@ void fault_on_retry_timer(int fd, short what, void *arg);
 /* Runs one fault again (after it waited for room).  Returns as dispatch. */
 bool fault_retry(struct client *c, const struct uffd_msg *m);
 void uffd_wake(struct client *c, uint64_t addr, uint64_t len);
-/* UFFDIO_CONTINUE [page, page+n), write-protected if wp.  Returns pages
- * mapped (or already there), or -errno. */
-int64_t uffd_continue(struct region *r, uint64_t page, uint64_t n, bool wp);
 int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp);
 /* UFFDIO_COPY src to [page, page+n) (absent from the page cache), mapped
  * write-protected if wp; wakes the threads waiting there.  Returns pages
@@ -376,7 +373,7 @@ void page_io_detach_all(struct region *r);
 /* swapin.c */
 /* Brings `page` (SWAPPED) back; returns 0, -EAGAIN (event unread). */
 int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write);
-/* A MINOR fault on a page read ahead: counts the hit, maybe reads on. */
+/* The app reached a stream's marker: counts the window's hits, reads on. */
 void swapin_readahead_hit(struct region *r, uint64_t page);
 /* A fault on a page being read: if it is a stream's held marker, installs
  * it (and starts the next window) and returns true. */

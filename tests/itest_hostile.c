@@ -1111,6 +1111,58 @@ static void test_fault_outside_regions(void **state)
 	assert_served(c);
 }
 
+/*
+ * A client that registers its region for MINOR faults, which libpager never
+ * does (pagerd relies on the kernel mapping what is in the page cache): the
+ * first MINOR fault drops the client, with a log line, rather than loop on
+ * a page pagerd cannot tell from a discarded one.
+ */
+static void test_minor_registration(void **state)
+{
+	const struct ctx *c = *state;
+	int s = test_raw_connect(c->d.sock), uffd, fd = memfd_sized(c->ps, SEALED);
+	struct pollfd p;
+	pthread_t t;
+	char *map, buf[8];
+	ssize_t got;
+
+	assert_true(s >= 0);
+	assert_int_equal(raw_hello(c, s, &uffd), 0);
+	/* A page in the page cache, not mapped here: touching it is MINOR. */
+	memset(buf, 7, sizeof(buf));
+	assert_int_equal(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	map = mmap((void *)(uintptr_t)RAW_ADDR, c->ps, PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+	assert_true(map == (void *)(uintptr_t)RAW_ADDR);
+	assert_int_equal(raw_create(s, RAW_ADDR, c->ps, fd, NULL), 0);
+	close(fd);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)map, .len = c->ps },
+		.mode = UFFDIO_REGISTER_MODE_MINOR,
+	};
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+		close(s);
+		close(uffd);
+		munmap(map, c->ps);
+		skip(); /* no MINOR faults on shmem here: nothing to refuse */
+	}
+	assert_int_equal(pthread_create(&t, NULL, touch_page, map), 0);
+
+	/* pagerd closes the connection: end of stream, no reply. */
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, DEADLINE_MS), 1);
+	got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+	close(s);
+	close(uffd); /* the last copy: wakes the thread, unregisters */
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(map[0], 1);
+	munmap(map, c->ps);
+	assert_int_equal(got, 0);
+
+	assert_clean(c);
+	assert_served(c);
+}
+
 /* ---- crashing clients ------------------------------------------------------ */
 
 #define CRASH_LEN     (256ul << 20)
@@ -1520,6 +1572,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_region_count_flood, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_never_reads_replies, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_fault_outside_regions, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_minor_registration, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_crash_mid_fault, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_fd_hygiene_and_stop, test_setup, test_teardown),

@@ -181,9 +181,9 @@ static void hot_pages_are_sampled_every_few_turns(void **state)
  * The loop pagerd runs, in miniature: `cache` pages may be resident.  An
  * access to a page that is not resident is a miss: the hand picks a victim
  * and the page comes in referenced.  An access to a resident page whose
- * mapping the hand dropped is a MINOR fault: it marks the page again, and
- * hot (fault.c).  An access to a mapped page tells us nothing (no accessed
- * bits).
+ * mapping the hand dropped maps it again, which the hand reads (evict.c):
+ * it marks the page again, and hot.  An access to a mapped page tells us
+ * nothing (no accessed bits).
  */
 static double hit_rate(bool use_ref, unsigned npages, unsigned cache,
 		       unsigned hot, unsigned accesses)
