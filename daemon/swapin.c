@@ -317,9 +317,12 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 
 /*
  * Installs the checked pages [page, page+n) from buf, write-protected, and
- * wakes whoever waits there.  Pages that cannot be installed go back to
- * swap (their slot is still good): the woken threads fault again and read
- * them again.
+ * only then takes them out of their in-flight state (the state is in the fd
+ * store: a successor that finds a page still in flight punches it and
+ * reads its slot again, while one that found it resident but not in memory
+ * would take it for discarded).  Then wakes whoever waits there.  Pages
+ * that cannot be installed go back to swap (their slot is still good): the
+ * woken threads fault again and read them again.
  */
 static void install_run(struct region *r, uint64_t page, uint64_t n,
 			const uint8_t *buf)
@@ -336,6 +339,8 @@ static void install_run(struct region *r, uint64_t page, uint64_t n,
 		for (uint64_t p = page + in; p < page + n; p++)
 			region_set_state(r, p, 1, PAGE_SWAPPED);
 	}
+	for (uint64_t p = page; p < page + in; p++)
+		r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER));
 	uffd_wake(r->client, r->addr + page * ps, n * ps);
 }
 
@@ -367,9 +372,11 @@ static void release_marker(struct region *r, struct readahead_stream *s,
 
 	if (!s->held)
 		return;
-	r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER | PG_RA_MARK));
+	r->state[p] = (pgstate_t)(r->state[p] & ~PG_RA_MARK);
 	if (install)
 		install_run(r, p, 1, s->held);
+	else
+		r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER));
 	free(s->held);
 	s->held = NULL;
 	if (s->marker == p)
@@ -385,12 +392,12 @@ bool swapin_take_marker(struct region *r, uint64_t page)
 		return false;
 	held = s->held;
 	s->held = NULL;
-	r->state[page] = (pgstate_t)(r->state[page] & ~(PG_IO | PG_READING | PG_WAITER));
-	/* Found the app here: counts the window's hits, starts the next. */
-	swapin_readahead_hit(r, page);
-	r->state[page] |= PG_REF;
 	install_run(r, page, 1, held);
 	free(held);
+	/* Found the app here: counts the window's hits, starts the next. */
+	swapin_readahead_hit(r, page);
+	if (pg_state(r->state[page]) == PAGE_RESIDENT)
+		r->state[page] |= PG_REF;
 	return true;
 }
 
@@ -500,18 +507,19 @@ static void swapin_done(void *arg, int res)
 			d->stats.swap_ins++;
 		}
 		if (good && !writable && !(hold && !hold->held)) {
-			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
-			if (p == io->fault_page)
-				r->state[p] |= PG_FRESH; /* a WP fault counts a rewrite */
 			run++;
 			continue;
 		}
 		if (run) {
 			install_run(r, p - run, run, data - run * ps);
-			for (uint64_t q = p - run; q < p; q++)
-				if ((r->state[q] & PG_RA_MARK) &&
-				    pg_state(r->state[q]) == PAGE_RESIDENT)
+			for (uint64_t q = p - run; q < p; q++) {
+				if (pg_state(r->state[q]) != PAGE_RESIDENT)
+					continue;
+				if (q == io->fault_page)
+					r->state[q] |= PG_FRESH; /* a WP fault counts a rewrite */
+				if (r->state[q] & PG_RA_MARK)
 					swapin_readahead_hit(r, q); /* the app is here already */
+			}
 			run = 0;
 		}
 		if (i == io->npages)
@@ -522,17 +530,17 @@ static void swapin_done(void *arg, int res)
 			 * writable at once (dirty from now, its copy stale)
 			 * rather than take a write-protect fault right after.
 			 * Not while a snapshot still needs the page. */
+			/* In protected first, out of flight, then writable:
+			 * a successor finds either the page in flight (and
+			 * reads its slot again) or resident and dirty, never a
+			 * write it would lose. */
+			if (uffd_copy(r, p, 1, data, true) <= 0) {
+				install_run(r, p, 1, data); /* stays clean */
+				continue;
+			}
 			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
 			region_drop_slot(r, p);
-			int64_t e = uffd_copy(r, p, 1, data, false);
-
-			if (e <= 0 && region_install(r, p, 1, data, false) != 1) {
-				log_warn("region %" PRIu64 " page %" PRIu64 ": cannot install a swapped-in page: %s",
-					 r->id, p, strerror(e < 0 ? (int)-e : EIO));
-				poison_page(r, p, "lost (cannot be installed)");
-			}
-			if (e <= 0)
-				uffd_wake(r->client, r->addr + p * ps, ps);
+			uffd_protect(r, p, 1, false);
 			continue;
 		}
 		if (hold) {
@@ -543,7 +551,7 @@ static void swapin_done(void *arg, int res)
 				hold->held_page = p;
 				continue;
 			}
-			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER | PG_RA_MARK));
+			r->state[p] = (pgstate_t)(b & ~PG_RA_MARK);
 			install_run(r, p, 1, data);
 			continue;
 		}
