@@ -1068,18 +1068,36 @@ static void *touch_page(void *arg)
 }
 
 /*
+ * Waits for pagerd to drop a client whose thread t faults: the connection
+ * ends with no reply.  Closes both ends (our uffd is the last copy: that
+ * wakes the thread and unregisters) and joins t.  Returns what the socket
+ * read at the end: 0 for end of stream.
+ */
+static ssize_t await_drop(int s, int uffd, pthread_t t)
+{
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	char buf[8];
+	ssize_t got;
+
+	assert_int_equal(poll(&p, 1, DEADLINE_MS), 1);
+	got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+	close(s);
+	close(uffd);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	return got;
+}
+
+/*
  * A client whose uffd reports a fault outside every region it declared:
  * pagerd drops the client (fault.c) rather than touch memory it was never
- * given.  The faulting thread is released by closing our uffd once pagerd
- * has closed its copy.
+ * given.
  */
 static void test_fault_outside_regions(void **state)
 {
 	const struct ctx *c = *state;
 	int s = test_raw_connect(c->d.sock), uffd, fd = memfd_sized(c->ps, SEALED);
-	struct pollfd p;
 	pthread_t t;
-	char *anon, buf[8];
+	char *anon;
 	ssize_t got;
 
 	assert_true(s >= 0);
@@ -1097,13 +1115,7 @@ static void test_fault_outside_regions(void **state)
 	assert_int_equal(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
 	assert_int_equal(pthread_create(&t, NULL, touch_page, anon), 0);
 
-	/* pagerd closes the connection: end of stream, no reply. */
-	p = (struct pollfd){ .fd = s, .events = POLLIN };
-	assert_int_equal(poll(&p, 1, DEADLINE_MS), 1);
-	got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
-	close(s);
-	close(uffd); /* the last copy: wakes the thread, unregisters */
-	assert_int_equal(pthread_join(t, NULL), 0);
+	got = await_drop(s, uffd, t);
 	munmap(anon, c->ps);
 	assert_int_equal(got, 0);
 
@@ -1121,7 +1133,6 @@ static void test_minor_registration(void **state)
 {
 	const struct ctx *c = *state;
 	int s = test_raw_connect(c->d.sock), uffd, fd = memfd_sized(c->ps, SEALED);
-	struct pollfd p;
 	pthread_t t;
 	char *map, buf[8];
 	ssize_t got;
@@ -1147,13 +1158,7 @@ static void test_minor_registration(void **state)
 	}
 	assert_int_equal(pthread_create(&t, NULL, touch_page, map), 0);
 
-	/* pagerd closes the connection: end of stream, no reply. */
-	p = (struct pollfd){ .fd = s, .events = POLLIN };
-	assert_int_equal(poll(&p, 1, DEADLINE_MS), 1);
-	got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
-	close(s);
-	close(uffd); /* the last copy: wakes the thread, unregisters */
-	assert_int_equal(pthread_join(t, NULL), 0);
+	got = await_drop(s, uffd, t);
 	assert_int_equal(map[0], 1);
 	munmap(map, c->ps);
 	assert_int_equal(got, 0);
