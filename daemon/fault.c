@@ -490,11 +490,16 @@ void fault_on_uffd(int fd, short what, void *arg)
 				}
 			free(tmp);
 		}
-		if (k) {
+		if (k == sizeof(msgs) / sizeof(msgs[0]) || (k && c->d->cfg.fault_spin_us)) {
 			rounds++;
 			spin_until = 0;
 			continue;
 		}
+		/* Fewer than a full buffer: the queue was empty when read.
+		 * epoll is level-triggered, so another read would only find
+		 * EAGAIN (a syscall a fault) or a message it reports anyway. */
+		if (k && !c->nretry)
+			return;
 		/*
 		 * Nothing queued.  Waking a thread that sleeps in the kernel
 		 * costs tens of microseconds in a VM, so after serving

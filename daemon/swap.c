@@ -57,6 +57,7 @@ struct swap_req {
 	void *arg;
 };
 
+
 struct swap_slot {
 	uint64_t region;
 	uint64_t page;
@@ -110,6 +111,7 @@ struct swap {
 
 	struct event_base *base;
 	struct event *efd_ev;
+	bool efd_edge;               /* efd_ev edge-triggered: never read */
 	struct event *submit_ev;    /* deferred submission, also the retry timer */
 	bool submit_armed;
 	struct io_uring ring;
@@ -570,9 +572,12 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg)
 	uint64_t v;
 
 	(void)what;
-	/* Reset the counter before reaping: a CQE posted after this read
-	 * signals the eventfd again, so none is left behind. */
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+	/* Edge-triggered, every completion the kernel signals is a new
+	 * event, whatever the counter holds (it saturates, never fails):
+	 * no read, one syscall less a wake-up.  Level-triggered, reset the
+	 * counter before reaping: a CQE posted after this read signals the
+	 * eventfd again, so none is left behind. */
+	if (!s->efd_edge && read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_warn("swap %s: reading the eventfd: %s", s->path, strerror(errno));
 	swap_reap(s);
 	if (s->close_requested) {
@@ -943,7 +948,10 @@ static int swap_setup(struct swap *s, uint64_t size)
 		log_err("swap %s: io_uring_register_eventfd: %s", path, strerror(-r));
 		return r;
 	}
-	s->efd_ev = event_new(s->base, s->efd, EV_READ | EV_PERSIST, on_eventfd, s);
+	s->efd_edge = event_base_get_features(s->base) & EV_FEATURE_ET;
+	s->efd_ev = event_new(s->base, s->efd,
+			      EV_READ | EV_PERSIST | (s->efd_edge ? EV_ET : 0),
+			      on_eventfd, s);
 	s->submit_ev = event_new(s->base, -1, 0, on_submit, s);
 	if (!s->efd_ev || !s->submit_ev || event_add(s->efd_ev, NULL) < 0)
 		return -ENOMEM;

@@ -506,7 +506,9 @@ static void swapin_done(void *arg, int res)
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;
 		}
-		if (good && !writable && !(hold && !hold->held)) {
+		bool fault_here = good && p == io->fault_page && !writable;
+
+		if (good && !writable && !fault_here && !(hold && !hold->held)) {
 			run++;
 			continue;
 		}
@@ -524,6 +526,22 @@ static void swapin_done(void *arg, int res)
 		}
 		if (i == io->npages)
 			break;
+		if (fault_here) {
+			/* The page a thread waits on: copied, mapped protected
+			 * and its waiters woken in one ioctl (the kernel fault
+			 * after a wake costs the thread more than the copy).
+			 * Mapping it is no false reference: it is in use. */
+			if (uffd_copy(r, p, 1, data, true) <= 0) {
+				install_run(r, p, 1, data);
+			} else {
+				r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
+			}
+			if (pg_state(r->state[p]) == PAGE_RESIDENT)
+				r->state[p] |= PG_FRESH; /* a WP fault counts a rewrite */
+			if (r->state[p] & PG_RA_MARK)
+				swapin_readahead_hit(r, p);
+			continue;
+		}
 		if (writable) {
 			/* A write fault, or a region whose swapped-in pages are
 			 * mostly written soon after (read-modify-write): map it
