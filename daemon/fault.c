@@ -252,9 +252,21 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	case PAGE_POISONED:
 		return swapin_poison(r, page);
 	case PAGE_RESIDENT:
-		/* MISSING means the page cache has no page, whatever we
-		 * thought: the client discarded it (MADV_REMOVE) before we
-		 * read the event.  A write-back in flight keeps nothing. */
+		/*
+		 * MISSING where we count the page resident.  The event may
+		 * be stale: the kernel queues it after its page-cache lookup
+		 * failed, and our install (and wake) can fall in between.
+		 * The page is there then, with its data: wake the thread.
+		 * Taking it for discarded would drop its slot and leave it
+		 * EMPTY while in memory, where a punch across an inert gap
+		 * would later lose it.  Only the page cache can tell.
+		 */
+		if (region_in_memory(r, page)) {
+			uffd_wake(c, r->addr + page * d->page_size, d->page_size);
+			return 0;
+		}
+		/* Really gone: the client discarded it (MADV_REMOVE) before
+		 * we read the event.  A write-back in flight keeps nothing. */
 		region_drop_slot(r, page);
 		region_set_state(r, page, 1, PAGE_EMPTY);
 		if (b & PG_IO) /* write-back in flight: keep what we fill now */

@@ -375,43 +375,57 @@ struct region *region_find_id(struct client *c, uint64_t id)
 }
 
 /*
+ * Whether the memfd holds data at `page`: a page in the page cache, or one
+ * the kernel's own swap took (shmem pages can be swapped out behind our
+ * back where a system swap is on, e.g. by DAMON's pageout; mincore would
+ * call those absent, SEEK_DATA calls them data).
+ */
+bool region_in_memory(struct region *r, uint64_t page)
+{
+	off_t at = (off_t)(page * r->client->d->page_size);
+
+	return lseek(r->memfd, at, SEEK_DATA) == at;
+}
+
+/*
  * The app can punch pages out of its memfd behind our back (MADV_REMOVE on
  * its mapping).  pagerd does not ask for the REMOVE events that would say
  * so: the kernel raises one for every MADV_DONTNEED too, including each
  * reference sample the Clock hand asks libpager's agent for, and fails
  * every uffd ioctl of that client until the madvising thread runs again
  * (mmap_changing), which stalled fault service.  So a punched page is found
- * out later: at its next fault (MISSING where we count it resident: it is
- * zero-filled, as the app asked), or here, by mincore on our own MAP_SHARED
- * mapping (shmem reports page-cache residency), when stats are asked for.
- * Until then it counts as resident, which errs on the side of the limit.
+ * out later: at its next fault (MISSING where we count it resident, and the
+ * memfd has no data there: it is zero-filled, as the app asked), or here,
+ * by the holes of the memfd (SEEK_HOLE: a page the kernel swapped out is
+ * data, not a hole), when stats are asked for.  Until then it counts as
+ * resident, which errs on the side of the limit.
  */
 void region_reconcile(struct region *r)
 {
 	size_t ps = r->client->d->page_size;
-	unsigned char vec[4096];
+	off_t end = (off_t)(r->npages * ps), hole, data;
 
 	if (!r->resident)
 		return;
-	for (uint64_t p = 0; p < r->npages;) {
-		uint64_t n = r->npages - p < sizeof(vec) ? r->npages - p : sizeof(vec);
-
-		if (mincore(r->map + p * ps, n * ps, vec) < 0)
+	for (off_t pos = 0; pos < end; pos = data) {
+		hole = lseek(r->memfd, pos, SEEK_HOLE);
+		if (hole < 0 || hole >= end)
 			return;
-		for (uint64_t i = 0; i < n; i++) {
-			pgstate_t b = r->state[p + i];
+		data = lseek(r->memfd, hole, SEEK_DATA);
+		if (data < 0 || data > end)
+			data = end; /* ENXIO: a hole to the end */
+		for (uint64_t p = (uint64_t)hole / ps; p < (uint64_t)data / ps; p++) {
+			pgstate_t b = r->state[p];
 
 			/* Only a resident page can have been discarded by
 			 * the client; a swapped page's hole is ours, and
 			 * pages with I/O in flight settle when it
 			 * completes. */
-			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO) ||
-			    (vec[i] & 1))
+			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO))
 				continue;
-			region_drop_slot(r, p + i);
-			region_set_state(r, p + i, 1, PAGE_EMPTY);
+			region_drop_slot(r, p);
+			region_set_state(r, p, 1, PAGE_EMPTY);
 		}
-		p += n;
 	}
 }
 
