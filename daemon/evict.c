@@ -10,9 +10,8 @@
  *                   un-protects at once (the application never waits for
  *                   I/O) and aborts this eviction: the page stays.
  *
- * Runs of neighbouring victims share one write-protect ioctl; the dirty
- * victims of a batch, however scattered, share one slot run and one
- * (gathering) write.  Pages being written out still count as resident until
+ * Runs of neighbouring victims share one write-protect ioctl, one slot run
+ * and one write.  Pages being written out still count as resident until
  * they are punched; the watermarks look past them so that eviction does not
  * pick more victims than needed.
  */
