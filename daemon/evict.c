@@ -93,51 +93,15 @@ void evict_redirty(struct region *r, uint64_t page)
 	r->state[page] |= PG_REDIRTY;
 }
 
-/*
- * Victims with a gap of at most this many pages between them are protected
- * and punched in one call when nothing in the gap is in memory: every call
- * flushes the TLB of each CPU that runs the client (an interrupt, costly in
- * a VM), and the victims of random access come one page at a time.
- */
-#define EVICT_GAP_MAX 64
-
-/* Whether [a, b) holds nothing a write protection or a punch could touch:
- * no page in memory (a hole, or data in a slot or an image), no I/O. */
-static bool inert_gap(const struct region *r, uint64_t a, uint64_t b)
-{
-	if (b - a > EVICT_GAP_MAX)
-		return false;
-	for (uint64_t p = a; p < b; p++) {
-		pgstate_t s = r->state[p];
-
-		if ((pg_state(s) != PAGE_SWAPPED && pg_state(s) != PAGE_EMPTY) ||
-		    (s & (PG_IO | PG_READING)))
-			return false;
-	}
-	return true;
-}
-
 static void writeback_done(void *arg, int res);
 
-/* Takes the write protection off pages v[0..n) (ascending), a run of
- * neighbours at a time. */
-static void unprotect_pages(struct region *r, const uint64_t *v, size_t n)
-{
-	for (size_t i = 0, j; i < n; i = j) {
-		for (j = i + 1; j < n && v[j] == v[j - 1] + 1; j++)
-			;
-		uffd_protect(r, v[i], v[j - 1] + 1 - v[i], false);
-	}
-}
-
 /*
- * Writes the dirty pages v[0..n) (ascending, already write-protected) to
- * swap.  However far apart they are, their slots are consecutive, so that
- * a batch of victims is one write (the kernel's swap does the same).
- * Returns the pages for which a write is in flight; the others (no swap,
- * swap full, errors) are un-protected again and stay.
+ * Writes the dirty pages [page, page+n) (already write-protected) to swap,
+ * as few writes as the slot allocator allows.  Returns the pages for which
+ * a write is in flight; the others (no swap, swap full, errors) are
+ * un-protected again and stay.
  */
-static uint64_t writeback_pages(struct region *r, const uint64_t *v, size_t n)
+static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
 {
 	struct daemon *d = r->client->d;
 	size_t ps = d->page_size;
@@ -148,49 +112,42 @@ static uint64_t writeback_pages(struct region *r, const uint64_t *v, size_t n)
 		uint32_t got;
 		struct page_io *io;
 		struct swap_tag tags[EVICT_BATCH];
-		const void *data[EVICT_BATCH];
 		uint32_t want = n > EVICT_BATCH ? EVICT_BATCH : (uint32_t)n;
 		int e = d->swap ? swap_alloc(d->swap, want, &first, &got) : -ENOSPC;
 
 		if (e < 0)
 			break;
 		io = calloc(1, sizeof(*io));
-		if (io)
-			io->pages = malloc(got * sizeof(*io->pages));
-		if (!io || !io->pages) {
-			free(io);
+		if (!io) {
 			swap_free(d->swap, first, got);
 			break;
 		}
-		for (uint32_t i = 0; i < got; i++) {
-			tags[i] = (struct swap_tag){ .region = r->id, .page = v[i] };
-			data[i] = r->map + v[i] * ps;
-			io->pages[i] = v[i];
-		}
+		for (uint32_t i = 0; i < got; i++)
+			tags[i] = (struct swap_tag){ .region = r->id, .page = page + i };
 		io->d = d;
 		io->write = true;
-		io->page = v[0];
+		io->page = page;
 		io->npages = got;
 		io->slot = first;
-		e = swap_write_pages(d->swap, first, data, got, tags, writeback_done, io);
+		e = swap_write(d->swap, first, r->map + page * ps, got, tags,
+			       writeback_done, io);
 		if (e < 0) {
 			swap_free(d->swap, first, got);
-			free(io->pages);
 			free(io);
 			break;
 		}
 		page_io_link(r, io);
 		for (uint32_t i = 0; i < got; i++)
-			r->state[v[i]] = (pgstate_t)((r->state[v[i]] & ~PG_REF) | PG_IO);
+			r->state[page + i] = (pgstate_t)((r->state[page + i] & ~PG_REF) | PG_IO);
 		r->writeback += got;
 		r->client->writeback += got;
 		d->writeback += got;
 		started += got;
-		v += got;
+		page += got;
 		n -= got;
 	}
 	if (n)
-		unprotect_pages(r, v, n);
+		uffd_protect(r, page, n, false);
 	return started;
 }
 
@@ -216,49 +173,17 @@ static void punch_run(struct region *r, uint64_t page, uint64_t n,
 	}
 }
 
-/*
- * Punches the written pages v[0..n) (ascending; their slots are set), as
- * few calls as inert gaps allow (each call flushes TLBs).  Swapped before
- * the punch, as in punch_run().  Returns the pages that left.
- */
-static uint64_t punch_written(struct region *r, const uint64_t *v, size_t n)
-{
-	uint64_t gone = 0;
-
-	for (size_t i = 0, j; i < n; i = j) {
-		for (j = i + 1; j < n && (v[j] == v[j - 1] + 1 ||
-					  inert_gap(r, v[j - 1] + 1, v[j])); j++)
-			;
-		for (size_t k = i; k < j; k++)
-			region_set_state(r, v[k], 1, PAGE_SWAPPED);
-		int e = region_punch(r, v[i], v[j - 1] + 1 - v[i]);
-
-		if (e < 0) {
-			log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
-				 r->id, v[i], v[j - 1] + 1 - v[i], strerror(-e));
-			/* Still in memory and correct, and clean: their
-			 * copies stay theirs. */
-			for (size_t k = i; k < j; k++)
-				region_set_state(r, v[k], 1, PAGE_RESIDENT);
-			continue;
-		}
-		gone += j - i;
-	}
-	return gone;
-}
-
 static void writeback_done(void *arg, int res)
 {
 	struct page_io *io = arg;
 	struct daemon *d = io->d;
 	struct region *r = io->r;
-	size_t nout = 0;
+	uint64_t run = 0;
 
 	if (!r) {
 		/* The region went while we wrote: the slots were never its. */
 		if (d->swap)
 			swap_free(d->swap, io->slot, io->npages);
-		free(io->pages);
 		free(io);
 		return;
 	}
@@ -269,19 +194,32 @@ static void writeback_done(void *arg, int res)
 	if (res < 0)
 		log_warn("region %" PRIu64 ": writing %u pages to swap: %s; they stay in memory",
 			 r->id, io->npages, strerror(-res));
-	/* io->pages is reused for the pages that go out. */
-	for (uint32_t i = 0; i < io->npages; i++) {
-		uint64_t p = io->pages[i];
-		pgstate_t b = r->state[p];
+	for (uint32_t i = 0; i <= io->npages; i++) {
+		uint64_t p = io->page + i;
+		pgstate_t b = i < io->npages ? r->state[p] : 0;
+		bool keep = i == io->npages || res < 0 ||
+			    (b & (PG_REDIRTY | PG_GONE));
 
-		if (res == 0 && !(b & (PG_REDIRTY | PG_GONE))) {
+		if (!keep) {
 			/* Written and untouched since: it lives in the
-			 * slot now.  Punched below with the others. */
+			 * slot now.  Punched below with its neighbours. */
 			region_drop_slot(r, p); /* none expected: never leak one */
 			region_set_slot(r, p, (int64_t)(io->slot + i));
-			io->pages[nout++] = p;
+			run++;
 			continue;
 		}
+		if (run) {
+			punch_run(r, p - run, run, PAGE_SWAPPED);
+			r->stats.swap_outs += run;
+			r->stats.evict_dirty += run;
+			d->stats.swap_outs += run;
+			d->stats.evict_dirty += run;
+			/* A failed punch left them resident: keep the copy
+			 * then, they are clean. */
+			run = 0;
+		}
+		if (i == io->npages)
+			break;
 		if (d->swap)
 			swap_free(d->swap, io->slot + i, 1);
 		if (b & PG_GONE) {
@@ -295,22 +233,37 @@ static void writeback_done(void *arg, int res)
 			}
 		}
 	}
-	uint64_t gone = punch_written(r, io->pages, nout);
-
-	r->stats.swap_outs += gone;
-	r->stats.evict_dirty += gone;
-	d->stats.swap_outs += gone;
-	d->stats.evict_dirty += gone;
-	free(io->pages);
 	free(io);
 	evict_kick(d);
 }
 
-/* Dirty victims v[0..n) (one group, ascending), write-protected: zero
- * pages are punched, the others added to data[*ndata...] to be written.
- * Returns the zero pages that left. */
-static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n,
-			    uint64_t *data, size_t *ndata)
+/*
+ * Victims with a gap of at most this many pages between them are protected
+ * and punched in one call when nothing in the gap is in memory: every call
+ * flushes the TLB of each CPU that runs the client (an interrupt, costly in
+ * a VM), and the victims of random access come one page at a time.
+ */
+#define EVICT_GAP_MAX 64
+
+/* Whether [a, b) holds nothing a write protection or a punch could touch:
+ * no page in memory (a hole, or data in a slot or an image), no I/O. */
+static bool inert_gap(const struct region *r, uint64_t a, uint64_t b)
+{
+	if (b - a > EVICT_GAP_MAX)
+		return false;
+	for (uint64_t p = a; p < b; p++) {
+		pgstate_t s = r->state[p];
+
+		if ((pg_state(s) != PAGE_SWAPPED && pg_state(s) != PAGE_EMPTY) ||
+		    (s & (PG_IO | PG_READING)))
+			return false;
+	}
+	return true;
+}
+
+/* Dirty victims v[0..n) (one group), write-protected: zero pages are
+ * punched, the others written out.  Returns the pages on their way. */
+static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n)
 {
 	struct daemon *d = r->client->d;
 	size_t ps = d->page_size;
@@ -330,9 +283,10 @@ static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n,
 			r->stats.evict_zero += j - i;
 			d->stats.evict_zero += j - i;
 			freed += j - i;
+		} else if (d->writeback < EVICT_MAX_WRITEBACK) {
+			freed += writeback_run(r, v[i], j - i);
 		} else {
-			memcpy(data + *ndata, v + i, (j - i) * sizeof(*v));
-			*ndata += j - i;
+			uffd_protect(r, v[i], j - i, false);
 		}
 		i = j;
 	}
@@ -348,8 +302,7 @@ static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n,
 static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 {
 	struct daemon *d = r->client->d;
-	uint64_t freed = 0, data[EVICT_BATCH];
-	size_t ndata = 0;
+	uint64_t freed = 0;
 	int e;
 
 	for (size_t i = 0; i < n;) {
@@ -387,15 +340,10 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 			log_debug("region %" PRIu64 ": write-protecting %" PRIu64 "+%" PRIu64 ": %s",
 				  r->id, first, span, strerror(-e));
 		} else {
-			freed += evict_dirty(r, v + i, j - i, data, &ndata);
+			freed += evict_dirty(r, v + i, j - i);
 		}
 		i = j;
 	}
-	/* Every dirty victim in one write, however scattered. */
-	if (ndata && d->writeback < EVICT_MAX_WRITEBACK)
-		freed += writeback_pages(r, data, ndata);
-	else if (ndata)
-		unprotect_pages(r, data, ndata);
 	return freed;
 }
 

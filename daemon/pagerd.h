@@ -168,7 +168,6 @@ struct page_io {
 	bool write;
 	bool readahead;
 	uint64_t page;               /* first page */
-	uint64_t *pages;             /* write-back: the pages, ascending */
 	uint32_t npages;
 	uint64_t slot;               /* first slot; the run is contiguous */
 	uint64_t fault_page;         /* swap-in: the page a thread waits on */
@@ -313,8 +312,6 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot);
 void region_drop_slot(struct region *r, uint64_t page);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
-/* Whether pagerd's mapping finds page in the page cache (mincore). */
-bool region_in_memory(struct region *r, uint64_t page);
 int region_punch(struct region *r, uint64_t first, uint64_t n);
 /* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
  * are evicted without I/O and stay holes in snapshot images. */

@@ -26,7 +26,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,10 +50,7 @@ struct swap_req {
 	unsigned retries;
 	uint64_t slot;
 	uint32_t npages;
-	unsigned char *buf;         /* contiguous I/O; NULL for a gather */
-	struct iovec *iov;          /* a gathering write: its pieces, */
-	struct iovec *iov_left;     /* ... and what is left of them to write */
-	unsigned niov;
+	unsigned char *buf;
 	size_t len;                 /* bytes */
 	size_t done_bytes;          /* transferred so far (short I/O) */
 	swap_done_fn done;
@@ -388,23 +384,10 @@ static bool req_start(struct swap *s, struct swap_req *r)
 		if (!sqe)
 			return false;
 	}
-	if (r->op == SWAP_OP_READ) {
+	if (r->op == SWAP_OP_READ)
 		io_uring_prep_read(sqe, s->fd, r->buf + r->done_bytes, len, off);
-	} else if (r->iov) {
-		/* After a short write, from where it stopped. */
-		size_t skip = r->done_bytes;
-		unsigned i = 0, n;
-
-		while (skip >= r->iov[i].iov_len)
-			skip -= r->iov[i++].iov_len;
-		n = r->niov - i;
-		memcpy(r->iov_left, r->iov + i, n * sizeof(*r->iov));
-		r->iov_left[0].iov_base = (char *)r->iov_left[0].iov_base + skip;
-		r->iov_left[0].iov_len -= skip;
-		io_uring_prep_writev(sqe, s->fd, r->iov_left, n, off);
-	} else {
+	else
 		io_uring_prep_write(sqe, s->fd, r->buf + r->done_bytes, len, off);
-	}
 	io_uring_sqe_set_data(sqe, r);
 	s->in_ring++;
 	if (!io_uring_sq_space_left(&s->ring))
@@ -485,7 +468,6 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 		log_warn("swap %s: %s of slots %" PRIu64 "+%" PRIu32 " failed: %s",
 			 s->path, r->op == SWAP_OP_READ ? "read" : "write",
 			 r->slot, r->npages, strerror(-res));
-	free(r->iov);
 	free(r);
 	s->dispatching++;
 	done(arg, res);
@@ -669,76 +651,6 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 	/* Until the write completes the slot holds nothing trustworthy. */
 	bits_assign(s->data_map, first_slot, npages, false);
 	bits_assign(s->busy_map, first_slot, npages, true);
-	req_enqueue(s, r);
-	return 0;
-}
-
-/* A gathering write of pages[] to first_slot..., its slots' metadata set;
- * not queued yet.  Sets *err (to -EINVAL or -ENOMEM) when it returns NULL. */
-static struct swap_req *write_pages_req(struct swap *s, uint64_t first_slot,
-					const void *const *pages, uint32_t npages,
-					const struct swap_tag *tags,
-					swap_done_fn done, void *arg, int *err)
-{
-	struct swap_req *r;
-	unsigned n = 0;
-
-	*err = -EINVAL;
-	if (!pages || !tags || !npages)
-		return NULL;
-	for (uint32_t i = 0; i < npages; i++)
-		if (!pages[i] || (uintptr_t)pages[i] % s->page_size)
-			return NULL;
-	/* Checks the slots and the size (pages[0] for the alignment). */
-	*err = check_io(s, first_slot, pages[0], npages, done);
-	if (*err)
-		return NULL;
-	*err = -ENOMEM;
-	r = req_new(SWAP_OP_WRITE, first_slot, NULL, npages, s->page_size, done, arg);
-	if (!r)
-		return NULL;
-	r->iov = calloc(2 * (size_t)npages, sizeof(*r->iov));
-	if (!r->iov) {
-		free(r);
-		return NULL;
-	}
-	r->iov_left = r->iov + npages;
-	/* Neighbouring pages make one piece: fewer for the kernel to map. */
-	for (uint32_t i = 0; i < npages; i++) {
-		if (n && (const char *)r->iov[n - 1].iov_base + r->iov[n - 1].iov_len ==
-			 (const char *)pages[i])
-			r->iov[n - 1].iov_len += s->page_size;
-		else
-			r->iov[n++] = (struct iovec){ (void *)(uintptr_t)pages[i], s->page_size };
-	}
-	r->niov = n;
-	for (uint32_t i = 0; i < npages; i++) {
-		struct swap_slot *m = &s->slots[first_slot + i];
-
-		m->region = tags[i].region;
-		m->page = tags[i].page;
-		m->gen = tags[i].gen;
-		m->crc = crc32c(0, pages[i], s->page_size);
-	}
-	/* Until the write completes the slots hold nothing trustworthy. */
-	bits_assign(s->data_map, first_slot, npages, false);
-	bits_assign(s->busy_map, first_slot, npages, true);
-	*err = 0;
-	return r;
-}
-
-int swap_write_pages(struct swap *s, uint64_t first_slot,
-		     const void *const *pages, uint32_t npages,
-		     const struct swap_tag *tags, swap_done_fn done, void *arg)
-{
-	struct swap_req *r;
-	int err;
-
-	if (s->closing || s->close_requested)
-		return -ESHUTDOWN;
-	r = write_pages_req(s, first_slot, pages, npages, tags, done, arg, &err);
-	if (!r)
-		return err;
 	req_enqueue(s, r);
 	return 0;
 }

@@ -170,16 +170,6 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 	       void *arg);
 
 /*
- * swap_write() of npages pages found anywhere (pages[i], each aligned to
- * the page size) to the consecutive slots first_slot...: one I/O for pages
- * that eviction picked far apart.  Same contract otherwise; -EINVAL also
- * for a NULL or misaligned page.
- */
-int swap_write_pages(struct swap *s, uint64_t first_slot,
-		     const void *const *pages, uint32_t npages,
-		     const struct swap_tag *tags, swap_done_fn done, void *arg);
-
-/*
  * Reads npages slots into buf (aligned to the page size) and checks each
  * page's CRC32C.  done gets:
  *   0          every page arrived and matches its CRC;

@@ -796,66 +796,6 @@ static void test_short_and_again_resumed(void **state)
 	munmap(dst, 4 * PS);
 }
 
-/* Pages from anywhere go to consecutive slots in one write; one cut short
- * (in the middle of a piece of neighbouring pages) goes on from there. */
-static void test_gather_write(void **state)
-{
-	struct ctx *c = *state;
-	struct swap *s = open_slots(c, 64);
-	unsigned char *src = page_buf(8), *dst = page_buf(4);
-	/* Pages 5, 1, 2 (neighbours: one piece) and 7 of src, to slots 0..3. */
-	const void *pages[4] = { src + 5 * PS, src + 1 * PS, src + 2 * PS, src + 7 * PS };
-	const void *bad[2] = { src, src + 1 };
-	struct swap_tag tags[4];
-	struct waiter w = { 0 };
-	struct io io = { .w = &w };
-	struct swap_req *r;
-	uint64_t f;
-	uint32_t g;
-	int err;
-
-	for (int i = 0; i < 8; i++)
-		fill_page(src + i * PS, (uint64_t)i, 8);
-	for (int i = 0; i < 4; i++)
-		tags[i] = (struct swap_tag){ 7, (uint64_t)i, 1 };
-	assert_int_equal(swap_alloc(s, 4, &f, &g), 0);
-	assert_int_equal(swap_write_pages(s, 0, bad, 2, tags, on_done, &io), -EINVAL);
-	assert_int_equal(swap_write_pages(s, 0, pages, 0, tags, on_done, &io), -EINVAL);
-	assert_int_equal(swap_write_pages(s, 60, pages, 4, tags, on_done, &io), -EINVAL);
-
-	/* As if the kernel had written the first two pages only: the rest
-	 * starts in the middle of the piece of pages 1 and 2. */
-	r = write_pages_req(s, 0, pages, 4, tags, on_done, &io, &err);
-	assert_non_null(r);
-	assert_int_equal(r->niov, 3);
-	assert_int_equal(pwrite(s->fd, src + 5 * PS, PS, 0), (ssize_t)PS);
-	assert_int_equal(pwrite(s->fd, src + 1 * PS, PS, (off_t)PS), (ssize_t)PS);
-	req_complete(s, r, 2 * PS);
-	assert_int_equal(w.calls, 0);
-	w.pending = 1;
-	run_until_done(c, &w);
-	assert_int_equal(io.res, 0);
-
-	assert_int_equal(read_sync(c, 0, dst, 4), 0);
-	assert_memory_equal(dst, src + 5 * PS, PS);
-	assert_memory_equal(dst + PS, src + 1 * PS, PS);
-	assert_memory_equal(dst + 2 * PS, src + 2 * PS, PS);
-	assert_memory_equal(dst + 3 * PS, src + 7 * PS, PS);
-
-	/* The same through the queue, in one go. */
-	memset(&io, 0, sizeof(io));
-	io.w = &w;
-	memset(dst, 0, 4 * PS);
-	assert_int_equal(swap_write_pages(s, 0, pages, 4, tags, on_done, &io), 0);
-	w.pending = 1;
-	run_until_done(c, &w);
-	assert_int_equal(io.res, 0);
-	assert_int_equal(read_sync(c, 0, dst, 4), 0);
-	assert_memory_equal(dst + 3 * PS, src + 7 * PS, PS);
-	munmap(src, 8 * PS);
-	munmap(dst, 4 * PS);
-}
-
 /* A slot freed while a read of it is in flight: -ESTALE, never its data. */
 static void test_stale_read(void **state)
 {
@@ -1059,7 +999,6 @@ int main(void)
 		T(test_inject_corrupt),
 		T(test_short_read_eof),
 		T(test_short_and_again_resumed),
-		T(test_gather_write),
 		T(test_stale_read),
 		T(test_free_during_write),
 		T(test_close_in_flight),
