@@ -312,6 +312,8 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot);
 void region_drop_slot(struct region *r, uint64_t page);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
+/* Whether the memfd holds data at page (region.c). */
+bool region_in_memory(struct region *r, uint64_t page);
 int region_punch(struct region *r, uint64_t first, uint64_t n);
 /* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
  * are evicted without I/O and stay holes in snapshot images. */

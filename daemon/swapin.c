@@ -8,13 +8,15 @@
  * ordinary kernel fault when used again, not a round trip through us.  The
  * price is a rule: only complete, verified data may ever enter the page
  * cache.  So a swap-in reads into a buffer of ours, checks each page's
- * CRC32C there, and only then installs it (region_install(): pwrite into
- * the memfd, behind a write-protect marker, so the kernel maps it
- * protected: it is clean, its slot still holds a current copy).  Threads
- * that wait on a page are woken then and find it.  A page faulted for a
- * write (or in a region that rewrites what it reads) is put in with
- * UFFDIO_COPY instead, mapped writable at once.  Faults on one page
- * coalesce; faults on different pages are separate reads in flight at once.
+ * CRC32C there, and only then installs it.  The faulting page goes in with
+ * UFFDIO_COPY in write-protect mode (copied, mapped protected since it is
+ * clean and its slot still holds a current copy, and its threads woken, in
+ * one ioctl); pages read with it go in unmapped (region_install(): pwrite
+ * into the memfd behind a write-protect marker, so the kernel maps them
+ * protected), so that their first use shows in the page tables.  A page
+ * faulted for a write (or in a region that rewrites what it reads) is
+ * mapped writable at once.  Faults on one page coalesce; faults on
+ * different pages are separate reads in flight at once.
  *
  * Readahead: a swap-in just after the end of a stream's last one is
  * sequential.  Then the read covers a window of pages after the faulting
