@@ -1070,6 +1070,16 @@ static int swap_identity(const struct swap *s, uint64_t *dev, uint64_t *ino)
 	*ino = S_ISBLK(st.st_mode) ? 0 : (uint64_t)st.st_ino;
 	return 0;
 }
+/* From now on the slot table lives in the shared memfd map (fd, len). */
+static void meta_adopt(struct swap *s, int fd, void *map, size_t len)
+{
+	free(s->slots);
+	s->slots = (struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF);
+	s->meta_fd = fd;
+	s->meta_map = map;
+	s->meta_len = len;
+}
+
 
 int swap_meta_share(struct swap *s, int *ret_fd)
 {
@@ -1109,11 +1119,7 @@ int swap_meta_share(struct swap *s, int *ret_fd)
 	for (uint64_t i = find_bit(s->used_map, 0, s->nslots, true); i < s->nslots;
 	     i = find_bit(s->used_map, i + 1, s->nslots, true))
 		((struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF))[i] = s->slots[i];
-	free(s->slots);
-	s->slots = (struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF);
-	s->meta_fd = fd;
-	s->meta_map = map;
-	s->meta_len = len;
+	meta_adopt(s, fd, map, len);
 	*ret_fd = fd;
 	return 0;
 }
@@ -1156,11 +1162,7 @@ int swap_meta_adopt(struct swap *s, int fd)
 		munmap(map, len);
 		return -EINVAL;
 	}
-	free(s->slots);
-	s->slots = (struct swap_slot *)((char *)map + SWAP_META_SLOTS_OFF);
-	s->meta_fd = fd;
-	s->meta_map = map;
-	s->meta_len = len;
+	meta_adopt(s, fd, map, len);
 	return 0;
 }
 
