@@ -138,6 +138,7 @@ struct phase_result {
 	double median;
 	uint64_t accesses;      /* over all rounds */
 	int64_t misses;         /* accesses that waited for a swap-in, -1 unknown */
+	int64_t soft_faults;    /* the process's minor faults, -1 unknown */
 };
 
 struct child_result {
@@ -470,6 +471,15 @@ static int64_t misses_now(const struct run *r)
 	return -1;
 }
 
+/* The process's minor faults so far (page-table misses the kernel served
+ * alone, such as re-mapping a page the Clock hand sampled), or -1. */
+static int64_t soft_faults_now(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_minflt : -1;
+}
+
 /* One random phase in b->rounds rounds of total/rounds accesses each;
  * returns 0 or -errno (said). */
 static int run_rounds(struct run *r, enum phase ph, uint64_t total,
@@ -477,7 +487,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 {
 	unsigned rounds = r->b->rounds;
 	uint64_t per = total / rounds ? total / rounds : 1;
-	int64_t m0 = misses_now(r), m1;
+	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now();
 	double sorted[MAX_ROUNDS];
 
 	for (unsigned i = 0; i < rounds; i++) {
@@ -494,6 +504,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 	pr->rounds = rounds;
 	pr->accesses = per * rounds;
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
 	memcpy(sorted, pr->ns, rounds * sizeof(double));
 	pr->median = median(sorted, rounds);
 	return 0;
@@ -504,7 +515,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 		    uint64_t *ret_sum)
 {
-	int64_t m0 = misses_now(r), m1;
+	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now();
 	uint64_t ns = 0;
 	int e = run_job(r, ph, r->b->npages, 0, &ns, NULL, ret_sum);
 
@@ -516,6 +527,7 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 	pr->ns[0] = pr->median = (double)ns / (double)r->b->npages;
 	pr->accesses = r->b->npages;
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
 	return 0;
 }
 
@@ -1579,7 +1591,8 @@ static void print_skewed(const struct bench *b)
 	if (b->fifo_unavail[0])
 		printf("(FIFO: n/a, %s)\n", b->fifo_unavail);
 	printf("threads   kernel ns   clock ns    fifo ns  clock/fifo   "
-	       "misses/access: kernel   clock    fifo\n");
+	       "misses/access: kernel   clock    fifo   soft faults/access: "
+	       "kernel   clock    fifo\n");
 	for (unsigned ti = 0; ti < b->nthreads_list; ti++) {
 		const struct phase_result *p[NR_BACKINGS];
 
@@ -1604,6 +1617,14 @@ static void print_skewed(const struct bench *b)
 		}
 		for (int k = 0; k < NR_BACKINGS; k++)
 			print_misses(p[k]);
+		printf("                    ");
+		for (int k = 0; k < NR_BACKINGS; k++) {
+			if (p[k] && p[k]->soft_faults >= 0 && p[k]->accesses)
+				printf("  %6.3f", (double)p[k]->soft_faults /
+						   (double)p[k]->accesses);
+			else
+				printf("  %6s", "n/a");
+		}
 		printf("\n");
 	}
 	/*
@@ -1654,7 +1675,8 @@ static void json_phase(const struct phase_result *p)
 	printf("{\"median\": %.1f, \"rounds\": [", p->median);
 	for (unsigned i = 0; i < p->rounds; i++)
 		printf("%s%.1f", i ? ", " : "", p->ns[i]);
-	printf("], \"accesses\": %" PRIu64 ", \"misses\": ", p->accesses);
+	printf("], \"accesses\": %" PRIu64 ", \"soft_faults\": %" PRId64
+	       ", \"misses\": ", p->accesses, p->soft_faults);
 	if (p->misses >= 0)
 		printf("%" PRId64 "}", p->misses);
 	else
