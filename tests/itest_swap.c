@@ -16,6 +16,10 @@
  *                          those pages, every other byte intact
  *   discard_frees          pager_region_discard(): zeros, slots freed
  *   set_limit_runtime      lowering a region's limit evicts at once
+ *   stale_missing_keeps_copy  a MISSING event for a page already back in
+ *                          memory when pagerd reads it is stale: the page
+ *                          keeps its swap copy (it is not taken for
+ *                          discarded)
  *   clock_keeps_hot_set    a hot set read between random cold reads stays
  *                          resident under Clock (its references are
  *                          sampled through libpager's agent), while FIFO
@@ -548,6 +552,153 @@ static void set_limit_runtime(void **state)
 	stop(c);
 }
 
+/* ---- stale_missing_keeps_copy ----------------------------------------- */
+
+struct toucher {
+	const volatile uint64_t *word;
+	uint64_t seen;
+	_Atomic pid_t tid;
+};
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->tid = gettid();
+	t->seen = *t->word;
+	return NULL;
+}
+
+/* Waits (bounded) until thread tid of ours sleeps on a userfault. */
+static bool wait_in_userfault(pid_t tid)
+{
+	char path[64], buf[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	for (int i = 0; i < 100000; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = 0;
+			if (strcmp(buf, "handle_userfault") == 0)
+				return true;
+		}
+		sched_yield();
+	}
+	return false;
+}
+
+/* A descriptor of the memfd behind the mapping that holds addr. */
+static int memfd_of(const void *addr)
+{
+	char line[512], path[128];
+	FILE *f = fopen("/proc/self/maps", "re");
+	int fd = -1;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+		    (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+			snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", lo, hi);
+			fd = open(path, O_RDWR | O_CLOEXEC);
+			break;
+		}
+	}
+	fclose(f);
+	return fd;
+}
+
+/*
+ * The kernel queues a MISSING event after its page-cache lookup failed;
+ * pagerd's install of that page (a swap-in for another thread) can land
+ * before pagerd reads the event.  Such an event is stale: taking the page
+ * for discarded (MADV_REMOVE) would drop its swap copy and count it empty
+ * while in memory, where a later punch across it would lose it.
+ *
+ * Forced here: pagerd is stopped while a thread faults on a page the client
+ * removed from the memfd; the page then goes back in with the data pagerd
+ * holds for it (as an install would), and pagerd resumes.  It must wake the
+ * thread and keep the page's slot.
+ */
+static void stale_missing_keeps_copy(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64, P = 40;
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct toucher t = { 0 };
+	pthread_t th;
+	int wst, memfd;
+
+	start(c, NULL, NULL);
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 0);
+	uint8_t *b = pager_region_addr(r);
+	uint64_t *pg = (uint64_t *)(b + P * ps);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 5);
+	/* Everything out to swap, then page P back in: resident, clean, its
+	 * slot holding its data. */
+	assert_int_equal(pager_region_set_limit(r, ps), 0);
+	for (int i = 0; i < 10000; i++) {
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (st.resident <= 1 && st.swap_outs >= n - 1)
+			break;
+		usleep(1000);
+	}
+	assert_true(st.resident <= 1);
+	assert_int_equal(pager_region_set_limit(r, 0), 0);
+	assert_true(check(pg, P, 5));
+	memfd = memfd_of(b);
+	if (memfd < 0) {
+		pager_close(p);
+		stop(c);
+		skip(); /* /proc/self/map_files needs CAP_SYS_ADMIN */
+	}
+
+	/* The client takes P out of the memfd behind pagerd's back (no
+	 * request to pagerd from here on: one would reconcile P now). */
+	uint64_t used = status(c).swap_used;
+
+	assert_int_equal(madvise(pg, ps, MADV_REMOVE), 0);
+
+	assert_int_equal(kill(c->d.pid, SIGSTOP), 0);
+	assert_int_equal(waitpid(c->d.pid, &wst, WUNTRACED), c->d.pid);
+	assert_true(WIFSTOPPED(wst));
+	t.word = pg + 3;
+	assert_int_equal(pthread_create(&th, NULL, toucher_main, &t), 0);
+	while (!t.tid)
+		sched_yield();
+	assert_true(wait_in_userfault(t.tid));
+	/* Its MISSING event is queued; the page goes back in meanwhile. */
+	uint64_t *copy = malloc(ps);
+
+	assert_non_null(copy);
+	fill(copy, P, 5);
+	assert_int_equal(pwrite(memfd, copy, ps, (off_t)(P * ps)), (ssize_t)ps);
+	free(copy);
+	close(memfd);
+	assert_int_equal(kill(c->d.pid, SIGCONT), 0);
+	assert_int_equal(waitpid(c->d.pid, &wst, WCONTINUED), c->d.pid);
+	assert_int_equal(pthread_join(th, NULL), 0);
+
+	assert_int_equal(t.seen, word(P, 5, 3));
+	assert_true(check(pg, P, 5));
+	/* The status round trip comes after the event was handled. */
+	assert_int_equal(status(c).swap_used, used);
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	assert_int_equal(st.resident, 1);
+	for (uint64_t i = 0; i < n; i++)
+		assert_true(check((uint64_t *)(b + i * ps), i, 5));
+	pager_close(p);
+	stop(c);
+}
+
 /* ---- clock_keeps_hot_set ------------------------------------------------ */
 
 /*
@@ -792,6 +943,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(injected_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_frees, setup, teardown),
 		cmocka_unit_test_setup_teardown(set_limit_runtime, setup, teardown),
+		cmocka_unit_test_setup_teardown(stale_missing_keeps_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(block_device_errors, setup, teardown),
