@@ -30,10 +30,16 @@
  * failure: the benchmark doubles as an integrity test of swap-out and
  * swap-in.
  *
- * Kernel and pager children alternate (for each thread count: kernel,
- * pager/clock, pager/fifo).  The random phases run in rounds and report the
- * median round; the sequential ones are one pass each.  Times are from the
- * first thread starting to the last one finishing, per page or access.
+ * The backings take turns step by step.  This VM's disk drifts by 30-50%
+ * over minutes, so children run one after the other (a minute each) met
+ * different disks, and the same code gave ratios from 1.1 to 1.9 run to
+ * run.  So for each thread count all children (kernel, pager/clock,
+ * pager/fifo) exist at once, each with its own pagerd, but only one runs
+ * a step at a time: every pass, warm-up and round runs for each backing
+ * back to back before any goes on to the next step (see serve_turns()).
+ * The random phases run in rounds and report the median round; the
+ * sequential ones are one pass each.  Times are from the first thread
+ * starting to the last one finishing, per page or access.
  *
  * The kernel baseline needs root, the cgroup v1 memory controller and a
  * file system that takes swap files; without them the pager side still
@@ -58,6 +64,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +129,11 @@ static const struct {
 	[PH_SKEWED] = { "skewed", 0.7, true, "access" },
 };
 
+static const char *job_name(int job)
+{
+	return job < NR_PHASES ? phase_info[job].name : "warm-up";
+}
+
 enum backing { BK_KERNEL, BK_CLOCK, BK_FIFO, NR_BACKINGS };
 
 static const char *const backing_name[NR_BACKINGS] = {
@@ -159,6 +171,43 @@ struct outcome {
 	struct child_result res;
 };
 
+/*
+ * What a child sends the parent (see serve_turns()): before each step,
+ * MSG_STEP naming it, then it waits for a go byte; at the end, MSG_RESULT.
+ * One message a packet on a SOCK_SEQPACKET pair, so that the parent reads
+ * whole messages and can check their sizes.
+ */
+enum { MSG_STEP = 1, MSG_RESULT = 2 };
+
+struct turn_msg {
+	uint32_t kind;
+	uint16_t job;           /* MSG_STEP: a phase or JOB_WARMUP */
+	uint16_t round;         /* MSG_STEP: 0 for a pass */
+	struct child_result res; /* MSG_RESULT only */
+};
+
+#define STEP_MSG_SIZE offsetof(struct turn_msg, res)
+
+/* Where a backing's child is at the current thread count. */
+enum side_state {
+	SIDE_OFF,               /* not running */
+	SIDE_BUSY,              /* setting up, or running the step it was given */
+	SIDE_ASKED,             /* waiting for its turn for step `label` */
+	SIDE_DONE,              /* reported and reaped */
+};
+
+/* One backing's child, and its own pagerd for a pager backing. */
+struct side {
+	enum side_state state;
+	bool asked;             /* label holds the last step it asked for */
+	unsigned label;
+	pid_t child_pid, pagerd_pid;
+	int fd;                 /* our end of the child's socket pair, -1 none */
+	int pidfd;              /* pagerd's, -1 none */
+	char pswap[PATH_MAX + 32];      /* pagerd's swap file */
+	char sock[PATH_MAX + 32];
+};
+
 /* Everything one run of the program works with (the parent's state; a
  * child gets a copy). */
 struct bench {
@@ -186,13 +235,11 @@ struct bench {
 	char workdir[PATH_MAX];
 	char kswap[PATH_MAX + 16];       /* the kernel's swap file */
 	bool kswap_created, kswap_on;
-	char pswap[PATH_MAX + 32];       /* pagerd's swap file */
-	char sock[PATH_MAX + 16];
 	char cg_base[PATH_MAX];
 	char cg[PATH_MAX + 64];          /* the current kernel child's cgroup */
 	bool cg_made;
 	unsigned cg_seq;
-	pid_t pagerd_pid, child_pid;
+	struct side side[NR_BACKINGS];   /* at the current thread count */
 
 	/* what the parent found out */
 	bool has_policy, has_swap_size;
@@ -212,8 +259,9 @@ static void on_signal(int sig)
 	got_signal = sig;
 }
 
-/* True once SIGINT, SIGTERM or SIGHUP arrived (they are blocked outside
- * the parent's waits, so also look at the pending ones). */
+/* True once SIGINT, SIGTERM, SIGHUP or SIGPIPE arrived (they are blocked
+ * outside the parent's waits, so also look at the pending ones; a write to
+ * a closed stdout, as in `swap | head`, leaves SIGPIPE pending). */
 static bool interrupted(void)
 {
 	sigset_t p;
@@ -227,6 +275,8 @@ static bool interrupted(void)
 			got_signal = SIGTERM;
 		else if (sigismember(&p, SIGHUP))
 			got_signal = SIGHUP;
+		else if (sigismember(&p, SIGPIPE))
+			got_signal = SIGPIPE;
 	}
 	return got_signal != 0;
 }
@@ -282,6 +332,9 @@ struct run {
 	uint64_t hot_mult;      /* hot page j is (j * hot_mult) % npages */
 	struct pager_region *region;
 	uint64_t rmw_total;
+	int fd;                 /* to the parent: turns and the result */
+	uint64_t turn_start;    /* when this child got its turn, 0 between */
+	uint64_t busy_ns;       /* time in its own turns */
 };
 
 struct worker {
@@ -438,8 +491,7 @@ static int run_job(struct run *r, int job, uint64_t total, uint64_t seed,
 				fprintf(stderr, "swap: FAILURE: %s, %s, %u thread%s: page %zu "
 					"reads stamp %#" PRIx64 " check %#" PRIx64 ", "
 					"expected %#" PRIx64 " %#" PRIx64 "\n",
-					backing_name[r->backing],
-					job < NR_PHASES ? phase_info[job].name : "warm-up",
+					backing_name[r->backing], job_name(job),
 					r->nthreads, plural(r->nthreads), w[i].bad_page, w[i].bad_stamp,
 					w[i].bad_check, stamp_word(w[i].bad_page),
 					check_word(w[i].bad_page));
@@ -451,6 +503,42 @@ static int run_job(struct run *r, int job, uint64_t total, uint64_t seed,
 	free(w);
 	gate_destroy(&gate);
 	return e;
+}
+
+/* The time since this child got its turn goes to r->busy_ns. */
+static void end_turn(struct run *r)
+{
+	if (r->turn_start)
+		r->busy_ns += now_ns() - r->turn_start;
+	r->turn_start = 0;
+}
+
+/*
+ * Asks the parent for the turn to run one step (job, round), and waits for
+ * it: only one child at a time touches memory or the disk, so that every
+ * backing runs each step under the same disk (see serve_turns()).  The
+ * child's previous step ends here.  Returns 0, or -EPIPE if the parent
+ * does not answer (said).
+ */
+static int take_turn(struct run *r, int job, unsigned round)
+{
+	struct turn_msg m = { .kind = MSG_STEP, .job = (uint16_t)job,
+			      .round = (uint16_t)round };
+	ssize_t n = -1;
+	char go;
+
+	end_turn(r);
+	if (send(r->fd, &m, STEP_MSG_SIZE, MSG_NOSIGNAL) == (ssize_t)STEP_MSG_SIZE)
+		while ((n = recv(r->fd, &go, 1, 0)) < 0 && errno == EINTR)
+			;
+	if (n != 1) {
+		fprintf(stderr, "swap: the %s child (%u thread%s): no turn for %s: %s\n",
+			backing_name[r->backing], r->nthreads, plural(r->nthreads),
+			job_name(job), n < 0 ? strerror(errno) : "the parent is gone");
+		return -EPIPE;
+	}
+	r->turn_start = now_ns();
+	return 0;
 }
 
 /* Accesses that had to wait for a swap-in so far, or -1 if unknown: for the
@@ -480,8 +568,8 @@ static int64_t soft_faults_now(void)
 	return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_minflt : -1;
 }
 
-/* One random phase in b->rounds rounds of total/rounds accesses each;
- * returns 0 or -errno (said). */
+/* One random phase in b->rounds rounds of total/rounds accesses each, each
+ * round a turn of its own; returns 0 or -errno (said). */
 static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 		      struct phase_result *pr)
 {
@@ -492,9 +580,12 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 
 	for (unsigned i = 0; i < rounds; i++) {
 		uint64_t ns = 0;
-		int e = run_job(r, ph, per, SEED ^ ((uint64_t)ph << 56) ^ ((uint64_t)i << 48),
-				&ns, &r->rmw_total, NULL);
+		int e = take_turn(r, ph, i);
 
+		if (e < 0)
+			return e;
+		e = run_job(r, ph, per, SEED ^ ((uint64_t)ph << 56) ^ ((uint64_t)i << 48),
+			    &ns, &r->rmw_total, NULL);
 		if (e < 0)
 			return e;
 		pr->ns[i] = (double)ns / (double)per;
@@ -510,15 +601,18 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 	return 0;
 }
 
-/* One sequential pass over every page, adding the counters in them to
- * *ret_sum (may be NULL); returns 0 or -errno (said). */
+/* One sequential pass over every page, in one turn, adding the counters in
+ * them to *ret_sum (may be NULL); returns 0 or -errno (said). */
 static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 		    uint64_t *ret_sum)
 {
 	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now();
 	uint64_t ns = 0;
-	int e = run_job(r, ph, r->b->npages, 0, &ns, NULL, ret_sum);
+	int e = take_turn(r, ph, 0);
 
+	if (e < 0)
+		return e;
+	e = run_job(r, ph, r->b->npages, 0, &ns, NULL, ret_sum);
 	if (e < 0)
 		return e;
 	m1 = misses_now(r);
@@ -598,7 +692,8 @@ static int64_t region_resident(const struct run *r)
 /*
  * The phases, in order, on memory the caller set up; fills *res.  The
  * write always runs (every later phase reads what it wrote), timed or not,
- * and so does the read pass after rand-rmw that checks its counters.
+ * and so does the read pass after rand-rmw that checks its counters.  Each
+ * pass, the warm-up and each round is a step that waits for its turn.
  * Returns 0, or -errno having said what went wrong (-EIO: wrong data).
  */
 static int run_workload(struct run *r, unsigned mask, struct child_result *res)
@@ -652,6 +747,9 @@ static int run_workload(struct run *r, unsigned mask, struct child_result *res)
 	if (mask & (1u << PH_SKEWED)) {
 		/* Untimed: bring the hot set in, so that the rounds measure
 		 * the steady state rather than the first fetch of it. */
+		e = take_turn(r, JOB_WARMUP, 0);
+		if (e < 0)
+			return e;
 		e = run_job(r, JOB_WARMUP, b->hot_pages, 0, &ns, NULL, NULL);
 		if (e < 0)
 			return e;
@@ -721,14 +819,14 @@ static int kernel_child(const struct bench *b, struct run *r, unsigned mask,
 	return e;
 }
 
-/* The pager child: a region on the pagerd the parent started.  Returns 0
- * or -errno (said). */
+/* The pager child: a region on the pagerd the parent started for this
+ * backing.  Returns 0 or -errno (said). */
 static int pager_child(const struct bench *b, struct run *r, unsigned mask,
 		       struct child_result *res)
 {
 	const struct pager_opts popts = {
 		.sz = sizeof(popts),
-		.socket_path = b->sock,
+		.socket_path = b->side[r->backing].sock,
 		.flags = PAGER_OPEN_NO_PRIVATE,
 	};
 	const struct pager_region_opts ropts = {
@@ -742,7 +840,7 @@ static int pager_child(const struct bench *b, struct run *r, unsigned mask,
 
 	e = pager_open(&p, &popts);
 	if (e < 0) {
-		fprintf(stderr, "swap: pager_open %s: %s\n", b->sock, strerror(-e));
+		fprintf(stderr, "swap: pager_open %s: %s\n", popts.socket_path, strerror(-e));
 		return e;
 	}
 	if (pager_get_info(p, &info) == 0)
@@ -769,15 +867,19 @@ static int pager_child(const struct bench *b, struct run *r, unsigned mask,
 	return e;
 }
 
-/* A child's whole life: runs one configuration and writes its result to
- * fd.  Never returns. */
+/* A child's whole life: runs one configuration, taking its turns from the
+ * parent over fd, and sends its result there (elapsed_ns: the time it held
+ * the turn).  Never returns. */
 static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
 		       unsigned mask, int fd)
 {
-	struct child_result res = {
-		.resident_after_write = -1,
-		.swapped_after_write = -1,
-		.peak = -1,
+	struct turn_msg m = {
+		.kind = MSG_RESULT,
+		.res = {
+			.resident_after_write = -1,
+			.swapped_after_write = -1,
+			.peak = -1,
+		},
 	};
 	struct run r = {
 		.b = b,
@@ -785,15 +887,17 @@ static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
 		.nthreads = nthreads,
 		.words = b->page_size / sizeof(uint64_t),
 		.hot_mult = pick_hot_mult(b->npages),
+		.fd = fd,
 	};
-	uint64_t t0 = now_ns();
 	int e;
 
-	e = k == BK_KERNEL ? kernel_child(b, &r, mask, &res) :
-			     pager_child(b, &r, mask, &res);
-	res.ok = e == 0;
-	res.elapsed_ns = now_ns() - t0;
-	if (write(fd, &res, sizeof(res)) != (ssize_t)sizeof(res))
+	e = k == BK_KERNEL ? kernel_child(b, &r, mask, &m.res) :
+			     pager_child(b, &r, mask, &m.res);
+	/* Its teardown (munmap, region destroy) was part of its last turn. */
+	end_turn(&r);
+	m.res.ok = e == 0;
+	m.res.elapsed_ns = r.busy_ns;
+	if (send(fd, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
 		_exit(1);
 	_exit(e == 0 ? 0 : 1);
 }
@@ -808,6 +912,7 @@ static void child_signals(const struct bench *b)
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
 	sigprocmask(SIG_SETMASK, &b->oldmask, NULL);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
@@ -980,6 +1085,26 @@ static pid_t dead_owner(const char *name)
 	return (pid_t)pid;
 }
 
+/* Empties and removes a dead benchmark's work directory: its swap files
+ * and sockets (whatever their names were in the version that made them). */
+static void remove_stale_workdir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+
+		if ((n > 5 && !strcmp(de->d_name + n - 5, ".swap")) ||
+		    (n > 5 && !strcmp(de->d_name + n - 5, ".sock")) ||
+		    (n > 6 && !strcmp(de->d_name + n - 6, ".probe")))
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir);
+}
+
 /*
  * A benchmark killed with SIGKILL cannot clean up: its swap file stays
  * active and its cgroup stays.  Take down those of dead owners (and only
@@ -994,7 +1119,6 @@ static void cleanup_stale(const struct bench *b)
 
 	while (f && fgets(line, sizeof(line), f)) {
 		char *sp = strpbrk(line, " \t"), *slash, dir[sizeof(line)];
-		char other[sizeof(line) + 32];
 
 		if (line[0] != '/' || !sp)
 			continue;
@@ -1005,14 +1129,14 @@ static void cleanup_stale(const struct bench *b)
 		if (swapoff(line) < 0)
 			fprintf(stderr, "swap: swapoff %s: %s\n", line, strerror(errno));
 		unlink(line);
+		/* Its work directory, pagerd-bench.PID.XXXXXX, and what the
+		 * pagerds left in it. */
 		snprintf(dir, sizeof(dir), "%s", line);
 		if ((slash = strrchr(dir, '/'))) {
 			*slash = 0;
-			snprintf(other, sizeof(other), "%s/pagerd-bench.swap", dir);
-			unlink(other);
-			snprintf(other, sizeof(other), "%s/pagerd.sock", dir);
-			unlink(other);
-			rmdir(dir);
+			slash = strrchr(dir, '/');
+			if (slash && !strncmp(slash, "/pagerd-bench.", 14))
+				remove_stale_workdir(dir);
 		}
 	}
 	if (f)
@@ -1031,7 +1155,7 @@ static void cleanup_stale(const struct bench *b)
 		closedir(d);
 }
 
-/* The directory both swap files go in (the same file system for both). */
+/* The directory all swap files go in (the same file system for all). */
 static int make_workdir(struct bench *b)
 {
 	snprintf(b->workdir, sizeof(b->workdir), "%s/pagerd-bench.%d.XXXXXX",
@@ -1045,8 +1169,16 @@ static int make_workdir(struct bench *b)
 		return e;
 	}
 	snprintf(b->kswap, sizeof(b->kswap), "%s/kernel.swap", b->workdir);
-	snprintf(b->pswap, sizeof(b->pswap), "%s/pagerd-bench.swap", b->workdir);
-	snprintf(b->sock, sizeof(b->sock), "%s/pagerd.sock", b->workdir);
+	/* Each pager backing's pagerd runs beside the others: a swap file
+	 * and a socket each. */
+	for (int k = 0; k < NR_BACKINGS; k++) {
+		if (k == BK_KERNEL)
+			continue;
+		snprintf(b->side[k].pswap, sizeof(b->side[k].pswap), "%s/%s.swap",
+			 b->workdir, backing_name[k]);
+		snprintf(b->side[k].sock, sizeof(b->side[k].sock), "%s/%s.sock",
+			 b->workdir, backing_name[k]);
+	}
 	return 0;
 }
 
@@ -1085,7 +1217,7 @@ static bool kernel_setup(struct bench *b)
 	e = make_file(b->kswap, b->swap_size);
 	if (e < 0) {
 		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "cannot allocate a %" PRIu64 " MiB swap file %s: %s",
+			 "cannot allocate a %" PRIu64 " MiB swap file %.160s: %s",
 			 b->swap_size >> 20, b->kswap, strerror(-e));
 		return false;
 	}
@@ -1093,14 +1225,14 @@ static bool kernel_setup(struct bench *b)
 	e = run_command(b, mkswap, NULL, 0);
 	if (e) {
 		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "mkswap %s: %s", b->kswap,
+			 "mkswap %.160s: %s", b->kswap,
 			 e < 0 ? strerror(-e) : "failed (exit status above)");
 		return false;
 	}
 	if (swapon(b->kswap, SWAP_FLAG_PREFER |
 		   ((SWAP_PRIORITY << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK)) < 0) {
 		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "swapon %s: %s", b->kswap, strerror(errno));
+			 "swapon %.160s: %s", b->kswap, strerror(errno));
 		return false;
 	}
 	b->kswap_on = true;
@@ -1142,12 +1274,14 @@ static int probe_pagerd(struct bench *b)
 }
 
 /*
- * Starts pagerd for one pager child with a fresh swap file, on a socket
- * bound here and passed by socket activation (as tests/harness.c does) so
- * the child can connect at once.  Returns 0 or -errno (said).
+ * Starts the pagerd of one pager backing with a fresh swap file of its
+ * own, on a socket of its own bound here and passed by socket activation
+ * (as tests/harness.c does) so the child can connect at once.  Returns 0
+ * or -errno (said).
  */
 static int pagerd_start(struct bench *b, enum backing k)
 {
+	struct side *sd = &b->side[k];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char limit[32], swap_size[32];
 	const char *argv[32 + MAX_EXTRA_ARGS];
@@ -1157,13 +1291,13 @@ static int pagerd_start(struct bench *b, enum backing k)
 	snprintf(swap_size, sizeof(swap_size), "%" PRIu64, b->swap_size);
 	argv[argc++] = b->pagerd;
 	argv[argc++] = "--socket";
-	argv[argc++] = b->sock;
+	argv[argc++] = sd->sock;
 	argv[argc++] = "--log-level";
 	argv[argc++] = "warning";
 	argv[argc++] = "--memory-limit";
 	argv[argc++] = limit;
 	argv[argc++] = "--swap";
-	argv[argc++] = b->pswap;
+	argv[argc++] = sd->pswap;
 	if (b->has_swap_size) {
 		argv[argc++] = "--swap-size";
 		argv[argc++] = swap_size;
@@ -1176,31 +1310,31 @@ static int pagerd_start(struct bench *b, enum backing k)
 		argv[argc++] = b->extra_args[i];
 	argv[argc] = NULL;
 
-	unlink(b->pswap);
+	unlink(sd->pswap);
 	/* Without --swap-size, the file must exist already. */
-	if (!b->has_swap_size && (e = make_file(b->pswap, b->swap_size)) < 0) {
-		fprintf(stderr, "swap: cannot allocate %s: %s\n", b->pswap, strerror(-e));
+	if (!b->has_swap_size && (e = make_file(sd->pswap, b->swap_size)) < 0) {
+		fprintf(stderr, "swap: cannot allocate %s: %s\n", sd->pswap, strerror(-e));
 		return e;
 	}
-	unlink(b->sock);
-	strcpy(sa.sun_path, b->sock); /* length checked in main */
+	unlink(sd->sock);
+	strcpy(sa.sun_path, sd->sock); /* length checked in main */
 	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 64) < 0) {
 		e = -errno;
-		fprintf(stderr, "swap: listening on %s: %s\n", b->sock, strerror(-e));
+		fprintf(stderr, "swap: listening on %s: %s\n", sd->sock, strerror(-e));
 		if (s >= 0)
 			close(s);
 		return e;
 	}
-	b->pagerd_pid = fork();
-	if (b->pagerd_pid < 0) {
+	sd->pagerd_pid = fork();
+	if (sd->pagerd_pid < 0) {
 		e = -errno;
-		b->pagerd_pid = 0;
+		sd->pagerd_pid = 0;
 		close(s);
 		fprintf(stderr, "swap: fork: %s\n", strerror(-e));
 		return e;
 	}
-	if (b->pagerd_pid == 0) {
+	if (sd->pagerd_pid == 0) {
 		char pid[32];
 
 		child_signals(b);
@@ -1246,48 +1380,80 @@ static int wait_timeout(pid_t pid, int timeout_ms)
 	}
 }
 
-/* SIGTERM, then SIGKILL after STOP_TIMEOUT_MS.  Returns 0 if pagerd exited
- * in order, else -1 having said how it ended. */
-static int pagerd_stop(struct bench *b)
+/* Stops backing k's pagerd: SIGTERM, then SIGKILL after STOP_TIMEOUT_MS.
+ * Returns 0 if it exited in order (or was not running), else -1 having
+ * said how it ended. */
+static int pagerd_stop(struct bench *b, enum backing k)
 {
+	struct side *sd = &b->side[k];
 	int st, rc = 0;
 
-	if (!b->pagerd_pid)
+	if (sd->pidfd >= 0)
+		close(sd->pidfd);
+	sd->pidfd = -1;
+	if (!sd->pagerd_pid)
 		return 0;
-	kill(b->pagerd_pid, SIGTERM);
-	st = wait_timeout(b->pagerd_pid, STOP_TIMEOUT_MS);
+	kill(sd->pagerd_pid, SIGTERM);
+	st = wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
 	if (st == -ETIMEDOUT) {
-		fprintf(stderr, "swap: pagerd did not exit %d s after SIGTERM: killing it\n",
-			STOP_TIMEOUT_MS / 1000);
-		kill(b->pagerd_pid, SIGKILL);
-		st = wait_timeout(b->pagerd_pid, STOP_TIMEOUT_MS);
+		fprintf(stderr, "swap: the %s pagerd did not exit %d s after SIGTERM: "
+			"killing it\n", backing_name[k], STOP_TIMEOUT_MS / 1000);
+		kill(sd->pagerd_pid, SIGKILL);
+		st = wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
 		rc = -1;
 	} else if (st >= 0 && WIFSIGNALED(st)) {
-		fprintf(stderr, "swap: pagerd died of %s\n", strsignal(WTERMSIG(st)));
+		fprintf(stderr, "swap: the %s pagerd died of %s\n", backing_name[k],
+			strsignal(WTERMSIG(st)));
 		rc = -1;
 	} else if (st >= 0 && WEXITSTATUS(st)) {
-		fprintf(stderr, "swap: pagerd exited with status %d\n", WEXITSTATUS(st));
+		fprintf(stderr, "swap: the %s pagerd exited with status %d\n",
+			backing_name[k], WEXITSTATUS(st));
 		rc = -1;
 	}
-	b->pagerd_pid = 0;
-	unlink(b->pswap);
-	unlink(b->sock);
+	sd->pagerd_pid = 0;
+	unlink(sd->pswap);
+	unlink(sd->sock);
 	return rc;
 }
 
-/* Everything the parent set up, taken down in the order that keeps each
- * step cheap: the kernel child must be gone before swapoff, or swapoff
- * would have to read its pages back in. */
+/*
+ * Takes down what start_side() set up at a thread count, in the order that
+ * keeps each step cheap: the children first (the kernel child must be gone
+ * before its cgroup can go, and before swapoff, which would otherwise read
+ * its pages back in), then the pagerds, then the cgroup.  Returns 0, or -1
+ * if a pagerd did not exit in order (said).
+ */
+static int stop_sides(struct bench *b)
+{
+	int rc = 0;
+
+	for (int k = 0; k < NR_BACKINGS; k++) {
+		struct side *sd = &b->side[k];
+
+		if (sd->child_pid > 0) {
+			kill(sd->child_pid, SIGKILL);
+			while (waitpid(sd->child_pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			sd->child_pid = 0;
+		}
+		if (sd->fd >= 0)
+			close(sd->fd);
+		sd->fd = -1;
+	}
+	for (int k = 0; k < NR_BACKINGS; k++) {
+		if (pagerd_stop(b, (enum backing)k) < 0)
+			rc = -1;
+		b->side[k].state = SIDE_OFF;
+	}
+	cgroup_remove(b);
+	return rc;
+}
+
+/* Everything the parent set up, taken down (see stop_sides() for the
+ * order). */
 static void teardown(struct bench *b)
 {
-	if (b->child_pid > 0) {
-		kill(b->child_pid, SIGKILL);
-		while (waitpid(b->child_pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		b->child_pid = 0;
-	}
-	pagerd_stop(b);
-	cgroup_remove(b);
+	stop_sides(b);
 	if (b->kswap_on && swapoff(b->kswap) < 0)
 		fprintf(stderr, "swap: swapoff %s: %s\n", b->kswap, strerror(errno));
 	b->kswap_on = false;
@@ -1295,62 +1461,60 @@ static void teardown(struct bench *b)
 		unlink(b->kswap);
 	b->kswap_created = false;
 	if (b->workdir[0]) {
-		unlink(b->pswap);
-		unlink(b->sock);
+		for (int k = 0; k < NR_BACKINGS; k++) {
+			if (k == BK_KERNEL)
+				continue;
+			unlink(b->side[k].pswap);
+			unlink(b->side[k].sock);
+		}
 		if (rmdir(b->workdir) < 0)
 			fprintf(stderr, "swap: rmdir %s: %s\n", b->workdir, strerror(errno));
 		b->workdir[0] = 0;
 	}
 }
 
-/*
- * Reads exactly len bytes unless EOF comes first; waits with our signals
- * unblocked, so that ^C or a timeout's SIGTERM ends the wait, and watches
- * pagerd (pidfd, -1 for none): a child whose daemon died would wait on its
- * next fault for ever.  Returns the bytes read, -EINTR once a signal
- * arrived, or -ECHILD if pagerd exited first.
- */
-static ssize_t read_result(const struct bench *b, int fd, int pidfd, void *buf,
-			   size_t len)
+/* Whether backing k runs (at every thread count). */
+static bool backing_runs(const struct bench *b, enum backing k)
 {
-	size_t got = 0;
-
-	while (got < len) {
-		struct pollfd pfd[2] = {
-			{ .fd = fd, .events = POLLIN },
-			{ .fd = pidfd, .events = POLLIN },
-		};
-		ssize_t n;
-
-		if (ppoll(pfd, pidfd >= 0 ? 2 : 1, NULL, &b->oldmask) < 0) {
-			if (errno == EINTR && got_signal)
-				return -EINTR;
-			continue;
-		}
-		if (!pfd[0].revents && pfd[1].revents)
-			return -ECHILD;
-		n = read(fd, (char *)buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
+	switch (k) {
+	case BK_KERNEL:
+		return b->kernel_on && !b->kernel_unavail[0];
+	case BK_CLOCK:
+		return b->pager_on;
+	case BK_FIFO:
+		return b->pager_on && !b->fifo_unavail[0] &&
+		       (b->phase_mask & (1u << PH_SKEWED));
+	default:
+		return false;
 	}
-	return (ssize_t)got;
+}
+
+/* In a freshly forked bench child: the parent's ends of the other
+ * children's socket pairs and its pidfds are not the child's to hold (a
+ * child holding a sibling's pair would keep it from seeing the parent
+ * go). */
+static void close_inherited(const struct bench *b)
+{
+	for (int k = 0; k < NR_BACKINGS; k++) {
+		if (b->side[k].fd >= 0)
+			close(b->side[k].fd);
+		if (b->side[k].pidfd >= 0)
+			close(b->side[k].pidfd);
+	}
 }
 
 /*
- * Runs one configuration in a child (and its pagerd, for a pager backing)
- * and keeps its result in *o.  Returns 0; -EINTR if a signal ended it;
- * -EIO if the child failed (said), which fails the benchmark.
+ * Starts backing k's side for one thread count: its cgroup (kernel) or its
+ * own pagerd, then its child, which sets up its memory and asks for its
+ * first turn.  Returns 0 or -EIO (said); stop_sides() takes down whatever
+ * it started.
  */
-static int run_child(struct bench *b, enum backing k, unsigned nthreads,
-		     struct outcome *o)
+static int start_side(struct bench *b, enum backing k, unsigned nthreads)
 {
+	struct side *sd = &b->side[k];
 	unsigned mask = b->phase_mask;
 	char why[256];
-	int pfd[2], pidfd = -1, st, e = 0;
-	ssize_t got;
+	int sv[2];
 
 	/* FIFO is only compared on the skewed mix.  Skipping the phases in
 	 * between does not favour either policy: the mix faults in several
@@ -1358,82 +1522,257 @@ static int run_child(struct bench *b, enum backing k, unsigned nthreads,
 	 * that does not remember them. */
 	if (k == BK_FIFO)
 		mask &= (1u << PH_WRITE) | (1u << PH_SKEWED);
+	sd->asked = false;
 	if (k == BK_KERNEL && cgroup_make(b, why, sizeof(why)) < 0) {
 		fprintf(stderr, "swap: %s\n", why);
-		cgroup_remove(b);
 		return -EIO;
 	}
-	if (k != BK_KERNEL && pagerd_start(b, k) < 0)
+	if (k != BK_KERNEL) {
+		if (pagerd_start(b, k) < 0)
+			return -EIO;
+		/* Without pidfds (before Linux 5.3) a dead pagerd hangs its
+		 * child until the runner's timeout. */
+		sd->pidfd = (int)syscall(SYS_pidfd_open, sd->pagerd_pid, 0);
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		fprintf(stderr, "swap: socketpair: %s\n", strerror(errno));
 		return -EIO;
-	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		e = -errno;
-		fprintf(stderr, "swap: pipe: %s\n", strerror(-e));
-		goto out;
 	}
 	fflush(stdout);
 	fflush(stderr);
-	b->child_pid = fork();
-	if (b->child_pid < 0) {
-		e = -errno;
-		b->child_pid = 0;
-		fprintf(stderr, "swap: fork: %s\n", strerror(-e));
-		close(pfd[0]);
-		close(pfd[1]);
-		goto out;
+	sd->child_pid = fork();
+	if (sd->child_pid < 0) {
+		fprintf(stderr, "swap: fork: %s\n", strerror(errno));
+		sd->child_pid = 0;
+		close(sv[0]);
+		close(sv[1]);
+		return -EIO;
 	}
-	if (b->child_pid == 0) {
-		close(pfd[0]);
+	if (sd->child_pid == 0) {
+		close(sv[0]);
+		close_inherited(b);
 		child_signals(b);
-		child_main(b, k, nthreads, mask, pfd[1]);
+		child_main(b, k, nthreads, mask, sv[1]);
 	}
-	close(pfd[1]);
-	/* Without pidfds (before Linux 5.3) a dead pagerd hangs the child
-	 * until the runner's timeout. */
-	if (b->pagerd_pid)
-		pidfd = (int)syscall(SYS_pidfd_open, b->pagerd_pid, 0);
-	got = read_result(b, pfd[0], pidfd, &o->res, sizeof(o->res));
-	close(pfd[0]);
-	if (pidfd >= 0)
-		close(pidfd);
-	if (got == -EINTR || interrupted()) {
-		e = -EINTR;
-		goto out;
-	}
-	if (got == -ECHILD) {
-		fprintf(stderr, "swap: pagerd exited during the %s run (%u thread%s): "
-			"stopping it\n", backing_name[k], nthreads, plural(nthreads));
-		e = -EIO;
-		goto out;
-	}
-	while (waitpid(b->child_pid, &st, 0) < 0 && errno == EINTR)
+	close(sv[1]);
+	sd->fd = sv[0];
+	sd->state = SIDE_BUSY;
+	return 0;
+}
+
+/* Reaps backing k's child, which is gone or going, and says how it ended.
+ * Returns -EIO. */
+static int child_gone(struct bench *b, enum backing k, unsigned nthreads)
+{
+	struct side *sd = &b->side[k];
+	int st = 0;
+
+	while (waitpid(sd->child_pid, &st, 0) < 0 && errno == EINTR)
 		;
-	b->child_pid = 0;
-	if (got != (ssize_t)sizeof(o->res) || !WIFEXITED(st) || WEXITSTATUS(st) ||
-	    !o->res.ok) {
-		if (WIFSIGNALED(st))
-			fprintf(stderr, "swap: the %s child (%u thread%s) died of %s%s\n",
-				backing_name[k], nthreads, plural(nthreads),
-				strsignal(WTERMSIG(st)),
-				k == BK_KERNEL && WTERMSIG(st) == SIGKILL ?
-				" (out of memory in its cgroup?)" : "");
-		else
-			fprintf(stderr, "swap: the %s child (%u thread%s) failed\n",
-				backing_name[k], nthreads, plural(nthreads));
-		e = -EIO;
-		goto out;
+	sd->child_pid = 0;
+	sd->state = SIDE_DONE;
+	if (WIFSIGNALED(st))
+		fprintf(stderr, "swap: the %s child (%u thread%s) died of %s%s\n",
+			backing_name[k], nthreads, plural(nthreads), strsignal(WTERMSIG(st)),
+			k == BK_KERNEL && WTERMSIG(st) == SIGKILL ?
+			" (out of memory in its cgroup?)" : "");
+	else
+		fprintf(stderr, "swap: the %s child (%u thread%s) failed\n",
+			backing_name[k], nthreads, plural(nthreads));
+	return -EIO;
+}
+
+/*
+ * Takes one message from backing k's child, which had the turn (or was
+ * setting up): a request for its next step, checked (a known job, a round
+ * in range, after its last step), or its result, kept in *o, after which
+ * the child is reaped.  Returns 0, or -EIO if the child died, failed or
+ * sent something malformed (said).
+ */
+static int receive(struct bench *b, enum backing k, unsigned nthreads,
+		   struct outcome *o)
+{
+	struct side *sd = &b->side[k];
+	struct turn_msg m = { 0 };
+	ssize_t n = recv(sd->fd, &m, sizeof(m), MSG_DONTWAIT | MSG_TRUNC);
+	int st;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0)
+		return child_gone(b, k, nthreads);
+	if (sd->state != SIDE_BUSY)
+		goto malformed;
+	if (m.kind == MSG_STEP && n == (ssize_t)STEP_MSG_SIZE) {
+		bool random = m.job < NR_PHASES && phase_info[m.job].random;
+		unsigned stage, label;
+
+		if (m.job > JOB_WARMUP || m.round >= (random ? b->rounds : 1))
+			goto malformed;
+		/* The warm-up comes before the skewed rounds. */
+		stage = m.job == JOB_WARMUP ? PH_SKEWED :
+			m.job == PH_SKEWED ? PH_SKEWED + 1 : m.job;
+		label = stage * MAX_ROUNDS + m.round;
+		if (sd->asked && label <= sd->label)
+			goto malformed;
+		sd->asked = true;
+		sd->label = label;
+		sd->state = SIDE_ASKED;
+		return 0;
+	}
+	if (m.kind != MSG_RESULT || n != (ssize_t)sizeof(m))
+		goto malformed;
+	o->res = m.res;
+	while (waitpid(sd->child_pid, &st, 0) < 0 && errno == EINTR)
+		;
+	sd->child_pid = 0;
+	sd->state = SIDE_DONE;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) || !o->res.ok) {
+		fprintf(stderr, "swap: the %s child (%u thread%s) failed\n",
+			backing_name[k], nthreads, plural(nthreads));
+		return -EIO;
 	}
 	o->ran = true;
-out:
-	/* Interrupted: the child must be gone before its cgroup can go. */
-	if (b->child_pid > 0) {
-		kill(b->child_pid, SIGKILL);
-		while (waitpid(b->child_pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		b->child_pid = 0;
+	return 0;
+malformed:
+	fprintf(stderr, "swap: the %s child (%u thread%s) sent a malformed message "
+		"(kind %" PRIu32 ", %zd bytes)\n", backing_name[k], nthreads,
+		plural(nthreads), m.kind, n);
+	return -EIO;
+}
+
+/*
+ * Gives the turn to the child whose step comes first among those waiting;
+ * *cur is the label of the step under way, *backward the order its
+ * backings take it in.  Returns 0, or -EIO if the child is gone (said).
+ */
+static int grant_turn(struct bench *b, unsigned nthreads, unsigned *cur,
+		      bool *backward)
+{
+	unsigned min = UINT_MAX;
+	int pick = -1;
+
+	for (int k = 0; k < NR_BACKINGS; k++)
+		if (b->side[k].state == SIDE_ASKED && b->side[k].label < min)
+			min = b->side[k].label;
+	if (min == UINT_MAX)
+		return 0;
+	if (min != *cur) {
+		if (*cur != UINT_MAX)
+			*backward = !*backward;
+		*cur = min;
 	}
-	if (k == BK_KERNEL)
-		cgroup_remove(b);
-	else if (pagerd_stop(b) < 0 && !e)
+	for (int i = 0; i < NR_BACKINGS && pick < 0; i++) {
+		int k = *backward ? NR_BACKINGS - 1 - i : i;
+
+		if (b->side[k].state == SIDE_ASKED && b->side[k].label == min)
+			pick = k;
+	}
+	b->side[pick].state = SIDE_BUSY;
+	if (send(b->side[pick].fd, "g", 1, MSG_NOSIGNAL) == 1)
+		return 0;
+	if (errno == EPIPE || errno == ECONNRESET)
+		return child_gone(b, (enum backing)pick, nthreads);
+	fprintf(stderr, "swap: giving the %s child (%u thread%s) its turn: %s\n",
+		backing_name[pick], nthreads, plural(nthreads), strerror(errno));
+	return -EIO;
+}
+
+/*
+ * Runs the children of thread count ti (started by start_side()) to the
+ * end, taking turns, and keeps their results in b->out[ti].
+ *
+ * Why turns: this VM's disk drifts by 30-50% over minutes, so backings run
+ * one after the other (a minute each) met different disks and the ratios
+ * moved from 1.1 to 1.9 run to run.  Here every child exists at once, but
+ * a turn goes out only when none is working: then each live child waits
+ * with a request naming its next step, and the smallest step label goes
+ * first.  So each step (a pass, the warm-up, a round) runs for every
+ * backing back to back before any backing goes on; the FIFO child, which
+ * skips the phases in between, waits at its warm-up until the others get
+ * there, and its skewed rounds alternate with theirs.  The backings of one
+ * step take it in their order, reversed at each new step, so that a drift
+ * within a step does not always favour the same one.
+ *
+ * Waits with our signals unblocked, so that ^C or a timeout's SIGTERM ends
+ * the wait, and watches each pager child's own pagerd (pidfd): a child
+ * whose daemon died would wait on its next fault for ever.  Returns 0 once
+ * every child reported; -EINTR once a signal arrived; -EIO if a child
+ * failed or a pagerd exited (said).  Leaves children still running to
+ * stop_sides().
+ */
+static int serve_turns(struct bench *b, unsigned ti)
+{
+	unsigned nthreads = b->threads[ti], cur = UINT_MAX;
+	bool backward = false;
+
+	for (;;) {
+		struct pollfd pfd[2 * NR_BACKINGS];
+		int who[2 * NR_BACKINGS], nmsg = 0, n;
+		bool busy = false, live = false;
+
+		if (interrupted())
+			return -EINTR;
+		for (int k = 0; k < NR_BACKINGS; k++) {
+			busy |= b->side[k].state == SIDE_BUSY;
+			live |= b->side[k].state == SIDE_BUSY || b->side[k].state == SIDE_ASKED;
+		}
+		if (!live)
+			return 0;
+		if (!busy && grant_turn(b, nthreads, &cur, &backward) < 0)
+			return -EIO;
+
+		/* The children's ends first, then the pagerds. */
+		for (int k = 0; k < NR_BACKINGS; k++)
+			if (b->side[k].state == SIDE_BUSY || b->side[k].state == SIDE_ASKED) {
+				pfd[nmsg] = (struct pollfd){ .fd = b->side[k].fd, .events = POLLIN };
+				who[nmsg++] = k;
+			}
+		n = nmsg;
+		for (int i = 0; i < nmsg; i++)
+			if (b->side[who[i]].pidfd >= 0) {
+				pfd[n] = (struct pollfd){ .fd = b->side[who[i]].pidfd,
+							  .events = POLLIN };
+				who[n++] = who[i];
+			}
+		if (ppoll(pfd, (nfds_t)n, NULL, &b->oldmask) < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "swap: poll: %s\n", strerror(errno));
+			return -EIO;
+		}
+		/* A message before its pagerd's exit: the result may be on its
+		 * way. */
+		for (int i = 0; i < nmsg; i++)
+			if (pfd[i].revents &&
+			    receive(b, (enum backing)who[i], nthreads, &b->out[ti][who[i]]) < 0)
+				return -EIO;
+		for (int i = nmsg; i < n; i++)
+			if (pfd[i].revents && b->side[who[i]].state != SIDE_DONE) {
+				fprintf(stderr, "swap: pagerd exited during the %s run (%u thread%s): "
+					"stopping it\n", backing_name[who[i]], nthreads,
+					plural(nthreads));
+				return -EIO;
+			}
+	}
+}
+
+/*
+ * One thread count: every running backing's child at once, taking turns
+ * step by step (see serve_turns()), then all taken down.  Returns 0;
+ * -EINTR if a signal ended it; -EIO if a child or pagerd failed (said),
+ * which fails the benchmark.
+ */
+static int run_threads(struct bench *b, unsigned ti)
+{
+	int e = 0;
+
+	for (int k = 0; k < NR_BACKINGS && !e; k++)
+		if (backing_runs(b, (enum backing)k))
+			e = start_side(b, (enum backing)k, b->threads[ti]);
+	if (!e)
+		e = serve_turns(b, ti);
+	if (stop_sides(b) < 0 && !e)
 		e = -EIO;
 	return e;
 }
@@ -1460,8 +1799,8 @@ static void print_sanity(const struct bench *b, enum backing k, unsigned nthread
 {
 	const struct child_result *r = &o->res;
 
-	printf("  %s, %u thread%s: %.1f s; after seq-write ", backing_name[k], nthreads,
-	       plural(nthreads), (double)r->elapsed_ns / 1e9);
+	printf("  %s, %u thread%s: %.1f s in its own turns; after seq-write ",
+	       backing_name[k], nthreads, plural(nthreads), (double)r->elapsed_ns / 1e9);
 	if (k == BK_KERNEL) {
 		printf("RSS %.0f MiB, swap %.0f MiB; cgroup peak %.0f MiB (limit %.0f MiB)\n",
 		       mib(r->resident_after_write), mib(r->swapped_after_write),
@@ -1994,6 +2333,9 @@ static int parse_args(struct bench *b, int argc, char **argv)
 
 static void print_header(const struct bench *b)
 {
+	const char *runs[NR_BACKINGS];
+	int n = 0;
+
 	printf("swap: %.0f MiB region, %.0f MiB limit, hot set %.0f MiB; random phases: "
 	       "%u rounds (median), %" PRIu64 " accesses (skewed %" PRIu64 ")\n",
 	       mib((int64_t)b->size), mib((int64_t)b->limit), mib((int64_t)b->hot_bytes),
@@ -2012,6 +2354,19 @@ static void print_header(const struct bench *b)
 		printf("pager: %s%s%s\n", b->pagerd,
 		       b->has_policy ? "" : " (no --policy: default policy, FIFO n/a)",
 		       b->has_swap_size ? "" : " (no --swap-size: swap file made here)");
+	for (int k = 0; k < NR_BACKINGS; k++)
+		if (backing_runs(b, (enum backing)k))
+			runs[n++] = backing_name[k];
+	if (n)
+		printf("turns: ");
+	for (int i = 0; i < n; i++)
+		printf("%s%s", i == 0 ? "" : i + 1 < n ? ", " : " and ", runs[i]);
+	if (n > 1)
+		printf(" take turns step by step (each pass, warm-up and round, one at a "
+		       "time, in alternating order), so that all meet the disk alike "
+		       "(it drifts over minutes)\n");
+	else if (n)
+		printf(" alone: no other backing to take turns with\n");
 	fflush(stdout);
 }
 
@@ -2022,6 +2377,8 @@ int main(int argc, char **argv)
 	sigset_t block;
 	int status, e;
 
+	for (int k = 0; k < NR_BACKINGS; k++)
+		b.side[k].fd = b.side[k].pidfd = -1;
 	e = parse_args(&b, argc, argv);
 	if (e)
 		return e < 0 ? 0 : e;
@@ -2032,10 +2389,12 @@ int main(int argc, char **argv)
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGPIPE);
 	sigprocmask(SIG_BLOCK, &block, &b.oldmask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
 
 	find_cgroup_base(&b);
 	if (geteuid() == 0)
@@ -2056,22 +2415,14 @@ int main(int argc, char **argv)
 		goto out;
 
 	for (unsigned ti = 0; ti < b.nthreads_list && !b.failed; ti++) {
-		for (int k = 0; k < NR_BACKINGS && !b.failed; k++) {
-			if (k == BK_KERNEL && (!b.kernel_on || b.kernel_unavail[0]))
-				continue;
-			if (k != BK_KERNEL && !b.pager_on)
-				continue;
-			if (k == BK_FIFO && (b.fifo_unavail[0] ||
-					     !(b.phase_mask & (1u << PH_SKEWED))))
-				continue;
-			e = run_child(&b, (enum backing)k, b.threads[ti], &b.out[ti][k]);
-			if (e == -EINTR || interrupted())
-				goto out;
-			if (e < 0)
-				b.failed = true;
-			else if (!b.json)
+		e = run_threads(&b, ti);
+		if (e == -EINTR || interrupted())
+			goto out;
+		if (e < 0)
+			b.failed = true;
+		for (int k = 0; k < NR_BACKINGS && !b.json; k++)
+			if (b.out[ti][k].ran)
 				print_sanity(&b, (enum backing)k, b.threads[ti], &b.out[ti][k]);
-		}
 		if (!b.json && !b.failed)
 			print_table(&b, ti);
 	}
