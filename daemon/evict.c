@@ -569,7 +569,9 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 	if (freed)
 		d->overcommitted = false;
 	else if (needed && waiting && !d->writeback && !d->reading && !d->evict_blocked &&
-		 !d->overcommitted) {
+		 !d->evict_fenced && !d->overcommitted) {
+		/* (A round held up at the agent's fence freed nothing yet,
+		 * but will: its answer, or FENCE_MS, lets the hand on.) */
 		d->overcommitted = true;
 		log_warn("nothing can be evicted (%s): letting resident memory exceed its limit",
 			 !d->swap ? "no swap" : "swap full or failing");
