@@ -11,10 +11,14 @@
  * virtual CPU the host must run again), that difference, not pagerd's own
  * work, is most of what a random swap-in costs over the kernel's.
  *
- * Two threads ping-pong over a pair of eventfds, each sleeping in read():
- * pinned to one CPU (every wake-up local) and to two (every wake-up
- * crosses), with and without an idle gap before each round trip.  Prints
- * the median and 90th percentile of a round trip (two wake-ups).
+ * A thread on CPU 0 pings a partner over an eventfd and sleeps until it
+ * answers: the partner on CPU 0 too (every wake-up local), on CPU 1 (every
+ * wake-up crosses), and one partner on each CPU, both sleeping in poll() on
+ * the same eventfd, the first awake answering (what a fault reader per CPU
+ * would give pagerd: the faulting CPU's reader usually wins).  With and
+ * without an idle gap before each round trip.  Prints the median and 90th
+ * percentile of a round trip (two wake-ups) and how many pings CPU 0's
+ * partner answered.
  *
  *   wakeup [-n ROUNDS]
  *
@@ -31,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,8 +43,14 @@
 #include "bench.h"
 
 struct pong {
-	int ping, pong;   /* eventfds: to the partner, back */
+	int ping, pong;   /* eventfds: to the partners (non-blocking), back */
+};
+
+struct partner {
+	struct pong *p;
 	int cpu;
+	pthread_t tid;
+	unsigned served;  /* pings this partner answered */
 };
 
 static int pin(int cpu)
@@ -51,56 +62,84 @@ static int pin(int cpu)
 	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
-static void *partner(void *arg)
+/* Sleeps in poll() on the ping eventfd, as pagerd sleeps on a uffd; with
+ * partners on several CPUs, all wake and the first to read answers. */
+static void *partner_main(void *arg)
 {
-	struct pong *p = arg;
+	struct partner *t = arg;
+	struct pollfd pfd = { .fd = t->p->ping, .events = POLLIN };
 	uint64_t v;
 
-	if (pin(p->cpu))
+	if (pin(t->cpu))
 		return NULL;
-	while (read(p->ping, &v, sizeof(v)) == sizeof(v) && v == 1)
-		if (write(p->pong, &v, sizeof(v)) != sizeof(v))
-			break;
-	return NULL;
+	for (;;) {
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			return NULL;
+		if (read(t->p->ping, &v, sizeof(v)) != sizeof(v))
+			continue; /* another partner took it */
+		if (v != 1) {
+			/* Stop, and pass it on to the other partner. */
+			(void)!write(t->p->ping, &v, sizeof(v));
+			return NULL;
+		}
+		t->served++;
+		if (write(t->p->pong, &v, sizeof(v)) != sizeof(v))
+			return NULL;
+	}
 }
 
-/* Round trips with the partner on `cpu` (we are on CPU 0), `gap_us` idle
+/* Round trips from CPU 0 to partners on CPUs [first, last], `gap_us` idle
  * before each.  Returns 0, or -errno. */
-static int measure(int cpu, unsigned gap_us, unsigned rounds, double *med, double *p90)
+static int measure(int first, int last, unsigned gap_us, unsigned rounds,
+		   double *med, double *p90, unsigned *served_here)
 {
-	struct pong p = { .cpu = cpu };
+	struct pong p = { .ping = -1, .pong = -1 };
+	struct partner t[2] = { { 0 } };
 	double *lat = calloc(rounds, sizeof(*lat));
-	pthread_t t;
+	int n = 0, e = 0;
 	uint64_t v = 1;
-	int e = 0;
 
-	p.ping = eventfd(0, EFD_CLOEXEC);
+	p.ping = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	p.pong = eventfd(0, EFD_CLOEXEC);
 	if (!lat || p.ping < 0 || p.pong < 0 || pin(0)) {
 		e = -ENOMEM;
 		goto out;
 	}
-	if ((e = -pthread_create(&t, NULL, partner, &p)))
-		goto out;
+	for (int cpu = first; cpu <= last && !e; cpu++, n++) {
+		t[n].p = &p;
+		t[n].cpu = cpu;
+		e = -pthread_create(&t[n].tid, NULL, partner_main, &t[n]);
+	}
+	if (e)
+		n--;
 	for (unsigned i = 0; i < rounds && !e; i++) {
 		if (gap_us)
 			usleep(gap_us);
 		uint64_t t0 = now_ns();
 
+		v = 1;
 		if (write(p.ping, &v, sizeof(v)) != sizeof(v) ||
 		    read(p.pong, &v, sizeof(v)) != sizeof(v))
 			e = -EIO;
 		lat[i] = (double)(now_ns() - t0) / 1000.0;
 	}
-	v = 2; /* the partner's signal to stop (eventfds add up: 1 is a ping) */
-	if (write(p.ping, &v, sizeof(v)) != sizeof(v)) {
+	v = 2; /* the partners' signal to stop (eventfds add up: 1 is a ping) */
+	if (n && write(p.ping, &v, sizeof(v)) != sizeof(v)) {
 		e = -EIO;
-		pthread_cancel(t); /* it sleeps in read(), a cancellation point */
+		for (int i = 0; i < n; i++)
+			pthread_cancel(t[i].tid); /* poll() is a cancellation point */
 	}
-	pthread_join(t, NULL);
-	qsort(lat, rounds, sizeof(*lat), cmp_double);
-	*med = lat[rounds / 2];
-	*p90 = lat[rounds * 9 / 10];
+	*served_here = 0;
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i].tid, NULL);
+		if (t[i].cpu == 0)
+			*served_here = t[i].served;
+	}
+	if (!e) {
+		qsort(lat, rounds, sizeof(*lat), cmp_double);
+		*med = lat[rounds / 2];
+		*p90 = lat[rounds * 9 / 10];
+	}
 out:
 	free(lat);
 	if (p.ping >= 0)
@@ -130,18 +169,27 @@ int main(int argc, char **argv)
 	}
 	printf("wakeup: eventfd round trip between two threads (two wake-ups), %u rounds\n",
 	       rounds);
-	printf("%-10s %12s %12s %12s\n", "idle gap", "CPUs", "median us", "p90 us");
+	printf("%-10s %-22s %10s %10s %14s\n", "idle gap", "partner on CPU",
+	       "median us", "p90 us", "served on CPU 0");
 	for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
-		for (int cpu = 0; cpu <= 1; cpu++) {
+		static const struct { int first, last; const char *name; } how[] = {
+			{ 0, 0, "0 (same)" },
+			{ 1, 1, "1 (across)" },
+			{ 0, 1, "0 and 1 (one each)" },
+		};
+
+		for (size_t h = 0; h < sizeof(how) / sizeof(how[0]); h++) {
 			double med = 0, p90 = 0;
-			int e = measure(cpu, gaps[g], rounds, &med, &p90);
+			unsigned here = 0;
+			int e = measure(how[h].first, how[h].last, gaps[g], rounds,
+					&med, &p90, &here);
 
 			if (e) {
 				fprintf(stderr, "wakeup: %s\n", strerror(-e));
 				return 1;
 			}
-			printf("%7u us %12s %12.1f %12.1f\n", gaps[g],
-			       cpu ? "0 and 1" : "0 only", med, p90);
+			printf("%7u us %-22s %10.1f %10.1f %13.0f%%\n", gaps[g], how[h].name,
+			       med, p90, 100.0 * here / rounds);
 		}
 	}
 	return 0;
