@@ -112,6 +112,10 @@ $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBSO)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBSO)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -lm -Wl,-rpath,'$$ORIGIN/..'
+# The handoff floor uses io_uring as pagerd does.
+$(BUILD)/bench/handoff: $(BUILD)/obj/bench/handoff.o $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(ALL_LDFLAGS) $(URING_LIBS) -lpthread
 
 # Unit tests link the module they test; integration tests link libpager
 # and the test harness, and run a real pagerd.
