@@ -404,6 +404,7 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	bool refs = clock && r->client->agent >= 0 && r->client->pagemap >= 0;
 	size_t nsample = 0, nv = 0;
 	uint64_t budget = r->npages * 2, looked = 0;
+	bool agent_full = false;
 
 	if (want > EVICT_BATCH)
 		want = EVICT_BATCH;
@@ -451,8 +452,10 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 
 			for (size_t i = sent; i < nsample; i++)
 				r->state[sample[i]] |= PG_REF;
-			if (sent < nsample)
+			if (sent < nsample) {
+				agent_full = true;
 				break;
+			}
 			nsample = 0;
 		}
 	}
@@ -462,7 +465,16 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	 * The next turn goes by FIFO, so that no client holds its pages
 	 * past a limit that way.
 	 */
-	r->ref_blind = !nv && clock && looked >= budget;
+	r->ref_blind = !nv && clock && (looked >= budget || agent_full);
+	/*
+	 * So does a turn after one that found nothing because the agent
+	 * takes no more drops (stopped, hung, or far behind: its socket is
+	 * full).  References only steer which page goes; the limit holds
+	 * whatever the agent does.  That turn runs at once: this one found
+	 * nothing, but is no sign that nothing can be evicted.
+	 */
+	if (r->ref_blind)
+		d->evict_blocked = true;
 	if (!nv)
 		return 0;
 	qsort(victims, nv, sizeof(victims[0]), cmp_u64);

@@ -85,7 +85,8 @@ struct daemon {
 	bool fdstore_on;            /* clients are put in systemd's fd store */
 	bool handover;              /* exiting into the store: leave state alone */
 	bool listen_activated;      /* the listening socket is systemd's */
-	bool evict_blocked;         /* a round stopped at an unread uffd event */
+	bool evict_blocked;         /* a round stopped at an unread uffd event, or
+				     * at a full agent socket: run another now */
 	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
 };

@@ -16,6 +16,10 @@
  *                          those pages, every other byte intact
  *   discard_frees          pager_region_discard(): zeros, slots freed
  *   set_limit_runtime      lowering a region's limit evicts at once
+ *   slow_agent_keeps_limit a client whose agent thread is stopped (ptrace)
+ *                          while it writes 8x its limit: the limit holds
+ *                          (the hand waits out the agent's fences rather
+ *                          than give up on eviction)
  *   stale_missing_keeps_copy  a MISSING event for a page already back in
  *                          memory when pagerd reads it is stale: the page
  *                          keeps its swap copy (it is not taken for
@@ -39,6 +43,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
@@ -49,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -552,6 +558,114 @@ static void set_limit_runtime(void **state)
 	stop(c);
 }
 
+/* ---- slow_agent_keeps_limit -------------------------------------------- */
+
+/* The one thread of process pid besides its main thread, or -1. */
+static pid_t other_thread(pid_t pid)
+{
+	char path[64];
+	pid_t found = -1;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		pid_t t = (pid_t)atoi(e->d_name);
+
+		if (t > 0 && t != pid) {
+			found = t;
+			n++;
+		}
+	}
+	closedir(d);
+	return n == 1 ? found : -1;
+}
+
+/*
+ * Clock samples references through the client's agent thread, and the hand
+ * does not pass drops the agent has not confirmed (a fence, FENCE_MS at
+ * most).  An agent that is slow (a loaded machine, here: stopped by
+ * ptrace) must only slow eviction down: a round held at a fence freed
+ * nothing yet, but is no reason to let the limits go.
+ */
+static void slow_agent_keeps_limit(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t limit = 4 * MiB, len = 32 * MiB;
+	int ready[2], go[2], result[2], ws;
+	uint64_t worst = 0;
+	char ch;
+
+	start(c, NULL, NULL);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(result), 0);
+	pid_t kid = fork();
+
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
+					.flags = PAGER_OPEN_NO_PRIVATE };
+		struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = limit };
+		struct pager_region_stats st = { .sz = sizeof(st) };
+		struct pager *kp;
+		struct pager_region *kr;
+		uint64_t most = 0;
+
+		if (pager_open(&kp, &o) < 0 || pager_region_create(kp, len, &ro, &kr) < 0)
+			_exit(2);
+		uint8_t *kb = pager_region_addr(kr);
+
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &ch, 1) != 1)
+			_exit(2);
+		for (uint64_t i = 0; i < len / ps; i++) {
+			fill((uint64_t *)(kb + i * ps), i, 4);
+			if (i % 64 == 63) {
+				if (pager_region_stats(kr, &st) < 0)
+					_exit(2);
+				if (st.resident > most)
+					most = st.resident;
+			}
+		}
+		for (uint64_t i = 0; i < len / ps; i++)
+			if (!check((uint64_t *)(kb + i * ps), i, 4))
+				_exit(3);
+		if (write(result[1], &most, sizeof(most)) != sizeof(most))
+			_exit(2);
+		pager_close(kp);
+		_exit(0);
+	}
+	assert_int_equal(read(ready[0], &ch, 1), 1);
+	/* The client's second thread is libpager's agent: stop it alone. */
+	pid_t agent = other_thread(kid);
+
+	assert_true(agent > 0);
+	assert_int_equal(ptrace(PTRACE_SEIZE, agent, 0, 0), 0);
+	assert_int_equal(ptrace(PTRACE_INTERRUPT, agent, 0, 0), 0);
+	assert_int_equal(waitpid(agent, &ws, __WALL), agent);
+	assert_true(WIFSTOPPED(ws));
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(read(result[0], &worst, sizeof(worst)), (ssize_t)sizeof(worst));
+	assert_int_equal(ptrace(PTRACE_DETACH, agent, 0, 0), 0);
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_true(WIFEXITED(ws));
+	assert_int_equal(WEXITSTATUS(ws), 0);
+	print_message("agent stopped: at most %" PRIu64 " pages resident (limit %" PRIu64 ")\n",
+		      worst, limit / ps);
+	assert_true(worst <= limit / ps + SLACK_PAGES(limit / ps));
+	for (int i = 0; i < 2; i++) {
+		close(ready[i]);
+		close(go[i]);
+		close(result[i]);
+	}
+	assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
+	stop(c);
+}
+
 /* ---- stale_missing_keeps_copy ----------------------------------------- */
 
 struct toucher {
@@ -943,6 +1057,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(injected_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_frees, setup, teardown),
 		cmocka_unit_test_setup_teardown(set_limit_runtime, setup, teardown),
+		cmocka_unit_test_setup_teardown(slow_agent_keeps_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_missing_keeps_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
