@@ -67,15 +67,6 @@ struct server {
 	bool started;
 };
 
-static int pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 /* Serves read requests until told to stop: epoll on the request eventfd and
  * on its ring's completion eventfd, as pagerd's loop does. */
 static void *server_main(void *arg)
@@ -88,7 +79,7 @@ static void *server_main(void *arg)
 	void *buf = NULL;
 	int efd = -1, ep = -1;
 
-	if ((s->cpu >= 0 && pin(s->cpu)) || io_uring_queue_init(8, &ring, 0) < 0)
+	if ((s->cpu >= 0 && pin_to_cpu(s->cpu)) || io_uring_queue_init(8, &ring, 0) < 0)
 		return NULL;
 	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ep = epoll_create1(EPOLL_CLOEXEC);

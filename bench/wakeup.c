@@ -53,15 +53,6 @@ struct partner {
 	unsigned served;  /* pings this partner answered */
 };
 
-static int pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 /* Sleeps in poll() on the ping eventfd, as pagerd sleeps on a uffd; with
  * partners on several CPUs, all wake and the first to read answers. */
 static void *partner_main(void *arg)
@@ -70,7 +61,7 @@ static void *partner_main(void *arg)
 	struct pollfd pfd = { .fd = t->p->ping, .events = POLLIN };
 	uint64_t v;
 
-	if (pin(t->cpu))
+	if (pin_to_cpu(t->cpu))
 		return NULL;
 	for (;;) {
 		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
@@ -101,7 +92,7 @@ static int measure(int first, int last, unsigned gap_us, unsigned rounds,
 
 	p.ping = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	p.pong = eventfd(0, EFD_CLOEXEC);
-	if (!lat || p.ping < 0 || p.pong < 0 || pin(0)) {
+	if (!lat || p.ping < 0 || p.pong < 0 || pin_to_cpu(0)) {
 		e = -ENOMEM;
 		goto out;
 	}
