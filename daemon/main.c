@@ -318,7 +318,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	evict_init(&d);
-	if (!d.evict_ev || fdstore_open(&d) < 0 || open_swap(&d) < 0)
+	if (!d.evict_ev || !d.wb_retry_ev || fdstore_open(&d) < 0 || open_swap(&d) < 0)
 		goto out;
 
 	if (d.cfg.private_fd >= 0) {
@@ -360,6 +360,8 @@ out:
 	swap_close(d.swap);
 	if (d.evict_ev)
 		event_free(d.evict_ev);
+	if (d.wb_retry_ev)
+		event_free(d.wb_retry_ev);
 	for (int i = 0; i < 3; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
