@@ -9,6 +9,8 @@
  *                        filesystem is refused at start, with a line that
  *                        says how much fits; one that fits is allocated
  *                        whole (no hole left for a write-back to meet)
+ *   new_swap_sized_to_disk  a new swap file without swap_size takes at
+ *                        most half the free space (not a fixed 4 GiB)
  *   disk_fills           the swap file's blocks are taken from under it
  *                        and the filesystem filled (as on a filesystem
  *                        without fallocate, a thin device, a copy-on-write
@@ -411,6 +413,36 @@ static void sparse_swap_refused(void **state)
 	stop(c);
 }
 
+/* ---- new_swap_sized_to_disk -------------------------------------------- */
+
+/* A new swap file without swap_size (the shipped configuration's first
+ * start) takes no more than half the free space: on the 64 MiB filesystem,
+ * 32 MiB at most, not 4 GiB (which it could not even allocate). */
+static void new_swap_sized_to_disk(void **state)
+{
+	struct ctx *c = *state;
+	const char *args[] = { "--swap", c->swap, "--memory-limit", "64M", NULL };
+	struct proto_reply st;
+	struct stat sb;
+
+	if (!need_small_fs())
+		skip();
+	snprintf(c->swap, sizeof(c->swap), "%s/swap", small_fs);
+	unlink(c->swap);
+	assert_int_equal(start_logged(c, args), 0);
+	if (test_status(c->d.sock, &st) != 0) {
+		dump_log(c);
+		fail_msg("pagerd could not make a swap file on a 64 MiB filesystem");
+	}
+	assert_int_equal(stat(c->swap, &sb), 0);
+	printf("a new swap file of %lld bytes, %" PRIu64 " slots\n", (long long)sb.st_size,
+	       st.swap_total);
+	assert_true((uint64_t)sb.st_size <= 32 * MiB);
+	assert_true(st.swap_total * ps == (uint64_t)sb.st_size);
+	assert_true(st.swap_total >= 16);
+	stop(c);
+}
+
 /* ---- the runs: a client writing 4x its limit against a failing swap ----- */
 
 /*
@@ -648,6 +680,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(sparse_swap_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(new_swap_sized_to_disk, setup, teardown),
 		cmocka_unit_test_setup_teardown(disk_fills, setup, teardown),
 		cmocka_unit_test_setup_teardown(write_eio, setup, teardown),
 		cmocka_unit_test_setup_teardown(write_short, setup, teardown),
