@@ -687,14 +687,17 @@ static void client_on_sock(int fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
-	if (c->dead) {
-		client_destroy(c);
-		return;
-	}
 	for (int budget = 0; budget < 32; budget++) {
 		struct proto_reply out = { 0 };
 		uint32_t seq = 0;
 		int status;
+
+		/* Dropped (client_misbehaved()), maybe by its last request:
+		 * nothing more of it is served. */
+		if (c->dead) {
+			client_destroy(c);
+			return;
+		}
 
 		n = proto_recv(fd, &msg, fds, &nfds);
 		if (n == -EAGAIN)
