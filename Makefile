@@ -4,6 +4,8 @@
 #   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
 #   make demo         run the demo: an application bigger than its limit
 #   make bench        benchmarks against the kernel, printed as ratios
+#   make torture      the randomized stress with oracles, long (TORTURE_SECONDS=600,
+#                     TORTURE_SEED, TORTURE_OPS: see tests/torture.c)
 #   make install      PREFIX=/usr/local DESTDIR= (and the *DIR variables below)
 #
 # Missing packages are installed by scripts/deps.sh (apt-get when root).
@@ -68,7 +70,7 @@ LIBSO        := $(BUILD)/libpager.so.$(VERSION)
 TARGETS      := $(LIBSO) $(BUILD)/libpager.a $(BUILD)/pagerd $(BUILD)/pagerctl \
                 $(BUILD)/libpager.pc $(EXAMPLES)
 
-.PHONY: all deps check demo bench install clean
+.PHONY: all deps check demo bench install clean torture
 # Keep objects of programs built by pattern rules (make would delete them).
 .SECONDARY:
 all: $(TARGETS)
@@ -126,7 +128,20 @@ $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
 
-check: all $(UNIT_TESTS) $(INTEG_TESTS)
+# The torture harness: run long by `make torture`, short (a fixed seed) in
+# make check through tests/itest_torture.sh.
+$(BUILD)/tests/torture: $(BUILD)/obj/tests/torture.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -Wl,-rpath,'$$ORIGIN/..'
+
+TORTURE_SECONDS ?= 600
+# Every class that holds on today's code (TORTURE_OPS=all for everything).
+TORTURE_OPS ?= write,read,rmw,discard,recreate,inject,kill,stall,fullswap
+torture: all $(BUILD)/tests/torture
+	PAGERD=$(CURDIR)/$(BUILD)/pagerd TORTURE_SECONDS=$(TORTURE_SECONDS) TORTURE_OPS=$(TORTURE_OPS) \
+		timeout -k 10 $$(( $(TORTURE_SECONDS) + 900 )) nice $(BUILD)/tests/torture
+
+check: all $(UNIT_TESTS) $(INTEG_TESTS) $(BUILD)/tests/torture
 	@SANITIZE=$(SANITIZE) tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
 
 demo: all
