@@ -243,11 +243,17 @@ static void close_rights(struct msghdr *mh)
 ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		   unsigned *nfds)
 {
+	return proto_recv_cred(sock, msg, fds, nfds, NULL);
+}
+
+ssize_t proto_recv_cred(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+			unsigned *nfds, pid_t *ret_pid)
+{
 	/* Room for more descriptors than we accept, so that a peer sending
 	 * too many is seen (and all of them closed) rather than truncated
 	 * into silently leaked fds. */
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		char buf[CMSG_SPACE(sizeof(int) * 16) + CMSG_SPACE(sizeof(struct ucred))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(*msg) };
@@ -279,6 +285,13 @@ ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
 			got += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 			rights = c;
+		} else if (ret_pid && c->cmsg_level == SOL_SOCKET &&
+			   c->cmsg_type == SCM_CREDENTIALS &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred uc;
+
+			memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+			*ret_pid = uc.pid;
 		}
 	}
 	if (got > PROTO_MAX_FDS) {

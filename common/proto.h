@@ -277,6 +277,15 @@ int proto_send(int sock, const struct proto_msg *msg, size_t n,
 ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		   unsigned *nfds);
 
+/*
+ * proto_recv(), and with SO_PASSCRED set on sock, the pid of the process
+ * that sent the message as the kernel vouches for it (in the receiver's
+ * pid namespace; 0 if it has none there) in *ret_pid.  *ret_pid is left
+ * alone when the message carries no credentials.
+ */
+ssize_t proto_recv_cred(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+			unsigned *nfds, pid_t *ret_pid);
+
 /* A printable name for a message type, for logs. */
 const char *proto_type_name(uint16_t type);
 
