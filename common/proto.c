@@ -14,6 +14,7 @@ size_t proto_body_size(uint16_t type)
 	case PROTO_REGION_DESTROY: return sizeof(struct proto_region_destroy);
 	case PROTO_STATUS:         return 0;
 	case PROTO_AGENT_ATTACH:   return 0;
+	case PROTO_PAGEMAP:        return 0;
 	case PROTO_REGION_SET_LIMIT: return sizeof(struct proto_region_set_limit);
 	case PROTO_REGION_DISCARD: return sizeof(struct proto_region_discard);
 	case PROTO_REGION_STATS:
@@ -41,7 +42,8 @@ unsigned proto_fds_expected(uint16_t type)
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
 	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
-	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ? 1 : 0;
+	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ||
+	       type == PROTO_PAGEMAP ? 1 : 0;
 }
 
 const char *proto_type_name(uint16_t type)
@@ -61,6 +63,7 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_SNAPSHOT_START: return "snapshot-start";
 	case PROTO_SNAPSHOT_STATUS: return "snapshot-status";
 	case PROTO_REGION_SET_IMAGE: return "region-set-image";
+	case PROTO_PAGEMAP:        return "pagemap";
 	case PROTO_REPLY:          return "reply";
 	case PROTO_AGENT_DROP:     return "agent-drop";
 	case PROTO_AGENT_DONE:     return "agent-done";

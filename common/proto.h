@@ -47,7 +47,8 @@ enum proto_type {
 	PROTO_SNAPSHOT_START = 12, /* carries the image fd */
 	PROTO_SNAPSHOT_STATUS = 13,
 	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from */
-	PROTO_TYPE_MAX_REQUEST = PROTO_REGION_SET_IMAGE,
+	PROTO_PAGEMAP = 15,       /* carries the client's /proc/self/pagemap */
+	PROTO_TYPE_MAX_REQUEST = PROTO_PAGEMAP,
 	/* replies */
 	PROTO_REPLY = 100,
 	/* daemon to libpager's agent thread, on the agent socket */

@@ -47,6 +47,7 @@ enum kind {
 	K_CSTATE,
 	K_CUFFD,
 	K_CAGENT,
+	K_CPAGEMAP,
 	K_RMEM,
 	K_RSTATE,
 	K_RIMAGE,
@@ -68,7 +69,7 @@ struct fdstore {
 
 static const char *const kind_suffix[] = {
 	[K_CSOCK] = "sock", [K_CSTATE] = "state", [K_CUFFD] = "uffd",
-	[K_CAGENT] = "agent", [K_RMEM] = "mem", [K_RSTATE] = "state",
+	[K_CAGENT] = "agent", [K_CPAGEMAP] = "pagemap", [K_RMEM] = "mem", [K_RSTATE] = "state",
 	[K_RIMAGE] = "image",
 };
 
@@ -153,7 +154,7 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 	if (errno || end != dot || !id)
 		return K_OTHER;
 	for (enum kind k = K_CSOCK; k <= K_RIMAGE; k++) {
-		bool client = k <= K_CAGENT;
+		bool client = k <= K_CPAGEMAP;
 
 		if ((name[0] == 'c') == client && strcmp(dot + 1, kind_suffix[k]) == 0) {
 			*ret_id = id;
@@ -257,7 +258,7 @@ int fdstore_open(struct daemon *d)
 	for (size_t i = 0; i < fs->n; i++) {
 		struct stored *s = &fs->v[i];
 
-		if (s->kind >= K_CSOCK && s->kind <= K_CAGENT && s->id > d->next_client_id)
+		if (s->kind >= K_CSOCK && s->kind <= K_CPAGEMAP && s->id > d->next_client_id)
 			d->next_client_id = s->id;
 		if (s->kind >= K_RMEM && s->id > d->next_region_id)
 			d->next_region_id = s->id;
@@ -573,6 +574,15 @@ static void client_store(struct client *c)
 	if (c->agent >= 0 && !(c->stored & STORED_AGENT) &&
 	    store_put(d, c->agent, "c%" PRIu64 ".agent", c->id))
 		c->stored |= STORED_AGENT;
+	fdstore_client_pagemap(c);
+}
+
+/* Only the one the client sent: one pagerd opened, the next opens too. */
+void fdstore_client_pagemap(struct client *c)
+{
+	if (c->pagemap_passed && (c->stored & STORED_SOCK) && !(c->stored & STORED_PAGEMAP) &&
+	    store_put(c->d, c->pagemap, "c%" PRIu64 ".pagemap", c->id))
+		c->stored |= STORED_PAGEMAP;
 }
 
 /*
@@ -614,6 +624,8 @@ void fdstore_client_gone(struct client *c)
 			store_remove(d, 'c', c->id, "uffd");
 		if (c->stored & STORED_AGENT)
 			store_remove(d, 'c', c->id, "agent");
+		if (c->stored & STORED_PAGEMAP)
+			store_remove(d, 'c', c->id, "pagemap");
 		if (c->stored & STORED_STATE)
 			store_remove(d, 'c', c->id, "state");
 	}
@@ -995,6 +1007,7 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 	struct stored *state = find(d, K_CSTATE, sock->id);
 	struct stored *uffd = find(d, K_CUFFD, sock->id);
 	struct stored *agent = find(d, K_CAGENT, sock->id);
+	struct stored *pagemap = find(d, K_CPAGEMAP, sock->id);
 	struct fdstore_client_rec rec = { 0 };
 	const char *why = NULL;
 	struct client *c;
@@ -1042,6 +1055,8 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 			refuse(d, uffd, "its connection was refused");
 		if (agent)
 			refuse(d, agent, "its connection was refused");
+		if (pagemap)
+			refuse(d, pagemap, "its connection was refused");
 		return;
 	}
 	take(sock);
@@ -1061,6 +1076,17 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 		} else {
 			take(uffd);
 			c->stored |= STORED_UFFD;
+		}
+	}
+	if (pagemap && !c->uffd_ev) {
+		refuse(d, pagemap, "its client has no userfaultfd");
+	} else if (pagemap) {
+		e = client_set_pagemap(c, pagemap->fd);
+		if (e < 0) {
+			refuse(d, pagemap, e == -EINVAL ? "not the client's own pagemap" : strerror(-e));
+		} else {
+			take(pagemap);
+			c->stored |= STORED_PAGEMAP;
 		}
 	}
 	if (agent) {

@@ -14,6 +14,8 @@
  *                 fdstore_client_rec)
  *   c<ID>.uffd    its userfaultfd
  *   c<ID>.agent   libpager's agent socket
+ *   c<ID>.pagemap the client's /proc/PID/pagemap, when it sent it (pagerd
+ *                 may not be allowed to open it again)
  *   r<ID>.mem     a region's memfd: every resident page is in it
  *   r<ID>.state   a memfd with the region's header (struct
  *                 fdstore_region_hdr), its page-state array and its slot
@@ -108,6 +110,7 @@ struct fdstore_client_rec {
 #define STORED_AGENT  0x8
 #define STORED_MEM    0x10
 #define STORED_IMAGE  0x20
+#define STORED_PAGEMAP 0x40
 
 /*
  * At start: decides whether pagerd stores (d->fdstore_on) and sorts what
@@ -139,6 +142,7 @@ void fdstore_region_free(struct region *r);
 void fdstore_client_hello(struct client *c);
 void fdstore_client_sync(struct client *c);
 void fdstore_client_agent(struct client *c, bool attached);
+void fdstore_client_pagemap(struct client *c);
 void fdstore_client_gone(struct client *c);
 void fdstore_region_added(struct region *r);
 void fdstore_region_sync(struct region *r);

@@ -260,6 +260,8 @@ struct client {
 	uint32_t agent_seq;         /* of the last drop request sent to it */
 	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
 	int pagemap;                /* its /proc/PID/pagemap, or -1 */
+	bool pagemap_passed;        /* ... the one it sent (PROTO_PAGEMAP) */
+	bool pagemap_warned;        /* said that eviction cannot read it */
 	unsigned stored;            /* STORED_* names in the fd store */
 	struct event *agent_ev;
 	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
@@ -281,6 +283,10 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret);
 /* Takes the client's userfaultfd: checks it and watches it.  0 or -errno
  * (the fd is then still the caller's). */
 int client_attach_uffd(struct client *c, int fd);
+/* Takes fd, the client's own /proc/PID/pagemap that it sent, in place of
+ * the one pagerd opened, after checking that it is that.  0 or -errno (the
+ * fd is then still the caller's). */
+int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);

@@ -197,6 +197,25 @@ int pager_call_locked(struct pager *p, struct proto_msg *msg,
 	return call_locked(p, msg, type, fds, nfds, ret_reply, NULL);
 }
 
+/*
+ * Hands pagerd our page tables: whether a page of ours is mapped is how its
+ * Clock hand sees references.  pagerd cannot always open our
+ * /proc/PID/pagemap itself (the kernel lets only a process that may trace
+ * us: under its unit pagerd runs as user pagerd); a pagemap we opened stays
+ * readable by whoever we pass it to.  Without it (no /proc, an older pagerd
+ * that answers -EOPNOTSUPP) eviction has less to go by but works.
+ */
+static void pager_send_pagemap(struct pager *p)
+{
+	struct proto_msg msg = { 0 };
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	(void)pager_call_locked(p, &msg, PROTO_PAGEMAP, &fd, 1, NULL);
+	close(fd);
+}
+
 static void pager_free(struct pager *p)
 {
 	pager_agent_stop(p);
@@ -270,6 +289,7 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	if (sender > 0)
 		p->daemon_pid = sender;
 	p->daemon_version = reply.version;
+	pager_send_pagemap(p);
 	/* Without the agent, eviction has no reference information for our
 	 * pages (it degrades to FIFO) but everything works. */
 	(void)pager_agent_start(p);

@@ -721,7 +721,8 @@ static void restart_run(bool named_swap, int crashes)
 	else
 		assert_stored(&sd, "swap");
 	assert_stored(&sd, "swapmeta");
-	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent", NULL };
+	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent",
+							     "pagemap", NULL };
 	     *s; s++) {
 		snprintf(name, sizeof(name), "c1.%s", *s);
 		assert_stored(&sd, name);
