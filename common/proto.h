@@ -200,7 +200,7 @@ struct proto_reply {
 	uint64_t pages_zero_filled;
 	uint64_t uptime_ms;
 	int32_t pid;
-	uint32_t pad;
+	uint32_t config_errors;   /* in pagerd.conf, not in effect (0: none) */
 	uint64_t memory_limit;    /* bytes, 0 = none */
 	uint64_t swap_total;      /* slots */
 	uint64_t swap_used;

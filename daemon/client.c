@@ -524,6 +524,7 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->pages_zero_filled = st->pages_zero_filled;
 	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
+	out->config_errors = c->d->cfg.file_errors;
 	out->memory_limit = s.memory_limit;
 	out->swap_ins = st->swap_ins;
 	out->swap_outs = st->swap_outs;

@@ -43,6 +43,7 @@ enum kind {
 	K_OTHER,      /* not one of ours: the socket unit's, or a stray */
 	K_SWAP,
 	K_SWAPMETA,
+	K_CONFIG,
 	K_CSOCK,
 	K_CSTATE,
 	K_CUFFD,
@@ -65,6 +66,7 @@ struct fdstore {
 	struct stored *v;
 	size_t n;
 	bool notify_failed; /* logged once */
+	int config_fd;      /* "config": the settings in effect, or -1 */
 };
 
 static const char *const kind_suffix[] = {
@@ -144,6 +146,8 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 		return K_SWAP;
 	if (strcmp(name, "swapmeta") == 0)
 		return K_SWAPMETA;
+	if (strcmp(name, "config") == 0)
+		return K_CONFIG;
 	if ((name[0] != 'c' && name[0] != 'r') || *p < '1' || *p > '9')
 		return K_OTHER;
 	dot = strchr(p, '.');
@@ -216,6 +220,7 @@ int fdstore_open(struct daemon *d)
 	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
+	fs->config_fd = -1;
 	d->fdstore = fs;
 	if (d->cfg.private_fd >= 0)
 		return 0;
@@ -1157,6 +1162,7 @@ void fdstore_adopt(struct daemon *d)
 			break;
 		case K_SWAP:
 		case K_SWAPMETA:
+		case K_CONFIG:
 			refuse(d, s, "not used");
 			break;
 		default:
@@ -1207,12 +1213,81 @@ void fdstore_handover(struct daemon *d)
 		   nc, nc == 1 ? "" : "s", nr, nr == 1 ? "" : "s");
 }
 
+int fdstore_peek(bool *ret_clients)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(0, &names), config = -1;
+
+	*ret_clients = false;
+	for (int i = 0; n > 0 && names && i < n && names[i]; i++) {
+		uint64_t id;
+		enum kind k = parse_name(names[i], &id);
+
+		if (k == K_CSOCK)
+			*ret_clients = true;
+		else if (k == K_CONFIG && config < 0)
+			config = SD_LISTEN_FDS_START + i;
+	}
+	for (int i = 0; names && names[i]; i++)
+		free(names[i]);
+	free(names);
+	return config;
+}
+
+/*
+ * The settings in effect, as a pagerd.conf, in a memfd of the store: a
+ * successor that finds errors in the file runs with these rather than
+ * strand the clients it takes over (main.c).  One memfd for the life of
+ * the store, rewritten in place: the store holds the same file.
+ */
+void fdstore_config_sync(struct daemon *d)
+{
+	struct fdstore *fs = d->fdstore;
+	struct stored *s = find(d, K_CONFIG, 0);
+	char *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	FILE *f;
+
+	if (!fs || !d->fdstore_on)
+		return;
+	if (fs->config_fd < 0 && s) {
+		if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    fcntl(s->fd, F_GET_SEALS) >= 0)
+			fs->config_fd = take(s);
+		else
+			refuse(d, s, "not a memfd");
+	}
+	if (fs->config_fd < 0) {
+		fs->config_fd = memfd_create("pagerd-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fs->config_fd < 0) {
+			log_warn("fd store: no memfd for the configuration: %m");
+			return;
+		}
+		if (!store_put(d, fs->config_fd, "config")) {
+			close(fs->config_fd);
+			fs->config_fd = -1;
+			return;
+		}
+	}
+	f = open_memstream(&text, &len);
+	if (!f)
+		return;
+	config_print(&d->cfg, f);
+	if (fclose(f) != 0 || ftruncate(fs->config_fd, 0) < 0 ||
+	    pwrite(fs->config_fd, text, len, 0) != (ssize_t)len)
+		log_warn("fd store: writing the configuration: %m");
+	free(text);
+}
+
 void fdstore_close(struct daemon *d)
 {
 	struct fdstore *fs = d->fdstore;
 
 	if (!fs)
 		return;
+	if (fs->config_fd >= 0)
+		close(fs->config_fd);
 	for (size_t i = 0; i < fs->n; i++)
 		if (fs->v[i].fd >= 0)
 			close(fs->v[i].fd);

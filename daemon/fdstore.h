@@ -26,6 +26,7 @@
  *   swap          the swap file, when it is an unnamed one (a named one is
  *                 opened again by its path)
  *   swapmeta      the swap store's per-slot owner and CRC32C table (swap.c)
+ *   config        the settings in effect, as a pagerd.conf (config_print())
  *
  * and FDSTOREREMOVE=1 for every name when its client or region goes, so
  * nothing stale piles up.
@@ -134,6 +135,15 @@ void fdstore_swap_opened(struct daemon *d, bool unnamed, bool adopted);
  * left over.  Call once the swap is open. */
 void fdstore_adopt(struct daemon *d);
 void fdstore_close(struct daemon *d);
+
+/*
+ * Before the configuration is loaded: whether LISTEN_FDS brings clients to
+ * take over (*ret_clients), and the stored configuration's descriptor, or
+ * -1.  Leaves LISTEN_FDS for fdstore_open().
+ */
+int fdstore_peek(bool *ret_clients);
+/* Puts the settings in effect in the store (at start, after a reload). */
+void fdstore_config_sync(struct daemon *d);
 
 /* Region state in a memfd: sets r->state and r->slot.  0 or -errno. */
 int fdstore_region_alloc(struct region *r);
