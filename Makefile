@@ -150,7 +150,12 @@ $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
 
-check: all $(UNIT_TESTS) $(INTEG_TESTS)
+# The client tests/itest_systemd.sh runs inside its container.
+$(BUILD)/tests/svc_client: $(BUILD)/obj/tests/svc_client.o $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -Wl,-rpath,'$$ORIGIN/..'
+
+check: all $(UNIT_TESTS) $(INTEG_TESTS) $(BUILD)/tests/svc_client
 	@SANITIZE=$(SANITIZE) DEPS_FLAGS="$(DEPS_FLAGS)" tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
 
 demo: all
