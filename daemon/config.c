@@ -114,6 +114,8 @@ static const struct setting settings[] = {
 	  "4096", NULL, "N", "regions one client may have" },
 	{ "max_clients", "max-clients", 0, T_UINT, OFF(max_clients), RELOAD, 1, 1 << 20,
 	  "1024", NULL, "N", "clients connected at once" },
+	{ "max_user_clients", "max-user-clients", 0, T_UINT, OFF(max_user_clients), RELOAD, 0, 1 << 20,
+	  "256", NULL, "N", "connections of one user at once, 0 = max_clients (root, pagerd's user and admin_group: no limit)" },
 	{ "fault_around", "fault-around", 0, T_UINT, OFF(fault_around_max), RELOAD, 1, 1 << 16,
 	  "512", NULL, "N", "most pages filled for one sequential fault" },
 	{ "fault_spin", "fault-spin", 0, T_UINT, OFF(fault_spin_us), RELOAD, 0, 10000,
@@ -1067,12 +1069,12 @@ bool config_peer_allowed(const struct config *cfg, int sock)
 	socklen_t len = sizeof(cred);
 
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		log_warn("refusing a connection: SO_PEERCRED: %m");
+		log_warn_rl(0, "refusing a connection: SO_PEERCRED: %m");
 		return false;
 	}
 	if (config_cred_allowed(cfg, &cred))
 		return true;
-	log_warn("refusing a connection from pid %d uid %d: not in allowed_users or allowed_groups",
+	log_warn_rl(LOG_KEY_UID(cred.uid), "refusing a connection from pid %d uid %d: not in allowed_users or allowed_groups",
 		 (int)cred.pid, (int)cred.uid);
 	return false;
 }

@@ -57,6 +57,7 @@ struct config {
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */
 	unsigned max_clients;
+	unsigned max_user_clients;     /* per uid, but admins; 0 = max_clients */
 	/* Fault handling */
 	unsigned fault_around_max;     /* pages resolved for one sequential fault */
 	unsigned fault_spin_us;        /* poll the uffd this long after a fault */

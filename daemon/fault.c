@@ -126,8 +126,15 @@ int64_t region_install(struct region *r, uint64_t page, uint64_t n,
 	do
 		done = pwrite(r->memfd, data, n * ps, (off_t)(page * ps));
 	while (done < 0 && errno == EINTR);
-	if (done < 0)
-		return -errno;
+	if (done < 0) {
+		e = -errno;
+		/* Short of memory is pagerd's (the page cache is charged
+		 * to it); anything else is the client's memfd refusing
+		 * writes (see region_punch()). */
+		if (e != -ENOMEM)
+			client_misbehaved(r->client, "its memfd refuses writes", e);
+		return e;
+	}
 	return done / (ssize_t)ps;
 }
 
@@ -305,9 +312,10 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	} else if (done < 0) {
 		if (done == -EAGAIN)
 			return -EAGAIN;
+		/* The thread could never be served: nothing else would
+		 * wake it.  (ENOENT, ESRCH: the range or process is gone.) */
 		if (done != -ENOENT && done != -ESRCH)
-			log_warn("client %" PRIu64 ": zero-fill at page %" PRIu64 " of region %" PRIu64 ": %s",
-				 c->id, page, r->id, strerror((int)-done));
+			client_misbehaved(c, "zero-filling a page of its region", (int)done);
 		return 0;
 	}
 	for (p = page + (uint64_t)done; p < end;) {
@@ -358,7 +366,7 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 	if (e == -EAGAIN)
 		return -EAGAIN;
 	if (e < 0 && e != -ENOENT && e != -ESRCH)
-		log_warn("client %" PRIu64 ": un-protect: %s", c->id, strerror(-e));
+		log_warn_rl(c->id, "client %" PRIu64 ": un-protect: %s", c->id, strerror(-e));
 	return 0;
 }
 
@@ -400,7 +408,7 @@ static void handle_event(struct client *c, const struct uffd_msg *m)
 			/* The whole region moved: follow it. */
 			region_move(r, m->arg.remap.to);
 		} else if (r) {
-			log_warn("client %" PRIu64 ": partial mremap of region %" PRIu64 " is not followed",
+			log_warn_rl(c->id, "client %" PRIu64 ": partial mremap of region %" PRIu64 " is not followed",
 				 c->id, r->id);
 		}
 		break;
@@ -467,6 +475,8 @@ void fault_on_uffd(int fd, short what, void *arg)
 	unsigned yields = 0;
 
 	(void)what;
+	if (c->dead)
+		return; /* dropped at this turn of the loop */
 	for (int rounds = 0; rounds < 64;) {
 		ssize_t n = read(fd, msgs, sizeof(msgs));
 

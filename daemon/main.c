@@ -224,7 +224,7 @@ static void on_accept(int fd, short what, void *arg)
 
 		if (s < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				log_warn("accept: %m");
+				log_warn_rl(0, "accept: %m");
 			return;
 		}
 		if (client_accept(d, s) < 0)

@@ -89,6 +89,7 @@ struct daemon {
 				     * at a full agent socket: run another now */
 	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
+	unsigned ndead;             /* clients misbehaved, not yet torn down */
 };
 
 /*
@@ -244,7 +245,8 @@ struct client {
 	bool hello_done;
 	bool control;
 	bool kernel_faults;
-	bool dead;          /* torn down at the end of the current callback */
+	bool dead;          /* misbehaved: torn down by its socket's callback,
+			     * next (client_misbehaved()) */
 	uint64_t uffd_features;
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
@@ -262,6 +264,8 @@ struct client {
 	int pagemap;                /* its /proc/PID/pagemap, or -1 */
 	bool pagemap_passed;        /* ... the one it sent (PROTO_PAGEMAP) */
 	bool pagemap_warned;        /* said that eviction cannot read it */
+	int pidfd;                  /* private daemon: its process, or -1 */
+	struct event *pidfd_ev;
 	unsigned stored;            /* STORED_* names in the fd store */
 	struct event *agent_ev;
 	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
@@ -288,6 +292,9 @@ int client_attach_uffd(struct client *c, int fd);
  * fd is then still the caller's). */
 int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
+/* The client made its memfd refuse a punch or a write (err): it is
+ * dropped at the next turn of the loop; until then nothing uses it. */
+void client_misbehaved(struct client *c, const char *what, int err);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
 void clients_destroy_all(struct daemon *d);
