@@ -102,6 +102,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 mkdir -p "$tmp/upper" "$tmp/work" "$root"
 mount -t overlay overlay -o "lowerdir=$cache,upperdir=$tmp/upper,workdir=$tmp/work" "$root"
 # nspawn wants a tmpfs there; /run here is not one.
