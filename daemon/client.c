@@ -11,7 +11,10 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "fdstore.h"
 #include "log.h"
@@ -314,39 +317,93 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	return 0;
 }
 
+/* Whether the peer that connected still runs: then the pid SO_PEERCRED
+ * gave is still its own (its pidfd tells, where the kernel has one). */
+static bool peer_alive(struct client *c)
+{
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+	bool alive = true;
+
+	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		return true;
+	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+	if (poll(&pfd, 1, 0) != 0)
+		alive = false;
+	close(pidfd);
+	return alive;
+}
+
 /*
  * Opens the client's /proc/PID/pagemap: whether a page is mapped in the
  * client (its PTE present) is the Clock hand's reference information
  * (evict.c).  Reading another process's page tables needs the rights to
- * trace it (same user, or root).  Without them the hand runs with the
- * references pagerd sees itself, and comes near FIFO.  The pid is the
- * socket peer's; the peer's pidfd, still running after the open, shows
- * that the pid was not reused meanwhile.
+ * trace it (same user, or root), which pagerd under its unit (User=pagerd)
+ * does not have over anybody else: libpager then sends the one it opened
+ * itself (PROTO_PAGEMAP, client_set_pagemap()), and an older libpager's
+ * pages are evicted with the references pagerd sees itself (near FIFO).
+ * The pid is the socket peer's; the peer, still running after the open,
+ * shows that the pid was not reused meanwhile.
  */
 static void client_open_pagemap(struct client *c)
 {
 	char path[64];
-	int pidfd = -1;
-	socklen_t len = sizeof(pidfd);
 
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)c->cred.pid);
-	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
-		pidfd = -1;
 	c->pagemap = open(path, O_RDONLY | O_CLOEXEC);
-	if (c->pagemap >= 0 && pidfd >= 0) {
-		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-
-		if (poll(&pfd, 1, 0) != 0) { /* exited: the pid may be another's */
-			close(c->pagemap);
-			c->pagemap = -1;
-			errno = ESRCH;
-		}
+	if (c->pagemap >= 0 && !peer_alive(c)) {
+		close(c->pagemap);
+		c->pagemap = -1;
+		errno = ESRCH;
 	}
 	if (c->pagemap < 0)
-		log_info_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 ": cannot read its page tables (%s: %m): eviction has less to go by",
-			 c->id, path);
-	if (pidfd >= 0)
-		close(pidfd);
+		log_debug("client %" PRIu64 ": cannot open %s: %m (it may send its own)",
+			  c->id, path);
+}
+
+/*
+ * What can be checked of a pagemap a client sends: that it is a file of
+ * procfs whose path, as pagerd's /proc/self/fd shows it, is
+ * /proc/<the peer's pid>/pagemap, and that the peer still runs (so the pid
+ * is its own).  The kernel checked, when the client opened it, that it may
+ * read those page tables; reads go to the address space of the process
+ * that opened it.  pagerd only reads whether the client's own region pages
+ * are mapped there; a client lying about it only misleads the eviction of
+ * its own pages, which it could as well by touching them.  A client in
+ * another pid namespace (or with another /proc) does not match and keeps
+ * the pagemap pagerd opened itself, if any.
+ */
+int client_set_pagemap(struct client *c, int fd)
+{
+	char path[64], want[64], link[64];
+	struct statfs sfs;
+	struct stat st;
+	ssize_t n;
+
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != PROC_SUPER_MAGIC ||
+	    fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -EBADF;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	snprintf(want, sizeof(want), "/proc/%d/pagemap", (int)c->cred.pid);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	if (strcmp(link, want) != 0) {
+		log_debug("client %" PRIu64 ": sent %s, not its own %s", c->id, link, want);
+		return -EINVAL;
+	}
+	if (!peer_alive(c))
+		return -ESRCH;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if (c->pagemap >= 0)
+		close(c->pagemap);
+	c->pagemap = fd;
+	c->pagemap_passed = true;
+	log_debug("client %" PRIu64 ": reads its page tables through the pagemap it sent",
+		  c->id);
+	return 0;
 }
 
 int client_attach_uffd(struct client *c, int fd)
@@ -580,6 +637,7 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->pages_zero_filled = st->pages_zero_filled;
 	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
+	out->config_errors = c->d->cfg.file_errors;
 	out->memory_limit = s.memory_limit;
 	out->swap_ins = st->swap_ins;
 	out->swap_outs = st->swap_outs;
@@ -628,6 +686,20 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 				return e;
 		}
 		fds[0] = -1;
+		return 0;
+	case PROTO_PAGEMAP:
+		if (c->control || nfds != 1)
+			return -EBADF;
+		if (c->pagemap_passed)
+			return -EISCONN;
+		{
+			int e = client_set_pagemap(c, fds[0]);
+
+			if (e < 0)
+				return e;
+		}
+		fds[0] = -1;
+		fdstore_client_pagemap(c);
 		return 0;
 	case PROTO_REGION_SET_LIMIT:
 		return c->control ? -EBADF

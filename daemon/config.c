@@ -876,6 +876,30 @@ int config_load(struct config *cfg, int argc, char **argv,
 		parse_file(&p);
 	apply_cli(&p, cfg->cli);
 	finish(&p); /* even after errors: report everything at once */
+	cfg->file_errors = (unsigned)p.errors;
+	return p.errors ? -EINVAL : 0;
+}
+
+int config_load_fallback(struct config *cfg, int argc, char **argv, const char *from,
+			 const struct config_log *log)
+{
+	struct parse p = { .cfg = cfg, .log = log };
+	char *real;
+	int r;
+
+	config_init(&p);
+	r = parse_args(&p, argc, argv);
+	if (r != 0 || p.errors)
+		return -EINVAL;
+	if (from) {
+		/* Read as if it were the file; messages name it. */
+		real = cfg->config_path;
+		cfg->config_path = (char *)from;
+		parse_file(&p);
+		cfg->config_path = real;
+	}
+	apply_cli(&p, cfg->cli);
+	finish(&p);
 	return p.errors ? -EINVAL : 0;
 }
 
@@ -909,6 +933,9 @@ int config_reload(struct config *cfg, const struct config_log *log)
 		say(log, LOG_ERR, "%s: not reloaded: the running configuration stays",
 		    cfg->config_path);
 		config_free(&next);
+		if (!cfg->file_errors)
+			cfg->running_on = "the settings in effect before";
+		cfg->file_errors = (unsigned)p.errors;
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < NSETTINGS; i++) {
@@ -948,6 +975,8 @@ int config_reload(struct config *cfg, const struct config_log *log)
 		next.access = a;
 	}
 	config_free(&next);
+	cfg->file_errors = 0;
+	cfg->running_on = NULL;
 	say(log, LOG_NOTICE, "reloaded %s: %d setting%s changed", cfg->config_path, changed,
 	    changed == 1 ? "" : "s");
 	return changed;

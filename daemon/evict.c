@@ -404,6 +404,12 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	uint64_t budget = r->npages * 2, looked = 0;
 	bool agent_full = false;
 
+	if (clock && r->client->agent >= 0 && r->client->pagemap < 0 &&
+	    !r->client->pagemap_warned) {
+		r->client->pagemap_warned = true;
+		log_info("client %" PRIu64 ": cannot read its page tables (pid %d): eviction of its pages has less to go by",
+			 r->client->id, (int)r->client->cred.pid);
+	}
 	if (want > EVICT_BATCH)
 		want = EVICT_BATCH;
 	if (r->client->dead)

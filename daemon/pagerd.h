@@ -262,6 +262,8 @@ struct client {
 	uint32_t agent_seq;         /* of the last drop request sent to it */
 	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
 	int pagemap;                /* its /proc/PID/pagemap, or -1 */
+	bool pagemap_passed;        /* ... the one it sent (PROTO_PAGEMAP) */
+	bool pagemap_warned;        /* said that eviction cannot read it */
 	int pidfd;                  /* private daemon: its process, or -1 */
 	struct event *pidfd_ev;
 	unsigned stored;            /* STORED_* names in the fd store */
@@ -285,6 +287,10 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret);
 /* Takes the client's userfaultfd: checks it and watches it.  0 or -errno
  * (the fd is then still the caller's). */
 int client_attach_uffd(struct client *c, int fd);
+/* Takes fd, the client's own /proc/PID/pagemap that it sent, in place of
+ * the one pagerd opened, after checking that it is that.  0 or -errno (the
+ * fd is then still the caller's). */
+int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
 /* The client made its memfd refuse a punch or a write (err): it is
  * dropped at the next turn of the loop; until then nothing uses it. */

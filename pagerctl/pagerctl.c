@@ -239,11 +239,12 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		       ",\"evict_zero\":%" PRIu64 ",\"evict_clean\":%" PRIu64
 		       ",\"evict_dirty\":%" PRIu64 ",\"evict_aborted\":%" PRIu64
 		       ",\"readahead\":%" PRIu64 ",\"readahead_hits\":%" PRIu64
-		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64 "}\n",
+		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
+		       ",\"config_errors\":%" PRIu32 "}\n",
 		       c->page_size, r.memory_limit, r.swap_total, r.swap_used,
 		       r.swap_ins, r.swap_outs, r.evict_zero, r.evict_clean,
 		       r.evict_dirty, r.evict_aborted, r.readahead,
-		       r.readahead_hits, r.poisoned, r.swap_io_errors);
+		       r.readahead_hits, r.poisoned, r.swap_io_errors, r.config_errors);
 		return EXIT_OK;
 	}
 	human_bytes(r.mapped_bytes, mapped, sizeof(mapped));
@@ -275,6 +276,9 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 	       r.readahead, r.readahead_hits);
 	printf("  poisoned pages     %" PRIu64 "\n", r.poisoned);
 	printf("  swap I/O errors    %" PRIu64 "\n", r.swap_io_errors);
+	if (r.config_errors)
+		printf("  configuration      %" PRIu32 " error%s in the file: not in effect (see pagerd's log)\n",
+		       r.config_errors, r.config_errors == 1 ? "" : "s");
 	return EXIT_OK;
 }
 

@@ -1016,6 +1016,58 @@ static void test_new_requests_refused(void **state)
 	assert_served(c);
 }
 
+/*
+ * A client's pagemap (PROTO_PAGEMAP) must be its own /proc/PID/pagemap: a
+ * pipe (reads could block pagerd), another file of /proc, or another
+ * process's pagemap is refused and not kept; pagerctl has no page tables to
+ * send; a second one is refused.
+ */
+static void test_pagemap_checked(void **state)
+{
+	const struct ctx *c = *state;
+	int s = hostile_client(c), ctl = test_control_connect(c->d.sock);
+	int pfd[2], status, other, own;
+	struct proto_msg m;
+	char path[64];
+	pid_t kid;
+
+	assert_true(ctl >= 0);
+	assert_int_equal(pipe(pfd), 0);
+	kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		char ch;
+
+		close(pfd[1]);
+		_exit(read(pfd[0], &ch, 1) < 0);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)kid);
+	other = open(path, O_RDONLY | O_CLOEXEC);
+	status = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	own = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	assert_true(other >= 0 && status >= 0 && own >= 0);
+
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, pfd[0]), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, status), -EINVAL);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, other), -EINVAL);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, -1), -EBADF);
+	assert_int_equal(raw_req(ctl, PROTO_PAGEMAP, &m, own), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, own), 0);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, own), -EISCONN);
+
+	close(pfd[1]);
+	assert_int_equal(waitpid(kid, NULL, 0), kid);
+	close(pfd[0]);
+	close(other);
+	close(status);
+	close(own);
+	close(s);
+	close(ctl);
+	assert_clean(c);
+	assert_served(c);
+}
+
 /* ---- floods -------------------------------------------------------------- */
 
 /* One client creates regions until refused: the 17th gets -ENOSPC while
@@ -2021,6 +2073,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_minor_registration, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_crash_mid_fault, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_pagemap_checked, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_agent_socket_tricks, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_admin_not_starved, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_unpunchable_client_dropped, test_setup, test_teardown),
