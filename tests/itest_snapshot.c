@@ -22,6 +22,17 @@
  *   restore_prefetch       the background prefetch reads the whole image
  *   bad_images             truncated, wrong size, garbage or missing
  *                          sidecar: -EINVAL, and the region is not created
+ *   discard_after_instant  a page discarded (then written) after the
+ *                          instant is in the image as it was
+ *   zero_page_evicted      a zero page resident at the instant, evicted
+ *                          (punched), then written: a hole in the image
+ *   no_swap_unprotect      no swap: eviction un-protects its victims
+ *                          again; writes to every page left writable never
+ *                          reach the image
+ *   client_removes_page    MADV_REMOVE by the client, then a write: the
+ *                          image holds the page or a hole, never the write
+ *   restored_discard       a restored region, pages still in its image
+ *                          discarded and written: the new image holds them
  *
  * The cut: just before pager_region_snapshot_start() we note every page's
  * generation (lo), just after it returns again (hi); the instant lies
@@ -65,19 +76,28 @@ struct ctx {
 	bool running;
 };
 
-static void start(struct ctx *c)
+/* pagerd with a swap file of swap_size bytes, or none (NULL). */
+static void start_swap(struct ctx *c, const char *swap_size)
 {
 	const char *args[8];
 	int n = 0;
 
 	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
-	args[n++] = "--swap";
-	args[n++] = c->swap;
-	args[n++] = "--swap-size";
-	args[n++] = "512M";
+	unlink(c->swap);
+	if (swap_size) {
+		args[n++] = "--swap";
+		args[n++] = c->swap;
+		args[n++] = "--swap-size";
+		args[n++] = swap_size;
+	}
 	args[n] = NULL;
 	assert_int_equal(test_pagerd_start(&c->d, args), 0);
 	c->running = true;
+}
+
+static void start(struct ctx *c)
+{
+	start_swap(c, "512M");
 }
 
 static void stop(struct ctx *c)
@@ -726,6 +746,291 @@ static void bad_images(void **state)
 	stop(c);
 }
 
+/* ---- the rule: a page still to be copied keeps its instant content ------ */
+
+/* Every word of every page non-zero and unique to (page, word). */
+static uint64_t fill_word(uint64_t page, size_t i)
+{
+	return (page * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)i << 48) ^ 0xf111ULL;
+}
+
+#define MARKER 0x4d41524b45522121ULL /* "MARKER!!": written after the instant */
+
+static void fill_pages(uint8_t *base, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		for (size_t i = 0; i < ps / 8; i++)
+			((uint64_t *)(base + p * ps))[i] = fill_word(p, i);
+}
+
+static void wait_snapshot(struct pager_region *r)
+{
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	int e;
+
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+	assert_int_equal(pr.pages_done, pr.pages_total);
+}
+
+/* Whether page p of the image at fd holds fill_word(p, *) (1), all zeros
+ * (0), or anything else (-1, with its first word in *ret_first). */
+static int image_page_kind(int fd, uint64_t p, uint64_t *ret_first)
+{
+	uint64_t *pg = malloc(ps);
+	bool fill = true, zero = true;
+
+	assert_non_null(pg);
+	assert_int_equal(pread(fd, pg, ps, (off_t)(p * ps)), (ssize_t)ps);
+	for (size_t i = 0; i < ps / 8; i++) {
+		fill &= pg[i] == fill_word(p, i);
+		zero &= pg[i] == 0;
+	}
+	*ret_first = pg[0];
+	free(pg);
+	return fill ? 1 : zero ? 0 : -1;
+}
+
+/* Pages [0, n) of the image: how many hold something other than their
+ * fill (zero pages allowed where zero_ok says so), the first one named. */
+static uint64_t image_off_fill(const char *path, uint64_t n, uint64_t zero_ok)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t bad = 0, w;
+
+	assert_true(fd >= 0);
+	for (uint64_t p = 0; p < n; p++) {
+		int k = image_page_kind(fd, p, &w);
+
+		if (k == 1 || (k == 0 && p == zero_ok))
+			continue;
+		if (!bad++)
+			print_message("image page %llu: %s (first word %#llx)\n",
+				      (unsigned long long)p, k ? "not its content at the instant" : "a hole",
+				      (unsigned long long)w);
+	}
+	close(fd);
+	return bad;
+}
+
+static void image_unlink(const char *path)
+{
+	char meta[300];
+
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	unlink(meta);
+	unlink(path);
+}
+
+/*
+ * A discard after the instant does not change the image: the last page of
+ * a full GiB (the copier reaches it last) is discarded just after the
+ * start call returns, then written; the image holds the page as it was.
+ */
+static void discard_after_instant(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 1024 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/discard.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_discard(r, (n - 1) * ps, ps), 0);
+	*(volatile uint64_t *)(base + (n - 1) * ps) = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, UINT64_MAX), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+static bool page_in_core(void *addr)
+{
+	unsigned char v = 0;
+
+	assert_int_equal(mincore(addr, ps, &v), 0);
+	return v & 1;
+}
+
+/*
+ * A zero page resident at the instant is still to be copied; evicted as
+ * zero (punched), its next touch is a MISSING fault, which must not fill
+ * it writable before the snapshot has recorded it (a hole).  Most of the
+ * region is in swap, so the copier reaches the last page late.
+ */
+static void zero_page_evicted(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64 * MiB / ps;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 16 * MiB };
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct pager_region *r;
+	char path[128];
+	int tries;
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
+	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
+	fill_pages(base, 0, n - 1);
+	/* The last page only read: resident, all zero.  Once eviction has
+	 * settled under the limit, it stays resident. */
+	for (tries = 0; tries < 10000; tries++) {
+		assert_int_equal(*(volatile uint64_t *)last, 0);
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (page_in_core(last) && st.resident * ps <= 16 * MiB * 95 / 100)
+			break;
+		usleep(1000);
+	}
+	assert_true(tries < 10000);
+	snprintf(path, sizeof(path), "%s/zero.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_set_limit(r, ps), 0);
+	for (tries = 0; tries < 20000 && page_in_core(last); tries++)
+		usleep(500);
+	assert_false(page_in_core(last)); /* evicted as zero (punched) */
+	*(volatile uint64_t *)last = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, n - 1), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * No swap: eviction write-protects its victims, finds it cannot write them
+ * and un-protects them again.  Pages still to be copied must not come out
+ * of it writable: every page mapped without write protection (pagemap bit
+ * 57 clear) gets a marker while the snapshot runs, and none may land in
+ * the image.
+ */
+static void no_swap_unprotect(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 1024 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+	uint64_t *pm = malloc(n * 8), marked = 0, passes = 0;
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	int pmfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), e;
+
+	assert_non_null(pm);
+	assert_true(pmfd >= 0);
+	start_swap(c, NULL);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/noswap.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_set_limit(r, n * ps / 2), 0);
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0) {
+		ssize_t got = pread(pmfd, pm, n * 8, (off_t)((uintptr_t)base / ps * 8));
+
+		assert_int_equal(got, (ssize_t)(n * 8));
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t *w = (uint64_t *)(base + i * ps);
+
+			/* present, not uffd-write-protected, not marked yet */
+			if ((pm[i] >> 63) && !((pm[i] >> 57) & 1) && *w != MARKER) {
+				*(volatile uint64_t *)w = MARKER;
+				marked++;
+			}
+		}
+		passes++;
+	}
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+	print_message("%llu pages written while the snapshot ran (%llu passes)\n",
+		      (unsigned long long)marked, (unsigned long long)passes);
+	assert_int_equal(image_off_fill(path, n, UINT64_MAX), 0);
+	pager_close(p);
+	close(pmfd);
+	free(pm);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * The client punches a page itself (MADV_REMOVE: pagerd hears of it only
+ * at the next fault) and writes it again.  pagerd cannot tell whether the
+ * punch came before the instant, so the image may hold the page's content
+ * or a hole, but never the write that followed.
+ */
+static void client_removes_page(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 256 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/removed.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(madvise(last, ps, MADV_REMOVE), 0);
+	*(volatile uint64_t *)last = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, n - 1), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * A region restored from an image (its pages still in the image, PG_IMAGE)
+ * snapshotted again under a limit: pages discarded and written after the
+ * instant, before the copier came to them, are in the new image as they
+ * were.
+ */
+static void restored_discard(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64 * MiB / ps;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 8 * MiB,
+					.flags = PAGER_REGION_NO_PREFETCH };
+	struct pager_region *r;
+	char path[128], path2[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	fill_pages(pager_region_addr(r), 0, n);
+	snprintf(path, sizeof(path), "%s/first.img", dir);
+	snprintf(path2, sizeof(path2), "%s/second.img", dir);
+	assert_int_equal(pager_region_snapshot(r, path, NULL), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+
+	assert_int_equal(pager_region_restore(p, path, &ro, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	/* Some pages in, the rest still only in the image. */
+	for (uint64_t i = 0; i < n / 4; i++)
+		assert_int_equal(((volatile uint64_t *)(base + i * ps))[1], fill_word(i, 1));
+	assert_int_equal(pager_region_snapshot_start(r, path2, NULL), 0);
+	/* The last quarter: still in the image, and the copier's last. */
+	assert_int_equal(pager_region_discard(r, n / 4 * 3 * ps, n / 4 * ps), 0);
+	for (uint64_t i = n / 4 * 3; i < n; i += 7)
+		*(volatile uint64_t *)(base + i * ps) = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path2, n, UINT64_MAX), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+	pager_close(p);
+	image_unlink(path);
+	image_unlink(path2);
+	stop(c);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -759,6 +1064,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(restore_lazy, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_images, setup, teardown),
+		cmocka_unit_test_setup_teardown(discard_after_instant, setup, teardown),
+		cmocka_unit_test_setup_teardown(zero_page_evicted, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_swap_unprotect, setup, teardown),
+		cmocka_unit_test_setup_teardown(client_removes_page, setup, teardown),
+		cmocka_unit_test_setup_teardown(restored_discard, setup, teardown),
 	};
 	int rc;
 
