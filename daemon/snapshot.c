@@ -528,7 +528,12 @@ void page_before_change(struct region *r, uint64_t first, uint64_t n,
 		 * is what the change takes away. */
 		switch (pg_state(b)) {
 		case PAGE_RESIDENT:
-			if (b & PG_READING) {
+			if (b & PG_GONE) {
+				/* Discarded before the instant, I/O still in
+				 * flight: zero, and nothing in the memfd (to
+				 * read it would put a page there). */
+				mark_copied(s, p, 1);
+			} else if (b & PG_READING) {
 				/* Only in its slot until the read installs it
 				 * (write-protected, since it is pending). */
 				if (what & CHANGE_SLOT)
@@ -538,7 +543,7 @@ void page_before_change(struct region *r, uint64_t first, uint64_t n,
 					break;
 				while (p + k < end && k < SNAP_RUN && bit(s->pending, p + k) &&
 				       pg_state(r->state[p + k]) == PAGE_RESIDENT &&
-				       !(r->state[p + k] & PG_READING))
+				       !(r->state[p + k] & (PG_READING | PG_GONE)))
 					k++;
 				e = save_memory(s, p, k);
 			} else if (region_slot(r, p) >= 0 && !(b & PG_IO)) {
@@ -779,6 +784,16 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				p++;
 				continue;
 			}
+			if (b & PG_GONE) {
+				/* Discarded before the instant, write-back still
+				 * in flight: a hole.  Reading pagerd's mapping
+				 * there would put a page in the memfd that the
+				 * region would then count as empty. */
+				mark_copied(s, p, 1);
+				budget--;
+				p++;
+				break;
+			}
 		{
 			/* Neighbours resident too: one write for the run, its
 			 * zero pages left out (holes). */
@@ -787,7 +802,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			while (n < SNAP_RUN && p + n < r->npages &&
 			       bit(s->pending, p + n) &&
 			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
-			       !(r->state[p + n] & PG_READING))
+			       !(r->state[p + n] & (PG_READING | PG_GONE)))
 				n++;
 			e = copy_run(s, p, n);
 			if (e == 0) {
