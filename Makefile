@@ -2,6 +2,7 @@
 #
 #   make              build everything into build/
 #   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
+#   make soak         the snapshot stress, long (SNAP_STRESS_RUNS=500)
 #   make demo         run the demo: an application bigger than its limit
 #   make bench        benchmarks against the kernel, printed as ratios
 #   make torture      the randomized stress with oracles, long (TORTURE_SECONDS=600,
@@ -84,7 +85,7 @@ LIBSO        := $(BUILD)/libpager.so.$(VERSION)
 TARGETS      := $(LIBSO) $(BUILD)/libpager.a $(BUILD)/pagerd $(BUILD)/pagerctl \
                 $(BUILD)/libpager.pc $(EXAMPLES)
 
-.PHONY: all deps check demo bench install uninstall clean torture
+.PHONY: all deps check soak demo bench install uninstall clean torture
 # Keep objects of programs built by pattern rules (make would delete them).
 .SECONDARY:
 all: $(TARGETS)
@@ -172,6 +173,14 @@ $(BUILD)/tests/svc_client: $(BUILD)/obj/tests/svc_client.o $(LIBSO)
 
 check: all $(UNIT_TESTS) $(INTEG_TESTS) $(BUILD)/tests/torture $(BUILD)/tests/svc_client
 	@SANITIZE=$(SANITIZE) DEPS_FLAGS="$(DEPS_FLAGS)" tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
+
+# The snapshot stress of make check, long: SNAP_STRESS_RUNS runs (default
+# 500, about a second each), every image checked to be one cut.
+SNAP_STRESS_RUNS ?= 500
+soak: all $(BUILD)/tests/itest_snapshot
+	PAGERD=$(CURDIR)/$(BUILD)/pagerd ITEST_FILTER=cut_stress \
+		SNAP_STRESS_RUNS=$(SNAP_STRESS_RUNS) \
+		timeout -k 10 $$(( $(SNAP_STRESS_RUNS) * 10 + 300 )) $(BUILD)/tests/itest_snapshot
 
 demo: all
 	@PAGERD=$(BUILD)/pagerd $(BUILD)/examples/demo

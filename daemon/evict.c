@@ -162,6 +162,9 @@ static void punch_run(struct region *r, uint64_t page, uint64_t n,
 {
 	int e;
 
+	/* Zero pages: a snapshot that still needs them records holes. */
+	if (to == PAGE_EMPTY)
+		page_before_change(r, page, n, CHANGE_MEMORY);
 	region_set_state(r, page, n, to);
 	e = region_punch(r, page, n);
 	if (e < 0) {

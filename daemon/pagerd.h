@@ -425,8 +425,24 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 void restore_resume(struct region *r, int fd, bool prefetch);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
-/* Copies the page to the image now (a write is about to change it). */
-void snapshot_copy_before_write(struct region *r, uint64_t page);
+/*
+ * The snapshot rule, for every path that changes pages: a page a running
+ * snapshot has still to copy keeps its content of the instant until it is
+ * copied.  Called before [first, first+n) lose what `what` says; each
+ * pending page whose data of the instant is in what goes is copied first
+ * (from memory, from the restore image, or by the snapshot taking its swap
+ * slot over until read) or recorded as a hole if it is zero, and is no
+ * longer pending.  Pages whose data is elsewhere stay pending.  A failure
+ * fails the snapshot, never the change.
+ */
+#define CHANGE_MEMORY 0x1 /* the memfd's data: punched, or a write let in
+			   * (un-protect, zero-fill, writable install) */
+#define CHANGE_SLOT   0x2 /* the swap slot: freed */
+#define CHANGE_IMAGE  0x4 /* the claim on the restore image (PG_IMAGE) */
+#define CHANGE_GONE   0x8 /* the memfd lost its data already (the client
+			   * punched it): only a clean page's slot has it */
+void page_before_change(struct region *r, uint64_t first, uint64_t n,
+			unsigned what);
 int restore_attach(struct region *r, int fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);

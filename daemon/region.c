@@ -326,8 +326,12 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
  */
 int region_discard(struct region *r, uint64_t first, uint64_t n)
 {
-	int e = region_punch(r, first, n);
+	int e;
 
+	/* A running snapshot gets the pages as they were first: a discard
+	 * after its instant does not change its image. */
+	page_before_change(r, first, n, CHANGE_MEMORY | CHANGE_SLOT | CHANGE_IMAGE);
+	e = region_punch(r, first, n);
 	if (e < 0)
 		return e;
 	for (uint64_t p = first; p < first + n; p++) {
@@ -453,6 +457,7 @@ void region_reconcile(struct region *r)
 			 * completes. */
 			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO))
 				continue;
+			page_before_change(r, p, 1, CHANGE_GONE | CHANGE_SLOT);
 			region_drop_slot(r, p);
 			region_set_state(r, p, 1, PAGE_EMPTY);
 		}
