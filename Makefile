@@ -2,13 +2,20 @@
 #
 #   make              build everything into build/
 #   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
+#   make soak         the snapshot stress, long (SNAP_STRESS_RUNS=500)
 #   make demo         run the demo: an application bigger than its limit
 #   make bench        benchmarks against the kernel, printed as ratios
+#   make torture      the randomized stress with oracles, long (TORTURE_SECONDS=600,
+#                     TORTURE_SEED, TORTURE_OPS: see tests/torture.c)
 #   make install      PREFIX=/usr/local DESTDIR= (and the *DIR variables below)
+#   make uninstall    the same variables: removes what install put there
 #
-# Missing packages are installed by scripts/deps.sh (apt-get when root).
+# Every build checks that the packages it needs are there (scripts/deps.sh);
+# only make check and make demo, run as root, install missing ones with
+# apt-get.  CPPFLAGS, CFLAGS and LDFLAGS are honoured; a change of them or
+# of the install paths rebuilds what depends on them.
 
-VERSION      := 0.1.0
+VERSION      := 0.2.0
 SOVERSION    := 0
 PREFIX       ?= /usr/local
 CC           ?= cc
@@ -37,12 +44,22 @@ endif
 
 WARN         := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-missing-field-initializers
 CFLAGS       ?= $(OPT) -g
-ALL_CFLAGS    = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE \
+ALL_CFLAGS    = -std=gnu11 $(WARN) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE \
                 -Iinclude -Icommon -MMD -MP \
                 -DPAGERD_INSTALL_PATH='"$(SBINDIR)/pagerd"' \
                 -DPAGERD_CONFIG_FILE='"$(SYSCONFDIR)/pagerd/pagerd.conf"' \
                 -DPAGERD_VERSION='"$(VERSION)"'
 ALL_LDFLAGS   = $(LDFLAGS) $(SANFLAGS)
+
+# Stamps that change (and so rebuild what depends on them) only when their
+# text does: the compiler and its flags (every object), and the paths
+# compiled in (the files that use them).  Written as the Makefile is read.
+stamp = $(shell mkdir -p $(BUILD) && f=$(BUILD)/$(1).stamp && \
+	  printf '%s\n' '$(subst ','\'',$(2))' > $$f.new && \
+	  { cmp -s $$f.new $$f && rm -f $$f.new || mv -f $$f.new $$f; }; echo $$f)
+FLAGS_STAMP  := $(call stamp,flags,$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) $(LDFLAGS))
+PATHS_STAMP  := $(call stamp,paths,$(PREFIX) $(SBINDIR) $(SYSCONFDIR) $(LIBDIR) $(INCLUDEDIR) $(VERSION))
+PATH_USERS   := libpager/pager.c daemon/config.c tests/test_config.c
 
 # Expanded when a recipe runs, after scripts/deps.sh has installed them.
 EVENT_LIBS    = $(shell pkg-config --libs libevent)
@@ -68,21 +85,26 @@ LIBSO        := $(BUILD)/libpager.so.$(VERSION)
 TARGETS      := $(LIBSO) $(BUILD)/libpager.a $(BUILD)/pagerd $(BUILD)/pagerctl \
                 $(BUILD)/libpager.pc $(EXAMPLES)
 
-.PHONY: all deps check demo bench install clean
+.PHONY: all deps check soak demo bench install uninstall clean torture
 # Keep objects of programs built by pattern rules (make would delete them).
 .SECONDARY:
 all: $(TARGETS)
 
+# Checks; installs only for the two commands of the README (as root).
+DEPS_FLAGS :=
+check demo: DEPS_FLAGS := --install
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh $(DEPS_FLAGS)
 
-$(BUILD)/obj/%.o: %.c | deps
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP) | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/pic/%.o: %.c | deps
+$(BUILD)/pic/%.o: %.c $(FLAGS_STAMP) | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(call obj,$(PATH_USERS)) $(call pic,$(PATH_USERS)): $(PATHS_STAMP)
 
 $(LIBSO): $(call pic,$(LIB_SRC)) libpager/libpager.map
 	$(CC) -shared -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -lpthread \
@@ -91,11 +113,16 @@ $(LIBSO): $(call pic,$(LIB_SRC)) libpager/libpager.map
 	ln -sf libpager.so.$(VERSION) $(BUILD)/libpager.so.$(SOVERSION)
 	ln -sf libpager.so.$(SOVERSION) $(BUILD)/libpager.so
 
-$(BUILD)/libpager.a: $(call obj,$(LIB_SRC))
-	rm -f $@
-	ar rcs $@ $^
+# One relocatable object whose hidden symbols (proto_*, image_*, the
+# library's internals) are made local: only what libpager.so exports is
+# global, and a program linking libpager.a statically cannot clash with them.
+$(BUILD)/libpager.a: $(call pic,$(LIB_SRC))
+	rm -f $@ $(BUILD)/libpager-static.o
+	$(LD) -r -o $(BUILD)/libpager-static.o $^
+	objcopy --localize-hidden $(BUILD)/libpager-static.o
+	ar rcs $@ $(BUILD)/libpager-static.o
 
-$(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile
+$(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
@@ -126,8 +153,34 @@ $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
 
-check: all $(UNIT_TESTS) $(INTEG_TESTS)
-	@SANITIZE=$(SANITIZE) tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
+# The torture harness: run long by `make torture`, short (a fixed seed) in
+# make check through tests/itest_torture.sh.
+$(BUILD)/tests/torture: $(BUILD)/obj/tests/torture.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -Wl,-rpath,'$$ORIGIN/..'
+
+TORTURE_SECONDS ?= 600
+# Every class that holds on today's code (TORTURE_OPS=all for everything).
+TORTURE_OPS ?= write,read,rmw,discard,recreate,inject,kill,stall,fullswap
+torture: all $(BUILD)/tests/torture
+	PAGERD=$(CURDIR)/$(BUILD)/pagerd TORTURE_SECONDS=$(TORTURE_SECONDS) TORTURE_OPS=$(TORTURE_OPS) \
+		timeout -k 10 $$(( $(TORTURE_SECONDS) + 900 )) nice $(BUILD)/tests/torture
+
+# The client tests/itest_systemd.sh runs inside its container.
+$(BUILD)/tests/svc_client: $(BUILD)/obj/tests/svc_client.o $(LIBSO)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(ALL_LDFLAGS) -L$(BUILD) -lpager -lpthread -Wl,-rpath,'$$ORIGIN/..'
+
+check: all $(UNIT_TESTS) $(INTEG_TESTS) $(BUILD)/tests/torture $(BUILD)/tests/svc_client
+	@SANITIZE=$(SANITIZE) DEPS_FLAGS="$(DEPS_FLAGS)" tests/run.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
+
+# The snapshot stress of make check, long: SNAP_STRESS_RUNS runs (default
+# 500, about a second each), every image checked to be one cut.
+SNAP_STRESS_RUNS ?= 500
+soak: all $(BUILD)/tests/itest_snapshot
+	PAGERD=$(CURDIR)/$(BUILD)/pagerd ITEST_FILTER=cut_stress \
+		SNAP_STRESS_RUNS=$(SNAP_STRESS_RUNS) \
+		timeout -k 10 $$(( $(SNAP_STRESS_RUNS) * 10 + 300 )) $(BUILD)/tests/itest_snapshot
 
 demo: all
 	@PAGERD=$(BUILD)/pagerd $(BUILD)/examples/demo
@@ -172,6 +225,37 @@ install: all
 	else \
 		echo "install -m 644 etc/pagerd.conf $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf"; \
 		install -m 644 etc/pagerd.conf $(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf; \
+	fi
+
+# Everything install put there; pagerd.conf only if it is still the shipped
+# one (an edited configuration stays, and is named); directories only if
+# empty.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pagerctl $(DESTDIR)$(SBINDIR)/pagerd \
+	      $(DESTDIR)$(LIBDIR)/libpager.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpager.so.$(SOVERSION) \
+	      $(DESTDIR)$(LIBDIR)/libpager.so $(DESTDIR)$(LIBDIR)/libpager.a \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libpager.pc $(DESTDIR)$(UNITDIR)/pagerd.service
+	@set -e; for f in $(INSTALL_FILES); do \
+		(IFS=:; set -- $$f; echo "rm -f $(DESTDIR)$$2/$$3"; rm -f "$(DESTDIR)$$2/$$3"); \
+	done
+	@c=$(DESTDIR)$(SYSCONFDIR)/pagerd/pagerd.conf; \
+	if [ -e "$$c" ] && ! cmp -s etc/pagerd.conf "$$c"; then \
+		echo "keeping $$c: it was edited"; \
+	else \
+		echo "rm -f $$c"; rm -f "$$c"; \
+	fi
+	@rmdir "$(DESTDIR)$(SYSCONFDIR)/pagerd" 2>/dev/null || true
+	@# A staging tree (DESTDIR) is left without the directories install
+	@# made; a live system keeps its standard ones.
+	@if [ -n "$(DESTDIR)" ]; then \
+		for d in $(BINDIR) $(SBINDIR) $(INCLUDEDIR) $(LIBDIR)/pkgconfig $(UNITDIR) \
+			 $(TMPFILESDIR) $(SYSUSERSDIR) $(UDEVRULESDIR) $(MANDIR)/man3 \
+			 $(MANDIR)/man5 $(MANDIR)/man8 $(SYSCONFDIR); do \
+			d="$(DESTDIR)$$d"; \
+			while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != / ] && rmdir "$$d" 2>/dev/null; do \
+				d=$$(dirname "$$d"); \
+			done; \
+		done; \
 	fi
 
 clean:

@@ -14,6 +14,7 @@ size_t proto_body_size(uint16_t type)
 	case PROTO_REGION_DESTROY: return sizeof(struct proto_region_destroy);
 	case PROTO_STATUS:         return 0;
 	case PROTO_AGENT_ATTACH:   return 0;
+	case PROTO_PAGEMAP:        return 0;
 	case PROTO_REGION_SET_LIMIT: return sizeof(struct proto_region_set_limit);
 	case PROTO_REGION_DISCARD: return sizeof(struct proto_region_discard);
 	case PROTO_REGION_STATS:
@@ -41,7 +42,8 @@ unsigned proto_fds_expected(uint16_t type)
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
 	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
-	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ? 1 : 0;
+	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ||
+	       type == PROTO_PAGEMAP ? 1 : 0;
 }
 
 const char *proto_type_name(uint16_t type)
@@ -61,6 +63,7 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_SNAPSHOT_START: return "snapshot-start";
 	case PROTO_SNAPSHOT_STATUS: return "snapshot-status";
 	case PROTO_REGION_SET_IMAGE: return "region-set-image";
+	case PROTO_PAGEMAP:        return "pagemap";
 	case PROTO_REPLY:          return "reply";
 	case PROTO_AGENT_DROP:     return "agent-drop";
 	case PROTO_AGENT_DONE:     return "agent-done";
@@ -243,11 +246,17 @@ static void close_rights(struct msghdr *mh)
 ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		   unsigned *nfds)
 {
+	return proto_recv_cred(sock, msg, fds, nfds, NULL);
+}
+
+ssize_t proto_recv_cred(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+			unsigned *nfds, pid_t *ret_pid)
+{
 	/* Room for more descriptors than we accept, so that a peer sending
 	 * too many is seen (and all of them closed) rather than truncated
 	 * into silently leaked fds. */
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		char buf[CMSG_SPACE(sizeof(int) * 16) + CMSG_SPACE(sizeof(struct ucred))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(*msg) };
@@ -279,6 +288,13 @@ ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
 			got += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 			rights = c;
+		} else if (ret_pid && c->cmsg_level == SOL_SOCKET &&
+			   c->cmsg_type == SCM_CREDENTIALS &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred uc;
+
+			memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+			*ret_pid = uc.pid;
 		}
 	}
 	if (got > PROTO_MAX_FDS) {

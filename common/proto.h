@@ -47,7 +47,8 @@ enum proto_type {
 	PROTO_SNAPSHOT_START = 12, /* carries the image fd */
 	PROTO_SNAPSHOT_STATUS = 13,
 	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from */
-	PROTO_TYPE_MAX_REQUEST = PROTO_REGION_SET_IMAGE,
+	PROTO_PAGEMAP = 15,       /* carries the client's /proc/self/pagemap */
+	PROTO_TYPE_MAX_REQUEST = PROTO_PAGEMAP,
 	/* replies */
 	PROTO_REPLY = 100,
 	/* daemon to libpager's agent thread, on the agent socket */
@@ -204,7 +205,7 @@ struct proto_reply {
 	uint64_t pages_zero_filled;
 	uint64_t uptime_ms;
 	int32_t pid;
-	uint32_t pad;
+	uint32_t config_errors;   /* in pagerd.conf, not in effect (0: none) */
 	uint64_t memory_limit;    /* bytes, 0 = none */
 	uint64_t swap_total;      /* slots */
 	uint64_t swap_used;
@@ -285,6 +286,15 @@ int proto_send(int sock, const struct proto_msg *msg, size_t n,
  */
 ssize_t proto_recv(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
 		   unsigned *nfds);
+
+/*
+ * proto_recv(), and with SO_PASSCRED set on sock, the pid of the process
+ * that sent the message as the kernel vouches for it (in the receiver's
+ * pid namespace; 0 if it has none there) in *ret_pid.  *ret_pid is left
+ * alone when the message carries no credentials.
+ */
+ssize_t proto_recv_cred(int sock, struct proto_msg *msg, int fds[PROTO_MAX_FDS],
+			unsigned *nfds, pid_t *ret_pid);
 
 /* A printable name for a message type, for logs. */
 const char *proto_type_name(uint16_t type);

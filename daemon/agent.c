@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fdstore.h"
@@ -109,19 +110,68 @@ static void on_agent(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/*
+ * Whether fd can be the agent's socket: one end of a connected AF_UNIX
+ * SEQPACKET pair whose other end is in the client's own process (libpager
+ * makes it with socketpair(), which names its maker as the peer of both
+ * ends).  That rules out what would tie the client's life to a descriptor
+ * pagerd holds: the client's end of its own connection, or of any other
+ * connection to pagerd, names pagerd (or systemd, whose socket it is) as
+ * its peer, so pagerd would keep it open and never see the client leave.
+ * A listening socket, an unconnected one, and pagerd's own end of the
+ * connection are refused too.  Returns 0, -EBADF (not such a socket),
+ * -ENOTCONN (not connected, or listening) or -EPERM (its peer is not the
+ * client's process).
+ */
+static int agent_check(struct client *c, int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+	struct sockaddr_storage sa;
+	struct ucred peer;
+	struct stat a, own;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) < 0 || v != AF_UNIX ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) < 0 || v != SOCK_SEQPACKET) {
+		log_warn_rl(c->id, "client %" PRIu64 ": agent fd is not an AF_UNIX SOCK_SEQPACKET socket",
+			    c->id);
+		return -EBADF;
+	}
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) < 0 || v) {
+		log_warn_rl(c->id, "client %" PRIu64 ": agent socket is a listening socket", c->id);
+		return -ENOTCONN;
+	}
+	len = sizeof(sa);
+	if (getpeername(fd, (struct sockaddr *)&sa, &len) < 0) {
+		log_warn_rl(c->id, "client %" PRIu64 ": agent socket is not connected", c->id);
+		return -ENOTCONN;
+	}
+	len = sizeof(peer);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 ||
+	    peer.pid != c->cred.pid || peer.uid != c->cred.uid) {
+		log_warn_rl(c->id, "client %" PRIu64 ": agent socket's peer is pid %d, not the client's %d (its own connection?)",
+			    c->id, (int)peer.pid, (int)c->cred.pid);
+		return -EPERM;
+	}
+	if (fstat(fd, &a) < 0 || fstat(c->sock, &own) < 0 ||
+	    (a.st_dev == own.st_dev && a.st_ino == own.st_ino)) {
+		log_warn_rl(c->id, "client %" PRIu64 ": agent socket is pagerd's end of its connection",
+			    c->id);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int agent_attach(struct client *c, int fd)
 {
-	int type = 0;
-	socklen_t len = sizeof(type);
+	int e;
 
 	if (c->agent >= 0)
 		return -EISCONN;
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
-	    type != SOCK_SEQPACKET) {
-		log_warn("client %" PRIu64 ": agent fd is not a SOCK_SEQPACKET socket",
-			 c->id);
-		return -EBADF;
-	}
+	e = agent_check(c, fd);
+	if (e < 0)
+		return e;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->agent_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, on_agent, c);
 	if (!c->agent_ev || event_add(c->agent_ev, NULL) < 0) {

@@ -11,7 +11,10 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "fdstore.h"
 #include "log.h"
@@ -21,6 +24,17 @@
 
 static void client_on_sock(int fd, short what, void *arg);
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/*
+ * Connections beyond max_clients kept for root, pagerd's own user and
+ * admin_group, so that pagerctl gets in however many connections ordinary
+ * users hold.
+ */
+#define CLIENT_ADMIN_RESERVE 16
+
 int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 {
 	socklen_t len = sizeof(struct ucred);
@@ -28,8 +42,9 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 
 	if (!config_peer_allowed(&d->cfg, sock))
 		return -EACCES;
-	if (d->nclients >= d->cfg.max_clients) {
-		log_warn("refusing a connection: %u clients already", d->nclients);
+	/* client_accept() keeps ordinary users under max_clients. */
+	if (d->nclients >= d->cfg.max_clients + CLIENT_ADMIN_RESERVE) {
+		log_warn_rl(0, "refusing a connection: %u clients already", d->nclients);
 		return -EMFILE;
 	}
 	c = calloc(1, sizeof(*c));
@@ -42,6 +57,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	c->agent = -1;
 	c->state_fd = -1;
 	c->pagemap = -1;
+	c->pidfd = -1;
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
 		free(c);
 		return -errno;
@@ -68,15 +84,92 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	return 0;
 }
 
+/*
+ * Whether a new connection from `cred` may take a slot: nobody but the
+ * admins (who may use pagerctl) past max_clients, and no ordinary user past
+ * max_user_clients, so that neither a user's connections nor everyone's
+ * can lock the administrator out.  Returns 0 or -EMFILE.
+ */
+static int client_slot_check(struct daemon *d, const struct ucred *cred)
+{
+	unsigned per_user = d->cfg.max_user_clients, mine = 0;
+
+	if (config_cred_admin(&d->cfg, cred))
+		return 0; /* client_add() holds them to the reserve */
+	if (d->nclients >= d->cfg.max_clients) {
+		log_warn_rl(LOG_KEY_UID(cred->uid), "refusing a connection from uid %d: %u clients already",
+			    (int)cred->uid, d->nclients);
+		return -EMFILE;
+	}
+	if (!per_user)
+		return 0;
+	for (struct client *o = d->clients; o; o = o->next)
+		mine += o->cred.uid == cred->uid;
+	if (mine >= per_user) {
+		log_warn_rl(LOG_KEY_UID(cred->uid), "refusing a connection from uid %d: it has %u already (max_user_clients)",
+			    (int)cred->uid, mine);
+		return -EMFILE;
+	}
+	return 0;
+}
+
+/* The client's process ended: whatever descriptors of its connection
+ * still exist (passed to anyone, pagerd included), it is gone. */
+static void client_on_exit(int fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	(void)what;
+	log_debug("client %" PRIu64 ": its process %d exited", c->id, (int)c->cred.pid);
+	client_destroy(c);
+}
+
+/*
+ * A private daemon watches its client's process as well as its socket: its
+ * socketpair names the client in SO_PEERCRED, so the agent check cannot
+ * tell the client's own end from another socket of the client's, and a
+ * client that handed pagerd its own end would never be seen to leave.
+ * (On a listening socket the client's end names pagerd or systemd as its
+ * peer, which agent_attach() refuses.)
+ */
+static void client_watch_process(struct client *c)
+{
+	socklen_t len = sizeof(c->pidfd);
+
+	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0) {
+		c->pidfd = -1;
+		return;
+	}
+	c->pidfd_ev = event_new(c->d->base, c->pidfd, EV_READ, client_on_exit, c);
+	if (!c->pidfd_ev || event_add(c->pidfd_ev, NULL) < 0) {
+		if (c->pidfd_ev)
+			event_free(c->pidfd_ev);
+		c->pidfd_ev = NULL;
+		close(c->pidfd);
+		c->pidfd = -1;
+	}
+}
+
 int client_accept(struct daemon *d, int sock)
 {
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 	struct client *c;
-	int e = client_add(d, sock, d->next_client_id + 1, &c);
+	int e;
 
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	e = client_slot_check(d, &cred);
 	if (e < 0)
 		return e;
+	e = client_add(d, sock, d->next_client_id + 1, &c);
+	if (e < 0)
+		return e;
+	if (d->cfg.private_fd >= 0)
+		client_watch_process(c);
 	d->next_client_id++;
-	log_info("client %" PRIu64 " connected: pid %d uid %d", c->id,
+	log_info_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " connected: pid %d uid %d", c->id,
 		 (int)c->cred.pid, (int)c->cred.uid);
 	return 0;
 }
@@ -106,6 +199,12 @@ void client_destroy(struct client *c)
 		close(c->uffd);
 	if (c->pagemap >= 0)
 		close(c->pagemap);
+	if (c->pidfd_ev)
+		event_free(c->pidfd_ev);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	if (c->dead)
+		d->ndead--;
 	event_free(c->sock_ev);
 	event_free(c->retry_ev);
 	close(c->sock);
@@ -122,15 +221,36 @@ void client_destroy(struct client *c)
 		struct swap_stats ss;
 
 		swap_get_stats(d->swap, &ss);
-		log_info("client %" PRIu64 " gone (swap: %" PRIu64 " slots used, %" PRIu64 " pages being written)",
+		log_info_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " gone (swap: %" PRIu64 " slots used, %" PRIu64 " pages being written)",
 			 c->id, ss.used, d->writeback);
 	} else {
-		log_info("client %" PRIu64 " gone", c->id);
+		log_info_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " gone", c->id);
 	}
+	log_forget(c->id);
 	free(c);
 	/* A private daemon lives exactly as long as its one client. */
 	if (d->cfg.private_fd >= 0)
 		event_base_loopbreak(d->base);
+}
+
+/*
+ * The client broke something pagerd relies on in a way only it can: its
+ * memfd refuses a hole punch or a write (seals, file attributes), so its
+ * pages could neither leave memory nor come back.  Its neighbours must not
+ * pay for it (evicted in its stead, or spun on): it is dropped.  Not here,
+ * since the caller may be walking clients or regions, but by its socket's
+ * callback, which runs before the loop does anything else; meanwhile
+ * eviction and fault service pass it by.
+ */
+void client_misbehaved(struct client *c, const char *what, int err)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	c->d->ndead++;
+	log_warn_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " (pid %d uid %d) dropped: %s: %s",
+		    c->id, (int)c->cred.pid, (int)c->cred.uid, what, strerror(-err));
+	event_active(c->sock_ev, EV_READ, 0);
 }
 
 void clients_destroy_all(struct daemon *d)
@@ -159,7 +279,7 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	if (c->hello_done)
 		return -EISCONN;
 	if (h->page_size != d->page_size) {
-		log_warn("client %" PRIu64 ": page size %u, ours %zu", c->id,
+		log_warn_rl(c->id, "client %" PRIu64 ": page size %u, ours %zu", c->id,
 			 h->page_size, d->page_size);
 		return -EINVAL;
 	}
@@ -170,7 +290,7 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 		/* The control channel is for root, the daemon's owner and
 		 * admin_group. */
 		if (!config_cred_admin(&d->cfg, &c->cred)) {
-			log_warn("client %" PRIu64 ": uid %d may not control pagerd",
+			log_warn_rl(c->id, "client %" PRIu64 ": uid %d may not control pagerd",
 				 c->id, (int)c->cred.uid);
 			return -EACCES;
 		}
@@ -180,12 +300,12 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 		return 0;
 	}
 	if (nfds != 1) {
-		log_warn("client %" PRIu64 ": hello without a userfaultfd", c->id);
+		log_warn_rl(c->id, "client %" PRIu64 ": hello without a userfaultfd", c->id);
 		return -EBADF;
 	}
 	e = client_attach_uffd(c, fds[0]);
 	if (e < 0) {
-		log_warn("client %" PRIu64 ": hello fd is %s", c->id,
+		log_warn_rl(c->id, "client %" PRIu64 ": hello fd is %s", c->id,
 			 e == -EBADF ? "not a userfaultfd"
 				     : "a userfaultfd without the required features");
 		return e;
@@ -197,43 +317,93 @@ static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
 	return 0;
 }
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
+/* Whether the peer that connected still runs: then the pid SO_PEERCRED
+ * gave is still its own (its pidfd tells, where the kernel has one). */
+static bool peer_alive(struct client *c)
+{
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+	bool alive = true;
+
+	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+		return true;
+	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+	if (poll(&pfd, 1, 0) != 0)
+		alive = false;
+	close(pidfd);
+	return alive;
+}
 
 /*
  * Opens the client's /proc/PID/pagemap: whether a page is mapped in the
  * client (its PTE present) is the Clock hand's reference information
  * (evict.c).  Reading another process's page tables needs the rights to
- * trace it (same user, or root).  Without them the hand runs with the
- * references pagerd sees itself, and comes near FIFO.  The pid is the
- * socket peer's; the peer's pidfd, still running after the open, shows
- * that the pid was not reused meanwhile.
+ * trace it (same user, or root), which pagerd under its unit (User=pagerd)
+ * does not have over anybody else: libpager then sends the one it opened
+ * itself (PROTO_PAGEMAP, client_set_pagemap()), and an older libpager's
+ * pages are evicted with the references pagerd sees itself (near FIFO).
+ * The pid is the socket peer's; the peer, still running after the open,
+ * shows that the pid was not reused meanwhile.
  */
 static void client_open_pagemap(struct client *c)
 {
 	char path[64];
-	int pidfd = -1;
-	socklen_t len = sizeof(pidfd);
 
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)c->cred.pid);
-	if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
-		pidfd = -1;
 	c->pagemap = open(path, O_RDONLY | O_CLOEXEC);
-	if (c->pagemap >= 0 && pidfd >= 0) {
-		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
-
-		if (poll(&pfd, 1, 0) != 0) { /* exited: the pid may be another's */
-			close(c->pagemap);
-			c->pagemap = -1;
-			errno = ESRCH;
-		}
+	if (c->pagemap >= 0 && !peer_alive(c)) {
+		close(c->pagemap);
+		c->pagemap = -1;
+		errno = ESRCH;
 	}
 	if (c->pagemap < 0)
-		log_info("client %" PRIu64 ": cannot read its page tables (%s: %m): eviction has less to go by",
-			 c->id, path);
-	if (pidfd >= 0)
-		close(pidfd);
+		log_debug("client %" PRIu64 ": cannot open %s: %m (it may send its own)",
+			  c->id, path);
+}
+
+/*
+ * What can be checked of a pagemap a client sends: that it is a file of
+ * procfs whose path, as pagerd's /proc/self/fd shows it, is
+ * /proc/<the peer's pid>/pagemap, and that the peer still runs (so the pid
+ * is its own).  The kernel checked, when the client opened it, that it may
+ * read those page tables; reads go to the address space of the process
+ * that opened it.  pagerd only reads whether the client's own region pages
+ * are mapped there; a client lying about it only misleads the eviction of
+ * its own pages, which it could as well by touching them.  A client in
+ * another pid namespace (or with another /proc) does not match and keeps
+ * the pagemap pagerd opened itself, if any.
+ */
+int client_set_pagemap(struct client *c, int fd)
+{
+	char path[64], want[64], link[64];
+	struct statfs sfs;
+	struct stat st;
+	ssize_t n;
+
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != PROC_SUPER_MAGIC ||
+	    fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -EBADF;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	snprintf(want, sizeof(want), "/proc/%d/pagemap", (int)c->cred.pid);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	if (strcmp(link, want) != 0) {
+		log_debug("client %" PRIu64 ": sent %s, not its own %s", c->id, link, want);
+		return -EINVAL;
+	}
+	if (!peer_alive(c))
+		return -ESRCH;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if (c->pagemap >= 0)
+		close(c->pagemap);
+	c->pagemap = fd;
+	c->pagemap_passed = true;
+	log_debug("client %" PRIu64 ": reads its page tables through the pagemap it sent",
+		  c->id);
+	return 0;
 }
 
 int client_attach_uffd(struct client *c, int fd)
@@ -483,6 +653,7 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->pages_zero_filled = st->pages_zero_filled;
 	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
+	out->config_errors = c->d->cfg.file_errors;
 	out->memory_limit = s.memory_limit;
 	out->swap_ins = st->swap_ins;
 	out->swap_outs = st->swap_outs;
@@ -536,6 +707,20 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 		}
 		fds[0] = -1;
 		return 0;
+	case PROTO_PAGEMAP:
+		if (c->control || nfds != 1)
+			return -EBADF;
+		if (c->pagemap_passed)
+			return -EISCONN;
+		{
+			int e = client_set_pagemap(c, fds[0]);
+
+			if (e < 0)
+				return e;
+		}
+		fds[0] = -1;
+		fdstore_client_pagemap(c);
+		return 0;
 	case PROTO_REGION_SET_LIMIT:
 		return c->control ? -EBADF
 				  : do_region_set_limit(c, m->body.region_set_limit.region_id,
@@ -572,7 +757,7 @@ void client_reply_deferred(struct client *c, int status, struct proto_reply *out
 	c->waiting_on = NULL;
 	out->status = status;
 	if (status < 0)
-		log_warn("client %" PRIu64 ": deferred request failed: %s", c->id,
+		log_warn_rl(c->id, "client %" PRIu64 ": deferred request failed: %s", c->id,
 			 strerror(-status));
 	if (reply(c, c->deferred_seq, out) < 0) {
 		/* Not from here (a snapshot is calling): its socket's next
@@ -599,6 +784,13 @@ static void client_on_sock(int fd, short what, void *arg)
 		uint32_t seq = 0;
 		int status;
 
+		/* Dropped (client_misbehaved()), maybe by its last request:
+		 * nothing more of it is served. */
+		if (c->dead) {
+			client_destroy(c);
+			return;
+		}
+
 		n = proto_recv(fd, &msg, fds, &nfds);
 		if (n == -EAGAIN)
 			return;
@@ -614,18 +806,18 @@ static void client_on_sock(int fd, short what, void *arg)
 				client_destroy(c);
 				return;
 			}
-			log_warn("client %" PRIu64 ": oversized message or too many fds refused",
+			log_warn_rl(c->id, "client %" PRIu64 ": oversized message or too many fds refused",
 				 c->id);
 			status = -EMSGSIZE;
 		} else if ((status = proto_validate(&msg, (size_t)n)) < 0) {
-			log_warn("client %" PRIu64 ": bad message refused: %s", c->id,
+			log_warn_rl(c->id, "client %" PRIu64 ": bad message refused: %s", c->id,
 				 strerror(-status));
 		} else {
 			status = handle_request(c, &msg, fds, nfds, &out);
 			/* The end of pagerctl's region walk is no error. */
 			if (status < 0 && !(status == -ENOENT &&
 					    msg.hdr.type == PROTO_REGION_INFO))
-				log_warn("client %" PRIu64 ": %s refused: %s", c->id,
+				log_warn_rl(c->id, "client %" PRIu64 ": %s refused: %s", c->id,
 					 proto_type_name(msg.hdr.type), strerror(-status));
 		}
 		for (unsigned i = 0; i < nfds; i++)

@@ -114,6 +114,8 @@ static const struct setting settings[] = {
 	  "4096", NULL, "N", "regions one client may have" },
 	{ "max_clients", "max-clients", 0, T_UINT, OFF(max_clients), RELOAD, 1, 1 << 20,
 	  "1024", NULL, "N", "clients connected at once" },
+	{ "max_user_clients", "max-user-clients", 0, T_UINT, OFF(max_user_clients), RELOAD, 0, 1 << 20,
+	  "256", NULL, "N", "connections of one user at once, 0 = max_clients (root, pagerd's user and admin_group: no limit)" },
 	{ "fault_around", "fault-around", 0, T_UINT, OFF(fault_around_max), RELOAD, 1, 1 << 16,
 	  "512", NULL, "N", "most pages filled for one sequential fault" },
 	{ "fault_spin", "fault-spin", 0, T_UINT, OFF(fault_spin_us), RELOAD, 0, 10000,
@@ -885,6 +887,30 @@ int config_load(struct config *cfg, int argc, char **argv,
 		parse_file(&p);
 	apply_cli(&p, cfg->cli);
 	finish(&p); /* even after errors: report everything at once */
+	cfg->file_errors = (unsigned)p.errors;
+	return p.errors ? -EINVAL : 0;
+}
+
+int config_load_fallback(struct config *cfg, int argc, char **argv, const char *from,
+			 const struct config_log *log)
+{
+	struct parse p = { .cfg = cfg, .log = log };
+	char *real;
+	int r;
+
+	config_init(&p);
+	r = parse_args(&p, argc, argv);
+	if (r != 0 || p.errors)
+		return -EINVAL;
+	if (from) {
+		/* Read as if it were the file; messages name it. */
+		real = cfg->config_path;
+		cfg->config_path = (char *)from;
+		parse_file(&p);
+		cfg->config_path = real;
+	}
+	apply_cli(&p, cfg->cli);
+	finish(&p);
 	return p.errors ? -EINVAL : 0;
 }
 
@@ -918,6 +944,9 @@ int config_reload(struct config *cfg, const struct config_log *log)
 		say(log, LOG_ERR, "%s: not reloaded: the running configuration stays",
 		    cfg->config_path);
 		config_free(&next);
+		if (!cfg->file_errors)
+			cfg->running_on = "the settings in effect before";
+		cfg->file_errors = (unsigned)p.errors;
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < NSETTINGS; i++) {
@@ -957,6 +986,8 @@ int config_reload(struct config *cfg, const struct config_log *log)
 		next.access = a;
 	}
 	config_free(&next);
+	cfg->file_errors = 0;
+	cfg->running_on = NULL;
 	say(log, LOG_NOTICE, "reloaded %s: %d setting%s changed", cfg->config_path, changed,
 	    changed == 1 ? "" : "s");
 	return changed;
@@ -1049,12 +1080,12 @@ bool config_peer_allowed(const struct config *cfg, int sock)
 	socklen_t len = sizeof(cred);
 
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		log_warn("refusing a connection: SO_PEERCRED: %m");
+		log_warn_rl(0, "refusing a connection: SO_PEERCRED: %m");
 		return false;
 	}
 	if (config_cred_allowed(cfg, &cred))
 		return true;
-	log_warn("refusing a connection from pid %d uid %d: not in allowed_users or allowed_groups",
+	log_warn_rl(LOG_KEY_UID(cred.uid), "refusing a connection from pid %d uid %d: not in allowed_users or allowed_groups",
 		 (int)cred.pid, (int)cred.uid);
 	return false;
 }

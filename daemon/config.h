@@ -57,6 +57,7 @@ struct config {
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */
 	unsigned max_clients;
+	unsigned max_user_clients;     /* per uid, but admins; 0 = max_clients */
 	/* Fault handling */
 	unsigned fault_around_max;     /* pages resolved for one sequential fault */
 	unsigned fault_spin_us;        /* poll the uffd this long after a fault */
@@ -77,6 +78,11 @@ struct config {
 	bool test_hooks;               /* --test-hooks: accept fault injection */
 	struct config_access *access;  /* resolved allowed_* and admin_group */
 	struct config_cli *cli;        /* command-line settings, kept for reload */
+	/* Errors in config_path at the last load or reload, which therefore
+	 * is not in effect (0: the file is what runs), and what runs instead
+	 * ("the previous pagerd's settings", ...): for STATUS= and pagerctl. */
+	unsigned file_errors;
+	const char *running_on;
 	int set_at[CONFIG_MAX_SETTINGS]; /* 0 default, > 0 file line, -1 command line */
 };
 
@@ -102,12 +108,25 @@ int config_load(struct config *cfg, int argc, char **argv,
 void config_free(struct config *cfg);
 
 /*
+ * When the file has errors but pagerd must run anyway (it has clients to
+ * take over from the fd store, which exiting would strand): fills *cfg from
+ * the defaults, the file `from` in place of the configuration file (a
+ * predecessor's settings, as config_print() wrote them), and the command
+ * line.  `from` NULL: defaults and command line.  cfg->config_path stays
+ * the configuration file, which SIGHUP reads again.  Returns 0 or -EINVAL
+ * (messages reported through `log`); *cfg owns memory either way.
+ */
+int config_load_fallback(struct config *cfg, int argc, char **argv, const char *from,
+			 const struct config_log *log);
+
+/*
  * SIGHUP: reads the file again, re-applies the command line on top, and
  * applies every setting that changed and may change at run time (limits,
  * watermarks, log level, access lists, per-client limits, fault-around).
  * Each change is reported at LOG_NOTICE; each change that cannot be applied
  * while pagerd runs (socket, swap, policy, metrics address) at LOG_WARNING,
- * and the running value stays.  A file with errors changes nothing.
+ * and the running value stays.  A file with errors changes nothing (and
+ * sets file_errors; a good one clears it).
  * Returns the number of settings changed, or -EINVAL.
  */
 int config_reload(struct config *cfg, const struct config_log *log);

@@ -258,13 +258,15 @@ static void punch_run(struct region *r, uint64_t page, uint64_t n,
 {
 	int e;
 
+	/* Zero pages: a snapshot that still needs them records holes. */
+	if (to == PAGE_EMPTY)
+		page_before_change(r, page, n, CHANGE_MEMORY);
 	region_set_state(r, page, n, to);
 	e = region_punch(r, page, n);
 	if (e < 0) {
 		/* The data is still in memory, and correct: only the
-		 * eviction failed.  Keep the pages (and any slots). */
-		log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
-			 r->id, page, n, strerror(-e));
+		 * eviction failed, and its client is being dropped for
+		 * it (region_punch()).  Keep the pages (and any slots). */
 		region_set_state(r, page, n, PAGE_RESIDENT);
 	}
 }
@@ -432,9 +434,8 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 				region_set_state(r, v[k], 1, PAGE_SWAPPED);
 			e = region_punch(r, first, span);
 			if (e < 0) {
-				/* Still in memory, and correct: keep them. */
-				log_warn("region %" PRIu64 ": punching pages %" PRIu64 "+%" PRIu64 ": %s",
-					 r->id, first, span, strerror(-e));
+				/* Still in memory, and correct: keep them
+				 * (the client is being dropped for it). */
 				for (size_t k = i; k < j; k++)
 					region_set_state(r, v[k], 1, PAGE_RESIDENT);
 			} else {
@@ -516,8 +517,16 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	uint64_t budget = r->npages * 2, looked = 0;
 	bool agent_full = false;
 
+	if (clock && r->client->agent >= 0 && r->client->pagemap < 0 &&
+	    !r->client->pagemap_warned) {
+		r->client->pagemap_warned = true;
+		log_info("client %" PRIu64 ": cannot read its page tables (pid %d): eviction of its pages has less to go by",
+			 r->client->id, (int)r->client->cred.pid);
+	}
 	if (want > EVICT_BATCH)
 		want = EVICT_BATCH;
+	if (r->client->dead)
+		return 0; /* going at this turn of the loop, with its pages */
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return 0; /* no write-protect on shmem: no safe eviction */
 	/*
@@ -623,10 +632,11 @@ static uint64_t evict_from(struct daemon *d, struct client *c, uint64_t want)
 	uint64_t freed = 0;
 	bool progress = true;
 
-	while (freed < want && progress) {
+	while (freed < want && progress && !d->ndead) {
 		progress = false;
-		for (struct client *o = c ? c : d->clients; o; o = c ? NULL : o->next) {
-			for (size_t k = 0; k < o->nregions && freed < want; k++) {
+		for (struct client *o = c ? c : d->clients; o && !d->ndead;
+		     o = c ? NULL : o->next) {
+			for (size_t k = 0; k < o->nregions && freed < want && !d->ndead; k++) {
 				struct region *r = o->regions[(d->evict_rr + k) % o->nregions];
 				uint64_t got;
 
@@ -658,7 +668,17 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	d->evict_blocked = false;
 	d->evict_fenced = false;
-	for (struct client *c = d->clients; c; c = c->next) {
+	/*
+	 * A client being dropped (its memfd refused a punch) still counts its
+	 * pages: evicting others to make up for them is what it must not
+	 * achieve.  Its teardown runs first at the next turn; so does this
+	 * round then.
+	 */
+	if (d->ndead) {
+		evict_kick(d);
+		return;
+	}
+	for (struct client *c = d->clients; c && !d->ndead; c = c->next) {
 		for (size_t i = 0; i < c->nregions; i++) {
 			struct region *r = c->regions[i];
 
@@ -678,11 +698,19 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		}
 		waiting += c->nwaiting;
 	}
+	if (d->ndead) {
+		evict_kick(d);
+		return;
+	}
 	x = excess(d, d->cfg.memory_limit / d->page_size, d->resident - d->writeback);
 	if (x) {
 		needed += x;
 		if (d->writeback < EVICT_MAX_WRITEBACK)
 			freed += evict_from(d, NULL, x);
+		if (d->ndead) {
+			evict_kick(d);
+			return;
+		}
 	}
 
 	if (needed && !freed)

@@ -76,6 +76,9 @@ int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
 		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
+	/* A write let in must not reach a page a snapshot still needs. */
+	if (!wp)
+		page_before_change(r, page, n, CHANGE_MEMORY);
 	if (ioctl(c->uffd, UFFDIO_WRITEPROTECT, &w) < 0)
 		return -errno;
 	if (!wp)
@@ -95,6 +98,8 @@ int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
 		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
 	};
 
+	if (!wp)
+		page_before_change(r, page, n, CHANGE_MEMORY);
 	if (ioctl(c->uffd, UFFDIO_COPY, &cp) == 0)
 		cp.copy = (int64_t)(n * ps);
 	else if (cp.copy <= 0)
@@ -123,11 +128,20 @@ int64_t region_install(struct region *r, uint64_t page, uint64_t n,
 
 	if (wp && (e = uffd_protect(r, page, n, true)) < 0)
 		return e;
+	if (!wp)
+		page_before_change(r, page, n, CHANGE_MEMORY);
 	do
 		done = pwrite(r->memfd, data, n * ps, (off_t)(page * ps));
 	while (done < 0 && errno == EINTR);
-	if (done < 0)
-		return -errno;
+	if (done < 0) {
+		e = -errno;
+		/* Short of memory is pagerd's (the page cache is charged
+		 * to it); anything else is the client's memfd refusing
+		 * writes (see region_punch()). */
+		if (e != -ENOMEM)
+			client_misbehaved(r->client, "its memfd refuses writes", e);
+		return e;
+	}
 	return done / (ssize_t)ps;
 }
 
@@ -198,6 +212,9 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 		.range = { .start = r->addr + page * ps, .len = n * ps },
 	};
 
+	/* Mapped writable: a pending page (one emptied since the instant
+	 * without being recorded) is a hole in the image first. */
+	page_before_change(r, page, n, CHANGE_MEMORY);
 	if (ioctl(c->uffd, UFFDIO_ZEROPAGE, &zp) == 0)
 		zp.zeropage = (int64_t)(n * ps);
 	else if (zp.zeropage > 0)
@@ -267,6 +284,7 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 		}
 		/* Really gone: the client discarded it (MADV_REMOVE) before
 		 * we read the event.  A write-back in flight keeps nothing. */
+		page_before_change(r, page, 1, CHANGE_GONE | CHANGE_SLOT);
 		region_drop_slot(r, page);
 		region_set_state(r, page, 1, PAGE_EMPTY);
 		if (b & PG_IO) /* write-back in flight: keep what we fill now */
@@ -305,9 +323,10 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	} else if (done < 0) {
 		if (done == -EAGAIN)
 			return -EAGAIN;
+		/* The thread could never be served: nothing else would
+		 * wake it.  (ENOENT, ESRCH: the range or process is gone.) */
 		if (done != -ENOENT && done != -ESRCH)
-			log_warn("client %" PRIu64 ": zero-fill at page %" PRIu64 " of region %" PRIu64 ": %s",
-				 c->id, page, r->id, strerror((int)-done));
+			client_misbehaved(c, "zero-filling a page of its region", (int)done);
 		return 0;
 	}
 	for (p = page + (uint64_t)done; p < end;) {
@@ -346,8 +365,9 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 			r->recent_rewrites++;
 			r->state[page] &= (pgstate_t)~PG_FRESH;
 		}
-		/* Snapshot running: the old data goes to the image first. */
-		snapshot_copy_before_write(r, page);
+		/* Snapshot running: the old data goes to the image first
+		 * (before a clean page's slot goes). */
+		page_before_change(r, page, 1, CHANGE_MEMORY);
 		if (b & PG_IO)
 			evict_redirty(r, page);
 		else
@@ -358,7 +378,7 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 	if (e == -EAGAIN)
 		return -EAGAIN;
 	if (e < 0 && e != -ENOENT && e != -ESRCH)
-		log_warn("client %" PRIu64 ": un-protect: %s", c->id, strerror(-e));
+		log_warn_rl(c->id, "client %" PRIu64 ": un-protect: %s", c->id, strerror(-e));
 	return 0;
 }
 
@@ -400,7 +420,7 @@ static void handle_event(struct client *c, const struct uffd_msg *m)
 			/* The whole region moved: follow it. */
 			region_move(r, m->arg.remap.to);
 		} else if (r) {
-			log_warn("client %" PRIu64 ": partial mremap of region %" PRIu64 " is not followed",
+			log_warn_rl(c->id, "client %" PRIu64 ": partial mremap of region %" PRIu64 " is not followed",
 				 c->id, r->id);
 		}
 		break;
@@ -467,6 +487,8 @@ void fault_on_uffd(int fd, short what, void *arg)
 	unsigned yields = 0;
 
 	(void)what;
+	if (c->dead)
+		return; /* dropped at this turn of the loop */
 	for (int rounds = 0; rounds < 64;) {
 		ssize_t n = read(fd, msgs, sizeof(msgs));
 

@@ -43,10 +43,12 @@ enum kind {
 	K_OTHER,      /* not one of ours: the socket unit's, or a stray */
 	K_SWAP,
 	K_SWAPMETA,
+	K_CONFIG,
 	K_CSOCK,
 	K_CSTATE,
 	K_CUFFD,
 	K_CAGENT,
+	K_CPAGEMAP,
 	K_RMEM,
 	K_RSTATE,
 	K_RIMAGE,
@@ -64,11 +66,12 @@ struct fdstore {
 	struct stored *v;
 	size_t n;
 	bool notify_failed; /* logged once */
+	int config_fd;      /* "config": the settings in effect, or -1 */
 };
 
 static const char *const kind_suffix[] = {
 	[K_CSOCK] = "sock", [K_CSTATE] = "state", [K_CUFFD] = "uffd",
-	[K_CAGENT] = "agent", [K_RMEM] = "mem", [K_RSTATE] = "state",
+	[K_CAGENT] = "agent", [K_CPAGEMAP] = "pagemap", [K_RMEM] = "mem", [K_RSTATE] = "state",
 	[K_RIMAGE] = "image",
 };
 
@@ -143,6 +146,8 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 		return K_SWAP;
 	if (strcmp(name, "swapmeta") == 0)
 		return K_SWAPMETA;
+	if (strcmp(name, "config") == 0)
+		return K_CONFIG;
 	if ((name[0] != 'c' && name[0] != 'r') || *p < '1' || *p > '9')
 		return K_OTHER;
 	dot = strchr(p, '.');
@@ -153,7 +158,7 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 	if (errno || end != dot || !id)
 		return K_OTHER;
 	for (enum kind k = K_CSOCK; k <= K_RIMAGE; k++) {
-		bool client = k <= K_CAGENT;
+		bool client = k <= K_CPAGEMAP;
 
 		if ((name[0] == 'c') == client && strcmp(dot + 1, kind_suffix[k]) == 0) {
 			*ret_id = id;
@@ -215,6 +220,7 @@ int fdstore_open(struct daemon *d)
 	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
+	fs->config_fd = -1;
 	d->fdstore = fs;
 	if (d->cfg.private_fd >= 0)
 		return 0;
@@ -257,7 +263,7 @@ int fdstore_open(struct daemon *d)
 	for (size_t i = 0; i < fs->n; i++) {
 		struct stored *s = &fs->v[i];
 
-		if (s->kind >= K_CSOCK && s->kind <= K_CAGENT && s->id > d->next_client_id)
+		if (s->kind >= K_CSOCK && s->kind <= K_CPAGEMAP && s->id > d->next_client_id)
 			d->next_client_id = s->id;
 		if (s->kind >= K_RMEM && s->id > d->next_region_id)
 			d->next_region_id = s->id;
@@ -573,6 +579,15 @@ static void client_store(struct client *c)
 	if (c->agent >= 0 && !(c->stored & STORED_AGENT) &&
 	    store_put(d, c->agent, "c%" PRIu64 ".agent", c->id))
 		c->stored |= STORED_AGENT;
+	fdstore_client_pagemap(c);
+}
+
+/* Only the one the client sent: one pagerd opened, the next opens too. */
+void fdstore_client_pagemap(struct client *c)
+{
+	if (c->pagemap_passed && (c->stored & STORED_SOCK) && !(c->stored & STORED_PAGEMAP) &&
+	    store_put(c->d, c->pagemap, "c%" PRIu64 ".pagemap", c->id))
+		c->stored |= STORED_PAGEMAP;
 }
 
 /*
@@ -614,6 +629,8 @@ void fdstore_client_gone(struct client *c)
 			store_remove(d, 'c', c->id, "uffd");
 		if (c->stored & STORED_AGENT)
 			store_remove(d, 'c', c->id, "agent");
+		if (c->stored & STORED_PAGEMAP)
+			store_remove(d, 'c', c->id, "pagemap");
 		if (c->stored & STORED_STATE)
 			store_remove(d, 'c', c->id, "state");
 	}
@@ -995,6 +1012,7 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 	struct stored *state = find(d, K_CSTATE, sock->id);
 	struct stored *uffd = find(d, K_CUFFD, sock->id);
 	struct stored *agent = find(d, K_CAGENT, sock->id);
+	struct stored *pagemap = find(d, K_CPAGEMAP, sock->id);
 	struct fdstore_client_rec rec = { 0 };
 	const char *why = NULL;
 	struct client *c;
@@ -1042,6 +1060,8 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 			refuse(d, uffd, "its connection was refused");
 		if (agent)
 			refuse(d, agent, "its connection was refused");
+		if (pagemap)
+			refuse(d, pagemap, "its connection was refused");
 		return;
 	}
 	take(sock);
@@ -1061,6 +1081,17 @@ static void adopt_client(struct daemon *d, struct stored *sock)
 		} else {
 			take(uffd);
 			c->stored |= STORED_UFFD;
+		}
+	}
+	if (pagemap && !c->uffd_ev) {
+		refuse(d, pagemap, "its client has no userfaultfd");
+	} else if (pagemap) {
+		e = client_set_pagemap(c, pagemap->fd);
+		if (e < 0) {
+			refuse(d, pagemap, e == -EINVAL ? "not the client's own pagemap" : strerror(-e));
+		} else {
+			take(pagemap);
+			c->stored |= STORED_PAGEMAP;
 		}
 	}
 	if (agent) {
@@ -1131,6 +1162,7 @@ void fdstore_adopt(struct daemon *d)
 			break;
 		case K_SWAP:
 		case K_SWAPMETA:
+		case K_CONFIG:
 			refuse(d, s, "not used");
 			break;
 		default:
@@ -1181,12 +1213,81 @@ void fdstore_handover(struct daemon *d)
 		   nc, nc == 1 ? "" : "s", nr, nr == 1 ? "" : "s");
 }
 
+int fdstore_peek(bool *ret_clients)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(0, &names), config = -1;
+
+	*ret_clients = false;
+	for (int i = 0; n > 0 && names && i < n && names[i]; i++) {
+		uint64_t id;
+		enum kind k = parse_name(names[i], &id);
+
+		if (k == K_CSOCK)
+			*ret_clients = true;
+		else if (k == K_CONFIG && config < 0)
+			config = SD_LISTEN_FDS_START + i;
+	}
+	for (int i = 0; names && names[i]; i++)
+		free(names[i]);
+	free(names);
+	return config;
+}
+
+/*
+ * The settings in effect, as a pagerd.conf, in a memfd of the store: a
+ * successor that finds errors in the file runs with these rather than
+ * strand the clients it takes over (main.c).  One memfd for the life of
+ * the store, rewritten in place: the store holds the same file.
+ */
+void fdstore_config_sync(struct daemon *d)
+{
+	struct fdstore *fs = d->fdstore;
+	struct stored *s = find(d, K_CONFIG, 0);
+	char *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	FILE *f;
+
+	if (!fs || !d->fdstore_on)
+		return;
+	if (fs->config_fd < 0 && s) {
+		if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    fcntl(s->fd, F_GET_SEALS) >= 0)
+			fs->config_fd = take(s);
+		else
+			refuse(d, s, "not a memfd");
+	}
+	if (fs->config_fd < 0) {
+		fs->config_fd = memfd_create("pagerd-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fs->config_fd < 0) {
+			log_warn("fd store: no memfd for the configuration: %m");
+			return;
+		}
+		if (!store_put(d, fs->config_fd, "config")) {
+			close(fs->config_fd);
+			fs->config_fd = -1;
+			return;
+		}
+	}
+	f = open_memstream(&text, &len);
+	if (!f)
+		return;
+	config_print(&d->cfg, f);
+	if (fclose(f) != 0 || ftruncate(fs->config_fd, 0) < 0 ||
+	    pwrite(fs->config_fd, text, len, 0) != (ssize_t)len)
+		log_warn("fd store: writing the configuration: %m");
+	free(text);
+}
+
 void fdstore_close(struct daemon *d)
 {
 	struct fdstore *fs = d->fdstore;
 
 	if (!fs)
 		return;
+	if (fs->config_fd >= 0)
+		close(fs->config_fd);
 	for (size_t i = 0; i < fs->n; i++)
 		if (fs->v[i].fd >= 0)
 			close(fs->v[i].fd);

@@ -14,6 +14,8 @@
  *                 fdstore_client_rec)
  *   c<ID>.uffd    its userfaultfd
  *   c<ID>.agent   libpager's agent socket
+ *   c<ID>.pagemap the client's /proc/PID/pagemap, when it sent it (pagerd
+ *                 may not be allowed to open it again)
  *   r<ID>.mem     a region's memfd: every resident page is in it
  *   r<ID>.state   a memfd with the region's header (struct
  *                 fdstore_region_hdr), its page-state array and its slot
@@ -24,6 +26,7 @@
  *   swap          the swap file, when it is an unnamed one (a named one is
  *                 opened again by its path)
  *   swapmeta      the swap store's per-slot owner and CRC32C table (swap.c)
+ *   config        the settings in effect, as a pagerd.conf (config_print())
  *
  * and FDSTOREREMOVE=1 for every name when its client or region goes, so
  * nothing stale piles up.
@@ -108,6 +111,7 @@ struct fdstore_client_rec {
 #define STORED_AGENT  0x8
 #define STORED_MEM    0x10
 #define STORED_IMAGE  0x20
+#define STORED_PAGEMAP 0x40
 
 /*
  * At start: decides whether pagerd stores (d->fdstore_on) and sorts what
@@ -132,6 +136,15 @@ void fdstore_swap_opened(struct daemon *d, bool unnamed, bool adopted);
 void fdstore_adopt(struct daemon *d);
 void fdstore_close(struct daemon *d);
 
+/*
+ * Before the configuration is loaded: whether LISTEN_FDS brings clients to
+ * take over (*ret_clients), and the stored configuration's descriptor, or
+ * -1.  Leaves LISTEN_FDS for fdstore_open().
+ */
+int fdstore_peek(bool *ret_clients);
+/* Puts the settings in effect in the store (at start, after a reload). */
+void fdstore_config_sync(struct daemon *d);
+
 /* Region state in a memfd: sets r->state and r->slot.  0 or -errno. */
 int fdstore_region_alloc(struct region *r);
 void fdstore_region_free(struct region *r);
@@ -139,6 +152,7 @@ void fdstore_region_free(struct region *r);
 void fdstore_client_hello(struct client *c);
 void fdstore_client_sync(struct client *c);
 void fdstore_client_agent(struct client *c, bool attached);
+void fdstore_client_pagemap(struct client *c);
 void fdstore_client_gone(struct client *c);
 void fdstore_region_added(struct region *r);
 void fdstore_region_sync(struct region *r);

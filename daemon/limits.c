@@ -111,7 +111,7 @@ void limits_progress(struct daemon *d)
 		struct pending_fault *v = c->waiting;
 
 		next = c->next;
-		if (!n)
+		if (!n || c->dead)
 			continue;
 		c->waiting = NULL;
 		c->nwaiting = c->waiting_cap = 0;

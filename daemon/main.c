@@ -245,7 +245,7 @@ static void on_accept(int fd, short what, void *arg)
 
 		if (s < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				log_warn("accept: %m");
+				log_warn_rl(0, "accept: %m");
 			return;
 		}
 		if (client_accept(d, s) < 0)
@@ -265,6 +265,47 @@ static void config_to_log(void *ctx, int level, const char *msg)
 		log_msg(level, "%s", msg);
 }
 
+/*
+ * The configuration file has errors.  Exiting (status 2: systemd does not
+ * retry) is right for a first start, but a pagerd that systemd restarted
+ * with clients in its fd store would take them all down with it: systemd
+ * empties the store of a failed service, and their faults then wait
+ * forever.  Such a pagerd runs on the settings its predecessor ran with
+ * (kept in the store), or the defaults if there are none, says so in the
+ * log, in STATUS= and in pagerctl status, and takes the file at the next
+ * reload that finds it good.  Returns 0 to run, or -EINVAL to exit.
+ */
+static int load_fallback(struct config *cfg, int argc, char **argv,
+			 const struct config_log *log)
+{
+	unsigned errors = cfg->file_errors;
+	char *path = strdup(cfg->config_path), from[64];
+	bool clients;
+	int fd = cfg->private_fd < 0 ? fdstore_peek(&clients) : -1, r = -EINVAL;
+
+	if (cfg->private_fd >= 0 || !clients || !path) {
+		free(path);
+		return -EINVAL;
+	}
+	config_free(cfg);
+	if (fd >= 0) {
+		snprintf(from, sizeof(from), "/proc/self/fd/%d", fd);
+		r = config_load_fallback(cfg, argc, argv, from, log);
+		cfg->running_on = "the previous pagerd's settings";
+	}
+	if (r < 0) {
+		config_free(cfg);
+		r = config_load_fallback(cfg, argc, argv, NULL, log);
+		cfg->running_on = "the default settings";
+	}
+	cfg->file_errors = errors ? errors : 1;
+	if (r == 0)
+		log_err("%s has %u error%s: running with %s, so as not to strand the clients handed over; fix it and reload (systemctl reload pagerd)",
+			path, cfg->file_errors, cfg->file_errors == 1 ? "" : "s", cfg->running_on);
+	free(path);
+	return r;
+}
+
 static void on_signal(int sig, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -277,6 +318,7 @@ static void on_signal(int sig, short what, void *arg)
 
 		if (config_reload(&d->cfg, &config_log) >= 0) {
 			log_set_level(d->cfg.log_level);
+			fdstore_config_sync(d);
 			/* Limits may have dropped: evict down to them. */
 			d->overcommitted = false;
 			evict_kick(d);
@@ -317,7 +359,7 @@ int main(int argc, char **argv)
 		config_free(&d.cfg);
 		return r < 0 ? 1 : 0;
 	}
-	if (r < 0) {
+	if (r < 0 && load_fallback(&d.cfg, argc, argv, &config_log) < 0) {
 		config_free(&d.cfg);
 		return 2;
 	}
@@ -339,7 +381,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	evict_init(&d);
-	if (!d.evict_ev || !d.wb_retry_ev || fdstore_open(&d) < 0 || open_swap(&d) < 0)
+	if (!d.evict_ev || !d.wb_retry_ev || fdstore_open(&d) < 0)
+		goto out;
+	fdstore_config_sync(&d);
+	if (open_swap(&d) < 0)
 		goto out;
 
 	if (d.cfg.private_fd >= 0) {

@@ -34,21 +34,28 @@ static void notify_send(struct notify *n, const char *what, const char *msg)
 	n->failed = r < 0;
 }
 
-/* "2 clients, 3 regions, 64.0 MiB resident" */
+/* "2 clients, 3 regions, 64.0 MiB resident", and what is wrong with the
+ * configuration file, if anything: systemctl status shows it. */
 static void status_line(struct daemon *d, char *buf, size_t n)
 {
 	struct stats_snapshot s;
+	int len;
 
 	stats_snapshot(d, false, &s);
-	snprintf(buf, n, "STATUS=%" PRIu64 " client%s, %" PRIu64 " region%s, %.1f MiB resident",
-		 s.clients, s.clients == 1 ? "" : "s", s.regions, s.regions == 1 ? "" : "s",
-		 (double)s.resident_bytes / (1 << 20));
+	len = snprintf(buf, n, "STATUS=%" PRIu64 " client%s, %" PRIu64 " region%s, %.1f MiB resident",
+		       s.clients, s.clients == 1 ? "" : "s", s.regions, s.regions == 1 ? "" : "s",
+		       (double)s.resident_bytes / (1 << 20));
+	if (d->cfg.file_errors && len > 0 && (size_t)len < n)
+		snprintf(buf + len, n - (size_t)len,
+			 "; %u error%s in %s, running with %s (see the log)", d->cfg.file_errors,
+			 d->cfg.file_errors == 1 ? "" : "s", d->cfg.config_path,
+			 d->cfg.running_on ? d->cfg.running_on : "other settings");
 }
 
 static void on_tick(int fd, short what, void *arg)
 {
 	struct notify *n = arg;
-	char msg[256];
+	char msg[512];
 	size_t len;
 
 	(void)fd;
@@ -93,7 +100,7 @@ int notify_start(struct daemon *d)
 
 void notify_ready(struct daemon *d)
 {
-	char msg[256] = "READY=1\n";
+	char msg[512] = "READY=1\n";
 
 	if (!d->notify)
 		return;

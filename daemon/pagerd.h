@@ -99,6 +99,7 @@ struct daemon {
 	bool wb_said;               /* the log said write-back fails */
 	uint64_t test_slot_fail;    /* --test-hooks: recording a slot of this
 				     * region fails (region_set_slot) */
+	unsigned ndead;             /* clients misbehaved, not yet torn down */
 };
 
 /*
@@ -254,7 +255,8 @@ struct client {
 	bool hello_done;
 	bool control;
 	bool kernel_faults;
-	bool dead;          /* torn down at the end of the current callback */
+	bool dead;          /* misbehaved: torn down by its socket's callback,
+			     * next (client_misbehaved()) */
 	uint64_t uffd_features;
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
@@ -270,6 +272,10 @@ struct client {
 	uint32_t agent_seq;         /* of the last drop request sent to it */
 	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
 	int pagemap;                /* its /proc/PID/pagemap, or -1 */
+	bool pagemap_passed;        /* ... the one it sent (PROTO_PAGEMAP) */
+	bool pagemap_warned;        /* said that eviction cannot read it */
+	int pidfd;                  /* private daemon: its process, or -1 */
+	struct event *pidfd_ev;
 	unsigned stored;            /* STORED_* names in the fd store */
 	struct event *agent_ev;
 	/* A request whose reply comes later (REQUEST_DEFERRED): nothing
@@ -291,7 +297,14 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret);
 /* Takes the client's userfaultfd: checks it and watches it.  0 or -errno
  * (the fd is then still the caller's). */
 int client_attach_uffd(struct client *c, int fd);
+/* Takes fd, the client's own /proc/PID/pagemap that it sent, in place of
+ * the one pagerd opened, after checking that it is that.  0 or -errno (the
+ * fd is then still the caller's). */
+int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
+/* The client made its memfd refuse a punch or a write (err): it is
+ * dropped at the next turn of the loop; until then nothing uses it. */
+void client_misbehaved(struct client *c, const char *what, int err);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
 void clients_destroy_all(struct daemon *d);
@@ -425,8 +438,24 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 void restore_resume(struct region *r, int fd, bool prefetch);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
-/* Copies the page to the image now (a write is about to change it). */
-void snapshot_copy_before_write(struct region *r, uint64_t page);
+/*
+ * The snapshot rule, for every path that changes pages: a page a running
+ * snapshot has still to copy keeps its content of the instant until it is
+ * copied.  Called before [first, first+n) lose what `what` says; each
+ * pending page whose data of the instant is in what goes is copied first
+ * (from memory, from the restore image, or by the snapshot taking its swap
+ * slot over until read) or recorded as a hole if it is zero, and is no
+ * longer pending.  Pages whose data is elsewhere stay pending.  A failure
+ * fails the snapshot, never the change.
+ */
+#define CHANGE_MEMORY 0x1 /* the memfd's data: punched, or a write let in
+			   * (un-protect, zero-fill, writable install) */
+#define CHANGE_SLOT   0x2 /* the swap slot: freed */
+#define CHANGE_IMAGE  0x4 /* the claim on the restore image (PG_IMAGE) */
+#define CHANGE_GONE   0x8 /* the memfd lost its data already (the client
+			   * punched it): only a clean page's slot has it */
+void page_before_change(struct region *r, uint64_t first, uint64_t n,
+			unsigned what);
 int restore_attach(struct region *r, int fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);

@@ -29,7 +29,12 @@
  * A region's backing must be a memfd on shmem (not hugetlbfs), of exactly
  * the declared size, sealed against shrinking and growing: otherwise the
  * client could truncate it under our mapping and our next access to it
- * would raise SIGBUS in pagerd.  Returns 0 or -errno, with a reason logged.
+ * would raise SIGBUS in pagerd.  It must not be sealed against writing:
+ * pagerd punches evicted pages out of it and writes swapped-in ones in,
+ * and a memfd refusing that would keep every page resident whatever the
+ * limits.  (A new region must also be sealed against more seals:
+ * region_create().)  Returns 0 or -errno (-EBADF, -EPERM, -EINVAL), with a
+ * reason logged.
  */
 int region_memfd_check(struct client *c, int fd, uint64_t len)
 {
@@ -47,19 +52,24 @@ int region_memfd_check(struct client *c, int fd, uint64_t len)
 	if (strncmp(target, "/memfd:", 7) != 0 || fstat(fd, &st) < 0 ||
 	    !S_ISREG(st.st_mode) || fstatfs(fd, &sfs) < 0 ||
 	    sfs.f_type != TMPFS_MAGIC) {
-		log_warn("client %" PRIu64 ": region fd is not a shmem memfd (%s)",
+		log_warn_rl(c->id, "client %" PRIu64 ": region fd is not a shmem memfd (%s)",
 			 c->id, target);
 		return -EBADF;
 	}
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
 				 (F_SEAL_SHRINK | F_SEAL_GROW)) {
-		log_warn("client %" PRIu64 ": region memfd is not sealed against resizing",
+		log_warn_rl(c->id, "client %" PRIu64 ": region memfd is not sealed against resizing",
 			 c->id);
 		return -EPERM;
 	}
+	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) {
+		log_warn_rl(c->id, "client %" PRIu64 ": region memfd is sealed against writing: pagerd could neither evict nor fill its pages",
+			    c->id);
+		return -EPERM;
+	}
 	if ((uint64_t)st.st_size != len) {
-		log_warn("client %" PRIu64 ": region memfd is %lld bytes, declared %" PRIu64,
+		log_warn_rl(c->id, "client %" PRIu64 ": region memfd is %lld bytes, declared %" PRIu64,
 			 c->id, (long long)st.st_size, len);
 		return -EINVAL;
 	}
@@ -111,22 +121,31 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	int e;
 
 	if (rc->len % d->page_size || rc->addr % d->page_size) {
-		log_warn("client %" PRIu64 ": region not page aligned", c->id);
+		log_warn_rl(c->id, "client %" PRIu64 ": region not page aligned", c->id);
 		return -EINVAL;
 	}
 	if (rc->len > d->cfg.max_region_bytes) {
-		log_warn("client %" PRIu64 ": region of %" PRIu64 " bytes over the %" PRIu64 " limit",
+		log_warn_rl(c->id, "client %" PRIu64 ": region of %" PRIu64 " bytes over the %" PRIu64 " limit",
 			 c->id, rc->len, d->cfg.max_region_bytes);
 		return -EFBIG;
 	}
 	if (c->nregions >= d->cfg.max_regions) {
-		log_warn("client %" PRIu64 ": region limit (%u) reached", c->id,
+		log_warn_rl(c->id, "client %" PRIu64 ": region limit (%u) reached", c->id,
 			 d->cfg.max_regions);
 		return -ENOSPC;
 	}
 	e = region_memfd_check(c, memfd, rc->len);
 	if (e < 0)
 		return e;
+	/* The seals are final: with F_SEAL_SEAL nothing can be added once
+	 * pagerd relies on them (F_SEAL_FUTURE_WRITE would make every punch
+	 * fail).  Regions adopted from a predecessor's fd store may predate
+	 * this rule; a punch that fails on them drops their client. */
+	if (!(fcntl(memfd, F_GET_SEALS) & F_SEAL_SEAL)) {
+		log_warn_rl(c->id, "client %" PRIu64 ": region memfd lacks F_SEAL_SEAL: it could be sealed against writes later",
+			    c->id);
+		return -EPERM;
+	}
 
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -145,7 +164,7 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	if (d->fdstore_on) {
 		e = fdstore_region_alloc(r);
 		if (e < 0)
-			log_warn("client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
+			log_warn_rl(c->id, "client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
 	} else {
 		r->state = calloc(r->npages, sizeof(*r->state));
 	}
@@ -153,13 +172,13 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
 	if (!r->state || r->map == MAP_FAILED) {
 		e = r->map == MAP_FAILED ? -errno : -ENOMEM;
-		log_warn("client %" PRIu64 ": cannot map region: %s", c->id,
+		log_warn_rl(c->id, "client %" PRIu64 ": cannot map region: %s", c->id,
 			 strerror(-e));
 		goto fail;
 	}
 	e = region_link(c, r);
 	if (e < 0) {
-		log_warn("client %" PRIu64 ": region at 0x%" PRIx64 " overlaps another",
+		log_warn_rl(c->id, "client %" PRIu64 ": region at 0x%" PRIx64 " overlaps another",
 			 c->id, r->addr);
 		goto fail;
 	}
@@ -285,14 +304,25 @@ bool page_is_zero(const void *page, size_t len)
 	return true;
 }
 
+/*
+ * The memfd's seals are checked when the region is made, but a client that
+ * can still make a punch fail (an immutable or append-only attribute, a
+ * region adopted without F_SEAL_SEAL) holds memory no limit can take: such
+ * a failure is the client's doing, and drops it (client_misbehaved()).
+ * The caller keeps the pages as they were: they are still in memory.
+ */
 int region_punch(struct region *r, uint64_t first, uint64_t n)
 {
 	size_t ps = r->client->d->page_size;
+	int e;
 
-	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(first * ps), (off_t)(n * ps)) < 0)
-		return -errno;
-	return 0;
+	do
+		e = fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(first * ps), (off_t)(n * ps)) < 0 ? -errno : 0;
+	while (e == -EINTR);
+	if (e < 0)
+		client_misbehaved(r->client, "its memfd refuses hole punches", e);
+	return e;
 }
 
 /*
@@ -302,8 +332,12 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
  */
 int region_discard(struct region *r, uint64_t first, uint64_t n)
 {
-	int e = region_punch(r, first, n);
+	int e;
 
+	/* A running snapshot gets the pages as they were first: a discard
+	 * after its instant does not change its image. */
+	page_before_change(r, first, n, CHANGE_MEMORY | CHANGE_SLOT | CHANGE_IMAGE);
+	e = region_punch(r, first, n);
 	if (e < 0)
 		return e;
 	for (uint64_t p = first; p < first + n; p++) {
@@ -429,6 +463,7 @@ void region_reconcile(struct region *r)
 			 * completes. */
 			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO))
 				continue;
+			page_before_change(r, p, 1, CHANGE_GONE | CHANGE_SLOT);
 			region_drop_slot(r, p);
 			region_set_state(r, p, 1, PAGE_EMPTY);
 		}

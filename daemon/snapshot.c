@@ -23,8 +23,19 @@
  * mapping for a resident page, through the swap store (io_uring, CRC
  * checked) for a swapped one.  A write fault on a pending page copies that
  * page first, then lets the write through.  Pages that were empty stay
- * holes.  Eviction goes on meanwhile and needs no special case: an evicted
- * page is still the same data, now in its slot (or a hole, if it was zero).
+ * holes.
+ *
+ * The rule that makes the image one cut: a pending page keeps its content
+ * of the instant until it is copied.  Every path that is about to empty a
+ * page (a discard, a zero eviction, the client's own punch found out),
+ * free the swap slot that holds its data, or let a write reach it (an
+ * un-protect, a zero-fill or a writable install) calls page_before_change()
+ * first, which copies each pending page from wherever its data is — from
+ * memory into a bounce buffer, from the restore image, or, for data only
+ * in a swap slot, by taking the slot over until the copier has read it —
+ * or records it as a hole if it reads as zero.  A write-protect fault is
+ * just one of those paths.  Eviction otherwise needs no special case: an
+ * evicted page is still the same data, now in its slot.
  *
  * The image fd comes from the client (it opened the file, with its own
  * rights), which also syncs the image and writes the sidecar once we say
@@ -74,6 +85,13 @@
 /* Restore readahead on sequential faults, pages. */
 #define RESTORE_AROUND 64
 
+/* Swap slots the snapshot took over from pages that changed before it read
+ * them (page_before_change()): [page, page+n) in [slot, slot+n). */
+struct held_run {
+	uint64_t page, slot;
+	uint32_t n;
+};
+
 struct snapshot {
 	struct region *r;     /* NULL once the region is gone */
 	struct daemon *d;
@@ -88,6 +106,11 @@ struct snapshot {
 	int fd;
 	uint64_t *pending;    /* bit per page: still to be copied */
 	uint64_t total, done, cursor;
+	/* Held slots: each page counts as done once read and written; the
+	 * runs before held_next have their reads in flight. */
+	struct held_run *held;
+	size_t nheld, held_next, held_cap;
+	uint64_t lost;        /* pages the client punched before we copied them */
 	uint64_t pause_ns;
 	int status;
 	bool finished;
@@ -109,6 +132,7 @@ struct snap_read {
 	struct snapshot *s;
 	uint64_t page, slot;
 	uint32_t n;
+	bool held;            /* slots of s->held: ours to free */
 	uint8_t *buf;
 };
 
@@ -163,7 +187,16 @@ static void snap_free(struct snapshot *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s->pending);
+	free(s->held);
 	free(s);
+}
+
+/* Gives back held slots: not when handing over (a successor frees every
+ * slot no page claims). */
+static void free_held_slots(struct snapshot *s, uint64_t slot, uint32_t n)
+{
+	if (s->d->swap && !s->d->handover)
+		swap_free(s->d->swap, slot, n);
 }
 
 /*
@@ -195,6 +228,13 @@ static void snap_finish(struct snapshot *s, int status)
 		return;
 	s->finished = true;
 	s->status = status;
+	/* Held slots whose reads never started: nothing wants them now. */
+	for (size_t i = s->held_next; i < s->nheld; i++)
+		free_held_slots(s, s->held[i].slot, s->held[i].n);
+	s->nheld = s->held_next = 0;
+	if (s->r && s->lost)
+		log_warn("region %" PRIu64 ": snapshot: %" PRIu64 " pages were punched by the client (MADV_REMOVE) before they were copied: holes in the image",
+			 s->r->id, s->lost);
 	if (s->r)
 		unprotect_dirty(s->r);
 	if (s->r)
@@ -367,45 +407,195 @@ static int image_read(int fd, uint64_t off, void *buf, size_t len)
 	return 0;
 }
 
-void snapshot_copy_before_write(struct region *r, uint64_t page)
+/*
+ * Copies the pending resident pages [page, page+n) from pagerd's mapping,
+ * where each holds its content of the instant (it has been protected
+ * since).  The data is captured in bounce buffers and the disk writes
+ * follow (all-zero pages stay holes); with every buffer in flight, a page
+ * is written here.  The pages are done afterwards.  0 or -errno.
+ */
+static int save_memory(struct snapshot *s, uint64_t page, uint64_t n)
 {
-	struct snapshot *s = r->snap;
-	size_t ps = r->client->d->page_size;
-	const uint8_t *src = r->map + page * ps;
-	unsigned b;
+	size_t ps = s->d->page_size;
+	const uint8_t *src = s->r->map + page * ps;
 	int e = 0;
 
-	if (!snapshot_pending(r, page))
-		return;
-	/* A write fault: the page is resident and mapped, its data is the
-	 * data of the snapshot's instant (it was protected since).  Capture
-	 * it in a buffer and let the write go on at once; the disk write
-	 * follows.  With every buffer in flight, write it here. */
-	for (b = SNAP_BUFS; b < SNAP_BUFS + SNAP_COW_BUFS && s->buf_refs[b]; b++)
-		;
-	if (b < SNAP_BUFS + SNAP_COW_BUFS && s->ring_ok &&
-	    (s->buf[b] || (s->buf[b] = aligned_alloc(ps, ps)))) {
-		memcpy(s->buf[b], src, ps);
-		if (!page_is_zero(s->buf[b], ps)) {
-			e = queue_write(s, b, s->buf[b], ps, page * ps);
-			io_uring_submit(&s->ring);
-		}
-	} else {
-		e = image_write(s, page, src, 1);
+	/* A run: one buffer of the copier's, if one is free. */
+	if (n > 1 && (e = queue_pages(s, page, src, n)) != 0) {
+		if (e < 0)
+			return e;
+		io_uring_submit(&s->ring);
+		mark_copied(s, page, n);
+		return 0;
 	}
-	if (e < 0)
-		snap_finish(s, e);
-	else
-		mark_copied(s, page, 1);
+	for (uint64_t i = 0; i < n; i++, src += ps) {
+		unsigned b;
+
+		if (page_is_zero(src, ps)) {
+			mark_copied(s, page + i, 1); /* a hole */
+			continue;
+		}
+		for (b = SNAP_BUFS; b < SNAP_BUFS + SNAP_COW_BUFS && s->buf_refs[b]; b++)
+			;
+		if (b < SNAP_BUFS + SNAP_COW_BUFS &&
+		    (s->buf[b] || (s->buf[b] = aligned_alloc(ps, ps)))) {
+			memcpy(s->buf[b], src, ps);
+			e = queue_write(s, b, s->buf[b], ps, (page + i) * ps);
+		} else {
+			e = image_write(s, page + i, src, 1);
+		}
+		if (e < 0)
+			return e;
+		mark_copied(s, page + i, 1);
+	}
+	io_uring_submit(&s->ring);
+	return 0;
+}
+
+/*
+ * A pending page whose data is only in its swap slot (swapped, or being
+ * swapped in), and that slot is about to be freed: the snapshot takes the
+ * slot over (the page no longer names it) and frees it once the copier
+ * has read it.  The page is no longer pending: it may change.
+ */
+static int hold_slot(struct snapshot *s, uint64_t page)
+{
+	struct region *r = s->r;
+	int64_t slot = region_slot(r, page);
+	struct held_run *h = s->nheld > s->held_next ? &s->held[s->nheld - 1] : NULL;
+
+	if (slot < 0)
+		return -EIO; /* a swapped page without its data: never a hole */
+	r->slot[page] = 0;
+	bit_clr(s->pending, page);
+	if (h && h->page + h->n == page && h->slot + h->n == (uint64_t)slot &&
+	    h->n < SNAP_READ_PAGES) {
+		h->n++;
+		return 0;
+	}
+	if (s->nheld == s->held_cap) {
+		size_t cap = s->held_cap ? s->held_cap * 2 : 16;
+		struct held_run *v = realloc(s->held, cap * sizeof(*v));
+
+		if (!v) {
+			r->slot[page] = (uint32_t)slot + 1; /* back to the page */
+			bit_set(s->pending, page);
+			return -ENOMEM;
+		}
+		s->held = v;
+		s->held_cap = cap;
+	}
+	s->held[s->nheld++] = (struct held_run){ .page = page, .slot = (uint64_t)slot, .n = 1 };
+	return 0;
+}
+
+/* The pending restored pages [page, page+n) (PG_IMAGE), from the image
+ * they were restored from.  0 or -errno. */
+static int save_image(struct snapshot *s, uint64_t page, uint64_t n)
+{
+	size_t ps = s->d->page_size;
+	uint8_t *buf = aligned_alloc(ps, n * ps);
+	int e = buf ? image_read(s->r->image_fd, page * ps, buf, n * ps) : -ENOMEM;
+
+	for (uint64_t i = 0; i < n && !e; i++)
+		e = image_write(s, page + i, buf + i * ps, 1); /* zero: a hole */
+	free(buf);
+	if (!e)
+		mark_copied(s, page, n);
+	return e;
+}
+
+void page_before_change(struct region *r, uint64_t first, uint64_t n,
+			unsigned what)
+{
+	struct snapshot *s = r->snap;
+	uint64_t end = first + n < r->npages ? first + n : r->npages;
+	size_t held = s ? s->nheld : 0;
+
+	if (!s || s->finished || !s->pending)
+		return;
+	for (uint64_t p = first; p < end;) {
+		uint64_t k = 1;
+		int e = 0;
+
+		if (!bit(s->pending, p)) {
+			p++;
+			continue;
+		}
+		pgstate_t b = r->state[p];
+
+		/* Where the page's data of the instant is, and whether that
+		 * is what the change takes away. */
+		switch (pg_state(b)) {
+		case PAGE_RESIDENT:
+			if (b & PG_GONE) {
+				/* Discarded before the instant, I/O still in
+				 * flight: zero, and nothing in the memfd (to
+				 * read it would put a page there). */
+				mark_copied(s, p, 1);
+			} else if (b & PG_READING) {
+				/* Only in its slot until the read installs it
+				 * (write-protected, since it is pending). */
+				if (what & CHANGE_SLOT)
+					e = hold_slot(s, p);
+			} else if (!(what & CHANGE_GONE)) {
+				if (!(what & CHANGE_MEMORY))
+					break;
+				while (p + k < end && k < SNAP_RUN && bit(s->pending, p + k) &&
+				       pg_state(r->state[p + k]) == PAGE_RESIDENT &&
+				       !(r->state[p + k] & (PG_READING | PG_GONE)))
+					k++;
+				e = save_memory(s, p, k);
+			} else if (region_slot(r, p) >= 0 && !(b & PG_IO)) {
+				/* Punched by the client, but clean: its slot
+				 * holds the same data. */
+				if (what & CHANGE_SLOT)
+					e = hold_slot(s, p);
+			} else {
+				/* Punched by the client before we copied it:
+				 * whether before or after the instant, nobody
+				 * can tell now.  A hole, as it reads now. */
+				s->lost++;
+				mark_copied(s, p, 1);
+			}
+			break;
+		case PAGE_SWAPPED:
+			if (what & CHANGE_SLOT)
+				e = hold_slot(s, p);
+			break;
+		case PAGE_EMPTY:
+			if (!(b & PG_IMAGE)) {
+				mark_copied(s, p, 1); /* zero: a hole */
+			} else if (what & CHANGE_IMAGE) {
+				while (p + k < end && k < SNAP_RUN && bit(s->pending, p + k) &&
+				       r->state[p + k] == (PAGE_EMPTY | PG_IMAGE))
+					k++;
+				e = save_image(s, p, k);
+			}
+			break;
+		case PAGE_POISONED:
+			break; /* lost already: the copier fails the snapshot */
+		}
+		if (e < 0) {
+			log_err("region %" PRIu64 ": snapshot: saving page %" PRIu64 " before it changes: %s",
+				r->id, p, strerror(-e));
+			snap_finish(s, e);
+			return;
+		}
+		p += k;
+	}
+	if (s->nheld != held)
+		snap_kick(s);
 }
 
 static void snap_read_done(void *arg, int res);
 
-/* Starts a read of the swapped pages [page, page+n) with contiguous
- * slots.  Returns 0 or -errno. */
-static int copy_from_swap(struct snapshot *s, uint64_t page, uint32_t n)
+/* Starts a read of the slots [slot, slot+n) for the pages [page, page+n):
+ * the pages' own (swapped) or, with held, slots the snapshot holds.
+ * Returns 0 or -errno. */
+static int read_slots(struct snapshot *s, uint64_t page, uint64_t slot,
+		      uint32_t n, bool held)
 {
-	struct region *r = s->r;
 	size_t ps = s->d->page_size;
 	struct snap_read *rd = calloc(1, sizeof(*rd));
 	int e;
@@ -420,7 +610,8 @@ static int copy_from_swap(struct snapshot *s, uint64_t page, uint32_t n)
 	rd->s = s;
 	rd->page = page;
 	rd->n = n;
-	rd->slot = (uint64_t)region_slot(r, page);
+	rd->slot = slot;
+	rd->held = held;
 	e = swap_read(s->d->swap, rd->slot, rd->buf, n, snap_read_done, rd);
 	if (e < 0) {
 		free(rd->buf);
@@ -428,6 +619,22 @@ static int copy_from_swap(struct snapshot *s, uint64_t page, uint32_t n)
 		return e;
 	}
 	s->reads++;
+	return 0;
+}
+
+/* Starts the reads of held slots, as many as may be in flight. */
+static int read_held(struct snapshot *s)
+{
+	while (s->held_next < s->nheld && s->reads < SNAP_READS_MAX) {
+		struct held_run *h = &s->held[s->held_next];
+		int e = read_slots(s, h->page, h->slot, h->n, true);
+
+		if (e < 0)
+			return e;
+		s->held_next++;
+	}
+	if (s->held_next == s->nheld)
+		s->nheld = s->held_next = 0;
 	return 0;
 }
 
@@ -441,6 +648,28 @@ static void snap_kick(struct snapshot *s)
 		evtimer_add(s->ev, &now);
 }
 
+/* Held slots read: every page goes to the image (or the snapshot fails),
+ * then the slots are freed. */
+static void held_read_done(struct snapshot *s, struct snap_read *rd, int res)
+{
+	size_t ps = s->d->page_size;
+	int e = res == -EBADMSG ? 0 : res;
+
+	for (uint32_t i = 0; i < rd->n && !e; i++)
+		if (res == -EBADMSG && swap_verify(s->d->swap, rd->slot + i, rd->buf + i * ps) < 0)
+			e = -EIO; /* never copy wrong data */
+	if (!e)
+		e = write_read_pages(s, rd->page, rd->buf, rd->n);
+	free_held_slots(s, rd->slot, rd->n);
+	if (e < 0) {
+		log_err("region %" PRIu64 ": snapshot: reading pages %" PRIu64 "+%" PRIu32 " from swap: %s",
+			s->r->id, rd->page, rd->n, strerror(-e));
+		snap_finish(s, e);
+		return;
+	}
+	s->done += rd->n;
+}
+
 static void snap_read_done(void *arg, int res)
 {
 	struct snap_read *rd = arg;
@@ -448,10 +677,20 @@ static void snap_read_done(void *arg, int res)
 	size_t ps = s->d->page_size;
 
 	s->reads--;
+	if (rd->held) {
+		if (s->r && !s->finished)
+			held_read_done(s, rd, res); /* frees the slots */
+		else
+			free_held_slots(s, rd->slot, rd->n);
+	}
 	if (!s->r) {
 		/* The region went: we held the last reference. */
 		if (!s->reads)
 			snap_free(s);
+		goto out;
+	}
+	if (rd->held) {
+		snap_kick(s);
 		goto out;
 	}
 	/* Runs of pages still wanted, verified, written together. */
@@ -519,6 +758,10 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 	/* A readahead marker held back for its fault would be deferred
 	 * forever: put it in now. */
 	swapin_release_markers(r, true);
+	if (read_held(s) < 0) {
+		snap_finish(s, -EIO);
+		return;
+	}
 	uint64_t p = s->cursor;
 
 	while (p < r->npages && budget) {
@@ -541,6 +784,16 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				p++;
 				continue;
 			}
+			if (b & PG_GONE) {
+				/* Discarded before the instant, write-back still
+				 * in flight: a hole.  Reading pagerd's mapping
+				 * there would put a page in the memfd that the
+				 * region would then count as empty. */
+				mark_copied(s, p, 1);
+				budget--;
+				p++;
+				break;
+			}
 		{
 			/* Neighbours resident too: one write for the run, its
 			 * zero pages left out (holes). */
@@ -549,7 +802,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			while (n < SNAP_RUN && p + n < r->npages &&
 			       bit(s->pending, p + n) &&
 			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
-			       !(r->state[p + n] & PG_READING))
+			       !(r->state[p + n] & (PG_READING | PG_GONE)))
 				n++;
 			e = copy_run(s, p, n);
 			if (e == 0) {
@@ -580,7 +833,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			       r->state[p + n] == PAGE_SWAPPED &&
 			       region_slot(r, p + n) == region_slot(r, p) + n)
 				n++;
-			e = copy_from_swap(s, p, n);
+			e = read_slots(s, p, (uint64_t)region_slot(r, p), n, false);
 			deferred = true; /* done when the read completes */
 			budget = budget > n ? budget - n : 0;
 			p += n;

@@ -252,7 +252,7 @@ int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 	if (e == 0)
 		r->ios->fault_write = write; /* read_run put it first */
 	if (e < 0) {
-		log_warn("region %" PRIu64 " page %" PRIu64 ": cannot start swap-in: %s",
+		log_warn_rl(r->client->id, "region %" PRIu64 " page %" PRIu64 ": cannot start swap-in: %s",
 			 r->id, page, strerror(-e));
 		if (e == -ENODATA || e == -EINVAL)
 			poison_page(r, page, "impossible (slot holds no data)");

@@ -64,7 +64,7 @@ struct pager_info {
 	size_t sz;               /* sizeof(struct pager_info) */
 	uint32_t flags;          /* PAGER_INFO_* */
 	uint32_t daemon_version; /* protocol version the daemon speaks */
-	int32_t daemon_pid;      /* from SO_PEERCRED */
+	int32_t daemon_pid;      /* the pagerd that answered (its pid here) */
 	uint32_t page_size;
 	uint64_t uffd_features;  /* UFFD_FEATURE_* bits in force */
 };

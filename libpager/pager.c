@@ -156,9 +156,11 @@ static int pager_connect(struct pager *p, const struct pager_opts *opts)
 	return r;
 }
 
-int pager_call_locked(struct pager *p, struct proto_msg *msg,
-		      enum proto_type type, const int *fds, unsigned nfds,
-		      struct proto_reply *ret_reply)
+/* pager_call_locked(), and the pid of the process that sent the reply when
+ * the socket has SO_PASSCRED (see proto_recv_cred()). */
+static int call_locked(struct pager *p, struct proto_msg *msg, enum proto_type type,
+		       const int *fds, unsigned nfds, struct proto_reply *ret_reply,
+		       pid_t *ret_pid)
 {
 	uint32_t seq = ++p->seq;
 	size_t n = proto_finish(msg, type, seq);
@@ -171,7 +173,7 @@ int pager_call_locked(struct pager *p, struct proto_msg *msg,
 	r = proto_send(p->sock, msg, n, fds, nfds);
 	if (r < 0)
 		return r == -EPIPE ? -ECONNRESET : r;
-	got = proto_recv(p->sock, &reply, rfds, &nrfds);
+	got = proto_recv_cred(p->sock, &reply, rfds, &nrfds, ret_pid);
 	if (got == 0)
 		return -ECONNRESET;
 	if (got < 0)
@@ -186,6 +188,32 @@ int pager_call_locked(struct pager *p, struct proto_msg *msg,
 	if (ret_reply)
 		*ret_reply = reply.body.reply;
 	return reply.body.reply.status;
+}
+
+int pager_call_locked(struct pager *p, struct proto_msg *msg,
+		      enum proto_type type, const int *fds, unsigned nfds,
+		      struct proto_reply *ret_reply)
+{
+	return call_locked(p, msg, type, fds, nfds, ret_reply, NULL);
+}
+
+/*
+ * Hands pagerd our page tables: whether a page of ours is mapped is how its
+ * Clock hand sees references.  pagerd cannot always open our
+ * /proc/PID/pagemap itself (the kernel lets only a process that may trace
+ * us: under its unit pagerd runs as user pagerd); a pagemap we opened stays
+ * readable by whoever we pass it to.  Without it (no /proc, an older pagerd
+ * that answers -EOPNOTSUPP) eviction has less to go by but works.
+ */
+static void pager_send_pagemap(struct pager *p)
+{
+	struct proto_msg msg = { 0 };
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	(void)pager_call_locked(p, &msg, PROTO_PAGEMAP, &fd, 1, NULL);
+	close(fd);
 }
 
 static void pager_free(struct pager *p)
@@ -211,7 +239,8 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	struct pager *p;
-	bool kernel;
+	pid_t sender = 0;
+	bool kernel, passcred;
 	int r;
 
 	struct pager_opts o = { 0 };
@@ -236,19 +265,31 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	r = pager_connect(p, &o);
 	if (r < 0)
 		goto fail;
-	/* On a socketpair SO_PEERCRED names whoever made the pair: us. */
+	/*
+	 * Who pagerd is: the process that answers our hello, as the kernel
+	 * names it (SCM_CREDENTIALS, in our pid namespace).  SO_PEERCRED
+	 * would name whoever made the listening socket (systemd, under
+	 * socket activation) or the socketpair (us).  SO_PEERCRED remains
+	 * for a kernel that does not pass credentials.
+	 */
 	if (p->private_pid > 0)
 		p->daemon_pid = p->private_pid;
 	else if (getsockopt(p->sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
 		p->daemon_pid = cred.pid;
+	passcred = setsockopt(p->sock, SOL_SOCKET, SO_PASSCRED, &(int){ 1 }, sizeof(int)) == 0;
 
 	msg.body.hello.flags = kernel ? PROTO_HELLO_KERNEL_FAULTS : 0;
 	msg.body.hello.page_size = (uint32_t)p->page_size;
 	msg.body.hello.uffd_features = p->uffd_features;
-	r = pager_call_locked(p, &msg, PROTO_HELLO, &p->uffd, 1, &reply);
+	r = call_locked(p, &msg, PROTO_HELLO, &p->uffd, 1, &reply, &sender);
+	if (passcred)
+		setsockopt(p->sock, SOL_SOCKET, SO_PASSCRED, &(int){ 0 }, sizeof(int));
 	if (r < 0)
 		goto fail;
+	if (sender > 0)
+		p->daemon_pid = sender;
 	p->daemon_version = reply.version;
+	pager_send_pagemap(p);
 	/* Without the agent, eviction has no reference information for our
 	 * pages (it degrades to FIFO) but everything works. */
 	(void)pager_agent_start(p);

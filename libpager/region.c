@@ -102,8 +102,11 @@ PAGER_EXPORT int pager_region_create(struct pager *p, size_t len,
 	r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (r->memfd < 0)
 		goto fail_errno;
+	/* pagerd maps the memfd and refuses one that could still be
+	 * resized, or be sealed against its punches and writes later:
+	 * these seals, and F_SEAL_SEAL so that they are final. */
 	if (ftruncate(r->memfd, (off_t)len) < 0 ||
-	    fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+	    fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		goto fail_errno;
 	r->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
 	if (r->addr == MAP_FAILED)

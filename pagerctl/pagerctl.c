@@ -150,21 +150,66 @@ static void human_limit(uint64_t b, char *buf, size_t n)
 }
 
 /*
- * Prints a JSON string.  Region names are printable ASCII by protocol, but
- * the reply is not checked for that, so control characters are escaped too.
+ * The length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0
+ * if the byte there starts none (a stray continuation byte, an overlong
+ * form, a surrogate, past U+10FFFF, or cut short).
  */
-static void json_string(const char *s)
+static size_t utf8_seq_len(const unsigned char *s)
 {
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
+	unsigned char c = s[0];
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range */
 
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20 || ch > 0x7e)
-			printf("\\u%04x", ch);
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (c == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (c == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (c == 0xf4)
+		hi = 0x8f; /* past U+10FFFF */
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * Prints a JSON string.  Paths are the user's and may hold any bytes:
+ * well-formed UTF-8 goes out as it is (JSON text is UTF-8), quotes,
+ * backslashes and control characters are escaped, and a byte that is not
+ * part of well-formed UTF-8 becomes U+FFFD, so that the output is always
+ * valid JSON.
+ */
+static void json_string(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	putchar('"');
+	while (*s) {
+		size_t n = utf8_seq_len(s);
+
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if (*s < 0x20 || *s == 0x7f)
+			printf("\\u%04x", *s);
+		else if (n == 0)
+			fputs("\\ufffd", stdout);
 		else
-			putchar(ch);
+			fwrite(s, 1, n, stdout);
+		s += n ? n : 1;
 	}
 	putchar('"');
 }
@@ -194,11 +239,12 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		       ",\"evict_zero\":%" PRIu64 ",\"evict_clean\":%" PRIu64
 		       ",\"evict_dirty\":%" PRIu64 ",\"evict_aborted\":%" PRIu64
 		       ",\"readahead\":%" PRIu64 ",\"readahead_hits\":%" PRIu64
-		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64,
+		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
+		       ",\"config_errors\":%" PRIu32,
 		       c->page_size, r.memory_limit, r.swap_total, r.swap_used,
 		       r.swap_ins, r.swap_outs, r.evict_zero, r.evict_clean,
 		       r.evict_dirty, r.evict_aborted, r.readahead,
-		       r.readahead_hits, r.poisoned, r.swap_io_errors);
+		       r.readahead_hits, r.poisoned, r.swap_io_errors, r.config_errors);
 		printf(",\"swap_bad_pages\":%" PRIu64 ",\"writeback_failed_pages\":%" PRIu64
 		       ",\"swap_failing\":%s,\"over_limit\":%s}\n",
 		       r.swap_bad, r.writeback_failed, r.swap_failing ? "true" : "false",
@@ -240,6 +286,9 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		       r.writeback_failed, r.swap_bad);
 	if (r.over_limit)
 		printf("  over limit         nothing can be evicted: resident memory may exceed the limits\n");
+	if (r.config_errors)
+		printf("  configuration      %" PRIu32 " error%s in the file: not in effect (see pagerd's log)\n",
+		       r.config_errors, r.config_errors == 1 ? "" : "s");
 	return EXIT_OK;
 }
 

@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Checks that what the build needs is installed.  Silent and fast when it
-# is: make runs this before every build.  Otherwise, as root with apt-get,
-# installs what is missing (no prompts, no stdin: fine under CI); as anyone
-# else, says which packages are missing and what to run, and fails.
+# is: make runs this before every build.  Otherwise, with --install, as
+# root with apt-get, installs what is missing (no prompts, no stdin: fine
+# under CI); without it, or as anyone else, says which packages are missing
+# and what to run, and fails.  Only make check and make demo (the README's
+# two commands) pass --install: a plain make, or make install, never runs
+# apt-get.
 #
-#   scripts/deps.sh [MODULE:PACKAGE | cmd:COMMAND:PACKAGE]...
+#   scripts/deps.sh [--install] [--only] [MODULE:PACKAGE | cmd:COMMAND:PACKAGE]...
 #
 # Each argument adds a requirement (for optional features): a pkg-config
-# module or a command, and the Debian package that provides it.
+# module or a command, and the Debian package that provides it.  --only
+# checks those alone, not the build's.
 set -u
 
-need=(
+install=false only=false
+while [ $# -gt 0 ]; do
+	case $1 in
+	--install) install=true ;;
+	--only)    only=true ;;
+	*)         break ;;
+	esac
+	shift
+done
+
+need=("$@")
+$only || need+=(
 	liburing:liburing-dev
 	libevent:libevent-dev
 	cmocka:libcmocka-dev
@@ -19,7 +34,6 @@ need=(
 	cmd:cc:gcc
 	cmd:make:make
 	cmd:pkg-config:pkg-config
-	"$@"
 )
 
 have() { # REQUIREMENT
@@ -49,7 +63,7 @@ apt_install() {
 pkgs=$(missing | paste -sd ' ')
 [ -z "$pkgs" ] && exit 0
 
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+if $install && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
 	echo "deps.sh: installing $pkgs" >&2
 	# A fresh machine has no package lists yet: update only if needed.
 	# shellcheck disable=SC2086 # one word per package
@@ -62,5 +76,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
 fi
 
 echo "deps.sh: missing packages: $pkgs" >&2
-echo "deps.sh: install them with: sudo apt-get install $pkgs" >&2
+if [ "$(id -u)" -eq 0 ]; then
+	echo "deps.sh: install them with: apt-get install $pkgs (make check and make demo do)" >&2
+else
+	echo "deps.sh: install them with: sudo apt-get install $pkgs" >&2
+fi
 exit 1

@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,11 @@ static int unix_addr(const char *path, struct sockaddr_un *sa)
 }
 
 int test_pagerd_start(struct test_pagerd *d, const char *const *args)
+{
+	return test_pagerd_start_as(d, args, (uid_t)-1);
+}
+
+int test_pagerd_start_as(struct test_pagerd *d, const char *const *args, uid_t uid)
 {
 	const char *bin = getenv("PAGERD");
 	struct sockaddr_un sa;
@@ -70,6 +77,13 @@ int test_pagerd_start(struct test_pagerd *d, const char *const *args)
 			fcntl(3, F_SETFD, 0); /* dup2(3, 3) would keep CLOEXEC */
 		else if (dup2(s, 3) < 0)
 			_exit(127);
+		if (uid != (uid_t)-1) {
+			struct passwd *pw = getpwuid(uid);
+
+			if (!pw || setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
+			    setuid(uid) < 0)
+				_exit(126);
+		}
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		setenv("LISTEN_FDS", "1", 1);
 		setenv("LISTEN_PID", pid, 1);

@@ -25,6 +25,9 @@ struct test_pagerd {
 /* Starts pagerd with `args` (NULL-terminated, may be NULL) added to its
  * command line.  Returns 0 or -errno. */
 int test_pagerd_start(struct test_pagerd *d, const char *const *args);
+/* The same, pagerd running as user `uid` (its primary group, no others), as
+ * its unit runs it as user pagerd.  Needs root. */
+int test_pagerd_start_as(struct test_pagerd *d, const char *const *args, uid_t uid);
 /* SIGTERM, then waits; returns pagerd's exit status (0 = orderly), or -1 if
  * it died of a signal. */
 int test_pagerd_stop(struct test_pagerd *d);

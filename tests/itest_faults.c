@@ -18,6 +18,10 @@
  *   many_streams_fault_around        16 sequential streams at once
  *   dontneed_keeps_resident_count    DONTNEED is not counted as a discard
  *   private_daemon_pid               pager_get_info names the private daemon
+ *   activated_daemon_pid             ... and a socket-activated one: not
+ *                                    the process that made the listening
+ *                                    socket (here the test; under systemd,
+ *                                    systemd: pid 1)
  *
  * A client SIGKILLed mid-fault is covered by itest_hostile.c, not here.
  *
@@ -1143,6 +1147,26 @@ static void private_daemon_pid(void **state)
 }
 
 /*
+ * The harness starts pagerd as systemd does: the test binds the listening
+ * socket and passes it (LISTEN_FDS), so SO_PEERCRED of a connection names
+ * the test, as it names pid 1 under pagerd.socket.  pager_get_info() must
+ * name the pagerd that serves us.
+ */
+static void activated_daemon_pid(void **state)
+{
+	struct ctx *c = *state;
+	struct pager_info info = { .sz = sizeof(info) };
+
+	open_pager(c);
+	assert_int_equal(pager_get_info(c->p, &info), 0);
+	if (info.daemon_pid != c->d.pid)
+		fail_msg("daemon_pid %d: pagerd is %d (the socket's maker, us: %d)",
+			 (int)info.daemon_pid, (int)c->d.pid, (int)getpid());
+	assert_false(info.flags & PAGER_INFO_PRIVATE);
+	finish(c);
+}
+
+/*
  * Keeps fd 3 taken for the life of the binary.
  *
  * HARNESS BUG (tests/harness.c, test_pagerd_start): the listening socket is
@@ -1181,6 +1205,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(private_daemon_default, setup_no_daemon, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_forced, setup_no_daemon, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_pid, setup_no_daemon, teardown),
+		cmocka_unit_test_setup_teardown(activated_daemon_pid, setup, teardown),
 	};
 
 	hold_fd3();

@@ -34,8 +34,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <setjmp.h>
+#include <grp.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -43,6 +48,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "../daemon/log.h" /* the rate limits */
 #include "harness.h"
 #include "pager.h"
 #include "proto.h"
@@ -71,7 +77,7 @@ struct ctx {
 	/* For the per-test teardown: what a failed test leaves behind is
 	 * cleaned up so that the next test does not inherit it. */
 	bool fd_open_at_start[1024];
-	pid_t kids[2];
+	pid_t kids[4];
 };
 
 /* ---- waiting for children and pipes ---------------------------------- */
@@ -343,7 +349,8 @@ static int memfd_sized(size_t len, unsigned seals)
 	return fd;
 }
 
-#define SEALED (F_SEAL_SHRINK | F_SEAL_GROW)
+/* The seals pagerd requires: final, so that none can be added later. */
+#define SEALED (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 /* REGION_CREATE at addr/len carrying `fd` (none if < 0); returns the
  * reply's status and the region id in *ret_id. */
@@ -523,6 +530,18 @@ static void test_region_bad_fd(void **state)
 	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
 	close(fd);
 	fd = memfd_sized(len, F_SEAL_GROW); /* may still shrink */
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+	/* Seals not final: F_SEAL_FUTURE_WRITE could be added after, and
+	 * every punch of an eviction would then fail. */
+	fd = memfd_sized(len, F_SEAL_SHRINK | F_SEAL_GROW);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+	/* Sealed against writing: pagerd could neither punch nor fill. */
+	fd = memfd_sized(len, SEALED | F_SEAL_FUTURE_WRITE);
+	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
+	close(fd);
+	fd = memfd_sized(len, SEALED | F_SEAL_WRITE);
 	assert_int_equal(raw_create(s, RAW_ADDR, len, fd, NULL), -EPERM);
 	close(fd);
 
@@ -997,6 +1016,58 @@ static void test_new_requests_refused(void **state)
 	assert_served(c);
 }
 
+/*
+ * A client's pagemap (PROTO_PAGEMAP) must be its own /proc/PID/pagemap: a
+ * pipe (reads could block pagerd), another file of /proc, or another
+ * process's pagemap is refused and not kept; pagerctl has no page tables to
+ * send; a second one is refused.
+ */
+static void test_pagemap_checked(void **state)
+{
+	const struct ctx *c = *state;
+	int s = hostile_client(c), ctl = test_control_connect(c->d.sock);
+	int pfd[2], status, other, own;
+	struct proto_msg m;
+	char path[64];
+	pid_t kid;
+
+	assert_true(ctl >= 0);
+	assert_int_equal(pipe(pfd), 0);
+	kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		char ch;
+
+		close(pfd[1]);
+		_exit(read(pfd[0], &ch, 1) < 0);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)kid);
+	other = open(path, O_RDONLY | O_CLOEXEC);
+	status = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	own = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	assert_true(other >= 0 && status >= 0 && own >= 0);
+
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, pfd[0]), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, status), -EINVAL);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, other), -EINVAL);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, -1), -EBADF);
+	assert_int_equal(raw_req(ctl, PROTO_PAGEMAP, &m, own), -EBADF);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, own), 0);
+	assert_int_equal(raw_req(s, PROTO_PAGEMAP, &m, own), -EISCONN);
+
+	close(pfd[1]);
+	assert_int_equal(waitpid(kid, NULL, 0), kid);
+	close(pfd[0]);
+	close(other);
+	close(status);
+	close(own);
+	close(s);
+	close(ctl);
+	assert_clean(c);
+	assert_served(c);
+}
+
 /* ---- floods -------------------------------------------------------------- */
 
 /* One client creates regions until refused: the 17th gets -ENOSPC while
@@ -1464,6 +1535,429 @@ static void test_exit_without_close(void **state)
 	assert_served(c);
 }
 
+/* ---- what a client must not be able to do to the others --------------- */
+
+/* A pagerd of the test's own, started with `args`, its stderr in a file
+ * (its path in `log`).  Its pid goes in kids[slot], so that a failed test
+ * does not leave it running. */
+static void own_pagerd(struct ctx *o, struct ctx *c, int slot,
+		       const char *const *args, char *log, size_t loglen)
+{
+	int saved = dup(STDERR_FILENO), fd, e;
+
+	memset(o, 0, sizeof(*o));
+	o->ps = c->ps;
+	snprintf(log, loglen, "/tmp/pagerd-hostile-log.XXXXXX");
+	fd = mkstemp(log);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	close(fd);
+	e = test_pagerd_start(&o->d, args);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_int_equal(e, 0);
+	c->kids[slot] = o->d.pid;
+	o->running = true;
+	o->base_fds = pagerd_fds(o);
+}
+
+static void own_pagerd_stop(struct ctx *o, struct ctx *c, int slot)
+{
+	assert_int_equal(test_pagerd_stop(&o->d), 0);
+	c->kids[slot] = 0;
+}
+
+/* pagerd's log: its whole text (to be freed). */
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *s = NULL;
+	size_t n = 0;
+
+	assert_non_null(f);
+	assert_true(getdelim(&s, &n, '\0', f) >= 0 || feof(f));
+	fclose(f);
+	if (!s)
+		s = calloc(1, 1);
+	return s;
+}
+
+static size_t count_str(const char *s, const char *what)
+{
+	size_t n = 0;
+
+	for (const char *p = s; (p = strstr(p, what)); p += strlen(what))
+		n++;
+	return n;
+}
+
+/* A socketpair made by the test process, which a child inherits: its
+ * peer is the test, not the child. */
+static int foreign_pair[2] = { -1, -1 };
+
+/*
+ * A client tries every socket it has as its agent's.  Its own connection
+ * (or any connection to pagerd) would have pagerd hold the client's end,
+ * so that pagerd never sees the client leave; a listening or unconnected
+ * socket, or one whose peer is another process, is no agent either.  Then
+ * a proper one, and the client exits without closing anything.  Returns
+ * 0 when each was answered as it must be, else 70 + the first wrong one.
+ */
+static int agent_tricks(const struct ctx *c)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = test_raw_connect(c->d.sock), other = test_raw_connect(c->d.sock);
+	int lst = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int unconn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int uffd = uffd_open(PAGER_UFFD_FEATURES_REQUIRED), sv[2], fail = 0;
+	struct proto_msg m;
+	socklen_t salen;
+
+	if (s < 0 || other < 0 || lst < 0 || unconn < 0 || uffd < 0)
+		return 60;
+	hello_body(c, &m, 0);
+	if (test_raw_call(s, &m, PROTO_HELLO, 0, &uffd, 1, NULL) != 0)
+		return 61;
+	snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "pagerd-hostile-%d", (int)getpid());
+	salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(sa.sun_path + 1));
+	if (bind(lst, (struct sockaddr *)&sa, salen) < 0 || listen(lst, 1) < 0)
+		return 62;
+	const struct { int fd, want; } t[] = {
+		{ s, -EPERM },               /* its own connection */
+		{ other, -EPERM },           /* another connection to pagerd */
+		{ lst, -ENOTCONN },          /* listening */
+		{ unconn, -ENOTCONN },       /* not connected */
+		{ foreign_pair[1], -EPERM }, /* its peer is another process */
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		int e;
+
+		memset(&m, 0, sizeof(m));
+		e = test_raw_call(s, &m, PROTO_AGENT_ATTACH, 0, &t[i].fd, 1, NULL);
+		if (e != t[i].want) {
+			fprintf(stderr, "agent trick %zu: %d (%s), expected %d\n", i, e,
+				strerror(-e), t[i].want);
+			if (!fail)
+				fail = 70 + (int)i;
+		}
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return 63;
+	memset(&m, 0, sizeof(m));
+	if (!fail && test_raw_call(s, &m, PROTO_AGENT_ATTACH, 0, &sv[1], 1, NULL) != 0)
+		fail = 69;
+	return fail; /* exits holding everything */
+}
+
+/* Whatever socket a client offers as its agent's, its exit tears it down
+ * and pagerd is left with exactly the fds it had (a client that attached
+ * its own connection used to stay for good, 4 fds, and a slot). */
+static void test_agent_socket_tricks(void **state)
+{
+	const struct ctx *c = *state;
+	int code;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, foreign_pair), 0);
+	code = run_child(agent_tricks, c, DEADLINE_MS);
+	close(foreign_pair[0]);
+	close(foreign_pair[1]);
+	assert_clean(c);
+	assert_int_equal(code, 0);
+	assert_served(c);
+}
+
+/* A child as user `uid` that connects `n` times, says 'R' on `out`, and
+ * holds its connections until `in` closes. */
+static pid_t hold_connections(const struct ctx *c, uid_t uid, int n, int out, int in,
+			      int other_end)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char b;
+
+		close(other_end); /* or `in` never reads end of file */
+		if (setgroups(0, NULL) < 0 || setgid((gid_t)uid) < 0 || setuid(uid) < 0)
+			_exit(80);
+		for (int i = 0; i < n; i++)
+			if (test_raw_connect(c->d.sock) < 0)
+				_exit(81);
+		if (write(out, "R", 1) != 1)
+			_exit(82);
+		while (read(in, &b, 1) > 0)
+			;
+		_exit(0);
+	}
+	return pid;
+}
+
+/*
+ * Ordinary users cannot lock the administrator out: one user gets at most
+ * max_user_clients connections, all of them together max_clients, and
+ * root still gets in past that (pagerctl, and its own clients), from the
+ * slots kept for admins.
+ */
+static void test_admin_not_starved(void **state)
+{
+	static const char *const args[] = {
+		"--max-clients", "8", "--max-user-clients", "5",
+		"--log-level", "warning", NULL,
+	};
+	struct ctx *c = *state, o;
+	int ready[2], stop[2];
+	char log[64];
+	pid_t a, b;
+
+	if (geteuid() != 0)
+		skip(); /* needs other users */
+	own_pagerd(&o, c, 0, args, log, sizeof(log));
+	assert_int_equal(chmod(o.d.dir, 0711), 0);
+	assert_int_equal(chmod(o.d.sock, 0666), 0);
+	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(stop, O_CLOEXEC), 0);
+
+	a = c->kids[1] = hold_connections(&o, 65534, 10, ready[1], stop[0], stop[1]);
+	assert_int_equal(read_byte(ready[0], DEADLINE_MS), 'R');
+	assert_fds(&o, o.base_fds + 5);  /* max_user_clients */
+	b = c->kids[2] = hold_connections(&o, 65533, 10, ready[1], stop[0], stop[1]);
+	assert_int_equal(read_byte(ready[0], DEADLINE_MS), 'R');
+	assert_fds(&o, o.base_fds + 8);  /* max_clients */
+
+	/* Root: pagerctl's control connection, and a client of its own. */
+	struct proto_reply st;
+	assert_int_equal(test_status(o.d.sock, &st), 0);
+	const char *ctl = getenv("PAGERCTL");
+	if (ctl) {
+		char cmd[512];
+
+		snprintf(cmd, sizeof(cmd), "%s --socket %s status >/dev/null", ctl, o.d.sock);
+		assert_int_equal(system(cmd), 0);
+	}
+	assert_served(&o);
+
+	close(stop[1]);
+	assert_int_equal(wait_child(a, DEADLINE_MS), 0);
+	assert_int_equal(wait_child(b, DEADLINE_MS), 0);
+	c->kids[1] = c->kids[2] = 0;
+	assert_fds(&o, o.base_fds);
+	close(stop[0]);
+	close(ready[0]);
+	close(ready[1]);
+	own_pagerd_stop(&o, c, 0);
+	unlink(log);
+}
+
+#define NEIGHBOUR_LEN (8u << 20)
+#define ATTACKER_LEN  (32u << 20)
+
+/* A well-behaved client: its region written in full, 'R' on `out`; then,
+ * at a byte on `in`, checks every page is still resident and intact. */
+static int neighbour(const struct ctx *c, int out, int in)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock, .flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	struct pager_region_opts ro = { .sz = sizeof(ro), .name = "neighbour" };
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	size_t words = NEIGHBOUR_LEN / 8;
+	struct pager_region *r;
+	struct pager *p;
+	uint64_t *mem;
+
+	if (pager_open(&p, &o) < 0 || pager_region_create(p, NEIGHBOUR_LEN, &ro, &r) < 0)
+		return 30;
+	mem = pager_region_addr(r);
+	for (size_t w = 0; w < words; w++)
+		mem[w] = w ^ 0xfeed;
+	if (write(out, "R", 1) != 1 || read_byte(in, DEADLINE_MS * 3) < 0)
+		return 31;
+	if (pager_region_stats(r, &st) < 0)
+		return 32;
+	if (st.resident != st.pages) {
+		fprintf(stderr, "neighbour: %llu of %llu pages resident, %llu swapped\n",
+			(unsigned long long)st.resident, (unsigned long long)st.pages,
+			(unsigned long long)st.swapped);
+		return 33;
+	}
+	for (size_t w = 0; w < words; w++)
+		if (mem[w] != (w ^ 0xfeed))
+			return 34;
+	pager_region_destroy(r);
+	pager_close(p);
+	return 0;
+}
+
+/* The memfd of this process's region called `name`, or -1. */
+static int find_memfd(const char *name)
+{
+	char path[64], target[256], want[128];
+
+	snprintf(want, sizeof(want), "/memfd:%s ", name);
+	for (int fd = 3; fd < 1024; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, want, strlen(want)) == 0)
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * The attacker: a 32 MiB region under a 4 MiB limit whose memfd it makes
+ * refuse hole punches, then writes in full and says 'D'.  The seal of the
+ * original attack (F_SEAL_FUTURE_WRITE) if it still can; with F_SEAL_SEAL
+ * set by libpager it cannot, and root's append-only attribute does the
+ * same to a punch.
+ */
+static int attacker(const struct ctx *c, int out, int in)
+{
+	struct pager_opts o = {
+		.sz = sizeof(o), .socket_path = c->d.sock, .flags = PAGER_OPEN_NO_PRIVATE,
+	};
+	struct pager_region_opts ro = {
+		.sz = sizeof(ro), .name = "attacker", .memory_limit = 4u << 20,
+	};
+	struct pager_region *r;
+	struct pager *p;
+	uint64_t *mem;
+	int fd, flags = FS_APPEND_FL;
+
+	(void)in;
+	if (pager_open(&p, &o) < 0 || pager_region_create(p, ATTACKER_LEN, &ro, &r) < 0)
+		return 40;
+	fd = find_memfd("attacker");
+	if (fd < 0)
+		return 41;
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0)
+		fprintf(stderr, "attacker: F_SEAL_FUTURE_WRITE added\n");
+	else if (ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0)
+		return 42;
+	mem = pager_region_addr(r);
+	for (size_t w = 0; w < ATTACKER_LEN / 8; w++)
+		mem[w] = w | 1;
+	if (write(out, "D", 1) != 1)
+		return 43;
+	pause();
+	return 44;
+}
+
+/*
+ * A client whose memfd refuses hole punches holds memory no limit can take
+ * back.  It is dropped at its first refused punch, and its neighbour keeps
+ * every page resident (before, the attacker went past its 4 MiB region
+ * limit and the 16 MiB global one, and the neighbour was evicted in its
+ * stead).
+ */
+static void test_unpunchable_client_dropped(void **state)
+{
+	char swap[64], log[64];
+	const char *args[] = {
+		"--memory-limit", "16M", "--swap", swap, "--swap-size", "256M", NULL,
+	};
+	struct ctx *c = *state, o;
+	int nout[2], nin[2], aout[2];
+	struct proto_reply st;
+	pid_t nb, at;
+	char *text;
+
+	snprintf(swap, sizeof(swap), "/var/tmp/pagerd-hostile-swap.%d", (int)getpid());
+	own_pagerd(&o, c, 0, args, log, sizeof(log));
+	unlink(swap);
+	assert_int_equal(pipe2(nout, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(nin, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(aout, O_CLOEXEC), 0);
+
+	nb = c->kids[1] = fork_with_pipe(neighbour, &o, nout[1], nin[0]);
+	assert_int_equal(read_byte(nout[0], DEADLINE_MS), 'R');
+	at = c->kids[2] = fork_with_pipe(attacker, &o, aout[1], -1);
+	/* Until the attacker is through its writes, or gone. */
+	for (int waited = 0;; waited += 50) {
+		struct pollfd pf = { .fd = aout[0], .events = POLLIN };
+
+		if (poll(&pf, 1, 50) > 0)
+			break;
+		assert_int_equal(test_status(o.d.sock, &st), 0);
+		if (st.clients == 1)
+			break;
+		assert_true(waited < DEADLINE_MS);
+	}
+	assert_int_equal(write(nin[1], "c", 1), 1);
+	assert_int_equal(wait_child(nb, DEADLINE_MS), 0);
+	c->kids[1] = 0;
+	assert_int_equal(test_wait_clients(o.d.sock, 0, DEADLINE_MS), 0);
+	kill(at, SIGKILL);
+	waitpid(at, NULL, 0);
+	c->kids[2] = 0;
+	assert_served(&o);
+	own_pagerd_stop(&o, c, 0);
+	text = read_file(log);
+	unlink(log);
+	assert_non_null(strstr(text, "dropped: its memfd refuses hole punches"));
+	free(text);
+	for (int i = 0; i < 2; i++) {
+		close(nout[i]);
+		close(nin[i]);
+		close(aout[i]);
+	}
+}
+
+/*
+ * A client sending refused requests as fast as pagerd answers: pagerd's log
+ * gets its burst of lines and then about one a second, and the rest is
+ * counted in a "similar messages suppressed" line (here when the client
+ * goes).  It used to be a line per request.
+ */
+static void test_refusals_not_flooding(void **state)
+{
+	static const char *const args[] = { NULL };
+	struct ctx *c = *state, o;
+	const int n = 5000;
+	struct timespec t0, t1;
+	struct proto_msg m;
+	size_t shown, allowed;
+	char log[64], *text, *p;
+	unsigned long long held = 0;
+	int s;
+
+	own_pagerd(&o, c, 0, args, log, sizeof(log));
+	s = hostile_client(&o);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < n; i++) {
+		memset(&m, 0, sizeof(m));
+		m.body.region_destroy.region_id = 42;
+		assert_int_equal(test_raw_call(s, &m, PROTO_REGION_DESTROY, 0, NULL, 0, NULL),
+				 -ENOENT);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(s);
+	assert_int_equal(test_wait_clients(o.d.sock, 0, DEADLINE_MS), 0);
+	own_pagerd_stop(&o, c, 0);
+
+	text = read_file(log);
+	unlink(log);
+	shown = count_str(text, "region-destroy refused");
+	allowed = LOG_RL_BURST + 2 + (size_t)(t1.tv_sec - t0.tv_sec) * LOG_RL_PER_SEC;
+	if (shown > allowed)
+		fprintf(stderr, "%zu lines of refusals for %d requests (%zu allowed)\n",
+			shown, n, allowed);
+	assert_true(shown <= allowed);
+	p = strstr(text, " similar messages suppressed");
+	assert_non_null(p);
+	while (p > text && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	held = strtoull(p, NULL, 10);
+	assert_int_equal(held + shown, (unsigned long long)n);
+	free(text);
+}
+
 /* ---- the end --------------------------------------------------------------- */
 
 static void list_fds(bool open[1024])
@@ -1579,6 +2073,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_minor_registration, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_crash_mid_fault, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_pagemap_checked, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_agent_socket_tricks, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_admin_not_starved, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_unpunchable_client_dropped, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_refusals_not_flooding, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_fd_hygiene_and_stop, test_setup, test_teardown),
 	};
 	int uffd, hold;
@@ -1596,5 +2095,8 @@ int main(void)
 		return TEST_SKIP;
 	}
 	close(uffd);
+	/* TEST_FILTER=test_agent_* runs only those (a glob). */
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

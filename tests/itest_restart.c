@@ -22,6 +22,10 @@
  *        and pagerd serves the connection it could adopt and a new client
  *   fd_store_no_stores_nothing --fd-store=no under NOTIFY_SOCKET: nothing
  *        is stored
+ *   bad_config_keeps_clients   a typo in pagerd.conf and a restart: the new
+ *        pagerd serves on with its predecessor's settings and reports the
+ *        errors (log, STATUS=, status reply) until a reload finds the file
+ *        good; without clients a bad file still exits 2
  *
  * Nothing sleeps: every wait is a poll() on the notify socket, on pagerd's
  * pidfd or on the client's report pipe, with a deadline that fails the test.
@@ -90,6 +94,7 @@ struct fakesd {
 	unsigned removes;      /* FDSTOREREMOVE=1 messages */
 	char removed[4096];    /* their names, ' '-separated */
 	bool ready;
+	char status_text[512]; /* the last STATUS= */
 	pid_t pid;
 	int pidfd;
 	int status;            /* pagerd's wait status, once it exited */
@@ -151,13 +156,15 @@ static struct entry *store_find(struct fakesd *sd, const char *name)
 	return NULL;
 }
 
-/* Counts stored names starting with prefix ("c", "r" or "" for all). */
+/* Counts stored names of clients ("c": c<ID>.*), regions ("r") or all
+ * (""). */
 static size_t store_count(struct fakesd *sd, const char *prefix)
 {
-	size_t k = 0;
+	size_t k = 0, n = strlen(prefix);
 
 	for (size_t i = 0; i < sd->n; i++)
-		k += strncmp(sd->store[i].name, prefix, strlen(prefix)) == 0;
+		k += strncmp(sd->store[i].name, prefix, n) == 0 &&
+		     (!n || (sd->store[i].name[n] >= '0' && sd->store[i].name[n] <= '9'));
 	return k;
 }
 
@@ -206,6 +213,9 @@ static void fakesd_recv_one(struct fakesd *sd)
 			remove = true;
 		else if (strncmp(l, "READY=1", len) == 0 && len == 7)
 			sd->ready = true;
+		else if (strncmp(l, "STATUS=", 7) == 0)
+			snprintf(sd->status_text, sizeof(sd->status_text), "%.*s", (int)(len - 7),
+				 l + 7);
 		else if (strncmp(l, "FDNAME=", 7) == 0) {
 			assert_true(len - 7 < sizeof(name));
 			memcpy(name, l + 7, len - 7);
@@ -324,8 +334,9 @@ static bool has_exited(struct fakesd *sd, void *arg)
 }
 
 /* Starts pagerd with the listening socket and (if with_store) everything
- * in the store, as systemd starts a service. */
-static void fakesd_start(struct fakesd *sd, bool with_store, const char *const *args)
+ * in the store, as systemd starts a service; fakesd_start() then waits for
+ * READY=1. */
+static void fakesd_spawn(struct fakesd *sd, bool with_store, const char *const *args)
 {
 	const char *bin = getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd";
 	size_t nfds = 1 + (with_store ? sd->n : 0);
@@ -379,6 +390,11 @@ static void fakesd_start(struct fakesd *sd, bool with_store, const char *const *
 	}
 	sd->pidfd = (int)syscall(SYS_pidfd_open, sd->pid, 0);
 	assert_true(sd->pidfd >= 0);
+}
+
+static void fakesd_start(struct fakesd *sd, bool with_store, const char *const *args)
+{
+	fakesd_spawn(sd, with_store, args);
 	fakesd_pump(sd, is_ready, NULL, -1, "READY=1");
 }
 
@@ -721,7 +737,8 @@ static void restart_run(bool named_swap, int crashes)
 	else
 		assert_stored(&sd, "swap");
 	assert_stored(&sd, "swapmeta");
-	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent", NULL };
+	for (const char *const *s = (const char *const[]){ "sock", "state", "uffd", "agent",
+							     "pagemap", NULL };
 	     *s; s++) {
 		snprintf(name, sizeof(name), "c1.%s", *s);
 		assert_stored(&sd, name);
@@ -802,9 +819,9 @@ static void restart_run(bool named_swap, int crashes)
 	assert_int_equal(waitpid(cl.pid, &cst, 0), cl.pid);
 	running_client = -1;
 	assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
-	if (sd.n != (named_swap ? 1u : 2u)) {
+	if (sd.n != (named_swap ? 2u : 3u)) {
 		store_dump(&sd);
-		fail_msg("the store should hold only the swap (if unnamed) and its table");
+		fail_msg("the store should hold only the swap (if unnamed), its table and the configuration");
 	}
 	fakesd_stop(&sd);
 	/* What each successor found and waited for, for the test log. */
@@ -989,6 +1006,120 @@ static void fd_store_no_stores_nothing(void **state)
 	fakesd_free(&sd);
 }
 
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * A typo in pagerd.conf, then a restart (systemctl restart): the new pagerd
+ * has a client to take over, so it must not exit (systemd would empty the
+ * store and strand the client's faults forever).  It runs with the
+ * settings its predecessor ran with (the limit here, not the default of
+ * none), and says what is wrong in its log, in STATUS= and in the status
+ * reply.  A reload of the fixed file takes it; a reload of a broken one
+ * changes nothing.  With no client to take over, a bad file still ends
+ * pagerd with status 2.
+ */
+static void bad_config_keeps_clients(void **state)
+{
+	static struct fakesd sd;
+	static char conf[160], swap[160];
+	const char *args[] = { "--config", conf, NULL };
+	const char *good_fmt = "memory_limit = 4M\nswap_path = %s\nswap_size = 64M\n";
+	char text[512];
+	struct proto_reply st;
+	struct child cl;
+	struct report r;
+
+	(void)state;
+	fakesd_init(&sd);
+	snprintf(conf, sizeof(conf), "%s/pagerd.conf", sd.dir);
+	snprintf(swap, sizeof(swap), "%s/swap", sd.dir);
+	snprintf(text, sizeof(text), good_fmt, swap);
+	write_file(conf, text);
+	fakesd_start(&sd, false, args);
+	assert_stored(&sd, "config");
+	client_start(&cl, sd.sock, NULL);
+	r = client_call(&sd, &cl, 'p');
+	r = client_call(&sd, &cl, 's');
+	assert_true(r.st.swapped > REGION_PAGES / 2);
+
+	/* The typo, and the restart. */
+	snprintf(text, sizeof(text), good_fmt, swap);
+	strcat(text, "memroy_limit = 1G\n");
+	write_file(conf, text);
+	fakesd_stop(&sd);
+	fakesd_start(&sd, true, args);
+	if (!strstr(read_log(&sd), "memroy_limit") ||
+	    !strstr(read_log(&sd), "running with the previous pagerd's settings"))
+		fail_msg("the log does not say what is wrong and what runs:\n%s", read_log(&sd));
+	if (!strstr(sd.status_text, "1 error in"))
+		fail_msg("STATUS=%s", sd.status_text);
+	assert_int_equal(test_status(sd.sock, &st), 0);
+	assert_int_equal(st.config_errors, 1);
+	assert_int_equal(st.memory_limit, 4u << 20);
+	assert_int_equal(st.clients, 1);
+	r = client_call(&sd, &cl, 'p');
+	r = client_call(&sd, &cl, 's');
+	assert_true(r.st.swapped > REGION_PAGES / 2);
+
+	/* Another restart on the same bad file: the settings still come from
+	 * the store (this pagerd put them there again). */
+	fakesd_stop(&sd);
+	fakesd_start(&sd, true, args);
+	assert_int_equal(test_status(sd.sock, &st), 0);
+	assert_int_equal(st.config_errors, 1);
+	assert_int_equal(st.memory_limit, 4u << 20);
+
+	/* Fixed, with a new limit: a reload takes it and the errors go. */
+	snprintf(text, sizeof(text), "memory_limit = 5M\nswap_path = %s\nswap_size = 64M\n", swap);
+	write_file(conf, text);
+	sd.ready = false;
+	assert_int_equal(kill(sd.pid, SIGHUP), 0);
+	fakesd_pump(&sd, is_ready, NULL, -1, "READY=1 after the reload");
+	assert_int_equal(test_status(sd.sock, &st), 0);
+	assert_int_equal(st.config_errors, 0);
+	assert_int_equal(st.memory_limit, 5u << 20);
+	if (strstr(sd.status_text, "error"))
+		fail_msg("STATUS=%s", sd.status_text);
+
+	/* A reload of a broken file changes nothing, and says so. */
+	write_file(conf, "memory_limit = lots\n");
+	sd.ready = false;
+	assert_int_equal(kill(sd.pid, SIGHUP), 0);
+	fakesd_pump(&sd, is_ready, NULL, -1, "READY=1 after the failed reload");
+	assert_int_equal(test_status(sd.sock, &st), 0);
+	assert_int_equal(st.config_errors, 1);
+	assert_int_equal(st.memory_limit, 5u << 20);
+	if (!strstr(sd.status_text, "running with the settings in effect before"))
+		fail_msg("STATUS=%s", sd.status_text);
+
+	r = client_call(&sd, &cl, 'v');
+	assert_int_equal(r.errors, 0);
+	r = client_call(&sd, &cl, 'q');
+	fakesd_pump(&sd, no_client_names, NULL, -1, "the client's names to leave the store");
+	int cst;
+
+	assert_int_equal(waitpid(cl.pid, &cst, 0), cl.pid);
+	running_client = -1;
+	assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
+	close(cl.cmd);
+	close(cl.report);
+
+	/* Nobody to strand: a bad file is a configuration error (exit 2). */
+	fakesd_stop(&sd);
+	fakesd_spawn(&sd, true, args);
+	fakesd_pump(&sd, has_exited, NULL, -1, "pagerd to exit");
+	assert_true(WIFEXITED(sd.status));
+	assert_int_equal(WEXITSTATUS(sd.status), 2);
+	fakesd_free(&sd);
+}
+
 /* After a failure: no pagerd or client of ours is left behind. */
 static int teardown(void **state)
 {
@@ -1016,6 +1147,7 @@ int main(void)
 		cmocka_unit_test_teardown(restart_named_swap, teardown),
 		cmocka_unit_test_teardown(hostile_store_is_refused, teardown),
 		cmocka_unit_test_teardown(fd_store_no_stores_nothing, teardown),
+		cmocka_unit_test_teardown(bad_config_keeps_clients, teardown),
 	};
 
 	if (access("/dev/userfaultfd", R_OK | W_OK) != 0 && geteuid() != 0) {

@@ -22,6 +22,21 @@
  *   restore_prefetch       the background prefetch reads the whole image
  *   bad_images             truncated, wrong size, garbage or missing
  *                          sidecar: -EINVAL, and the region is not created
+ *   discard_after_instant  a page discarded (then written) after the
+ *                          instant is in the image as it was
+ *   zero_page_evicted      a zero page resident at the instant, evicted
+ *                          (punched), then written: a hole in the image
+ *   no_swap_unprotect      no swap: eviction un-protects its victims
+ *                          again; writes to every page left writable never
+ *                          reach the image
+ *   client_removes_page    MADV_REMOVE by the client, then a write: the
+ *                          image holds the page or a hole, never the write
+ *   restored_discard       a restored region, pages still in its image
+ *                          discarded and written: the new image holds them
+ *   cut_stress             randomized: writers, discards, limit swings,
+ *                          swap / none / full, restored regions, snapshots
+ *                          back to back; each image exactly one cut
+ *                          (SNAP_STRESS_RUNS, SNAP_STRESS_SEED; make soak)
  *
  * The cut: just before pager_region_snapshot_start() we note every page's
  * generation (lo), just after it returns again (hi); the instant lies
@@ -49,6 +64,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -65,19 +81,28 @@ struct ctx {
 	bool running;
 };
 
-static void start(struct ctx *c)
+/* pagerd with a swap file of swap_size bytes, or none (NULL). */
+static void start_swap(struct ctx *c, const char *swap_size)
 {
 	const char *args[8];
 	int n = 0;
 
 	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
-	args[n++] = "--swap";
-	args[n++] = c->swap;
-	args[n++] = "--swap-size";
-	args[n++] = "512M";
+	unlink(c->swap);
+	if (swap_size) {
+		args[n++] = "--swap";
+		args[n++] = c->swap;
+		args[n++] = "--swap-size";
+		args[n++] = swap_size;
+	}
 	args[n] = NULL;
 	assert_int_equal(test_pagerd_start(&c->d, args), 0);
 	c->running = true;
+}
+
+static void start(struct ctx *c)
+{
+	start_swap(c, "512M");
 }
 
 static void stop(struct ctx *c)
@@ -726,6 +751,721 @@ static void bad_images(void **state)
 	stop(c);
 }
 
+/* ---- the rule: a page still to be copied keeps its instant content ------ */
+
+/* Every word of every page non-zero and unique to (page, word). */
+static uint64_t fill_word(uint64_t page, size_t i)
+{
+	return (page * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)i << 48) ^ 0xf111ULL;
+}
+
+#define MARKER 0x4d41524b45522121ULL /* "MARKER!!": written after the instant */
+
+static void fill_pages(uint8_t *base, uint64_t first, uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++)
+		for (size_t i = 0; i < ps / 8; i++)
+			((uint64_t *)(base + p * ps))[i] = fill_word(p, i);
+}
+
+static void wait_snapshot(struct pager_region *r)
+{
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	int e;
+
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+	assert_int_equal(pr.pages_done, pr.pages_total);
+}
+
+/* Whether page p of the image at fd holds fill_word(p, *) (1), all zeros
+ * (0), or anything else (-1, with its first word in *ret_first). */
+static int image_page_kind(int fd, uint64_t p, uint64_t *ret_first)
+{
+	uint64_t *pg = malloc(ps);
+	bool fill = true, zero = true;
+
+	assert_non_null(pg);
+	assert_int_equal(pread(fd, pg, ps, (off_t)(p * ps)), (ssize_t)ps);
+	for (size_t i = 0; i < ps / 8; i++) {
+		fill &= pg[i] == fill_word(p, i);
+		zero &= pg[i] == 0;
+	}
+	*ret_first = pg[0];
+	free(pg);
+	return fill ? 1 : zero ? 0 : -1;
+}
+
+/* Pages [0, n) of the image: how many hold something other than their
+ * fill (zero pages allowed where zero_ok says so), the first one named. */
+static uint64_t image_off_fill(const char *path, uint64_t n, uint64_t zero_ok)
+{
+	int fd = open(path, O_RDONLY);
+	uint64_t bad = 0, w;
+
+	assert_true(fd >= 0);
+	for (uint64_t p = 0; p < n; p++) {
+		int k = image_page_kind(fd, p, &w);
+
+		if (k == 1 || (k == 0 && p == zero_ok))
+			continue;
+		if (!bad++)
+			print_message("image page %llu: %s (first word %#llx)\n",
+				      (unsigned long long)p, k ? "not its content at the instant" : "a hole",
+				      (unsigned long long)w);
+	}
+	close(fd);
+	return bad;
+}
+
+static void image_unlink(const char *path)
+{
+	char meta[300];
+
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	unlink(meta);
+	unlink(path);
+}
+
+/*
+ * A discard after the instant does not change the image: the last page of
+ * a full GiB (the copier reaches it last) is discarded just after the
+ * start call returns, then written; the image holds the page as it was.
+ */
+static void discard_after_instant(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 1024 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/discard.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_discard(r, (n - 1) * ps, ps), 0);
+	*(volatile uint64_t *)(base + (n - 1) * ps) = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, UINT64_MAX), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+static bool page_in_core(void *addr)
+{
+	unsigned char v = 0;
+
+	assert_int_equal(mincore(addr, ps, &v), 0);
+	return v & 1;
+}
+
+/*
+ * A zero page resident at the instant is still to be copied; evicted as
+ * zero (punched), its next touch is a MISSING fault, which must not fill
+ * it writable before the snapshot has recorded it (a hole).  Most of the
+ * region is in swap, so the copier reaches the last page late.
+ */
+static void zero_page_evicted(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64 * MiB / ps;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 16 * MiB };
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct pager_region *r;
+	char path[128];
+	int tries;
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
+	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
+	fill_pages(base, 0, n - 1);
+	/* The last page only read: resident, all zero.  Once eviction has
+	 * settled under the limit, it stays resident. */
+	for (tries = 0; tries < 10000; tries++) {
+		assert_int_equal(*(volatile uint64_t *)last, 0);
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (page_in_core(last) && st.resident * ps <= 16 * MiB * 95 / 100)
+			break;
+		usleep(1000);
+	}
+	assert_true(tries < 10000);
+	snprintf(path, sizeof(path), "%s/zero.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_set_limit(r, ps), 0);
+	for (tries = 0; tries < 20000 && page_in_core(last); tries++)
+		usleep(500);
+	assert_false(page_in_core(last)); /* evicted as zero (punched) */
+	*(volatile uint64_t *)last = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, n - 1), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * No swap: eviction write-protects its victims, finds it cannot write them
+ * and un-protects them again.  Pages still to be copied must not come out
+ * of it writable: every page mapped without write protection (pagemap bit
+ * 57 clear) gets a marker while the snapshot runs, and none may land in
+ * the image.
+ */
+static void no_swap_unprotect(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 1024 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+	uint64_t *pm = malloc(n * 8), marked = 0, passes = 0;
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	int pmfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), e;
+
+	assert_non_null(pm);
+	assert_true(pmfd >= 0);
+	start_swap(c, NULL);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/noswap.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(pager_region_set_limit(r, n * ps / 2), 0);
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0) {
+		ssize_t got = pread(pmfd, pm, n * 8, (off_t)((uintptr_t)base / ps * 8));
+
+		assert_int_equal(got, (ssize_t)(n * 8));
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t *w = (uint64_t *)(base + i * ps);
+
+			/* present, not uffd-write-protected, not marked yet */
+			if ((pm[i] >> 63) && !((pm[i] >> 57) & 1) && *w != MARKER) {
+				*(volatile uint64_t *)w = MARKER;
+				marked++;
+			}
+		}
+		passes++;
+	}
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+	print_message("%llu pages written while the snapshot ran (%llu passes)\n",
+		      (unsigned long long)marked, (unsigned long long)passes);
+	assert_int_equal(image_off_fill(path, n, UINT64_MAX), 0);
+	pager_close(p);
+	close(pmfd);
+	free(pm);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * The client punches a page itself (MADV_REMOVE: pagerd hears of it only
+ * at the next fault) and writes it again.  pagerd cannot tell whether the
+ * punch came before the instant, so the image may hold the page's content
+ * or a hole, but never the write that followed.
+ */
+static void client_removes_page(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 256 * MiB / ps;
+	struct pager_region *r;
+	char path[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
+	fill_pages(base, 0, n);
+	snprintf(path, sizeof(path), "%s/removed.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_int_equal(madvise(last, ps, MADV_REMOVE), 0);
+	*(volatile uint64_t *)last = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path, n, n - 1), 0);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+/*
+ * A region restored from an image (its pages still in the image, PG_IMAGE)
+ * snapshotted again under a limit: pages discarded and written after the
+ * instant, before the copier came to them, are in the new image as they
+ * were.
+ */
+static void restored_discard(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64 * MiB / ps;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 8 * MiB,
+					.flags = PAGER_REGION_NO_PREFETCH };
+	struct pager_region *r;
+	char path[128], path2[128];
+
+	start(c);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	fill_pages(pager_region_addr(r), 0, n);
+	snprintf(path, sizeof(path), "%s/first.img", dir);
+	snprintf(path2, sizeof(path2), "%s/second.img", dir);
+	assert_int_equal(pager_region_snapshot(r, path, NULL), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+
+	assert_int_equal(pager_region_restore(p, path, &ro, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	/* Some pages in, the rest still only in the image. */
+	for (uint64_t i = 0; i < n / 4; i++)
+		assert_int_equal(((volatile uint64_t *)(base + i * ps))[1], fill_word(i, 1));
+	assert_int_equal(pager_region_snapshot_start(r, path2, NULL), 0);
+	/* The last quarter: still in the image, and the copier's last. */
+	assert_int_equal(pager_region_discard(r, n / 4 * 3 * ps, n / 4 * ps), 0);
+	for (uint64_t i = n / 4 * 3; i < n; i += 7)
+		*(volatile uint64_t *)(base + i * ps) = MARKER;
+	wait_snapshot(r);
+	assert_int_equal(image_off_fill(path2, n, UINT64_MAX), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+	pager_close(p);
+	image_unlink(path);
+	image_unlink(path2);
+	stop(c);
+}
+
+/* ---- cut_stress --------------------------------------------------------- */
+
+/*
+ * Randomized: writer threads stamp pages of their own part of a region with
+ * generations and discard ranges of it, snapshots run back to back, a
+ * thread swings the region's limit (down to one page and back), pagerd has
+ * swap, none, or one too small to hold much (full), and some runs snapshot
+ * a region restored from the last image of the run before.
+ *
+ * The oracle.  A global counter `seq` orders events: a writer takes B from
+ * it before the first store of a write (or before a discard call) and E
+ * after the last store (after the call returns); the main thread takes S0
+ * before pager_region_snapshot_start() and S1 after it returns.  Let c be
+ * the counter's value at the snapshot's instant T: a value taken before T
+ * is below c, one taken after is c or more.  Then each image page bounds c:
+ *   - whole generation g (stores of g before T, none of g+1):
+ *     B(g) < c <= E(g+1);
+ *   - torn, g over g-1 (T in the middle of write g's stores, which go in
+ *     order): B(g) < c <= E(g);
+ * and S0 < c <= S1.  The image is one cut iff all these intervals meet.
+ * Each writer logs (B, E, kind) per page and generation in a ring; an entry
+ * that is gone (overwritten) or not yet finished only loosens a bound.
+ */
+#define SW 3            /* writer threads */
+#define RING 128        /* log entries per page */
+#define STRESS_SNAPS 3  /* snapshots per run */
+
+enum { K_DATA = 1, K_ZERO = 2 };
+
+struct logent {
+	uint64_t gen, b, e, kind;
+};
+
+struct stress {
+	struct pager_region *r;
+	uint8_t *base;
+	uint64_t npages, salt;
+	const uint8_t *init;    /* a restored region's first content, or NULL */
+	uint64_t *gen;          /* per page: last generation finished */
+	struct logent *log;     /* npages * RING */
+	uint64_t seq;
+	volatile bool stop;
+	uint64_t writes, discards, swings;
+	unsigned seed;
+};
+
+struct sarg {
+	struct stress *st;
+	unsigned id;
+};
+
+static uint64_t smix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static uint64_t sword(const struct stress *st, uint64_t page, size_t i, uint64_t g)
+{
+	return smix(st->salt ^ (page << 16) ^ i) ^ g;
+}
+
+static uint64_t seq_take(struct stress *st)
+{
+	return __atomic_fetch_add(&st->seq, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Seqlock-style: gen goes to 0 while the entry is rewritten. */
+static void log_begin(struct stress *st, uint64_t page, uint64_t g, uint64_t kind,
+		      uint64_t b)
+{
+	struct logent *e = &st->log[page * RING + g % RING];
+
+	__atomic_store_n(&e->gen, 0, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&e->b, b, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->e, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->kind, kind, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->gen, g, __ATOMIC_RELEASE);
+}
+
+static void log_end(struct stress *st, uint64_t page, uint64_t g, uint64_t e)
+{
+	__atomic_store_n(&st->log[page * RING + g % RING].e, e, __ATOMIC_RELEASE);
+	__atomic_store_n(&st->gen[page], g, __ATOMIC_RELEASE);
+}
+
+/* Reads generation g's entry of page: 1 if it is there (ret filled), 0
+ * if g has not begun, -1 if the ring has moved past it (or is rewriting
+ * that entry). */
+static int log_get(struct stress *st, uint64_t page, uint64_t g, struct logent *ret)
+{
+	struct logent *e = &st->log[page * RING + g % RING];
+	uint64_t g1 = __atomic_load_n(&e->gen, __ATOMIC_ACQUIRE);
+
+	ret->b = __atomic_load_n(&e->b, __ATOMIC_RELAXED);
+	ret->e = __atomic_load_n(&e->e, __ATOMIC_RELAXED);
+	ret->kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (g1 == g && __atomic_load_n(&e->gen, __ATOMIC_RELAXED) == g)
+		return 1;
+	return g1 && g1 < g ? 0 : (g1 == 0 && g < RING ? 0 : -1);
+}
+
+/* cmocka's checks are for the main thread only: a helper thread that
+ * fails says so and stops; the main thread fails the test. */
+static int stress_err;
+
+static void thread_check(int e, const char *what)
+{
+	if (e < 0) {
+		if (!__atomic_exchange_n(&stress_err, e, __ATOMIC_SEQ_CST))
+			fprintf(stderr, "cut_stress: %s: %s\n", what, strerror(-e));
+		pthread_exit(NULL);
+	}
+}
+
+static void *stress_writer(void *arg)
+{
+	struct sarg *a = arg;
+	struct stress *st = a->st;
+	uint64_t lo = st->npages * a->id / SW, hi = st->npages * (a->id + 1) / SW;
+	unsigned seed = st->seed * 31 + a->id;
+
+	while (!st->stop) {
+		uint64_t p = lo + (uint64_t)rand_r(&seed) % (hi - lo);
+
+		if (rand_r(&seed) % 64 == 0) {
+			/* Discard a few of our pages: a zero generation each. */
+			uint64_t n = 1 + (uint64_t)rand_r(&seed) % 8, b;
+
+			if (p + n > hi)
+				n = hi - p;
+			b = seq_take(st);
+			for (uint64_t q = p; q < p + n; q++)
+				log_begin(st, q, st->gen[q] + 1, K_ZERO, b);
+			thread_check(pager_region_discard(st->r, p * ps, n * ps), "discard");
+			b = seq_take(st);
+			for (uint64_t q = p; q < p + n; q++)
+				log_end(st, q, st->gen[q] + 1, b);
+			__atomic_fetch_add(&st->discards, 1, __ATOMIC_RELAXED);
+			continue;
+		}
+		uint64_t g = st->gen[p] + 1;
+		volatile uint64_t *pg = (volatile uint64_t *)(st->base + p * ps);
+
+		log_begin(st, p, g, K_DATA, seq_take(st));
+		for (size_t i = 0; i < ps / 8; i++)
+			pg[i] = sword(st, p, i, g);
+		log_end(st, p, g, seq_take(st));
+		__atomic_fetch_add(&st->writes, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* Swings the region's limit: down to one page, up past the region. */
+static void *stress_swinger(void *arg)
+{
+	struct stress *st = arg;
+	const uint64_t lim[] = { ps, ps, 16 * ps, 256 * ps, st->npages * ps / 4,
+				 st->npages * ps / 2, st->npages * ps * 2 };
+	unsigned seed = st->seed * 7 + 1;
+
+	while (!st->stop) {
+		thread_check(pager_region_set_limit(st->r,
+			     lim[(unsigned)rand_r(&seed) % (sizeof(lim) / sizeof(lim[0]))]),
+			     "set_limit");
+		__atomic_fetch_add(&st->swings, 1, __ATOMIC_RELAXED);
+		usleep(500 + (unsigned)rand_r(&seed) % 3000); /* pacing only */
+	}
+	return NULL;
+}
+
+/* One snapshot's record: the window and the bounds it was taken in. */
+struct taken {
+	char path[160];
+	uint64_t *lo, *hi;      /* per page: generation finished before S0, after S1 */
+	uint64_t s0, s1;
+};
+
+/* What generation g of page p holds: K_DATA, K_ZERO, 3 for a restored
+ * region's first content; 0 if the log no longer says, -1 if g has not
+ * begun. */
+static int kind_of(struct stress *st, uint64_t p, uint64_t g, struct logent *ret)
+{
+	int k;
+
+	if (g == 0) {
+		ret->b = 0;
+		ret->e = 0;
+		return st->init ? 3 : K_ZERO;
+	}
+	k = log_get(st, p, g, ret);
+	return k > 0 ? (int)ret->kind : k == 0 ? -1 : 0;
+}
+
+static bool word_is(struct stress *st, uint64_t p, size_t i, uint64_t w,
+		    int kind, uint64_t g)
+{
+	switch (kind) {
+	case K_DATA: return w == sword(st, p, i, g);
+	case K_ZERO: return w == 0;
+	case 3: return w == ((const uint64_t *)(st->init + p * ps))[i];
+	default: return false;
+	}
+}
+
+/*
+ * Checks one image against the log (see above).  Fails the test if it is
+ * no cut; returns the pages whose bounds the log could no longer give.
+ */
+static uint64_t check_one_cut(struct stress *st, const struct taken *t)
+{
+	const uint64_t inf = UINT64_MAX;
+	int fd = open(t->path, O_RDONLY);
+	uint64_t *pg = malloc(ps), L = t->s0, U = t->s1, loose = 0;
+	uint64_t Lpage = UINT64_MAX, Upage = UINT64_MAX;
+
+	assert_true(fd >= 0);
+	assert_non_null(pg);
+	for (uint64_t p = 0; p < st->npages; p++) {
+		uint64_t lower = inf, upper = 0; /* hull of the candidates */
+		bool any = false;
+
+		assert_int_equal(pread(fd, pg, ps, (off_t)(p * ps)), (ssize_t)ps);
+		for (uint64_t g = t->lo[p]; g <= t->hi[p] + 1; g++) {
+			struct logent eg, en;
+			int kg = kind_of(st, p, g, &eg), kp;
+			size_t i = 0;
+
+			if (kg < 0)
+				break; /* not begun: neither are later ones */
+			if (kg == 0) {
+				/* Gone from the log: try it as data, unbounded. */
+				kg = K_DATA;
+				eg.b = 0;
+				eg.e = 0;
+				loose++;
+			}
+			while (i < ps / 8 && word_is(st, p, i, pg[i], kg, g))
+				i++;
+			if (i == ps / 8) {
+				/* Whole g: B(g) < c <= E(g+1). */
+				bool next = log_get(st, p, g + 1, &en) > 0 && en.e;
+
+				lower = eg.b < lower ? eg.b : lower;
+				upper = next ? (en.e > upper ? en.e : upper) : inf;
+				any = true;
+				continue;
+			}
+			/* Torn: g's stores in order over g-1. */
+			if (kg != K_DATA || i == 0 || g == 0)
+				continue;
+			kp = kind_of(st, p, g - 1, &en);
+			if (kp <= 0) {
+				kp = K_DATA;
+				loose++;
+			}
+			size_t j = i;
+			while (j < ps / 8 && word_is(st, p, j, pg[j], kp, g - 1))
+				j++;
+			if (j == ps / 8) {
+				lower = eg.b < lower ? eg.b : lower;
+				upper = eg.e ? (eg.e > upper ? eg.e : upper) : inf;
+				any = true;
+			}
+		}
+		if (!any)
+			fail_msg("%s page %llu: no generation in [%llu, %llu] fits (words %#llx %#llx ... %#llx)",
+				 t->path, (unsigned long long)p, (unsigned long long)t->lo[p],
+				 (unsigned long long)t->hi[p] + 1, (unsigned long long)pg[0],
+				 (unsigned long long)pg[1], (unsigned long long)pg[ps / 8 - 1]);
+		if (lower != inf && lower > L) {
+			L = lower;
+			Lpage = p;
+		}
+		if (upper < U) {
+			U = upper;
+			Upage = p;
+		}
+	}
+	if (L >= U && Upage == UINT64_MAX)
+		fail_msg("%s is no cut: page %llu holds a write (or discard) begun at seq %llu, "
+			 "after the start call returned (seq %llu..%llu)",
+			 t->path, (unsigned long long)Lpage, (unsigned long long)L,
+			 (unsigned long long)t->s0, (unsigned long long)t->s1);
+	if (L >= U)
+		fail_msg("%s is no cut: page %llu holds a write (or discard) begun at seq %llu, "
+			 "page %llu one overwritten by seq %llu (start call %llu..%llu)",
+			 t->path, (unsigned long long)Lpage, (unsigned long long)L,
+			 (unsigned long long)Upage, (unsigned long long)U,
+			 (unsigned long long)t->s0, (unsigned long long)t->s1);
+	close(fd);
+	free(pg);
+	return loose;
+}
+
+static void taken_free(struct taken *t)
+{
+	free(t->lo);
+	free(t->hi);
+	t->lo = t->hi = NULL;
+}
+
+/* One run; returns the pages checked loosely.  prev: the image of the run
+ * before (restored from if restore), replaced by this run's last. */
+static uint64_t stress_run(struct ctx *c, unsigned run, unsigned seed, int swap,
+			   bool restore, char *prev)
+{
+	static const char *swaps[] = { "512M", NULL, "1M" };
+	const uint64_t n = 16 * MiB / ps;
+	struct stress st = { .npages = n, .seed = seed, .seq = 1 };
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 4 * MiB };
+	struct taken t[STRESS_SNAPS];
+	struct sarg a[SW];
+	pthread_t w[SW], sw;
+	uint8_t *init = NULL;
+	uint64_t loose = 0;
+
+	memset(t, 0, sizeof(t));
+	start_swap(c, swaps[swap]);
+	struct pager *p = connect_to(c->d.sock);
+	if (restore) {
+		int fd = open(prev, O_RDONLY);
+
+		init = malloc(n * ps);
+		assert_non_null(init);
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, init, n * ps, 0), (ssize_t)(n * ps));
+		close(fd);
+		ro.flags = seed & 1 ? PAGER_REGION_NO_PREFETCH : 0;
+		assert_int_equal(pager_region_restore(p, prev, &ro, &st.r), 0);
+		assert_int_equal(pager_region_set_limit(st.r, ro.memory_limit), 0);
+	} else {
+		assert_int_equal(pager_region_create(p, n * ps, &ro, &st.r), 0);
+	}
+	st.init = init;
+	st.base = pager_region_addr(st.r);
+	st.salt = smix(seed ^ ((uint64_t)run << 32));
+	st.gen = calloc(n, sizeof(*st.gen));
+	st.log = calloc(n * RING, sizeof(*st.log));
+	assert_non_null(st.gen);
+	assert_non_null(st.log);
+	for (unsigned i = 0; i < SW; i++) {
+		a[i] = (struct sarg){ &st, i };
+		assert_int_equal(pthread_create(&w[i], NULL, stress_writer, &a[i]), 0);
+	}
+	assert_int_equal(pthread_create(&sw, NULL, stress_swinger, &st), 0);
+	/* Some writing first (an event, not a time). */
+	while (__atomic_load_n(&st.writes, __ATOMIC_RELAXED) < n / 4)
+		sched_yield();
+	for (int k = 0; k < STRESS_SNAPS; k++) {
+		struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+		int e, polls = 0;
+
+		snprintf(t[k].path, sizeof(t[k].path), "%s/stress%u.%d.img", dir, run, k);
+		t[k].lo = malloc(n * 8);
+		t[k].hi = malloc(n * 8);
+		assert_non_null(t[k].lo);
+		assert_non_null(t[k].hi);
+		for (uint64_t i = 0; i < n; i++)
+			t[k].lo[i] = __atomic_load_n(&st.gen[i], __ATOMIC_ACQUIRE);
+		t[k].s0 = seq_take(&st);
+		assert_int_equal(pager_region_snapshot_start(st.r, t[k].path, NULL), 0);
+		t[k].s1 = seq_take(&st);
+		for (uint64_t i = 0; i < n; i++)
+			t[k].hi[i] = __atomic_load_n(&st.gen[i], __ATOMIC_ACQUIRE);
+		/* The one before is checked while this one runs. */
+		if (k) {
+			loose += check_one_cut(&st, &t[k - 1]);
+			image_unlink(t[k - 1].path);
+			taken_free(&t[k - 1]);
+		}
+		while ((e = pager_region_snapshot_poll(st.r, &pr)) == 0) {
+			assert_true(++polls < 120000); /* two minutes */
+			assert_int_equal(__atomic_load_n(&stress_err, __ATOMIC_SEQ_CST), 0);
+			usleep(1000);
+		}
+		assert_int_equal(e, 1);
+		if (pr.status != 0)
+			fail_msg("run %u snapshot %d: status %d", run, k, pr.status);
+		assert_int_equal(pr.pages_done, pr.pages_total);
+	}
+	loose += check_one_cut(&st, &t[STRESS_SNAPS - 1]);
+	st.stop = true;
+	for (unsigned i = 0; i < SW; i++)
+		pthread_join(w[i], NULL);
+	pthread_join(sw, NULL);
+	assert_int_equal(stress_err, 0);
+	assert_int_equal(pager_region_destroy(st.r), 0);
+	pager_close(p);
+	stop(c);
+	print_message("run %u (%s swap%s): %d snapshots one cut each; %llu writes, %llu discards, "
+		      "%llu limit swings, %llu pages bounded loosely\n", run,
+		      swaps[swap] ? (swap == 2 ? "full" : "with") : "no",
+		      restore ? ", restored region" : "", STRESS_SNAPS,
+		      (unsigned long long)st.writes, (unsigned long long)st.discards,
+		      (unsigned long long)st.swings, (unsigned long long)loose);
+	/* This run's last image is the next one's to restore from. */
+	if (*prev)
+		image_unlink(prev);
+	strcpy(prev, t[STRESS_SNAPS - 1].path);
+	taken_free(&t[STRESS_SNAPS - 1]);
+	free(init);
+	free(st.gen);
+	free(st.log);
+	return loose;
+}
+
+static void cut_stress(void **state)
+{
+	struct ctx *c = *state;
+	const char *env = getenv("SNAP_STRESS_RUNS"), *senv = getenv("SNAP_STRESS_SEED");
+	unsigned runs = env ? (unsigned)atoi(env) : 24;
+	unsigned seed = senv ? (unsigned)atoi(senv) : (unsigned)getpid() ^ (unsigned)time(NULL);
+	char prev[160] = "";
+	uint64_t loose = 0;
+
+	print_message("cut_stress: %u runs, seed %u (SNAP_STRESS_SEED to repeat)\n", runs, seed);
+	for (unsigned run = 0; run < runs; run++)
+		loose += stress_run(c, run, seed + run, (int)(run % 3),
+				    run % 4 == 3 && *prev, prev);
+	if (*prev)
+		image_unlink(prev);
+	print_message("cut_stress: %u runs, %u snapshots, every one a cut (%llu page bounds loose)\n",
+		      runs, runs * STRESS_SNAPS, (unsigned long long)loose);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -759,6 +1499,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(restore_lazy, setup, teardown),
 		cmocka_unit_test_setup_teardown(restore_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_images, setup, teardown),
+		cmocka_unit_test_setup_teardown(discard_after_instant, setup, teardown),
+		cmocka_unit_test_setup_teardown(zero_page_evicted, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_swap_unprotect, setup, teardown),
+		cmocka_unit_test_setup_teardown(client_removes_page, setup, teardown),
+		cmocka_unit_test_setup_teardown(restored_discard, setup, teardown),
+		cmocka_unit_test_setup_teardown(cut_stress, setup, teardown),
 	};
 	int rc;
 
@@ -769,7 +1515,8 @@ int main(void)
 		printf("cannot make a directory in /var/tmp\n");
 		return TEST_SKIP;
 	}
-	alarm(300);
+	/* A long stress (make soak) gets its time. */
+	alarm(getenv("SNAP_STRESS_RUNS") ? 300 + 20 * (unsigned)atoi(getenv("SNAP_STRESS_RUNS")) : 300);
 	if (getenv("ITEST_FILTER"))
 		cmocka_set_test_filter(getenv("ITEST_FILTER"));
 	rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,6 +28,10 @@
  *                          resident under Clock (its references are
  *                          sampled through libpager's agent), while FIFO
  *                          keeps reading it back: Clock swaps in less
+ *   clock_sees_refs_as_other_user  the same with pagerd as user nobody
+ *                          and the client root (the unit's User=pagerd):
+ *                          references come through the pagemap libpager
+ *                          sends
  *   private_daemon_limit   PAGER_MEMORY_LIMIT alone: a private pagerd with
  *                          its own unnamed swap file
  *   block_device_errors    swap on a loop device that then fails (its
@@ -49,6 +53,7 @@
 #include <fcntl.h>
 #include <pager.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +81,7 @@ struct ctx {
 	bool running;
 };
 
-static void start(struct ctx *c, const char *limit, const char *extra)
+static void start_as(struct ctx *c, const char *limit, const char *extra, uid_t uid)
 {
 	const char *args[12];
 	int n = 0;
@@ -95,8 +100,13 @@ static void start(struct ctx *c, const char *limit, const char *extra)
 	if (extra)
 		args[n++] = extra;
 	args[n] = NULL;
-	assert_int_equal(test_pagerd_start(&c->d, args), 0);
+	assert_int_equal(test_pagerd_start_as(&c->d, args, uid), 0);
 	c->running = true;
+}
+
+static void start(struct ctx *c, const char *limit, const char *extra)
+{
+	start_as(c, limit, extra, (uid_t)-1);
 }
 
 static void stop(struct ctx *c)
@@ -823,7 +833,7 @@ static void stale_missing_keeps_copy(void **state)
  * cold reads, within a turn of the hand (about 2,048 evictions), so Clock
  * finds it referenced every time; FIFO evicts it once a turn anyway.
  */
-static uint64_t skewed_swapins(struct ctx *c, const char *policy)
+static uint64_t skewed_swapins(struct ctx *c, const char *policy, uid_t uid)
 {
 	const uint64_t n = 32 * MiB / ps, hot_every = 16;
 	struct pager_region_stats s0 = { .sz = sizeof(s0) }, s1 = { .sz = sizeof(s1) };
@@ -831,7 +841,7 @@ static uint64_t skewed_swapins(struct ctx *c, const char *policy)
 	unsigned seed = 7;
 
 	assert_non_null(order);
-	start(c, "8M", policy);
+	start_as(c, "8M", policy, uid);
 	struct pager *p = connect_to(c);
 	struct pager_region *r = region(p, n * ps, 0);
 	uint8_t *b = pager_region_addr(r);
@@ -871,11 +881,30 @@ static uint64_t skewed_swapins(struct ctx *c, const char *policy)
 static void clock_keeps_hot_set(void **state)
 {
 	struct ctx *c = *state;
-	uint64_t clock = skewed_swapins(c, "--policy=clock");
-	uint64_t fifo = skewed_swapins(c, "--policy=fifo");
+	uint64_t clock = skewed_swapins(c, "--policy=clock", (uid_t)-1);
+	uint64_t fifo = skewed_swapins(c, "--policy=fifo", (uid_t)-1);
 
 	/* FIFO reads each of the 512 hot pages back about once a turn, some
 	 * 1,500 swap-ins over the pass; Clock should read (nearly) none. */
+	assert_true(clock + 750 < fifo);
+}
+
+/*
+ * The same with pagerd as an unprivileged user (nobody) serving us (root),
+ * as the shipped unit runs it (User=pagerd): pagerd may not open our
+ * /proc/PID/pagemap, so its hand sees references only through the one
+ * libpager sends.  Without it Clock is blind and does as FIFO does.
+ */
+static void clock_sees_refs_as_other_user(void **state)
+{
+	struct ctx *c = *state;
+	struct passwd *pw = getpwnam("nobody");
+
+	if (geteuid() != 0 || !pw)
+		skip(); /* needs root, and a user "nobody" */
+	uint64_t clock = skewed_swapins(c, "--policy=clock", pw->pw_uid);
+	uint64_t fifo = skewed_swapins(c, "--policy=fifo", pw->pw_uid);
+
 	assert_true(clock + 750 < fifo);
 }
 
@@ -1060,6 +1089,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(slow_agent_keeps_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_missing_keeps_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(clock_sees_refs_as_other_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(block_device_errors, setup, teardown),
 	};

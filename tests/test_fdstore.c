@@ -64,6 +64,19 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	return -ENOSYS;
 }
 
+int client_set_pagemap(struct client *c, int fd)
+{
+	(void)c;
+	(void)fd;
+	return -EINVAL;
+}
+
+void config_print(const struct config *cfg, FILE *f)
+{
+	(void)cfg;
+	fputs("[pagerd]\n", f);
+}
+
 int client_attach_uffd(struct client *c, int fd)
 {
 	(void)c, (void)fd;

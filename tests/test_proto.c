@@ -202,6 +202,7 @@ static void test_finish_sizes(void **state)
 		{ PROTO_SNAPSHOT_START, 16 },
 		{ PROTO_SNAPSHOT_STATUS, 16 },
 		{ PROTO_REGION_SET_IMAGE, 16 },
+		{ PROTO_PAGEMAP, 0 },
 		{ PROTO_REPLY, 496 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
@@ -235,6 +236,8 @@ static void test_type_tables(void **state)
 	assert_int_equal(proto_fds_expected(PROTO_REGION_DESTROY), 0);
 	assert_int_equal(proto_fds_expected(PROTO_STATUS), 0);
 	assert_int_equal(proto_fds_expected(PROTO_REPLY), 0);
+	assert_int_equal(proto_fds_expected(PROTO_PAGEMAP), 1);
+	assert_string_equal(proto_type_name(PROTO_PAGEMAP), "pagemap");
 	assert_string_equal(proto_type_name(PROTO_HELLO), "hello");
 	assert_string_equal(proto_type_name(PROTO_REGION_CREATE), "region-create");
 	assert_string_equal(proto_type_name(PROTO_REGION_DESTROY), "region-destroy");
