@@ -88,6 +88,8 @@ static int start_logged(struct ctx *c, const char *const *args)
 
 	static int seq;
 
+	if (*c->log && !getenv("ITEST_KEEP_LOGS"))
+		unlink(c->log); /* a previous start's */
 	snprintf(c->log, sizeof(c->log), "%s/pagerd-diskfull.%d.%d.log", swap_dir,
 		 (int)getpid(), ++seq);
 	lf = open(c->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
