@@ -540,7 +540,7 @@ static void disk_fills(void **state)
 
 static void injected(struct ctx *c, uint32_t kind, bool bad_slots)
 {
-	const char *args[] = { "--swap", c->swap, "--swap-size", "256M", "--test-hooks", getenv("DF_DEBUG") ? "-ldebug" : NULL, NULL };
+	const char *args[] = { "--swap", c->swap, "--swap-size", "256M", "--test-hooks", NULL };
 	struct proto_reply st;
 	uint64_t id;
 
