@@ -24,7 +24,7 @@
 #include <sys/types.h>
 
 #define PROTO_MAGIC   0x50475244u /* "PGRD" */
-#define PROTO_VERSION 2u
+#define PROTO_VERSION 3u
 
 /* The largest message either side sends or accepts. */
 #define PROTO_MAX_MSG 1024u
@@ -122,6 +122,11 @@ struct proto_set_limit {
 enum proto_inject {
 	PROTO_INJECT_EIO = 1,     /* the page's next swap read fails */
 	PROTO_INJECT_CORRUPT = 2, /* flip a byte of its slot on disk */
+	/* The whole region's write-backs (page unused), until CLEAR: */
+	PROTO_INJECT_WRITE_EIO = 3,   /* swap writes fail with EIO */
+	PROTO_INJECT_WRITE_SHORT = 4, /* they stop half-way, then ENOSPC */
+	PROTO_INJECT_SLOT_RECORD = 5, /* recording their slots fails (ENOMEM) */
+	PROTO_INJECT_CLEAR = 6,       /* write-backs work again */
 };
 
 struct proto_test_inject {
@@ -214,6 +219,10 @@ struct proto_reply {
 	uint64_t readahead_hits;
 	uint64_t poisoned;
 	uint64_t swap_io_errors;  /* read/write/CRC errors */
+	uint64_t swap_bad;        /* slots retired: a write to them failed */
+	uint64_t writeback_failed; /* pages whose write-back failed */
+	uint32_t over_limit;      /* 1: nothing could be evicted, limits let go */
+	uint32_t swap_failing;    /* 1: swap writes fail, write-back paused */
 	struct proto_region_stats region; /* REGION_STATS, REGION_INFO */
 	struct proto_snapshot_status snapshot; /* SNAPSHOT_STATUS */
 } __attribute__((packed));

@@ -613,6 +613,22 @@ static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
 		r = region_find_id(o, ti->region_id);
 	if (!r || ti->page >= r->npages)
 		return -ENOENT;
+	switch (ti->kind) {
+	case PROTO_INJECT_WRITE_EIO:
+	case PROTO_INJECT_WRITE_SHORT:
+		if (!c->d->swap)
+			return -ENODATA;
+		return swap_inject_writes(c->d->swap, r->id,
+					  ti->kind == PROTO_INJECT_WRITE_EIO ?
+					  SWAP_FAULT_WRITE_EIO : SWAP_FAULT_WRITE_SHORT);
+	case PROTO_INJECT_SLOT_RECORD:
+		c->d->test_slot_fail = r->id;
+		return 0;
+	case PROTO_INJECT_CLEAR:
+		if (c->d->test_slot_fail == r->id)
+			c->d->test_slot_fail = 0;
+		return c->d->swap ? swap_inject_writes(c->d->swap, 0, SWAP_FAULT_NONE) : 0;
+	}
 	slot = region_slot(r, ti->page);
 	if (slot < 0 || !c->d->swap || pg_state(r->state[ti->page]) != PAGE_SWAPPED)
 		return -ENODATA;
@@ -651,6 +667,10 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->swap_total = s.swap_total;
 	out->swap_used = s.swap_used;
 	out->swap_io_errors = s.swap_io_errors;
+	out->swap_bad = s.swap_bad;
+	out->writeback_failed = s.writeback_failed;
+	out->over_limit = (uint32_t)s.over_limit;
+	out->swap_failing = (uint32_t)s.swap_failing;
 }
 
 /* Runs one request; returns the status for the reply. */

@@ -89,6 +89,16 @@ struct daemon {
 				     * at a full agent socket: run another now */
 	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
+	/* Write-back failing (evict.c): none starts while wb_retry_ev is
+	 * pending, then one small write at a time, until one succeeds. */
+	uint32_t wb_backoff_ms;     /* the pause; 0: write-back works */
+	struct event *wb_retry_ev;  /* the pause: runs eviction at its end */
+	uint64_t wb_failed_pages;   /* whose write-back failed, since start */
+	uint64_t wb_logged_ms;      /* when that was last logged */
+	uint64_t wb_unlogged;       /* failed writes not logged since */
+	bool wb_said;               /* the log said write-back fails */
+	uint64_t test_slot_fail;    /* --test-hooks: recording a slot of this
+				     * region fails (region_set_slot) */
 	unsigned ndead;             /* clients misbehaved, not yet torn down */
 };
 
@@ -321,6 +331,9 @@ static inline int64_t region_slot(const struct region *r, uint64_t page)
 {
 	return r->slot && r->slot[page] ? (int64_t)r->slot[page] - 1 : -1;
 }
+/* Records (slot >= 0) or forgets (-1) the page's slot; the first call
+ * allocates the region's slot array.  Returns 0, -ENOMEM, -ERANGE (a slot
+ * number the array cannot hold). */
 int region_set_slot(struct region *r, uint64_t page, int64_t slot);
 /* Frees the page's swap slot, if it has one. */
 void region_drop_slot(struct region *r, uint64_t page);

@@ -265,6 +265,12 @@ void region_destroy(struct region *r)
 
 int region_set_slot(struct region *r, uint64_t page, int64_t slot)
 {
+	if (slot >= (int64_t)UINT32_MAX)
+		return -ERANGE;
+	/* Fault injection (--test-hooks): as if the array's allocation
+	 * failed, so that the callers' handling of it can be tested. */
+	if (slot >= 0 && r->client->d->test_slot_fail == r->id)
+		return -ENOMEM;
 	if (!r->slot) {
 		r->slot = calloc(r->npages, sizeof(*r->slot));
 		if (!r->slot)

@@ -240,11 +240,15 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		       ",\"evict_dirty\":%" PRIu64 ",\"evict_aborted\":%" PRIu64
 		       ",\"readahead\":%" PRIu64 ",\"readahead_hits\":%" PRIu64
 		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
-		       ",\"config_errors\":%" PRIu32 "}\n",
+		       ",\"config_errors\":%" PRIu32,
 		       c->page_size, r.memory_limit, r.swap_total, r.swap_used,
 		       r.swap_ins, r.swap_outs, r.evict_zero, r.evict_clean,
 		       r.evict_dirty, r.evict_aborted, r.readahead,
 		       r.readahead_hits, r.poisoned, r.swap_io_errors, r.config_errors);
+		printf(",\"swap_bad_pages\":%" PRIu64 ",\"writeback_failed_pages\":%" PRIu64
+		       ",\"swap_failing\":%s,\"over_limit\":%s}\n",
+		       r.swap_bad, r.writeback_failed, r.swap_failing ? "true" : "false",
+		       r.over_limit ? "true" : "false");
 		return EXIT_OK;
 	}
 	human_bytes(r.mapped_bytes, mapped, sizeof(mapped));
@@ -276,6 +280,12 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 	       r.readahead, r.readahead_hits);
 	printf("  poisoned pages     %" PRIu64 "\n", r.poisoned);
 	printf("  swap I/O errors    %" PRIu64 "\n", r.swap_io_errors);
+	if (r.swap_bad || r.writeback_failed || r.swap_failing)
+		printf("  swap writes        %s: %" PRIu64 " pages failed, %" PRIu64
+		       " slots retired\n", r.swap_failing ? "FAILING (paused)" : "work",
+		       r.writeback_failed, r.swap_bad);
+	if (r.over_limit)
+		printf("  over limit         nothing can be evicted: resident memory may exceed the limits\n");
 	if (r.config_errors)
 		printf("  configuration      %" PRIu32 " error%s in the file: not in effect (see pagerd's log)\n",
 		       r.config_errors, r.config_errors == 1 ? "" : "s");

@@ -203,7 +203,7 @@ static void test_finish_sizes(void **state)
 		{ PROTO_SNAPSHOT_STATUS, 16 },
 		{ PROTO_REGION_SET_IMAGE, 16 },
 		{ PROTO_PAGEMAP, 0 },
-		{ PROTO_REPLY, 472 },
+		{ PROTO_REPLY, 496 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
