@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/magic.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
@@ -39,6 +40,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 {
 	socklen_t len = sizeof(struct ucred);
 	struct client *c;
+	int e;
 
 	if (!config_peer_allowed(&d->cfg, sock))
 		return -EACCES;
@@ -62,7 +64,11 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 		free(c);
 		return -errno;
 	}
-	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+	e = fd_nonblock(sock, true);
+	if (e < 0) {
+		free(c);
+		return e;
+	}
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
 	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
@@ -410,9 +416,11 @@ int client_attach_uffd(struct client *c, int fd)
 {
 	int e = uffd_check(fd, &c->uffd_features);
 
+	/* A blocking uffd would stall the loop in read(). */
+	if (e == 0)
+		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, fault_on_uffd, c);
 	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
 		if (c->uffd_ev)

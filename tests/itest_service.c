@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "harness.h"
 #include "pager.h"
 
@@ -99,7 +100,7 @@ static void proc_start(struct proc *p, char *const argv[], char *const env[])
 	}
 	close(fds[1]);
 	p->out = fds[0];
-	fcntl(p->out, F_SETFL, O_NONBLOCK);
+	assert_int_equal(fd_nonblock(p->out, true), 0);
 }
 
 /* Reads what the process wrote, waiting up to timeout_ms for more.

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "proto.h"
 
 #define HDR sizeof(struct proto_hdr)
@@ -742,9 +743,8 @@ static void test_recv_nonblocking_empty(void **state)
 	struct proto_msg m;
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds = 99;
-	int fl = fcntl(p->s[1], F_GETFL);
 
-	assert_int_equal(fcntl(p->s[1], F_SETFL, fl | O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[1], true), 0);
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EAGAIN);
 	assert_int_equal(nfds, 0);
 	send_hello(p->s[0]);
@@ -778,7 +778,7 @@ static void test_send_refuses_what_recv_would(void **state)
 	assert_int_equal(proto_send(p->s[0], &m, n, two, 2), -EINVAL);
 	assert_int_equal(proto_send(p->s[0], &m, sizeof(m) + 1, NULL, 0), -EINVAL);
 	/* nothing went out */
-	assert_int_equal(fcntl(p->s[1], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[1], true), 0);
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EAGAIN);
 }
 
@@ -968,11 +968,11 @@ static void test_send_retries_eintr(void **state)
 	pthread_t t;
 
 	/* fill the socket so that the next send blocks */
-	assert_int_equal(fcntl(p->s[0], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[0], true), 0);
 	while (send(p->s[0], &m, n, MSG_NOSIGNAL) == (ssize_t)n)
 		queued++;
 	assert_int_equal(errno, EAGAIN);
-	assert_int_equal(fcntl(p->s[0], F_SETFL, 0), 0);
+	assert_int_equal(fd_nonblock(p->s[0], false), 0);
 	assert_true(queued > 0);
 
 	run_interrupted(&it, &t);
