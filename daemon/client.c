@@ -655,28 +655,17 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->regions = s.regions;
 	out->mapped_bytes = s.mapped_bytes;
 	out->resident_pages = s.resident_pages;
-	out->faults_missing = st->faults_missing;
-	out->faults_minor = st->faults_minor;
-	out->faults_wp = st->faults_wp;
-	out->pages_zero_filled = st->pages_zero_filled;
 	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
 	out->config_errors = c->d->cfg.file_errors;
 	out->memory_limit = s.memory_limit;
-	out->swap_ins = st->swap_ins;
-	out->swap_outs = st->swap_outs;
-	out->evict_zero = st->evict_zero;
-	out->evict_clean = st->evict_clean;
-	out->evict_dirty = st->evict_dirty;
-	out->evict_aborted = st->evict_aborted;
-	out->readahead = st->readahead;
-	out->readahead_hits = st->readahead_hits;
-	out->poisoned = st->poisoned;
+#define X(name, ...) out->counters.name = st->name;
+	PAGER_COUNTERS(X)
+#undef X
 	out->swap_total = s.swap_total;
 	out->swap_used = s.swap_used;
 	out->swap_io_errors = s.swap_io_errors;
 	out->swap_bad = s.swap_bad;
-	out->writeback_failed = s.writeback_failed;
 	out->over_limit = (uint32_t)s.over_limit;
 	out->swap_failing = (uint32_t)s.swap_failing;
 }
