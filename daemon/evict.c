@@ -143,7 +143,7 @@ static void wb_failed(struct daemon *d, uint64_t region, uint32_t npages, int re
 	uint64_t now = now_ms();
 	struct timeval tv;
 
-	d->wb_failed_pages += npages;
+	d->stats.writeback_failed_pages += npages;
 	if (!d->wb_logged_ms || now - d->wb_logged_ms >= WB_LOG_INTERVAL_MS) {
 		char more[64] = "";
 
@@ -153,7 +153,7 @@ static void wb_failed(struct daemon *d, uint64_t region, uint32_t npages, int re
 		log_warn("region %" PRIu64 ": writing %u pages to swap: %s; dirty pages "
 			 "stay in memory, write-back pauses while it fails (%" PRIu64
 			 " pages failed so far%s)", region, npages, strerror(-res),
-			 d->wb_failed_pages, more);
+			 d->stats.writeback_failed_pages, more);
 		d->wb_logged_ms = now;
 		d->wb_unlogged = 0;
 		d->wb_said = true;
@@ -179,7 +179,7 @@ static void wb_worked(struct daemon *d)
 	d->wb_backoff_ms = 0;
 	if (d->wb_said)
 		log_notice("swap writes work again (%" PRIu64 " pages failed so far)",
-			   d->wb_failed_pages);
+			   d->stats.writeback_failed_pages);
 	d->wb_said = false;
 }
 

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "metrics.h"
@@ -124,8 +125,13 @@ static int open_listener(struct daemon *d)
 {
 	d->listen_fd = fdstore_take_listener(d);
 	if (d->listen_fd >= 0) {
+		int e = fd_nonblock(d->listen_fd, true);
+
 		d->listen_activated = true;
-		fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK);
+		if (e < 0) {
+			log_err("the socket systemd passed: %s", strerror(-e));
+			return e;
+		}
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}

@@ -464,11 +464,11 @@ static void run_over_failing_swap(struct ctx *c, uint64_t region, uint32_t kind,
 	printf("resident %" PRIu64 " pages (limit %llu), swap used %" PRIu64
 	       ", bad %" PRIu64 ", write-back failed %" PRIu64 " pages, failing %u, over limit %u\n",
 	       ret->resident_pages, (unsigned long long)(LIMIT / ps), ret->swap_used,
-	       ret->swap_bad, ret->writeback_failed, ret->swap_failing, ret->over_limit);
+	       ret->swap_bad, ret->counters.writeback_failed_pages, ret->swap_failing, ret->over_limit);
 	/* It ran over its limit rather than hang, and says so. */
 	assert_true(ret->resident_pages * ps > LIMIT);
-	assert_true(ret->writeback_failed > 0);
-	assert_int_equal(ret->poisoned, 0);
+	assert_true(ret->counters.writeback_failed_pages > 0);
+	assert_int_equal(ret->counters.poisoned, 0);
 	assert_not_spinning(c);
 }
 

@@ -1677,9 +1677,10 @@ static void report(double secs, uint64_t peak_rss, const struct proto_reply *ps_
 	printf("  pagerd          peak anonymous RSS %" PRIu64 " KiB; swap-outs %" PRIu64
 	       ", swap-ins %" PRIu64 ", evictions %" PRIu64 " zero / %" PRIu64 " clean / %"
 	       PRIu64 " dirty / %" PRIu64 " aborted, %" PRIu64 " poisoned, %" PRIu64
-	       " swap I/O errors\n", peak_rss >> 10, ps_->swap_outs, ps_->swap_ins,
-	       ps_->evict_zero, ps_->evict_clean, ps_->evict_dirty, ps_->evict_aborted,
-	       ps_->poisoned, ps_->swap_io_errors);
+	       " swap I/O errors\n", peak_rss >> 10, ps_->counters.swap_outs,
+	       ps_->counters.swap_ins, ps_->counters.evict_zero, ps_->counters.evict_clean,
+	       ps_->counters.evict_dirty, ps_->counters.evict_aborted,
+	       ps_->counters.poisoned, ps_->swap_io_errors);
 }
 
 int main(int argc, char **argv)
