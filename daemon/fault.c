@@ -451,6 +451,22 @@ int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why)
 	return 0;
 }
 
+void fault_forget_parked(struct region *r)
+{
+	struct client *c = r->client;
+	size_t kept = 0;
+
+	for (size_t i = 0; i < c->nparked; i++) {
+		uint64_t a = c->parked[i].msg.arg.pagefault.address;
+
+		if (a >= r->addr && a - r->addr < r->len)
+			c->nparked_for[c->parked[i].why]--;
+		else
+			c->parked[kept++] = c->parked[i];
+	}
+	c->nparked = kept;
+}
+
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r)
 {

@@ -362,6 +362,10 @@ int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why)
 /* Runs c's faults parked for `why` again, oldest first (one that cannot be
  * resolved yet parks again).  Returns false when c must be dropped. */
 bool fault_unpark(struct client *c, enum park_reason why);
+/* The region is going: its parked faults go (their threads were woken
+ * when the client unregistered it; retried, they would fall outside every
+ * region, which is a protocol violation). */
+void fault_forget_parked(struct region *r);
 /* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r);
