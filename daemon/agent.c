@@ -56,8 +56,13 @@ static void fences_done(struct client *c, uint32_t done)
 			lifted = true;
 		}
 	}
-	if (lifted && c->d->evict_fenced)
-		evict_kick(c->d);
+	/* A round held up at these fences goes on: one is, where a limit
+	 * over the region is past its high watermark. */
+	for (size_t i = 0; lifted && i < c->nregions; i++)
+		if (limits_pressure(c->regions[i])) {
+			evict_kick(c->d);
+			break;
+		}
 }
 
 uint64_t agent_fence_room(struct region *r)

@@ -193,12 +193,11 @@ void client_destroy(struct client *c)
 	if (c->waiting_on)
 		snapshot_waiter_gone(c);
 	fdstore_client_gone(c);
-	limits_client_gone(c);
 	agent_detach(c);
 	while (c->nregions)
 		region_destroy(c->regions[c->nregions - 1]);
 	free(c->regions);
-	free(c->retry);
+	free(c->parked);
 	if (c->uffd_ev)
 		event_free(c->uffd_ev);
 	if (c->uffd >= 0)
@@ -562,8 +561,7 @@ static int do_set_limit(struct client *c, const struct proto_set_limit *sl)
 		return -EINVAL;
 	}
 done:
-	d->overcommitted = false;
-	evict_kick(d);
+	limits_changed(d);
 	return 0;
 }
 

@@ -373,9 +373,19 @@ static bool inert_gap(const struct region *r, uint64_t a, uint64_t b)
 	return true;
 }
 
+/* The more hopeful of two reasons for taking nothing (enum evict_status
+ * lists them most hopeful first). */
+static void idle_because(enum evict_status *idle, enum evict_status why)
+{
+	if (why < *idle)
+		*idle = why;
+}
+
 /* Dirty victims v[0..n) (one group), write-protected: zero pages are
- * punched, the others written out.  Returns the pages on their way. */
-static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n)
+ * punched, the others written out.  Returns the pages on their way; the
+ * write-back's ceiling reached is noted in *idle. */
+static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n,
+			    enum evict_status *idle)
 {
 	struct daemon *d = r->client->d;
 	size_t ps = d->page_size;
@@ -398,6 +408,8 @@ static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n)
 		} else if (d->writeback < EVICT_MAX_WRITEBACK) {
 			freed += writeback_run(r, v[i], j - i);
 		} else {
+			/* Completions bring us back. */
+			idle_because(idle, EVICT_IO);
 			uffd_protect(r, v[i], j - i, false);
 		}
 		i = j;
@@ -409,9 +421,11 @@ static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n)
  * Evicts the victims of one region (sorted by page): clean pages are
  * punched, dirty ones write-protected and checked for zero (punched) or
  * written out.  Victims of a kind go in groups (see EVICT_GAP_MAX).
- * Returns the pages that left or are on their way.
+ * Returns the pages that left or are on their way; why others could not
+ * go yet is noted in *idle.
  */
-static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
+static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n,
+			      enum evict_status *idle)
 {
 	struct daemon *d = r->client->d;
 	uint64_t freed = 0;
@@ -446,12 +460,13 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n)
 		} else if ((e = uffd_protect(r, first, span, true)) == -EAGAIN) {
 			/* An event is unread: try again once the loop has
 			 * read it. */
-			d->evict_blocked = true;
+			idle_because(idle, EVICT_BLOCKED);
 		} else if (e < 0) {
+			/* (The client unmapped them: they stay.) */
 			log_debug("region %" PRIu64 ": write-protecting %" PRIu64 "+%" PRIu64 ": %s",
 				  r->id, first, span, strerror(-e));
 		} else {
-			freed += evict_dirty(r, v + i, j - i);
+			freed += evict_dirty(r, v + i, j - i, idle);
 		}
 		i = j;
 	}
@@ -504,9 +519,20 @@ static void refresh_refs(struct region *r, uint64_t from, uint64_t n)
 	}
 }
 
-/* Takes up to `want` pages out of r.  Returns how many left (or are being
- * written out). */
-static uint64_t evict_region(struct region *r, uint64_t want)
+/* The status of an eviction that took `got` of `want`; idle: why, if it
+ * took nothing. */
+static enum evict_status evict_result(uint64_t got, uint64_t want,
+				      enum evict_status idle)
+{
+	if (got >= want)
+		return EVICT_DONE;
+	return got ? EVICT_MORE : idle;
+}
+
+/* Takes up to `want` pages out of r; adds those that left (or are being
+ * written out) to *freed.  Returns how it ended. */
+static enum evict_status evict_region(struct region *r, uint64_t want,
+				      uint64_t *freed)
 {
 	struct daemon *d = r->client->d;
 	static uint64_t victims[EVICT_BATCH], sample[EVICT_SAMPLE];
@@ -514,8 +540,9 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	/* PTEs tell references only where an agent drops them. */
 	bool refs = clock && r->client->agent >= 0 && r->client->pagemap >= 0;
 	size_t nsample = 0, nv = 0;
-	uint64_t budget = r->npages * 2, looked = 0;
+	uint64_t budget = r->npages * 2, looked = 0, got = 0, asked = want;
 	bool agent_full = false;
+	enum evict_status idle = EVICT_STUCK;
 
 	if (clock && r->client->agent >= 0 && r->client->pagemap < 0 &&
 	    !r->client->pagemap_warned) {
@@ -526,9 +553,9 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	if (want > EVICT_BATCH)
 		want = EVICT_BATCH;
 	if (r->client->dead)
-		return 0; /* going at this turn of the loop, with its pages */
+		return EVICT_BLOCKED; /* going at this turn, with its pages */
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
-		return 0; /* no write-protect on shmem: no safe eviction */
+		return EVICT_STUCK; /* no write-protect on shmem: no safe eviction */
 	/*
 	 * The hand moves a chunk at a time, reading the references of the
 	 * chunk ahead first, and sends the chunk's drops after it.  It goes
@@ -549,7 +576,7 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 			uint64_t room = agent_fence_room(r);
 
 			if (room < chunk) {
-				d->evict_fenced = true;
+				idle_because(&idle, EVICT_FENCED);
 				if (!room)
 					break;
 				chunk = room;
@@ -593,81 +620,113 @@ static uint64_t evict_region(struct region *r, uint64_t want)
 	 * nothing, but is no sign that nothing can be evicted.
 	 */
 	if (r->ref_blind)
-		d->evict_blocked = true;
-	if (!nv)
-		return 0;
-	qsort(victims, nv, sizeof(victims[0]), cmp_u64);
-	/* A hand that went round more than once found some pages twice. */
-	size_t k = 1;
-	for (size_t i = 1; i < nv; i++)
-		if (victims[i] != victims[k - 1])
-			victims[k++] = victims[i];
-	return evict_victims(r, victims, k);
-}
-
-static uint64_t low_mark(const struct daemon *d, uint64_t limit)
-{
-	return limit * d->cfg.low_watermark / 100;
-}
-
-static uint64_t excess(const struct daemon *d, uint64_t limit, uint64_t used)
-{
-	uint64_t high, low;
-
-	if (!limit)
-		return 0;
-	high = limit * d->cfg.high_watermark / 100;
-	if (high >= limit)
-		high = limit - 1;
-	low = low_mark(d, limit);
-	if (low >= high)
-		low = high ? high - 1 : 0;
-	return used > high ? used - low : 0;
+		idle_because(&idle, EVICT_BLOCKED);
+	if (nv) {
+		qsort(victims, nv, sizeof(victims[0]), cmp_u64);
+		/* A hand that went round more than once found some pages
+		 * twice. */
+		size_t k = 1;
+		for (size_t i = 1; i < nv; i++)
+			if (victims[i] != victims[k - 1])
+				victims[k++] = victims[i];
+		got = evict_victims(r, victims, k, &idle);
+	} else if (idle == EVICT_STUCK) {
+		/*
+		 * A whole turn found no page to take.  Readahead markers held
+		 * for the application's fault count resident and are no
+		 * victims (their I/O state): held in a region at a 1-page
+		 * limit, they were all it had, and its faults waited for good.
+		 * Their slots still hold the data: they go back to swap.
+		 */
+		got = swapin_drop_markers(r, want);
+	}
+	/* Reads in flight become pages to take; write-backs, room. */
+	if (!got && r->ios)
+		idle_because(&idle, EVICT_IO);
+	*freed += got;
+	/* (Against what was asked, not the batch: more batches to come.) */
+	return evict_result(got, asked, idle);
 }
 
 /* Evicts `want` pages from the regions of one client (c) or of everyone
- * (c NULL), a batch from each region in turn. */
-static uint64_t evict_from(struct daemon *d, struct client *c, uint64_t want)
+ * (c NULL), a batch from each region in turn; adds what left to *freed.
+ * Returns how it ended (for nothing taken: the most hopeful region's). */
+static enum evict_status evict_from(struct daemon *d, struct client *c,
+				    uint64_t want, uint64_t *freed)
 {
-	uint64_t freed = 0;
+	uint64_t took = 0;
 	bool progress = true;
+	enum evict_status idle = EVICT_STUCK;
 
-	while (freed < want && progress && !d->ndead) {
+	while (took < want && progress && !d->ndead) {
 		progress = false;
 		for (struct client *o = c ? c : d->clients; o && !d->ndead;
 		     o = c ? NULL : o->next) {
-			for (size_t k = 0; k < o->nregions && freed < want && !d->ndead; k++) {
+			for (size_t k = 0; k < o->nregions && took < want && !d->ndead; k++) {
 				struct region *r = o->regions[(d->evict_rr + k) % o->nregions];
-				uint64_t got;
+				uint64_t got = 0;
 
-				if (!r->resident || r->resident == r->writeback)
+				if (!r->resident)
 					continue;
-				got = evict_region(r, want - freed);
-				freed += got;
+				if (r->resident == r->writeback) {
+					idle_because(&idle, EVICT_IO);
+					continue;
+				}
+				idle_because(&idle, evict_region(r, want - took, &got));
+				took += got;
 				progress |= got > 0;
 			}
 			d->evict_rr++;
 		}
 	}
-	return freed;
+	*freed += took;
+	return evict_result(took, want, idle);
+}
+
+/* Eviction for one limit: up to its excess, unless write-back is at its
+ * ceiling (its completions run eviction again). */
+static enum evict_status evict_limit(struct daemon *d, struct client *c,
+				     struct region *r, uint64_t *freed)
+{
+	struct limit_use lu;
+
+	limits_get(d, c, r, &lu);
+	if (!lu.excess)
+		return EVICT_DONE;
+	/* (A client's limit takes its clean and zero pages still.) */
+	if (!c || r) {
+		if (d->writeback >= EVICT_MAX_WRITEBACK)
+			return EVICT_IO;
+	}
+	return r ? evict_region(r, lu.excess, freed) : evict_from(d, c, lu.excess, freed);
 }
 
 /*
- * One round of eviction: every region, client and the daemon over its
- * high watermark sheds pages down to its low watermark.  Then faults
- * waiting for room are retried.  If nothing could be evicted while faults
- * wait, the limits are let go (overcommitted) rather than hang them.
+ * One round of eviction, as Valkey's performEvictions(): every limit past
+ * its high watermark — each region's, each client's, the daemon's — sheds
+ * pages down to its low watermark, and learns how that ended
+ * (limits_evicted(): a limit under which nothing can be evicted while
+ * faults wait for room is let go, that limit alone).  Then the faults
+ * waiting for room are retried.  The round reschedules itself by the
+ * statuses:
+ *
+ *   MORE, BLOCKED   at the next turn of the loop (after the loop has
+ *                   served other events, faults among them)
+ *   FENCED          in 2 ms, for an agent that never answers (its answer
+ *                   kicks eviction sooner)
+ *   DONE, IO, STUCK not: a write-back's or swap-in's completion, a fault
+ *                   past a high watermark, a freed slot, a new limit, the
+ *                   end of a write-back pause kick it
  */
 static void on_evict(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
-	uint64_t freed = 0, needed = 0, x;
-	size_t waiting = 0;
+	enum evict_status st;
+	uint64_t freed = 0;
+	bool again = false, fenced = false;
 
 	(void)fd;
 	(void)what;
-	d->evict_blocked = false;
-	d->evict_fenced = false;
 	/*
 	 * A client being dropped (its memfd refused a punch) still counts its
 	 * pages: evicting others to make up for them is what it must not
@@ -679,69 +738,37 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	for (struct client *c = d->clients; c && !d->ndead; c = c->next) {
-		for (size_t i = 0; i < c->nregions; i++) {
-			struct region *r = c->regions[i];
-
-			x = excess(d, r->memory_limit, r->resident - r->writeback);
-			if (x) {
-				needed += x;
-				if (d->writeback < EVICT_MAX_WRITEBACK)
-					freed += evict_region(r, x);
-			}
+		for (size_t i = 0; i < c->nregions && !d->ndead; i++) {
+			st = evict_limit(d, c, c->regions[i], &freed);
+			limits_evicted(d, c, c->regions[i], st);
+			again |= st == EVICT_MORE || st == EVICT_BLOCKED;
+			fenced |= st == EVICT_FENCED;
 		}
-		uint64_t cl = c->memory_limit ? c->memory_limit
-					      : d->cfg.client_memory_limit / d->page_size;
-		x = excess(d, cl, c->resident - c->writeback);
-		if (x) {
-			needed += x;
-			freed += evict_from(d, c, x);
-		}
-		waiting += c->nwaiting;
+		if (d->ndead)
+			break;
+		st = evict_limit(d, c, NULL, &freed);
+		limits_evicted(d, c, NULL, st);
+		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
+		fenced |= st == EVICT_FENCED;
+	}
+	if (!d->ndead) {
+		st = evict_limit(d, NULL, NULL, &freed);
+		limits_evicted(d, NULL, NULL, st);
+		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
+		fenced |= st == EVICT_FENCED;
 	}
 	if (d->ndead) {
 		evict_kick(d);
 		return;
 	}
-	x = excess(d, d->cfg.memory_limit / d->page_size, d->resident - d->writeback);
-	if (x) {
-		needed += x;
-		if (d->writeback < EVICT_MAX_WRITEBACK)
-			freed += evict_from(d, NULL, x);
-		if (d->ndead) {
-			evict_kick(d);
-			return;
-		}
-	}
-
-	if (needed && !freed)
-		log_debug("evict: nothing freed of %" PRIu64 " (resident %" PRIu64 ", writeback %" PRIu64 ", reading %" PRIu64 ", waiting %zu)",
-			  needed, d->resident, d->writeback, d->reading, waiting);
-	if (freed)
-		d->overcommitted = false;
-	else if (needed && waiting && !d->writeback && !d->reading && !d->evict_blocked &&
-		 !d->evict_fenced && !d->overcommitted) {
-		/* (A round held up at the agent's fence freed nothing yet,
-		 * but will: its answer, or FENCE_MS, lets the hand on.) */
-		uint64_t now = now_ms();
-
-		d->overcommitted = true;
-		/* Once a minute at most: eviction that works now and then
-		 * (clean pages go, dirty ones cannot) comes back here. */
-		if (!d->overcommit_logged_ms ||
-		    now - d->overcommit_logged_ms >= WB_LOG_INTERVAL_MS) {
-			d->overcommit_logged_ms = now;
-			log_warn("nothing can be evicted (%s): letting resident memory exceed its limit",
-				 !d->swap ? "no swap" :
-				 d->wb_backoff_ms ? "swap writes failing" : "swap full");
-		}
-	}
-	if (waiting)
-		limits_progress(d);
-	/* More to do: go on after the loop has served other events (faults
-	 * among them).  Write-back completions kick us again too. */
-	if ((freed && needed > freed) || d->evict_blocked) {
+	if (!freed && (again || fenced))
+		log_debug("evict: nothing freed yet (resident %" PRIu64 ", writeback %" PRIu64
+			  ", reading %" PRIu64 ")%s", d->resident, d->writeback, d->reading,
+			  fenced ? ", waiting for the agent" : "");
+	limits_progress(d);
+	if (again) {
 		evict_kick(d);
-	} else if (d->evict_fenced && needed > freed) {
+	} else if (fenced) {
 		/* The agent's answer kicks us; this is for one that never
 		 * comes (agent_fence_room() stops waiting for it). */
 		static const struct timeval soon = { 0, 2000 };

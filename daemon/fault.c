@@ -435,19 +435,50 @@ static void handle_event(struct client *c, const struct uffd_msg *m)
 	}
 }
 
-static int park_fault(struct client *c, const struct uffd_msg *m)
+int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why)
 {
-	if (c->nretry == c->retry_cap) {
-		size_t cap = c->retry_cap ? c->retry_cap * 2 : 16;
-		struct pending_fault *v = realloc(c->retry, cap * sizeof(*v));
+	if (c->nparked == c->parked_cap) {
+		size_t cap = c->parked_cap ? c->parked_cap * 2 : 16;
+		struct pending_fault *v = realloc(c->parked, cap * sizeof(*v));
 
 		if (!v)
 			return -ENOMEM;
-		c->retry = v;
-		c->retry_cap = cap;
+		c->parked = v;
+		c->parked_cap = cap;
 	}
-	c->retry[c->nretry++].msg = *m;
+	c->parked[c->nparked++] = (struct pending_fault){ .msg = *m, .why = why };
+	c->nparked_for[why]++;
 	return 0;
+}
+
+void fault_forget_parked(struct region *r)
+{
+	struct client *c = r->client;
+	size_t kept = 0;
+
+	for (size_t i = 0; i < c->nparked; i++) {
+		uint64_t a = c->parked[i].msg.arg.pagefault.address;
+
+		if (a >= r->addr && a - r->addr < r->len)
+			c->nparked_for[c->parked[i].why]--;
+		else
+			c->parked[kept++] = c->parked[i];
+	}
+	c->nparked = kept;
+}
+
+bool fault_parked_in(const struct client *c, enum park_reason why,
+		     const struct region *r)
+{
+	if (!r)
+		return c->nparked_for[why] != 0;
+	for (size_t i = 0; i < c->nparked && c->nparked_for[why]; i++) {
+		uint64_t a = c->parked[i].msg.arg.pagefault.address;
+
+		if (c->parked[i].why == why && a >= r->addr && a - r->addr < r->len)
+			return true;
+	}
+	return false;
 }
 
 /* Returns false when the client must be dropped. */
@@ -461,13 +492,40 @@ static bool dispatch(struct client *c, const struct uffd_msg *m)
 	}
 	r = handle_fault(c, m);
 	if (r == -EAGAIN)
-		return park_fault(c, m) == 0;
+		return fault_park(c, m, PARK_EVENT) == 0;
 	return r != -EFAULT;
 }
 
-bool fault_retry(struct client *c, const struct uffd_msg *m)
+/*
+ * Takes c's faults parked for `why` off the queue (the others keep their
+ * places) and dispatches them in order; those that cannot be resolved yet
+ * park again, behind the others.
+ */
+bool fault_unpark(struct client *c, enum park_reason why)
 {
-	return dispatch(c, m);
+	size_t n = c->nparked_for[why], k = 0, kept = 0;
+	struct pending_fault *v;
+
+	if (!n)
+		return true;
+	v = malloc(n * sizeof(*v));
+	if (!v)
+		return false;
+	for (size_t i = 0; i < c->nparked; i++) {
+		if (c->parked[i].why == why)
+			v[k++] = c->parked[i];
+		else
+			c->parked[kept++] = c->parked[i];
+	}
+	c->nparked = kept;
+	c->nparked_for[why] = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!dispatch(c, &v[i].msg)) {
+			free(v);
+			return false;
+		}
+	free(v);
+	return true;
 }
 
 void fault_on_retry_timer(evutil_socket_t fd, short what, void *arg)
@@ -509,21 +567,8 @@ void fault_on_uffd(int fd, short what, void *arg)
 		for (size_t i = 0; i < k; i++)
 			if (!dispatch(c, &msgs[i]))
 				goto drop;
-		if (c->nretry) {
-			size_t nretry = c->nretry;
-			struct pending_fault *tmp = malloc(nretry * sizeof(*tmp));
-
-			if (!tmp)
-				goto drop;
-			memcpy(tmp, c->retry, nretry * sizeof(*tmp));
-			c->nretry = 0;
-			for (size_t i = 0; i < nretry; i++)
-				if (!dispatch(c, &tmp[i].msg)) {
-					free(tmp);
-					goto drop;
-				}
-			free(tmp);
-		}
+		if (!fault_unpark(c, PARK_EVENT))
+			goto drop;
 		if (k == sizeof(msgs) / sizeof(msgs[0]) || (k && c->d->cfg.fault_spin_us)) {
 			rounds++;
 			spin_until = 0;
@@ -532,7 +577,7 @@ void fault_on_uffd(int fd, short what, void *arg)
 		/* Fewer than a full buffer: the queue was empty when read.
 		 * epoll is level-triggered, so another read would only find
 		 * EAGAIN (a syscall a fault) or a message it reports anyway. */
-		if (k && !c->nretry)
+		if (k && !c->nparked_for[PARK_EVENT])
 			return;
 		/*
 		 * Nothing queued.  Waking a thread that sleeps in the kernel
@@ -541,7 +586,7 @@ void fault_on_uffd(int fd, short what, void *arg)
 		 * fault usually comes within a few microseconds.  Only where
 		 * another CPU runs the application.
 		 */
-		if (c->nretry) {
+		if (c->nparked_for[PARK_EVENT]) {
 			/*
 			 * Faults wait behind an event whose sender has not
 			 * finished yet (mmap_changing stays raised until the
@@ -569,7 +614,7 @@ void fault_on_uffd(int fd, short what, void *arg)
 	}
 	/* Out of rounds with faults still parked: no message may come to
 	 * bring us back for them. */
-	if (c->nretry) {
+	if (c->nparked_for[PARK_EVENT]) {
 		static const struct timeval now = { 0, 0 };
 
 		evtimer_add(c->retry_ev, &now);

@@ -10,10 +10,13 @@
  * low watermark (default 90%), so that faults rarely wait.
  *
  * Where nothing can be evicted (no swap, swap full, every page dirty and
- * failing to write), waiting would hang the application forever: pagerd
- * lets the limit be exceeded instead, says so in its log, and returns
- * under the limit as soon as eviction works again.  Data is never dropped
- * to stay under a limit.
+ * failing to write, pages that cannot be write-protected), waiting would
+ * hang the application forever: pagerd lets that limit be exceeded
+ * instead, one page a fault, says so in its log, and returns under the
+ * limit as soon as eviction works again.  That is decided per limit, from
+ * what eviction under that limit found (limits_evicted()): a region that
+ * cannot evict lets its own limit go, never its neighbours'.  Data is
+ * never dropped to stay under a limit.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -23,15 +26,11 @@
 
 #include "log.h"
 #include "pagerd.h"
+#include "swap.h"
 
 #define ROOM_UNLIMITED UINT64_MAX
-
-static uint64_t room_under(uint64_t limit, uint64_t used)
-{
-	if (!limit)
-		return ROOM_UNLIMITED;
-	return used < limit ? limit - used : 0;
-}
+/* How often the log says that a limit is let go, at most. */
+#define LETGO_LOG_INTERVAL_MS 60000
 
 static uint64_t global_limit(const struct daemon *d)
 {
@@ -45,55 +44,161 @@ static uint64_t client_limit(const struct client *c)
 	return c->d->cfg.client_memory_limit / c->d->page_size;
 }
 
+/*
+ * The one computation of a limit's room and excess.  The watermarks look
+ * past pages being written out (they are as good as gone), so that
+ * eviction does not take more victims than needed; the room does not
+ * (they are still in memory).  A high watermark is below the limit, a low
+ * one below the high: with a 1-page limit, eviction takes that page too.
+ */
+static void limit_fill(const struct daemon *d, uint64_t limit, uint64_t used,
+		       uint64_t writeback, bool over, struct limit_use *ret)
+{
+	uint64_t high, low, staying = used - writeback;
+
+	*ret = (struct limit_use){ .limit = limit, .used = used, .over = over };
+	if (!limit) {
+		ret->room = ROOM_UNLIMITED;
+		return;
+	}
+	ret->room = used < limit ? limit - used : over ? 1 : 0;
+	high = limit * d->cfg.high_watermark / 100;
+	if (high >= limit)
+		high = limit - 1;
+	low = limit * d->cfg.low_watermark / 100;
+	if (low >= high)
+		low = high ? high - 1 : 0;
+	ret->excess = staying > high ? staying - low : 0;
+}
+
+void limits_get(struct daemon *d, struct client *c, struct region *r,
+		struct limit_use *ret)
+{
+	if (r)
+		limit_fill(d, r->memory_limit, r->resident, r->writeback,
+			   r->over_limit, ret);
+	else if (c)
+		limit_fill(d, client_limit(c), c->resident, c->writeback,
+			   c->over_limit, ret);
+	else
+		limit_fill(d, global_limit(d), d->resident, d->writeback,
+			   d->over_limit, ret);
+}
+
 uint64_t limits_room(struct region *r)
 {
 	struct client *c = r->client;
-	struct daemon *d = c->d;
-	uint64_t room = room_under(r->memory_limit, r->resident), x;
+	struct limit_use lr, lc, lg;
 
-	x = room_under(client_limit(c), c->resident);
-	if (x < room)
-		room = x;
-	x = room_under(global_limit(d), d->resident);
-	if (x < room)
-		room = x;
-	if (room == 0 && d->overcommitted)
-		return 1; /* nothing can be evicted: one page at a time */
-	return room;
-}
-
-static bool over_high(const struct daemon *d, uint64_t limit, uint64_t used)
-{
-	uint64_t high;
-
-	if (!limit)
-		return false;
-	high = limit * d->cfg.high_watermark / 100;
-	return used > (high < limit ? high : limit - 1);
+	limits_get(c->d, NULL, r, &lr);
+	limits_get(c->d, c, NULL, &lc);
+	limits_get(c->d, NULL, NULL, &lg);
+	if (lc.room < lr.room)
+		lr.room = lc.room;
+	return lg.room < lr.room ? lg.room : lr.room;
 }
 
 bool limits_pressure(struct region *r)
 {
 	struct client *c = r->client;
-	struct daemon *d = c->d;
+	struct limit_use lr, lc, lg;
 
-	return over_high(d, r->memory_limit, r->resident - r->writeback) ||
-	       over_high(d, client_limit(c), c->resident - c->writeback) ||
-	       over_high(d, global_limit(d), d->resident - d->writeback);
+	limits_get(c->d, NULL, r, &lr);
+	limits_get(c->d, c, NULL, &lc);
+	limits_get(c->d, NULL, NULL, &lg);
+	return lr.excess || lc.excess || lg.excess;
+}
+
+/* Why eviction is stuck, for the log: the daemon-wide reasons first. */
+static const char *stuck_why(struct daemon *d)
+{
+	struct swap_stats ss;
+
+	if (!d->swap)
+		return "no swap";
+	if (d->wb_backoff_ms)
+		return "swap writes failing";
+	swap_get_stats(d->swap, &ss);
+	if (ss.used + ss.bad >= ss.total)
+		return "swap full";
+	return "its pages cannot be written out";
+}
+
+/*
+ * A limit is let go when faults wait for room under it (at the limit) and
+ * eviction under it is stuck: nothing there can go, and nothing in flight
+ * will change that.  Rounds held up (blocked, fenced, I/O in flight) keep
+ * what was decided before.  A round that takes pages there, or finds the
+ * limit under its high watermark, takes it back.
+ */
+void limits_evicted(struct daemon *d, struct client *c, struct region *r,
+		    enum evict_status st)
+{
+	bool *over = r ? &r->over_limit : c ? &c->over_limit : &d->over_limit;
+	struct limit_use lu;
+	bool waiting = false;
+
+	switch (st) {
+	case EVICT_DONE:
+	case EVICT_MORE:
+		*over = false;
+		return;
+	case EVICT_BLOCKED:
+	case EVICT_FENCED:
+	case EVICT_IO:
+		return;
+	case EVICT_STUCK:
+		break;
+	}
+	limits_get(d, c, r, &lu);
+	if (*over || !lu.limit || lu.used < lu.limit)
+		return;
+	if (r || c) {
+		waiting = fault_parked_in(r ? r->client : c, PARK_ROOM, r);
+	} else {
+		for (struct client *o = d->clients; o && !waiting; o = o->next)
+			waiting = o->nparked_for[PARK_ROOM] != 0;
+	}
+	if (!waiting)
+		return;
+	*over = true;
+	uint64_t now = now_ms();
+
+	/* Once a minute at most: eviction that works now and then (clean
+	 * pages go, dirty ones cannot) comes back here. */
+	if (!d->overcommit_logged_ms ||
+	    now - d->overcommit_logged_ms >= LETGO_LOG_INTERVAL_MS) {
+		char what[48];
+
+		d->overcommit_logged_ms = now;
+		if (r)
+			snprintf(what, sizeof(what), "region %" PRIu64, r->id);
+		else if (c)
+			snprintf(what, sizeof(what), "client %" PRIu64, c->id);
+		else
+			snprintf(what, sizeof(what), "global limit");
+		log_warn("%s: nothing can be evicted (%s): letting resident memory exceed its limit",
+			 what, stuck_why(d));
+	}
+}
+
+void limits_changed(struct daemon *d)
+{
+	d->over_limit = false;
+	for (struct client *c = d->clients; c; c = c->next) {
+		c->over_limit = false;
+		for (size_t i = 0; i < c->nregions; i++)
+			c->regions[i]->over_limit = false;
+	}
+	evict_kick(d);
 }
 
 int limits_wait(struct client *c, const struct uffd_msg *m)
 {
-	if (c->nwaiting == c->waiting_cap) {
-		size_t cap = c->waiting_cap ? c->waiting_cap * 2 : 16;
-		struct pending_fault *v = realloc(c->waiting, cap * sizeof(*v));
+	int e = fault_park(c, m, PARK_ROOM);
 
-		if (!v)
-			return -ENOMEM;
-		c->waiting = v;
-		c->waiting_cap = cap;
-	}
-	c->waiting[c->nwaiting++].msg = *m;
+	if (e < 0)
+		return e;
 	/* With write-back in flight, its completion runs eviction again. */
 	if (!c->d->writeback)
 		evict_kick(c->d);
@@ -107,38 +212,21 @@ int limits_wait(struct client *c, const struct uffd_msg *m)
 void limits_progress(struct daemon *d)
 {
 	for (struct client *c = d->clients, *next; c; c = next) {
-		size_t n = c->nwaiting;
-		struct pending_fault *v = c->waiting;
-
 		next = c->next;
-		if (!n || c->dead)
+		if (!c->nparked_for[PARK_ROOM] || c->dead)
 			continue;
-		c->waiting = NULL;
-		c->nwaiting = c->waiting_cap = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (!fault_retry(c, &v[i].msg)) {
-				free(v);
-				log_warn("client %" PRIu64 ": dropped after a protocol violation",
-					 c->id);
-				client_destroy(c);
-				goto next_client;
-			}
+		if (!fault_unpark(c, PARK_ROOM)) {
+			log_warn("client %" PRIu64 ": dropped after a protocol violation",
+				 c->id);
+			client_destroy(c);
+			continue;
 		}
-		free(v);
-		/* A retry may have met an unread event: it is parked on the
-		 * uffd's retry list, which only a uffd read would look at. */
-		if (c->nretry) {
+		/* A retry may have met an unread event: it is parked for
+		 * that, which only a uffd read would look at. */
+		if (c->nparked_for[PARK_EVENT]) {
 			static const struct timeval now = { 0, 0 };
 
 			evtimer_add(c->retry_ev, &now);
 		}
-next_client:;
 	}
-}
-
-void limits_client_gone(struct client *c)
-{
-	free(c->waiting);
-	c->waiting = NULL;
-	c->nwaiting = c->waiting_cap = 0;
 }

@@ -326,8 +326,7 @@ static void on_signal(int sig, short what, void *arg)
 			log_set_level(d->cfg.log_level);
 			fdstore_config_sync(d);
 			/* Limits may have dropped: evict down to them. */
-			d->overcommitted = false;
-			evict_kick(d);
+			limits_changed(d);
 		}
 		notify_ready(d);
 		return;

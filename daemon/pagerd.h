@@ -79,14 +79,11 @@ struct daemon {
 	uint64_t reading;           /* of those, being read in */
 	struct event *evict_ev;     /* runs evict_run() soon */
 	uint64_t evict_rr;          /* round-robin position over regions */
-	bool overcommitted;         /* a limit is exceeded: nothing can evict */
+	bool over_limit;            /* limits.c: the global limit is let go */
 	struct fdstore *fdstore;    /* fdstore.c: what LISTEN_FDS brought */
 	bool fdstore_on;            /* clients are put in systemd's fd store */
 	bool handover;              /* exiting into the store: leave state alone */
 	bool listen_activated;      /* the listening socket is systemd's */
-	bool evict_blocked;         /* a round stopped at an unread uffd event, or
-				     * at a full agent socket: run another now */
-	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
 	/* Write-back failing (evict.c): none starts while wb_retry_ev is
 	 * pending, then one small write at a time, until one succeeds. */
@@ -208,6 +205,7 @@ struct region {
 	uint64_t writeback;
 	uint64_t swapped;
 	uint64_t memory_limit; /* pages, 0 = none */
+	bool over_limit;    /* limits.c: let go, nothing here can be evicted */
 	uint64_t hand;      /* the Clock hand */
 	struct drop_fence fence[DROP_FENCES]; /* oldest at fence_head */
 	unsigned fence_head, nfence;
@@ -235,9 +233,16 @@ struct region {
 	unsigned stored;        /* STORED_* names in the fd store */
 };
 
-/* A fault that could not be resolved yet because an event was unread. */
+/* Why a fault could not be resolved yet (fault.c parks it). */
+enum park_reason {
+	PARK_EVENT, /* an event is unread (EAGAIN): retried after a uffd read */
+	PARK_ROOM,  /* no room under a limit: retried after eviction */
+	PARK_REASONS
+};
+
 struct pending_fault {
 	struct uffd_msg msg;
+	enum park_reason why;
 };
 
 struct client {
@@ -257,14 +262,14 @@ struct client {
 	uint64_t uffd_features;
 	struct region **regions; /* sorted by addr */
 	size_t nregions, cap;
-	struct event *retry_ev;     /* retries parked faults soon */
-	struct pending_fault *retry;
-	size_t nretry, retry_cap;
-	struct pending_fault *waiting; /* faults waiting for room */
-	size_t nwaiting, waiting_cap;
+	struct event *retry_ev;     /* retries faults parked for an event soon */
+	struct pending_fault *parked; /* faults not resolved yet, oldest first */
+	size_t nparked, parked_cap;
+	size_t nparked_for[PARK_REASONS];
 	uint64_t resident;
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
+	bool over_limit;            /* limits.c: let go, nothing here can be evicted */
 	int agent;                  /* libpager's agent socket, or -1 */
 	uint32_t agent_seq;         /* of the last drop request sent to it */
 	int state_fd;               /* fd store: its c<ID>.state memfd, or -1 */
@@ -348,8 +353,19 @@ void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 /* fault.c */
 void fault_on_uffd(int fd, short what, void *arg);
 void fault_on_retry_timer(int fd, short what, void *arg);
-/* Runs one fault again (after it waited for room).  Returns as dispatch. */
-bool fault_retry(struct client *c, const struct uffd_msg *m);
+/* Parks a fault until `why` passes (one queue, oldest first).  Returns 0 or
+ * -ENOMEM. */
+int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why);
+/* Runs c's faults parked for `why` again, oldest first (one that cannot be
+ * resolved yet parks again).  Returns false when c must be dropped. */
+bool fault_unpark(struct client *c, enum park_reason why);
+/* The region is going: its parked faults go (their threads were woken
+ * when the client unregistered it; retried, they would fall outside every
+ * region, which is a protocol violation). */
+void fault_forget_parked(struct region *r);
+/* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
+bool fault_parked_in(const struct client *c, enum park_reason why,
+		     const struct region *r);
 void uffd_wake(struct client *c, uint64_t addr, uint64_t len);
 int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp);
 /* UFFDIO_COPY src to [page, page+n) (absent from the page cache), mapped
@@ -360,16 +376,56 @@ int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
 int64_t region_install(struct region *r, uint64_t page, uint64_t n,
 		       const void *data, bool wp);
 
+/* evict.c: how an eviction for one limit ended (evict.c's on_evict()
+ * reschedules by it, limits_evicted() decides on it).  In this order, the
+ * most hopeful first, for parts that took nothing. */
+enum evict_status {
+	EVICT_DONE,    /* took what was asked (or nothing was asked) */
+	EVICT_MORE,    /* took some: more at the next turn of the loop */
+	EVICT_BLOCKED, /* took nothing yet: an unread uffd event, the agent's
+			* socket full, references that misled the hand; the
+			* next turn goes on (by FIFO where references misled) */
+	EVICT_FENCED,  /* took nothing yet: the hand waits for drops the agent
+			* has not done; its answer (or FENCE_MS) lets it on */
+	EVICT_IO,      /* took nothing yet: I/O in flight there (reads that
+			* will be pages to take, write-back at its ceiling);
+			* its completion runs eviction again */
+	EVICT_STUCK,   /* took nothing, and nothing there can go: no swap, swap
+			* full, write-back failing, pages that cannot be
+			* write-protected */
+};
+
 /* limits.c */
+/*
+ * One limit as it stands: the region's (r), else the client's (c), else
+ * the daemon's (both NULL).  Every reader of a limit goes through this:
+ * faults for room, eviction for the excess, stats for over.
+ */
+struct limit_use {
+	uint64_t limit;  /* pages, 0: none */
+	uint64_t used;   /* resident pages */
+	uint64_t room;   /* pages a fault may still make resident (UINT64_MAX:
+			  * no limit; 1 at the limit while it is let go) */
+	uint64_t excess; /* past the high watermark: pages to evict down to
+			  * the low one (pages being written out count gone) */
+	bool over;       /* let go: faults waited and nothing could be evicted */
+};
+void limits_get(struct daemon *d, struct client *c, struct region *r,
+		struct limit_use *ret);
 /* Pages that may still be made resident in r before a limit is hit. */
 uint64_t limits_room(struct region *r);
 /* Whether any limit over r is past its high watermark. */
 bool limits_pressure(struct region *r);
+/* Eviction for a limit (chosen as in limits_get()) ended with st: lets the
+ * limit go, or takes it back. */
+void limits_evicted(struct daemon *d, struct client *c, struct region *r,
+		    enum evict_status st);
+/* Limits were set or reloaded: none stays let go; eviction runs. */
+void limits_changed(struct daemon *d);
 /* Parks a fault until there is room; kicks eviction. */
 int limits_wait(struct client *c, const struct uffd_msg *m);
 /* Eviction made progress: retry parked faults. */
 void limits_progress(struct daemon *d);
-void limits_client_gone(struct client *c);
 
 /* clock.c: pure policy, no I/O (unit-tested on its own) */
 /*
@@ -408,6 +464,9 @@ bool swapin_take_marker(struct region *r, uint64_t page);
 void swapin_forget_marker(struct region *r, uint64_t page);
 /* Installs (or, install false, drops) every held marker of r. */
 void swapin_release_markers(struct region *r, bool install);
+/* Eviction: up to max held markers go back to swap (their slots hold the
+ * data).  Returns how many. */
+uint64_t swapin_drop_markers(struct region *r, uint64_t max);
 int swapin_poison(struct region *r, uint64_t page);
 
 /* snapshot.c */

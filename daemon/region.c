@@ -231,6 +231,7 @@ void region_destroy(struct region *r)
 	struct daemon *d = r->client->d;
 
 	fdstore_region_gone(r);
+	fault_forget_parked(r);
 	page_io_detach_all(r);
 	snapshot_region_gone(r);
 	/* Held readahead markers: their slots still hold the data. */

@@ -8,14 +8,22 @@
 void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret)
 {
 	memset(ret, 0, sizeof(*ret));
+	struct limit_use lu;
+
+	limits_get(d, NULL, NULL, &lu);
+	ret->over_limit = lu.over;
 	for (struct client *c = d->clients; c; c = c->next) {
 		if (reconcile)
 			client_reconcile(c);
 		ret->clients += c->hello_done && !c->control;
 		ret->regions += c->nregions;
+		limits_get(d, c, NULL, &lu);
+		ret->over_limit |= lu.over;
 		for (size_t i = 0; i < c->nregions; i++) {
 			ret->mapped_bytes += c->regions[i]->len;
 			ret->resident_pages += c->regions[i]->resident;
+			limits_get(d, NULL, c->regions[i], &lu);
+			ret->over_limit |= lu.over;
 		}
 	}
 	ret->counters = d->stats;

@@ -418,6 +418,29 @@ void swapin_release_markers(struct region *r, bool install)
 			release_marker(r, &r->ra[i], install);
 }
 
+/*
+ * A held marker's slot still holds its data (a swap-in leaves the slot
+ * until the page is written), so dropping the buffer evicts it at no cost:
+ * SWAPPED again, as if never read.  Its stream forgets the marker and the
+ * application's fault there is an ordinary swap-in.
+ */
+uint64_t swapin_drop_markers(struct region *r, uint64_t max)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < SWAPIN_STREAMS && n < max; i++) {
+		struct readahead_stream *s = &r->ra[i];
+		uint64_t p = s->held_page;
+
+		if (!s->held || region_slot(r, p) < 0)
+			continue;
+		release_marker(r, s, false);
+		region_set_state(r, p, 1, PAGE_SWAPPED);
+		n++;
+	}
+	return n;
+}
+
 /* Re-reads each page of a failed run separately, reusing the run's page
  * states.  Returns 0 when every page has a read in flight again. */
 static int retry_pages(struct region *r, struct page_io *io)

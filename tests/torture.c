@@ -939,6 +939,10 @@ static void op_limit(struct thr *t, struct rslot *s)
 	limit_set(s, low);
 	limit_reach(s, low);
 	limit_set(s, back);
+	/* Back to a limit below the low one (up to 32 pages, slack on top):
+	 * that is a lowered limit too, held only once reached. */
+	if (back && back < low + slack(low))
+		limit_reach(s, back);
 	atomic_store(&s->limit_settled, 1);
 	pthread_mutex_unlock(&s->limit_mu);
 }
