@@ -23,8 +23,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "counters.h"
+
 #define PROTO_MAGIC   0x50475244u /* "PGRD" */
-#define PROTO_VERSION 2u
+#define PROTO_VERSION 4u
 
 /* The largest message either side sends or accepts. */
 #define PROTO_MAX_MSG 1024u
@@ -122,6 +124,11 @@ struct proto_set_limit {
 enum proto_inject {
 	PROTO_INJECT_EIO = 1,     /* the page's next swap read fails */
 	PROTO_INJECT_CORRUPT = 2, /* flip a byte of its slot on disk */
+	/* The whole region's write-backs (page unused), until CLEAR: */
+	PROTO_INJECT_WRITE_EIO = 3,   /* swap writes fail with EIO */
+	PROTO_INJECT_WRITE_SHORT = 4, /* they stop half-way, then ENOSPC */
+	PROTO_INJECT_SLOT_RECORD = 5, /* recording their slots fails (ENOMEM) */
+	PROTO_INJECT_CLEAR = 6,       /* write-backs work again */
 };
 
 struct proto_test_inject {
@@ -156,6 +163,20 @@ struct proto_agent_drop {
 	struct { uint64_t addr, len; } range[PROTO_DROP_MAX];
 } __attribute__((packed));
 
+/* Every counter of common/counters.h, in its order (STATUS). */
+struct proto_counters {
+#define X(name, ...) uint64_t name;
+	PAGER_COUNTERS(X)
+#undef X
+} __attribute__((packed));
+
+/* The REGION counters alone, in the same order (REGION_STATS, _INFO). */
+struct proto_region_counters {
+#define X(name, scope, ...) COUNTER_IF_##scope(uint64_t name;)
+	PAGER_COUNTERS(X)
+#undef X
+} __attribute__((packed));
+
 /* One region, for REGION_STATS and REGION_INFO. */
 struct proto_region_stats {
 	uint64_t region_id;
@@ -167,21 +188,9 @@ struct proto_region_stats {
 	uint64_t swapped;
 	uint64_t zero;
 	uint64_t memory_limit;
-	uint64_t faults_missing;
-	uint64_t faults_minor;
-	uint64_t faults_wp;
-	uint64_t swap_ins;
-	uint64_t swap_outs;
-	uint64_t evict_zero;
-	uint64_t evict_clean;
-	uint64_t evict_dirty;
-	uint64_t evict_aborted;
-	uint64_t readahead;
-	uint64_t readahead_hits;
-	uint64_t poisoned;
-	uint64_t image_reads;
 	uint64_t image_pending;
 	char name[PROTO_NAME_MAX];
+	struct proto_region_counters counters;
 } __attribute__((packed));
 
 /* The reply to every request.  Fields a request does not use are zero. */
@@ -194,26 +203,17 @@ struct proto_reply {
 	uint64_t regions;
 	uint64_t mapped_bytes;
 	uint64_t resident_pages;
-	uint64_t faults_missing;
-	uint64_t faults_minor;
-	uint64_t faults_wp;
-	uint64_t pages_zero_filled;
 	uint64_t uptime_ms;
 	int32_t pid;
 	uint32_t config_errors;   /* in pagerd.conf, not in effect (0: none) */
 	uint64_t memory_limit;    /* bytes, 0 = none */
 	uint64_t swap_total;      /* slots */
 	uint64_t swap_used;
-	uint64_t swap_ins;
-	uint64_t swap_outs;
-	uint64_t evict_zero;
-	uint64_t evict_clean;
-	uint64_t evict_dirty;
-	uint64_t evict_aborted;
-	uint64_t readahead;
-	uint64_t readahead_hits;
-	uint64_t poisoned;
 	uint64_t swap_io_errors;  /* read/write/CRC errors */
+	uint64_t swap_bad;        /* slots retired: a write to them failed */
+	uint32_t over_limit;      /* 1: nothing could be evicted, limits let go */
+	uint32_t swap_failing;    /* 1: swap writes fail, write-back paused */
+	struct proto_counters counters;
 	struct proto_region_stats region; /* REGION_STATS, REGION_INFO */
 	struct proto_snapshot_status snapshot; /* SNAPSHOT_STATUS */
 } __attribute__((packed));

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
@@ -170,9 +171,10 @@ int agent_attach(struct client *c, int fd)
 	if (c->agent >= 0)
 		return -EISCONN;
 	e = agent_check(c, fd);
+	if (e == 0)
+		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->agent_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, on_agent, c);
 	if (!c->agent_ev || event_add(c->agent_ev, NULL) < 0) {
 		if (c->agent_ev)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/magic.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
@@ -39,6 +40,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 {
 	socklen_t len = sizeof(struct ucred);
 	struct client *c;
+	int e;
 
 	if (!config_peer_allowed(&d->cfg, sock))
 		return -EACCES;
@@ -62,7 +64,11 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 		free(c);
 		return -errno;
 	}
-	fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+	e = fd_nonblock(sock, true);
+	if (e < 0) {
+		free(c);
+		return e;
+	}
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
 	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
@@ -410,9 +416,11 @@ int client_attach_uffd(struct client *c, int fd)
 {
 	int e = uffd_check(fd, &c->uffd_features);
 
+	/* A blocking uffd would stall the loop in read(). */
+	if (e == 0)
+		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, fault_on_uffd, c);
 	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
 		if (c->uffd_ev)
@@ -613,6 +621,22 @@ static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
 		r = region_find_id(o, ti->region_id);
 	if (!r || ti->page >= r->npages)
 		return -ENOENT;
+	switch (ti->kind) {
+	case PROTO_INJECT_WRITE_EIO:
+	case PROTO_INJECT_WRITE_SHORT:
+		if (!c->d->swap)
+			return -ENODATA;
+		return swap_inject_writes(c->d->swap, r->id,
+					  ti->kind == PROTO_INJECT_WRITE_EIO ?
+					  SWAP_FAULT_WRITE_EIO : SWAP_FAULT_WRITE_SHORT);
+	case PROTO_INJECT_SLOT_RECORD:
+		c->d->test_slot_fail = r->id;
+		return 0;
+	case PROTO_INJECT_CLEAR:
+		if (c->d->test_slot_fail == r->id)
+			c->d->test_slot_fail = 0;
+		return c->d->swap ? swap_inject_writes(c->d->swap, 0, SWAP_FAULT_NONE) : 0;
+	}
 	slot = region_slot(r, ti->page);
 	if (slot < 0 || !c->d->swap || pg_state(r->state[ti->page]) != PAGE_SWAPPED)
 		return -ENODATA;
@@ -631,26 +655,19 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->regions = s.regions;
 	out->mapped_bytes = s.mapped_bytes;
 	out->resident_pages = s.resident_pages;
-	out->faults_missing = st->faults_missing;
-	out->faults_minor = st->faults_minor;
-	out->faults_wp = st->faults_wp;
-	out->pages_zero_filled = st->pages_zero_filled;
 	out->uptime_ms = s.uptime_ms;
 	out->pid = (int32_t)getpid();
 	out->config_errors = c->d->cfg.file_errors;
 	out->memory_limit = s.memory_limit;
-	out->swap_ins = st->swap_ins;
-	out->swap_outs = st->swap_outs;
-	out->evict_zero = st->evict_zero;
-	out->evict_clean = st->evict_clean;
-	out->evict_dirty = st->evict_dirty;
-	out->evict_aborted = st->evict_aborted;
-	out->readahead = st->readahead;
-	out->readahead_hits = st->readahead_hits;
-	out->poisoned = st->poisoned;
+#define X(name, ...) out->counters.name = st->name;
+	PAGER_COUNTERS(X)
+#undef X
 	out->swap_total = s.swap_total;
 	out->swap_used = s.swap_used;
 	out->swap_io_errors = s.swap_io_errors;
+	out->swap_bad = s.swap_bad;
+	out->over_limit = (uint32_t)s.over_limit;
+	out->swap_failing = (uint32_t)s.swap_failing;
 }
 
 /* Runs one request; returns the status for the reply. */

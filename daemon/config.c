@@ -107,7 +107,7 @@ static const struct setting settings[] = {
 	{ "swap_path", "swap", 0, T_STRING, OFF(swap_path), 0, 0, 0,
 	  "", NULL, "PATH", "swap file or block device, empty = none" },
 	{ "swap_size", "swap-size", 0, T_SIZE, OFF(swap_size), 0, 0, NOLIMIT,
-	  "0", NULL, "SIZE", "bytes of swap to use, 0 = the existing file's or device's size (4G for a new file)" },
+	  "0", NULL, "SIZE", "bytes of swap to use, 0 = the existing file's or device's size (a new file: the RAM, at most half the free space and 4G)" },
 	{ "max_region", "max-region", 0, T_SIZE, OFF(max_region_bytes), RELOAD, 1, NOLIMIT,
 	  "1T", NULL, "SIZE", "largest region a client may create" },
 	{ "max_regions", "max-regions", 0, T_UINT, OFF(max_regions), RELOAD, 1, 1 << 20,
@@ -736,6 +736,17 @@ void config_free(struct config *cfg)
 	cfg->access = NULL;
 	cli_free(cfg->cli);
 	cfg->cli = NULL;
+}
+
+uint64_t config_default_swap_size(uint64_t ram, uint64_t fs_free, size_t page_size)
+{
+	uint64_t size = ram;
+
+	if (fs_free / 2 < size)
+		size = fs_free / 2;
+	if (CONFIG_SWAP_DEFAULT_MAX < size)
+		size = CONFIG_SWAP_DEFAULT_MAX;
+	return page_size ? size - size % page_size : size;
 }
 
 void config_usage(FILE *f)

@@ -131,6 +131,17 @@ int config_load_fallback(struct config *cfg, int argc, char **argv, const char *
  */
 int config_reload(struct config *cfg, const struct config_log *log);
 
+/*
+ * The size of a swap file pagerd makes without swap_size (a new file, or
+ * the unnamed one of a daemon with a limit and no swap_path): the
+ * machine's memory `ram`, but no more than half the free space `fs_free`
+ * of the file's filesystem, nor CONFIG_SWAP_DEFAULT_MAX; whole pages.  The
+ * file is allocated at once, so a fixed size would take 4 GiB of a small
+ * disk, or fill it.  0 when not even that half is free (no swap is made).
+ */
+#define CONFIG_SWAP_DEFAULT_MAX (4ULL << 30)
+uint64_t config_default_swap_size(uint64_t ram, uint64_t fs_free, size_t page_size);
+
 /* Writes the effective configuration as a pagerd.conf, each value with
  * where it came from. */
 void config_print(const struct config *cfg, FILE *f);

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,12 +33,29 @@
 #define EVICT_SAMPLE 1024
 /* Most pages being written at once: enough to keep the disk busy. */
 #define EVICT_MAX_WRITEBACK 8192
+/*
+ * Write-back failing (a full disk, a device failing writes): the pause
+ * before the next try, doubling from the first to the last while tries
+ * fail; the pages one try writes; how often the log says so.
+ */
+#define WB_BACKOFF_MIN_MS 100
+#define WB_BACKOFF_MAX_MS 10000
+#define WB_PROBE_PAGES 16
+#define WB_LOG_INTERVAL_MS 60000
 
 static void on_evict(evutil_socket_t fd, short what, void *arg);
+
+static void on_wb_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evict_kick(arg);
+}
 
 void evict_init(struct daemon *d)
 {
 	d->evict_ev = event_new(d->base, -1, 0, on_evict, d);
+	d->wb_retry_ev = event_new(d->base, -1, 0, on_wb_retry, d);
 }
 
 /* Runs eviction at the next turn of the loop: a zero timer rather than
@@ -96,6 +114,76 @@ void evict_redirty(struct region *r, uint64_t page)
 static void writeback_done(void *arg, int res);
 
 /*
+ * Pages a new write-back may take now.  While write-back fails: none
+ * during the pause, then one small write at a time until one succeeds —
+ * not thousands of pages thrown at a disk that fails them (each failure
+ * retires its slots), and no loop of writes failing as fast as they are
+ * made.
+ */
+static uint32_t wb_allowance(const struct daemon *d)
+{
+	if (!d->wb_backoff_ms)
+		return EVICT_BATCH;
+	/* The timer is the pause: it kicks eviction when it ends. */
+	if (evtimer_pending(d->wb_retry_ev, NULL) || d->writeback)
+		return 0;
+	return WB_PROBE_PAGES;
+}
+
+/*
+ * A write-back of npages failed (res: -errno; or its slots could not be
+ * recorded): those pages stay in memory, dirty.  Write-back pauses, for
+ * longer each time a try after a pause fails again, and the log says so
+ * once a minute at most.  Meanwhile eviction frees nothing of dirty
+ * pages, so on_evict() lets resident memory exceed the limits, and the
+ * faults waiting for room go on.
+ */
+static void wb_failed(struct daemon *d, uint64_t region, uint32_t npages, int res)
+{
+	uint64_t now = now_ms();
+	struct timeval tv;
+
+	d->stats.writeback_failed_pages += npages;
+	if (!d->wb_logged_ms || now - d->wb_logged_ms >= WB_LOG_INTERVAL_MS) {
+		char more[64] = "";
+
+		if (d->wb_unlogged)
+			snprintf(more, sizeof(more), ", %" PRIu64 " failed writes not logged",
+				 d->wb_unlogged);
+		log_warn("region %" PRIu64 ": writing %u pages to swap: %s; dirty pages "
+			 "stay in memory, write-back pauses while it fails (%" PRIu64
+			 " pages failed so far%s)", region, npages, strerror(-res),
+			 d->stats.writeback_failed_pages, more);
+		d->wb_logged_ms = now;
+		d->wb_unlogged = 0;
+		d->wb_said = true;
+	} else {
+		d->wb_unlogged++;
+	}
+	/* Writes made before the pause, failing during it: one failure. */
+	if (d->wb_backoff_ms && evtimer_pending(d->wb_retry_ev, NULL))
+		return;
+	d->wb_backoff_ms = !d->wb_backoff_ms ? WB_BACKOFF_MIN_MS :
+			   d->wb_backoff_ms >= WB_BACKOFF_MAX_MS / 2 ? WB_BACKOFF_MAX_MS :
+			   d->wb_backoff_ms * 2;
+	tv.tv_sec = d->wb_backoff_ms / 1000;
+	tv.tv_usec = (d->wb_backoff_ms % 1000) * 1000;
+	evtimer_add(d->wb_retry_ev, &tv);
+}
+
+/* A write-back succeeded: write-back works (again). */
+static void wb_worked(struct daemon *d)
+{
+	if (!d->wb_backoff_ms)
+		return;
+	d->wb_backoff_ms = 0;
+	if (d->wb_said)
+		log_notice("swap writes work again (%" PRIu64 " pages failed so far)",
+			   d->stats.writeback_failed_pages);
+	d->wb_said = false;
+}
+
+/*
  * Writes the dirty pages [page, page+n) (already write-protected) to swap,
  * as few writes as the slot allocator allows.  Returns the pages for which
  * a write is in flight; the others (no swap, swap full, errors) are
@@ -107,13 +195,21 @@ static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
 	size_t ps = d->page_size;
 	uint64_t started = 0;
 
+	/* The slot array now, not when the writes complete: a page whose
+	 * copy cannot be recorded must not be punched (writeback_done). */
+	if (!r->slot && region_set_slot(r, page, -1) < 0) {
+		uffd_protect(r, page, n, false);
+		return 0;
+	}
 	while (n) {
 		uint64_t first;
 		uint32_t got;
 		struct page_io *io;
 		struct swap_tag tags[EVICT_BATCH];
-		uint32_t want = n > EVICT_BATCH ? EVICT_BATCH : (uint32_t)n;
-		int e = d->swap ? swap_alloc(d->swap, want, &first, &got) : -ENOSPC;
+		uint32_t allow = wb_allowance(d);
+		uint32_t want = n > allow ? allow : (uint32_t)n;
+		int e = !want ? -EAGAIN :
+			d->swap ? swap_alloc(d->swap, want, &first, &got) : -ENOSPC;
 
 		if (e < 0)
 			break;
@@ -181,6 +277,8 @@ static void writeback_done(void *arg, int res)
 	struct daemon *d = io->d;
 	struct region *r = io->r;
 	uint64_t run = 0;
+	uint32_t unrecorded = 0;
+	int unrecorded_err = 0;
 
 	if (!r) {
 		/* The region went while we wrote: the slots were never its. */
@@ -193,9 +291,6 @@ static void writeback_done(void *arg, int res)
 	r->writeback -= io->npages;
 	r->client->writeback -= io->npages;
 	d->writeback -= io->npages;
-	if (res < 0)
-		log_warn_rl(r->client->id, "region %" PRIu64 ": writing %u pages to swap: %s; they stay in memory",
-			 r->id, io->npages, strerror(-res));
 	for (uint32_t i = 0; i <= io->npages; i++) {
 		uint64_t p = io->page + i;
 		pgstate_t b = i < io->npages ? r->state[p] : 0;
@@ -203,12 +298,21 @@ static void writeback_done(void *arg, int res)
 			    (b & (PG_REDIRTY | PG_GONE));
 
 		if (!keep) {
+			int e;
+
 			/* Written and untouched since: it lives in the
-			 * slot now.  Punched below with its neighbours. */
+			 * slot now that the slot is recorded.  Punched
+			 * below with its neighbours. */
 			region_drop_slot(r, p); /* none expected: never leak one */
-			region_set_slot(r, p, (int64_t)(io->slot + i));
-			run++;
-			continue;
+			e = region_set_slot(r, p, (int64_t)(io->slot + i));
+			if (e == 0) {
+				run++;
+				continue;
+			}
+			/* A copy nobody knows of: punched, the page would
+			 * be lost.  It stays, dirty; its slot is freed. */
+			unrecorded++;
+			unrecorded_err = e;
 		}
 		if (run) {
 			punch_run(r, p - run, run, PAGE_SWAPPED);
@@ -235,6 +339,12 @@ static void writeback_done(void *arg, int res)
 			}
 		}
 	}
+	if (res < 0)
+		wb_failed(d, r->id, io->npages, res);
+	else if (unrecorded)
+		wb_failed(d, r->id, unrecorded, unrecorded_err);
+	else
+		wb_worked(d);
 	free(io);
 	evict_kick(d);
 }
@@ -612,9 +722,18 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		 !d->evict_fenced && !d->overcommitted) {
 		/* (A round held up at the agent's fence freed nothing yet,
 		 * but will: its answer, or FENCE_MS, lets the hand on.) */
+		uint64_t now = now_ms();
+
 		d->overcommitted = true;
-		log_warn("nothing can be evicted (%s): letting resident memory exceed its limit",
-			 !d->swap ? "no swap" : "swap full or failing");
+		/* Once a minute at most: eviction that works now and then
+		 * (clean pages go, dirty ones cannot) comes back here. */
+		if (!d->overcommit_logged_ms ||
+		    now - d->overcommit_logged_ms >= WB_LOG_INTERVAL_MS) {
+			d->overcommit_logged_ms = now;
+			log_warn("nothing can be evicted (%s): letting resident memory exceed its limit",
+				 !d->swap ? "no swap" :
+				 d->wb_backoff_ms ? "swap writes failing" : "swap full");
+		}
 	}
 	if (waiting)
 		limits_progress(d);

@@ -524,7 +524,9 @@ void fdstore_region_sync(struct region *r)
 		h->snap_done = ss.pages_done;
 		h->snap_pause_ns = ss.pause_ns;
 	}
-	h->stats = r->stats;
+#define X(name) h->stats.name = r->stats.name;
+	FDSTORE_COUNTERS(X)
+#undef X
 }
 
 /* ---- hooks ------------------------------------------------------------- */
@@ -942,7 +944,9 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	r->state_fd = -1;
 	memcpy(r->name, h.name, sizeof(r->name));
 	r->name[sizeof(r->name) - 1] = '\0';
-	r->stats = h.stats;
+#define X(name) r->stats.name = h.stats.name;
+	FDSTORE_COUNTERS(X)
+#undef X
 	r->memfd = mem->fd;
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
 		      mem->fd, 0);

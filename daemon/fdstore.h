@@ -56,6 +56,34 @@
 #define FDSTORE_REGION_MAGIC 0x6e67657264726770ull /* "pgrdregn" */
 #define FDSTORE_CLIENT_MAGIC 0x746e6c6364726770ull /* "pgrdclnt" */
 
+/*
+ * A region's counters in r<ID>.state, as version 1 of the store lays them
+ * out (struct counters as it was then).  A successor must read what its
+ * predecessor wrote, so this does not follow common/counters.h: a counter
+ * missing here (image_reads, and any added since) starts at 0 after a
+ * restart.  Adding one here changes the header: raise FDSTORE_VERSION.
+ */
+#define FDSTORE_COUNTERS(X) \
+	X(faults_missing) X(faults_wp) X(pages_zero_filled) X(swap_ins) \
+	X(swap_outs) X(evict_zero) X(evict_clean) X(evict_dirty) \
+	X(evict_aborted) X(readahead) X(readahead_hits) X(poisoned)
+
+struct fdstore_counters {
+	uint64_t faults_missing;
+	uint64_t faults_minor;     /* never counted: 0 */
+	uint64_t faults_wp;
+	uint64_t pages_zero_filled;
+	uint64_t swap_ins;
+	uint64_t swap_outs;
+	uint64_t evict_zero;
+	uint64_t evict_clean;
+	uint64_t evict_dirty;
+	uint64_t evict_aborted;
+	uint64_t readahead;
+	uint64_t readahead_hits;
+	uint64_t poisoned;
+};
+
 /* At offset 0 of r<ID>.state; the state array at state_off (uint16 a
  * page), the slot array at slot_off (uint32 a page: slot + 1, 0 = none). */
 struct fdstore_region_hdr {
@@ -76,9 +104,13 @@ struct fdstore_region_hdr {
 	int32_t snap_status;       /* of the last snapshot, when snap_state is DONE */
 	uint32_t snap_state;       /* FDSTORE_SNAP_* */
 	uint64_t snap_total, snap_done, snap_pause_ns;
-	struct counters stats;     /* as of the last hand-over */
+	struct fdstore_counters stats; /* as of the last hand-over */
 	char name[PROTO_NAME_MAX];
 };
+
+/* What version 1 wrote, and a successor checks (hdr_size). */
+_Static_assert(sizeof(struct fdstore_region_hdr) == 296,
+	       "the fd store's region header changed: raise FDSTORE_VERSION");
 
 #define FDSTORE_R_IMAGE_PREFETCH 0x1 /* prefetch from r<ID>.image */
 #define FDSTORE_R_HANDED_OVER    0x2 /* a graceful hand-over wrote this */

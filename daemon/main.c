@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,8 +36,6 @@
 #include "pagerd.h"
 #include "swap.h"
 
-/* Swap made for a daemon given a limit but no --swap. */
-#define DEFAULT_SWAP_SIZE (4ULL << 30)
 
 uint64_t now_ns(void)
 {
@@ -125,8 +125,13 @@ static int open_listener(struct daemon *d)
 {
 	d->listen_fd = fdstore_take_listener(d);
 	if (d->listen_fd >= 0) {
+		int e = fd_nonblock(d->listen_fd, true);
+
 		d->listen_activated = true;
-		fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK);
+		if (e < 0) {
+			log_err("the socket systemd passed: %s", strerror(-e));
+			return e;
+		}
 		log_info("listening on the socket systemd passed");
 		return 0;
 	}
@@ -138,6 +143,39 @@ static int open_listener(struct daemon *d)
 	}
 	log_info("listening on %s", d->cfg.socket_path);
 	return 0;
+}
+
+/*
+ * The size of a new swap file at `path` when swap_size does not say:
+ * sized to the machine and the disk (config_default_swap_size()), and at
+ * least the smallest swap, so that a disk too full for even that gets
+ * swap_open()'s message of how much space is missing.
+ */
+static uint64_t default_swap_size(const struct daemon *d, const char *path)
+{
+	uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * d->page_size;
+	uint64_t fs_free = UINT64_MAX, size;
+	struct statvfs vfs;
+	char dir[PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (statvfs(dir, &vfs) == 0)
+		fs_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	size = config_default_swap_size(ram, fs_free, d->page_size);
+	if (size < SWAP_MIN_SLOTS * d->page_size)
+		size = SWAP_MIN_SLOTS * d->page_size;
+	log_info("swap %s: a new file of %" PRIu64 " MiB (memory %" PRIu64 " MiB, %" PRIu64
+		 " MiB free there; swap_size sets another size)", path, size >> 20, ram >> 20,
+		 fs_free == UINT64_MAX ? 0 : fs_free >> 20);
+	return size;
 }
 
 /*
@@ -182,18 +220,7 @@ static int open_swap(struct daemon *d)
 	if (path != tmp)
 		fdstore_swap_wait_path(d, path);
 	if (!size && stat(path, &st) < 0 && errno == ENOENT)
-		size = DEFAULT_SWAP_SIZE;
-	if (path == tmp && !d->cfg.swap_size) {
-		/* Not asked for: take no more than half the free space. */
-		struct statvfs vfs;
-		char dir[64];
-
-		snprintf(dir, sizeof(dir), "%s", tmp);
-		*strrchr(dir, '/') = '\0';
-		if (statvfs(dir, &vfs) == 0 &&
-		    (uint64_t)vfs.f_bavail * vfs.f_frsize / 2 < size)
-			size = (uint64_t)vfs.f_bavail * vfs.f_frsize / 2;
-	}
+		size = default_swap_size(d, path);
 	size -= size % d->page_size;
 	e = swap_open(&d->swap, d->base, path, size, d->page_size);
 	if (e < 0 && path == tmp) {
@@ -360,7 +387,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	evict_init(&d);
-	if (!d.evict_ev || fdstore_open(&d) < 0)
+	if (!d.evict_ev || !d.wb_retry_ev || fdstore_open(&d) < 0)
 		goto out;
 	fdstore_config_sync(&d);
 	if (open_swap(&d) < 0)
@@ -405,6 +432,8 @@ out:
 	swap_close(d.swap);
 	if (d.evict_ev)
 		event_free(d.evict_ev);
+	if (d.wb_retry_ev)
+		event_free(d.wb_retry_ev);
 	for (int i = 0; i < 3; i++)
 		if (sigs[i])
 			event_free(sigs[i]);

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Prometheus text exposition (format 0.0.4) of the counters pagerctl's
- * status shows, from one table: adding a metric is one line in `metrics`
- * (and, for a new counter, its field in struct counters or struct
- * stats_snapshot).
+ * Prometheus text exposition (format 0.0.4) of what pagerctl's status
+ * shows, from one table: every counter of common/counters.h (generated:
+ * a new counter needs nothing here), then the gauges, one line each.
  *
  * The endpoint is off unless configured and, given only a port, listens on
  * loopback.  A scraper is a peer too: requests are GET or HEAD only, with
@@ -32,10 +31,10 @@ struct metrics {
 };
 
 struct metric {
-	const char *name;   /* family; rows of one family are adjacent */
-	const char *labels; /* NULL or `kind="missing"` */
+	const char *name;   /* family */
+	const char *kind;   /* NULL, or the value of its kind="" label */
 	const char *type;   /* "counter" or "gauge" */
-	const char *help;   /* on the family's first row */
+	const char *help;   /* the row's; a row with a kind has its family's */
 	size_t offset;      /* of a uint64_t in struct stats_snapshot */
 	unsigned divisor;   /* 0 or 1: as is; else printed as value / divisor */
 };
@@ -44,12 +43,10 @@ struct metric {
 #define CTR(f)  offsetof(struct stats_snapshot, counters.f)
 
 static const struct metric metrics[] = {
-	{ "pagerd_faults_total", "kind=\"missing\"", "counter",
-	  "Page faults pagerd served, by kind.", CTR(faults_missing), 0 },
-	{ "pagerd_faults_total", "kind=\"minor\"", "counter", NULL, CTR(faults_minor), 0 },
-	{ "pagerd_faults_total", "kind=\"wp\"", "counter", NULL, CTR(faults_wp), 0 },
-	{ "pagerd_pages_zero_filled_total", NULL, "counter",
-	  "Pages filled with zeros on first touch.", CTR(pages_zero_filled), 0 },
+#define X(name, scope, unit, family, kind, help) \
+	{ family, kind, "counter", help, CTR(name), 0 },
+	PAGER_COUNTERS(X)
+#undef X
 	{ "pagerd_clients", NULL, "gauge",
 	  "Applications connected (control connections not counted).", SNAP(clients), 0 },
 	{ "pagerd_regions", NULL, "gauge", "Regions of all clients.", SNAP(regions), 0 },
@@ -68,53 +65,74 @@ static const struct metric metrics[] = {
 	  "Failed swap reads and writes and bad CRC32Cs.", SNAP(swap_io_errors), 0 },
 	{ "pagerd_writeback_pages", NULL, "gauge",
 	  "Pages being written to swap now.", SNAP(writeback_pages), 0 },
-	{ "pagerd_swap_ins_total", NULL, "counter",
-	  "Pages read back from swap on demand or ahead.", CTR(swap_ins), 0 },
-	{ "pagerd_swap_outs_total", NULL, "counter",
-	  "Pages written to swap and evicted.", CTR(swap_outs), 0 },
-	{ "pagerd_evictions_total", "kind=\"zero\"", "counter",
-	  "Pages evicted, by kind: zero (no I/O), clean (no I/O), dirty (written).",
-	  CTR(evict_zero), 0 },
-	{ "pagerd_evictions_total", "kind=\"clean\"", "counter", NULL, CTR(evict_clean), 0 },
-	{ "pagerd_evictions_total", "kind=\"dirty\"", "counter", NULL, CTR(evict_dirty), 0 },
-	{ "pagerd_evictions_aborted_total", NULL, "counter",
-	  "Evictions aborted because the page was written during write-back.",
-	  CTR(evict_aborted), 0 },
-	{ "pagerd_readahead_pages_total", NULL, "counter",
-	  "Pages read ahead of sequential swap-ins.", CTR(readahead), 0 },
-	{ "pagerd_readahead_hits_total", NULL, "counter",
-	  "Read-ahead pages the application then used.", CTR(readahead_hits), 0 },
-	{ "pagerd_poisoned_pages_total", NULL, "counter",
-	  "Pages lost to a failed or corrupt swap read (SIGBUS on access).", CTR(poisoned), 0 },
+	{ "pagerd_swap_bad_pages", NULL, "gauge",
+	  "Pages of swap retired after a write to them failed.", SNAP(swap_bad), 0 },
+	{ "pagerd_swap_failing", NULL, "gauge",
+	  "1 while swap writes fail and write-back is paused.", SNAP(swap_failing), 0 },
+	{ "pagerd_over_limit", NULL, "gauge",
+	  "1 while nothing can be evicted and resident memory may exceed the limits.",
+	  SNAP(over_limit), 0 },
 	{ "pagerd_uptime_seconds", NULL, "gauge",
 	  "Seconds since pagerd started.", SNAP(uptime_ms), 1000 },
 };
+#define NMETRICS (sizeof(metrics) / sizeof(metrics[0]))
+
+static const struct {
+	const char *name, *help;
+} families[] = {
+#define F(name, help) { name, help },
+	PAGER_COUNTER_FAMILIES(F)
+#undef F
+};
+
+/* The HELP line of a row: its family's when it has a kind. */
+static const char *help_of(const struct metric *m)
+{
+	if (!m->kind)
+		return m->help;
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		if (strcmp(families[i].name, m->name) == 0)
+			return families[i].help;
+	return m->help;
+}
+
+static void add_row(struct evbuffer *out, const struct metric *m,
+		    const struct stats_snapshot *s)
+{
+	uint64_t v;
+
+	memcpy(&v, (const char *)s + m->offset, sizeof(v));
+	evbuffer_add_printf(out, "%s", m->name);
+	if (m->kind)
+		evbuffer_add_printf(out, "{kind=\"%s\"}", m->kind);
+	if (m->divisor > 1)
+		evbuffer_add_printf(out, " %.3f\n", (double)v / m->divisor);
+	else
+		evbuffer_add_printf(out, " %" PRIu64 "\n", v);
+}
 
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
 	struct daemon *d = arg;
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	struct stats_snapshot s;
-	const char *prev = "";
 
 	stats_snapshot(d, false, &s);
-	for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+	/* A family's rows must be adjacent: each family is written whole
+	 * where its first row is, wherever the table has the others. */
+	for (size_t i = 0; i < NMETRICS; i++) {
 		const struct metric *m = &metrics[i];
-		uint64_t v;
+		bool seen = false;
 
-		memcpy(&v, (const char *)&s + m->offset, sizeof(v));
-		if (strcmp(m->name, prev) != 0) {
-			if (m->help)
-				evbuffer_add_printf(out, "# HELP %s %s\n", m->name, m->help);
-			evbuffer_add_printf(out, "# TYPE %s %s\n", m->name, m->type);
-			prev = m->name;
-		}
-		evbuffer_add_printf(out, "%s%s%s%s ", m->name, m->labels ? "{" : "",
-				    m->labels ? m->labels : "", m->labels ? "}" : "");
-		if (m->divisor > 1)
-			evbuffer_add_printf(out, "%.3f\n", (double)v / m->divisor);
-		else
-			evbuffer_add_printf(out, "%" PRIu64 "\n", v);
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(metrics[j].name, m->name) == 0;
+		if (seen)
+			continue;
+		evbuffer_add_printf(out, "# HELP %s %s\n", m->name, help_of(m));
+		evbuffer_add_printf(out, "# TYPE %s %s\n", m->name, m->type);
+		for (size_t j = i; j < NMETRICS; j++)
+			if (strcmp(metrics[j].name, m->name) == 0)
+				add_row(out, &metrics[j], &s);
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  "text/plain; version=0.0.4; charset=utf-8");

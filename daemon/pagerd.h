@@ -33,6 +33,7 @@
 #include <linux/userfaultfd.h>
 
 #include "config.h"
+#include "counters.h"
 #include "proto.h"
 
 struct event_base;
@@ -40,22 +41,20 @@ struct event;
 struct metrics;
 struct notify;
 
-/* Counted per region and for the whole daemon (the same struct). */
+/* Counted per region and for the whole daemon (the same struct): the
+ * list is common/counters.h.  A DAEMON counter stays 0 in a region. */
 struct counters {
-	uint64_t faults_missing;
-	uint64_t faults_minor;
-	uint64_t faults_wp;
-	uint64_t pages_zero_filled;
-	uint64_t swap_ins;
-	uint64_t swap_outs;
-	uint64_t evict_zero;
-	uint64_t evict_clean;
-	uint64_t evict_dirty;
-	uint64_t evict_aborted;
-	uint64_t readahead;
-	uint64_t readahead_hits;
-	uint64_t poisoned;
+#define X(name, ...) uint64_t name;
+	PAGER_COUNTERS(X)
+#undef X
 };
+
+/* Adds n to a counter of region r and of the whole daemon. */
+#define counter_add(r, name, n) do {				\
+		uint64_t counter_n_ = (n);			\
+		(r)->stats.name += counter_n_;			\
+		(r)->client->d->stats.name += counter_n_;	\
+	} while (0)
 
 struct swap;
 
@@ -89,6 +88,15 @@ struct daemon {
 				     * at a full agent socket: run another now */
 	bool evict_fenced;          /* ... or at drops the agent has not done */
 	uint64_t overcommit_logged_ms;
+	/* Write-back failing (evict.c): none starts while wb_retry_ev is
+	 * pending, then one small write at a time, until one succeeds. */
+	uint32_t wb_backoff_ms;     /* the pause; 0: write-back works */
+	struct event *wb_retry_ev;  /* the pause: runs eviction at its end */
+	uint64_t wb_logged_ms;      /* when that was last logged */
+	uint64_t wb_unlogged;       /* failed writes not logged since */
+	bool wb_said;               /* the log said write-back fails */
+	uint64_t test_slot_fail;    /* --test-hooks: recording a slot of this
+				     * region fails (region_set_slot) */
 	unsigned ndead;             /* clients misbehaved, not yet torn down */
 };
 
@@ -215,7 +223,6 @@ struct region {
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	int image_fd;           /* restored from this image, or -1 */
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
-	uint64_t image_reads;
 	bool image_prefetch;
 	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
@@ -321,6 +328,9 @@ static inline int64_t region_slot(const struct region *r, uint64_t page)
 {
 	return r->slot && r->slot[page] ? (int64_t)r->slot[page] - 1 : -1;
 }
+/* Records (slot >= 0) or forgets (-1) the page's slot; the first call
+ * allocates the region's slot array.  Returns 0, -ENOMEM, -ERANGE (a slot
+ * number the array cannot hold). */
 int region_set_slot(struct region *r, uint64_t page, int64_t slot);
 /* Frees the page's swap slot, if it has one. */
 void region_drop_slot(struct region *r, uint64_t page);

@@ -265,6 +265,12 @@ void region_destroy(struct region *r)
 
 int region_set_slot(struct region *r, uint64_t page, int64_t slot)
 {
+	if (slot >= (int64_t)UINT32_MAX)
+		return -ERANGE;
+	/* Fault injection (--test-hooks): as if the array's allocation
+	 * failed, so that the callers' handling of it can be tested. */
+	if (slot >= 0 && r->client->d->test_slot_fail == r->id)
+		return -ENOMEM;
 	if (!r->slot) {
 		r->slot = calloc(r->npages, sizeof(*r->slot));
 		if (!r->slot)
@@ -365,19 +371,9 @@ void region_fill_stats(struct region *r, struct proto_region_stats *out)
 	out->swapped = r->swapped;
 	out->zero = r->npages - r->resident - r->swapped;
 	out->memory_limit = r->memory_limit * r->client->d->page_size;
-	out->faults_missing = st->faults_missing;
-	out->faults_minor = st->faults_minor;
-	out->faults_wp = st->faults_wp;
-	out->swap_ins = st->swap_ins;
-	out->swap_outs = st->swap_outs;
-	out->evict_zero = st->evict_zero;
-	out->evict_clean = st->evict_clean;
-	out->evict_dirty = st->evict_dirty;
-	out->evict_aborted = st->evict_aborted;
-	out->readahead = st->readahead;
-	out->readahead_hits = st->readahead_hits;
-	out->poisoned = st->poisoned;
-	out->image_reads = r->image_reads;
+#define X(name, scope, ...) COUNTER_IF_##scope(out->counters.name = st->name;)
+	PAGER_COUNTERS(X)
+#undef X
 	out->image_pending = r->image_pending;
 	memcpy(out->name, r->name, sizeof(out->name));
 }

@@ -1243,13 +1243,13 @@ static int restore_read(struct region *r, uint64_t page, uint64_t n)
 		if (done > 0) {
 			/* The first pages went in; the rest stay in the image. */
 			region_set_state(r, page, (uint64_t)done, PAGE_RESIDENT);
-			r->image_reads += (uint64_t)done;
+			counter_add(r, image_reads, (uint64_t)done);
 			return 0;
 		}
 		return e;
 	}
 	region_set_state(r, page, n, PAGE_RESIDENT);
-	r->image_reads += n;
+	counter_add(r, image_reads, n);
 	return 0;
 }
 

@@ -23,12 +23,15 @@ void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret
 	ret->memory_limit = d->cfg.memory_limit;
 	ret->uptime_ms = now_ms() - d->start_ms;
 	ret->writeback_pages = d->writeback;
+	ret->over_limit = d->overcommitted;
+	ret->swap_failing = d->wb_backoff_ms != 0;
 	if (d->swap) {
 		struct swap_stats ss;
 
 		swap_get_stats(d->swap, &ss);
 		ret->swap_total = ss.total;
 		ret->swap_used = ss.used;
+		ret->swap_bad = ss.bad;
 		ret->swap_io_errors = ss.read_errors + ss.write_errors + ss.crc_errors;
 	}
 }

@@ -24,6 +24,9 @@ struct stats_snapshot {
 	uint64_t swap_used;
 	uint64_t swap_io_errors;   /* failed reads and writes, bad CRCs */
 	uint64_t writeback_pages;  /* being written out now */
+	uint64_t swap_bad;         /* slots retired after a failed write */
+	uint64_t over_limit;       /* 1: nothing could be evicted, limits let go */
+	uint64_t swap_failing;     /* 1: swap writes fail, write-back paused */
 };
 
 /* Walks the clients (reconciling pending discards first, so that resident

@@ -26,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +54,8 @@ struct swap_req {
 	unsigned char *buf;
 	size_t len;                 /* bytes */
 	size_t done_bytes;          /* transferred so far (short I/O) */
+	enum swap_fault inject;     /* a write's injected failure, for tests */
+	bool fail_rest;             /* ... the rest of a short write fails */
 	swap_done_fn done;
 	void *arg;
 };
@@ -103,6 +106,10 @@ struct swap {
 	uint64_t *data_map;         /* slot holds a completed write */
 	uint64_t *busy_map;         /* a write to the slot is in flight */
 	uint64_t *eio_map;          /* injected: next read fails with -EIO */
+	uint64_t *bad_map;          /* a write to the slot failed */
+	uint64_t *retired_map;      /* ... and it was freed: never used again */
+	uint64_t wfail_region;      /* injected: this region's writes fail */
+	enum swap_fault wfail_kind;
 	struct swap_slot *slots;    /* calloc'd, or in meta_map */
 	uint64_t cursor;            /* next-fit */
 	int meta_fd;                /* the memfd holding slots, or -1 */
@@ -226,7 +233,7 @@ int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
 
 	if (!want)
 		return -EINVAL;
-	if (s->st.used == s->nslots) {
+	if (s->st.used + s->st.bad >= s->nslots) {
 		s->st.full++;
 		if (log_allowed(s, &s->full_rl, 1))
 			log_warn("swap %s is full (%" PRIu64 " slots of %zu bytes): "
@@ -281,16 +288,24 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n)
 		return;
 	}
 	for (uint64_t i = first; i < first + n; i++) {
-		if (!bit_test(s->used_map, i)) {
+		if (!bit_test(s->used_map, i) || bit_test(s->retired_map, i)) {
 			already++;
 			continue;
 		}
-		bit_clear(s->used_map, i);
 		bit_clear(s->data_map, i);
 		bit_clear(s->busy_map, i);
 		bit_clear(s->eio_map, i);
 		memset(&s->slots[i], 0, sizeof(s->slots[i]));
 		s->st.used--;
+		if (bit_test(s->bad_map, i)) {
+			/* Its write failed (a full disk under a sparse file,
+			 * a media error): it stays allocated to nobody, so
+			 * that the allocator never hands it out again. */
+			bit_set(s->retired_map, i);
+			s->st.bad++;
+			continue;
+		}
+		bit_clear(s->used_map, i);
 	}
 	if (already)
 		log_err("swap %s: %" PRIu64 " of slots %" PRIu64 "+%" PRIu32
@@ -455,6 +470,8 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 			bit_clear(s->busy_map, r->slot + i);
 			if (res == 0)
 				bit_set(s->data_map, r->slot + i);
+			else if (res != -ECANCELED)
+				bit_set(s->bad_map, r->slot + i);
 		}
 		if (res == 0) {
 			s->st.writes++;
@@ -525,6 +542,20 @@ static int read_check(struct swap *s, struct swap_req *r, int res)
  */
 static void req_complete(struct swap *s, struct swap_req *r, int res)
 {
+	if (r->inject == SWAP_FAULT_WRITE_EIO && res >= 0) {
+		res = -EIO;
+	} else if (r->inject == SWAP_FAULT_WRITE_SHORT && res > 0) {
+		/* The disk fills during the write: the first half of it
+		 * goes through, the rest fails as a full disk does. */
+		size_t half = (r->len - r->done_bytes) / 2;
+
+		half -= half % s->page_size;
+		r->inject = SWAP_FAULT_NONE;
+		r->fail_rest = half != 0;
+		res = half ? (int)half : -ENOSPC;
+	} else if (r->fail_rest) {
+		res = -ENOSPC;
+	}
 	if (res == -EAGAIN || res == -EINTR) {
 		if (++r->retries <= SWAP_MAX_RETRIES)
 			goto again;
@@ -640,6 +671,8 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 		    s->page_size, done, arg);
 	if (!r)
 		return -ENOMEM;
+	if (s->wfail_kind != SWAP_FAULT_NONE && tags[0].region == s->wfail_region)
+		r->inject = s->wfail_kind;
 	for (uint32_t i = 0; i < npages; i++) {
 		struct swap_slot *m = &s->slots[first_slot + i];
 
@@ -759,15 +792,74 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind)
 		return 0;
 	case SWAP_FAULT_CORRUPT:
 		return corrupt_slot(s, slot);
+	case SWAP_FAULT_WRITE_EIO:
+	case SWAP_FAULT_WRITE_SHORT:
+		break; /* swap_inject_writes() */
 	}
 	return -EINVAL;
+}
+
+int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind)
+{
+	if (kind != SWAP_FAULT_NONE && kind != SWAP_FAULT_WRITE_EIO &&
+	    kind != SWAP_FAULT_WRITE_SHORT)
+		return -EINVAL;
+	s->wfail_region = region;
+	s->wfail_kind = kind;
+	return 0;
 }
 
 /* ---- open and close ----------------------------------------------------- */
 
 /*
+ * Allocates every block of [0, size) of a regular file, the holes of a
+ * file that exists included: a sparse swap on a disk that fills would make
+ * write-backs fail one by one, long after start, only as pages are on
+ * their way out (and O_DIRECT writes then need no block allocation).  A
+ * file that cannot have them is refused now, saying how much it could
+ * have.  On a filesystem without fallocate the file stays sparse, and is
+ * refused only if its holes are more than the free space; write-backs that
+ * fail later all the same are handled (their slots retired, the pages kept
+ * in memory).  Returns 0 or -errno with a reason logged; the file may be
+ * left longer or with more blocks than it had.
+ */
+static int swap_preallocate(struct swap *s, const struct stat *st, uint64_t size)
+{
+	uint64_t have = (uint64_t)st->st_blocks * 512, holes, avail = UINT64_MAX;
+	struct statvfs vfs;
+	int r;
+
+	if (fallocate(s->fd, 0, 0, (off_t)size) == 0)
+		return 0;
+	r = -errno;
+	holes = size > have ? size - have : 0;
+	if (fstatvfs(s->fd, &vfs) == 0)
+		avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (r == -ENOSPC || (r == -EOPNOTSUPP && holes > avail)) {
+		uint64_t most = have + (avail == UINT64_MAX ? 0 : avail);
+
+		log_err("swap %s: %" PRIu64 " MiB of swap would need %" PRIu64 " MiB more of "
+			"its filesystem, which has %" PRIu64 " MiB free: free space there or "
+			"set swap_size to at most %" PRIu64 " MiB", s->path, size >> 20,
+			holes >> 20, avail == UINT64_MAX ? 0 : avail >> 20, most >> 20);
+		return -ENOSPC;
+	}
+	if (r != -EOPNOTSUPP) {
+		log_err("swap %s: allocating %" PRIu64 " bytes: %s", s->path, size,
+			strerror(-r));
+		return r;
+	}
+	log_warn("swap %s: fallocate unsupported, the file stays sparse (%" PRIu64
+		 " MiB of holes, %" PRIu64 " MiB free): if the disk fills, write-backs "
+		 "fail and their pages stay in memory", s->path, holes >> 20, avail >> 20);
+	if ((uint64_t)st->st_size < size && ftruncate(s->fd, (off_t)size) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
  * Learns the device's size and the alignment O_DIRECT needs, and for a
- * regular file makes it `size` bytes long.  Returns 0 with *size (0 in: the
+ * regular file allocates its first `size` bytes.  Returns 0 with *size (0 in: the
  * size found) and s->dio_align set, or -errno with a reason logged; a file
  * may be left longer than it was (the caller removes one it created).
  */
@@ -824,24 +916,8 @@ static int swap_size_device(struct swap *s, uint64_t *size)
 			log_err("swap %s: no size given and the file is empty", s->path);
 			return -EINVAL;
 		}
-	} else if ((uint64_t)st.st_size < *size) {
-		/* Allocated now, so that a write-back never fails for lack of
-		 * disk space, and O_DIRECT writes need no block allocation. */
-		if (fallocate(s->fd, 0, 0, (off_t)*size) < 0) {
-			int r = -errno;
-
-			if (r != -EOPNOTSUPP) {
-				log_err("swap %s: allocating %" PRIu64 " bytes: %s",
-					s->path, *size, strerror(-r));
-				return r;
-			}
-			log_warn("swap %s: fallocate unsupported, the file stays sparse "
-				 "(a write-back may fail if the disk fills)", s->path);
-			if (ftruncate(s->fd, (off_t)*size) < 0)
-				return -errno;
-		}
 	}
-	return 0;
+	return swap_preallocate(s, &st, *size);
 }
 
 static int check_size(const char *path, uint64_t size, size_t page_size)
@@ -927,9 +1003,11 @@ static int swap_setup(struct swap *s, uint64_t size)
 	s->data_map = calloc(words, sizeof(uint64_t));
 	s->eio_map = calloc(words, sizeof(uint64_t));
 	s->busy_map = calloc(words, sizeof(uint64_t));
+	s->bad_map = calloc(words, sizeof(uint64_t));
+	s->retired_map = calloc(words, sizeof(uint64_t));
 	s->slots = calloc(s->nslots, sizeof(*s->slots));
 	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
-	    !s->slots)
+	    !s->bad_map || !s->retired_map || !s->slots)
 		return -ENOMEM;
 
 	r = io_uring_queue_init(SWAP_QUEUE_DEPTH, &s->ring, 0);
@@ -1238,6 +1316,8 @@ static void swap_destroy(struct swap *s)
 	free(s->used_map);
 	free(s->data_map);
 	free(s->eio_map);
+	free(s->bad_map);
+	free(s->retired_map);
 	free(s->busy_map);
 	free(s->path);
 	free(s);

@@ -43,6 +43,9 @@ enum swap_fault {
 	SWAP_FAULT_NONE,    /* clear a pending SWAP_FAULT_EIO */
 	SWAP_FAULT_EIO,     /* the next read touching the slot fails with -EIO */
 	SWAP_FAULT_CORRUPT, /* flip one byte of the slot on the device itself */
+	/* swap_inject_writes(): */
+	SWAP_FAULT_WRITE_EIO,   /* every write of a region fails with -EIO */
+	SWAP_FAULT_WRITE_SHORT, /* ... stops half-way, the rest -ENOSPC */
 };
 
 struct swap_stats {
@@ -56,6 +59,7 @@ struct swap_stats {
 	uint64_t write_errors;
 	uint64_t crc_errors;     /* pages whose CRC32C did not match */
 	uint64_t full;           /* swap_alloc() calls that found no free slot */
+	uint64_t bad;            /* slots retired: a write to them failed */
 	uint32_t in_flight;      /* requests owning an SQE */
 	uint32_t queued;         /* requests waiting for one, in software */
 };
@@ -71,8 +75,13 @@ typedef void (*swap_done_fn)(void *arg, int res);
  * Opens (creating a missing regular file, mode 0600) the swap at `path` and
  * hooks its completions into `base`.
  *
- * Regular file: `size` bytes are allocated with fallocate (a larger file is
- * used, not truncated); size 0 means "use the existing file's size".  Block
+ * Regular file: `size` bytes (size 0: the existing file's size; a larger
+ * file is used, not truncated) are allocated with fallocate, holes of an
+ * existing sparse file included, so that a write-back never meets a full
+ * disk.  Where that fails for lack of space the swap is refused (-ENOSPC,
+ * the log says how much could be had); on a filesystem without fallocate
+ * the file stays sparse, and is refused only if its holes are more than
+ * the free space.  Block
  * device: size 0 means the whole device (rounded down to a page), otherwise
  * the first `size` bytes.  `size` must be a multiple of `page_size` and at
  * least SWAP_MIN_SLOTS pages; `page_size` a power of two from 512 to 2 MiB
@@ -82,7 +91,7 @@ typedef void (*swap_done_fn)(void *arg, int res);
  * Returns 0 and sets *ret, or -errno with *ret untouched and a reason
  * logged: -EINVAL (bad size or page size, not a file or block device, no
  * O_DIRECT on that filesystem), -ENOENT (no such directory), -EBUSY (in use
- * by another swap), -ENOSPC (fallocate), errors from io_uring_queue_init
+ * by another swap), -ENOSPC (the file cannot be allocated), errors from io_uring_queue_init
  * (-ENOMEM, -EPERM), ...  A file this call created is removed on failure.
  */
 int swap_open(struct swap **ret, struct event_base *base, const char *path,
@@ -142,14 +151,17 @@ void swap_close(struct swap *s);
  * Allocates a contiguous run of up to `want` slots: the first free run from
  * the next-fit cursor if it is long enough, otherwise the longest of the
  * next few runs looked at (never fewer than 1 slot).  Returns 0 with
- * *ret_first and *ret_got set, -ENOSPC when every slot is used (logged the first
- * time, then at most every few seconds), -EINVAL when want is 0.
+ * *ret_first and *ret_got set, -ENOSPC when every slot is used or retired
+ * (logged the first time, then at most every few seconds), -EINVAL when
+ * want is 0.
  */
 int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
 	       uint32_t *ret_got);
 
-/* Frees slots and forgets their tags.  Freeing a free or out-of-range slot
- * is a bug in the caller: it is logged and that slot left alone. */
+/* Frees slots and forgets their tags.  A slot whose last write failed is
+ * retired instead: never allocated again (counted in swap_stats.bad).
+ * Freeing a free or out-of-range slot is a bug in the caller: it is logged
+ * and that slot left alone. */
 void swap_free(struct swap *s, uint64_t first, uint32_t n);
 
 /*
@@ -159,7 +171,8 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n);
  * once the write completes with 0.  buf must stay mapped and unchanged until
  * `done` runs: if it changes in between, the CRC no longer matches what
  * reached the disk and a later read of that slot gives -EBADMSG (safe, but
- * the slot is wasted: free it).
+ * the slot is wasted: free it).  A write that fails marks its slots bad:
+ * the caller frees them as usual, and swap_free() retires them.
  *
  * Returns 0 (done will run exactly once) or, with no callback, -EINVAL
  * (unallocated slot, misaligned buf, npages 0 or over SWAP_IO_MAX_BYTES),
@@ -208,5 +221,14 @@ size_t swap_page_size(const struct swap *s);
  * -errno of that read or write.
  */
 int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind);
+
+/*
+ * Fault injection, for tests: from now on every write whose first page is
+ * tagged with `region` completes with an error (SWAP_FAULT_WRITE_EIO: -EIO;
+ * SWAP_FAULT_WRITE_SHORT: half of it is reported written, the rest
+ * -ENOSPC), although the device did the write.  One region at a time;
+ * SWAP_FAULT_NONE stops it.  Returns 0 or -EINVAL (another kind).
+ */
+int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);
 
 #endif

@@ -160,7 +160,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)st.readahead, (unsigned long long)st.readahead_hits,
 	       (unsigned long long)st.evict_dirty, (unsigned long long)st.evict_clean,
 	       (unsigned long long)st.evict_zero,
-	       (unsigned long long)(st.faults_missing + st.faults_minor + st.faults_wp));
+	       (unsigned long long)(st.faults_missing + st.faults_wp));
 	printf("demo: resident memory peaked at %zu MiB of a %zu MiB limit\n", peak * ps >> 20,
 	       limit_mib);
 	printf("demo: verified every page: %s\n", bad ? "CORRUPT" : "all correct");

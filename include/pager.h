@@ -119,7 +119,10 @@ struct pager_region_stats {
 	uint64_t zero;           /* neither: never touched, or known to be zero */
 	uint64_t memory_limit;   /* bytes, 0 = none */
 	uint64_t faults_missing; /* first touch or swap-in */
-	uint64_t faults_minor;   /* in memory, mapped again (reference sampling) */
+	uint64_t faults_minor;   /* always 0: deprecated, kept for the ABI.  libpager
+				  * never registers MINOR faults: the kernel maps a
+				  * page in memory without asking pagerd (the
+				  * process's minor faults: getrusage's ru_minflt) */
 	uint64_t faults_wp;      /* writes to clean or protected pages */
 	uint64_t swap_ins;       /* pages read back on demand */
 	uint64_t swap_outs;      /* pages written to swap */
@@ -132,6 +135,9 @@ struct pager_region_stats {
 	uint64_t poisoned;       /* pages lost to a failed or corrupt swap read */
 	uint64_t image_reads;    /* pages read from the image of a restored region */
 	uint64_t image_pending;  /* pages of that image not read yet */
+	/* Added after 0.2.0: a program built before passes a smaller sz
+	 * and gets the fields above, where they always were. */
+	uint64_t pages_zero_filled; /* pages filled with zeros on first touch */
 };
 
 int pager_region_stats(const struct pager_region *r,

@@ -228,6 +228,26 @@ PAGER_EXPORT int pager_region_discard(struct pager_region *r, size_t off,
 	return e;
 }
 
+/*
+ * struct pager_region_stats as 0.2.0 shipped it: programs built then read
+ * these fields where they were, so fields are only ever appended (and
+ * faults_minor keeps its place, always 0).
+ */
+#define ABI_FIELD(f, k) \
+	_Static_assert(offsetof(struct pager_region_stats, f) == \
+		       offsetof(struct pager_region_stats, pages) + 8 * (k), \
+		       "struct pager_region_stats: " #f " moved, the ABI breaks");
+ABI_FIELD(pages, 0) ABI_FIELD(resident, 1) ABI_FIELD(swapped, 2) ABI_FIELD(zero, 3)
+ABI_FIELD(memory_limit, 4) ABI_FIELD(faults_missing, 5) ABI_FIELD(faults_minor, 6)
+ABI_FIELD(faults_wp, 7) ABI_FIELD(swap_ins, 8) ABI_FIELD(swap_outs, 9)
+ABI_FIELD(evict_zero, 10) ABI_FIELD(evict_clean, 11) ABI_FIELD(evict_dirty, 12)
+ABI_FIELD(evict_aborted, 13) ABI_FIELD(readahead, 14) ABI_FIELD(readahead_hits, 15)
+ABI_FIELD(poisoned, 16) ABI_FIELD(image_reads, 17) ABI_FIELD(image_pending, 18)
+ABI_FIELD(pages_zero_filled, 19)
+#undef ABI_FIELD
+_Static_assert(offsetof(struct pager_region_stats, sz) == 0,
+	       "struct pager_region_stats: sz first, the ABI breaks");
+
 PAGER_EXPORT int pager_region_stats(const struct pager_region *r,
 				    struct pager_region_stats *ret)
 {
@@ -251,20 +271,12 @@ PAGER_EXPORT int pager_region_stats(const struct pager_region *r,
 	out.swapped = rs->swapped;
 	out.zero = rs->zero;
 	out.memory_limit = rs->memory_limit;
-	out.faults_missing = rs->faults_missing;
-	out.faults_minor = rs->faults_minor;
-	out.faults_wp = rs->faults_wp;
-	out.swap_ins = rs->swap_ins;
-	out.swap_outs = rs->swap_outs;
-	out.evict_zero = rs->evict_zero;
-	out.evict_clean = rs->evict_clean;
-	out.evict_dirty = rs->evict_dirty;
-	out.evict_aborted = rs->evict_aborted;
-	out.readahead = rs->readahead;
-	out.readahead_hits = rs->readahead_hits;
-	out.poisoned = rs->poisoned;
-	out.image_reads = rs->image_reads;
 	out.image_pending = rs->image_pending;
+	/* By name: a REGION counter without its field in the public struct
+	 * does not build.  faults_minor stays 0. */
+#define X(name, scope, ...) COUNTER_IF_##scope(out.name = rs->counters.name;)
+	PAGER_COUNTERS(X)
+#undef X
 	memcpy(ret, &out, out.sz);
 	return 0;
 }

@@ -227,24 +227,19 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 	if (c->json) {
 		printf("{\"pid\":%d,\"uptime_ms\":%" PRIu64 ",\"clients\":%" PRIu64
 		       ",\"regions\":%" PRIu64 ",\"mapped_bytes\":%" PRIu64
-		       ",\"resident_pages\":%" PRIu64 ",\"faults_missing\":%" PRIu64
-		       ",\"faults_minor\":%" PRIu64 ",\"faults_wp\":%" PRIu64
-		       ",\"pages_zero_filled\":%" PRIu64,
+		       ",\"resident_pages\":%" PRIu64 ",\"page_size\":%" PRIu64
+		       ",\"memory_limit\":%" PRIu64 ",\"swap_total_pages\":%" PRIu64
+		       ",\"swap_used_pages\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
+		       ",\"swap_bad_pages\":%" PRIu64 ",\"config_errors\":%" PRIu32
+		       ",\"swap_failing\":%s,\"over_limit\":%s",
 		       r.pid, r.uptime_ms, r.clients, r.regions, r.mapped_bytes,
-		       r.resident_pages, r.faults_missing, r.faults_minor,
-		       r.faults_wp, r.pages_zero_filled);
-		printf(",\"page_size\":%" PRIu64 ",\"memory_limit\":%" PRIu64
-		       ",\"swap_total_pages\":%" PRIu64 ",\"swap_used_pages\":%" PRIu64
-		       ",\"swap_ins\":%" PRIu64 ",\"swap_outs\":%" PRIu64
-		       ",\"evict_zero\":%" PRIu64 ",\"evict_clean\":%" PRIu64
-		       ",\"evict_dirty\":%" PRIu64 ",\"evict_aborted\":%" PRIu64
-		       ",\"readahead\":%" PRIu64 ",\"readahead_hits\":%" PRIu64
-		       ",\"poisoned\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
-		       ",\"config_errors\":%" PRIu32 "}\n",
-		       c->page_size, r.memory_limit, r.swap_total, r.swap_used,
-		       r.swap_ins, r.swap_outs, r.evict_zero, r.evict_clean,
-		       r.evict_dirty, r.evict_aborted, r.readahead,
-		       r.readahead_hits, r.poisoned, r.swap_io_errors, r.config_errors);
+		       r.resident_pages, c->page_size, r.memory_limit, r.swap_total,
+		       r.swap_used, r.swap_io_errors, r.swap_bad, r.config_errors,
+		       r.swap_failing ? "true" : "false", r.over_limit ? "true" : "false");
+#define X(name, ...) printf(",\"" #name "\":%" PRIu64, r.counters.name);
+		PAGER_COUNTERS(X)
+#undef X
+		printf("}\n");
 		return EXIT_OK;
 	}
 	human_bytes(r.mapped_bytes, mapped, sizeof(mapped));
@@ -264,21 +259,23 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 	} else {
 		printf("  swap               no swap\n");
 	}
-	printf("  swap-ins/outs      %" PRIu64 " in, %" PRIu64 " out\n",
-	       r.swap_ins, r.swap_outs);
-	printf("  faults             %" PRIu64 " missing, %" PRIu64 " minor, %" PRIu64 " write-protect\n",
-	       r.faults_missing, r.faults_minor, r.faults_wp);
-	printf("  pages zero-filled  %" PRIu64 "\n", r.pages_zero_filled);
-	printf("  evictions          %" PRIu64 " zero, %" PRIu64 " clean, %" PRIu64
-	       " dirty, %" PRIu64 " aborted\n",
-	       r.evict_zero, r.evict_clean, r.evict_dirty, r.evict_aborted);
-	printf("  readahead          %" PRIu64 " pages, %" PRIu64 " hits\n",
-	       r.readahead, r.readahead_hits);
-	printf("  poisoned pages     %" PRIu64 "\n", r.poisoned);
 	printf("  swap I/O errors    %" PRIu64 "\n", r.swap_io_errors);
+	if (r.swap_bad || r.counters.writeback_failed_pages || r.swap_failing)
+		printf("  swap writes        %s: %" PRIu64 " pages failed, %" PRIu64
+		       " slots retired\n", r.swap_failing ? "FAILING (paused)" : "work",
+		       r.counters.writeback_failed_pages, r.swap_bad);
+	if (r.over_limit)
+		printf("  over limit         nothing can be evicted: resident memory may exceed the limits\n");
 	if (r.config_errors)
 		printf("  configuration      %" PRIu32 " error%s in the file: not in effect (see pagerd's log)\n",
 		       r.config_errors, r.config_errors == 1 ? "" : "s");
+	/* Named as in --json and the metrics, so what one sees here is
+	 * what a script asks for. */
+	printf("counters since start\n");
+#define X(name, scope, unit, ...) \
+	printf("  %-24s %12" PRIu64 " %s\n", #name, r.counters.name, unit);
+	PAGER_COUNTERS(X)
+#undef X
 	return EXIT_OK;
 }
 
@@ -352,17 +349,14 @@ static void print_region_json(const struct ctl *c, const struct proto_region_sta
 	printf(",\"pages\":%" PRIu64 ",\"size_bytes\":%" PRIu64
 	       ",\"resident_pages\":%" PRIu64 ",\"swapped_pages\":%" PRIu64
 	       ",\"zero_pages\":%" PRIu64 ",\"memory_limit\":%" PRIu64
-	       ",\"faults_missing\":%" PRIu64 ",\"faults_minor\":%" PRIu64
-	       ",\"faults_wp\":%" PRIu64 ",\"swap_ins\":%" PRIu64
-	       ",\"swap_outs\":%" PRIu64 ",\"evict_zero\":%" PRIu64
-	       ",\"evict_clean\":%" PRIu64 ",\"evict_dirty\":%" PRIu64
-	       ",\"evict_aborted\":%" PRIu64 ",\"readahead\":%" PRIu64
-	       ",\"readahead_hits\":%" PRIu64 ",\"poisoned\":%" PRIu64 "}",
+	       ",\"image_pending\":%" PRIu64,
 	       s->pages, s->pages * c->page_size, s->resident, s->swapped,
-	       s->zero, s->memory_limit, s->faults_missing, s->faults_minor,
-	       s->faults_wp, s->swap_ins, s->swap_outs, s->evict_zero,
-	       s->evict_clean, s->evict_dirty, s->evict_aborted, s->readahead,
-	       s->readahead_hits, s->poisoned);
+	       s->zero, s->memory_limit, s->image_pending);
+#define X(name, scope, ...) \
+	COUNTER_IF_##scope(printf(",\"" #name "\":%" PRIu64, s->counters.name);)
+	PAGER_COUNTERS(X)
+#undef X
+	putchar('}');
 }
 
 static int cmd_regions(struct ctl *c, const struct cmd_args *a)
@@ -409,14 +403,15 @@ static int cmd_regions(struct ctl *c, const struct cmd_args *a)
 		human_bytes(s->swapped * c->page_size, swp, sizeof(swp));
 		human_limit(s->memory_limit, lim, sizeof(lim));
 		snprintf(ev, sizeof(ev), "%" PRIu64 "/%" PRIu64 "/%" PRIu64,
-			 s->evict_zero, s->evict_clean, s->evict_dirty);
+			 s->counters.evict_zero, s->counters.evict_clean,
+			 s->counters.evict_dirty);
 		snprintf(ra, sizeof(ra), "%" PRIu64 "/%" PRIu64,
-			 s->readahead_hits, s->readahead);
+			 s->counters.readahead_hits, s->counters.readahead);
 		printf("%6" PRIu64 " %6" PRIu64 " %8d  %-*s %10s %10s %10s %10s %8"
 		       PRIu64 " %8" PRIu64 " %15s %13s\n",
 		       s->region_id, s->client_id, s->client_pid, namew,
 		       s->name[0] ? s->name : "-", size, res, swp, lim,
-		       s->swap_ins, s->swap_outs, ev, ra);
+		       s->counters.swap_ins, s->counters.swap_outs, ev, ra);
 	}
 	free(v);
 	return EXIT_OK;

@@ -49,9 +49,90 @@ int test_raw_connect(const char *sock);
 int test_raw_call(int s, struct proto_msg *msg, enum proto_type type,
 		  size_t raw_len, const int *fds, unsigned nfds,
 		  struct proto_reply *ret);
+/* Its two halves, for a caller that must do other work while it waits
+ * (poll `s` for the reply). */
+int test_raw_send(int s, struct proto_msg *msg, enum proto_type type,
+		  size_t raw_len, const int *fds, unsigned nfds);
+int test_raw_reply(int s, struct proto_reply *ret);
 
 /* What pagerd holds: open fds, and mappings of memfds. */
 int test_count_fds(pid_t pid);
 int test_count_memfd_maps(pid_t pid);
+
+/*
+ * systemd, as far as pagerd can tell: the test owns the listening socket
+ * (pagerd.socket) and a NOTIFY_SOCKET, keeps every descriptor pagerd sends
+ * with FDSTORE=1 under its FDNAME (and drops it on FDSTOREREMOVE=1, or when
+ * it polls as hung up, as systemd does), and starts each new pagerd the way
+ * systemd does: the socket and the stored descriptors from fd 3 on,
+ * LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID of the new process,
+ * NOTIFY_SOCKET.  pagerd's stderr is appended to `log`.
+ *
+ * Nothing here sleeps: every wait is a poll() on the notify socket, on
+ * pagerd's pidfd or on a descriptor of the caller's, up to a deadline.
+ * Calls return 0 (or what they say) or -errno, with a sentence in `err`;
+ * what pagerd does wrong by the notify protocol (a name sd_notify(3)
+ * forbids, a name stored twice, FDSTORE=1 with no descriptor) is -EPROTO.
+ */
+#define TEST_SD_STORE_MAX 512
+
+struct test_sd_entry {
+	char name[256];
+	int fd;
+};
+
+struct test_sd {
+	char dir[160];
+	char sock[192];
+	char notify[192];
+	char log[192];
+	int listen_fd;         /* pagerd.socket's */
+	int notify_fd;
+	struct test_sd_entry store[TEST_SD_STORE_MAX];
+	size_t n;
+	unsigned removes;      /* FDSTOREREMOVE=1 messages */
+	char removed[4096];    /* their (latest) names, ' '-separated */
+	bool ready;            /* READY=1 from the current pagerd */
+	char status_text[512]; /* the last STATUS= */
+	pid_t pid;             /* the current pagerd (-1: none yet) */
+	int pidfd;
+	int status;            /* its wait status, once it exited */
+	bool exited;           /* reaped: by test_sd_pump(), nobody else */
+	char err[2048];
+};
+
+/* A fresh directory `prefix`.XXXXXX holding the socket, the notify socket
+ * and the log. */
+int test_sd_init(struct test_sd *sd, const char *prefix);
+/* Closes every descriptor the stand-in holds (the store too); in a forked
+ * client, so that it does not pin pagerd's descriptors. */
+void test_sd_close(struct test_sd *sd);
+/* test_sd_close(), and the directory removed.  pagerd must be gone. */
+void test_sd_free(struct test_sd *sd);
+/* Starts pagerd with the listening socket and (if with_store) everything in
+ * the store, `args` added to its command line (test_sd_spawn()), and waits
+ * for READY=1.  -ECHILD: it exited first (sd->status); -ETIMEDOUT. */
+int test_sd_start(struct test_sd *sd, bool with_store, const char *const *args,
+		  int timeout_ms);
+int test_sd_spawn(struct test_sd *sd, bool with_store, const char *const *args);
+/* Signals pagerd and waits until it exited (sd->status). */
+int test_sd_kill(struct test_sd *sd, int sig, int timeout_ms);
+/*
+ * Serves the notify socket and watches pagerd (reaping it when it exits)
+ * until done(sd, arg) says so (1), `fd` (if >= 0) is readable (2) or
+ * timeout_ms pass (0).  With neither, it serves for timeout_ms.
+ */
+int test_sd_pump(struct test_sd *sd, bool (*done)(struct test_sd *, void *), void *arg,
+		 int fd, int timeout_ms);
+/* Stored entries: by name; how many belong to clients (prefix "c":
+ * c<ID>.*), regions ("r") or all (""); a listing (names, ' '-separated)
+ * into buf. */
+struct test_sd_entry *test_sd_find(struct test_sd *sd, const char *name);
+size_t test_sd_count(const struct test_sd *sd, const char *prefix);
+void test_sd_list(const struct test_sd *sd, char *buf, size_t len);
+/* Puts fd into the store under name (a hostile store); takes fd. */
+int test_sd_put(struct test_sd *sd, const char *name, int fd);
+/* pagerd's log so far (its last MiB), in a static buffer. */
+char *test_sd_log(const struct test_sd *sd);
 
 #endif

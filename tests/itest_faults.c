@@ -427,14 +427,26 @@ static void threads_same_and_distinct_pages(void **state)
 				fail_msg("shared page %zu: slot of thread %u is wrong", pg, w);
 
 	s1 = status(c);
-	assert_true(s1.faults_missing > s0.faults_missing);
+	assert_true(s1.counters.faults_missing > s0.counters.faults_missing);
 	/* Every page was touched, so every page was zero-filled by pagerd
 	 * (there is no other way in), each once: resident counts pages. */
-	assert_true(s1.pages_zero_filled - s0.pages_zero_filled >= npages);
+	assert_true(s1.counters.pages_zero_filled - s0.counters.pages_zero_filled >= npages);
 	assert_int_equal(s1.resident_pages, npages);
 	assert_int_equal(s1.regions, 1);
 	print_message("%zu pages in %llu missing faults\n", npages,
-		      (unsigned long long)(s1.faults_missing - s0.faults_missing));
+		      (unsigned long long)(s1.counters.faults_missing - s0.counters.faults_missing));
+	/* The region says the same through libpager (the region's counters
+	 * are since it was created: all of it). */
+	{
+		struct pager_region_stats st = { .sz = sizeof(st) };
+
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		assert_int_equal(st.pages_zero_filled,
+				 s1.counters.pages_zero_filled - s0.counters.pages_zero_filled);
+		assert_int_equal(st.faults_missing,
+				 s1.counters.faults_missing - s0.counters.faults_missing);
+		assert_int_equal(st.faults_minor, 0);
+	}
 
 	assert_int_equal(pager_region_destroy(r), 0);
 	finish(c);
@@ -508,8 +520,8 @@ static void many_streams_fault_around(void **state)
 		if (*(uint64_t *)(base + i * c->ps) != pattern(3, i))
 			fail_msg("page %zu lost its data", i);
 	print_message("%d streams: %zu pages in %llu missing faults\n", NTHREADS,
-		      npages, (unsigned long long)(s1.faults_missing - s0.faults_missing));
-	assert_true(s1.faults_missing - s0.faults_missing < npages / 16);
+		      npages, (unsigned long long)(s1.counters.faults_missing - s0.counters.faults_missing));
+	assert_true(s1.counters.faults_missing - s0.counters.faults_missing < npages / 16);
 	assert_int_equal(pager_region_destroy(r), 0);
 	finish(c);
 }
@@ -626,8 +638,8 @@ static void two_clients_at_once(void **state)
 	assert_int_equal(peak, 0);
 
 	s1 = status(c);
-	assert_true(s1.faults_missing > s0.faults_missing);
-	assert_true(s1.pages_zero_filled - s0.pages_zero_filled >= 2 * (len / c->ps));
+	assert_true(s1.counters.faults_missing > s0.counters.faults_missing);
+	assert_true(s1.counters.pages_zero_filled - s0.counters.pages_zero_filled >= 2 * (len / c->ps));
 	finish(c); /* clients back to 0, regions gone, orderly exit */
 }
 
@@ -676,7 +688,7 @@ static void kernel_fault_read_into_region(void **state)
 	assert_memory_equal(dst, want, n);
 	assert_true(bytes_zero(base + 4 * ps, 100));      /* before the read */
 	assert_true(bytes_zero(dst + n, ps - 100));       /* after it */
-	assert_true(s1.faults_missing > s0.faults_missing);
+	assert_true(s1.counters.faults_missing > s0.counters.faults_missing);
 
 	/* copy_from_user out of an untouched page: a read fault in the
 	 * kernel; the file gets the zeros the page holds. */
@@ -684,7 +696,7 @@ static void kernel_fault_read_into_region(void **state)
 	assert_int_equal(pwrite(fd, base + 10 * ps, ps, (off_t)n), (ssize_t)ps);
 	assert_int_equal(pread(fd, back, ps, (off_t)n), (ssize_t)ps);
 	assert_true(is_zero(back, ps));
-	assert_true(status(c).faults_missing > s1.faults_missing);
+	assert_true(status(c).counters.faults_missing > s1.counters.faults_missing);
 
 	free(want);
 	free(back);
@@ -724,9 +736,9 @@ static void fault_around_adapts(void **state)
 		if (*(uint64_t *)(base + i * ps) != pattern(1, i))
 			fail_msg("sequential page %zu lost its data", i);
 	print_message("sequential: %zu pages in %llu missing faults\n", nseq,
-		      (unsigned long long)(s1.faults_missing - s0.faults_missing));
-	assert_true(s1.faults_missing > s0.faults_missing);
-	assert_true(s1.faults_missing - s0.faults_missing < nseq / 16);
+		      (unsigned long long)(s1.counters.faults_missing - s0.counters.faults_missing));
+	assert_true(s1.counters.faults_missing > s0.counters.faults_missing);
+	assert_true(s1.counters.faults_missing - s0.counters.faults_missing < nseq / 16);
 	assert_int_equal(s1.resident_pages - s0.resident_pages, nseq);
 
 	/* Random distinct pages of a fresh 1 GiB region: the window never
@@ -759,7 +771,7 @@ static void fault_around_adapts(void **state)
 			fail_msg("random page %zu lost its data", order[i]);
 	print_message("random: %zu pages, %llu resident, %llu missing faults\n", k,
 		      (unsigned long long)(s3.resident_pages - s2.resident_pages),
-		      (unsigned long long)(s3.faults_missing - s2.faults_missing));
+		      (unsigned long long)(s3.counters.faults_missing - s2.counters.faults_missing));
 	assert_true(s3.resident_pages - s2.resident_pages >= k);
 	assert_true(s3.resident_pages - s2.resident_pages <= 2 * k + 64);
 
@@ -821,13 +833,11 @@ static void dontneed_keeps_data_remove_zeroes(void **state)
 	assert_int_equal(check_pages(base, ps, 0, 64, 3), 64);
 	s1 = status(c);
 	print_message("DONTNEED of 64 pages: %llu faults reached pagerd\n",
-		      (unsigned long long)(s1.faults_minor - s0.faults_minor +
-					   s1.faults_missing - s0.faults_missing +
-					   s1.faults_wp - s0.faults_wp));
-	assert_int_equal(s1.faults_minor, s0.faults_minor);
-	assert_int_equal(s1.faults_wp, s0.faults_wp);
-	assert_int_equal(s1.faults_missing, s0.faults_missing);
-	assert_int_equal(s1.pages_zero_filled, s0.pages_zero_filled);
+		      (unsigned long long)(s1.counters.faults_missing - s0.counters.faults_missing +
+					   s1.counters.faults_wp - s0.counters.faults_wp));
+	assert_int_equal(s1.counters.faults_wp, s0.counters.faults_wp);
+	assert_int_equal(s1.counters.faults_missing, s0.counters.faults_missing);
+	assert_int_equal(s1.counters.pages_zero_filled, s0.counters.pages_zero_filled);
 	assert_int_equal(s1.resident_pages, s0.resident_pages);
 
 	/* REMOVE punches the pages out of the memfd: they read as zeros
@@ -840,8 +850,8 @@ static void dontneed_keeps_data_remove_zeroes(void **state)
 	assert_int_equal(s3.resident_pages, s2.resident_pages - 64);
 	assert_int_equal(check_zero_pages(base, ps, 512, 64), 512 + 64);
 	s4 = status(c);
-	assert_true(s4.faults_missing > s3.faults_missing);
-	assert_true(s4.pages_zero_filled - s3.pages_zero_filled >= 64);
+	assert_true(s4.counters.faults_missing > s3.counters.faults_missing);
+	assert_true(s4.counters.pages_zero_filled - s3.counters.pages_zero_filled >= 64);
 	assert_int_equal(check_pages(base, ps, 500, 12, 4), 512);
 	assert_int_equal(check_pages(base, ps, 576, 24, 4), 600);
 	assert_int_equal(check_pages(base, ps, 0, 64, 3), 64);
@@ -961,7 +971,7 @@ static void mremap_whole_region_followed(void **state)
 	/* Served by pagerd at the new address, not by dropping us for a
 	 * "stray" fault (our faults would then wait forever). */
 	assert_int_equal(s1.clients, 1);
-	assert_true(s1.faults_missing > s0.faults_missing);
+	assert_true(s1.counters.faults_missing > s0.counters.faults_missing);
 	assert_true(s1.resident_pages - s0.resident_pages >= there.n);
 
 	/* And back where libpager has it, so that destroy finds it. */
@@ -972,7 +982,7 @@ static void mremap_whole_region_followed(void **state)
 	assert_int_equal(first_touch_strided(old, ps, &back), SIZE_MAX);
 	s2 = status(c);
 	assert_int_equal(s2.clients, 1);
-	assert_true(s2.faults_missing > s1.faults_missing);
+	assert_true(s2.counters.faults_missing > s1.counters.faults_missing);
 	assert_true(s2.resident_pages - s1.resident_pages >= back.n);
 
 	assert_int_equal(pager_region_destroy(r), 0);

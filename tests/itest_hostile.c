@@ -49,6 +49,7 @@
 #include <cmocka.h>
 
 #include "../daemon/log.h" /* the rate limits */
+#include "fd.h"
 #include "harness.h"
 #include "pager.h"
 #include "proto.h"
@@ -1371,7 +1372,8 @@ static int bystander(const struct ctx *c, int prog, int stop)
 	uint64_t *mem;
 	struct pollfd pf = { .fd = stop, .events = POLLIN };
 
-	fcntl(prog, F_SETFL, O_NONBLOCK);
+	if (fd_nonblock(prog, true) < 0)
+		return 30;
 	if (pager_open(&p, &o) < 0 || pager_region_create(p, len, NULL, &r) < 0)
 		return 30;
 	mem = pager_region_addr(r);
@@ -1438,10 +1440,10 @@ static void drain(int fd)
 {
 	char buf[256];
 
-	fcntl(fd, F_SETFL, O_NONBLOCK);
+	assert_int_equal(fd_nonblock(fd, true), 0);
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
-	fcntl(fd, F_SETFL, 0);
+	assert_int_equal(fd_nonblock(fd, false), 0);
 }
 
 /*

@@ -61,273 +61,64 @@
 #include "pager.h"
 
 #define WAIT_MS 60000
-#define STORE_MAX 256
 
 /* The client's region: six times the daemon's limit. */
 #define LIMIT_BYTES (4u << 20)
 #define REGION_PAGES 6144
 
-static long long test_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- systemd, as far as pagerd can tell --------------------------------- */
-
-struct entry {
-	char name[256];
-	int fd;
-};
-
-struct fakesd {
-	char dir[64];
-	char sock[128];
-	char notify[128];
-	char log[128];
-	int listen_fd;         /* pagerd.socket's */
-	int notify_fd;
-	struct entry store[STORE_MAX];
-	size_t n;
-	unsigned removes;      /* FDSTOREREMOVE=1 messages */
-	char removed[4096];    /* their names, ' '-separated */
-	bool ready;
-	char status_text[512]; /* the last STATUS= */
-	pid_t pid;
-	int pidfd;
-	int status;            /* pagerd's wait status, once it exited */
-	bool exited;
-};
+/* ---- systemd, as far as pagerd can tell (tests/harness.c) ---------------- */
 
 /* What a failed test leaves running is ended by teardown(). */
-static struct fakesd *running_sd;
+static struct test_sd *running_sd;
 static pid_t running_client = -1;
 
-static void fakesd_init(struct fakesd *sd)
+static void fakesd_init(struct test_sd *sd)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-	memset(sd, 0, sizeof(*sd));
 	running_sd = sd;
-	sd->pid = -1;
-	sd->pidfd = -1;
-	snprintf(sd->dir, sizeof(sd->dir), "/var/tmp/pagerd-restart.XXXXXX");
-	assert_non_null(mkdtemp(sd->dir));
-	snprintf(sd->sock, sizeof(sd->sock), "%s/pagerd.sock", sd->dir);
-	snprintf(sd->notify, sizeof(sd->notify), "%s/notify", sd->dir);
-	snprintf(sd->log, sizeof(sd->log), "%s/pagerd.log", sd->dir);
-
-	sd->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	assert_true(sd->listen_fd >= 0);
-	strcpy(sa.sun_path, sd->sock);
-	assert_int_equal(bind(sd->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(sd->listen_fd, 64), 0);
-
-	sd->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	assert_true(sd->notify_fd >= 0);
-	strcpy(sa.sun_path, sd->notify);
-	assert_int_equal(bind(sd->notify_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	if (test_sd_init(sd, "/var/tmp/pagerd-restart") < 0)
+		fail_msg("%s", sd->err);
 }
 
-static void fakesd_free(struct fakesd *sd)
+static void fakesd_free(struct test_sd *sd)
 {
-	char cmd[128];
-
-	for (size_t i = 0; i < sd->n; i++)
-		close(sd->store[i].fd);
-	sd->n = 0;
-	close(sd->listen_fd);
-	close(sd->notify_fd);
-	if (sd->pidfd >= 0)
-		close(sd->pidfd);
+	test_sd_free(sd);
 	running_sd = NULL;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sd->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", sd->dir);
 }
 
-static struct entry *store_find(struct fakesd *sd, const char *name)
+static void store_dump(struct test_sd *sd)
 {
-	for (size_t i = 0; i < sd->n; i++)
-		if (strcmp(sd->store[i].name, name) == 0)
-			return &sd->store[i];
-	return NULL;
-}
+	static char list[TEST_SD_STORE_MAX * 260];
 
-/* Counts stored names of clients ("c": c<ID>.*), regions ("r") or all
- * (""). */
-static size_t store_count(struct fakesd *sd, const char *prefix)
-{
-	size_t k = 0, n = strlen(prefix);
-
-	for (size_t i = 0; i < sd->n; i++)
-		k += strncmp(sd->store[i].name, prefix, n) == 0 &&
-		     (!n || (sd->store[i].name[n] >= '0' && sd->store[i].name[n] <= '9'));
-	return k;
-}
-
-static void store_dump(struct fakesd *sd)
-{
-	fprintf(stderr, "store (%zu):", sd->n);
-	for (size_t i = 0; i < sd->n; i++)
-		fprintf(stderr, " %s", sd->store[i].name);
-	fprintf(stderr, "\n");
-}
-
-/* One datagram from pagerd, handled as systemd would (service_notify...). */
-static void fakesd_recv_one(struct fakesd *sd)
-{
-	char buf[4096], cbuf[CMSG_SPACE(sizeof(int) * 16)];
-	struct iovec iov = { buf, sizeof(buf) - 1 };
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	int fds[16], nfds = 0;
-	char name[256] = "stored";
-	bool store = false, remove = false;
-	ssize_t n = recvmsg(sd->notify_fd, &mh, MSG_CMSG_CLOEXEC);
-
-	if (n < 0) {
-		assert_int_equal(errno, EAGAIN);
-		return;
-	}
-	buf[n] = '\0';
-	assert_false(mh.msg_flags & MSG_CTRUNC);
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-
-			memcpy(fds + nfds, CMSG_DATA(c), (size_t)k * sizeof(int));
-			nfds += k;
-		}
-	}
-	for (char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		size_t len = strcspn(l, "\n");
-
-		if (strncmp(l, "FDSTORE=1", len) == 0 && len == 9)
-			store = true;
-		else if (strncmp(l, "FDSTOREREMOVE=1", len) == 0 && len == 15)
-			remove = true;
-		else if (strncmp(l, "READY=1", len) == 0 && len == 7)
-			sd->ready = true;
-		else if (strncmp(l, "STATUS=", 7) == 0)
-			snprintf(sd->status_text, sizeof(sd->status_text), "%.*s", (int)(len - 7),
-				 l + 7);
-		else if (strncmp(l, "FDNAME=", 7) == 0) {
-			assert_true(len - 7 < sizeof(name));
-			memcpy(name, l + 7, len - 7);
-			name[len - 7] = '\0';
-		}
-	}
-	/* sd_notify(3): at most 255 characters, no ':' or control ones. */
-	assert_true(strlen(name) <= 255);
-	for (const char *p = name; *p; p++)
-		if (*p == ':' || (unsigned char)*p < 0x20 || *p == 0x7f)
-			fail_msg("FDNAME '%s' is not a valid name", name);
-	if (store) {
-		assert_true(nfds > 0);
-		for (int i = 0; i < nfds; i++) {
-			if (store_find(sd, name)) {
-				store_dump(sd);
-				fail_msg("'%s' stored twice (never removed, or stored again)", name);
-			}
-			assert_true(sd->n < STORE_MAX);
-			snprintf(sd->store[sd->n].name, sizeof(sd->store[sd->n].name), "%s", name);
-			sd->store[sd->n++].fd = fds[i];
-		}
-		return;
-	}
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]); /* fds without FDSTORE=1: systemd closes them */
-	if (remove) {
-		sd->removes++;
-		strncat(sd->removed, name, sizeof(sd->removed) - strlen(sd->removed) - 2);
-		strcat(sd->removed, " ");
-		for (size_t i = 0; i < sd->n;) {
-			if (strcmp(sd->store[i].name, name) == 0) {
-				close(sd->store[i].fd);
-				sd->store[i] = sd->store[--sd->n];
-			} else {
-				i++;
-			}
-		}
-	}
-}
-
-/*
- * systemd drops a stored descriptor that reports POLLHUP or POLLERR (a
- * connection whose peer closed; a userfaultfd that is not O_NONBLOCK polls
- * as an error).  So do we.
- */
-static void fakesd_sweep(struct fakesd *sd)
-{
-	for (size_t i = 0; i < sd->n;) {
-		struct pollfd p = { .fd = sd->store[i].fd };
-
-		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
-			close(sd->store[i].fd);
-			sd->store[i] = sd->store[--sd->n];
-		} else {
-			i++;
-		}
-	}
+	test_sd_list(sd, list, sizeof(list));
+	fprintf(stderr, "store (%zu): %s\n", sd->n, list);
 }
 
 /*
  * Serves the notify socket and watches pagerd until `done` says so, or
- * `fd` (if >= 0) is readable.  Fails the test after WAIT_MS.
+ * `fd` (if >= 0) is readable.  Fails the test after WAIT_MS, or when pagerd
+ * breaks the notify protocol.
  */
-static void fakesd_pump(struct fakesd *sd, bool (*done)(struct fakesd *, void *),
+static void fakesd_pump(struct test_sd *sd, bool (*done)(struct test_sd *, void *),
 			void *arg, int fd, const char *what)
 {
-	long long deadline = test_now_ms() + WAIT_MS;
+	int e = test_sd_pump(sd, done, arg, fd, WAIT_MS);
 
-	for (;;) {
-		struct pollfd p[3] = {
-			{ .fd = sd->notify_fd, .events = POLLIN },
-			{ .fd = sd->exited ? -1 : sd->pidfd, .events = POLLIN },
-			{ .fd = fd, .events = POLLIN },
-		};
-		int left = (int)(deadline - test_now_ms());
-
-		/* Everything pagerd sent is handled before we decide. */
-		while (poll(p, 1, 0) == 1)
-			fakesd_recv_one(sd);
-		fakesd_sweep(sd);
-		if (done && done(sd, arg))
-			return;
-		if (left <= 0)
-			fail_msg("timed out waiting for %s", what);
-		if (poll(p, 3, left) < 0)
-			assert_int_equal(errno, EINTR);
-		if (p[1].revents) {
-			assert_int_equal(waitpid(sd->pid, &sd->status, 0), sd->pid);
-			sd->exited = true;
-			close(sd->pidfd);
-			sd->pidfd = -1;
-			while (poll(p, 1, 0) == 1)
-				fakesd_recv_one(sd);
-		}
-		if (fd >= 0 && p[2].revents)
-			return;
-	}
+	if (e < 0)
+		fail_msg("%s", sd->err);
+	if (e == 0)
+		fail_msg("timed out waiting for %s", what);
 }
 
-static char *read_log(struct fakesd *sd);
-
-static bool is_ready(struct fakesd *sd, void *arg)
+static bool is_ready(struct test_sd *sd, void *arg)
 {
 	(void)arg;
 	if (sd->exited)
 		fail_msg("pagerd exited before READY=1 (status %d); its log:\n%s", sd->status,
-			 read_log(sd));
+			 test_sd_log(sd));
 	return sd->ready;
 }
 
-static bool has_exited(struct fakesd *sd, void *arg)
+static bool has_exited(struct test_sd *sd, void *arg)
 {
 	(void)arg;
 	return sd->exited;
@@ -336,105 +127,33 @@ static bool has_exited(struct fakesd *sd, void *arg)
 /* Starts pagerd with the listening socket and (if with_store) everything
  * in the store, as systemd starts a service; fakesd_start() then waits for
  * READY=1. */
-static void fakesd_spawn(struct fakesd *sd, bool with_store, const char *const *args)
+static void fakesd_spawn(struct test_sd *sd, bool with_store, const char *const *args)
 {
-	const char *bin = getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd";
-	size_t nfds = 1 + (with_store ? sd->n : 0);
-	int src[STORE_MAX + 1];
-	char names[STORE_MAX * 260] = "pagerd.socket";
-	char *argv[32];
-	int argc = 0;
-
-	src[0] = sd->listen_fd;
-	for (size_t i = 0; with_store && i < sd->n; i++) {
-		src[1 + i] = sd->store[i].fd;
-		strcat(names, ":");
-		strcat(names, sd->store[i].name);
-	}
-	argv[argc++] = (char *)bin;
-	argv[argc++] = "--config";
-	argv[argc++] = "/dev/null";
-	argv[argc++] = "--socket";
-	argv[argc++] = sd->sock;
-	for (int i = 0; args && args[i]; i++)
-		argv[argc++] = (char *)args[i];
-	argv[argc] = NULL;
-
-	sd->ready = false;
-	sd->exited = false;
-	sd->pid = fork();
-	assert_true(sd->pid >= 0);
-	if (sd->pid == 0) {
-		char num[32];
-		int high[STORE_MAX + 1];
-		int log = open(sd->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-		if (log < 0 || dup2(log, 2) < 0)
-			_exit(127);
-		/* Out of the way first: sources may sit where targets go. */
-		for (size_t i = 0; i < nfds; i++)
-			if ((high[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 1000)) < 0)
-				_exit(127);
-		for (size_t i = 0; i < nfds; i++)
-			if (dup2(high[i], 3 + (int)i) < 0)
-				_exit(127);
-		snprintf(num, sizeof(num), "%zu", nfds);
-		setenv("LISTEN_FDS", num, 1);
-		setenv("LISTEN_FDNAMES", names, 1);
-		snprintf(num, sizeof(num), "%d", (int)getpid());
-		setenv("LISTEN_PID", num, 1);
-		setenv("NOTIFY_SOCKET", sd->notify, 1);
-		setenv("PAGERD_SWAP_DIR", sd->dir, 1);
-		execv(bin, argv);
-		_exit(127);
-	}
-	sd->pidfd = (int)syscall(SYS_pidfd_open, sd->pid, 0);
-	assert_true(sd->pidfd >= 0);
+	if (test_sd_spawn(sd, with_store, args) < 0)
+		fail_msg("%s", sd->err);
 }
 
-static void fakesd_start(struct fakesd *sd, bool with_store, const char *const *args)
+static void fakesd_start(struct test_sd *sd, bool with_store, const char *const *args)
 {
 	fakesd_spawn(sd, with_store, args);
 	fakesd_pump(sd, is_ready, NULL, -1, "READY=1");
 }
 
 /* Signals pagerd and waits for it to exit; returns its wait status. */
-static int fakesd_kill(struct fakesd *sd, int sig)
+static int fakesd_kill(struct test_sd *sd, int sig)
 {
-	assert_int_equal(kill(sd->pid, sig), 0);
-	fakesd_pump(sd, has_exited, NULL, -1, "pagerd to exit");
+	if (test_sd_kill(sd, sig, WAIT_MS) < 0)
+		fail_msg("%s", sd->err);
 	return sd->status;
 }
 
-/* pagerd's log so far (its last MiB). */
-static char *read_log(struct fakesd *sd)
-{
-	static char buf[1 << 20];
-	int fd = open(sd->log, O_RDONLY | O_CLOEXEC);
-	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
-	size_t len = 0;
-	ssize_t n;
-
-	if (size > (off_t)sizeof(buf) - 1)
-		lseek(fd, size - (off_t)sizeof(buf) + 1, SEEK_SET);
-	else if (fd >= 0)
-		lseek(fd, 0, SEEK_SET);
-	while (fd >= 0 && len < sizeof(buf) - 1 &&
-	       (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += (size_t)n;
-	if (fd >= 0)
-		close(fd);
-	buf[len] = '\0';
-	return buf;
-}
-
 /* SIGTERM: pagerd must exit 0 (an orderly hand-over, nothing leaked). */
-static void fakesd_stop(struct fakesd *sd)
+static void fakesd_stop(struct test_sd *sd)
 {
 	int st = fakesd_kill(sd, SIGTERM);
 
 	if (st != 0) {
-		char *log = read_log(sd);
+		char *log = test_sd_log(sd);
 		size_t len = strlen(log);
 
 		fail_msg("pagerd exited with status %#x; the end of its log:\n%s", st,
@@ -647,7 +366,7 @@ static void client_send(struct child *cl, char c)
 
 /* Waits for the report on command c, serving the notify socket meanwhile
  * (pagerd may be storing or removing descriptors). */
-static struct report client_wait(struct fakesd *sd, struct child *cl, char c)
+static struct report client_wait(struct test_sd *sd, struct child *cl, char c)
 {
 	struct report r;
 
@@ -657,13 +376,13 @@ static struct report client_wait(struct fakesd *sd, struct child *cl, char c)
 
 		waitpid(cl->pid, &st, 0);
 		fail_msg("the client died on '%c' (status 0x%x); pagerd log:\n%s", c, st,
-			 read_log(sd));
+			 test_sd_log(sd));
 	}
 	assert_int_equal(r.what, c);
 	return r;
 }
 
-static struct report client_call(struct fakesd *sd, struct child *cl, char c)
+static struct report client_call(struct test_sd *sd, struct child *cl, char c)
 {
 	client_send(cl, c);
 	return client_wait(sd, cl, c);
@@ -677,23 +396,23 @@ static bool client_alive(struct child *cl)
 	       si.si_pid == 0;
 }
 
-static bool no_region_names(struct fakesd *sd, void *arg)
+static bool no_region_names(struct test_sd *sd, void *arg)
 {
 	(void)arg;
-	return store_count(sd, "r") == 0;
+	return test_sd_count(sd, "r") == 0;
 }
 
-static bool no_client_names(struct fakesd *sd, void *arg)
+static bool no_client_names(struct test_sd *sd, void *arg)
 {
 	(void)arg;
-	return store_count(sd, "c") == 0;
+	return test_sd_count(sd, "c") == 0;
 }
 
 /* ---- tests ------------------------------------------------------------- */
 
-static void assert_stored(struct fakesd *sd, const char *name)
+static void assert_stored(struct test_sd *sd, const char *name)
 {
-	if (!store_find(sd, name)) {
+	if (!test_sd_find(sd, name)) {
 		store_dump(sd);
 		fail_msg("'%s' is not in the store", name);
 	}
@@ -706,8 +425,8 @@ static void assert_stored(struct fakesd *sd, const char *name)
  */
 static void restart_run(bool named_swap, int crashes)
 {
-	static struct fakesd sd;
-	static char swap_path[160], image[160];
+	static struct test_sd sd;
+	static char swap_path[200], image[200];
 	const char *args[] = { "--memory-limit", "4M", "--swap-size", "64M",
 			       NULL, NULL, NULL };
 	struct child cl;
@@ -733,7 +452,7 @@ static void restart_run(bool named_swap, int crashes)
 	char name[64];
 
 	if (named_swap)
-		assert_null(store_find(&sd, "swap")); /* opened again by path */
+		assert_null(test_sd_find(&sd, "swap")); /* opened again by path */
 	else
 		assert_stored(&sd, "swap");
 	assert_stored(&sd, "swapmeta");
@@ -764,7 +483,7 @@ static void restart_run(bool named_swap, int crashes)
 	assert_true(client_alive(&cl));
 	client_send(&cl, 's');
 	fakesd_start(&sd, true, args);
-	assert_non_null(strstr(read_log(&sd), "client 1 adopted"));
+	assert_non_null(strstr(test_sd_log(&sd), "client 1 adopted"));
 	r = client_wait(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
 	/* Its limit and counters came along. */
@@ -793,7 +512,7 @@ static void restart_run(bool named_swap, int crashes)
 		assert_int_equal(r.region_id, id);
 		r = client_call(&sd, &cl, i % 2 ? 'p' : 's');
 	}
-	assert_non_null(strstr(read_log(&sd), "adopted after a crash"));
+	assert_non_null(strstr(test_sd_log(&sd), "adopted after a crash"));
 	r = client_call(&sd, &cl, 'p');
 	r = client_call(&sd, &cl, 's');
 	assert_int_equal(r.region_id, id);
@@ -806,8 +525,8 @@ static void restart_run(bool named_swap, int crashes)
 
 	r = client_call(&sd, &cl, 'v');
 	assert_int_equal(r.errors, 0);
-	if (strstr(read_log(&sd), "could not be vouched for"))
-		fail_msg("pages were lost:\n%s", read_log(&sd));
+	if (strstr(test_sd_log(&sd), "could not be vouched for"))
+		fail_msg("pages were lost:\n%s", test_sd_log(&sd));
 
 	/* Nothing stale stays in the store. */
 	r = client_call(&sd, &cl, 'd');
@@ -825,7 +544,7 @@ static void restart_run(bool named_swap, int crashes)
 	}
 	fakesd_stop(&sd);
 	/* What each successor found and waited for, for the test log. */
-	char *all = read_log(&sd);
+	char *all = test_sd_log(&sd);
 
 	for (char *l = all, *eol; *l; l = eol ? eol + 1 : l + strlen(l)) {
 		eol = strchr(l, '\n');
@@ -853,11 +572,10 @@ static void restart_named_swap(void **state)
 }
 
 /* A descriptor for the hostile store. */
-static void put(struct fakesd *sd, const char *name, int fd)
+static void put(struct test_sd *sd, const char *name, int fd)
 {
 	assert_true(fd >= 0);
-	snprintf(sd->store[sd->n].name, sizeof(sd->store[sd->n].name), "%s", name);
-	sd->store[sd->n++].fd = fd;
+	assert_int_equal(test_sd_put(sd, name, fd), 0);
 }
 
 static int sealed_memfd(const char *name, size_t size, const void *data, size_t len)
@@ -893,11 +611,11 @@ static bool holds(pid_t pid, const char *what)
 
 static void hostile_store_is_refused(void **state)
 {
-	static struct fakesd sd;
+	static struct test_sd sd;
 	struct fdstore_region_hdr h = { 0 };
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
 	int sv[2], pfd[2], file;
-	char path[160];
+	char path[200];
 	struct proto_msg msg = { 0 };
 	struct proto_reply rep;
 	struct pager_opts o = { .sz = sizeof(o) };
@@ -935,7 +653,7 @@ static void hostile_store_is_refused(void **state)
 	put(&sd, "swapmeta", sealed_memfd("hostile-swapmeta", ps, "garbage", 7));
 
 	fakesd_start(&sd, true, NULL);
-	log = read_log(&sd);
+	log = test_sd_log(&sd);
 	for (const char *const *n = (const char *const[]){ "c7.sock", "c8.uffd", "r9.state",
 							   "r9.mem", "bad?name", "zz.unknown",
 							   "swapmeta", NULL };
@@ -953,7 +671,7 @@ static void hostile_store_is_refused(void **state)
 							   "r9.mem", "zz.unknown", "swapmeta",
 							   NULL };
 	     *n; n++)
-		if (store_find(&sd, *n))
+		if (test_sd_find(&sd, *n))
 			fail_msg("'%s' is still in the store (removed: %s)", *n, sd.removed);
 	assert_false(holds(sd.pid, "hostile-state"));
 	assert_false(holds(sd.pid, "hostile-mem"));
@@ -990,7 +708,7 @@ static void fd_store_no_stores_nothing(void **state)
 	struct pager_opts o = { .sz = sizeof(o) };
 	struct pager_region *r;
 	struct pager *p;
-	static struct fakesd sd;
+	static struct test_sd sd;
 
 	(void)state;
 	fakesd_init(&sd);
@@ -1027,8 +745,8 @@ static void write_file(const char *path, const char *text)
  */
 static void bad_config_keeps_clients(void **state)
 {
-	static struct fakesd sd;
-	static char conf[160], swap[160];
+	static struct test_sd sd;
+	static char conf[200], swap[200];
 	const char *args[] = { "--config", conf, NULL };
 	const char *good_fmt = "memory_limit = 4M\nswap_path = %s\nswap_size = 64M\n";
 	char text[512];
@@ -1055,9 +773,9 @@ static void bad_config_keeps_clients(void **state)
 	write_file(conf, text);
 	fakesd_stop(&sd);
 	fakesd_start(&sd, true, args);
-	if (!strstr(read_log(&sd), "memroy_limit") ||
-	    !strstr(read_log(&sd), "running with the previous pagerd's settings"))
-		fail_msg("the log does not say what is wrong and what runs:\n%s", read_log(&sd));
+	if (!strstr(test_sd_log(&sd), "memroy_limit") ||
+	    !strstr(test_sd_log(&sd), "running with the previous pagerd's settings"))
+		fail_msg("the log does not say what is wrong and what runs:\n%s", test_sd_log(&sd));
 	if (!strstr(sd.status_text, "1 error in"))
 		fail_msg("STATUS=%s", sd.status_text);
 	assert_int_equal(test_status(sd.sock, &st), 0);

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "harness.h"
 #include "pager.h"
 
@@ -99,7 +100,7 @@ static void proc_start(struct proc *p, char *const argv[], char *const env[])
 	}
 	close(fds[1]);
 	p->out = fds[0];
-	fcntl(p->out, F_SETFL, O_NONBLOCK);
+	assert_int_equal(fd_nonblock(p->out, true), 0);
 }
 
 /* Reads what the process wrote, waiting up to timeout_ms for more.
@@ -364,7 +365,7 @@ static void socket_activation(void **state)
 	target[n] = '\0';
 	assert_string_equal(strrchr(target, '/'), "/pagerd");
 	assert_int_equal(test_status(s.sock, &st), 0);
-	assert_true(st.pages_zero_filled >= (64 << 20) / 4096);
+	assert_true(st.counters.pages_zero_filled >= (64 << 20) / 4096);
 	assert_int_equal(proc_stop(&d), 0);
 	/* The socket is systemd's: pagerd leaves it in place. */
 	assert_int_equal(stat(s.sock, &sb), 0);
@@ -502,6 +503,50 @@ static unsigned long long metric(const char *body, const char *name)
 	return strtoull(at + strlen(want), NULL, 10);
 }
 
+/* The family's `what` line ("# TYPE name counter") is there, once. */
+static void assert_once(const char *body, const char *what, const char *family)
+{
+	char want[160];
+	const char *at;
+
+	snprintf(want, sizeof(want), "\n# %s %s ", what, family);
+	at = strstr(body, want);
+	if (!at || strstr(at + 1, want))
+		fail_msg("'%s' %s in:\n%s", want + 1, at ? "twice" : "missing", body);
+}
+
+static void assert_counter(const char *body, const char *family, const char *kind,
+			   uint64_t want)
+{
+	char row[160], type[160];
+
+	if (kind)
+		snprintf(row, sizeof(row), "%s{kind=\"%s\"}", family, kind);
+	else
+		snprintf(row, sizeof(row), "%s", family);
+	assert_once(body, "HELP", family);
+	assert_once(body, "TYPE", family);
+	snprintf(type, sizeof(type), "\n# TYPE %s counter\n", family);
+	if (!strstr(body, type))
+		fail_msg("%s is not a counter in:\n%s", family, body);
+	if (metric(body, row) != want)
+		fail_msg("%s is %llu, pagerctl's status %llu", row, metric(body, row),
+			 (unsigned long long)want);
+}
+
+/*
+ * Every counter of common/counters.h is on the endpoint, its family's
+ * HELP and TYPE once, with the value the control channel's status has
+ * (st, read while nothing counts).
+ */
+static void assert_every_counter(const char *body, const struct proto_reply *st)
+{
+#define X(name, scope, unit, family, kind, help) \
+	assert_counter(body, family, kind, st->counters.name);
+	PAGER_COUNTERS(X)
+#undef X
+}
+
 static void metrics_endpoint(void **state)
 {
 	char *argv[] = { (char *)pagerd_bin(), "--config", "/dev/null", "--socket", NULL,
@@ -509,6 +554,7 @@ static void metrics_endpoint(void **state)
 	static char body[65536];
 	const char *line;
 	struct scratch s;
+	struct proto_reply st, st2;
 	struct pager *p;
 	struct proc d;
 	unsigned port;
@@ -521,7 +567,13 @@ static void metrics_endpoint(void **state)
 	assert_int_equal(sscanf(strstr(line, "127.0.0.1:") + 10, "%u", &port), 1);
 
 	p = client_touch(s.sock, 4 << 20);
+	/* Nothing counts now (no limit, the client idle): status before and
+	 * after the scrape agree, and the scrape with them. */
+	assert_int_equal(test_status(s.sock, &st), 0);
 	http_get(port, "GET", "/metrics", body, sizeof(body));
+	assert_int_equal(test_status(s.sock, &st2), 0);
+	assert_memory_equal(&st.counters, &st2.counters, sizeof(st.counters));
+	assert_every_counter(body, &st);
 	assert_non_null(strstr(body, "HTTP/1.1 200"));
 	assert_non_null(strstr(body, "Content-Type: text/plain; version=0.0.4"));
 	assert_non_null(strstr(body, "# HELP pagerd_faults_total "));

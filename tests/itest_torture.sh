@@ -14,6 +14,6 @@ bin=$(dirname "$PAGERD")/tests/torture
 # the daemon overcommit every limit with swap to spare).  Add it here then.
 export TORTURE_SEED=${TORTURE_SEED:-20261204}
 export TORTURE_SECONDS=${TORTURE_SECONDS:-35}
-export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,inject,kill,stall,snapshot,restore}
+export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,inject,kill,stall,restart,snapshot,restore}
 export TORTURE_HANG=${TORTURE_HANG:-60}
 exec "$bin"

@@ -596,6 +596,27 @@ static void access_lists(void **state)
 	assert_false(config_cred_admin(&f->cfg, &stranger));
 }
 
+/* A new swap file without swap_size: the RAM, at most half the free space
+ * of its filesystem and CONFIG_SWAP_DEFAULT_MAX, in whole pages. */
+static void default_swap_size(void **state)
+{
+	const uint64_t ps = 4096;
+
+	(void)state;
+	/* A small machine on a roomy disk: its memory. */
+	assert_int_equal(config_default_swap_size(1 * GiB, 100 * GiB, ps), 1 * GiB);
+	/* A small disk: half of what is free. */
+	assert_int_equal(config_default_swap_size(8 * GiB, 3 * GiB, ps), 1536 * MiB);
+	/* A large machine on a large disk: the cap. */
+	assert_int_equal(config_default_swap_size(256 * GiB, 4096 * GiB, ps),
+			 CONFIG_SWAP_DEFAULT_MAX);
+	/* Whole pages. */
+	assert_int_equal(config_default_swap_size(1 * GiB, 64 * MiB + 3 * ps + 100, ps),
+			 32 * MiB + ps);
+	/* A full disk: nothing. */
+	assert_int_equal(config_default_swap_size(1 * GiB, 0, ps), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -615,6 +636,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(printed_config_reads_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(help_and_version_end_the_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(access_lists, setup, teardown),
+		cmocka_unit_test(default_swap_size),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd.h"
+#include "pager.h"
 #include "proto.h"
 
 #define HDR sizeof(struct proto_hdr)
@@ -203,7 +205,7 @@ static void test_finish_sizes(void **state)
 		{ PROTO_SNAPSHOT_STATUS, 16 },
 		{ PROTO_REGION_SET_IMAGE, 16 },
 		{ PROTO_PAGEMAP, 0 },
-		{ PROTO_REPLY, 472 },
+		{ PROTO_REPLY, 496 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
@@ -244,6 +246,132 @@ static void test_type_tables(void **state)
 	assert_string_equal(proto_type_name(PROTO_STATUS), "status");
 	assert_string_equal(proto_type_name(PROTO_REPLY), "reply");
 	assert_string_equal(proto_type_name(0xffff), "unknown");
+}
+
+/* ---- counters: one list, every layout ---------------------------------- */
+
+#define NONE SIZE_MAX
+#define PUB_SIZE(f) sizeof(((struct pager_region_stats *)0)->f)
+
+/* Each counter of common/counters.h, with where each layout has it. */
+static const struct counter_row {
+	const char *name;
+	enum counter_scope scope;
+	const char *metric, *kind, *help;
+	size_t all;    /* in struct proto_counters (STATUS) */
+	size_t region; /* in struct proto_region_counters, or NONE */
+	size_t pub;    /* in libpager's struct pager_region_stats, or NONE */
+	size_t pub_size;
+} counter_rows[] = {
+#define X(name, scope, unit, metric, kind, help) \
+	{ #name, COUNTER_SCOPE(scope), metric, kind, help, \
+	  offsetof(struct proto_counters, name), \
+	  COUNTER_CHOOSE_##scope((offsetof(struct proto_region_counters, name)), NONE), \
+	  COUNTER_CHOOSE_##scope((offsetof(struct pager_region_stats, name)), NONE), \
+	  COUNTER_CHOOSE_##scope(PUB_SIZE(name), 0) },
+	PAGER_COUNTERS(X)
+#undef X
+};
+#define NCOUNTERS (sizeof(counter_rows) / sizeof(counter_rows[0]))
+
+static const char *const counter_families[] = {
+#define F(name, help) name,
+	PAGER_COUNTER_FAMILIES(F)
+#undef F
+};
+
+/*
+ * The wire layouts are the list, in its order, with nothing else between:
+ * both ends generate them from common/counters.h, and a peer of another
+ * version is refused (PROTO_VERSION), so order is all that can go wrong.
+ */
+static void test_counters_wire_layout(void **state)
+{
+	size_t nregion = 0;
+
+	(void)state;
+	assert_true(NCOUNTERS > 0);
+	for (size_t i = 0; i < NCOUNTERS; i++) {
+		const struct counter_row *c = &counter_rows[i];
+
+		print_message("%-24s all %3zu region %3zd public %3zd\n", c->name, c->all,
+			      c->region == NONE ? (ssize_t)-1 : (ssize_t)c->region,
+			      c->pub == NONE ? (ssize_t)-1 : (ssize_t)c->pub);
+		assert_int_equal(c->all, 8 * i);
+		if (c->scope == COUNTER_SCOPE_REGION) {
+			assert_int_equal(c->region, 8 * nregion);
+			nregion++;
+		} else {
+			assert_int_equal(c->scope, COUNTER_SCOPE_DAEMON);
+			assert_int_equal(c->region, NONE);
+		}
+	}
+	assert_int_equal(sizeof(struct proto_counters), 8 * NCOUNTERS);
+	assert_int_equal(sizeof(struct proto_region_counters), 8 * nregion);
+	/* Version 4's places for them: moving them needs a new version. */
+	assert_int_equal(PROTO_VERSION, 4);
+	assert_int_equal(offsetof(struct proto_reply, counters), 112);
+	assert_int_equal(offsetof(struct proto_region_stats, counters), 136);
+}
+
+/*
+ * What libpager hands its caller: every REGION counter has its field in
+ * struct pager_region_stats (libpager copies by name; a missing one does
+ * not build), the fields come in the list's order (both only grow at the
+ * end, so a program built against 0.2.0 finds its fields where they were:
+ * libpager/region.c pins those offsets), and every public field is filled:
+ * a REGION counter, or one of the few others libpager sets by hand.
+ */
+static void test_counters_public_layout(void **state)
+{
+	/* sz, then what is not a counter: pages, resident, swapped, zero,
+	 * memory_limit, image_pending, and faults_minor (always 0). */
+	const size_t others = sizeof(size_t) + 7 * 8;
+	size_t last = 0, nregion = 0;
+
+	(void)state;
+	for (size_t i = 0; i < NCOUNTERS; i++) {
+		const struct counter_row *c = &counter_rows[i];
+
+		if (c->scope != COUNTER_SCOPE_REGION) {
+			assert_int_equal(c->pub, NONE);
+			continue;
+		}
+		assert_int_equal(c->pub_size, 8);
+		assert_true(c->pub > last);
+		last = c->pub;
+		nregion++;
+	}
+	assert_int_equal(sizeof(struct pager_region_stats), others + 8 * nregion);
+	assert_int_equal(offsetof(struct pager_region_stats, faults_minor),
+			 offsetof(struct pager_region_stats, faults_missing) + 8);
+}
+
+/* Names the metrics and pagerctl print: unique, well-formed, described. */
+static void test_counters_names(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < NCOUNTERS; i++) {
+		const struct counter_row *c = &counter_rows[i];
+		size_t ml = strlen(c->metric);
+		bool family = false;
+
+		assert_true(strlen(c->name) > 0 && strlen(c->help) > 0);
+		assert_int_equal(strncmp(c->metric, "pagerd_", 7), 0);
+		assert_true(ml > 6 && strcmp(c->metric + ml - 6, "_total") == 0);
+		for (size_t f = 0; f < sizeof(counter_families) / sizeof(counter_families[0]); f++)
+			family |= strcmp(counter_families[f], c->metric) == 0;
+		/* A row with a kind belongs to a family with its HELP; a row
+		 * without one has its family to itself. */
+		assert_int_equal(family, c->kind != NULL);
+		for (size_t j = 0; j < i; j++) {
+			const struct counter_row *o = &counter_rows[j];
+
+			assert_string_not_equal(o->name, c->name);
+			if (strcmp(o->metric, c->metric) == 0)
+				assert_true(o->kind && c->kind && strcmp(o->kind, c->kind) != 0);
+		}
+	}
 }
 
 /* ---- proto_validate: accepted ------------------------------------------ */
@@ -742,9 +870,8 @@ static void test_recv_nonblocking_empty(void **state)
 	struct proto_msg m;
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds = 99;
-	int fl = fcntl(p->s[1], F_GETFL);
 
-	assert_int_equal(fcntl(p->s[1], F_SETFL, fl | O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[1], true), 0);
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EAGAIN);
 	assert_int_equal(nfds, 0);
 	send_hello(p->s[0]);
@@ -778,7 +905,7 @@ static void test_send_refuses_what_recv_would(void **state)
 	assert_int_equal(proto_send(p->s[0], &m, n, two, 2), -EINVAL);
 	assert_int_equal(proto_send(p->s[0], &m, sizeof(m) + 1, NULL, 0), -EINVAL);
 	/* nothing went out */
-	assert_int_equal(fcntl(p->s[1], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[1], true), 0);
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EAGAIN);
 }
 
@@ -968,11 +1095,11 @@ static void test_send_retries_eintr(void **state)
 	pthread_t t;
 
 	/* fill the socket so that the next send blocks */
-	assert_int_equal(fcntl(p->s[0], F_SETFL, O_NONBLOCK), 0);
+	assert_int_equal(fd_nonblock(p->s[0], true), 0);
 	while (send(p->s[0], &m, n, MSG_NOSIGNAL) == (ssize_t)n)
 		queued++;
 	assert_int_equal(errno, EAGAIN);
-	assert_int_equal(fcntl(p->s[0], F_SETFL, 0), 0);
+	assert_int_equal(fd_nonblock(p->s[0], false), 0);
 	assert_true(queued > 0);
 
 	run_interrupted(&it, &t);
@@ -987,6 +1114,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_finish_sizes),
 		cmocka_unit_test(test_type_tables),
+		cmocka_unit_test(test_counters_wire_layout),
+		cmocka_unit_test(test_counters_public_layout),
+		cmocka_unit_test(test_counters_names),
 		cmocka_unit_test(test_validate_accepts_each_type),
 		cmocka_unit_test(test_validate_accepts_edge_values),
 		cmocka_unit_test(test_validate_truncated),

@@ -665,6 +665,76 @@ static void test_inject_eio(void **state)
 	munmap(dst, 8 * PS);
 }
 
+/*
+ * A write that fails (injected: -EIO; or stopping half-way, the rest
+ * -ENOSPC) leaves its slots without data, and freeing them retires them:
+ * the allocator never hands them out again, and once only retired slots
+ * are left the swap is full.  Another region's writes are not touched.
+ */
+static void test_failed_write_retires(void **state)
+{
+	struct ctx *c = *state;
+	struct swap *s = open_slots(c, 16);
+	unsigned char *src = page_buf(16), *dst = page_buf(1);
+	struct swap_stats st;
+	uint64_t f;
+	uint32_t g;
+
+	for (int i = 0; i < 16; i++)
+		fill_page(src + i * PS, (uint64_t)i, 7);
+	assert_int_equal(swap_inject_writes(s, 9, SWAP_FAULT_WRITE_EIO), 0);
+	assert_int_equal(swap_alloc(s, 4, &f, &g), 0);
+	assert_true(f == 0 && g == 4);
+	assert_int_equal(write_sync(c, 0, src, 4, 9, 0), -EIO);
+	assert_int_equal(swap_read(s, 0, dst, 1, on_done, NULL), -ENODATA);
+	assert_int_equal(swap_inject_writes(s, 9, SWAP_FAULT_WRITE_SHORT), 0);
+	assert_int_equal(swap_alloc(s, 4, &f, &g), 0);
+	assert_true(f == 4 && g == 4);
+	assert_int_equal(write_sync(c, 4, src, 4, 9, 0), -ENOSPC);
+	/* Region 8 writes on. */
+	assert_int_equal(swap_alloc(s, 4, &f, &g), 0);
+	assert_int_equal(write_sync(c, f, src, 4, 8, 0), 0);
+	swap_free(s, 0, 8);
+	swap_get_stats(s, &st);
+	assert_int_equal(st.bad, 8);
+	assert_int_equal(st.used, 4);
+	assert_int_equal(st.write_errors, 2);
+	/* Freeing a retired slot again is the caller's bug: refused. */
+	swap_free(s, 0, 1);
+	swap_get_stats(s, &st);
+	assert_int_equal(st.bad, 8);
+	/* Only the 4 good free slots are ever handed out, then "full". */
+	assert_int_equal(swap_inject_writes(s, 0, SWAP_FAULT_NONE), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(swap_alloc(s, 16, &f, &g), 0);
+		assert_true(f >= 8 && f + g <= 16);
+		assert_int_equal(write_sync(c, f, src, g, 9, 0), 0);
+		i += (int)g - 1;
+	}
+	assert_int_equal(swap_alloc(s, 1, &f, &g), -ENOSPC);
+	swap_get_stats(s, &st);
+	assert_int_equal(st.used + st.bad, 16);
+	munmap(src, 16 * PS);
+	munmap(dst, PS);
+}
+
+/* A sparse file is allocated whole at open, not only grown: its holes
+ * would otherwise fail write-backs on a full disk. */
+static void test_sparse_file_allocated(void **state)
+{
+	struct ctx *c = *state;
+	struct stat sb;
+	int fd = open(c->path, O_RDWR | O_CREAT | O_EXCL, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 64 * PS), 0);
+	close(fd);
+	assert_int_equal(swap_open(&c->s, c->base, c->path, 0, PS), 0);
+	assert_int_equal(stat(c->path, &sb), 0);
+	assert_int_equal(sb.st_size, 64 * PS);
+	assert_true((uint64_t)sb.st_blocks * 512 >= 64 * PS);
+}
+
 /* A byte flipped on disk is caught by the CRC, on that page only. */
 static void test_inject_corrupt(void **state)
 {
@@ -997,6 +1067,8 @@ int main(void)
 		T(test_batched_submission),
 		T(test_inject_eio),
 		T(test_inject_corrupt),
+		T(test_failed_write_retires),
+		T(test_sparse_file_allocated),
 		T(test_short_read_eof),
 		T(test_short_and_again_resumed),
 		T(test_stale_read),
