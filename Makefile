@@ -161,7 +161,7 @@ $(BUILD)/tests/torture: $(BUILD)/obj/tests/torture.o $(BUILD)/obj/tests/harness.
 
 TORTURE_SECONDS ?= 600
 # Every class that holds on today's code (TORTURE_OPS=all for everything).
-TORTURE_OPS ?= write,read,rmw,discard,limit,recreate,inject,kill,stall,restart,fullswap
+TORTURE_OPS ?= write,read,rmw,discard,limit,recreate,inject,kill,stall,restart,fullswap,snapshot,restore
 torture: all $(BUILD)/tests/torture
 	PAGERD=$(CURDIR)/$(BUILD)/pagerd TORTURE_SECONDS=$(TORTURE_SECONDS) TORTURE_OPS=$(TORTURE_OPS) \
 		timeout -k 10 $$(( $(TORTURE_SECONDS) + 900 )) nice $(BUILD)/tests/torture

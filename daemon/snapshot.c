@@ -241,6 +241,17 @@ static void snap_finish(struct snapshot *s, int status)
 		log_info("region %" PRIu64 ": snapshot %s: %" PRIu64 " of %" PRIu64 " pages copied",
 			 s->r->id, status ? strerror(-status) : "complete",
 			 s->done, s->total);
+	/*
+	 * Image writes a failing batch queued but did not submit yet (the
+	 * copier returns at its first error): submitted now, while their fd
+	 * is still open.  Each holds a reference (s->reads) that only its
+	 * completion drops; left in the ring they never complete, the
+	 * snapshot never reports done and is never freed (its ring and
+	 * eventfd leak), and a later submit would write through an fd
+	 * number that by then names another file.
+	 */
+	if (s->ring_ok)
+		io_uring_submit(&s->ring);
 	close(s->fd);
 	s->fd = -1;
 }
@@ -991,10 +1002,21 @@ static void snapshot_instant(struct snapshot *s)
 	s->pause_ns = now_ns() - t0;
 	free(s->reprotect);
 	s->reprotect = NULL;
+	/*
+	 * A page lost during step one (a swap-in failed while the walk ran)
+	 * has no data of the instant to copy: snapshot_start() refuses a
+	 * region in that state, and so must the instant, or the image would
+	 * hold a hole (zeros) where the region held data.
+	 */
+	for (uint64_t p = 0; p < r->npages && e == 0; p++)
+		if (pg_state(r->state[p]) == PAGE_POISONED)
+			e = -EIO;
 	if (e < 0) {
 		reply_to_waiter(s, e);
 		r->snap = NULL;
 		snap_free(s);
+		/* Nothing needs the protection now: dirty pages lose it. */
+		unprotect_dirty(r);
 		return;
 	}
 	for (uint64_t p = 0; p < r->npages; p++) {

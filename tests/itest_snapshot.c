@@ -33,6 +33,12 @@
  *                          image holds the page or a hole, never the write
  *   restored_discard       a restored region, pages still in its image
  *                          discarded and written: the new image holds them
+ *   lost_while_copying     a page lost (swap read error) after the instant,
+ *                          before the copier came to it: the snapshot
+ *                          ends, with -EIO, and leaves no fd behind
+ *   lost_in_first_step     a page lost while the write-protection walk
+ *                          runs: the start call fails with -EIO (never a
+ *                          hole in the image where data was)
  *   cut_stress             randomized: writers, discards, limit swings,
  *                          swap / none / full, restored regions, snapshots
  *                          back to back; each image exactly one cut
@@ -81,11 +87,15 @@ struct ctx {
 	bool running;
 };
 
-/* pagerd with a swap file of swap_size bytes, or none (NULL). */
-static void start_swap(struct ctx *c, const char *swap_size)
+/* pagerd with a swap file of swap_size bytes, or none (NULL); with
+ * hooks, PROTO_TEST_INJECT works (injected swap errors). */
+static void start_swap_hooks(struct ctx *c, const char *swap_size, bool hooks)
 {
 	const char *args[8];
 	int n = 0;
+
+	if (hooks)
+		args[n++] = "--test-hooks";
 
 	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
 	unlink(c->swap);
@@ -98,6 +108,11 @@ static void start_swap(struct ctx *c, const char *swap_size)
 	args[n] = NULL;
 	assert_int_equal(test_pagerd_start(&c->d, args), 0);
 	c->running = true;
+}
+
+static void start_swap(struct ctx *c, const char *swap_size)
+{
+	start_swap_hooks(c, swap_size, false);
 }
 
 static void start(struct ctx *c)
@@ -1036,6 +1051,204 @@ static void restored_discard(void **state)
 	stop(c);
 }
 
+/* ---- a page lost while a snapshot runs ---------------------------------- */
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Reads the first word of a page; true if that raised SIGBUS (one thread
+ * at a time: one jump buffer). */
+static bool read_bus(const uint8_t *pg)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool bus = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1))
+		bus = true;
+	else
+		(void)*(volatile const uint64_t *)pg;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+/* The page's next swap read fails (PROTO_TEST_INJECT, --test-hooks):
+ * 0, or -ENODATA when the page is not in swap. */
+static int inject_eio(struct ctx *c, struct pager_region *r, uint64_t page)
+{
+	struct proto_msg m = { 0 };
+	int s = test_control_connect(c->d.sock), e;
+
+	assert_true(s >= 0);
+	m.body.test_inject.region_id = (uint64_t)pager_region_id(r);
+	m.body.test_inject.page = page;
+	m.body.test_inject.kind = PROTO_INJECT_EIO;
+	e = test_raw_call(s, &m, PROTO_TEST_INJECT, 0, NULL, 0, NULL);
+	close(s);
+	return e;
+}
+
+/* Polls until the snapshot has ended, whatever its status.  One that
+ * never ends fails the test (after a minute: the end is the event). */
+static void wait_snapshot_end(struct pager_region *r, struct pager_snapshot_progress *pr)
+{
+	int e = 0;
+
+	for (int i = 0; i < 60000 && (e = pager_region_snapshot_poll(r, pr)) == 0; i++)
+		usleep(1000);
+	if (e == 0)
+		fail_msg("the snapshot never ended (%llu of %llu pages, status %d)",
+			 (unsigned long long)pr->pages_done,
+			 (unsigned long long)pr->pages_total, pr->status);
+	assert_int_equal(e, 1);
+}
+
+/*
+ * A page in swap whose slot then fails (an injected EIO) is read by the
+ * client just after the instant: lost (SIGBUS) before the copier comes to
+ * it.  The snapshot must end with -EIO (never a hole where the data was).
+ * The copier meets the lost page right after queueing the image writes of
+ * the resident pages before it, in the same batch: those writes must still
+ * go out, or the snapshot holds references that never drop — it never
+ * ends, and its ring and eventfd stay open after the region is gone.
+ */
+static void lost_while_copying(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 64 * MiB / ps, before = 512;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 16 * MiB };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	struct pager_region *r;
+	char path[128];
+	uint64_t x;
+	int keep, fds0;
+
+	start_swap_hooks(c, "512M", true);
+	keep = test_control_connect(c->d.sock);
+	assert_true(keep >= 0);
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
+	uint8_t *base = pager_region_addr(r);
+	/* Written from the end: the last pages are the oldest, evicted
+	 * first.  The copier reaches the last ones last. */
+	for (uint64_t i = n; i-- > 0;)
+		fill_pages(base, i, 1);
+	for (x = n - 1; x > n / 2 && inject_eio(c, r, x) != 0; x--)
+		;
+	assert_true(x > n / 2);
+	/* The pages just before it back in memory (one by one, downwards:
+	 * no readahead takes the lost page in with them). */
+	assert_int_equal(pager_region_set_limit(r, 0), 0);
+	for (uint64_t i = x - 1; i >= x - before; i--)
+		assert_int_equal(((volatile uint64_t *)(base + i * ps))[1], fill_word(i, 1));
+	fds0 = settled_fds(c, keep);
+	snprintf(path, sizeof(path), "%s/lost.img", dir);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	assert_true(read_bus(base + x * ps));
+	wait_snapshot_end(r, &pr);
+	assert_int_equal(pr.status, -EIO);
+	assert_int_equal(pager_region_destroy(r), 0);
+	/* Less the region's memfd; nothing of the snapshot's. */
+	assert_int_equal(settled_fds(c, keep), fds0 - 1);
+	close(keep);
+	pager_close(p);
+	image_unlink(path);
+	stop(c);
+}
+
+struct toucher {
+	struct ctx *c;
+	uint64_t region_id;
+	const uint8_t *page;
+	bool bus;
+};
+
+/* Reads the page as soon as pagerd runs the snapshot's first step. */
+static void *touch_in_first_step(void *arg)
+{
+	struct toucher *t = arg;
+	int ctl = test_control_connect(t->c->d.sock);
+	struct proto_msg m;
+	struct proto_reply rep;
+
+	assert_true(ctl >= 0);
+	do {
+		memset(&m, 0, sizeof(m));
+		m.body.snapshot.region_id = t->region_id;
+		if (test_raw_call(ctl, &m, PROTO_SNAPSHOT_STATUS, 0, NULL, 0, &rep) < 0)
+			break;
+	} while (rep.snapshot.status == -ENOENT);
+	t->bus = read_bus(t->page);
+	close(ctl);
+	return NULL;
+}
+
+/*
+ * A page lost during the first step (the write-protection walk): its
+ * swap-in fails while the walk runs.  A region with a lost page refuses a
+ * snapshot (-EIO), and so must the instant: the image would otherwise
+ * hold a hole, zeros, where the region had data at the instant.  (If the
+ * read comes only after the instant, the copier fails the snapshot.)
+ */
+static void lost_in_first_step(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 512 * MiB / ps, early = 4096;
+	struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 4 * MiB };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	unsigned hits = 0;
+
+	start_swap_hooks(c, "512M", true);
+	struct pager *p = connect_to(c->d.sock);
+	for (int round = 0; round < 3; round++) {
+		struct pager_region *r;
+		char path[128];
+		uint64_t x;
+		pthread_t t;
+		int e;
+
+		assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
+		uint8_t *base = pager_region_addr(r);
+		/* The first pages go to swap; then the limit goes and the
+		 * rest is filled: a large resident region (a long walk). */
+		fill_pages(base, 0, early);
+		for (x = 0; x < early && inject_eio(c, r, x) != 0; x++)
+			;
+		assert_true(x < early);
+		assert_int_equal(pager_region_set_limit(r, 0), 0);
+		fill_pages(base, early, n - early);
+		struct toucher to = { .c = c, .region_id = (uint64_t)pager_region_id(r),
+				      .page = base + x * ps };
+
+		snprintf(path, sizeof(path), "%s/lost%d.img", dir, round);
+		assert_int_equal(pthread_create(&t, NULL, touch_in_first_step, &to), 0);
+		e = pager_region_snapshot_start(r, path, NULL);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		if (e == 0) {
+			/* Read after the instant: lost then, or the copier met
+			 * the slot's error first (and the read found the page
+			 * whole); either way the snapshot fails. */
+			wait_snapshot_end(r, &pr);
+			assert_int_equal(pr.status, -EIO);
+		} else {
+			assert_int_equal(e, -EIO);
+			assert_true(to.bus);
+			hits++;
+		}
+		assert_int_equal(pager_region_destroy(r), 0);
+		image_unlink(path);
+	}
+	print_message("%u of 3 pages lost before the instant (start refused)\n", hits);
+	pager_close(p);
+	stop(c);
+}
+
 /* ---- cut_stress --------------------------------------------------------- */
 
 /*
@@ -1504,6 +1717,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(no_swap_unprotect, setup, teardown),
 		cmocka_unit_test_setup_teardown(client_removes_page, setup, teardown),
 		cmocka_unit_test_setup_teardown(restored_discard, setup, teardown),
+		cmocka_unit_test_setup_teardown(lost_while_copying, setup, teardown),
+		cmocka_unit_test_setup_teardown(lost_in_first_step, setup, teardown),
 		cmocka_unit_test_setup_teardown(cut_stress, setup, teardown),
 	};
 	int rc;

@@ -10,10 +10,8 @@ set -u
 PAGERD=${PAGERD:-build/pagerd}
 bin=$(dirname "$PAGERD")/tests/torture
 [ -x "$bin" ] || { echo "SKIP: no $bin (make $(dirname "$PAGERD")/tests/torture)"; exit 77; }
-# Left out until their fixes land: snapshot and restore (images off the
-# cut under eviction: issue 13).  Add them here then.
 export TORTURE_SEED=${TORTURE_SEED:-20261204}
 export TORTURE_SECONDS=${TORTURE_SECONDS:-35}
-export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,inject,kill,stall,limit,restart}
+export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,inject,kill,stall,limit,restart,snapshot,restore}
 export TORTURE_HANG=${TORTURE_HANG:-60}
 exec "$bin"

@@ -112,6 +112,7 @@
  * sequence of operations, sizes and limits, so a failure replays as a rule,
  * and shrinking TORTURE_OPS narrows it down.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -247,7 +248,7 @@ static int client_idx = -1; /* -1 in the parent */
 static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void failf(const char *fmt, ...)
 {
-	char buf[2048];
+	char buf[4096];
 	va_list ap;
 	int n;
 
@@ -1049,22 +1050,100 @@ static void hist_copy(struct pstate *p, struct hist *h)
 struct ival { uint64_t lo, hi; };
 #define MAX_IV 64
 
-/* feasible := feasible ∩ (union of a); returns how many are left. */
+static int iv_cmp(const void *x, const void *y)
+{
+	const struct ival *a = x, *b = y;
+
+	return a->lo < b->lo ? -1 : a->lo > b->lo;
+}
+
+/*
+ * feasible := feasible ∩ (union of a); returns how many are left.
+ *
+ * The result is kept sorted and merged: a page's candidates overlap (a
+ * zero page matches both its first content and a later discard, over the
+ * discard's stamps), and unmerged, each such page doubled the list, whose
+ * cap then silently dropped its later (higher) intervals: images that are
+ * one cut failed, with "the pages before it need s0..s0 (and more)".  If
+ * more than MAX_IV disjoint intervals remain, the two closest are joined:
+ * a looser bound, never a wrong one.
+ */
 static unsigned iv_intersect(struct ival *f, unsigned nf, const struct ival *a, unsigned na)
 {
-	struct ival out[MAX_IV];
-	unsigned n = 0;
+	struct ival out[MAX_IV * RING];
+	unsigned n = 0, m = 0;
 
 	for (unsigned i = 0; i < nf; i++)
 		for (unsigned j = 0; j < na; j++) {
 			uint64_t lo = f[i].lo > a[j].lo ? f[i].lo : a[j].lo;
 			uint64_t hi = f[i].hi < a[j].hi ? f[i].hi : a[j].hi;
 
-			if (lo <= hi && n < MAX_IV)
+			if (lo <= hi)
 				out[n++] = (struct ival){ lo, hi };
 		}
-	memcpy(f, out, n * sizeof(*f));
-	return n;
+	qsort(out, n, sizeof(out[0]), iv_cmp);
+	for (unsigned i = 0; i < n; i++) {
+		if (m && out[i].lo <= out[m - 1].hi + 1) {
+			if (out[i].hi > out[m - 1].hi)
+				out[m - 1].hi = out[i].hi;
+		} else {
+			out[m++] = out[i];
+		}
+	}
+	while (m > MAX_IV) {
+		unsigned k = 0;
+
+		for (unsigned i = 1; i + 1 < m; i++)
+			if (out[i + 1].lo - out[i].hi < out[k + 1].lo - out[k].hi)
+				k = i;
+		out[k].hi = out[k + 1].hi;
+		memmove(out + k + 1, out + k + 2, (m - k - 2) * sizeof(out[0]));
+		m--;
+	}
+	memcpy(f, out, m * sizeof(*f));
+	return m;
+}
+
+/* The instants (stamps) for which image page `page` (in buf) could hold
+ * what it holds, given its events h (see the top of the file): into a[],
+ * returns how many intervals. */
+static unsigned page_candidates(struct thr *t, struct rslot *s, uint64_t page,
+				const uint8_t *buf, const struct hist *hp, struct ival *a)
+{
+	unsigned na = 0;
+
+	for (unsigned j = 0; j < hp->n; j++) {
+		const struct hev *x = &hp->ev[j];
+		uint64_t next_e = j + 1 < hp->n ? hp->ev[j + 1].e : NEVER;
+		size_t k;
+
+		/* Its stores all before the instant, none of the next
+		 * event's: b_j <= S < e_{j+1} (the next write may have begun
+		 * before the instant and waited in a fault past it: only
+		 * its end bounds S). */
+		if (matches_from(s, page, buf, x->gen, x->kind, 0, t->scratch)) {
+			a[na++] = (struct ival){ x->b, next_e - 1 };
+			continue;
+		}
+		if (j == 0)
+			continue;
+		/* Torn: a prefix of x over a suffix of the one before. */
+		k = first_mismatch(s, page, buf, x->gen, x->kind, t->scratch);
+		if (k > 0 && matches_from(s, page, buf, hp->ev[j - 1].gen,
+					  hp->ev[j - 1].kind, k, t->scratch))
+			a[na++] = (struct ival){ x->b, x->e - 1 };
+	}
+	return na;
+}
+
+static void page_events(const struct hist *hp, char *evs, size_t len)
+{
+	evs[0] = 0;
+	for (unsigned j = 0; j < hp->n; j++)
+		snprintf(evs + strlen(evs), len - strlen(evs),
+			 " [%s g%" PRIu64 " %" PRIu64 "..%" PRIu64 "]",
+			 kind_name(hp->ev[j].kind), hp->ev[j].gen,
+			 hp->ev[j].b, hp->ev[j].e);
 }
 
 /*
@@ -1088,28 +1167,12 @@ static void check_image(struct thr *t, struct rslot *s, const char *path,
 	for (uint64_t page = 0; page < s->npages; page++) {
 		struct hist *hp = &h[page];
 		struct ival a[RING];
-		unsigned na = 0;
+		unsigned na;
 		ssize_t got = pread(fd, t->buf, ps, (off_t)(page * ps));
 
 		if (got != (ssize_t)ps)
 			failf("snapshot image %s: short read at page %" PRIu64, path, page);
-		for (unsigned j = 0; j < hp->n; j++) {
-			const struct hev *x = &hp->ev[j];
-			uint64_t next_e = j + 1 < hp->n ? hp->ev[j + 1].e : NEVER;
-			size_t k;
-
-			if (matches_from(s, page, t->buf, x->gen, x->kind, 0, t->scratch)) {
-				a[na++] = (struct ival){ x->b, next_e - 1 };
-				continue;
-			}
-			if (j == 0)
-				continue;
-			/* Torn: a prefix of x over a suffix of the one before. */
-			k = first_mismatch(s, page, t->buf, x->gen, x->kind, t->scratch);
-			if (k > 0 && matches_from(s, page, t->buf, hp->ev[j - 1].gen,
-						  hp->ev[j - 1].kind, k, t->scratch))
-				a[na++] = (struct ival){ x->b, x->e - 1 };
-		}
+		na = page_candidates(t, s, page, t->buf, hp, a);
 		if (!na) {
 			char d[160];
 
@@ -1130,29 +1193,54 @@ static void check_image(struct thr *t, struct rslot *s, const char *path,
 			      hp->n ? hp->ev[hp->n - 1].b : 0,
 			      hp->n ? hp->ev[hp->n - 1].e : 0, s0, s1);
 		}
-		{
-			struct ival before = feas[0];
-			unsigned nbefore = nf;
+		struct ival before = feas[0];
+		unsigned nbefore = nf;
 
-			nf = iv_intersect(feas, nf, a, na);
-			if (!nf) {
-				char d[160], evs[512] = "";
+		nf = iv_intersect(feas, nf, a, na);
+		if (!nf) {
+			char d[160], evs[512], evs2[2048] = "";
 
-				describe(s, page, t->buf, d, sizeof(d));
-				for (unsigned j = 0; j < hp->n; j++)
-					snprintf(evs + strlen(evs), sizeof(evs) - strlen(evs),
-						 " [%s g%" PRIu64 " %" PRIu64 "..%" PRIu64 "]",
-						 kind_name(hp->ev[j].kind), hp->ev[j].gen,
-						 hp->ev[j].b, hp->ev[j].e);
-				failf("snapshot of region %" PRId64 " (%s) is no single cut: page %"
-				      PRIu64 " holds %s, possible only with the instant in %"
-				      PRIu64 "..%" PRIu64 ", but the pages before it need %"
-				      PRIu64 "..%" PRIu64 "%s (snapshot start %" PRIu64 "..%" PRIu64
-				      "); its events:%s",
-				      s->id, path, page, d, a[0].lo, a[na - 1].hi,
-				      before.lo, before.hi, nbefore > 1 ? " (and more)" : "",
-				      s0, s1, evs);
+			describe(s, page, t->buf, d, sizeof(d));
+			page_events(hp, evs, sizeof(evs));
+			/* The other side: the earlier pages that, in turn,
+			 * ruled out the instants this one allows (up to 3
+			 * named, the last the one that left none). */
+			struct ival g[MAX_IV];
+			unsigned ng = na, named = 0;
+
+			memcpy(g, a, na * sizeof(a[0]));
+			for (uint64_t q = 0; q < page && ng; q++) {
+				struct ival b[RING], f[MAX_IV];
+				unsigned nb, nn;
+				char dq[160], eq[512];
+
+				if (pread(fd, t->buf, ps, (off_t)(q * ps)) != (ssize_t)ps)
+					break;
+				nb = page_candidates(t, s, q, t->buf, &h[q], b);
+				if (!nb)
+					continue;
+				memcpy(f, g, ng * sizeof(g[0]));
+				nn = iv_intersect(f, ng, b, nb);
+				if (nn == ng && (!nn || (f[0].lo == g[0].lo && f[nn - 1].hi == g[ng - 1].hi)))
+					continue;
+				describe(s, q, t->buf, dq, sizeof(dq));
+				page_events(&h[q], eq, sizeof(eq));
+				if (!nn || named < 2) {
+					snprintf(evs2 + strlen(evs2), sizeof(evs2) - strlen(evs2),
+						 "; page %" PRIu64 " holds %s (%s)", q, dq, eq);
+					named++;
+				}
+				memcpy(g, f, nn * sizeof(f[0]));
+				ng = nn;
 			}
+			failf("snapshot of region %" PRId64 " (%s) is no single cut: page %"
+			      PRIu64 " holds %s, possible only with the instant in %"
+			      PRIu64 "..%" PRIu64 ", but the pages before it need %"
+			      PRIu64 "..%" PRIu64 "%s (snapshot start %" PRIu64 "..%" PRIu64
+			      "); its events:%s; ruled out by%s",
+			      s->id, path, page, d, a[0].lo, a[na - 1].hi,
+			      before.lo, before.hi, nbefore > 1 ? " (and more)" : "",
+			      s0, s1, evs, evs2);
 		}
 	}
 	close(fd);
