@@ -514,21 +514,31 @@ static unsigned check_region(const struct region *r, uint64_t *reads)
 		swapped += st == PAGE_SWAPPED;
 		writeback += in_writeback(b);
 		image += (b & PG_IMAGE) != 0;
-		CHECK(st != PAGE_SWAPPED || (slot && !(b & (PG_IO | PG_IMAGE))), "swapped without a slot, or busy");
-		CHECK(!(b & PG_READING) || (st == PAGE_RESIDENT && (b & PG_IO)), "read in but not resident and in flight");
-		CHECK(!(b & PG_WAITER) || (b & PG_READING), "a waiter but no read");
-		CHECK(!(b & (PG_GONE | PG_REDIRTY)) || (b & PG_IO), "discarded or re-dirtied with no I/O");
-		CHECK(!(b & PG_IMAGE) || st == PAGE_EMPTY, "in the image but not empty");
-		CHECK(st != PAGE_POISONED || (!slot && !(b & (PG_IO | PG_READING))), "poisoned with a slot or I/O");
+		CHECK(st != PAGE_SWAPPED || (slot && !(b & (PG_IO | PG_IMAGE))),
+		      "swapped without a slot, or busy");
+		CHECK(!(b & PG_READING) || (st == PAGE_RESIDENT && (b & PG_IO)),
+		      "read in but not resident and in flight");
+		CHECK(!(b & PG_WAITER) || (b & PG_READING),
+		      "a waiter but no read");
+		CHECK(!(b & (PG_GONE | PG_REDIRTY)) || (b & PG_IO),
+		      "discarded or re-dirtied with no I/O");
+		CHECK(!(b & PG_IMAGE) || st == PAGE_EMPTY,
+		      "in the image but not empty");
+		CHECK(st != PAGE_POISONED || (!slot && !(b & (PG_IO | PG_READING))),
+		      "poisoned with a slot or I/O");
 		CHECK(st != PAGE_EMPTY || !slot, "empty with a slot");
 		if (cover) {
 			/* A page with PG_IO has an I/O in flight over it (or,
 			 * read, its data held for its fault), and the other
 			 * way round. */
-			CHECK(!in_writeback(b) || (cover[p] & 1), "written out, no write in flight");
-			CHECK(!(b & PG_READING) || (cover[p] & 6), "being read, no read in flight nor data held");
-			CHECK(!(cover[p] & 1) || in_writeback(b), "a write in flight over a page not written out");
-			CHECK(!(cover[p] & 6) || (b & PG_READING), "a read in flight over a page not being read");
+			CHECK(!in_writeback(b) || (cover[p] & 1),
+			      "written out, no write in flight");
+			CHECK(!(b & PG_READING) || (cover[p] & 6),
+			      "being read, no read in flight nor data held");
+			CHECK(!(cover[p] & 1) || in_writeback(b),
+			      "a write in flight over a page not written out");
+			CHECK(!(cover[p] & 6) || (b & PG_READING),
+			      "a read in flight over a page not being read");
 		}
 	}
 	free(cover);
