@@ -8,19 +8,25 @@
  *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
  *   client.c  one connection: protocol requests, checking what a client
  *             sends, tearing a client down
- *   region.c  one region: pagerd's mapping of the memfd, page states
+ *   region.c  one region: pagerd's mapping of the memfd
+ *   page.c    page states and every count kept from them, through named
+ *             transitions, which keep the snapshot rule; the invariant
+ *             checker (page.h)
+ *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
  *   fault.c   the userfaultfd: reading faults and events, resolving them
  *   limits.c  resident accounting against global, client and region
  *             limits; faults that wait for room
  *   clock.c   the Clock hand: which resident page to evict next
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
- *   swapin.c  bringing pages back from swap, readahead, poisoning
+ *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
  *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   swap.c    the swap store: slots, io_uring, CRC32C
  *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
  *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
  *
- * Everything runs on one thread, in one libevent loop.
+ * Everything runs on one thread, in one libevent loop.  Only page.c writes
+ * a page's state (below) or the resident, swapped, writeback, reading and
+ * image_pending counts of regions, clients and the daemon.
  */
 #ifndef PAGERD_H
 #define PAGERD_H
@@ -77,9 +83,9 @@ struct daemon {
 	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 
 	struct swap *swap;          /* NULL: no swap, only zero pages evict */
-	uint64_t resident;          /* pages, all clients */
+	uint64_t resident;          /* pages, all clients (page.c) */
 	uint64_t writeback;         /* of those, being written out */
-	uint64_t reading;           /* of those, being read in */
+	uint64_t reading;           /* swap-in reads in flight (pages) */
 	struct event *evict_ev;     /* runs evict_run() soon */
 	uint64_t evict_rr;          /* round-robin position over regions */
 	bool overcommitted;         /* a limit is exceeded: nothing can evict */
