@@ -1,7 +1,8 @@
 # pagerd / libpager
 #
 #   make              build everything into build/
-#   make check        build and run every test (SANITIZE=1: under ASan+UBSan)
+#   make check        build and run every test (SANITIZE=1: under ASan+UBSan,
+#                     with the page invariant checker on: daemon/page.h)
 #   make soak         the snapshot stress, long (SNAP_STRESS_RUNS=500)
 #   make demo         run the demo: an application bigger than its limit
 #   make bench        benchmarks against the kernel, printed as ratios
@@ -34,7 +35,8 @@ UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
 
 ifeq ($(SANITIZE),1)
 BUILD        ?= build-san
-SANFLAGS     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SANFLAGS     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+                -DPAGERD_CHECK_INVARIANTS
 OPT          ?= -O1
 else
 BUILD        ?= build

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "swap.h"
 
@@ -104,11 +105,6 @@ void page_io_detach_all(struct region *r)
 		 * region's (the read then ends -ESTALE). */
 		page_io_unlink(io);
 	}
-}
-
-void evict_redirty(struct region *r, uint64_t page)
-{
-	r->state[page] |= PG_REDIRTY;
 }
 
 static void writeback_done(void *arg, int res);
@@ -198,7 +194,7 @@ static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
 	/* The slot array now, not when the writes complete: a page whose
 	 * copy cannot be recorded must not be punched (writeback_done). */
 	if (!r->slot && region_set_slot(r, page, -1) < 0) {
-		uffd_protect(r, page, n, false);
+		page_unprotect(r, page, n);
 		return 0;
 	}
 	while (n) {
@@ -233,17 +229,13 @@ static uint64_t writeback_run(struct region *r, uint64_t page, uint64_t n)
 			break;
 		}
 		page_io_link(r, io);
-		for (uint32_t i = 0; i < got; i++)
-			r->state[page + i] = (pgstate_t)((r->state[page + i] & ~PG_REF) | PG_IO);
-		r->writeback += got;
-		r->client->writeback += got;
-		d->writeback += got;
+		page_writeback_started(r, page, got);
 		started += got;
 		page += got;
 		n -= got;
 	}
 	if (n)
-		uffd_protect(r, page, n, false);
+		page_unprotect(r, page, n);
 	return started;
 }
 
@@ -258,16 +250,16 @@ static void punch_run(struct region *r, uint64_t page, uint64_t n,
 {
 	int e;
 
-	/* Zero pages: a snapshot that still needs them records holes. */
 	if (to == PAGE_EMPTY)
-		page_before_change(r, page, n, CHANGE_MEMORY);
-	region_set_state(r, page, n, to);
+		page_zero_evicted(r, page, n);
+	else
+		page_swapped_out(r, page, n);
 	e = region_punch(r, page, n);
 	if (e < 0) {
 		/* The data is still in memory, and correct: only the
 		 * eviction failed, and its client is being dropped for
 		 * it (region_punch()).  Keep the pages (and any slots). */
-		region_set_state(r, page, n, PAGE_RESIDENT);
+		page_evict_undone(r, page, n);
 	}
 }
 
@@ -288,9 +280,6 @@ static void writeback_done(void *arg, int res)
 		return;
 	}
 	page_io_unlink(io);
-	r->writeback -= io->npages;
-	r->client->writeback -= io->npages;
-	d->writeback -= io->npages;
 	for (uint32_t i = 0; i <= io->npages; i++) {
 		uint64_t p = io->page + i;
 		pgstate_t b = i < io->npages ? r->state[p] : 0;
@@ -328,15 +317,11 @@ static void writeback_done(void *arg, int res)
 			break;
 		if (d->swap)
 			swap_free(d->swap, io->slot + i, 1);
-		if (b & PG_GONE) {
-			region_set_state(r, p, 1, PAGE_EMPTY);
-		} else {
-			/* Kept: still resident and dirty. */
-			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_REDIRTY));
-			if (b & PG_REDIRTY) {
-				r->stats.evict_aborted++;
-				d->stats.evict_aborted++;
-			}
+		/* Kept: still resident and dirty (or discarded: empty). */
+		page_writeback_ended(r, p);
+		if ((b & PG_REDIRTY) && !(b & PG_GONE)) {
+			r->stats.evict_aborted++;
+			d->stats.evict_aborted++;
 		}
 	}
 	if (res < 0)
@@ -410,7 +395,7 @@ static uint64_t evict_dirty(struct region *r, const uint64_t *v, size_t n,
 		} else {
 			/* Completions bring us back. */
 			idle_because(idle, EVICT_IO);
-			uffd_protect(r, v[i], j - i, false);
+			page_unprotect(r, v[i], j - i);
 		}
 		i = j;
 	}
@@ -445,19 +430,19 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n,
 			 * write can have slipped in.  Swapped before the
 			 * punch, as in punch_run(). */
 			for (size_t k = i; k < j; k++)
-				region_set_state(r, v[k], 1, PAGE_SWAPPED);
+				page_swapped_out(r, v[k], 1);
 			e = region_punch(r, first, span);
 			if (e < 0) {
 				/* Still in memory, and correct: keep them
 				 * (the client is being dropped for it). */
 				for (size_t k = i; k < j; k++)
-					region_set_state(r, v[k], 1, PAGE_RESIDENT);
+					page_evict_undone(r, v[k], 1);
 			} else {
 				r->stats.evict_clean += j - i;
 				d->stats.evict_clean += j - i;
 				freed += j - i;
 			}
-		} else if ((e = uffd_protect(r, first, span, true)) == -EAGAIN) {
+		} else if ((e = uffd_writeprotect(r, first, span, true)) == -EAGAIN) {
 			/* An event is unread: try again once the loop has
 			 * read it. */
 			idle_because(idle, EVICT_BLOCKED);
@@ -509,12 +494,11 @@ static void refresh_refs(struct region *r, uint64_t from, uint64_t n)
 		if (!(pm[i] >> 63) || pg_state(b) != PAGE_RESIDENT ||
 		    (b & (PG_REF | PG_READING)))
 			continue;
-		if (b & PG_RA) {
-			r->state[p] = (pgstate_t)((b & ~PG_RA) | PG_REF);
+		if (page_ra_used(r, p)) {
 			r->stats.readahead_hits++;
 			d->stats.readahead_hits++;
 		} else {
-			r->state[p] = (pgstate_t)(b | PG_REF | PG_HOT_MASK);
+			page_hot(r, p);
 		}
 	}
 }
@@ -597,7 +581,7 @@ static enum evict_status evict_region(struct region *r, uint64_t want,
 			size_t sent = agent_drop(r, sample, nsample);
 
 			for (size_t i = sent; i < nsample; i++)
-				r->state[sample[i]] |= PG_REF;
+				page_referenced(r, sample[i]);
 			if (sent < nsample) {
 				agent_full = true;
 				break;

@@ -22,128 +22,9 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
-#include "uffd_compat.h"
-
-int uffd_check(int fd, uint64_t *ret_features)
-{
-	char path[64], buf[512], target[64];
-	unsigned long long api, features;
-	ssize_t n;
-	FILE *f;
-	int found = 0;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return -EBADF;
-	target[n] = '\0';
-	if (strcmp(target, "anon_inode:[userfaultfd]") != 0)
-		return -EBADF;
-	/* The features in force are what the client's UFFDIO_API asked for;
-	 * read them from the kernel rather than trust the hello. */
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	f = fopen(path, "re");
-	if (!f)
-		return -EBADF;
-	while (fgets(buf, sizeof(buf), f))
-		if (sscanf(buf, "API:\t%llx:%llx:", &api, &features) == 2)
-			found = 1;
-	fclose(f);
-	if (!found)
-		return -EBADF;
-	if ((features & PAGER_UFFD_FEATURES_REQUIRED) != PAGER_UFFD_FEATURES_REQUIRED)
-		return -EOPNOTSUPP;
-	*ret_features = features;
-	return 0;
-}
-
-void uffd_wake(struct client *c, uint64_t addr, uint64_t len)
-{
-	struct uffdio_range rng = { .start = addr, .len = len };
-
-	if (ioctl(c->uffd, UFFDIO_WAKE, &rng) < 0 && errno != ENOENT &&
-	    errno != ESRCH)
-		log_debug("client %" PRIu64 ": UFFDIO_WAKE: %m", c->id);
-}
-
-int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp)
-{
-	struct client *c = r->client;
-	size_t ps = c->d->page_size;
-	struct uffdio_writeprotect w = {
-		.range = { .start = r->addr + page * ps, .len = n * ps },
-		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
-	};
-
-	/* A write let in must not reach a page a snapshot still needs. */
-	if (!wp)
-		page_before_change(r, page, n, CHANGE_MEMORY);
-	if (ioctl(c->uffd, UFFDIO_WRITEPROTECT, &w) < 0)
-		return -errno;
-	if (!wp)
-		snapshot_note_writable(r, page, n);
-	return 0;
-}
-
-int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
-		  const void *src, bool wp)
-{
-	struct client *c = r->client;
-	size_t ps = c->d->page_size;
-	struct uffdio_copy cp = {
-		.dst = r->addr + page * ps,
-		.src = (uintptr_t)src,
-		.len = n * ps,
-		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
-	};
-
-	if (!wp)
-		page_before_change(r, page, n, CHANGE_MEMORY);
-	if (ioctl(c->uffd, UFFDIO_COPY, &cp) == 0)
-		cp.copy = (int64_t)(n * ps);
-	else if (cp.copy <= 0)
-		return -errno;
-	if (!wp)
-		snapshot_note_writable(r, page, (uint64_t)cp.copy / ps);
-	return cp.copy / (int64_t)ps;
-}
-
-/*
- * Puts data into the page cache at [page, page+n) without mapping it in the
- * client (its next access there is an ordinary kernel fault, no round trip
- * through us).  The kernel maps such a page by itself, so only complete
- * data may ever reach the page cache: pwrite() fills each page under its
- * lock, and a fault waits for that.  With wp, the range is write-protected
- * first (a marker where nothing is mapped), so that the kernel maps the
- * pages protected and a write to them comes to us: they are clean.
- * Returns the pages written from the first, or -errno.
- */
-int64_t region_install(struct region *r, uint64_t page, uint64_t n,
-		       const void *data, bool wp)
-{
-	size_t ps = r->client->d->page_size;
-	ssize_t done;
-	int e;
-
-	if (wp && (e = uffd_protect(r, page, n, true)) < 0)
-		return e;
-	if (!wp)
-		page_before_change(r, page, n, CHANGE_MEMORY);
-	do
-		done = pwrite(r->memfd, data, n * ps, (off_t)(page * ps));
-	while (done < 0 && errno == EINTR);
-	if (done < 0) {
-		e = -errno;
-		/* Short of memory is pagerd's (the page cache is charged
-		 * to it); anything else is the client's memfd refusing
-		 * writes (see region_punch()). */
-		if (e != -ENOMEM)
-			client_misbehaved(r->client, "its memfd refuses writes", e);
-		return e;
-	}
-	return done / (ssize_t)ps;
-}
+#include "uffd.h"
 
 /*
  * Picks how many pages to zero-fill for a first touch at `page`.
@@ -201,38 +82,20 @@ static uint64_t empty_run(struct region *r, uint64_t page, uint64_t want)
 }
 
 /*
- * One UFFDIO_ZEROPAGE over [page, page+n).  Returns the pages filled (and
- * woken), 0 if the first page already existed (nothing woken), or -errno.
+ * One UFFDIO_ZEROPAGE over [page, page+n) (page_zero_fill()).  Returns the
+ * pages filled (and woken), 0 if the first page already existed (nothing
+ * woken), or -errno.
  */
 static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 			 uint64_t n)
 {
-	size_t ps = c->d->page_size;
-	struct uffdio_zeropage zp = {
-		.range = { .start = r->addr + page * ps, .len = n * ps },
-	};
+	int64_t done = page_zero_fill(r, page, n);
 
-	/* Mapped writable: a pending page (one emptied since the instant
-	 * without being recorded) is a hole in the image first. */
-	page_before_change(r, page, n, CHANGE_MEMORY);
-	if (ioctl(c->uffd, UFFDIO_ZEROPAGE, &zp) == 0)
-		zp.zeropage = (int64_t)(n * ps);
-	else if (zp.zeropage > 0)
-		; /* partial: the rest hit a populated page or an event */
-	else if (errno == EEXIST) {
-		/* Resolved by a racing fault, or never really discarded. */
-		region_set_state(r, page, 1, PAGE_RESIDENT);
-		return 0;
-	} else
-		return -errno;
-	uint64_t done = (uint64_t)zp.zeropage / ps;
-	snapshot_note_writable(r, page, done);
-	region_set_state(r, page, done, PAGE_RESIDENT);
-	for (uint64_t i = 0; i < done; i++)
-		r->state[page + i] |= PG_REF;
-	c->d->stats.pages_zero_filled += done;
-	r->stats.pages_zero_filled += done;
-	return (int64_t)done;
+	if (done > 0) {
+		c->d->stats.pages_zero_filled += (uint64_t)done;
+		r->stats.pages_zero_filled += (uint64_t)done;
+	}
+	return done;
 }
 
 /*
@@ -257,7 +120,7 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 		 * every thread waiting on it (a held readahead marker goes
 		 * in now). */
 		if (!swapin_take_marker(r, page))
-			r->state[page] |= PG_WAITER;
+			page_add_waiter(r, page);
 		return 0;
 	}
 	switch (pg_state(b)) {
@@ -267,7 +130,7 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 		return swapin_fault(c, r, page,
 				    m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE);
 	case PAGE_POISONED:
-		return swapin_poison(r, page);
+		return uffd_poison(r, page);
 	case PAGE_RESIDENT:
 		/*
 		 * MISSING where we count the page resident.  The event may
@@ -283,12 +146,9 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 			return 0;
 		}
 		/* Really gone: the client discarded it (MADV_REMOVE) before
-		 * we read the event.  A write-back in flight keeps nothing. */
-		page_before_change(r, page, 1, CHANGE_GONE | CHANGE_SLOT);
-		region_drop_slot(r, page);
-		region_set_state(r, page, 1, PAGE_EMPTY);
-		if (b & PG_IO) /* write-back in flight: keep what we fill now */
-			r->state[page] |= PG_IO | PG_REDIRTY;
+		 * we read the event.  A write-back in flight keeps nothing
+		 * (and will keep what we fill now). */
+		page_emptied(r, page);
 		break;
 	case PAGE_EMPTY:
 		if (b & PG_IMAGE) {
@@ -314,9 +174,7 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	 */
 	if (n == 0)
 		n = 1; /* we thought it populated; the kernel knows better */
-	b = r->state[page] & (PG_IO | PG_REDIRTY);
 	done = zero_fill(c, r, page, n > 32 ? 32 : n);
-	r->state[page] |= b;
 	if (done == 0) {
 		uffd_wake(c, r->addr + page * d->page_size, d->page_size);
 		done = 1;
@@ -360,21 +218,11 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 
 	c->d->stats.faults_wp++;
 	r->stats.faults_wp++;
-	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING)) {
-		if (b & PG_FRESH) {
-			r->recent_rewrites++;
-			r->state[page] &= (pgstate_t)~PG_FRESH;
-		}
-		/* Snapshot running: the old data goes to the image first
-		 * (before a clean page's slot goes). */
-		page_before_change(r, page, 1, CHANGE_MEMORY);
-		if (b & PG_IO)
-			evict_redirty(r, page);
-		else
-			region_drop_slot(r, page);
-		r->state[page] |= PG_REF;
-	}
-	e = uffd_protect(r, page, 1, false);
+	/* Dirty from now (a snapshot copies the old data first); a swap-in
+	 * rewritten so soon counts for mapping the next ones writable. */
+	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING) && page_dirtied(r, page))
+		r->recent_rewrites++;
+	e = page_unprotect(r, page, 1);
 	if (e == -EAGAIN)
 		return -EAGAIN;
 	if (e < 0 && e != -ENOENT && e != -ESRCH)

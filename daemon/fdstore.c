@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "page.h"
 #include "swap.h"
 
 /* What a stored descriptor is, from its name. */
@@ -868,7 +869,7 @@ static void settle(struct region *r, const uint64_t *present, bool have_image,
 			region_punch(r, p, 1);
 			n->punched++;
 		}
-		r->state[p] = (pgstate_t)(to | keep);
+		page_adopt(r, p, (pgstate_t)(to | keep));
 		switch (to) {
 		case PAGE_RESIDENT: n->resident++; break;
 		case PAGE_SWAPPED: n->swapped++; break;
@@ -979,15 +980,10 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 
 	settle(r, present, image != NULL, &n);
 	free(present);
-	r->resident = n.resident;
-	r->swapped = n.swapped;
-	c->resident += n.resident;
-	d->resident += n.resident;
+	page_adopted(r);
 	r->stats.poisoned += n.lost;
 	d->stats.poisoned += n.lost;
 	if (image) {
-		for (uint64_t p = 0; p < r->npages; p++)
-			r->image_pending += (r->state[p] & PG_IMAGE) != 0;
 		restore_resume(r, take(image), h.flags & FDSTORE_R_IMAGE_PREFETCH);
 		r->stored |= STORED_IMAGE;
 	}

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "page.h"
 #include "pagerd.h"
 #include "swap.h"
 
@@ -421,7 +422,16 @@ int main(int argc, char **argv)
 		goto out;
 
 	notify_ready(&d);
+#ifdef PAGERD_CHECK_INVARIANTS
+	/* Test builds: the page invariants are checked after every turn of
+	 * the loop (every event handled), and a violation aborts. */
+	log_notice("page invariants checked after every event");
+	while (!event_base_got_break(d.base) && !event_base_got_exit(d.base) &&
+	       event_base_loop(d.base, EVLOOP_ONCE) == 0)
+		page_check_daemon(&d);
+#else
 	event_base_dispatch(d.base);
+#endif
 	rc = 0;
 	/* Under systemd with the fd store, the clients live on in it: a
 	 * successor takes them over. */

@@ -8,19 +8,25 @@
  *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
  *   client.c  one connection: protocol requests, checking what a client
  *             sends, tearing a client down
- *   region.c  one region: pagerd's mapping of the memfd, page states
+ *   region.c  one region: pagerd's mapping of the memfd
+ *   page.c    page states and every count kept from them, through named
+ *             transitions, which keep the snapshot rule; the invariant
+ *             checker (page.h)
+ *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
  *   fault.c   the userfaultfd: reading faults and events, resolving them
  *   limits.c  resident accounting against global, client and region
  *             limits; faults that wait for room
  *   clock.c   the Clock hand: which resident page to evict next
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
- *   swapin.c  bringing pages back from swap, readahead, poisoning
+ *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
  *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   swap.c    the swap store: slots, io_uring, CRC32C
  *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
  *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
  *
- * Everything runs on one thread, in one libevent loop.
+ * Everything runs on one thread, in one libevent loop.  Only page.c writes
+ * a page's state (below) or the resident, swapped, writeback, reading and
+ * image_pending counts of regions, clients and the daemon.
  */
 #ifndef PAGERD_H
 #define PAGERD_H
@@ -35,6 +41,7 @@
 #include "config.h"
 #include "counters.h"
 #include "proto.h"
+#include "uffd.h"
 
 struct event_base;
 struct event;
@@ -57,6 +64,7 @@ struct counters {
 	} while (0)
 
 struct swap;
+struct page_watch;
 
 struct daemon {
 	struct config cfg;
@@ -74,9 +82,9 @@ struct daemon {
 	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 
 	struct swap *swap;          /* NULL: no swap, only zero pages evict */
-	uint64_t resident;          /* pages, all clients */
+	uint64_t resident;          /* pages, all clients (page.c) */
 	uint64_t writeback;         /* of those, being written out */
-	uint64_t reading;           /* of those, being read in */
+	uint64_t reading;           /* swap-in reads in flight (pages) */
 	struct event *evict_ev;     /* runs evict_run() soon */
 	uint64_t evict_rr;          /* round-robin position over regions */
 	bool over_limit;            /* limits.c: the global limit is let go */
@@ -219,6 +227,8 @@ struct region {
 	 * (read-modify-write saves a write-protect round trip). */
 	uint32_t recent_swapins, recent_rewrites, swapin_seq;
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
+	/* Told of page changes before they happen (page.c; the snapshot). */
+	const struct page_watch *watch;
 	int image_fd;           /* restored from this image, or -1 */
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
 	bool image_prefetch;
@@ -326,8 +336,6 @@ void region_reconcile(struct region *r);
 void client_reconcile(struct client *c);
 struct region *region_find(struct client *c, uint64_t addr);
 struct region *region_find_id(struct client *c, uint64_t id);
-void region_set_state(struct region *r, uint64_t first, uint64_t n,
-		      enum page_state st);
 /* The page's swap slot, or -1. */
 static inline int64_t region_slot(const struct region *r, uint64_t page)
 {
@@ -366,15 +374,6 @@ void fault_forget_parked(struct region *r);
 /* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r);
-void uffd_wake(struct client *c, uint64_t addr, uint64_t len);
-int uffd_protect(struct region *r, uint64_t page, uint64_t n, bool wp);
-/* UFFDIO_COPY src to [page, page+n) (absent from the page cache), mapped
- * write-protected if wp; wakes the threads waiting there.  Returns pages
- * done (from the first) or -errno. */
-int64_t uffd_copy(struct region *r, uint64_t page, uint64_t n,
-		  const void *src, bool wp);
-int64_t region_install(struct region *r, uint64_t page, uint64_t n,
-		       const void *data, bool wp);
 
 /* evict.c: how an eviction for one limit ended (evict.c's on_evict()
  * reschedules by it, limits_evicted() decides on it).  In this order, the
@@ -444,8 +443,6 @@ size_t clock_scan(pgstate_t *state, uint64_t npages, uint64_t *hand,
 /* evict.c */
 void evict_kick(struct daemon *d);
 void evict_init(struct daemon *d);
-/* A write-protect fault on a page under write-back. */
-void evict_redirty(struct region *r, uint64_t page);
 /* I/O in flight on a region's list (region.ios); unlink also forgets the
  * region.  The region is going: in-flight I/O no longer refers to it. */
 void page_io_link(struct region *r, struct page_io *io);
@@ -467,15 +464,11 @@ void swapin_release_markers(struct region *r, bool install);
 /* Eviction: up to max held markers go back to swap (their slots hold the
  * data).  Returns how many. */
 uint64_t swapin_drop_markers(struct region *r, uint64_t max);
-int swapin_poison(struct region *r, uint64_t page);
 
 /* snapshot.c */
 /* Starts a snapshot of r into fd for `requester`: returns REQUEST_DEFERRED
  * (the reply follows at the instant), or -errno. */
 int snapshot_start(struct client *requester, struct region *r, int fd);
-/* Pages the loop made writable (mapped without write protection, or
- * un-protected) while a snapshot's write-protection pass runs. */
-void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n);
 /* The client waiting for a snapshot's start is gone. */
 void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
@@ -494,24 +487,6 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 void restore_resume(struct region *r, int fd, bool prefetch);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
-/*
- * The snapshot rule, for every path that changes pages: a page a running
- * snapshot has still to copy keeps its content of the instant until it is
- * copied.  Called before [first, first+n) lose what `what` says; each
- * pending page whose data of the instant is in what goes is copied first
- * (from memory, from the restore image, or by the snapshot taking its swap
- * slot over until read) or recorded as a hole if it is zero, and is no
- * longer pending.  Pages whose data is elsewhere stay pending.  A failure
- * fails the snapshot, never the change.
- */
-#define CHANGE_MEMORY 0x1 /* the memfd's data: punched, or a write let in
-			   * (un-protect, zero-fill, writable install) */
-#define CHANGE_SLOT   0x2 /* the swap slot: freed */
-#define CHANGE_IMAGE  0x4 /* the claim on the restore image (PG_IMAGE) */
-#define CHANGE_GONE   0x8 /* the memfd lost its data already (the client
-			   * punched it): only a clean page's slot has it */
-void page_before_change(struct region *r, uint64_t first, uint64_t n,
-			unsigned what);
 int restore_attach(struct region *r, int fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);
@@ -526,9 +501,6 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Pages the hand may pass from where it is before it reaches drops still
  * in the agent's hands (UINT64_MAX: none). */
 uint64_t agent_fence_room(struct region *r);
-/* Checks that fd is a userfaultfd and reads the features it was opened
- * with.  Returns 0, -EBADF (not a uffd), or -EOPNOTSUPP (features missing). */
-int uffd_check(int fd, uint64_t *ret_features);
 
 uint64_t now_ms(void);
 uint64_t now_ns(void);

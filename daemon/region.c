@@ -18,6 +18,7 @@
 
 #include "fdstore.h"
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "swap.h"
 
@@ -237,21 +238,11 @@ void region_destroy(struct region *r)
 	/* Held readahead markers: their slots still hold the data. */
 	for (int i = 0; i < SWAPIN_STREAMS; i++)
 		free(r->ra[i].held);
-	for (uint64_t p = 0; p < r->npages; p++) {
-		/* Handed over: the states and slots are the successor's. */
-		if (d->handover)
-			break;
+	/* Handed over: the states and slots are the successor's. */
+	for (uint64_t p = 0; p < r->npages && !d->handover; p++)
 		if (r->slot && r->slot[p])
 			region_drop_slot(r, p);
-		if (pg_state(r->state[p]) == PAGE_RESIDENT)
-			region_set_state(r, p, 1, PAGE_EMPTY);
-	}
-	if (d->handover) {
-		r->client->resident -= r->resident;
-		d->resident -= r->resident;
-	}
-	d->writeback -= r->writeback;
-	r->client->writeback -= r->writeback;
+	page_region_gone(r);
 	region_remove(r->client, r);
 	munmap(r->map, r->len);
 	close(r->memfd);
@@ -335,27 +326,16 @@ int region_discard(struct region *r, uint64_t first, uint64_t n)
 {
 	int e;
 
-	/* A running snapshot gets the pages as they were first: a discard
-	 * after its instant does not change its image. */
-	page_before_change(r, first, n, CHANGE_MEMORY | CHANGE_SLOT | CHANGE_IMAGE);
+	/* The states first (a running snapshot gets the pages as they were
+	 * before they change), then the memory: a punch that fails drops
+	 * the client (region_punch()), so its states no longer matter. */
+	page_discarded(r, first, n);
+	for (uint64_t p = first; p < first + n; p++)
+		if (r->state[p] & PG_READING)
+			swapin_forget_marker(r, p); /* a marker's data, held */
 	e = region_punch(r, first, n);
 	if (e < 0)
 		return e;
-	for (uint64_t p = first; p < first + n; p++) {
-		/* The client's page table keeps a poison marker that no
-		 * punch removes: the page stays poisoned (SIGBUS). */
-		if (pg_state(r->state[p]) == PAGE_POISONED)
-			continue;
-		if (r->state[p] & PG_READING)
-			swapin_forget_marker(r, p);
-		/* With I/O in flight the completion finds GONE and leaves
-		 * the page empty (a swap-in also finds its slot freed). */
-		region_drop_slot(r, p);
-		if (r->state[p] & PG_IO)
-			r->state[p] |= PG_GONE;
-		else
-			region_set_state(r, p, 1, PAGE_EMPTY);
-	}
 	evict_kick(r->client->d);
 	return 0;
 }
@@ -454,9 +434,7 @@ void region_reconcile(struct region *r)
 			 * completes. */
 			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO))
 				continue;
-			page_before_change(r, p, 1, CHANGE_GONE | CHANGE_SLOT);
-			region_drop_slot(r, p);
-			region_set_state(r, p, 1, PAGE_EMPTY);
+			page_emptied(r, p);
 		}
 	}
 }
@@ -465,40 +443,4 @@ void client_reconcile(struct client *c)
 {
 	for (size_t i = 0; i < c->nregions; i++)
 		region_reconcile(c->regions[i]);
-}
-
-/*
- * Sets the state of pages (clearing their flags) and keeps the resident and
- * swapped counts of the region, its client and the daemon true: this is the
- * only place they change.
- */
-void region_set_state(struct region *r, uint64_t first, uint64_t n,
-		      enum page_state st)
-{
-	struct client *c = r->client;
-	struct daemon *d = c->d;
-
-	for (uint64_t p = first; p < first + n && p < r->npages; p++) {
-		enum page_state old = pg_state(r->state[p]);
-
-		if (r->state[p] & PG_IMAGE)
-			r->image_pending--;
-		r->state[p] = (pgstate_t)st;
-		if (old == st)
-			continue;
-		if (old == PAGE_RESIDENT) {
-			r->resident--;
-			c->resident--;
-			d->resident--;
-		} else if (old == PAGE_SWAPPED) {
-			r->swapped--;
-		}
-		if (st == PAGE_RESIDENT) {
-			r->resident++;
-			c->resident++;
-			d->resident++;
-		} else if (st == PAGE_SWAPPED) {
-			r->swapped++;
-		}
-	}
 }

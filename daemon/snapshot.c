@@ -29,8 +29,8 @@
  * of the instant until it is copied.  Every path that is about to empty a
  * page (a discard, a zero eviction, the client's own punch found out),
  * free the swap slot that holds its data, or let a write reach it (an
- * un-protect, a zero-fill or a writable install) calls page_before_change()
- * first, which copies each pending page from wherever its data is — from
+ * un-protect, a zero-fill or a writable install) is a transition of page.c,
+ * which calls page_before_change() first (the region's watch), which copies each pending page from wherever its data is — from
  * memory into a bounce buffer, from the restore image, or, for data only
  * in a swap slot, by taking the slot over until the copier has read it —
  * or records it as a hole if it reads as zero.  A write-protect fault is
@@ -66,6 +66,7 @@
 
 #include "fdstore.h"
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "swap.h"
 
@@ -151,7 +152,9 @@ static void bit_set(uint64_t *m, uint64_t i)
 	m[i / 64] |= 1ull << (i % 64);
 }
 
-void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n)
+/* Pages the loop made writable (mapped without write protection, or
+ * un-protected) while a snapshot's write-protection pass runs. */
+static void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n)
 {
 	struct snapshot *s = r->snap;
 
@@ -213,7 +216,7 @@ static void unprotect_dirty(struct region *r)
 		       !(r->state[p + n] & PG_IO) && region_slot(r, p + n) < 0)
 			n++;
 		if (n) {
-			if (uffd_protect(r, p, n, false) < 0)
+			if (page_unprotect(r, p, n) < 0)
 				return; /* an event is unread: they fault once instead */
 			p += n;
 		} else {
@@ -516,8 +519,19 @@ static int save_image(struct snapshot *s, uint64_t page, uint64_t n)
 	return e;
 }
 
-void page_before_change(struct region *r, uint64_t first, uint64_t n,
-			unsigned what)
+/*
+ * The snapshot rule, for every path that changes pages (page.c calls it
+ * through the region's watch): a page a running snapshot has still to copy
+ * keeps its content of the instant until it is copied.  Called before
+ * [first, first+n) lose what `what` says (page.h: CHANGE_*); each pending
+ * page whose data of the instant is in what goes is copied first (from
+ * memory, from the restore image, or by the snapshot taking its swap slot
+ * over until read) or recorded as a hole if it is zero, and is no longer
+ * pending.  Pages whose data is elsewhere stay pending.  A failure fails
+ * the snapshot, never the change.
+ */
+static void page_before_change(struct region *r, uint64_t first, uint64_t n,
+			       unsigned what)
 {
 	struct snapshot *s = r->snap;
 	uint64_t end = first + n < r->npages ? first + n : r->npages;
@@ -598,6 +612,13 @@ void page_before_change(struct region *r, uint64_t first, uint64_t n,
 	if (s->nheld != held)
 		snap_kick(s);
 }
+
+/* How page.c tells a running snapshot of changes (page.h). */
+static const struct page_watch snapshot_watch = {
+	.before_change = page_before_change,
+	.made_writable = snapshot_note_writable,
+	.pending = snapshot_pending,
+};
 
 static void snap_read_done(void *arg, int res);
 
@@ -901,18 +922,14 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 static void *protect_region(void *arg)
 {
 	struct snapshot *s = arg;
-	struct uffdio_writeprotect w = {
-		.range = { .start = s->protect_addr, .len = s->protect_len },
-		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
-	};
 	uint64_t t0 = now_ns(), one = 1;
 	int e = 0;
 
 	/* Behind the application's threads (and our loop) for the CPU: a
 	 * writer the walk preempted would wait as if paused. */
 	setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
-	for (int tries = 0; ioctl(s->protect_uffd, UFFDIO_WRITEPROTECT, &w) < 0; tries++) {
-		e = -errno;
+	for (int tries = 0; (e = uffd_writeprotect_range(s->protect_uffd, s->protect_addr,
+							 s->protect_len)) < 0; tries++) {
 		/* EAGAIN: an event's sender is finishing (nothing was done) */
 		if (e != -EAGAIN || tries == 1000)
 			break;
@@ -977,7 +994,7 @@ static int protect_noted(struct snapshot *s)
 				bit_clr(s->reprotect, p + n);
 				n++;
 			}
-			for (int tries = 0; (e = uffd_protect(r, p, n, true)) == -EAGAIN &&
+			for (int tries = 0; (e = uffd_writeprotect(r, p, n, true)) == -EAGAIN &&
 					    tries < 1000; tries++)
 				sched_yield();
 			if (e < 0 && e != -ENOENT)
@@ -1121,6 +1138,7 @@ int snapshot_start(struct client *requester, struct region *r, int fd)
 	if (r->snap)
 		snap_free(r->snap);
 	r->snap = s;
+	r->watch = &snapshot_watch;
 	s->waiter = requester;
 	requester->waiting_on = s;
 	fdstore_region_sync(r); /* a successor reports it failed */
@@ -1242,13 +1260,13 @@ static int restore_read(struct region *r, uint64_t page, uint64_t n)
 			r->id, page, n, strerror(-e));
 		if (done > 0) {
 			/* The first pages went in; the rest stay in the image. */
-			region_set_state(r, page, (uint64_t)done, PAGE_RESIDENT);
+			page_image_read(r, page, (uint64_t)done);
 			counter_add(r, image_reads, (uint64_t)done);
 			return 0;
 		}
 		return e;
 	}
-	region_set_state(r, page, n, PAGE_RESIDENT);
+	page_image_read(r, page, n);
 	counter_add(r, image_reads, n);
 	return 0;
 }
@@ -1274,12 +1292,12 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
 	if (restore_read(r, page, n ? n : 1) < 0) {
 		/* The data cannot be had: never zeros in its place. */
-		region_set_state(r, page, 1, PAGE_POISONED);
+		page_poisoned(r, page);
 		r->stats.poisoned++;
 		c->d->stats.poisoned++;
-		return swapin_poison(r, page);
+		return uffd_poison(r, page);
 	}
-	r->state[page] |= PG_REF;
+	page_referenced(r, page);
 	uffd_wake(c, r->addr + page * c->d->page_size, c->d->page_size);
 	if (limits_pressure(r))
 		evict_kick(c->d);
@@ -1336,10 +1354,8 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 			hole = st.st_size;
 		for (uint64_t p = (uint64_t)data / ps;
 		     p < r->npages && p * ps < (uint64_t)hole; p++) {
-			if (!(r->state[p] & PG_IMAGE)) {
-				r->state[p] |= PG_IMAGE;
-				r->image_pending++;
-			}
+			if (!(r->state[p] & PG_IMAGE))
+				page_in_image(r, p);
 		}
 		off = hole;
 	}

@@ -36,9 +36,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "swap.h"
-#include "uffd_compat.h"
 
 #define READAHEAD_MIN 8
 #define READAHEAD_MAX 256 /* pages: 1 MiB */
@@ -48,45 +48,12 @@ static void release_marker(struct region *r, struct readahead_stream *s,
 			   bool install);
 static int retry_pages(struct region *r, struct page_io *io);
 
-int swapin_poison(struct region *r, uint64_t page)
-{
-	struct client *c = r->client;
-	size_t ps = c->d->page_size;
-	struct uffdio_poison po = {
-		.range = { .start = r->addr + page * ps, .len = ps },
-	};
-
-	if (!(c->uffd_features & UFFD_FEATURE_POISON)) {
-		/* The kernel cannot deliver SIGBUS for us: leave the thread
-		 * waiting rather than hand it wrong data. */
-		return 0;
-	}
-	struct uffdio_writeprotect unprotect = {
-		.range = po.range, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
-	};
-
-	/* A page evicted while write-protected leaves a write-protect
-	 * marker where its PTE was; POISON wants none there. */
-	ioctl(c->uffd, UFFDIO_WRITEPROTECT, &unprotect);
-	if (ioctl(c->uffd, UFFDIO_POISON, &po) < 0) {
-		if (errno == EAGAIN && po.updated <= 0)
-			return -EAGAIN;
-		if (errno == EEXIST)
-			uffd_wake(c, po.range.start, ps);
-		else if (errno != ENOENT && errno != ESRCH)
-			log_warn("region %" PRIu64 " page %" PRIu64 ": UFFDIO_POISON: %m",
-				 r->id, page);
-	}
-	return 0;
-}
-
 static void poison_page(struct region *r, uint64_t page, const char *why)
 {
 	struct daemon *d = r->client->d;
 
 	region_punch(r, page, 1);
-	region_drop_slot(r, page);
-	region_set_state(r, page, 1, PAGE_POISONED);
+	page_poisoned(r, page);
 	r->stats.poisoned++;
 	d->stats.poisoned++;
 	/* Each loss is worth a line, but a failing disk loses thousands:
@@ -107,7 +74,7 @@ static void poison_page(struct region *r, uint64_t page, const char *why)
 		held++;
 	/* Not in a fault: if an event is unread, wake whoever waits; they
 	 * fault again and the fault path poisons (and retries) for them. */
-	if (swapin_poison(r, page) == -EAGAIN)
+	if (uffd_poison(r, page) == -EAGAIN)
 		uffd_wake(r->client, r->addr + page * d->page_size, d->page_size);
 }
 
@@ -152,17 +119,12 @@ static int read_run(struct region *r, uint64_t page, uint32_t n, bool readahead,
 		free(io);
 		return e;
 	}
-	/* Resident from now (counted against the limits), though nothing is
-	 * in the page cache until the data is checked and installed. */
-	region_set_state(r, page, n, PAGE_RESIDENT);
-	for (uint32_t i = 0; i < n; i++)
-		r->state[page + i] |= PG_IO | PG_READING;
+	page_swapin_started(r, page, n);
 	page_io_link(r, io);
 	if (readahead) {
 		r->stats.readahead += n;
 		d->stats.readahead += n;
 	}
-	d->reading += n;
 	return 0;
 }
 
@@ -184,12 +146,11 @@ static uint64_t read_ahead(struct region *r, struct readahead_stream *s,
 		}
 		if (read_run(r, p, n, true, UINT64_MAX) < 0)
 			break;
-		for (uint32_t i = 0; i < n; i++)
-			r->state[p + i] |= PG_RA;
+		page_set_readahead(r, p, n);
 		if (!marked) {
 			/* A marker still held was passed by: it goes in. */
 			release_marker(r, s, true);
-			r->state[p] |= PG_RA_MARK;
+			page_set_ra_mark(r, p);
 			s->marker = p;
 			marked = true;
 		}
@@ -260,9 +221,9 @@ int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 			uffd_wake(c, r->addr + page * d->page_size, d->page_size);
 		return 0;
 	}
-	r->state[page] |= PG_REF;
-	for (uint32_t i = 1; i < n; i++)
-		r->state[page + i] |= PG_RA;
+	page_referenced(r, page);
+	if (n > 1)
+		page_set_readahead(r, page + 1, n - 1);
 	if (n > 1) {
 		r->stats.readahead += n - 1;
 		d->stats.readahead += n - 1;
@@ -281,7 +242,7 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 	struct daemon *d = r->client->d;
 	pgstate_t b = r->state[page];
 
-	r->state[page] = (pgstate_t)(b & ~(PG_RA | PG_RA_MARK));
+	page_ra_reached(r, page);
 	if (!(b & PG_RA_MARK))
 		return;
 	for (int i = 0; i < SWAPIN_STREAMS; i++) {
@@ -292,13 +253,8 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 			continue;
 		/* The application walked through the window before the
 		 * marker: every page of it was used. */
-		for (uint64_t p = s->window_start; p < page && p < r->npages; p++) {
-			if (r->state[p] & PG_RA) {
-				/* Used once: referenced, not hot. */
-				r->state[p] = (pgstate_t)((r->state[p] & ~PG_RA) | PG_REF);
-				hits++;
-			}
-		}
+		for (uint64_t p = s->window_start; p < page && p < r->npages; p++)
+			hits += page_ra_used(r, p);
 		r->stats.readahead_hits += hits;
 		d->stats.readahead_hits += hits;
 		s->used = ++r->ra_clock;
@@ -339,10 +295,9 @@ static void install_run(struct region *r, uint64_t page, uint64_t n,
 			 r->id, page + in, n - in,
 			 done < 0 ? strerror((int)-done) : "short write");
 		for (uint64_t p = page + in; p < page + n; p++)
-			region_set_state(r, p, 1, PAGE_SWAPPED);
+			page_swapin_abandoned(r, p);
 	}
-	for (uint64_t p = page; p < page + in; p++)
-		r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER));
+	page_swapin_installed(r, page, in);
 	uffd_wake(r->client, r->addr + page * ps, n * ps);
 }
 
@@ -374,11 +329,11 @@ static void release_marker(struct region *r, struct readahead_stream *s,
 
 	if (!s->held)
 		return;
-	r->state[p] = (pgstate_t)(r->state[p] & ~PG_RA_MARK);
+	page_clear_ra_mark(r, p);
 	if (install)
 		install_run(r, p, 1, s->held);
 	else
-		r->state[p] = (pgstate_t)(r->state[p] & ~(PG_IO | PG_READING | PG_WAITER));
+		page_swapin_abandoned(r, p); /* discarded (PG_GONE): empty */
 	free(s->held);
 	s->held = NULL;
 	if (s->marker == p)
@@ -399,7 +354,7 @@ bool swapin_take_marker(struct region *r, uint64_t page)
 	/* Found the app here: counts the window's hits, starts the next. */
 	swapin_readahead_hit(r, page);
 	if (pg_state(r->state[page]) == PAGE_RESIDENT)
-		r->state[page] |= PG_REF;
+		page_referenced(r, page);
 	return true;
 }
 
@@ -434,8 +389,7 @@ uint64_t swapin_drop_markers(struct region *r, uint64_t max)
 
 		if (!s->held || region_slot(r, p) < 0)
 			continue;
-		release_marker(r, s, false);
-		region_set_state(r, p, 1, PAGE_SWAPPED);
+		release_marker(r, s, false); /* back to SWAPPED (page.c) */
 		n++;
 	}
 	return n;
@@ -466,7 +420,7 @@ static int retry_pages(struct region *r, struct page_io *io)
 			return -EIO;
 		}
 		page_io_link(r, one);
-		d->reading++;
+		page_swapin_reads_again(d, 1);
 		io->page++;
 		io->slot++;
 		io->npages--;
@@ -485,7 +439,7 @@ static void swapin_done(void *arg, int res)
 	size_t ps = d->page_size;
 	uint64_t run = 0;
 
-	d->reading -= io->npages;
+	page_swapin_reads_ended(d, io->npages);
 	if (!r) {
 		free(io->buf);
 		free(io);
@@ -543,7 +497,7 @@ static void swapin_done(void *arg, int res)
 				if (pg_state(r->state[q]) != PAGE_RESIDENT)
 					continue;
 				if (q == io->fault_page)
-					r->state[q] |= PG_FRESH; /* a WP fault counts a rewrite */
+					page_set_fresh(r, q); /* a WP fault counts a rewrite */
 				if (r->state[q] & PG_RA_MARK)
 					swapin_readahead_hit(r, q); /* the app is here already */
 			}
@@ -556,13 +510,12 @@ static void swapin_done(void *arg, int res)
 			 * and its waiters woken in one ioctl (the kernel fault
 			 * after a wake costs the thread more than the copy).
 			 * Mapping it is no false reference: it is in use. */
-			if (uffd_copy(r, p, 1, data, true) <= 0) {
+			if (uffd_copy(r, p, 1, data) <= 0)
 				install_run(r, p, 1, data);
-			} else {
-				r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
-			}
+			else
+				page_swapin_installed(r, p, 1);
 			if (pg_state(r->state[p]) == PAGE_RESIDENT)
-				r->state[p] |= PG_FRESH; /* a WP fault counts a rewrite */
+				page_set_fresh(r, p); /* a WP fault counts a rewrite */
 			if (r->state[p] & PG_RA_MARK)
 				swapin_readahead_hit(r, p);
 			continue;
@@ -577,13 +530,13 @@ static void swapin_done(void *arg, int res)
 			 * a successor finds either the page in flight (and
 			 * reads its slot again) or resident and dirty, never a
 			 * write it would lose. */
-			if (uffd_copy(r, p, 1, data, true) <= 0) {
+			if (uffd_copy(r, p, 1, data) <= 0) {
 				install_run(r, p, 1, data); /* stays clean */
 				continue;
 			}
-			r->state[p] = (pgstate_t)(b & ~(PG_IO | PG_READING | PG_WAITER));
-			region_drop_slot(r, p);
-			uffd_protect(r, p, 1, false);
+			page_swapin_installed(r, p, 1);
+			page_dirtied(r, p); /* its slot is stale from now */
+			page_unprotect(r, p, 1);
 			continue;
 		}
 		if (hold) {
@@ -594,17 +547,15 @@ static void swapin_done(void *arg, int res)
 				hold->held_page = p;
 				continue;
 			}
-			r->state[p] = (pgstate_t)(b & ~PG_RA_MARK);
+			page_clear_ra_mark(r, p);
 			install_run(r, p, 1, data);
 			continue;
 		}
-		if (b & PG_GONE) {
-			/* Discarded while we read: it is empty now (nothing of
-			 * ours reached the page cache). */
-			region_set_state(r, p, 1, PAGE_EMPTY);
-			uffd_wake(r->client, r->addr + p * ps, ps);
-		} else if (res == -ECANCELED || res == -ESHUTDOWN) {
-			region_set_state(r, p, 1, PAGE_SWAPPED);
+		if ((b & PG_GONE) || res == -ECANCELED || res == -ESHUTDOWN) {
+			/* Discarded while we read: empty now (nothing of ours
+			 * reached the page cache); or the read was cut short:
+			 * swapped still. */
+			page_swapin_abandoned(r, p);
 			uffd_wake(r->client, r->addr + p * ps, ps);
 		} else {
 			poison_page(r, p, res == -EBADMSG ? "failed its CRC32C check" :

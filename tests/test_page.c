@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for page states (daemon/page.c), without a kernel: the named
+ * transitions keep the counts of the region, its client and the daemon
+ * true through a page's life (zero-fill, write-back, swap-out, swap-in,
+ * discard during I/O, re-dirtied write-back, restore, adoption); illegal
+ * transitions are caught; the invariant checker finds states written
+ * behind page.c's back, a swapped page without its slot, I/O flags with
+ * no I/O in flight; and the snapshot rule is kept inside the transitions
+ * (the watch is told first; making a page writable that the snapshot still
+ * needs is caught).
+ *
+ * Built with the checker on, as in SANITIZE=1 builds of pagerd; a
+ * violation, instead of aborting, fails through cmocka's mock_assert()
+ * (expect_assert_failure() tests expect it).
+ */
+#include <setjmp.h> /* cmocka.h needs these four first */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGERD_CHECK_INVARIANTS 1
+#define PAGE_CHECK_ABORT(what) mock_assert(0, what, __FILE__, __LINE__)
+#include "../daemon/page.c"
+#include "../daemon/log.c"
+
+/* ---- what page.c calls elsewhere in pagerd ------------------------------ */
+
+int64_t uffd_zeropage(struct region *r, uint64_t page, uint64_t n)
+{
+	(void)r, (void)page;
+	return (int64_t)n;
+}
+
+int uffd_writeprotect(struct region *r, uint64_t page, uint64_t n, bool wp)
+{
+	(void)r, (void)page, (void)n, (void)wp;
+	return 0;
+}
+
+void client_misbehaved(struct client *c, const char *what, int err)
+{
+	(void)c, (void)what, (void)err;
+}
+
+void region_drop_slot(struct region *r, uint64_t page)
+{
+	if (r->slot)
+		r->slot[page] = 0;
+}
+
+/* ---- fixture: one daemon, one client, one region of N pages ------------- */
+
+#define N 16
+
+struct fix {
+	struct daemon d;
+	struct client c;
+	struct region r, *rp;
+	pgstate_t state[N];
+	uint32_t slot[N];
+	struct page_io io[4];
+	/* The fake snapshot: pages still to copy, and what it was told. */
+	bool pending[N];
+	unsigned changes, last_what;
+	bool saves; /* before_change() copies (clears pending) */
+};
+
+static struct fix *F;
+
+static void fake_before_change(struct region *r, uint64_t first, uint64_t n,
+			       unsigned what)
+{
+	(void)r;
+	F->changes++;
+	F->last_what = what;
+	for (uint64_t p = first; p < first + n && F->saves; p++)
+		F->pending[p] = false;
+}
+
+static bool fake_pending(const struct region *r, uint64_t page)
+{
+	(void)r;
+	return F->pending[page];
+}
+
+static const struct page_watch fake_watch = {
+	.before_change = fake_before_change,
+	.pending = fake_pending,
+};
+
+static int setup(void **state)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	f->d.page_size = 4096;
+	f->d.clients = &f->c;
+	f->c.d = &f->d;
+	f->c.regions = &f->rp;
+	f->c.nregions = 1;
+	f->rp = &f->r;
+	f->r.client = &f->c;
+	f->r.id = 1;
+	f->r.npages = N;
+	f->r.state = f->state;
+	f->r.slot = f->slot;
+	F = f;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	free(*state);
+	return 0;
+}
+
+/* I/O in flight over [page, page+n), as evict.c and swapin.c link it. */
+static struct page_io *io_on(struct fix *f, int i, bool write, uint64_t page,
+			     uint32_t n)
+{
+	struct page_io *io = &f->io[i];
+
+	*io = (struct page_io){ .r = &f->r, .d = &f->d, .write = write,
+				.page = page, .npages = n, .next = f->r.ios };
+	f->r.ios = io;
+	return io;
+}
+
+static void io_done(struct fix *f, struct page_io *io)
+{
+	struct page_io **pp = &f->r.ios;
+
+	while (*pp != io)
+		pp = &(*pp)->next;
+	*pp = io->next;
+}
+
+static void counts(struct fix *f, uint64_t resident, uint64_t swapped,
+		   uint64_t writeback)
+{
+	assert_int_equal(f->r.resident, resident);
+	assert_int_equal(f->c.resident, resident);
+	assert_int_equal(f->d.resident, resident);
+	assert_int_equal(f->r.swapped, swapped);
+	assert_int_equal(f->r.writeback, writeback);
+	assert_int_equal(f->c.writeback, writeback);
+	assert_int_equal(f->d.writeback, writeback);
+	assert_int_equal(page_check_daemon(&f->d), 0);
+}
+
+/* ---- legal lives ---------------------------------------------------------- */
+
+static void zero_fill_makes_resident_referenced(void **state)
+{
+	struct fix *f = *state;
+
+	assert_int_equal(page_zero_fill(&f->r, 2, 4), 4);
+	for (int p = 2; p < 6; p++)
+		assert_int_equal(f->state[p], PAGE_RESIDENT | PG_REF);
+	counts(f, 4, 0, 0);
+}
+
+/* Zero-fill, write-back, swapped out, swapped in, installed: the counts
+ * follow each step, and the checker agrees at each. */
+static void evict_and_swap_in(void **state)
+{
+	struct fix *f = *state;
+	struct page_io *io;
+
+	page_zero_fill(&f->r, 0, 2);
+	io = io_on(f, 0, true, 0, 2);
+	page_writeback_started(&f->r, 0, 2);
+	assert_int_equal(f->state[0], PAGE_RESIDENT | PG_IO); /* reference gone */
+	counts(f, 2, 0, 2);
+	io_done(f, io);
+	f->slot[0] = 8; /* recorded: slots 7, 8 */
+	f->slot[1] = 9;
+	page_swapped_out(&f->r, 0, 2);
+	counts(f, 0, 2, 0);
+
+	io = io_on(f, 0, false, 0, 2);
+	page_swapin_started(&f->r, 0, 2);
+	assert_int_equal(f->d.reading, 2);
+	page_add_waiter(&f->r, 0);
+	counts(f, 2, 0, 0); /* resident (against the limits) while read */
+	page_swapin_reads_ended(&f->d, 2);
+	io_done(f, io);
+	page_swapin_installed(&f->r, 0, 2);
+	assert_int_equal(f->state[0], PAGE_RESIDENT);
+	assert_int_equal(f->d.reading, 0);
+	counts(f, 2, 0, 0);
+	/* Written: dirty, its copy freed. */
+	assert_false(page_dirtied(&f->r, 0));
+	assert_int_equal(f->slot[0], 0);
+	assert_int_equal(f->slot[1], 9); /* clean still */
+	counts(f, 2, 0, 0);
+}
+
+/* Discarded while written out: empty once the write ends, never before. */
+static void discard_during_writeback(void **state)
+{
+	struct fix *f = *state;
+	struct page_io *io;
+
+	page_zero_fill(&f->r, 0, 3);
+	io = io_on(f, 0, true, 0, 3);
+	page_writeback_started(&f->r, 0, 3);
+	page_discarded(&f->r, 1, 1);
+	assert_int_equal(f->state[1], PAGE_RESIDENT | PG_IO | PG_GONE);
+	counts(f, 3, 0, 3);
+	/* A write during it: re-dirtied, the eviction aborts. */
+	page_dirtied(&f->r, 2);
+	assert_true(f->state[2] & PG_REDIRTY);
+	io_done(f, io);
+	for (int p = 0; p < 3; p++)
+		page_writeback_ended(&f->r, (uint64_t)p);
+	assert_int_equal(f->state[1], PAGE_EMPTY);
+	assert_int_equal(f->state[2], PAGE_RESIDENT | PG_REF);
+	counts(f, 2, 0, 0);
+}
+
+/* Discarded while read in: the read's end leaves it empty, not swapped. */
+static void discard_during_swapin(void **state)
+{
+	struct fix *f = *state;
+	struct page_io *io;
+
+	f->slot[4] = 1;
+	page_adopt(&f->r, 4, PAGE_SWAPPED);
+	page_adopted(&f->r);
+	counts(f, 0, 1, 0);
+	io = io_on(f, 0, false, 4, 1);
+	page_swapin_started(&f->r, 4, 1);
+	page_discarded(&f->r, 4, 1);
+	assert_int_equal(f->slot[4], 0);
+	counts(f, 1, 0, 0);
+	page_swapin_reads_ended(&f->d, 1);
+	io_done(f, io);
+	page_swapin_abandoned(&f->r, 4);
+	assert_int_equal(f->state[4], PAGE_EMPTY);
+	counts(f, 0, 0, 0);
+}
+
+/* The client punched a page under write-back: empty, and the fill that
+ * follows is kept (re-dirtied), not punched when the write-back ends. */
+static void emptied_under_writeback_then_filled(void **state)
+{
+	struct fix *f = *state;
+	struct page_io *io;
+
+	page_zero_fill(&f->r, 0, 1);
+	io = io_on(f, 0, true, 0, 1);
+	page_writeback_started(&f->r, 0, 1);
+	page_emptied(&f->r, 0);
+	assert_int_equal(f->state[0], PAGE_EMPTY | PG_IO | PG_REDIRTY);
+	counts(f, 0, 0, 1);
+	assert_int_equal(page_zero_fill(&f->r, 0, 1), 1);
+	assert_int_equal(f->state[0], PAGE_RESIDENT | PG_REF | PG_IO | PG_REDIRTY);
+	io_done(f, io);
+	page_writeback_ended(&f->r, 0);
+	assert_int_equal(f->state[0], PAGE_RESIDENT | PG_REF);
+	counts(f, 1, 0, 0);
+}
+
+static void restore_image_pages(void **state)
+{
+	struct fix *f = *state;
+
+	page_in_image(&f->r, 0);
+	page_in_image(&f->r, 1);
+	assert_int_equal(f->r.image_pending, 2);
+	page_image_read(&f->r, 0, 1);
+	page_poisoned(&f->r, 1); /* the image could not be read */
+	assert_int_equal(f->r.image_pending, 0);
+	assert_int_equal(f->state[1], PAGE_POISONED);
+	counts(f, 1, 0, 0);
+}
+
+static void zero_eviction_undone(void **state)
+{
+	struct fix *f = *state;
+
+	page_zero_fill(&f->r, 0, 2);
+	page_zero_evicted(&f->r, 0, 2);
+	counts(f, 0, 0, 0);
+	page_evict_undone(&f->r, 0, 2); /* the punch failed */
+	counts(f, 2, 0, 0);
+	page_region_gone(&f->r);
+	assert_int_equal(f->c.resident, 0);
+	assert_int_equal(f->d.resident, 0);
+}
+
+/* ---- illegal transitions and broken invariants ------------------------------ */
+
+static void illegal_transitions_caught(void **state)
+{
+	struct fix *f = *state;
+
+	/* Nothing to read: the page is not in swap. */
+	expect_assert_failure(page_swapin_started(&f->r, 0, 1));
+	page_zero_fill(&f->r, 1, 1);
+	/* Swapped out with no slot holding its copy: it would be lost. */
+	expect_assert_failure(page_swapped_out(&f->r, 1, 1));
+	/* A write-back that never started cannot end. */
+	expect_assert_failure(page_writeback_ended(&f->r, 1));
+	/* Zero-filled over data. */
+	expect_assert_failure(page_zero_fill(&f->r, 1, 1));
+	/* A waiter on a page nobody reads. */
+	expect_assert_failure(page_add_waiter(&f->r, 1));
+}
+
+static void checker_finds_state_written_behind_its_back(void **state)
+{
+	struct fix *f = *state;
+
+	page_zero_fill(&f->r, 0, 2);
+	assert_int_equal(page_check_region(&f->r), 0);
+	f->state[5] = PAGE_RESIDENT; /* not through page.c: counts are off */
+	assert_int_not_equal(page_check_region(&f->r), 0);
+	expect_assert_failure(page_check_daemon(&f->d));
+}
+
+static void checker_finds_swapped_without_slot(void **state)
+{
+	struct fix *f = *state;
+
+	f->slot[3] = 4;
+	page_adopt(&f->r, 3, PAGE_SWAPPED);
+	page_adopted(&f->r);
+	assert_int_equal(page_check_daemon(&f->d), 0);
+	f->slot[3] = 0; /* a slot freed behind the page's back */
+	expect_assert_failure(page_check_daemon(&f->d));
+}
+
+static void checker_finds_io_flags_without_io(void **state)
+{
+	struct fix *f = *state;
+	struct page_io *io;
+
+	page_zero_fill(&f->r, 0, 2);
+	io = io_on(f, 0, true, 0, 2);
+	page_writeback_started(&f->r, 0, 2);
+	assert_int_equal(page_check_daemon(&f->d), 0);
+	io_done(f, io); /* its completion lost: PG_IO forever */
+	expect_assert_failure(page_check_daemon(&f->d));
+	/* And a write in flight over pages not marked. */
+	io_on(f, 1, true, 8, 1);
+	page_writeback_ended(&f->r, 0);
+	page_writeback_ended(&f->r, 1);
+	expect_assert_failure(page_check_daemon(&f->d));
+}
+
+/* ---- the snapshot rule, inside the transitions ------------------------------ */
+
+static void watch_told_before_changes(void **state)
+{
+	struct fix *f = *state;
+
+	f->r.watch = &fake_watch;
+	f->saves = true;
+	page_zero_fill(&f->r, 0, 2);
+	assert_int_equal(f->changes, 1);
+	assert_int_equal(f->last_what, CHANGE_MEMORY);
+	f->pending[0] = f->pending[1] = true; /* the instant */
+	page_zero_evicted(&f->r, 0, 1);
+	assert_int_equal(f->last_what, CHANGE_MEMORY);
+	assert_false(f->pending[0]);
+	page_emptied(&f->r, 1);
+	assert_int_equal(f->last_what, CHANGE_GONE | CHANGE_SLOT);
+	f->pending[2] = true;
+	page_discarded(&f->r, 2, 1);
+	assert_int_equal(f->last_what, CHANGE_MEMORY | CHANGE_SLOT | CHANGE_IMAGE);
+	assert_int_equal(f->changes, 4);
+	counts(f, 0, 0, 0);
+}
+
+/* A watch that does not save the page: un-protecting it (or zero-filling
+ * over it) would let a write reach data the image still needs. */
+static void writable_while_pending_caught(void **state)
+{
+	struct fix *f = *state;
+
+	f->r.watch = &fake_watch;
+	page_zero_fill(&f->r, 0, 1);
+	f->pending[0] = true;
+	f->saves = false;
+	expect_assert_failure(page_unprotect(&f->r, 0, 1));
+	f->saves = true;
+	assert_int_equal(page_unprotect(&f->r, 0, 1), 0);
+	assert_false(f->pending[0]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+		T(zero_fill_makes_resident_referenced),
+		T(evict_and_swap_in),
+		T(discard_during_writeback),
+		T(discard_during_swapin),
+		T(emptied_under_writeback_then_filled),
+		T(restore_image_pages),
+		T(zero_eviction_undone),
+		T(illegal_transitions_caught),
+		T(checker_finds_state_written_behind_its_back),
+		T(checker_finds_swapped_without_slot),
+		T(checker_finds_io_flags_without_io),
+		T(watch_told_before_changes),
+		T(writable_while_pending_caught),
+	};
+
+	log_set_level(LOG_ERR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
