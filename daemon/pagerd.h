@@ -16,7 +16,9 @@
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
  *   swapin.c  bringing pages back from swap, readahead, poisoning
  *   agent.c   libpager's agent thread: drops PTEs to sample references
- *   swap.c    the swap store: slots, io_uring, CRC32C
+ *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
+ *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   store_file.c the store interface's file backend, on io.c
  *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
  *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
  *
@@ -58,6 +60,7 @@ struct counters {
 };
 
 struct swap;
+struct io_engine;
 
 struct daemon {
 	struct config cfg;
@@ -74,6 +77,7 @@ struct daemon {
 	struct notify *notify;   /* notify.c: systemd readiness, watchdog */
 	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 
+	struct io_engine *io;       /* io.c: every read and write of a disk */
 	struct swap *swap;          /* NULL: no swap, only zero pages evict */
 	uint64_t resident;          /* pages, all clients */
 	uint64_t writeback;         /* of those, being written out */

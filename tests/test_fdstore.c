@@ -32,7 +32,9 @@
 
 #include "../daemon/crc32c.c"
 #include "../daemon/fdstore.c"
+#include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/store_file.c"
 #include "../daemon/swap.c"
 
 #define PS 4096
@@ -176,12 +178,22 @@ static char swap_file[256];
 
 /* A swap whose table a predecessor shared, with `tags` (slot -> page of
  * region 1, or -1) written in it, then adopted by a new store. */
+/* The swap's I/O engine, one per test's event base. */
+static struct io_engine *test_io;
+
+static struct io_engine *engine_for(struct event_base *base)
+{
+	if (!test_io)
+		assert_int_equal(io_engine_open(&test_io, base), 0);
+	return test_io;
+}
+
 static struct swap *inherited_swap(struct event_base *base, const int64_t *tags)
 {
 	struct swap *old, *s;
 	int fd, copy;
 
-	assert_int_equal(swap_open(&old, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&old, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_share(old, &fd), 0);
 	for (int i = 0; i < NSLOTS; i++)
 		if (tags[i] >= 0)
@@ -189,7 +201,7 @@ static struct swap *inherited_swap(struct event_base *base, const int64_t *tags)
 							    .crc = 0x1234 };
 	copy = dup(fd);
 	swap_close(old);
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), 0);
 	return s;
 }
@@ -327,6 +339,8 @@ static void test_settle_table(void **state)
 	free(r.slot);
 	close(r.memfd);
 	swap_close(d.swap);
+	io_engine_close(test_io);
+	test_io = NULL;
 	event_base_free(base);
 }
 
@@ -339,25 +353,25 @@ static void test_swap_meta_adopt(void **state)
 
 	(void)state;
 	/* A table shared by one swap ... */
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_share(s, &fd), 0);
 	copy = dup(fd);
 	swap_close(s);
 
 	/* ... is refused by a swap of another size ... */
-	assert_int_equal(swap_open(&s, base, swap_file, (NSLOTS / 2) * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, (NSLOTS / 2) * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), -EINVAL);
 	swap_close(s);
 
 	/* ... and by another file of the same size ... */
 	snprintf(other_file, sizeof(other_file), "%s.other", swap_file);
-	assert_int_equal(swap_open(&other, base, other_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&other, engine_for(base), other_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(other, copy), -EINVAL);
 	swap_close(other);
 	unlink(other_file);
 
 	/* ... garbage and a wrong type are refused ... */
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	bad = memfd_create("garbage", MFD_CLOEXEC);
 	assert_int_equal(ftruncate(bad, (off_t)meta_size(s)), 0);
 	assert_int_equal(pwrite(bad, "garbage", 7, 0), 7);
@@ -372,6 +386,8 @@ static void test_swap_meta_adopt(void **state)
 	assert_int_equal(swap_meta_adopt(s, copy), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), -EBUSY); /* once */
 	swap_close(s);
+	io_engine_close(test_io);
+	test_io = NULL;
 	event_base_free(base);
 }
 
