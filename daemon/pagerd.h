@@ -228,6 +228,7 @@ struct region {
 	uint32_t recent_swapins, recent_rewrites, swapin_seq;
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	int image_fd;           /* restored from this image, or -1 */
+	struct restore *restore; /* snapshot.c: reading it, or NULL */
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
 	uint64_t image_reads;
 	bool image_prefetch;
@@ -418,9 +419,12 @@ void swapin_release_markers(struct region *r, bool install);
 int swapin_poison(struct region *r, uint64_t page);
 
 /* snapshot.c */
-/* Starts a snapshot of r into fd for `requester`: returns REQUEST_DEFERRED
- * (the reply follows at the instant), or -errno. */
-int snapshot_start(struct client *requester, struct region *r, int fd);
+/* Starts a snapshot of r into fd (a regular file of the region's size,
+ * open for writing) for `requester`, filling the IMAGE.crc table in crc_fd
+ * (image.h: a memfd of its size, sealed against resizing, not writes):
+ * returns REQUEST_DEFERRED (the reply follows at the instant; both fds are
+ * the snapshot's), or -errno: -EBADF, -EINVAL (sizes), -EBUSY, -EIO, ... */
+int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd);
 /* Pages the loop made writable (mapped without write protection, or
  * un-protected) while a snapshot's write-protection pass runs. */
 void snapshot_note_writable(struct region *r, uint64_t page, uint64_t n);
@@ -438,8 +442,13 @@ void snapshot_drain(struct region *r);
 void snapshot_adopt(struct region *r, int status, uint64_t total,
 		    uint64_t done, uint64_t pause_ns);
 /* An adopted region restoring from an image: PG_IMAGE pages (counted in
- * image_pending) come from fd, prefetched if asked. */
-void restore_resume(struct region *r, int fd, bool prefetch);
+ * image_pending) come from fd, checked against the IMAGE.crc table in
+ * crc_fd (-1: an image without one), prefetched if asked.  Takes both
+ * fds; returns 0 or -errno (a bad table: its pages cannot be vouched for;
+ * fd is the region's all the same). */
+int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch);
+/* The table a restore checks against, for the fd store, or -1. */
+int restore_crc_fd(const struct region *r);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
 /*
@@ -460,7 +469,12 @@ bool snapshot_pending(const struct region *r, uint64_t page);
 			   * punched it): only a clean page's slot has it */
 void page_before_change(struct region *r, uint64_t first, uint64_t n,
 			unsigned what);
-int restore_attach(struct region *r, int fd, bool prefetch);
+/* A fresh region takes the image fd (a regular file of its size) and its
+ * IMAGE.crc table crc_fd (a memfd sealed against every change, or -1 for
+ * an image made before tables: restored unchecked, with a warning).
+ * Returns 0 (both fds are the region's) or -errno: -EBUSY, -EINVAL (sizes,
+ * a bad table). */
+int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);
 

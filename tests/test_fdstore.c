@@ -136,9 +136,16 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->done = 1;
 }
 
-void restore_resume(struct region *r, int fd, bool prefetch)
+int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 {
-	(void)r, (void)fd, (void)prefetch;
+	(void)r, (void)fd, (void)crc_fd, (void)prefetch;
+	return 0;
+}
+
+int restore_crc_fd(const struct region *r)
+{
+	(void)r;
+	return -1;
 }
 
 int sd_pid_notify_with_fds(pid_t pid, int unset, const char *state, const int *fds,
