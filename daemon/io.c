@@ -271,6 +271,12 @@ static bool io_req_prep(struct io_engine *e, struct io_req *r)
 		break;
 	}
 	io_uring_sqe_set_data(sqe, r);
+	/* An untrusted file is never tried inline: io_uring_enter() would
+	 * run it in our thread, and a FUSE file (whose requests may queue
+	 * behind a full background queue) can block it there.  In an io-wq
+	 * worker it blocks only that worker. */
+	if (r->untrusted)
+		sqe->flags |= IOSQE_ASYNC;
 	if (!io_uring_sq_space_left(&e->ring))
 		io_submit_now(e);
 	else
@@ -745,6 +751,16 @@ int io_engine_open(struct io_engine **ret, struct event_base *base)
 	e->ring_ok = true;
 	e->depth = e->ring.sq.ring_entries < IO_RING_ENTRIES ?
 		   e->ring.sq.ring_entries : IO_RING_ENTRIES;
+	{
+		/* Stalled files hold io-wq workers (at most IO_UNTRUSTED_MAX,
+		 * one per request): leave as many again for the swap's
+		 * requests that the kernel punts to a worker. */
+		unsigned workers[2] = { IO_BOUNDED_WORKERS, 0 };
+
+		r = io_uring_register_iowq_max_workers(&e->ring, workers);
+		if (r < 0)
+			log_debug("io: io_uring_register_iowq_max_workers: %s", strerror(-r));
+	}
 	e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->efd < 0) {
 		r = -errno;

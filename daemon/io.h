@@ -37,7 +37,9 @@
  * malloc(), aligned_alloc() or posix_memalign()).  Orphans keep their
  * place in the ring and in their queue's depth, so a stalled device can
  * never take more than its depth; every untrusted queue together may take
- * at most IO_UNTRUSTED_MAX places, so the swap always has its own.
+ * at most IO_UNTRUSTED_MAX places, so the swap always has its own.  Their
+ * requests always go to an io-wq worker (IOSQE_ASYNC), never run inline
+ * in io_uring_enter(), where a FUSE file could block the loop itself.
  *
  * Everything runs on the loop's thread; nothing here is thread-safe.  All
  * calls return 0 or -errno.
@@ -55,8 +57,12 @@ struct io_queue;
 
 /* SQ size; the CQ is twice that, so it cannot overflow (see io.c). */
 #define IO_RING_ENTRIES 512
-/* Places in the ring all queues with a timeout may hold together. */
-#define IO_UNTRUSTED_MAX 256
+/* Places in the ring all queues with a timeout may hold together: each may
+ * be a request a stalled file keeps, and an io-wq worker it blocks. */
+#define IO_UNTRUSTED_MAX 64
+/* io-wq workers for regular files and block devices (the kernel's default
+ * is 4 per CPU): the untrusted requests' and as many again. */
+#define IO_BOUNDED_WORKERS (2 * IO_UNTRUSTED_MAX)
 /* Times one request may come back -EAGAIN/-EINTR before that is its result. */
 #define IO_MAX_RETRIES 16
 

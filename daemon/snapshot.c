@@ -87,7 +87,7 @@
 #define SNAP_READS_MAX 16
 #define SNAP_READ_PAGES 64
 /* Image requests in the kernel at once (a queue of the I/O engine). */
-#define SNAP_IMAGE_DEPTH 32
+#define SNAP_IMAGE_DEPTH 16
 /* Restore prefetch: pages per read, and room it leaves. */
 #define PREFETCH_BATCH 256
 #define PREFETCH_SPARE 1024
