@@ -456,9 +456,9 @@ bool snapshot_pending(const struct region *r, uint64_t page);
  * snapshot has still to copy keeps its content of the instant until it is
  * copied.  Called before [first, first+n) lose what `what` says; each
  * pending page whose data of the instant is in what goes is copied first
- * (from memory, from the restore image, or by the snapshot taking its swap
- * slot over until read) or recorded as a hole if it is zero, and is no
- * longer pending.  Pages whose data is elsewhere stay pending.  A failure
+ * (from memory, or by the snapshot taking its swap slot over until read)
+ * or recorded as a hole if it is zero, and is no longer pending (data in
+ * the restore image stays there: the copier reads it later).  Pages whose data is elsewhere stay pending.  A failure
  * fails the snapshot, never the change.
  */
 #define CHANGE_MEMORY 0x1 /* the memfd's data: punched, or a write let in

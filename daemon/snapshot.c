@@ -20,10 +20,19 @@
  * swap, or still in the image the region was restored from) is marked
  * pending; a copier working in the background, a batch per loop turn,
  * writes each pending page to the image at its offset: from pagerd's
- * mapping for a resident page, through the swap store (io_uring, CRC
- * checked) for a swapped one.  A write fault on a pending page copies that
- * page first, then lets the write through.  Pages that were empty stay
- * holes.
+ * mapping for a resident page, through the swap store (CRC checked) for a
+ * swapped one, from the restore image (CRC checked) for one whose data of
+ * the instant is there (from_image).  A write fault on a pending page
+ * copies that page first, then lets the write through.  Pages that were
+ * empty stay holes.
+ *
+ * All image I/O goes through the I/O engine (io.h) on a store (store.h)
+ * with the image timeout: a client's file may be on FUSE or NFS and never
+ * answer, and that must fail this snapshot or restore alone.  Writes go
+ * from bounce buffers of their own (a write the file never answers keeps
+ * its buffer with the engine).  As they are written, the CRC32C of every
+ * page goes into the IMAGE.crc table (common/image.h) the client handed
+ * us as a memfd; restore checks every page it reads against it.
  *
  * The rule that makes the image one cut: a pending page keeps its content
  * of the instant until it is copied.  Every path that is about to empty a
@@ -31,22 +40,26 @@
  * free the swap slot that holds its data, or let a write reach it (an
  * un-protect, a zero-fill or a writable install) calls page_before_change()
  * first, which copies each pending page from wherever its data is — from
- * memory into a bounce buffer, from the restore image, or, for data only
- * in a swap slot, by taking the slot over until the copier has read it —
- * or records it as a hole if it reads as zero.  A write-protect fault is
+ * memory into a bounce buffer or, for data only in a swap slot, by taking
+ * the slot over until the copier has read it — or records it as a hole if
+ * it reads as zero; a page whose data is in the restore image needs
+ * nothing (the image does not change).  A write-protect fault is
  * just one of those paths.  Eviction otherwise needs no special case: an
  * evicted page is still the same data, now in its slot.
  *
- * The image fd comes from the client (it opened the file, with its own
- * rights), which also syncs the image and writes the sidecar once we say
- * the copy is complete: a snapshot cut short leaves no sidecar, and so
- * never looks complete.
+ * The image fd comes from the client (it opened and sized the file, with
+ * its own rights), which also syncs the image and writes the sidecars once
+ * we say the copy is complete: a snapshot cut short leaves no sidecar, and
+ * so never looks complete.
  *
- * Restore.  A region created for an image gets the image fd; its pages
- * with data (SEEK_DATA) are marked PG_IMAGE and read from the image on
- * their first fault — holes are plain empty pages, zero-filled with no
- * I/O — and, unless the client asked otherwise, prefetched in the
- * background within the region's limits.
+ * Restore.  A region created for an image gets the image fd and its
+ * IMAGE.crc table; its pages with data (SEEK_DATA, or data by the table)
+ * are marked PG_IMAGE and read from the image on their first fault —
+ * asynchronously: the faulting thread waits in the kernel until the
+ * completion installs and wakes — checked against the table (a mismatch
+ * is poisoned), and, unless the client asked otherwise, prefetched in the
+ * background within the region's limits.  Holes are plain empty pages,
+ * zero-filled with no I/O.
  */
 #include <endian.h>
 #include <errno.h>
