@@ -10,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define IMAGE_FORMAT "pagerd-image 1"
+#define IMAGE_FORMAT "pagerd-image"
+#define IMAGE_FORMAT_VERSION 2
 
 int image_meta_path(const char *image, char *buf, size_t n)
 {
@@ -65,7 +67,7 @@ int image_meta_commit(const char *image, int image_fd, const struct image_meta *
 	if (!f)
 		return -errno;
 	fprintf(f, "# pagerd snapshot: byte i of the image is byte i of the region\n"
-		   "format " IMAGE_FORMAT "\n"
+		   "format " IMAGE_FORMAT " %d\n"
 		   "size %" PRIu64 "\n"
 		   "page_size %" PRIu32 "\n"
 		   "pages %" PRIu64 "\n"
@@ -73,7 +75,7 @@ int image_meta_commit(const char *image, int image_fd, const struct image_meta *
 		   "name %s\n"
 		   "created %" PRIu64 "\n"
 		   "complete yes\n",
-		m->size, m->page_size, m->size / m->page_size, m->data_pages,
+		IMAGE_FORMAT_VERSION, m->size, m->page_size, m->size / m->page_size, m->data_pages,
 		m->name[0] ? m->name : "-", m->created);
 	if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
 		e = -errno;
@@ -151,7 +153,12 @@ int image_meta_load(const char *image, int image_fd, struct image_meta *ret)
 		seen[k] = true;
 		switch (k) {
 		case K_FORMAT:
-			if (strcmp(val, IMAGE_FORMAT))
+			/* 1: before IMAGE.crc; 2: with it. */
+			if (!strcmp(val, IMAGE_FORMAT " 1"))
+				m.format = 1;
+			else if (!strcmp(val, IMAGE_FORMAT " 2"))
+				m.format = 2;
+			else
 				e = -EINVAL;
 			break;
 		case K_SIZE:
@@ -197,5 +204,118 @@ int image_meta_load(const char *image, int image_fd, struct image_meta *ret)
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != m.size)
 		return -EINVAL; /* truncated, grown, or not a file */
 	*ret = m;
+	return 0;
+}
+
+int image_crc_path(const char *image, char *buf, size_t n)
+{
+	int k = snprintf(buf, n, "%s.crc", image);
+
+	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+int image_crc_create(uint64_t pages, int *ret_fd)
+{
+	int fd = memfd_create("pager-image-crc", MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)image_crc_size(pages)) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* Copies len bytes from `from` (at 0) to `to`; 0 or -errno. */
+static int copy_fd(int from, int to, uint64_t len)
+{
+	char buf[65536];
+	uint64_t off = 0;
+
+	while (off < len) {
+		size_t want = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+		ssize_t k = pread(from, buf, want, (off_t)off), w;
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		for (ssize_t done = 0; done < k; done += w) {
+			w = pwrite(to, buf + done, (size_t)(k - done), (off_t)off + done);
+			if (w < 0 && errno == EINTR) {
+				w = 0;
+				continue;
+			}
+			if (w <= 0)
+				return w < 0 ? -errno : -EIO;
+		}
+		off += (uint64_t)k;
+	}
+	return 0;
+}
+
+int image_crc_commit(const char *image, int crc_fd)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct stat st;
+	int fd, e;
+
+	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
+		return e;
+	if (fstat(crc_fd, &st) < 0)
+		return -errno;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	e = copy_fd(crc_fd, fd, (uint64_t)st.st_size);
+	if (!e && fsync(fd) < 0)
+		e = -errno;
+	if (close(fd) < 0 && !e)
+		e = -errno;
+	if (!e && rename(tmp, path) < 0)
+		e = -errno;
+	if (e)
+		unlink(tmp);
+	return e;
+}
+
+int image_crc_load(const char *image, uint64_t pages, int *ret_fd)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, mfd, e;
+
+	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
+		return e;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != image_crc_size(pages)) {
+		close(fd);
+		return -EINVAL;
+	}
+	mfd = memfd_create("pager-image-crc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	e = copy_fd(fd, mfd, (uint64_t)st.st_size);
+	close(fd);
+	/* Immutable from here: pagerd checks it once and trusts it after. */
+	if (!e && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+			F_SEAL_SEAL) < 0)
+		e = -errno;
+	if (e) {
+		close(mfd);
+		return e;
+	}
+	*ret_fd = mfd;
 	return 0;
 }

@@ -1,14 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Snapshot images: the sidecar that says an image is complete.
+ * Snapshot images: the sidecars that say an image is complete and what its
+ * pages held.
  *
  * An image is a raw sparse file: byte i of the file is byte i of the
  * region at the snapshot's instant, holes where the region held zeros or
  * had never been written — the layout VMMs use for guest memory, usable
- * as is by any tool.  Everything else lives beside it in IMAGE.meta, a
- * short text file of "key value" lines:
+ * as is by any tool.  Everything else lives beside it, in two files.
  *
- *   format pagerd-image 1
+ * IMAGE.crc, binary, little-endian: a 64-byte header (struct
+ * image_crc_hdr) then one uint32 per page, the CRC32C (Castagnoli, as the
+ * swap's) of that page's bytes in the image.  A hole's entry is the
+ * CRC32C of an all-zero page (hole_crc in the header): holes and data
+ * pages are told apart by it, since an all-zero page is never written as
+ * data.  pagerd computes every entry from the bytes it writes, in its own
+ * buffers, and checks each page it reads back on restore against it: a
+ * page rewritten in place, a hole that now holds data, a data page
+ * punched to a hole all fail and are poisoned (SIGBUS), never restored
+ * wrong.  table_crc (of the entries) and hdr_crc (of the header's first
+ * 36 bytes) catch a damaged table, which is refused as a whole.
+ *
+ * IMAGE.meta, a short text file of "key value" lines:
+ *
+ *   format pagerd-image 2   2: IMAGE.crc is part of the image; 1 (an
+ *                           image made before checksums): no IMAGE.crc,
+ *                           restored unchecked (pagerd logs a warning)
  *   size 402653184          bytes: the image's exact size
  *   page_size 4096
  *   pages 98304             size / page_size
@@ -17,9 +33,11 @@
  *   created 1795000000      seconds since the epoch
  *   complete yes
  *
- * The sidecar is written last (to IMAGE.meta.tmp, synced, renamed), after
- * the image itself is synced, and removed first when a new snapshot to the
- * same path starts: an image without a valid sidecar never looks complete.
+ * The sidecars are written last, each to NAME.tmp, synced and renamed:
+ * the image synced first, then IMAGE.crc, then IMAGE.meta.  IMAGE.meta is
+ * removed first when a new snapshot to the same path starts: an image
+ * without a valid IMAGE.meta never looks complete, and one whose meta
+ * says format 2 is refused without a valid IMAGE.crc.
  *
  * Shared by libpager and pagerctl; never logs, never allocates beyond the
  * caller's buffers.
@@ -31,6 +49,7 @@
 #include <stdint.h>
 
 struct image_meta {
+	uint32_t format;      /* 1 or 2 (see above); image_meta_commit() writes 2 */
 	uint64_t size;
 	uint32_t page_size;
 	uint64_t data_pages;
@@ -57,5 +76,50 @@ int image_meta_commit(const char *image, int image_fd, const struct image_meta *
  * not matching the image).
  */
 int image_meta_load(const char *image, int image_fd, struct image_meta *ret);
+
+/* ---- IMAGE.crc -------------------------------------------------------- */
+
+#define IMAGE_CRC_MAGIC "pgrdcrc"   /* 8 bytes with its NUL */
+#define IMAGE_CRC_VERSION 1
+#define IMAGE_CRC_ENTRIES_OFF 64     /* the entries start here */
+
+struct image_crc_hdr {
+	char magic[8];        /* IMAGE_CRC_MAGIC */
+	uint32_t version;     /* IMAGE_CRC_VERSION */
+	uint32_t page_size;
+	uint64_t pages;       /* entries */
+	uint32_t hole_crc;    /* CRC32C of an all-zero page: a hole's entry */
+	uint32_t table_crc;   /* CRC32C of the pages * 4 bytes of entries */
+	uint32_t flags;       /* 0 */
+	uint32_t hdr_crc;     /* CRC32C of the 36 bytes before it */
+} __attribute__((packed));
+
+/* Bytes of IMAGE.crc for an image of `pages` pages. */
+static inline uint64_t image_crc_size(uint64_t pages)
+{
+	return IMAGE_CRC_ENTRIES_OFF + pages * 4;
+}
+
+/* "IMAGE.crc"; -ENAMETOOLONG if it does not fit. */
+int image_crc_path(const char *image, char *buf, size_t n);
+
+/*
+ * A snapshot's table, for pagerd to fill: a memfd of image_crc_size(pages)
+ * bytes, sealed against resizing and further seals (pagerd writes it; it
+ * checks the seals).  Returns 0 and sets *ret_fd, or -errno.
+ */
+int image_crc_create(uint64_t pages, int *ret_fd);
+
+/* Writes the table pagerd filled (crc_fd) to IMAGE.crc atomically (tmp,
+ * synced, renamed).  Call before image_meta_commit().  0 or -errno. */
+int image_crc_commit(const char *image, int crc_fd);
+
+/*
+ * Reads IMAGE.crc into a new memfd sealed against every change, for
+ * pagerd to check pages against (it checks the header and the table's
+ * CRC itself).  Returns 0 and sets *ret_fd, -ENOENT (no IMAGE.crc),
+ * -EINVAL (not the size an image of `pages` pages has), or -errno.
+ */
+int image_crc_load(const char *image, uint64_t pages, int *ret_fd);
 
 #endif

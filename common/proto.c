@@ -41,8 +41,9 @@ unsigned proto_fds_expected(uint16_t type)
 {
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
+	if (type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE)
+		return 2; /* the image and its IMAGE.crc (SET_IMAGE: at most) */
 	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
-	       type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE ||
 	       type == PROTO_PAGEMAP ? 1 : 0;
 }
 

@@ -31,7 +31,7 @@
 /* The largest message either side sends or accepts. */
 #define PROTO_MAX_MSG 1024u
 /* The most file descriptors one message may carry. */
-#define PROTO_MAX_FDS 1
+#define PROTO_MAX_FDS 2
 
 enum proto_type {
 	/* requests */
@@ -46,9 +46,10 @@ enum proto_type {
 	PROTO_REGION_INFO = 9,    /* control: the index-th region of all */
 	PROTO_SET_LIMIT = 10,     /* control: global, client or region limit */
 	PROTO_TEST_INJECT = 11,   /* only with pagerd --test-hooks */
-	PROTO_SNAPSHOT_START = 12, /* carries the image fd */
+	PROTO_SNAPSHOT_START = 12, /* carries the image fd and its IMAGE.crc memfd */
 	PROTO_SNAPSHOT_STATUS = 13,
-	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from */
+	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from (and
+				      * its IMAGE.crc memfd, unless format 1) */
 	PROTO_PAGEMAP = 15,       /* carries the client's /proc/self/pagemap */
 	PROTO_TYPE_MAX_REQUEST = PROTO_PAGEMAP,
 	/* replies */

@@ -587,22 +587,27 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		return -ENOENT;
 	switch (m->hdr.type) {
 	case PROTO_SNAPSHOT_START:
-		if (nfds != 1)
+		/* The image and the IMAGE.crc table to fill. */
+		if (nfds != 2)
 			return -EBADF;
-		e = snapshot_start(c, r, fds[0]);
+		e = snapshot_start(c, r, fds[0], fds[1]);
 		if (e == REQUEST_DEFERRED)
-			fds[0] = -1; /* the snapshot owns it */
+			fds[0] = fds[1] = -1; /* the snapshot owns them */
 		return e;
 	case PROTO_SNAPSHOT_STATUS:
 		snapshot_status(r, &out->snapshot);
 		return 0;
 	default: /* PROTO_REGION_SET_IMAGE */
-		if (nfds != 1 || c->control)
+		/* The image, and its IMAGE.crc table unless it is an image
+		 * made before tables. */
+		if (nfds < 1 || c->control)
 			return -EBADF;
-		e = restore_attach(r, fds[0],
+		e = restore_attach(r, fds[0], nfds > 1 ? fds[1] : -1,
 				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
 		if (e == 0)
 			fds[0] = -1;
+		if (nfds > 1)
+			fds[1] = -1; /* taken (closed on failure) */
 		return e;
 	}
 }

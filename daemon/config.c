@@ -120,6 +120,8 @@ static const struct setting settings[] = {
 	  "512", NULL, "N", "most pages filled for one sequential fault" },
 	{ "fault_spin", "fault-spin", 0, T_UINT, OFF(fault_spin_us), RELOAD, 0, 10000,
 	  "0", NULL, "USEC", "after a fault, poll for the next this long (0 = off)" },
+	{ "image_timeout", "image-timeout", 0, T_UINT, OFF(image_timeout_ms), RELOAD, 1, 3600000,
+	  "30000", NULL, "MSEC", "a read or write of a snapshot image that takes longer fails that snapshot or restore" },
 	{ "allowed_users", "allowed-users", 0, T_STRING, OFF(allowed_users), RELOAD, 0, 0,
 	  "", NULL, "LIST", "users (names or uids) who may connect; empty with allowed_groups = everyone",
 	  check_list },

@@ -61,6 +61,8 @@ struct config {
 	/* Fault handling */
 	unsigned fault_around_max;     /* pages resolved for one sequential fault */
 	unsigned fault_spin_us;        /* poll the uffd this long after a fault */
+	/* Snapshots */
+	unsigned image_timeout_ms;     /* an image read or write takes at most */
 	/* Who may connect, who may control */
 	char *allowed_users;           /* comma list of names or uids, "" = all */
 	char *allowed_groups;          /* comma list of names or gids, "" = all */

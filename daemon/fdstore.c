@@ -53,6 +53,7 @@ enum kind {
 	K_RMEM,
 	K_RSTATE,
 	K_RIMAGE,
+	K_RCRC,
 };
 
 struct stored {
@@ -73,7 +74,7 @@ struct fdstore {
 static const char *const kind_suffix[] = {
 	[K_CSOCK] = "sock", [K_CSTATE] = "state", [K_CUFFD] = "uffd",
 	[K_CAGENT] = "agent", [K_CPAGEMAP] = "pagemap", [K_RMEM] = "mem", [K_RSTATE] = "state",
-	[K_RIMAGE] = "image",
+	[K_RIMAGE] = "image", [K_RCRC] = "crc",
 };
 
 /* ---- talking to the store ---------------------------------------------- */
@@ -158,7 +159,7 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 	id = strtoull(p, &end, 10);
 	if (errno || end != dot || !id)
 		return K_OTHER;
-	for (enum kind k = K_CSOCK; k <= K_RIMAGE; k++) {
+	for (enum kind k = K_CSOCK; k <= K_RCRC; k++) {
 		bool client = k <= K_CPAGEMAP;
 
 		if ((name[0] == 'c') == client && strcmp(dot + 1, kind_suffix[k]) == 0) {
@@ -660,7 +661,14 @@ void fdstore_region_added(struct region *r)
 
 void fdstore_region_image(struct region *r)
 {
+	int crc = restore_crc_fd(r);
+
 	fdstore_region_sync(r);
+	/* The table first: a successor that finds the image without one
+	 * restores it unchecked, as an image made before tables. */
+	if (crc >= 0 && (r->stored & STORED_MEM) &&
+	    store_put(r->client->d, crc, "r%" PRIu64 ".crc", r->id))
+		r->stored |= STORED_CRC;
 	if (r->image_fd >= 0 && (r->stored & STORED_MEM) &&
 	    store_put(r->client->d, r->image_fd, "r%" PRIu64 ".image", r->id))
 		r->stored |= STORED_IMAGE;
@@ -678,6 +686,8 @@ void fdstore_region_gone(struct region *r)
 		store_remove(d, 'r', r->id, "mem");
 	if (r->stored & STORED_IMAGE)
 		store_remove(d, 'r', r->id, "image");
+	if (r->stored & STORED_CRC)
+		store_remove(d, 'r', r->id, "crc");
 	if (r->stored & STORED_STATE)
 		store_remove(d, 'r', r->id, "state");
 	r->stored = 0;
@@ -890,6 +900,7 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	struct fdstore_region_hdr h;
 	struct settle_counts n = { 0 };
 	struct stored *image = find(d, K_RIMAGE, mem->id);
+	struct stored *crc = find(d, K_RCRC, mem->id);
 	const char *why;
 	uint64_t size, *present = NULL;
 	struct region *r;
@@ -984,8 +995,11 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	r->stats.poisoned += n.lost;
 	d->stats.poisoned += n.lost;
 	if (image) {
-		restore_resume(r, take(image), h.flags & FDSTORE_R_IMAGE_PREFETCH);
-		r->stored |= STORED_IMAGE;
+		if (restore_resume(r, take(image), crc ? take(crc) : -1,
+				   h.flags & FDSTORE_R_IMAGE_PREFETCH) < 0)
+			log_warn("region %" PRIu64 ": its image's checksum table was refused: "
+				 "its pages still in the image are lost", r->id);
+		r->stored |= STORED_IMAGE | (crc ? STORED_CRC : 0);
 	}
 	if (h.snap_state != FDSTORE_SNAP_NONE)
 		/* A snapshot the old daemon did not finish failed; the
@@ -1158,6 +1172,7 @@ void fdstore_adopt(struct daemon *d)
 		case K_RMEM:
 		case K_RSTATE:
 		case K_RIMAGE:
+		case K_RCRC:
 			refuse(d, s, "belongs to no adopted client (or its other half is missing)");
 			break;
 		case K_SWAP:

@@ -23,6 +23,7 @@
  *                 and region.slot point into it), so it is current at every
  *                 instant, even when pagerd is killed.
  *   r<ID>.image   the image a region is being restored from
+ *   r<ID>.crc     its IMAGE.crc table (a sealed memfd), if it has one
  *   swap          the swap file, when it is an unnamed one (a named one is
  *                 opened again by its path)
  *   swapmeta      the swap store's per-slot owner and CRC32C table (swap.c)
@@ -144,6 +145,7 @@ struct fdstore_client_rec {
 #define STORED_MEM    0x10
 #define STORED_IMAGE  0x20
 #define STORED_PAGEMAP 0x40
+#define STORED_CRC    0x80
 
 /*
  * At start: decides whether pagerd stores (d->fdstore_on) and sorts what

@@ -30,6 +30,7 @@
 
 #include "fd.h"
 #include "fdstore.h"
+#include "io.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -196,7 +197,7 @@ static int open_swap(struct daemon *d)
 	/* A predecessor's unnamed swap, from the fd store: its slots hold
 	 * the pages of the clients about to be adopted. */
 	if (fd >= 0) {
-		e = swap_open_fd(&d->swap, d->base, fd, "(unnamed, from the fd store)",
+		e = swap_open_fd(&d->swap, d->io, fd, "(unnamed, from the fd store)",
 				 d->page_size);
 		if (e == 0) {
 			fdstore_swap_opened(d, true, true);
@@ -223,7 +224,7 @@ static int open_swap(struct daemon *d)
 	if (!size && stat(path, &st) < 0 && errno == ENOENT)
 		size = default_swap_size(d, path);
 	size -= size % d->page_size;
-	e = swap_open(&d->swap, d->base, path, size, d->page_size);
+	e = swap_open(&d->swap, d->io, path, size, d->page_size);
 	if (e < 0 && path == tmp) {
 		/* A swap nobody asked for: without it the limits still hold
 		 * where pages are zero, and pagerd says it exceeds them. */
@@ -390,7 +391,8 @@ int main(int argc, char **argv)
 	if (!d.evict_ev || !d.wb_retry_ev || fdstore_open(&d) < 0)
 		goto out;
 	fdstore_config_sync(&d);
-	if (open_swap(&d) < 0)
+	/* One I/O engine for the swap and every snapshot image. */
+	if (io_engine_open(&d.io, d.base) < 0 || open_swap(&d) < 0)
 		goto out;
 
 	if (d.cfg.private_fd >= 0) {
@@ -439,6 +441,7 @@ int main(int argc, char **argv)
 out:
 	clients_destroy_all(&d);
 	swap_close(d.swap);
+	io_engine_close(d.io);
 	if (d.evict_ev)
 		event_free(d.evict_ev);
 	if (d.wb_retry_ev)

@@ -20,7 +20,9 @@
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
  *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
  *   agent.c   libpager's agent thread: drops PTEs to sample references
- *   swap.c    the swap store: slots, io_uring, CRC32C
+ *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
+ *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   store_file.c the store interface's file backend, on io.c
  *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
  *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
  *
@@ -65,6 +67,7 @@ struct counters {
 
 struct swap;
 struct page_watch;
+struct io_engine;
 
 struct daemon {
 	struct config cfg;
@@ -81,6 +84,7 @@ struct daemon {
 	struct notify *notify;   /* notify.c: systemd readiness, watchdog */
 	struct metrics *metrics; /* metrics.c: Prometheus endpoint, or NULL */
 
+	struct io_engine *io;       /* io.c: every read and write of a disk */
 	struct swap *swap;          /* NULL: no swap, only zero pages evict */
 	uint64_t resident;          /* pages, all clients (page.c) */
 	uint64_t writeback;         /* of those, being written out */
@@ -230,6 +234,7 @@ struct region {
 	/* Told of page changes before they happen (page.c; the snapshot). */
 	const struct page_watch *watch;
 	int image_fd;           /* restored from this image, or -1 */
+	struct restore *restore; /* snapshot.c: reading it, or NULL */
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
 	bool image_prefetch;
 	struct event *prefetch_ev;
@@ -466,9 +471,12 @@ void swapin_release_markers(struct region *r, bool install);
 uint64_t swapin_drop_markers(struct region *r, uint64_t max);
 
 /* snapshot.c */
-/* Starts a snapshot of r into fd for `requester`: returns REQUEST_DEFERRED
- * (the reply follows at the instant), or -errno. */
-int snapshot_start(struct client *requester, struct region *r, int fd);
+/* Starts a snapshot of r into fd (a regular file of the region's size,
+ * open for writing) for `requester`, filling the IMAGE.crc table in crc_fd
+ * (image.h: a memfd of its size, sealed against resizing, not writes):
+ * returns REQUEST_DEFERRED (the reply follows at the instant; both fds are
+ * the snapshot's), or -errno: -EBADF, -EINVAL (sizes), -EBUSY, -EIO, ... */
+int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd);
 /* The client waiting for a snapshot's start is gone. */
 void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
@@ -483,11 +491,21 @@ void snapshot_drain(struct region *r);
 void snapshot_adopt(struct region *r, int status, uint64_t total,
 		    uint64_t done, uint64_t pause_ns);
 /* An adopted region restoring from an image: PG_IMAGE pages (counted in
- * image_pending) come from fd, prefetched if asked. */
-void restore_resume(struct region *r, int fd, bool prefetch);
+ * image_pending) come from fd, checked against the IMAGE.crc table in
+ * crc_fd (-1: an image without one), prefetched if asked.  Takes both
+ * fds; returns 0 or -errno (a bad table: its pages cannot be vouched for;
+ * fd is the region's all the same). */
+int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch);
+/* The table a restore checks against, for the fd store, or -1. */
+int restore_crc_fd(const struct region *r);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
-int restore_attach(struct region *r, int fd, bool prefetch);
+/* A fresh region takes the image fd (a regular file of its size) and its
+ * IMAGE.crc table crc_fd (a memfd sealed against every change, or -1 for
+ * an image made before tables: restored unchecked, with a warning).
+ * Returns 0 (both fds are the region's) or -errno: -EBUSY, -EINVAL (sizes,
+ * a bad table). */
+int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);
 

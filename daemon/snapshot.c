@@ -20,39 +20,53 @@
  * swap, or still in the image the region was restored from) is marked
  * pending; a copier working in the background, a batch per loop turn,
  * writes each pending page to the image at its offset: from pagerd's
- * mapping for a resident page, through the swap store (io_uring, CRC
- * checked) for a swapped one.  A write fault on a pending page copies that
- * page first, then lets the write through.  Pages that were empty stay
- * holes.
+ * mapping for a resident page, through the swap store (CRC checked) for a
+ * swapped one, from the restore image (CRC checked) for one whose data of
+ * the instant is there (from_image).  A write fault on a pending page
+ * copies that page first, then lets the write through.  Pages that were
+ * empty stay holes.
+ *
+ * All image I/O goes through the I/O engine (io.h) on a store (store.h)
+ * with the image timeout: a client's file may be on FUSE or NFS and never
+ * answer, and that must fail this snapshot or restore alone.  Writes go
+ * from bounce buffers of their own (a write the file never answers keeps
+ * its buffer with the engine).  As they are written, the CRC32C of every
+ * page goes into the IMAGE.crc table (common/image.h) the client handed
+ * us as a memfd; restore checks every page it reads against it.
  *
  * The rule that makes the image one cut: a pending page keeps its content
  * of the instant until it is copied.  Every path that is about to empty a
  * page (a discard, a zero eviction, the client's own punch found out),
  * free the swap slot that holds its data, or let a write reach it (an
  * un-protect, a zero-fill or a writable install) is a transition of page.c,
- * which calls page_before_change() first (the region's watch), which copies each pending page from wherever its data is — from
- * memory into a bounce buffer, from the restore image, or, for data only
- * in a swap slot, by taking the slot over until the copier has read it —
- * or records it as a hole if it reads as zero.  A write-protect fault is
+ * which calls page_before_change() first (the region's watch), which copies
+ * each pending page from wherever its data is — from memory into a bounce
+ * buffer or, for data only in a swap slot, by taking the slot over until
+ * the copier has read it — or records it as a hole if it reads as zero; a
+ * page whose data is in the restore image needs nothing (the image does
+ * not change, and IMAGE.crc catches one that did).  A write-protect fault is
  * just one of those paths.  Eviction otherwise needs no special case: an
  * evicted page is still the same data, now in its slot.
  *
- * The image fd comes from the client (it opened the file, with its own
- * rights), which also syncs the image and writes the sidecar once we say
- * the copy is complete: a snapshot cut short leaves no sidecar, and so
- * never looks complete.
+ * The image fd comes from the client (it opened and sized the file, with
+ * its own rights), which also syncs the image and writes the sidecars once
+ * we say the copy is complete: a snapshot cut short leaves no sidecar, and
+ * so never looks complete.
  *
- * Restore.  A region created for an image gets the image fd; its pages
- * with data (SEEK_DATA) are marked PG_IMAGE and read from the image on
- * their first fault — holes are plain empty pages, zero-filled with no
- * I/O — and, unless the client asked otherwise, prefetched in the
- * background within the region's limits.
+ * Restore.  A region created for an image gets the image fd and its
+ * IMAGE.crc table; its pages with data (SEEK_DATA, or data by the table)
+ * are marked PG_IMAGE and read from the image on their first fault —
+ * asynchronously: the faulting thread waits in the kernel until the
+ * completion installs and wakes — checked against the table (a mismatch
+ * is poisoned), and, unless the client asked otherwise, prefetched in the
+ * background within the region's limits.  Holes are plain empty pages,
+ * zero-filled with no I/O.
  */
+#include <endian.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <liburing.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sched.h>
@@ -60,31 +74,42 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "fdstore.h"
+#include "image.h"
+#include "io.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
+#include "store.h"
 #include "swap.h"
 
 /* Pages copied from memory per loop turn; slot reads in flight at most. */
 #define SNAP_BATCH 4096
-/* Most pages one write of resident pages covers, and how many such
- * bounce buffers may be in flight (SNAP_RUN pages each). */
+/* Most pages one write of resident pages covers. */
 #define SNAP_RUN 256
-#define SNAP_BUFS 8
-/* One-page buffers for copies before a write, after the run buffers. */
-#define SNAP_COW_BUFS 240
+/* Bytes captured in bounce buffers and not yet on disk: the background
+ * copier waits above SNAP_COPIER_BYTES (the disk's pace), a copy that
+ * cannot wait (a page about to change) fails the snapshot (-ENOBUFS)
+ * above SNAP_CAPTURE_BYTES rather than hold the loop for a slow disk. */
+#define SNAP_COPIER_BYTES (8u << 20)
+#define SNAP_CAPTURE_BYTES (256u << 20)
 #define SNAP_READS_MAX 16
 #define SNAP_READ_PAGES 64
-/* Restore prefetch: pages read per loop turn, and room it leaves. */
+/* Image requests in the kernel at once (a queue of the I/O engine). */
+#define SNAP_IMAGE_DEPTH 16
+/* Restore prefetch: pages per read, and room it leaves. */
 #define PREFETCH_BATCH 256
 #define PREFETCH_SPARE 1024
 /* Restore readahead on sequential faults, pages. */
 #define RESTORE_AROUND 64
+/* Restore reads in flight per region (faults and prefetch). */
+#define RESTORE_READS_MAX 8
 
 /* Swap slots the snapshot took over from pages that changed before it read
  * them (page_before_change()): [page, page+n) in [slot, slot+n). */
@@ -104,7 +129,16 @@ struct snapshot {
 	uint64_t protect_addr, protect_len, protect_ns;
 	struct event *protect_ev;
 	uint64_t *reprotect;  /* bit per page: made writable during step one */
-	int fd;
+	/* The image, through the I/O engine with the image timeout: the
+	 * loop never waits for a client's file, and a file that stops
+	 * answering fails this snapshot alone (-ETIMEDOUT). */
+	struct store *img;
+	int fd;               /* the image (the store's), or -1 */
+	/* IMAGE.crc being filled (image.h), the client's memfd. */
+	uint8_t *crc_map;
+	size_t crc_len;
+	uint64_t *from_image; /* bit per page: its data of the instant is in the
+			       * restore image (PG_IMAGE then), copied from there */
 	uint64_t *pending;    /* bit per page: still to be copied */
 	uint64_t total, done, cursor;
 	/* Held slots: each page counts as done once read and written; the
@@ -116,17 +150,47 @@ struct snapshot {
 	int status;
 	bool finished;
 	unsigned reads;       /* reads and writes in flight (they hold a reference) */
+	/* Image writes go from bounce buffers: the data is captured (memcpy)
+	 * when a run is copied, so the page may change while the write is in
+	 * flight.  Bytes of them not yet written: */
+	size_t bounce;
 	struct event *ev;
-	/* Image writes go through their own small io_uring, from bounce
-	 * buffers: the data is captured (memcpy) when a run is copied, so
-	 * the page may change while the write is in flight, and the loop
-	 * never waits for the disk. */
-	struct io_uring ring;
-	bool ring_ok;
-	int efd;
-	struct event *efd_ev;
-	uint8_t *buf[SNAP_BUFS + SNAP_COW_BUFS];
-	unsigned buf_refs[SNAP_BUFS + SNAP_COW_BUFS];
+};
+
+/* One image write in flight, from its own bounce buffer. */
+struct snap_write {
+	struct snapshot *s;
+	uint8_t *buf;
+	size_t len;
+};
+
+/*
+ * A region restored from an image: the image through the I/O engine (with
+ * the image timeout), the table of CRC32Cs every page read is checked
+ * against, and the reads in flight.
+ */
+struct restore_read;
+struct restore {
+	struct region *r;          /* NULL once the region is gone */
+	struct store *img;
+	const uint32_t *crc;       /* entries of IMAGE.crc, or NULL: unchecked */
+	void *crc_map;
+	size_t crc_len;
+	int crc_fd;                /* kept for the fd store */
+	uint32_t hole_crc;
+	int failed;                /* the image timed out: no more reads */
+	struct restore_read *reads;
+	unsigned nreads;
+	uint64_t reading;          /* pages those reads cover */
+	uint64_t prefetch_next;
+};
+
+struct restore_read {
+	struct restore_read *next;
+	struct restore *rs;
+	uint64_t page, n;
+	uint64_t fault_page;       /* a thread waits on it, or UINT64_MAX */
+	uint8_t *buf;
 };
 
 struct snap_read {
@@ -136,6 +200,17 @@ struct snap_read {
 	bool held;            /* slots of s->held: ours to free */
 	uint8_t *buf;
 };
+
+/* The CRC32C of an all-zero page: what IMAGE.crc says for a hole. */
+static uint32_t zero_page_crc(size_t ps)
+{
+	static const uint8_t zeros[4096];
+	uint32_t crc = 0;
+
+	for (size_t off = 0; off < ps; off += sizeof(zeros))
+		crc = crc32c(crc, zeros, ps - off < sizeof(zeros) ? ps - off : sizeof(zeros));
+	return crc;
+}
 
 static bool bit(const uint64_t *m, uint64_t i)
 {
@@ -177,18 +252,16 @@ static void snap_free(struct snapshot *s)
 {
 	protect_join(s);
 	free(s->reprotect);
-	if (s->efd_ev)
-		event_free(s->efd_ev);
-	if (s->ring_ok)
-		io_uring_queue_exit(&s->ring);
-	if (s->efd >= 0)
-		close(s->efd);
-	for (unsigned i = 0; i < SNAP_BUFS + SNAP_COW_BUFS; i++)
-		free(s->buf[i]);
-	if (s->ev)
-		event_free(s->ev);
+	/* Nothing of ours is in flight (reads is 0): what a stalled file
+	 * still holds is the engine's now. */
+	store_close(s->img);
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->crc_map)
+		munmap(s->crc_map, s->crc_len);
+	if (s->ev)
+		event_free(s->ev);
+	free(s->from_image);
 	free(s->pending);
 	free(s->held);
 	free(s);
@@ -244,95 +317,118 @@ static void snap_finish(struct snapshot *s, int status)
 		log_info("region %" PRIu64 ": snapshot %s: %" PRIu64 " of %" PRIu64 " pages copied",
 			 s->r->id, status ? strerror(-status) : "complete",
 			 s->done, s->total);
-	/*
-	 * Image writes a failing batch queued but did not submit yet (the
-	 * copier returns at its first error): submitted now, while their fd
-	 * is still open.  Each holds a reference (s->reads) that only its
-	 * completion drops; left in the ring they never complete, the
-	 * snapshot never reports done and is never freed (its ring and
-	 * eventfd leak), and a later submit would write through an fd
-	 * number that by then names another file.
-	 */
-	if (s->ring_ok)
-		io_uring_submit(&s->ring);
-	close(s->fd);
-	s->fd = -1;
-}
+	if (status == 0 && s->crc_map) {
+		/* The table is complete: its header vouches for it. */
+		struct image_crc_hdr *h = (struct image_crc_hdr *)s->crc_map;
+		uint64_t pages = (s->crc_len - IMAGE_CRC_ENTRIES_OFF) / 4;
 
-/* Writes n pages from buf to the image at page `page`; all-zero pages stay
- * holes (the image starts as one hole of the region's size).  0 or -errno. */
-static int image_write(struct snapshot *s, uint64_t page, const void *buf,
-		       uint64_t n)
-{
-	size_t ps = s->d->page_size, len = n * ps, off = 0;
-
-	if (n == 1 && page_is_zero(buf, ps))
-		return 0;
-
-	while (off < len) {
-		ssize_t w = pwrite(s->fd, (const uint8_t *)buf + off, len - off,
-				   (off_t)(page * ps + off));
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		off += (size_t)w;
+		memset(h, 0, IMAGE_CRC_ENTRIES_OFF);
+		memcpy(h->magic, IMAGE_CRC_MAGIC, sizeof(h->magic));
+		h->version = htole32(IMAGE_CRC_VERSION);
+		h->page_size = htole32((uint32_t)s->d->page_size);
+		h->pages = htole64(pages);
+		h->hole_crc = htole32(zero_page_crc(s->d->page_size));
+		h->table_crc = htole32(crc32c(0, s->crc_map + IMAGE_CRC_ENTRIES_OFF,
+					      pages * 4));
+		h->hdr_crc = htole32(crc32c(0, h, offsetof(struct image_crc_hdr, hdr_crc)));
 	}
-	return 0;
 }
 
 static void snap_kick(struct snapshot *s);
 
-/* Queues one write of len bytes at image offset off from bounce buffer b.
- * The completion (on_image_written) drops the buffer's reference. */
-static int queue_write(struct snapshot *s, unsigned b, const uint8_t *from,
-		       size_t len, uint64_t off)
+static void on_image_written(void *arg, int res)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	struct snap_write *w = arg;
+	struct snapshot *s = w->s;
 
-	if (!sqe) {
-		io_uring_submit(&s->ring);
-		sqe = io_uring_get_sqe(&s->ring);
-		if (!sqe)
-			return -EBUSY;
+	s->reads--;
+	s->bounce -= w->len;
+	/* A write the file never answered: its buffer is the engine's. */
+	if (res != -ETIMEDOUT && res != -ECANCELED)
+		free(w->buf);
+	free(w);
+	if (res < 0 && !s->finished) {
+		if (s->r)
+			log_err("region %" PRIu64 ": snapshot: writing the image: %s",
+				s->r->id, strerror(-res));
+		snap_finish(s, res);
 	}
-	io_uring_prep_write(sqe, s->fd, from, (unsigned)len, off);
-	/* The buffer and the length, to check for short writes. */
-	io_uring_sqe_set_data64(sqe, (uint64_t)b | ((uint64_t)len << 8));
-	s->buf_refs[b]++;
+	if (!s->r) {
+		if (!s->reads)
+			snap_free(s); /* the region went; we were the last */
+		return;
+	}
+	snap_kick(s);
+}
+
+/* Records the CRC32C of the n pages at buf as those of image pages
+ * [page, page+n) in the IMAGE.crc table. */
+static void record_crcs(struct snapshot *s, uint64_t page, const uint8_t *buf,
+			uint64_t n)
+{
+	size_t ps = s->d->page_size;
+	uint32_t *t = (uint32_t *)(s->crc_map + IMAGE_CRC_ENTRIES_OFF);
+
+	for (uint64_t i = 0; i < n; i++)
+		t[page + i] = htole32(crc32c(0, buf + i * ps, ps));
+}
+
+/* Writes the n data pages at buf (a bounce buffer of ours, given to the
+ * write) to image pages [page, page+n).  0 or -errno (buf then freed). */
+static int image_put(struct snapshot *s, uint64_t page, uint8_t *buf, uint64_t n)
+{
+	size_t ps = s->d->page_size, len = n * ps;
+	struct snap_write *w = malloc(sizeof(*w));
+	int e;
+
+	if (!w) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*w = (struct snap_write){ .s = s, .buf = buf, .len = len };
+	record_crcs(s, page, buf, n);
+	e = store_write(s->img, page * ps, buf, len, on_image_written, w);
+	if (e < 0) {
+		free(buf);
+		free(w);
+		return e;
+	}
 	s->reads++;
+	s->bounce += len;
 	return 0;
 }
 
 /*
- * Copies n pages from src into a free bounce buffer and queues their
- * writes at image page `page` (one per stretch of non-zero pages: zero
- * pages stay holes).  Returns 1 when queued, 0 when no buffer is free (try
- * after a completion), or -errno.
+ * Captures the n pages at src for image pages [page, page+n): each stretch
+ * of non-zero pages is copied into a bounce buffer and written (zero pages
+ * stay holes; the image starts as one hole of the region's size).  With
+ * `must` false (the background copier) it declines, returning 0, while
+ * SNAP_COPIER_BYTES are on their way to the disk; with must (a page about
+ * to change) it fails with -ENOBUFS past SNAP_CAPTURE_BYTES.  Returns 1
+ * when captured, 0 (declined), or -errno.
  */
 static int queue_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
-		       uint64_t n)
+		       uint64_t n, bool must)
 {
 	size_t ps = s->d->page_size;
-	unsigned b;
 
-	for (b = 0; b < SNAP_BUFS && s->buf_refs[b]; b++)
-		;
-	if (b == SNAP_BUFS)
+	if (!must && s->bounce >= SNAP_COPIER_BYTES)
 		return 0;
-	if (!s->buf[b] && !(s->buf[b] = aligned_alloc(ps, SNAP_RUN * ps)))
-		return -ENOMEM;
-	memcpy(s->buf[b], src, n * ps);
+	if (must && s->bounce >= SNAP_CAPTURE_BYTES)
+		return -ENOBUFS;
 	for (uint64_t i = 0; i < n;) {
 		uint64_t j = i;
+		uint8_t *buf;
+		int e;
 
-		while (j < n && !page_is_zero(s->buf[b] + j * ps, ps))
+		while (j < n && !page_is_zero(src + j * ps, ps))
 			j++;
 		if (j > i) {
-			int e = queue_write(s, b, s->buf[b] + i * ps, (j - i) * ps,
-					    (page + i) * ps);
-
+			buf = aligned_alloc(ps, (j - i) * ps);
+			if (!buf)
+				return -ENOMEM;
+			memcpy(buf, src + i * ps, (j - i) * ps);
+			e = image_put(s, page + i, buf, j - i);
 			if (e < 0)
 				return e;
 		}
@@ -344,54 +440,16 @@ static int queue_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
 /* The resident pages [page, page+n), from pagerd's mapping. */
 static int copy_run(struct snapshot *s, uint64_t page, uint64_t n)
 {
-	return queue_pages(s, page, s->r->map + page * s->d->page_size, n);
+	return queue_pages(s, page, s->r->map + page * s->d->page_size, n, false);
 }
 
-/* Pages read from swap: queued like resident ones, or written here when
- * every buffer is in flight.  0 or -errno. */
+/* Pages read from swap or from the restore image.  0 or -errno. */
 static int write_read_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
 			    uint64_t n)
 {
-	int e = queue_pages(s, page, src, n);
+	int e = queue_pages(s, page, src, n, true);
 
-	if (e > 0) {
-		io_uring_submit(&s->ring);
-		return 0;
-	}
-	return e < 0 ? e : image_write(s, page, src, n);
-}
-
-/* Accounts for one image write that completed. */
-static void image_written(struct snapshot *s, struct io_uring_cqe *cqe)
-{
-	uint64_t data = io_uring_cqe_get_data64(cqe);
-	unsigned b = (unsigned)(data & 0xff);
-	int res = cqe->res;
-
-	io_uring_cqe_seen(&s->ring, cqe);
-	s->buf_refs[b]--;
-	s->reads--;
-	if (res < 0 || (uint64_t)res != data >> 8)
-		snap_finish(s, res < 0 ? res : -EIO);
-}
-
-static void on_image_written(evutil_socket_t fd, short what, void *arg)
-{
-	struct snapshot *s = arg;
-	struct io_uring_cqe *cqe;
-	uint64_t v;
-
-	(void)what;
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_debug("snapshot eventfd: %m");
-	while (io_uring_peek_cqe(&s->ring, &cqe) == 0)
-		image_written(s, cqe);
-	if (!s->r) {
-		if (!s->reads)
-			snap_free(s); /* the region went; we were the last */
-		return;
-	}
-	snap_kick(s);
+	return e < 0 ? e : 0;
 }
 
 static void mark_copied(struct snapshot *s, uint64_t page, uint64_t n)
@@ -404,65 +462,20 @@ static void mark_copied(struct snapshot *s, uint64_t page, uint64_t n)
 	}
 }
 
-/* Reads n pages of a restore image into buf.  0 or -errno. */
-static int image_read(int fd, uint64_t off, void *buf, size_t len)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t k = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return k < 0 ? -errno : -EIO;
-		got += (size_t)k;
-	}
-	return 0;
-}
-
 /*
  * Copies the pending resident pages [page, page+n) from pagerd's mapping,
  * where each holds its content of the instant (it has been protected
  * since).  The data is captured in bounce buffers and the disk writes
- * follow (all-zero pages stay holes); with every buffer in flight, a page
- * is written here.  The pages are done afterwards.  0 or -errno.
+ * follow (all-zero pages stay holes).  The pages are done afterwards.
+ * 0 or -errno.
  */
 static int save_memory(struct snapshot *s, uint64_t page, uint64_t n)
 {
-	size_t ps = s->d->page_size;
-	const uint8_t *src = s->r->map + page * ps;
-	int e = 0;
+	int e = queue_pages(s, page, s->r->map + page * s->d->page_size, n, true);
 
-	/* A run: one buffer of the copier's, if one is free. */
-	if (n > 1 && (e = queue_pages(s, page, src, n)) != 0) {
-		if (e < 0)
-			return e;
-		io_uring_submit(&s->ring);
-		mark_copied(s, page, n);
-		return 0;
-	}
-	for (uint64_t i = 0; i < n; i++, src += ps) {
-		unsigned b;
-
-		if (page_is_zero(src, ps)) {
-			mark_copied(s, page + i, 1); /* a hole */
-			continue;
-		}
-		for (b = SNAP_BUFS; b < SNAP_BUFS + SNAP_COW_BUFS && s->buf_refs[b]; b++)
-			;
-		if (b < SNAP_BUFS + SNAP_COW_BUFS &&
-		    (s->buf[b] || (s->buf[b] = aligned_alloc(ps, ps)))) {
-			memcpy(s->buf[b], src, ps);
-			e = queue_write(s, b, s->buf[b], ps, (page + i) * ps);
-		} else {
-			e = image_write(s, page + i, src, 1);
-		}
-		if (e < 0)
-			return e;
-		mark_copied(s, page + i, 1);
-	}
-	io_uring_submit(&s->ring);
+	if (e < 0)
+		return e;
+	mark_copied(s, page, n);
 	return 0;
 }
 
@@ -503,32 +516,17 @@ static int hold_slot(struct snapshot *s, uint64_t page)
 	return 0;
 }
 
-/* The pending restored pages [page, page+n) (PG_IMAGE), from the image
- * they were restored from.  0 or -errno. */
-static int save_image(struct snapshot *s, uint64_t page, uint64_t n)
-{
-	size_t ps = s->d->page_size;
-	uint8_t *buf = aligned_alloc(ps, n * ps);
-	int e = buf ? image_read(s->r->image_fd, page * ps, buf, n * ps) : -ENOMEM;
-
-	for (uint64_t i = 0; i < n && !e; i++)
-		e = image_write(s, page + i, buf + i * ps, 1); /* zero: a hole */
-	free(buf);
-	if (!e)
-		mark_copied(s, page, n);
-	return e;
-}
-
 /*
  * The snapshot rule, for every path that changes pages (page.c calls it
  * through the region's watch): a page a running snapshot has still to copy
  * keeps its content of the instant until it is copied.  Called before
  * [first, first+n) lose what `what` says (page.h: CHANGE_*); each pending
  * page whose data of the instant is in what goes is copied first (from
- * memory, from the restore image, or by the snapshot taking its swap slot
- * over until read) or recorded as a hole if it is zero, and is no longer
- * pending.  Pages whose data is elsewhere stay pending.  A failure fails
- * the snapshot, never the change.
+ * memory, or by the snapshot taking its swap slot over until read) or
+ * recorded as a hole if it is zero, and is no longer pending (data in the
+ * restore image stays there: the copier reads it later).  Pages whose data
+ * is elsewhere stay pending.  A failure fails the snapshot, never the
+ * change.
  */
 static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 			       unsigned what)
@@ -544,6 +542,13 @@ static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 		int e = 0;
 
 		if (!bit(s->pending, p)) {
+			p++;
+			continue;
+		}
+		if (bit(s->from_image, p)) {
+			/* Its data of the instant is in the restore image,
+			 * which no change here touches: the copier reads it
+			 * from there. */
 			p++;
 			continue;
 		}
@@ -567,6 +572,7 @@ static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 				if (!(what & CHANGE_MEMORY))
 					break;
 				while (p + k < end && k < SNAP_RUN && bit(s->pending, p + k) &&
+				       !bit(s->from_image, p + k) &&
 				       pg_state(r->state[p + k]) == PAGE_RESIDENT &&
 				       !(r->state[p + k] & (PG_READING | PG_GONE)))
 					k++;
@@ -589,14 +595,8 @@ static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 				e = hold_slot(s, p);
 			break;
 		case PAGE_EMPTY:
-			if (!(b & PG_IMAGE)) {
-				mark_copied(s, p, 1); /* zero: a hole */
-			} else if (what & CHANGE_IMAGE) {
-				while (p + k < end && k < SNAP_RUN && bit(s->pending, p + k) &&
-				       r->state[p + k] == (PAGE_EMPTY | PG_IMAGE))
-					k++;
-				e = save_image(s, p, k);
-			}
+			/* (A PG_IMAGE page is from_image: passed above.) */
+			mark_copied(s, p, 1); /* zero: a hole */
 			break;
 		case PAGE_POISONED:
 			break; /* lost already: the copier fails the snapshot */
@@ -733,7 +733,7 @@ static void snap_read_done(void *arg, int res)
 		bool take = false;
 
 		if (i < rd->n && res != -ESTALE &&
-		    snapshot_pending(s->r, p) &&
+		    snapshot_pending(s->r, p) && !bit(s->from_image, p) &&
 		    region_slot(s->r, p) == (int64_t)(rd->slot + i)) {
 			/* (Else copied meanwhile — a write fault swapped it
 			 * in and copied it first — or its slot went: the
@@ -770,6 +770,80 @@ out:
 	free(rd);
 }
 
+static int restore_check(struct region *r, uint64_t page, const uint8_t *buf);
+
+/* A read of the restore image for the snapshot: pages [page, page+n). */
+struct snap_iread {
+	struct snapshot *s;
+	uint64_t page;
+	uint32_t n;
+	uint8_t *buf;
+};
+
+static void snap_image_read_done(void *arg, int res)
+{
+	struct snap_iread *rd = arg;
+	struct snapshot *s = rd->s;
+	size_t ps = s->d->page_size;
+	int e = res;
+
+	s->reads--;
+	if (s->r && !s->finished) {
+		for (uint32_t i = 0; i < rd->n && !e; i++)
+			if (restore_check(s->r, rd->page + i, rd->buf + i * ps) < 0)
+				e = -EIO; /* never copy wrong data */
+		if (!e)
+			e = write_read_pages(s, rd->page, rd->buf, rd->n);
+		if (!e) {
+			mark_copied(s, rd->page, rd->n);
+		} else {
+			log_err("region %" PRIu64 ": snapshot: reading pages %" PRIu64 "+%" PRIu32
+				" from the image it was restored from: %s", s->r->id, rd->page,
+				rd->n, strerror(-e));
+			snap_finish(s, e);
+		}
+	}
+	/* A read the file never answered: its buffer is the engine's. */
+	if (res != -ETIMEDOUT && res != -ECANCELED)
+		free(rd->buf);
+	free(rd);
+	if (!s->r) {
+		if (!s->reads)
+			snap_free(s);
+		return;
+	}
+	snap_kick(s);
+}
+
+/* Starts a read of the restore image's pages [page, page+n) for the copy.
+ * 0 or -errno. */
+static int read_image(struct snapshot *s, uint64_t page, uint32_t n)
+{
+	struct restore *rs = s->r->restore;
+	size_t ps = s->d->page_size;
+	struct snap_iread *rd;
+	int e;
+
+	if (!rs || !rs->img)
+		return -EIO;
+	if (rs->failed)
+		return rs->failed;
+	rd = calloc(1, sizeof(*rd));
+	if (!rd)
+		return -ENOMEM;
+	*rd = (struct snap_iread){ .s = s, .page = page, .n = n,
+				   .buf = aligned_alloc(ps, n * ps) };
+	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
+				 snap_image_read_done, rd) : -ENOMEM;
+	if (e < 0) {
+		free(rd->buf);
+		free(rd);
+		return e;
+	}
+	s->reads++;
+	return 0;
+}
+
 /*
  * One batch of the background copy.  Pages being read in from swap are
  * left for a later pass; when a pass finds nothing left, the snapshot is
@@ -779,7 +853,6 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 {
 	struct snapshot *s = arg;
 	struct region *r = s->r;
-	size_t ps = s->d->page_size;
 	uint64_t budget = SNAP_BATCH;
 	bool deferred = false, buffers_busy = false;
 
@@ -804,6 +877,29 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				continue;
 			}
 			p++;
+			continue;
+		}
+		if (bit(s->from_image, p)) {
+			/* Its data of the instant is in the restore image. */
+			uint32_t n = 1;
+			int e;
+
+			if (s->reads >= SNAP_READS_MAX) {
+				deferred = true;
+				budget = 0;
+				continue;
+			}
+			while (n < SNAP_READ_PAGES && p + n < r->npages &&
+			       bit(s->pending, p + n) && bit(s->from_image, p + n))
+				n++;
+			e = read_image(s, p, n);
+			if (e < 0) {
+				snap_finish(s, e);
+				return;
+			}
+			deferred = true; /* done when the read completes */
+			budget = budget > n ? budget - n : 0;
+			p += n;
 			continue;
 		}
 		pgstate_t b = r->state[p];
@@ -832,7 +928,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			uint64_t n = 1;
 
 			while (n < SNAP_RUN && p + n < r->npages &&
-			       bit(s->pending, p + n) &&
+			       bit(s->pending, p + n) && !bit(s->from_image, p + n) &&
 			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
 			       !(r->state[p + n] & (PG_READING | PG_GONE)))
 				n++;
@@ -861,7 +957,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				break;
 			}
 			while (n < SNAP_READ_PAGES && p + n < r->npages &&
-			       bit(s->pending, p + n) &&
+			       bit(s->pending, p + n) && !bit(s->from_image, p + n) &&
 			       r->state[p + n] == PAGE_SWAPPED &&
 			       region_slot(r, p + n) == region_slot(r, p) + n)
 				n++;
@@ -872,17 +968,9 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			break;
 		}
 		case PAGE_EMPTY:
-			if (b & PG_IMAGE) {
-				uint8_t *buf = aligned_alloc(ps, ps);
-
-				e = buf ? image_read(r->image_fd, p * ps, buf, ps) : -ENOMEM;
-				if (!e)
-					e = image_write(s, p, buf, 1);
-				free(buf);
-			}
-			/* Otherwise evicted as zero or discarded since: a hole. */
-			if (!e)
-				mark_copied(s, p, 1);
+			/* Evicted as zero or discarded since: a hole.  (A
+			 * PG_IMAGE page is from_image: done above.) */
+			mark_copied(s, p, 1);
 			budget--;
 			p++;
 			break;
@@ -895,8 +983,6 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
-	if (s->ring_ok)
-		io_uring_submit(&s->ring);
 	s->cursor = p;
 	if (buffers_busy)
 		return;
@@ -1044,6 +1130,8 @@ static void snapshot_instant(struct snapshot *s)
 			s->pending[p / 64] |= 1ull << (p % 64);
 			s->total++;
 		}
+		if (b & PG_IMAGE)
+			bit_set(s->from_image, p);
 	}
 	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy; region write-protected in %" PRIu64 " us, writers paused %" PRIu64 " us",
 		 r->id, s->total, s->protect_ns / 1000, s->pause_ns / 1000);
@@ -1064,18 +1152,51 @@ static void on_protected(evutil_socket_t fd, short what, void *arg)
 	snapshot_instant(s);
 }
 
-int snapshot_start(struct client *requester, struct region *r, int fd)
+/* Checks and maps the IMAGE.crc table a snapshot fills: a memfd of its
+ * size, sealed against resizing and not against writes.  0 or -errno. */
+static int map_crc_table(struct snapshot *s, int crc_fd, uint64_t npages)
+{
+	int seals = fcntl(crc_fd, F_GET_SEALS);
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	uint32_t hole = zero_page_crc(s->d->page_size), *t;
+	struct stat st;
+
+	if (seals < 0 || (seals & need) != need ||
+	    (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) || fstat(crc_fd, &st) < 0)
+		return -EBADF;
+	if ((uint64_t)st.st_size != image_crc_size(npages))
+		return -EINVAL;
+	s->crc_len = (size_t)st.st_size;
+	s->crc_map = mmap(NULL, s->crc_len, PROT_READ | PROT_WRITE, MAP_SHARED, crc_fd, 0);
+	if (s->crc_map == MAP_FAILED) {
+		s->crc_map = NULL;
+		return -errno;
+	}
+	/* Every page a hole until it is written: holes are never written. */
+	t = (uint32_t *)(s->crc_map + IMAGE_CRC_ENTRIES_OFF);
+	for (uint64_t p = 0; p < npages; p++)
+		t[p] = htole32(hole);
+	return 0;
+}
+
+int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd)
 {
 	struct daemon *d = r->client->d;
 	size_t words = (r->npages + 63) / 64;
 	struct snapshot *s;
-	struct stat st;
-	int fl;
+	struct statx stx;
+	bool direct;
+	int fl, e;
 
+	/* Cached attributes (AT_STATX_DONT_SYNC): a FUSE or NFS file must
+	 * not hold the loop even here.  libpager sized the file. */
 	fl = fcntl(fd, F_GETFL);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fl < 0 ||
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE,
+		  &stx) < 0 || !S_ISREG(stx.stx_mode) || fl < 0 ||
 	    (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND))
 		return -EBADF;
+	if (stx.stx_size != r->len)
+		return -EINVAL;
 	if (r->snap && !r->snap->finished)
 		return -EBUSY;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
@@ -1083,36 +1204,47 @@ int snapshot_start(struct client *requester, struct region *r, int fd)
 	for (uint64_t p = 0; p < r->npages; p++)
 		if (pg_state(r->state[p]) == PAGE_POISONED)
 			return -EIO; /* the region already lost data */
-	if (ftruncate(fd, (off_t)r->len) < 0)
-		return -errno;
 	/* Straight to the disk where the filesystem allows: the copy then
 	 * runs at the disk's pace without filling the page cache (all our
 	 * buffers and offsets are page-aligned). */
-	if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
+	direct = fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
+	if (!direct)
 		log_debug("region %" PRIu64 ": image without O_DIRECT: %m", r->id);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->d = d;
 	s->r = r;
-	s->fd = fd;
-	s->efd = -1;
+	s->fd = -1;
 	s->pending = calloc(words, sizeof(uint64_t));
+	s->from_image = calloc(words, sizeof(uint64_t));
 	s->reprotect = calloc(words, sizeof(uint64_t));
 	s->ev = evtimer_new(d->base, on_snap, s);
-	if (s->pending && s->ev && io_uring_queue_init(64, &s->ring, 0) == 0) {
-		s->ring_ok = true;
-		s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (s->efd >= 0 && io_uring_register_eventfd(&s->ring, s->efd) == 0)
-			s->efd_ev = event_new(d->base, s->efd, EV_READ | EV_PERSIST,
-					      on_image_written, s);
-	}
-	if (!s->pending || !s->reprotect || !s->ev || !s->efd_ev ||
-	    event_add(s->efd_ev, NULL) < 0) {
-		s->fd = -1;
+	if (!s->pending || !s->from_image || !s->reprotect || !s->ev) {
 		snap_free(s);
 		return -ENOMEM;
 	}
+	e = map_crc_table(s, crc_fd, r->npages);
+	if (e < 0) {
+		snap_free(s);
+		return e;
+	}
+	{
+		char label[64];
+
+		snprintf(label, sizeof(label), "region %" PRIu64 " snapshot image", r->id);
+		e = store_file_open(&s->img, d->io, fd, &(struct store_file_opts){
+			.label = label, .depth = SNAP_IMAGE_DEPTH,
+			.align = direct ? d->page_size : 1,
+			.timeout_ms = d->cfg.image_timeout_ms,
+		});
+	}
+	if (e < 0) {
+		snap_free(s);
+		return e;
+	}
+	/* From here on fd is ours (the caller's on failure). */
+	s->fd = fd;
 	/* Step one on a thread of its own (a dup of the uffd: the client's
 	 * may close while it runs). */
 	s->protect_addr = r->addr;
@@ -1130,18 +1262,25 @@ int snapshot_start(struct client *requester, struct region *r, int fd)
 			close(s->protect_uffd);
 		if (s->protect_efd >= 0)
 			close(s->protect_efd);
-		s->fd = -1;
+		s->protect_ev = NULL;
+		s->fd = -1; /* the caller's */
 		snap_free(s);
 		return -ENOMEM;
 	}
 	s->protecting = true;
-	if (r->snap)
-		snap_free(r->snap);
+	if (r->snap) {
+		/* The last one, finished; if writes of it are still out
+		 * (they come back within the image timeout), they free it. */
+		r->snap->r = NULL;
+		if (!r->snap->reads)
+			snap_free(r->snap);
+	}
 	r->snap = s;
 	r->watch = &snapshot_watch;
 	s->waiter = requester;
 	requester->waiting_on = s;
 	fdstore_region_sync(r); /* a successor reports it failed */
+	close(crc_fd); /* its mapping is all we need */
 	return REQUEST_DEFERRED;
 }
 
@@ -1181,17 +1320,15 @@ void snapshot_handover(struct region *r)
 void snapshot_drain(struct region *r)
 {
 	struct snapshot *s = r->snap;
-	struct io_uring_cqe *cqe;
 
-	/* What is left in flight are image writes (the swap store ran its
-	 * reads' completions when it closed): wait for them. */
-	while (s && s->ring_ok && s->reads) {
-		io_uring_submit(&s->ring);
-		if (io_uring_wait_cqe(&s->ring, &cqe) < 0) {
+	/* What is left in flight are image reads and writes (the swap store
+	 * ran its reads' completions when it closed): wait for them, within
+	 * the image timeout. */
+	while (s && s->reads) {
+		if (io_engine_wait(s->d->io) < 0) {
 			s->status = -ESHUTDOWN; /* cannot tell: not whole */
 			return;
 		}
-		image_written(s, cqe);
 	}
 }
 
@@ -1205,7 +1342,6 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 	s->d = r->client->d;
 	s->r = r;
 	s->fd = -1;
-	s->efd = -1;
 	s->finished = true;
 	s->status = status;
 	s->total = total;
@@ -1214,136 +1350,414 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 	r->snap = s;
 }
 
+static void restore_gone(struct region *r);
+
 void snapshot_region_gone(struct region *r)
 {
 	struct snapshot *s = r->snap;
 
-	if (!s)
-		return;
-	r->snap = NULL;
-	s->r = NULL;
-	protect_join(s);
-	reply_to_waiter(s, -ECANCELED);
-	snap_finish(s, -ECANCELED);
-	if (!s->reads)
-		snap_free(s);
+	if (s) {
+		r->snap = NULL;
+		s->r = NULL;
+		protect_join(s);
+		reply_to_waiter(s, -ECANCELED);
+		snap_finish(s, -ECANCELED);
+		if (!s->reads)
+			snap_free(s);
+	}
+	restore_gone(r);
 }
 
 /* ---- restore ------------------------------------------------------------ */
 
-/* Reads the image's pages [page, page+n) (all PG_IMAGE) into a buffer and
- * installs them in the page cache (only complete data may go there: the
- * kernel maps it on the client's next access).  They are resident and
- * dirty afterwards (no swap copy); protected if a snapshot still needs
- * them. */
-static int restore_read(struct region *r, uint64_t page, uint64_t n)
+/*
+ * Whether a page read from the image is what the snapshot wrote: 0, or
+ * -EBADMSG (its CRC32C is not the table's: the image was rewritten in
+ * place, a hole got data, data was punched).  An image without a table
+ * (format 1) is not checked.
+ */
+static int restore_check(struct region *r, uint64_t page, const uint8_t *buf)
 {
+	const struct restore *rs = r->restore;
 	size_t ps = r->client->d->page_size;
-	bool wp = false;
-	int64_t done;
-	uint8_t *buf = malloc(n * ps);
-	int e = buf ? image_read(r->image_fd, page * ps, buf, n * ps) : -ENOMEM;
 
-	if (e < 0) {
-		log_err("region %" PRIu64 ": reading pages %" PRIu64 "+%" PRIu64 " from its image: %s",
-			r->id, page, n, strerror(-e));
-		free(buf);
-		return e;
-	}
-	for (uint64_t p = page; p < page + n; p++)
-		wp |= snapshot_pending(r, p);
-	done = region_install(r, page, n, buf, wp);
-	free(buf);
-	if (done < 0 || (uint64_t)done < n) {
-		e = done < 0 ? (int)done : -EIO;
-		log_err("region %" PRIu64 ": installing pages %" PRIu64 "+%" PRIu64 " from its image: %s",
-			r->id, page, n, strerror(-e));
-		if (done > 0) {
-			/* The first pages went in; the rest stay in the image. */
-			page_image_read(r, page, (uint64_t)done);
-			counter_add(r, image_reads, (uint64_t)done);
-			return 0;
-		}
-		return e;
-	}
-	page_image_read(r, page, n);
-	counter_add(r, image_reads, n);
-	return 0;
+	if (!rs || !rs->crc)
+		return 0;
+	return crc32c(0, buf, ps) == le32toh(rs->crc[page]) ? 0 : -EBADMSG;
 }
 
-/* How many PG_IMAGE pages from `page` on, at most max. */
+/* The page's data cannot be had: never zeros in its place. */
+static void restore_poison(struct region *r, uint64_t page)
+{
+	if (r->state[page] != (PAGE_EMPTY | PG_IMAGE))
+		return;
+	page_poisoned(r, page);
+	counter_add(r, poisoned, 1);
+	/* Not in a fault: if an event is unread, wake whoever waits; they
+	 * fault again and find the page poisoned. */
+	if (uffd_poison(r, page) == -EAGAIN)
+		uffd_wake(r->client, r->addr + page * r->client->d->page_size,
+			  r->client->d->page_size);
+}
+
+/* Whether a read in flight covers page. */
+static bool restore_reading(const struct restore *rs, uint64_t page)
+{
+	for (const struct restore_read *rd = rs->reads; rd; rd = rd->next)
+		if (page >= rd->page && page < rd->page + rd->n)
+			return true;
+	return false;
+}
+
+/* How many PG_IMAGE pages from `page` on, not being read, at most max. */
 static uint64_t image_run(const struct region *r, uint64_t page, uint64_t max)
 {
 	uint64_t n = 0;
 
 	while (n < max && page + n < r->npages &&
-	       r->state[page + n] == (PAGE_EMPTY | PG_IMAGE))
+	       r->state[page + n] == (PAGE_EMPTY | PG_IMAGE) &&
+	       !restore_reading(r->restore, page + n))
 		n++;
 	return n;
 }
 
+static void restore_kick_prefetch(struct region *r);
+static void restore_start_prefetch(struct region *r);
+
+/*
+ * Installs the pages [page, page+n) read into buf: those still PG_IMAGE
+ * (not discarded or installed meanwhile) and matching their CRC32C go into
+ * the page cache (only complete, checked data goes there: the kernel maps
+ * it on the client's next access), resident and dirty (no swap copy),
+ * protected if a snapshot still needs them; a mismatching page is
+ * poisoned.
+ */
+static void restore_install(struct region *r, uint64_t page, uint64_t n,
+			    const uint8_t *buf)
+{
+	size_t ps = r->client->d->page_size;
+	uint64_t bad = 0;
+
+	for (uint64_t i = 0; i < n;) {
+		uint64_t k = 0;
+		bool wp = false;
+		int64_t done;
+
+		if (r->state[page + i] != (PAGE_EMPTY | PG_IMAGE)) {
+			i++;
+			continue;
+		}
+		if (restore_check(r, page + i, buf + i * ps) < 0) {
+			bad++;
+			log_warn_rl(r->client->id, "region %" PRIu64 ": page %" PRIu64
+				    " of its image fails its CRC32C check (the image changed "
+				    "since the snapshot): poisoned", r->id, page + i);
+			restore_poison(r, page + i);
+			i++;
+			continue;
+		}
+		while (i + k < n && r->state[page + i + k] == (PAGE_EMPTY | PG_IMAGE) &&
+		       (k == 0 || restore_check(r, page + i + k, buf + (i + k) * ps) == 0))
+			k++;
+		for (uint64_t p = page + i; p < page + i + k; p++)
+			wp |= snapshot_pending(r, p);
+		done = region_install(r, page + i, k, buf + i * ps, wp);
+		if (done < 0 || (uint64_t)done < k) {
+			log_err("region %" PRIu64 ": installing pages %" PRIu64 "+%" PRIu64
+				" from its image: %s", r->id, page + i, k,
+				strerror(done < 0 ? (int)-done : EIO));
+			/* The first pages went in; the rest stay in the image. */
+			if (done > 0) {
+				page_image_read(r, page + i, (uint64_t)done);
+				counter_add(r, image_reads, (uint64_t)done);
+			}
+			return;
+		}
+		page_image_read(r, page + i, k);
+		counter_add(r, image_reads, k);
+		i += k;
+	}
+	(void)bad;
+}
+
+static void restore_read_done(void *arg, int res)
+{
+	struct restore_read *rd = arg, **pp;
+	struct restore *rs = rd->rs;
+	struct region *r = rs->r;
+
+	for (pp = &rs->reads; *pp != rd; pp = &(*pp)->next)
+		;
+	*pp = rd->next;
+	rs->nreads--;
+	rs->reading -= rd->n;
+	if (r && res == 0) {
+		restore_install(r, rd->page, rd->n, rd->buf);
+	} else if (r) {
+		log_err_rl(r->client->id, "region %" PRIu64 ": reading pages %" PRIu64 "+%" PRIu64
+			   " from its image: %s%s", r->id, rd->page, rd->n, strerror(-res),
+			   res == -ETIMEDOUT ? "; the image no longer answers: its pages "
+			   "not yet read are lost (SIGBUS on access)" : "");
+		if (res == -ETIMEDOUT)
+			rs->failed = res;
+		if (rd->fault_page != UINT64_MAX)
+			restore_poison(r, rd->fault_page);
+	}
+	if (r) {
+		struct client *c = r->client;
+		size_t ps = c->d->page_size;
+
+		if (rd->fault_page != UINT64_MAX &&
+		    pg_state(r->state[rd->fault_page]) == PAGE_RESIDENT)
+			page_referenced(r, rd->fault_page);
+		/* Every thread that faulted on one of these pages meanwhile
+		 * waits on it: mapped now, or faulting again (and then
+		 * poisoned, or read again). */
+		uffd_wake(c, r->addr + rd->page * ps, rd->n * ps);
+		if (limits_pressure(r))
+			evict_kick(c->d);
+		restore_kick_prefetch(r);
+	}
+	/* A read the file never answered: its buffer is the engine's. */
+	if (res != -ETIMEDOUT && res != -ECANCELED)
+		free(rd->buf);
+	free(rd);
+}
+
+/* Starts a read of the image's pages [page, page+n) (PG_IMAGE, none being
+ * read), for a thread waiting on fault_page (or UINT64_MAX).  0 or -errno. */
+static int restore_start(struct region *r, uint64_t page, uint64_t n,
+			 uint64_t fault_page)
+{
+	struct restore *rs = r->restore;
+	size_t ps = r->client->d->page_size;
+	struct restore_read *rd = calloc(1, sizeof(*rd));
+	int e;
+
+	if (!rd)
+		return -ENOMEM;
+	*rd = (struct restore_read){ .rs = rs, .page = page, .n = n,
+				     .fault_page = fault_page,
+				     .buf = aligned_alloc(ps, n * ps) };
+	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
+				 restore_read_done, rd) : -ENOMEM;
+	if (e < 0) {
+		free(rd->buf);
+		free(rd);
+		return e;
+	}
+	rd->next = rs->reads;
+	rs->reads = rd;
+	rs->nreads++;
+	rs->reading += n;
+	return 0;
+}
+
+/* Room for pages being read too: they will be resident. */
+static uint64_t restore_room(struct region *r)
+{
+	uint64_t room = limits_room(r), reading = r->restore->reading;
+
+	return room > reading ? room - reading : 0;
+}
+
 int restore_fault(struct client *c, struct region *r, uint64_t page)
 {
-	uint64_t room = limits_room(r), n;
+	struct restore *rs = r->restore;
+	uint64_t room, n;
+	int e;
 
-	if (room == 0)
+	if (!rs || rs->failed) {
+		/* The image stopped answering: its data cannot be had. */
+		restore_poison(r, page);
+		return 0;
+	}
+	if (restore_reading(rs, page))
+		return 0; /* the read in flight wakes it */
+	room = restore_room(r);
+	if (room == 0 || rs->nreads >= RESTORE_READS_MAX)
 		return -ENOSPC; /* the caller parks the fault */
 	/* A little readahead: images are read mostly in order. */
 	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
-	if (restore_read(r, page, n ? n : 1) < 0) {
-		/* The data cannot be had: never zeros in its place. */
-		page_poisoned(r, page);
-		r->stats.poisoned++;
-		c->d->stats.poisoned++;
-		return uffd_poison(r, page);
+	e = restore_start(r, page, n ? n : 1, page);
+	if (e < 0) {
+		log_err("region %" PRIu64 ": reading page %" PRIu64 " from its image: %s",
+			r->id, page, strerror(-e));
+		restore_poison(r, page);
 	}
-	page_referenced(r, page);
-	uffd_wake(c, r->addr + page * c->d->page_size, c->d->page_size);
-	if (limits_pressure(r))
-		evict_kick(c->d);
+	(void)c;
 	return 0;
 }
 
 static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 {
 	struct region *r = arg;
-	uint64_t budget = PREFETCH_BATCH;
-	static const struct timeval soon = { 0, 1000 };
+	struct restore *rs = r->restore;
+	uint64_t p = rs->prefetch_next;
 
 	(void)fd;
 	(void)what;
-	for (uint64_t p = 0; p < r->npages && budget && r->image_pending; p++) {
-		uint64_t room = limits_room(r), n;
+	while (!rs->failed && r->image_pending > rs->reading &&
+	       rs->nreads < RESTORE_READS_MAX / 2) {
+		uint64_t room = restore_room(r), n;
 
 		if (room <= PREFETCH_SPARE)
 			return; /* faults need the room more; try no further */
-		n = image_run(r, p, budget < room - PREFETCH_SPARE ? budget
-								 : room - PREFETCH_SPARE);
-		if (!n)
-			continue;
-		if (restore_read(r, p, n) < 0)
-			return;
-		budget -= n;
-		p += n - 1;
+		while (p < r->npages && !image_run(r, p, 1))
+			p++;
+		if (p >= r->npages) {
+			p = 0; /* from the start: pages may have been skipped */
+			break;
+		}
+		n = image_run(r, p, PREFETCH_BATCH < room - PREFETCH_SPARE ?
+				    PREFETCH_BATCH : room - PREFETCH_SPARE);
+		if (restore_start(r, p, n, UINT64_MAX) < 0)
+			break;
+		p += n;
 	}
-	if (r->image_pending)
-		evtimer_add(r->prefetch_ev, &soon);
+	rs->prefetch_next = p;
 }
 
-int restore_attach(struct region *r, int fd, bool prefetch)
+/* A read completed: the prefetch goes on, if it runs. */
+static void restore_kick_prefetch(struct region *r)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (r->prefetch_ev && r->image_pending && !r->restore->failed)
+		evtimer_add(r->prefetch_ev, &now);
+}
+
+/*
+ * Checks the IMAGE.crc table in crc_fd (sealed against every change: it is
+ * trusted once checked) for an image of r's pages and maps it.  0 or
+ * -EINVAL with the reason logged.
+ */
+static int restore_load_table(struct restore *rs, struct region *r, int crc_fd)
+{
+	size_t ps = r->client->d->page_size, len = image_crc_size(r->npages);
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+	int seals = fcntl(crc_fd, F_GET_SEALS);
+	const struct image_crc_hdr *h;
+	const char *why = NULL;
+	struct stat st;
+	void *map;
+
+	if (seals < 0 || (seals & need) != need || fstat(crc_fd, &st) < 0 ||
+	    (uint64_t)st.st_size != len) {
+		log_warn("region %" PRIu64 ": the image's checksum table is not a sealed "
+			 "memfd of %zu bytes", r->id, len);
+		return -EINVAL;
+	}
+	map = mmap(NULL, len, PROT_READ, MAP_SHARED, crc_fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	h = map;
+	if (memcmp(h->magic, IMAGE_CRC_MAGIC, sizeof(h->magic)) ||
+	    le32toh(h->version) != IMAGE_CRC_VERSION ||
+	    le32toh(h->hdr_crc) != crc32c(0, h, offsetof(struct image_crc_hdr, hdr_crc)))
+		why = "not a checksum table, or a damaged header";
+	else if (le32toh(h->page_size) != ps || le64toh(h->pages) != r->npages ||
+		 le32toh(h->hole_crc) != zero_page_crc(ps))
+		why = "made for another page size or image size";
+	else if (le32toh(h->table_crc) != crc32c(0, (const uint8_t *)map + IMAGE_CRC_ENTRIES_OFF,
+						  r->npages * 4))
+		why = "its entries are damaged";
+	if (why) {
+		log_warn("region %" PRIu64 ": the image's checksum table is refused: %s",
+			 r->id, why);
+		munmap(map, len);
+		return -EINVAL;
+	}
+	rs->crc_map = map;
+	rs->crc_len = len;
+	rs->crc = (const uint32_t *)((const uint8_t *)map + IMAGE_CRC_ENTRIES_OFF);
+	rs->hole_crc = zero_page_crc(ps);
+	return 0;
+}
+
+static void restore_free(struct restore *rs)
+{
+	if (rs->crc_map)
+		munmap(rs->crc_map, rs->crc_len);
+	if (rs->crc_fd >= 0)
+		close(rs->crc_fd);
+	free(rs);
+}
+
+/* Sets up r->restore on fd (the region's; kept) and crc_fd (taken, -1:
+ * none).  0 or -errno; crc_fd is closed on failure. */
+static int restore_new(struct region *r, int fd, int crc_fd)
+{
+	struct daemon *d = r->client->d;
+	struct restore *rs = calloc(1, sizeof(*rs));
+	char label[64];
+	int e;
+
+	if (!rs) {
+		if (crc_fd >= 0)
+			close(crc_fd);
+		return -ENOMEM;
+	}
+	rs->r = r;
+	rs->crc_fd = crc_fd;
+	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
+	if (e == 0) {
+		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
+		e = store_file_open(&rs->img, d->io, fd, &(struct store_file_opts){
+			.label = label, .depth = RESTORE_READS_MAX, .align = 1,
+			.timeout_ms = d->cfg.image_timeout_ms,
+		});
+	}
+	if (e < 0) {
+		restore_free(rs);
+		return e;
+	}
+	if (!rs->crc)
+		log_warn("region %" PRIu64 ": its image has no checksum table (made before "
+			 "pagerd kept one): its pages are restored unchecked", r->id);
+	r->restore = rs;
+	return 0;
+}
+
+static void restore_gone(struct region *r)
+{
+	struct restore *rs = r->restore;
+
+	if (!rs)
+		return;
+	r->restore = NULL;
+	rs->r = NULL;
+	/* Every read calls back now (-ECANCELED: what the file still holds
+	 * is the engine's). */
+	store_close(rs->img);
+	restore_free(rs);
+}
+
+int restore_crc_fd(const struct region *r)
+{
+	return r->restore ? r->restore->crc_fd : -1;
+}
+
+int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 {
 	size_t ps = r->client->d->page_size;
-	struct stat st;
+	struct statx stx;
 	off_t off = 0;
+	int e;
 
 	if (r->image_fd >= 0)
 		return -EBUSY;
 	if (r->resident || r->swapped)
 		return -EBUSY; /* only a fresh region takes an image */
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != r->len)
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE,
+		  &stx) < 0 || !S_ISREG(stx.stx_mode) || stx.stx_size != r->len)
 		return -EINVAL;
-	/* Data extents become PG_IMAGE pages; holes stay plain empty. */
+	e = restore_new(r, fd, crc_fd);
+	if (e < 0)
+		return e;
+	/* Data extents become PG_IMAGE pages; holes stay plain empty.  So do
+	 * pages the table says held data, holes now: read as zeros, they
+	 * fail their check (never restored as zeros). */
 	for (;;) {
 		off_t data = lseek(fd, off, SEEK_DATA), hole;
 
@@ -1351,7 +1765,7 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 			break; /* ENXIO: no more data */
 		hole = lseek(fd, data, SEEK_HOLE);
 		if (hole < 0)
-			hole = st.st_size;
+			hole = (off_t)stx.stx_size;
 		for (uint64_t p = (uint64_t)data / ps;
 		     p < r->npages && p * ps < (uint64_t)hole; p++) {
 			if (!(r->state[p] & PG_IMAGE))
@@ -1359,22 +1773,40 @@ int restore_attach(struct region *r, int fd, bool prefetch)
 		}
 		off = hole;
 	}
-	restore_resume(r, fd, prefetch);
+	for (uint64_t p = 0; r->restore->crc && p < r->npages; p++) {
+		if (!(r->state[p] & PG_IMAGE) &&
+		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
+			page_in_image(r, p); /* data punched since: the check fails it */
+	}
+	r->image_fd = fd;
+	r->image_prefetch = prefetch;
+	restore_start_prefetch(r);
 	fdstore_region_image(r);
-	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s",
-		 r->id, r->image_pending, prefetch ? ", prefetching" : "");
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s%s",
+		 r->id, r->image_pending, prefetch ? ", prefetching" : "",
+		 r->restore->crc ? ", each checked against its CRC32C" : "");
 	return 0;
 }
 
-void restore_resume(struct region *r, int fd, bool prefetch)
+static void restore_start_prefetch(struct region *r)
 {
-	r->image_fd = fd;
-	r->image_prefetch = prefetch;
-	if (prefetch && r->image_pending) {
+	if (r->image_prefetch && r->image_pending) {
 		static const struct timeval now = { 0, 0 };
 
 		r->prefetch_ev = evtimer_new(r->client->d->base, on_prefetch, r);
 		if (r->prefetch_ev)
 			evtimer_add(r->prefetch_ev, &now);
 	}
+}
+
+int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
+{
+	int e = restore_new(r, fd, crc_fd);
+
+	r->image_fd = fd;
+	r->image_prefetch = prefetch;
+	if (e < 0)
+		return e;
+	restore_start_prefetch(r);
+	return 0;
 }

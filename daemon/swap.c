@@ -1,22 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The swap store: slot allocation, per-slot metadata, and reads and writes
- * through an io_uring whose completions wake the libevent loop through an
- * eventfd.
- *
- * A request owns at most one SQE at a time.  At most `depth` requests (the
- * SQ size) own one, which keeps the CQ (twice the SQ) from ever overflowing
- * and means an SQE is always free for a request allowed in; the others wait
- * in a FIFO in software and are let in as completions free places.  SQEs
- * are prepared at once but submitted together, once per loop iteration, by
- * a deferred event (or at once when the SQ fills), so a burst of evictions
- * costs one io_uring_enter.
+ * The swap store: slot allocation, per-slot metadata (owner, CRC32C), and
+ * reads and writes through a store (store.h) on the device: pagerd's
+ * io_uring engine (io.h) for a file or block device, which batches
+ * submissions, continues short transfers and retries -EAGAIN/-EINTR.
+ * What this file adds to a read is the check of every page's CRC32C.
  */
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <liburing.h>
 #include <linux/fs.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -32,30 +25,24 @@
 
 #include "crc32c.h"
 #include "log.h"
+#include "io.h"
+#include "store.h"
 #include "swap.h"
 
-/* Times one request may come back -EAGAIN/-EINTR before that is its result. */
-#define SWAP_MAX_RETRIES 16
 /* Free runs swap_alloc() looks at for one long enough before settling. */
 #define SWAP_ALLOC_PROBES 32
 /* Noisy log lines: at most `burst` per interval, then a count. */
 #define SWAP_LOG_INTERVAL_MS 10000
-/* A failed io_uring_submit() is retried after this long. */
-#define SWAP_SUBMIT_RETRY_US 1000
 
 enum swap_op { SWAP_OP_READ, SWAP_OP_WRITE };
 
 struct swap_req {
-	struct swap_req *next;      /* in the software queue */
+	struct swap *s;
 	enum swap_op op;
-	unsigned retries;
 	uint64_t slot;
 	uint32_t npages;
 	unsigned char *buf;
-	size_t len;                 /* bytes */
-	size_t done_bytes;          /* transferred so far (short I/O) */
 	enum swap_fault inject;     /* a write's injected failure, for tests */
-	bool fail_rest;             /* ... the rest of a short write fails */
 	swap_done_fn done;
 	void *arg;
 };
@@ -98,7 +85,6 @@ struct ratelimit {
 struct swap {
 	char *path;
 	int fd;
-	int efd;
 	size_t page_size;
 	size_t dio_align;           /* file offset alignment O_DIRECT needs */
 	uint64_t nslots;
@@ -116,23 +102,14 @@ struct swap {
 	void *meta_map;
 	size_t meta_len;
 
-	struct event_base *base;
-	struct event *efd_ev;
-	bool efd_edge;               /* efd_ev edge-triggered: never read */
-	struct event *submit_ev;    /* deferred submission, also the retry timer */
-	bool submit_armed;
-	struct io_uring ring;
-	bool ring_ok;
-	unsigned depth;
-	unsigned in_ring;           /* requests owning an SQE */
-	struct swap_req *queue_head, *queue_tail;
-	unsigned queued;
+	struct io_engine *io;
+	struct store *dev;          /* the device's I/O (store.h) */
 
 	unsigned dispatching;       /* > 0 while completion callbacks run */
 	bool close_requested;       /* swap_close() from a callback */
 	bool closing;
 
-	struct ratelimit full_rl, io_rl, submit_rl;
+	struct ratelimit full_rl, io_rl;
 	struct swap_stats st;
 };
 
@@ -312,138 +289,6 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n)
 			" were already free", s->path, already, first, n);
 }
 
-/* ---- submission --------------------------------------------------------- */
-
-static void queue_push_tail(struct swap *s, struct swap_req *r)
-{
-	r->next = NULL;
-	if (s->queue_tail)
-		s->queue_tail->next = r;
-	else
-		s->queue_head = r;
-	s->queue_tail = r;
-	s->queued++;
-}
-
-static void queue_push_head(struct swap *s, struct swap_req *r)
-{
-	r->next = s->queue_head;
-	s->queue_head = r;
-	if (!s->queue_tail)
-		s->queue_tail = r;
-	s->queued++;
-}
-
-static struct swap_req *queue_pop(struct swap *s)
-{
-	struct swap_req *r = s->queue_head;
-
-	if (r) {
-		s->queue_head = r->next;
-		if (!s->queue_head)
-			s->queue_tail = NULL;
-		s->queued--;
-		r->next = NULL;
-	}
-	return r;
-}
-
-/*
- * Hands the prepared SQEs to the kernel.  On failure (-EAGAIN/-EBUSY: the
- * kernel is short of memory; anything else would be a bug here) the SQEs
- * stay in the ring and the submission is retried shortly: losing them would
- * lose requests whose callers wait for an answer.
- */
-static void submit_now(struct swap *s)
-{
-	int ret = 0;
-
-	for (int tries = 0; io_uring_sq_ready(&s->ring) && tries < 4; tries++) {
-		ret = io_uring_submit(&s->ring);
-		if (ret < 0 && ret != -EINTR)
-			break;
-	}
-	if (!io_uring_sq_ready(&s->ring) || s->closing)
-		return;
-	if (ret < 0 && log_allowed(s, &s->submit_rl, 1))
-		log_warn("swap %s: io_uring_submit: %s (retrying)", s->path,
-			 strerror(-ret));
-	struct timeval tv = { 0, SWAP_SUBMIT_RETRY_US };
-	event_add(s->submit_ev, &tv);
-}
-
-/* Submission at the end of this loop iteration, batching every request
- * queued by the callbacks that run before it. */
-static void arm_submit(struct swap *s)
-{
-	if (s->submit_armed || s->closing)
-		return;
-	s->submit_armed = true;
-	event_active(s->submit_ev, EV_TIMEOUT, 0);
-}
-
-/*
- * Prepares an SQE for what is left of r.  Returns false, with nothing
- * changed, if no SQE could be had even after submitting (not expected: see
- * the comment at the top).
- */
-static bool req_start(struct swap *s, struct swap_req *r)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-	uint64_t off = r->slot * s->page_size + r->done_bytes;
-	unsigned len = (unsigned)(r->len - r->done_bytes);
-
-	if (!sqe) {
-		submit_now(s);
-		sqe = io_uring_get_sqe(&s->ring);
-		if (!sqe)
-			return false;
-	}
-	if (r->op == SWAP_OP_READ)
-		io_uring_prep_read(sqe, s->fd, r->buf + r->done_bytes, len, off);
-	else
-		io_uring_prep_write(sqe, s->fd, r->buf + r->done_bytes, len, off);
-	io_uring_sqe_set_data(sqe, r);
-	s->in_ring++;
-	if (!io_uring_sq_space_left(&s->ring))
-		submit_now(s);
-	else
-		arm_submit(s);
-	return true;
-}
-
-/* Lets waiting requests into the ring, oldest first. */
-static void queue_refill(struct swap *s)
-{
-	while (s->queue_head && s->in_ring < s->depth) {
-		struct swap_req *r = queue_pop(s);
-
-		if (!req_start(s, r)) {
-			queue_push_head(s, r);
-			break;
-		}
-	}
-}
-
-static void req_enqueue(struct swap *s, struct swap_req *r)
-{
-	if (s->queue_head || s->in_ring >= s->depth || !req_start(s, r)) {
-		queue_push_tail(s, r);
-		arm_submit(s);
-	}
-}
-
-static void on_submit(evutil_socket_t fd, short what, void *arg)
-{
-	struct swap *s = arg;
-
-	(void)fd;
-	(void)what;
-	s->submit_armed = false;
-	queue_refill(s);
-	submit_now(s);
-}
-
 /* ---- completion --------------------------------------------------------- */
 
 /* Runs the callback and frees r; a callback may call swap_close(). */
@@ -536,87 +381,26 @@ static int read_check(struct swap *s, struct swap_req *r, int res)
 }
 
 /*
- * One CQE for r.  Short transfers are continued from where they stopped;
- * -EAGAIN and -EINTR are retried a bounded number of times; anything else
- * ends the request.
+ * The store's answer for r.  Injected write failures (tests) replace the
+ * result the device gave: -EIO, or -ENOSPC as when the disk fills half-way
+ * (the short transfer itself is the engine's, tested there).  A read is
+ * checked page by page.
  */
-static void req_complete(struct swap *s, struct swap_req *r, int res)
+static void swap_io_done(void *arg, int res)
 {
-	if (r->inject == SWAP_FAULT_WRITE_EIO && res >= 0) {
-		res = -EIO;
-	} else if (r->inject == SWAP_FAULT_WRITE_SHORT && res > 0) {
-		/* The disk fills during the write: the first half of it
-		 * goes through, the rest fails as a full disk does. */
-		size_t half = (r->len - r->done_bytes) / 2;
+	struct swap_req *r = arg;
+	struct swap *s = r->s;
 
-		half -= half % s->page_size;
-		r->inject = SWAP_FAULT_NONE;
-		r->fail_rest = half != 0;
-		res = half ? (int)half : -ENOSPC;
-	} else if (r->fail_rest) {
+	if (r->inject == SWAP_FAULT_WRITE_EIO && res == 0)
+		res = -EIO;
+	else if (r->inject == SWAP_FAULT_WRITE_SHORT && res == 0)
 		res = -ENOSPC;
-	}
-	if (res == -EAGAIN || res == -EINTR) {
-		if (++r->retries <= SWAP_MAX_RETRIES)
-			goto again;
-	} else if (res > 0) {
-		r->done_bytes += (size_t)res;
-		if (r->done_bytes >= r->len) {
-			res = 0;
-		} else if (r->done_bytes % s->dio_align == 0) {
-			goto again;
-		} else {
-			/* O_DIRECT cannot continue from an unaligned offset:
-			 * the file ended there (someone shrank it). */
-			res = -EIO;
-		}
-	} else if (res == 0) {
-		res = -EIO; /* end of file: the file shrank under us */
-	}
 	if (r->op == SWAP_OP_READ)
 		res = read_check(s, r, res);
 	req_finish(s, r, res);
-	return;
-again:
-	if (!req_start(s, r))
-		queue_push_head(s, r);
-}
-
-/* Runs every completion the ring holds. */
-static void swap_reap(struct swap *s)
-{
-	struct io_uring_cqe *cqe;
-
-	while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
-		struct swap_req *r = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-
-		io_uring_cqe_seen(&s->ring, cqe);
-		s->in_ring--;
-		req_complete(s, r, res);
-	}
-}
-
-static void on_eventfd(evutil_socket_t fd, short what, void *arg)
-{
-	struct swap *s = arg;
-	uint64_t v;
-
-	(void)what;
-	/* Edge-triggered, every completion the kernel signals is a new
-	 * event, whatever the counter holds (it saturates, never fails):
-	 * no read, one syscall less a wake-up.  Level-triggered, reset the
-	 * counter before reaping: a CQE posted after this read signals the
-	 * eventfd again, so none is left behind. */
-	if (!s->efd_edge && read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("swap %s: reading the eventfd: %s", s->path, strerror(errno));
-	swap_reap(s);
-	if (s->close_requested) {
+	/* swap_close() from a callback: the last one out closes. */
+	if (s->close_requested && !s->dispatching && !s->closing)
 		swap_destroy(s);
-		return;
-	}
-	queue_refill(s);
-	submit_now(s);
 }
 
 /* ---- reads and writes --------------------------------------------------- */
@@ -634,22 +418,35 @@ static int check_io(const struct swap *s, uint64_t first, const void *buf,
 	return 0;
 }
 
-static struct swap_req *req_new(enum swap_op op, uint64_t first, void *buf,
-				uint32_t npages, size_t page_size,
-				swap_done_fn done, void *arg)
+static struct swap_req *req_new(struct swap *s, enum swap_op op, uint64_t first,
+				void *buf, uint32_t npages, swap_done_fn done, void *arg)
 {
 	struct swap_req *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return NULL;
+	r->s = s;
 	r->op = op;
 	r->slot = first;
 	r->npages = npages;
 	r->buf = buf;
-	r->len = (size_t)npages * page_size;
 	r->done = done;
 	r->arg = arg;
 	return r;
+}
+
+/* Hands r to the device; on failure r is freed and nothing calls back. */
+static int req_submit(struct swap *s, struct swap_req *r)
+{
+	uint64_t off = r->slot * s->page_size;
+	size_t len = (size_t)r->npages * s->page_size;
+	int e = r->op == SWAP_OP_READ ?
+		store_read(s->dev, off, r->buf, len, swap_io_done, r) :
+		store_write(s->dev, off, r->buf, len, swap_io_done, r);
+
+	if (e < 0)
+		free(r);
+	return e;
 }
 
 int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
@@ -666,9 +463,9 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 		return ret;
 	if (!tags)
 		return -EINVAL;
-	/* The buffer is only read, but the SQE wants a non-const pointer. */
-	r = req_new(SWAP_OP_WRITE, first_slot, (void *)(uintptr_t)buf, npages,
-		    s->page_size, done, arg);
+	/* The buffer is only read, but the request keeps one pointer. */
+	r = req_new(s, SWAP_OP_WRITE, first_slot, (void *)(uintptr_t)buf, npages,
+		    done, arg);
 	if (!r)
 		return -ENOMEM;
 	if (s->wfail_kind != SWAP_FAULT_NONE && tags[0].region == s->wfail_region)
@@ -681,10 +478,12 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 		m->gen = tags[i].gen;
 		m->crc = crc32c(0, r->buf + (size_t)i * s->page_size, s->page_size);
 	}
+	ret = req_submit(s, r);
+	if (ret < 0)
+		return ret;
 	/* Until the write completes the slot holds nothing trustworthy. */
 	bits_assign(s->data_map, first_slot, npages, false);
 	bits_assign(s->busy_map, first_slot, npages, true);
-	req_enqueue(s, r);
 	return 0;
 }
 
@@ -702,11 +501,10 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	if (find_bit(s->data_map, first_slot, first_slot + npages, false) !=
 	    first_slot + npages)
 		return -ENODATA;
-	r = req_new(SWAP_OP_READ, first_slot, buf, npages, s->page_size, done, arg);
+	r = req_new(s, SWAP_OP_READ, first_slot, buf, npages, done, arg);
 	if (!r)
 		return -ENOMEM;
-	req_enqueue(s, r);
-	return 0;
+	return req_submit(s, r);
 }
 
 /* ---- metadata, stats, fault injection ----------------------------------- */
@@ -742,10 +540,13 @@ int swap_slot_tag(const struct swap *s, uint64_t slot, struct swap_tag *ret_tag,
 
 void swap_get_stats(const struct swap *s, struct swap_stats *ret)
 {
+	struct store_stats ds;
+
+	store_get_stats(s->dev, &ds);
 	*ret = s->st;
 	ret->total = s->nslots;
-	ret->in_flight = s->in_ring;
-	ret->queued = s->queued;
+	ret->in_flight = ds.in_flight;
+	ret->queued = ds.queued;
 }
 
 size_t swap_page_size(const struct swap *s)
@@ -945,7 +746,7 @@ static int check_page_size(const char *path, size_t page_size)
 	return 0;
 }
 
-static struct swap *swap_new(struct event_base *base, const char *path,
+static struct swap *swap_new(struct io_engine *io, const char *path,
 			     size_t page_size)
 {
 	struct swap *s = calloc(1, sizeof(*s));
@@ -953,10 +754,9 @@ static struct swap *swap_new(struct event_base *base, const char *path,
 	if (!s)
 		return NULL;
 	s->fd = -1;
-	s->efd = -1;
 	s->meta_fd = -1;
 	s->page_size = page_size;
-	s->base = base;
+	s->io = io;
 	s->path = strdup(path);
 	if (!s->path) {
 		free(s);
@@ -1010,41 +810,25 @@ static int swap_setup(struct swap *s, uint64_t size)
 	    !s->bad_map || !s->retired_map || !s->slots)
 		return -ENOMEM;
 
-	r = io_uring_queue_init(SWAP_QUEUE_DEPTH, &s->ring, 0);
-	if (r < 0) {
-		log_err("swap %s: io_uring_queue_init: %s", path, strerror(-r));
+	/* pagerd's own disk: trusted, no timeout (a request runs to its
+	 * end; closing waits for what is in flight). */
+	r = store_file_open(&s->dev, s->io, s->fd, &(struct store_file_opts){
+		.label = path, .depth = SWAP_QUEUE_DEPTH, .align = s->dio_align,
+	});
+	if (r < 0)
 		return r;
-	}
-	s->ring_ok = true;
-	s->depth = s->ring.sq.ring_entries < SWAP_QUEUE_DEPTH ?
-		   s->ring.sq.ring_entries : SWAP_QUEUE_DEPTH;
-	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->efd < 0)
-		return -errno;
-	r = io_uring_register_eventfd(&s->ring, s->efd);
-	if (r < 0) {
-		log_err("swap %s: io_uring_register_eventfd: %s", path, strerror(-r));
-		return r;
-	}
-	s->efd_edge = event_base_get_features(s->base) & EV_FEATURE_ET;
-	s->efd_ev = event_new(s->base, s->efd,
-			      EV_READ | EV_PERSIST | (s->efd_edge ? EV_ET : 0),
-			      on_eventfd, s);
-	s->submit_ev = event_new(s->base, -1, 0, on_submit, s);
-	if (!s->efd_ev || !s->submit_ev || event_add(s->efd_ev, NULL) < 0)
-		return -ENOMEM;
 	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
 	return 0;
 }
 
-int swap_open(struct swap **ret, struct event_base *base, const char *path,
+int swap_open(struct swap **ret, struct io_engine *io, const char *path,
 	      uint64_t size, size_t page_size)
 {
 	struct swap *s;
 	bool created = false;
 	int r;
 
-	if (!ret || !base || !path || !*path)
+	if (!ret || !io || !path || !*path)
 		return -EINVAL;
 	if (check_page_size(path, page_size))
 		return -EINVAL;
@@ -1052,7 +836,7 @@ int swap_open(struct swap **ret, struct event_base *base, const char *path,
 	 * file's or device's") has been resolved. */
 	if (size && check_size(path, size, page_size))
 		return -EINVAL;
-	s = swap_new(base, path, page_size);
+	s = swap_new(io, path, page_size);
 	if (!s)
 		return -ENOMEM;
 
@@ -1090,13 +874,13 @@ fail:
 	return r;
 }
 
-int swap_open_fd(struct swap **ret, struct event_base *base, int fd,
+int swap_open_fd(struct swap **ret, struct io_engine *io, int fd,
 		 const char *label, size_t page_size)
 {
 	struct swap *s;
 	int fl, r;
 
-	if (!ret || !base || fd < 0 || !label)
+	if (!ret || !io || fd < 0 || !label)
 		return -EINVAL;
 	if (check_page_size(label, page_size))
 		return -EINVAL;
@@ -1110,7 +894,7 @@ int swap_open_fd(struct swap **ret, struct event_base *base, int fd,
 		log_err("swap %s: cannot use direct I/O: %s", label, strerror(-r));
 		return r;
 	}
-	s = swap_new(base, label, page_size);
+	s = swap_new(io, label, page_size);
 	if (!s)
 		return -ENOMEM;
 	s->fd = fd;
@@ -1276,35 +1060,10 @@ void swap_forget_unclaimed(struct swap *s)
  */
 static void swap_destroy(struct swap *s)
 {
-	struct swap_req *r;
-
 	s->closing = true;
-	if (s->ring_ok) {
-		while ((r = queue_pop(s)))
-			req_finish(s, r, -ECANCELED);
-		while (s->in_ring) {
-			int ret = io_uring_submit_and_wait(&s->ring, 1);
-
-			if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
-			    ret != -EBUSY) {
-				/* Their buffers may still be written to:
-				 * leaking the requests is the safe side. */
-				log_err("swap %s: waiting for %u requests: %s; abandoning them",
-					s->path, s->in_ring, strerror(-ret));
-				break;
-			}
-			swap_reap(s);
-			while ((r = queue_pop(s)))
-				req_finish(s, r, -ECANCELED);
-		}
-		io_uring_queue_exit(&s->ring);
-	}
-	if (s->efd_ev)
-		event_free(s->efd_ev);
-	if (s->submit_ev)
-		event_free(s->submit_ev);
-	if (s->efd >= 0)
-		close(s->efd);
+	/* Runs every callback: in flight, the real result; queued,
+	 * -ECANCELED. */
+	store_close(s->dev);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->meta_map) {

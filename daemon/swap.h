@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The swap store (DESIGN.md §5): one file or block device, opened O_DIRECT
- * and driven by an io_uring whose completions arrive through an eventfd
- * watched by the caller's libevent loop, so the loop never blocks on I/O.
+ * The swap store (DESIGN.md §5): one file or block device, opened O_DIRECT,
+ * whose reads and writes go through a store (store.h) on pagerd's io_uring
+ * engine (io.h): completions arrive through the engine's eventfd, watched
+ * by the libevent loop, so the loop never blocks on I/O.  The swap is a
+ * trusted store: no timeout, its requests run to their end.
  *
  * The device is cut into slots of one page each.  Slots are handed out in
  * contiguous runs (a bitmap with a next-fit cursor), so that consecutive
@@ -13,7 +15,7 @@
  * Under systemd that table lives in a memfd a restarted pagerd inherits
  * (swap_meta_share(), swap_meta_adopt()).
  *
- * Everything runs on the thread of the event loop given to swap_open();
+ * Everything runs on the thread of the engine's event loop;
  * nothing here is thread-safe.  All calls return 0 or -errno.
  */
 #ifndef PAGERD_SWAP_H
@@ -22,10 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct event_base;
+struct io_engine;
 struct swap;
 
-/* Requests handed to the kernel at once; the rest wait in a software queue. */
+/* Requests in the kernel at once; the rest wait in the engine's queue. */
 #define SWAP_QUEUE_DEPTH 256
 /* Smallest swap accepted, in slots. */
 #define SWAP_MIN_SLOTS 16
@@ -45,7 +47,7 @@ enum swap_fault {
 	SWAP_FAULT_CORRUPT, /* flip one byte of the slot on the device itself */
 	/* swap_inject_writes(): */
 	SWAP_FAULT_WRITE_EIO,   /* every write of a region fails with -EIO */
-	SWAP_FAULT_WRITE_SHORT, /* ... stops half-way, the rest -ENOSPC */
+	SWAP_FAULT_WRITE_SHORT, /* ... as one stopped by a full disk: -ENOSPC */
 };
 
 struct swap_stats {
@@ -72,8 +74,8 @@ struct swap_stats {
 typedef void (*swap_done_fn)(void *arg, int res);
 
 /*
- * Opens (creating a missing regular file, mode 0600) the swap at `path` and
- * hooks its completions into `base`.
+ * Opens (creating a missing regular file, mode 0600) the swap at `path`, its
+ * I/O on the engine `io`.
  *
  * Regular file: `size` bytes (size 0: the existing file's size; a larger
  * file is used, not truncated) are allocated with fallocate, holes of an
@@ -91,10 +93,9 @@ typedef void (*swap_done_fn)(void *arg, int res);
  * Returns 0 and sets *ret, or -errno with *ret untouched and a reason
  * logged: -EINVAL (bad size or page size, not a file or block device, no
  * O_DIRECT on that filesystem), -ENOENT (no such directory), -EBUSY (in use
- * by another swap), -ENOSPC (the file cannot be allocated), errors from io_uring_queue_init
- * (-ENOMEM, -EPERM), ...  A file this call created is removed on failure.
+ * by another swap), -ENOSPC (the file cannot be allocated), -ENOMEM, ...  A file this call created is removed on failure.
  */
-int swap_open(struct swap **ret, struct event_base *base, const char *path,
+int swap_open(struct swap **ret, struct io_engine *io, const char *path,
 	      uint64_t size, size_t page_size);
 
 /*
@@ -103,7 +104,7 @@ int swap_open(struct swap **ret, struct event_base *base, const char *path,
  * names it in the log.  O_DIRECT is set if missing.  On success the store
  * owns fd; on failure it is left to the caller.
  */
-int swap_open_fd(struct swap **ret, struct event_base *base, int fd,
+int swap_open_fd(struct swap **ret, struct io_engine *io, int fd,
 		 const char *label, size_t page_size);
 
 /* The swap's descriptor (to hand an unnamed swap file to the fd store). */
@@ -225,8 +226,8 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind);
 /*
  * Fault injection, for tests: from now on every write whose first page is
  * tagged with `region` completes with an error (SWAP_FAULT_WRITE_EIO: -EIO;
- * SWAP_FAULT_WRITE_SHORT: half of it is reported written, the rest
- * -ENOSPC), although the device did the write.  One region at a time;
+ * SWAP_FAULT_WRITE_SHORT: -ENOSPC, as a write a full disk stopped
+ * half-way), although the device did the write.  One region at a time;
  * SWAP_FAULT_NONE stops it.  Returns 0 or -EINVAL (another kind).
  */
 int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);

@@ -21,6 +21,7 @@ struct pager_region {
 	/* The snapshot this region is writing (snapshot.c): its image, kept
 	 * to sync it and write the sidecar when pagerd is done. */
 	int snap_fd;
+	int snap_crc_fd;     /* the IMAGE.crc table pagerd fills */
 	char *snap_path;
 	int snap_status;        /* set once finished */
 	bool snap_finished;

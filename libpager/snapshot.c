@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Snapshots and restore, the library's half: it opens the image with the
- * application's own rights and hands pagerd the descriptor (pagerd never
- * opens a path a client names), and once pagerd has copied every page it
- * syncs the image and commits the sidecar (common/image.c) that makes it
- * a complete snapshot.
+ * Snapshots and restore, the library's half: it opens and sizes the image
+ * with the application's own rights and hands pagerd the descriptor
+ * (pagerd never opens a path a client names, and does no synchronous I/O
+ * on a file it is handed), with a memfd for the table of per-page CRC32Cs
+ * pagerd fills as it writes (IMAGE.crc, common/image.h).  Once pagerd has
+ * copied every page the library syncs the image, commits IMAGE.crc and
+ * then the sidecar (common/image.c) that makes it a complete snapshot.  A
+ * restore hands pagerd the image and IMAGE.crc, read into a sealed memfd.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +19,8 @@
 #include "image.h"
 #include "internal.h"
 
-static int call(struct pager_region *r, enum proto_type type, int fd,
-		uint32_t flags, struct proto_reply *reply)
+static int call(struct pager_region *r, enum proto_type type, const int *fds,
+		unsigned nfds, uint32_t flags, struct proto_reply *reply)
 {
 	struct proto_msg msg = { 0 };
 	int e;
@@ -25,8 +28,7 @@ static int call(struct pager_region *r, enum proto_type type, int fd,
 	msg.body.snapshot.region_id = r->id;
 	msg.body.snapshot.flags = flags;
 	pthread_mutex_lock(&r->pager->lock);
-	e = pager_call_locked(r->pager, &msg, type, fd >= 0 ? &fd : NULL,
-			      fd >= 0 ? 1 : 0, reply);
+	e = pager_call_locked(r->pager, &msg, type, fds, nfds, reply);
 	pthread_mutex_unlock(&r->pager->lock);
 	return e;
 }
@@ -36,7 +38,7 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 					     const struct pager_snapshot_opts *opts)
 {
 	struct proto_reply reply;
-	int fd, e;
+	int fd, crc_fd = -1, e;
 
 	if (!r || !path || !*path || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
@@ -52,8 +54,17 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	e = call(r, PROTO_SNAPSHOT_START, fd, 0, &reply);
+	/* Sized here: a sparse file of the region's size, holes until
+	 * pagerd writes the pages that hold data. */
+	if (ftruncate(fd, (off_t)r->len) < 0)
+		e = -errno;
+	else
+		e = image_crc_create(r->len / r->pager->page_size, &crc_fd);
+	if (e == 0)
+		e = call(r, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd }, 2, 0, &reply);
 	if (e < 0) {
+		if (crc_fd >= 0)
+			close(crc_fd);
 		close(fd);
 		unlink(path); /* refused: leave no empty image behind */
 		return e;
@@ -61,10 +72,12 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	free(r->snap_path);
 	r->snap_path = strdup(path);
 	if (!r->snap_path) {
+		close(crc_fd);
 		close(fd);
 		return -ENOMEM;
 	}
 	r->snap_fd = fd;
+	r->snap_crc_fd = crc_fd;
 	r->snap_finished = false;
 	r->snap_status = 0;
 	return 0;
@@ -83,8 +96,13 @@ static int finish(struct pager_region *r, const struct proto_snapshot_status *st
 			.created = (uint64_t)time(NULL),
 		};
 
-		e = image_meta_commit(r->snap_path, r->snap_fd, &m);
+		/* The checksums before the sidecar that vouches for them. */
+		e = image_crc_commit(r->snap_path, r->snap_crc_fd);
+		if (e == 0)
+			e = image_meta_commit(r->snap_path, r->snap_fd, &m);
 	}
+	close(r->snap_crc_fd);
+	r->snap_crc_fd = -1;
 	close(r->snap_fd);
 	r->snap_fd = -1;
 	r->snap_finished = true;
@@ -104,7 +122,7 @@ PAGER_EXPORT int pager_region_snapshot_poll(struct pager_region *r,
 		return -EINVAL;
 	if (r->snap_fd < 0 && !r->snap_finished)
 		return -ENOENT; /* no snapshot was started */
-	e = call(r, PROTO_SNAPSHOT_STATUS, -1, 0, &reply);
+	e = call(r, PROTO_SNAPSHOT_STATUS, NULL, 0, 0, &reply);
 	if (e < 0)
 		return e;
 	out.sz = ret->sz < sizeof(out) ? ret->sz : sizeof(out);
@@ -149,7 +167,7 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 	struct pager_region_opts o = { 0 };
 	struct pager_region *r;
 	struct image_meta m;
-	int fd, e;
+	int fd, crc_fd = -1, e;
 
 	if (!p || !path || !ret || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
@@ -163,6 +181,13 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 		e = -EINVAL; /* an image without its sidecar is not complete */
 	if (e == 0 && m.page_size != p->page_size)
 		e = -EINVAL;
+	/* Format 2 images are checked page by page against IMAGE.crc, and
+	 * refused without it; format 1 (made before it) go unchecked. */
+	if (e == 0 && m.format >= 2) {
+		e = image_crc_load(path, m.size / m.page_size, &crc_fd);
+		if (e == -ENOENT)
+			e = -EINVAL;
+	}
 	if (e < 0)
 		goto out;
 	o.sz = sizeof(o);
@@ -171,7 +196,7 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 	e = pager_region_create(p, m.size, &o, &r);
 	if (e < 0)
 		goto out;
-	e = call(r, PROTO_REGION_SET_IMAGE, fd,
+	e = call(r, PROTO_REGION_SET_IMAGE, (int[]){ fd, crc_fd }, crc_fd >= 0 ? 2 : 1,
 		 (o.flags & PAGER_REGION_NO_PREFETCH) ? PROTO_IMAGE_NO_PREFETCH : 0, NULL);
 	if (e < 0) {
 		pager_region_destroy(r);
@@ -179,6 +204,8 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 	}
 	*ret = r;
 out:
+	if (crc_fd >= 0)
+		close(crc_fd);
 	close(fd);
 	return e;
 }

@@ -68,7 +68,7 @@ struct cmd_args {
 };
 
 static int ctl_call_fd(struct ctl *c, struct proto_msg *msg, enum proto_type type,
-		       int fd, struct proto_reply *ret)
+		       const int *sfds, unsigned nsfds, struct proto_reply *ret)
 {
 	struct proto_msg rep;
 	int fds[PROTO_MAX_FDS];
@@ -76,7 +76,7 @@ static int ctl_call_fd(struct ctl *c, struct proto_msg *msg, enum proto_type typ
 	uint32_t seq = ++c->seq;
 	size_t n = proto_finish(msg, type, seq);
 	ssize_t got;
-	int r = proto_send(c->sock, msg, n, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+	int r = proto_send(c->sock, msg, n, sfds, nsfds);
 
 	if (r < 0)
 		return r;
@@ -99,7 +99,7 @@ static int ctl_call_fd(struct ctl *c, struct proto_msg *msg, enum proto_type typ
 static int ctl_call(struct ctl *c, struct proto_msg *msg, enum proto_type type,
 		    struct proto_reply *ret)
 {
-	return ctl_call_fd(c, msg, type, -1, ret);
+	return ctl_call_fd(c, msg, type, NULL, 0, ret);
 }
 
 /* Connects and says hello as a control client; returns 0 or -errno. */
@@ -602,21 +602,57 @@ static void progress(const struct proto_snapshot_status *st, bool final)
  * Takes a snapshot of any client's region into PATH, opened with our own
  * rights, and commits the sidecar once pagerd has copied every page.
  */
+/* The size of region `id` in bytes (0: no such region); 0 or -errno. */
+static int region_size(struct ctl *c, uint64_t id, uint64_t *ret)
+{
+	struct proto_region_stats *v;
+	size_t n;
+	int e = fetch_regions(c, &v, &n);
+
+	if (e < 0)
+		return e;
+	*ret = 0;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].region_id == id)
+			*ret = v[i].pages * c->page_size;
+	free(v);
+	return 0;
+}
+
 static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 {
 	struct proto_msg msg = { 0 };
 	struct proto_reply r;
 	struct image_meta m = { 0 };
-	int fd, e;
+	uint64_t size = 0;
+	int fd, e, crc_fd = -1;
 
+	/* The image is sized here, with our rights: pagerd does no
+	 * synchronous I/O on a file it is handed. */
+	if ((e = region_size(c, a->region_id, &size)) < 0)
+		return ctl_error(c, e);
+	if (!size) {
+		fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 "\n", a->region_id);
+		return EXIT_DAEMON;
+	}
 	if ((e = image_meta_remove(a->path)) < 0 ||
 	    (fd = open(a->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
 		fprintf(stderr, "pagerctl: snapshot: %s: %s\n", a->path,
 			strerror(e < 0 ? -e : errno));
 		return EXIT_DAEMON;
 	}
+	if (ftruncate(fd, (off_t)size) < 0)
+		e = -errno;
+	else
+		e = image_crc_create(size / c->page_size, &crc_fd);
+	if (e < 0) {
+		fprintf(stderr, "pagerctl: snapshot: %s: %s\n", a->path, strerror(-e));
+		close(fd);
+		unlink(a->path);
+		return EXIT_DAEMON;
+	}
 	msg.body.snapshot.region_id = a->region_id;
-	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, fd, &r);
+	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd }, 2, &r);
 	for (unsigned wait_ms = 1; e == 0;) {
 		struct timespec ts = { 0, (long)wait_ms * 1000000 };
 
@@ -644,9 +680,13 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 		m.page_size = (uint32_t)c->page_size;
 		m.data_pages = r.snapshot.pages_total;
 		m.created = (uint64_t)time(NULL);
+		/* The checksums before the sidecar that vouches for them. */
+		if (e == 0)
+			e = image_crc_commit(a->path, crc_fd);
 		if (e == 0)
 			e = image_meta_commit(a->path, fd, &m);
 	}
+	close(crc_fd);
 	close(fd);
 	if (e < 0)
 		unlink(a->path); /* never leave an image that was not made */

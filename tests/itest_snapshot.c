@@ -39,6 +39,16 @@
  *   lost_in_first_step     a page lost while the write-protection walk
  *                          runs: the start call fails with -EIO (never a
  *                          hole in the image where data was)
+ *   image_rewritten        an image rewritten in place after its snapshot
+ *                          (a data page changed, a hole given data, a data
+ *                          page punched): exactly those pages SIGBUS on
+ *                          restore, lazily and prefetched; every other byte
+ *                          is intact (IMAGE.crc)
+ *   stalled_image          the image on a FUSE file that stops answering:
+ *                          the snapshot fails with -ETIMEDOUT, the restore
+ *                          poisons what it cannot read (SIGBUS), and all
+ *                          along another client faults and completes and
+ *                          pagerd answers its status (root, FUSE)
  *   cut_stress             randomized: writers, discards, limit swings,
  *                          swap / none / full, restored regions, snapshots
  *                          back to back; each image exactly one cut
@@ -69,11 +79,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "stallfs.c"
 
 #define MiB (1ULL << 20)
 #define WRITERS 3
@@ -502,6 +514,7 @@ static void client_dies_at_start(void **state)
 	int keep = test_control_connect(c->d.sock);
 
 	assert_true(keep >= 0);
+	fds0 = settled_fds(c, keep); /* the I/O engine's ring is open from the start */
 	for (int round = 0; round < 5; round++) {
 		int pfd[2], ws;
 		uint64_t id;
@@ -552,7 +565,9 @@ static void client_dies_at_start(void **state)
 		assert_int_equal(test_status(c->d.sock, &st), 0);
 		assert_int_equal(st.resident_pages, 0);
 		assert_int_equal(access(meta, F_OK), -1);
-		/* After the first round the swap store's ring is open. */
+		/* After the first round the swap store's ring is open; the
+		 * image goes once its last writes are back (from an io_uring
+		 * worker: not at once). */
 		if (round == 0)
 			fds0 = fds_when_settled(c, keep, -1);
 		assert_int_equal(fds_when_settled(c, keep, fds0), fds0);
@@ -1701,6 +1716,310 @@ static void cut_stress(void **state)
 		      runs, runs * STRESS_SNAPS, (unsigned long long)loose);
 }
 
+/* ---- image_rewritten, stalled_image -------------------------------------- */
+
+static sigjmp_buf bus_jmp;
+static volatile sig_atomic_t bus_seen;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	bus_seen++;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Reads one word; returns true if it raised SIGBUS. */
+static bool touch_bus(volatile uint64_t *w, uint64_t *ret)
+{
+	if (sigsetjmp(bus_jmp, 1))
+		return true;
+	*ret = *w;
+	return false;
+}
+
+static bool uffd_poison_available(const char *sock)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager_info info = { .sz = sizeof(info) };
+	struct pager *p;
+	bool ok;
+
+	if (pager_open(&p, &o) < 0)
+		return false;
+	ok = pager_get_info(p, &info) == 0 &&
+	     (info.uffd_features & (1ULL << 14) /* UFFD_FEATURE_POISON */);
+	pager_close(p);
+	return ok;
+}
+
+/*
+ * In a child: restores `path` and reads every page.  Returns 0 if exactly
+ * the pages in bad[] raise SIGBUS (each time) and every other word is what
+ * fill_region(seed) wrote, with stats counting them poisoned.
+ */
+static int rewritten_child(const char *sock, const char *path, size_t len,
+			   uint64_t seed, const uint64_t *bad, unsigned nbad,
+			   bool prefetch)
+{
+	struct pager_region_opts ro = { .sz = sizeof(ro),
+					.flags = prefetch ? 0 : PAGER_REGION_NO_PREFETCH };
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager *p;
+	struct pager_region *r;
+	uint64_t *m, v;
+
+	if (pager_open(&p, &o) < 0 || pager_region_restore(p, path, &ro, &r) < 0)
+		return 2;
+	if (prefetch) {
+		for (int i = 0; i < 10000 && pager_region_stats(r, &st) == 0 &&
+				st.image_pending; i++)
+			usleep(1000);
+		if (st.image_pending)
+			return 3;
+	}
+	m = pager_region_addr(r);
+	sigaction(SIGBUS, &sa, NULL);
+	for (uint64_t pg = 0; pg < len / ps; pg++) {
+		bool want_bus = false;
+
+		for (unsigned k = 0; k < nbad; k++)
+			want_bus |= bad[k] == pg;
+		for (int round = 0; round < (want_bus ? 2 : 1); round++) {
+			bool bus = touch_bus(&m[pg * (ps / 8)], &v);
+
+			if (bus != want_bus) {
+				fprintf(stderr, "page %llu: %s\n", (unsigned long long)pg,
+					bus ? "SIGBUS" : "no SIGBUS, the rewritten data");
+				return 4;
+			}
+		}
+		if (want_bus)
+			continue;
+		for (size_t i = pg * (ps / 8); i < (pg + 1) * (ps / 8); i++)
+			if (m[i] != ((i % 7 == 0 && (i / (ps / 8)) % 3) ? (seed ^ i) : 0)) {
+				fprintf(stderr, "page %llu: wrong data\n", (unsigned long long)pg);
+				return 5;
+			}
+	}
+	if (pager_region_stats(r, &st) < 0 || st.poisoned != nbad)
+		return 6;
+	pager_close(p);
+	return 0;
+}
+
+static void run_child_expect0(pid_t kid)
+{
+	int ws;
+
+	assert_true(kid >= 0);
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_true(WIFEXITED(ws));
+	assert_int_equal(WEXITSTATUS(ws), 0);
+}
+
+static void image_files_unlink(const char *path)
+{
+	char f[256];
+
+	unlink(path);
+	snprintf(f, sizeof(f), "%s.meta", path);
+	unlink(f);
+	snprintf(f, sizeof(f), "%s.crc", path);
+	unlink(f);
+}
+
+static void image_rewritten(void **state)
+{
+	struct ctx *c = *state;
+	const size_t len = 4 * MiB;
+	const uint64_t seed = 0x1234abcd;
+	/* A data page changed, a hole given data, a data page punched. */
+	const uint64_t bad[] = { 1, 3, 4 };
+	char path[128];
+	uint8_t page[65536];
+	int fd;
+
+	start(c);
+	if (!uffd_poison_available(c->d.sock)) {
+		stop(c);
+		skip(); /* no UFFD_FEATURE_POISON: no SIGBUS to deliver */
+	}
+	snprintf(path, sizeof(path), "%s/rw.img", dir);
+	take(c, path, len, seed);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, page, ps, 1 * ps), (ssize_t)ps);
+	page[8] ^= 0x40;
+	assert_int_equal(pwrite(fd, page, ps, 1 * ps), (ssize_t)ps);
+	memset(page, 0x5a, ps);
+	assert_int_equal(pwrite(fd, page, ps, 3 * ps), (ssize_t)ps);
+	assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				   (off_t)(4 * ps), (off_t)ps), 0);
+	close(fd);
+	for (int prefetch = 0; prefetch < 2; prefetch++) {
+		pid_t kid = fork();
+
+		if (kid == 0)
+			_exit(rewritten_child(c->d.sock, path, len, seed, bad, 3, prefetch));
+		run_child_expect0(kid);
+	}
+	image_files_unlink(path);
+	stop(c);
+}
+
+/* Another client's whole life: a region written and read back. */
+static void other_client_works(struct ctx *c)
+{
+	struct pager *p = connect_to(c->d.sock);
+	struct pager_region *r;
+	struct proto_reply st;
+	uint64_t *m;
+	size_t n = 8 * MiB / 8;
+
+	assert_int_equal(pager_region_create(p, 8 * MiB, NULL, &r), 0);
+	m = pager_region_addr(r);
+	for (size_t i = 0; i < n; i += 64)
+		m[i] = i ^ 0x77;
+	for (size_t i = 0; i < n; i += 64)
+		assert_int_equal(m[i], i ^ 0x77);
+	assert_int_equal(pager_region_destroy(r), 0);
+	pager_close(p);
+	assert_int_equal(test_status(c->d.sock, &st), 0);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	char buf[65536];
+	ssize_t k;
+
+	assert_true(in >= 0 && out >= 0);
+	while ((k = read(in, buf, sizeof(buf))) > 0)
+		assert_int_equal(write(out, buf, (size_t)k), k);
+	assert_int_equal(k, 0);
+	close(in);
+	close(out);
+}
+
+/* Waits (bounded) until the FUSE file holds more than `n` requests. */
+static void wait_stalled(struct stallfs *f, unsigned n)
+{
+	for (int i = 0; i < 30000 && stallfs_stalled(f) <= n; i++)
+		usleep(1000);
+	assert_true(stallfs_stalled(f) > n);
+}
+
+static void stalled_image(void **state)
+{
+	struct ctx *c = *state;
+	const size_t len = 16 * MiB;
+	const uint64_t seed = 0x5eed;
+	char mnt[160], path[200], good[160], back[256], f_[256];
+	const char *args[] = { "--swap", c->swap, "--swap-size", "512M",
+			       "--image-timeout", "2000", NULL };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	struct stallfs f;
+	int e, ws;
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
+	unlink(c->swap);
+	assert_int_equal(test_pagerd_start(&c->d, args), 0);
+	c->running = true;
+	snprintf(mnt, sizeof(mnt), "%s/fuse", dir);
+	e = stallfs_mount(&f, mnt, dir);
+	if (e < 0) {
+		print_message("no FUSE here (%s): skipped\n", strerror(-e));
+		stop(c);
+		skip();
+	}
+	snprintf(path, sizeof(path), "%s/img", mnt);
+	snprintf(back, sizeof(back), "%s/back_img", dir);
+	close(open(back, O_RDWR | O_CREAT | O_TRUNC, 0644));
+
+	/* A snapshot into a file that stops answering. */
+	struct pager *p = connect_to(c->d.sock);
+	struct pager_region *r;
+	uint64_t *m;
+
+	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
+	fill_region(r, seed);
+	stallfs_set_stall(&f, true);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	wait_stalled(&f, 0);
+	/* pagerd holds I/O the file never answers: everyone else is served. */
+	other_client_works(c);
+	/* The snapshot fails, once the image timeout has passed. */
+	for (int i = 0; i < 60000 && (e = pager_region_snapshot_poll(r, &pr)) == 0; i++)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, -ETIMEDOUT);
+	snprintf(f_, sizeof(f_), "%s.meta", path);
+	assert_int_equal(access(f_, F_OK), -1); /* never looks complete */
+	m = pager_region_addr(r);
+	for (size_t i = 0; i < len / 8; i += 7)
+		assert_int_equal(m[i], ((i / (ps / 8)) % 3) ? (seed ^ i) : 0);
+	other_client_works(c);
+	pager_close(p);
+	stallfs_release(&f);
+
+	/* A restore from a file that stops answering. */
+	snprintf(good, sizeof(good), "%s/good.img", dir);
+	take(c, good, len, seed);
+	copy_file(good, back);
+	snprintf(f_, sizeof(f_), "%s.meta", good);
+	snprintf(back, sizeof(back), "%s/back_img.meta", dir);
+	copy_file(f_, back);
+	snprintf(f_, sizeof(f_), "%s.crc", good);
+	snprintf(back, sizeof(back), "%s/back_img.crc", dir);
+	copy_file(f_, back);
+	unsigned before = stallfs_stalled(&f);
+
+	stallfs_set_stall(&f, true);
+	pid_t kid = fork();
+
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct pager_region_opts ro = { .sz = sizeof(ro),
+						.flags = PAGER_REGION_NO_PREFETCH };
+		struct sigaction sa = { .sa_handler = on_sigbus };
+		struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
+					.flags = PAGER_OPEN_NO_PRIVATE };
+		struct pager *kp;
+		struct pager_region *kr;
+		uint64_t v;
+
+		if (pager_open(&kp, &o) < 0 || pager_region_restore(kp, path, &ro, &kr) < 0)
+			_exit(2);
+		sigaction(SIGBUS, &sa, NULL);
+		m = pager_region_addr(kr);
+		/* Its read times out: SIGBUS, never zeros; the next page
+		 * too, at once (the image no longer answers). */
+		if (!touch_bus(&m[1 * ps / 8], &v))
+			_exit(3);
+		if (!touch_bus(&m[2 * ps / 8], &v))
+			_exit(4);
+		pager_close(kp);
+		_exit(0);
+	}
+	wait_stalled(&f, before);
+	other_client_works(c);
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_true(WIFEXITED(ws));
+	assert_int_equal(WEXITSTATUS(ws), 0);
+	other_client_works(c);
+	stallfs_unmount(&f);
+	for (unsigned i = 0; i < STALLFS_NAMES; i++)
+		unlink(f.back[i]);
+	image_files_unlink(good);
+	stop(c);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -1741,6 +2060,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(restored_discard, setup, teardown),
 		cmocka_unit_test_setup_teardown(lost_while_copying, setup, teardown),
 		cmocka_unit_test_setup_teardown(lost_in_first_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(image_rewritten, setup, teardown),
+		cmocka_unit_test_setup_teardown(stalled_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(cut_stress, setup, teardown),
 	};
 	int rc;

@@ -32,7 +32,9 @@
 
 #include "../daemon/crc32c.c"
 #include "../daemon/fdstore.c"
+#include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/store_file.c"
 #include "../daemon/swap.c"
 
 #define PS 4096
@@ -145,9 +147,16 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->done = 1;
 }
 
-void restore_resume(struct region *r, int fd, bool prefetch)
+int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 {
-	(void)r, (void)fd, (void)prefetch;
+	(void)r, (void)fd, (void)crc_fd, (void)prefetch;
+	return 0;
+}
+
+int restore_crc_fd(const struct region *r)
+{
+	(void)r;
+	return -1;
 }
 
 int sd_pid_notify_with_fds(pid_t pid, int unset, const char *state, const int *fds,
@@ -187,12 +196,22 @@ static char swap_file[256];
 
 /* A swap whose table a predecessor shared, with `tags` (slot -> page of
  * region 1, or -1) written in it, then adopted by a new store. */
+/* The swap's I/O engine, one per test's event base. */
+static struct io_engine *test_io;
+
+static struct io_engine *engine_for(struct event_base *base)
+{
+	if (!test_io)
+		assert_int_equal(io_engine_open(&test_io, base), 0);
+	return test_io;
+}
+
 static struct swap *inherited_swap(struct event_base *base, const int64_t *tags)
 {
 	struct swap *old, *s;
 	int fd, copy;
 
-	assert_int_equal(swap_open(&old, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&old, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_share(old, &fd), 0);
 	for (int i = 0; i < NSLOTS; i++)
 		if (tags[i] >= 0)
@@ -200,7 +219,7 @@ static struct swap *inherited_swap(struct event_base *base, const int64_t *tags)
 							    .crc = 0x1234 };
 	copy = dup(fd);
 	swap_close(old);
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), 0);
 	return s;
 }
@@ -338,6 +357,8 @@ static void test_settle_table(void **state)
 	free(r.slot);
 	close(r.memfd);
 	swap_close(d.swap);
+	io_engine_close(test_io);
+	test_io = NULL;
 	event_base_free(base);
 }
 
@@ -350,25 +371,25 @@ static void test_swap_meta_adopt(void **state)
 
 	(void)state;
 	/* A table shared by one swap ... */
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_share(s, &fd), 0);
 	copy = dup(fd);
 	swap_close(s);
 
 	/* ... is refused by a swap of another size ... */
-	assert_int_equal(swap_open(&s, base, swap_file, (NSLOTS / 2) * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, (NSLOTS / 2) * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), -EINVAL);
 	swap_close(s);
 
 	/* ... and by another file of the same size ... */
 	snprintf(other_file, sizeof(other_file), "%s.other", swap_file);
-	assert_int_equal(swap_open(&other, base, other_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&other, engine_for(base), other_file, NSLOTS * PS, PS), 0);
 	assert_int_equal(swap_meta_adopt(other, copy), -EINVAL);
 	swap_close(other);
 	unlink(other_file);
 
 	/* ... garbage and a wrong type are refused ... */
-	assert_int_equal(swap_open(&s, base, swap_file, NSLOTS * PS, PS), 0);
+	assert_int_equal(swap_open(&s, engine_for(base), swap_file, NSLOTS * PS, PS), 0);
 	bad = memfd_create("garbage", MFD_CLOEXEC);
 	assert_int_equal(ftruncate(bad, (off_t)meta_size(s)), 0);
 	assert_int_equal(pwrite(bad, "garbage", 7, 0), 7);
@@ -383,6 +404,8 @@ static void test_swap_meta_adopt(void **state)
 	assert_int_equal(swap_meta_adopt(s, copy), 0);
 	assert_int_equal(swap_meta_adopt(s, copy), -EBUSY); /* once */
 	swap_close(s);
+	io_engine_close(test_io);
+	test_io = NULL;
 	event_base_free(base);
 }
 

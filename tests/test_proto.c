@@ -239,6 +239,7 @@ static void test_type_tables(void **state)
 	assert_int_equal(proto_fds_expected(PROTO_STATUS), 0);
 	assert_int_equal(proto_fds_expected(PROTO_REPLY), 0);
 	assert_int_equal(proto_fds_expected(PROTO_PAGEMAP), 1);
+	assert_int_equal(proto_fds_expected(PROTO_SNAPSHOT_START), 2);
 	assert_string_equal(proto_type_name(PROTO_PAGEMAP), "pagemap");
 	assert_string_equal(proto_type_name(PROTO_HELLO), "hello");
 	assert_string_equal(proto_type_name(PROTO_REGION_CREATE), "region-create");
@@ -757,19 +758,20 @@ static void test_roundtrip_one_fd(void **state)
 	close(mfd);
 }
 
-static void test_recv_two_fds_refused(void **state)
+/* More than PROTO_MAX_FDS (2: a snapshot's image and its IMAGE.crc). */
+static void test_recv_three_fds_refused(void **state)
 {
 	struct pair *p = *state;
 	struct proto_msg m;
-	int two[2] = { new_memfd(), new_memfd() };
+	int three[3] = { new_memfd(), new_memfd(), new_memfd() };
 	int fds[PROTO_MAX_FDS] = { -1 };
 	unsigned nfds = 99;
 	size_t n = make_valid(&m, PROTO_REGION_CREATE);
 	int before;
 
-	raw_send(p->s[0], &m, n, two, 2);
-	close(two[0]);
-	close(two[1]);
+	raw_send(p->s[0], &m, n, three, 3);
+	for (int i = 0; i < 3; i++)
+		close(three[i]);
 	send_hello(p->s[0]);
 	before = fd_count();
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EMSGSIZE);
@@ -897,12 +899,12 @@ static void test_send_refuses_what_recv_would(void **state)
 {
 	struct pair *p = *state;
 	struct proto_msg m;
-	int two[2] = { 0, 1 };
+	int three[3] = { 0, 1, 2 };
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds;
 	size_t n = make_valid(&m, PROTO_REGION_CREATE);
 
-	assert_int_equal(proto_send(p->s[0], &m, n, two, 2), -EINVAL);
+	assert_int_equal(proto_send(p->s[0], &m, n, three, 3), -EINVAL);
 	assert_int_equal(proto_send(p->s[0], &m, sizeof(m) + 1, NULL, 0), -EINVAL);
 	/* nothing went out */
 	assert_int_equal(fd_nonblock(p->s[1], true), 0);
@@ -1134,7 +1136,7 @@ int main(void)
 		cmocka_unit_test(test_validate_reply_status),
 		cmocka_unit_test_setup_teardown(test_roundtrip_no_fd, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_one_fd, pair_setup, pair_teardown),
-		cmocka_unit_test_setup_teardown(test_recv_two_fds_refused, pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_recv_three_fds_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_many_fds_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_oversized_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_largest_accepted, pair_setup, pair_teardown),

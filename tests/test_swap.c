@@ -5,8 +5,9 @@
  * implementations, and real io_uring I/O on a real file in a directory that
  * supports O_DIRECT, driven by a real libevent loop until every callback ran
  * (no sleeps): round trips with more requests than the ring holds, injected
- * I/O errors and on-disk corruption, short transfers, and closing with I/O
- * in flight.
+ * I/O errors and on-disk corruption, transfers cut short by the file's end, and closing with I/O in flight.
+ * The engine's own continuation of short transfers and its retries are
+ * tested in test_io.c.
  *
  * The modules are compiled in (they are daemon code, not in the common
  * objects unit tests link), which also lets a few tests look inside.
@@ -33,7 +34,9 @@
 #include <unistd.h>
 
 #include "../daemon/crc32c.c"
+#include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/store_file.c"
 #include "../daemon/swap.c"
 
 #ifndef TMPFS_MAGIC
@@ -50,6 +53,7 @@ static char test_dir[PATH_MAX];
 struct ctx {
 	char path[PATH_MAX + 64];
 	struct event_base *base;
+	struct io_engine *io;
 	struct swap *s;
 	bool timed_out;
 };
@@ -66,7 +70,7 @@ static int setup(void **state)
 		 (int)getpid(), path_seq++);
 	unlink(c->path);
 	c->base = event_base_new();
-	if (!c->base)
+	if (!c->base || io_engine_open(&c->io, c->base) < 0)
 		return -1;
 	*state = c;
 	return 0;
@@ -77,6 +81,7 @@ static int teardown(void **state)
 	struct ctx *c = *state;
 
 	swap_close(c->s);
+	io_engine_close(c->io);
 	event_base_free(c->base);
 	unlink(c->path);
 	free(c);
@@ -85,7 +90,7 @@ static int teardown(void **state)
 
 static struct swap *open_slots(struct ctx *c, uint64_t nslots)
 {
-	int r = swap_open(&c->s, c->base, c->path, nslots * PS, PS);
+	int r = swap_open(&c->s, c->io, c->path, nslots * PS, PS);
 
 	assert_int_equal(r, 0);
 	assert_non_null(c->s);
@@ -412,33 +417,33 @@ static void test_open_refuses(void **state)
 	int fd;
 
 	/* Not a page multiple, too small, bad page sizes. */
-	assert_int_equal(swap_open(&s, c->base, c->path, 64 * PS + 1, PS), -EINVAL);
-	assert_int_equal(swap_open(&s, c->base, c->path, (SWAP_MIN_SLOTS - 1) * PS, PS),
+	assert_int_equal(swap_open(&s, c->io, c->path, 64 * PS + 1, PS), -EINVAL);
+	assert_int_equal(swap_open(&s, c->io, c->path, (SWAP_MIN_SLOTS - 1) * PS, PS),
 			 -EINVAL);
-	assert_int_equal(swap_open(&s, c->base, c->path, 64 * PS, 3000), -EINVAL);
-	assert_int_equal(swap_open(&s, c->base, c->path, 64 * PS, 256), -EINVAL);
+	assert_int_equal(swap_open(&s, c->io, c->path, 64 * PS, 3000), -EINVAL);
+	assert_int_equal(swap_open(&s, c->io, c->path, 64 * PS, 256), -EINVAL);
 	/* No size and no file: refused, and no file left behind. */
-	assert_int_equal(swap_open(&s, c->base, c->path, 0, PS), -EINVAL);
+	assert_int_equal(swap_open(&s, c->io, c->path, 0, PS), -EINVAL);
 	assert_int_equal(stat(c->path, &st), -1);
 	assert_int_equal(errno, ENOENT);
 	/* A directory that does not exist. */
 	snprintf(path, sizeof(path), "%s/no-such-dir/swap", test_dir);
-	assert_int_equal(swap_open(&s, c->base, path, 64 * PS, PS), -ENOENT);
+	assert_int_equal(swap_open(&s, c->io, path, 64 * PS, PS), -ENOENT);
 	/* A directory. */
-	assert_int_equal(swap_open(&s, c->base, test_dir, 64 * PS, PS), -EISDIR);
+	assert_int_equal(swap_open(&s, c->io, test_dir, 64 * PS, PS), -EISDIR);
 	/* An existing file of an odd size, with size 0 ("use the file's"). */
 	fd = open(c->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 20 * PS + 100), 0);
-	assert_int_equal(swap_open(&s, c->base, c->path, 0, PS), -EINVAL);
+	assert_int_equal(swap_open(&s, c->io, c->path, 0, PS), -EINVAL);
 	assert_ptr_equal(s, sentinel);
 	/* ...but its size is used when it is a page multiple. */
 	assert_int_equal(ftruncate(fd, 32 * PS), 0);
 	close(fd);
-	assert_int_equal(swap_open(&c->s, c->base, c->path, 0, PS), 0);
+	assert_int_equal(swap_open(&c->s, c->io, c->path, 0, PS), 0);
 	assert_int_equal(c->s->nslots, 32);
 	/* A second swap on the same file is refused. */
-	assert_int_equal(swap_open(&s, c->base, c->path, 0, PS), -EBUSY);
+	assert_int_equal(swap_open(&s, c->io, c->path, 0, PS), -EBUSY);
 	assert_ptr_equal(s, sentinel);
 }
 
@@ -499,7 +504,7 @@ static void test_io_refuses(void **state)
 		unsigned char *b;
 
 		snprintf(path, sizeof(path), "%s.big", c->path);
-		assert_int_equal(swap_open(&big, c->base, path, (uint64_t)(n + 1) * PS, PS), 0);
+		assert_int_equal(swap_open(&big, c->io, path, (uint64_t)(n + 1) * PS, PS), 0);
 		assert_int_equal(swap_alloc(big, n, &f, &g), 0);
 		assert_int_equal(g, n);
 		b = page_buf(n);
@@ -622,11 +627,11 @@ static void test_batched_submission(void **state)
 		assert_int_equal(swap_write(s, f + (uint64_t)i, buf + i * PS, 1, &tag,
 					    on_done, &ios[i]), 0);
 	}
-	assert_int_equal(io_uring_sq_ready(&s->ring), 10); /* none submitted */
-	assert_true(s->submit_armed);
+	assert_int_equal(io_uring_sq_ready(&c->io->ring), 10); /* none submitted */
+	assert_true(c->io->submit_armed);
 	w.pending = 10;
 	run_until_done(c, &w);
-	assert_int_equal(io_uring_sq_ready(&s->ring), 0);
+	assert_int_equal(io_uring_sq_ready(&c->io->ring), 0);
 	for (int i = 0; i < 10; i++)
 		assert_int_equal(ios[i].res, 0);
 	munmap(buf, 10 * PS);
@@ -729,7 +734,7 @@ static void test_sparse_file_allocated(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 64 * PS), 0);
 	close(fd);
-	assert_int_equal(swap_open(&c->s, c->base, c->path, 0, PS), 0);
+	assert_int_equal(swap_open(&c->s, c->io, c->path, 0, PS), 0);
 	assert_int_equal(stat(c->path, &sb), 0);
 	assert_int_equal(sb.st_size, 64 * PS);
 	assert_true((uint64_t)sb.st_blocks * 512 >= 64 * PS);
@@ -803,67 +808,6 @@ static void test_short_read_eof(void **state)
 	assert_int_equal(read_sync(c, N - 3, dst, 3), -EIO);
 	munmap(src, 3 * PS);
 	munmap(dst, 3 * PS);
-}
-
-/*
- * A short transfer is continued from where it stopped, and -EAGAIN retried:
- * completions the kernel only gives under pressure, fed in by hand.
- */
-static void test_short_and_again_resumed(void **state)
-{
-	struct ctx *c = *state;
-	struct swap *s = open_slots(c, 64);
-	unsigned char *src = page_buf(4), *dst = page_buf(4);
-	struct waiter w = { 0 };
-	struct io io = { .w = &w };
-	struct swap_req *r;
-	uint64_t f;
-	uint32_t g;
-
-	for (int i = 0; i < 4; i++)
-		fill_page(src + i * PS, (uint64_t)i, 6);
-	assert_int_equal(swap_alloc(s, 4, &f, &g), 0);
-	assert_int_equal(write_sync(c, 0, src, 4, 1, 0), 0);
-
-	/* As if the kernel had delivered the first two pages only. */
-	r = req_new(SWAP_OP_READ, 0, dst, 4, PS, on_done, &io);
-	assert_non_null(r);
-	memcpy(dst, src, 2 * PS);
-	req_complete(s, r, 2 * PS);
-	assert_int_equal(s->in_ring, 1);
-	assert_int_equal(w.calls, 0);
-	w.pending = 1;
-	run_until_done(c, &w);
-	assert_int_equal(io.res, 0);
-	assert_memory_equal(dst, src, 4 * PS);
-
-	/* -EAGAIN: the whole request again. */
-	memset(dst, 0, 4 * PS);
-	memset(&io, 0, sizeof(io));
-	io.w = &w;
-	r = req_new(SWAP_OP_READ, 0, dst, 4, PS, on_done, &io);
-	assert_non_null(r);
-	req_complete(s, r, -EAGAIN);
-	assert_int_equal(r->retries, 1);
-	assert_int_equal(s->in_ring, 1);
-	w.pending = 1;
-	run_until_done(c, &w);
-	assert_int_equal(io.res, 0);
-	assert_memory_equal(dst, src, 4 * PS);
-
-	/* ...but not forever. */
-	memset(&io, 0, sizeof(io));
-	io.w = &w;
-	r = req_new(SWAP_OP_READ, 0, dst, 4, PS, on_done, &io);
-	assert_non_null(r);
-	r->retries = SWAP_MAX_RETRIES;
-	w.pending = 1;
-	req_complete(s, r, -EINTR);
-	assert_true(io.called);
-	assert_int_equal(io.res, -EINTR);
-	assert_int_equal(s->in_ring, 0);
-	munmap(src, 4 * PS);
-	munmap(dst, 4 * PS);
 }
 
 /* A slot freed while a read of it is in flight: -ESTALE, never its data. */
@@ -1070,7 +1014,6 @@ int main(void)
 		T(test_failed_write_retires),
 		T(test_sparse_file_allocated),
 		T(test_short_read_eof),
-		T(test_short_and_again_resumed),
 		T(test_stale_read),
 		T(test_free_during_write),
 		T(test_close_in_flight),

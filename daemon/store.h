@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A store: a device pagerd reads and writes pages on, asynchronously,
+ * whatever it is.  The swap (swap.c: slots, CRC32C, tags) and snapshot
+ * images (snapshot.c) sit on this interface and know nothing of what is
+ * behind it, so that another backend — a Ceph RBD image through librbd's
+ * asynchronous API, whose completions come through an eventfd of its own
+ * the loop watches — plugs in without touching swap, fault, eviction or
+ * snapshot code: it provides a constructor and a struct store_ops.
+ *
+ * The first backend, store_file_open() (store_file.c), is a file or block
+ * device descriptor driven by pagerd's io_uring engine (io.h).
+ *
+ * The contract every backend keeps:
+ *
+ *   - Everything runs on the loop's thread.  No call blocks on the device
+ *     (only store_close() of a trusted store waits for what is in flight).
+ *   - read, write, discard and flush return 0, and then call `done`
+ *     exactly once, later, from the loop (never from inside the call); or
+ *     they return -errno and never call it: -EINVAL (len 0, an offset or
+ *     length not a multiple of the store's align), -ESHUTDOWN (closing),
+ *     -ENOMEM.
+ *   - done's res: 0 when every byte was transferred; otherwise -errno:
+ *       -EIO        the device failed, or ended early (a file that shrank;
+ *                   a short transfer is continued, never reported short);
+ *       -ETIMEDOUT  the store has a timeout and the device did not answer
+ *                   in time (the request may still be in the device);
+ *       -ECANCELED  the store was closed first;
+ *       or another errno of the device (-ENOSPC, -EROFS, -ENOTCONN, ...).
+ *     After a failed read the buffer's content is undefined.
+ *   - Buffers.  A read's or write's buffer must stay valid until done
+ *     runs.  On a store with a timeout (an untrusted device: a client's
+ *     image), done with -ETIMEDOUT or -ECANCELED hands the buffer to the
+ *     store, which free()s it once the device lets go of it (maybe never):
+ *     such buffers must come from malloc() or its aligned variants, and
+ *     the caller must forget them.  On a store without a timeout, the
+ *     buffer is the caller's again when done runs, whatever res says.
+ *   - A store without a timeout is trusted: store_close() waits for its
+ *     requests in the device (their done get the real result) and cancels
+ *     those not started (-ECANCELED).  A store with one is not: close
+ *     gives up on everything at once (-ECANCELED), and no stalled device
+ *     holds pagerd.
+ */
+#ifndef PAGERD_STORE_H
+#define PAGERD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct io_engine;
+struct store;
+
+typedef void (*store_done_fn)(void *arg, int res);
+
+struct store_stats {
+	uint32_t in_flight;  /* requests in the device */
+	uint32_t queued;     /* requests waiting to go to it */
+	uint64_t timed_out;  /* requests that timed out */
+	uint32_t abandoned;  /* ... still in the device, given up on */
+};
+
+struct store_ops {
+	int (*read)(struct store *st, uint64_t off, void *buf, size_t len,
+		    store_done_fn done, void *arg);
+	int (*write)(struct store *st, uint64_t off, const void *buf, size_t len,
+		     store_done_fn done, void *arg);
+	/* The range reads as zeros afterwards, and may free its space. */
+	int (*discard)(struct store *st, uint64_t off, uint64_t len,
+		       store_done_fn done, void *arg);
+	/* Everything written before (done called with 0) is durable. */
+	int (*flush)(struct store *st, store_done_fn done, void *arg);
+	/* Requests whose done has not run yet. */
+	unsigned (*pending)(const struct store *st);
+	void (*get_stats)(const struct store *st, struct store_stats *ret);
+	void (*close)(struct store *st);
+};
+
+struct store {
+	const struct store_ops *ops;
+	const char *label;   /* for the log */
+	size_t align;        /* offsets and lengths are multiples of it */
+	uint32_t timeout_ms; /* 0: trusted, no timeout */
+};
+
+static inline int store_read(struct store *st, uint64_t off, void *buf, size_t len,
+			     store_done_fn done, void *arg)
+{
+	return st->ops->read(st, off, buf, len, done, arg);
+}
+
+static inline int store_write(struct store *st, uint64_t off, const void *buf,
+			      size_t len, store_done_fn done, void *arg)
+{
+	return st->ops->write(st, off, buf, len, done, arg);
+}
+
+static inline int store_discard(struct store *st, uint64_t off, uint64_t len,
+				store_done_fn done, void *arg)
+{
+	return st->ops->discard(st, off, len, done, arg);
+}
+
+static inline int store_flush(struct store *st, store_done_fn done, void *arg)
+{
+	return st->ops->flush(st, done, arg);
+}
+
+static inline unsigned store_pending(const struct store *st)
+{
+	return st->ops->pending(st);
+}
+
+static inline void store_get_stats(const struct store *st, struct store_stats *ret)
+{
+	st->ops->get_stats(st, ret);
+}
+
+/* Every done of the store runs before it returns (see above).  Must not be
+ * called from a done of a trusted store's own.  NULL is fine. */
+static inline void store_close(struct store *st)
+{
+	if (st)
+		st->ops->close(st);
+}
+
+/* ---- the file backend (store_file.c) -------------------------------------- */
+
+struct store_file_opts {
+	const char *label;
+	unsigned depth;       /* requests in the kernel at once */
+	size_t align;         /* the direct-I/O block, or 1 */
+	uint32_t timeout_ms;  /* 0: trusted */
+	bool own_fd;          /* close fd with the store */
+};
+
+/*
+ * A store on fd, a regular file or block device already open (the caller
+ * opened, sized, locked and checked it: that part is the device's, not the
+ * I/O's).  Returns 0 and sets *ret, or -EINVAL (bad options), -ENOMEM;
+ * fd is then still the caller's.
+ */
+int store_file_open(struct store **ret, struct io_engine *io, int fd,
+		    const struct store_file_opts *o);
+
+#endif
