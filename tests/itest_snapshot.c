@@ -1090,11 +1090,15 @@ static void restored_discard(void **state)
 
 /* ---- a page lost while a snapshot runs ---------------------------------- */
 
+/* One jump buffer and handler for every test here that expects SIGBUS
+ * (one thread at a time reads a page that may raise it). */
 static sigjmp_buf bus_jmp;
+static volatile sig_atomic_t bus_seen;
 
 static void on_sigbus(int sig)
 {
 	(void)sig;
+	bus_seen++;
 	siglongjmp(bus_jmp, 1);
 }
 
@@ -1718,15 +1722,7 @@ static void cut_stress(void **state)
 
 /* ---- image_rewritten, stalled_image -------------------------------------- */
 
-static sigjmp_buf bus_jmp;
-static volatile sig_atomic_t bus_seen;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	bus_seen++;
-	siglongjmp(bus_jmp, 1);
-}
+/* (bus_jmp and on_sigbus: above, with read_bus.) */
 
 /* Reads one word; returns true if it raised SIGBUS. */
 static bool touch_bus(volatile uint64_t *w, uint64_t *ret)
