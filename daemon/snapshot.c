@@ -613,11 +613,23 @@ static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 		snap_kick(s);
 }
 
+/*
+ * What page.c must not make writable: a pending page whose data of the
+ * instant is in memory.  A pending page restored from an image keeps its
+ * instant data there (from_image), whatever happens to its memory since,
+ * and the copier reads it from the image: it may be emptied, refilled and
+ * written meanwhile.
+ */
+static bool memory_pending(const struct region *r, uint64_t page)
+{
+	return snapshot_pending(r, page) && !bit(r->snap->from_image, page);
+}
+
 /* How page.c tells a running snapshot of changes (page.h). */
 static const struct page_watch snapshot_watch = {
 	.before_change = page_before_change,
 	.made_writable = snapshot_note_writable,
-	.pending = snapshot_pending,
+	.pending = memory_pending,
 };
 
 static void snap_read_done(void *arg, int res);
