@@ -356,10 +356,10 @@ void page_writeback_ended(struct region *r, uint64_t page)
 	pgstate_t b = r->state[page];
 
 	REQUIRE(in_writeback(b), r, page, "write-back ended but none ran");
-	if (b & PG_GONE)
+	if ((b & PG_GONE) && page_gone(r, page))
 		put(r, page, PAGE_EMPTY);
 	else
-		put(r, page, (pgstate_t)(b & ~(PG_IO | PG_REDIRTY)));
+		put(r, page, (pgstate_t)(r->state[page] & ~(PG_IO | PG_REDIRTY)));
 }
 
 void page_swapped_out(struct region *r, uint64_t page, uint64_t n)
@@ -411,6 +411,29 @@ void page_discarded(struct region *r, uint64_t first, uint64_t n)
 		region_drop_slot(r, p);
 		put(r, p, b & PG_IO ? b | PG_GONE : PAGE_EMPTY);
 	}
+}
+
+/*
+ * The write-back reads pagerd's mapping of the memfd asynchronously (the
+ * I/O engine may start or resume it after the discard's punch): a read
+ * there after the punch puts a zero page back in the memfd.  The client
+ * then maps that page on its next access and may write to it with no
+ * fault telling us (nothing is missing).  Taken for empty, the page would
+ * hold the client's data while pagerd counts it a hole: a snapshot would
+ * record zeros for it, and a later punch could drop it.  So a discarded
+ * page under write-back is gone only while the memfd has nothing there.
+ */
+bool page_gone(struct region *r, uint64_t page)
+{
+	pgstate_t b = r->state[page];
+
+	if (!(b & PG_GONE))
+		return false;
+	/* (A swap-in reads into a buffer of its own, not the mapping.) */
+	if (!in_writeback(b) || !region_in_memory(r, page))
+		return true;
+	put(r, page, (pgstate_t)((b & ~PG_GONE) | PG_REDIRTY | PG_REF));
+	return false;
 }
 
 void page_region_gone(struct region *r)

@@ -143,6 +143,13 @@ void page_evict_undone(struct region *r, uint64_t page, uint64_t n);
  * I/O in flight become empty when it completes (PG_GONE).  The caller
  * punches the memfd.  Poisoned pages stay poisoned. */
 void page_discarded(struct region *r, uint64_t first, uint64_t n);
+/*
+ * Whether a page discarded during its write-back (PG_GONE) is still gone
+ * from the memfd.  One found there again is resident and dirty from now
+ * (PG_GONE becomes PG_REDIRTY: the write-back's completion keeps it), and
+ * this returns false.  Every reader of PG_GONE asks this first.
+ */
+bool page_gone(struct region *r, uint64_t page);
 /* The region goes: its counts leave its client's and the daemon's. */
 void page_region_gone(struct region *r);
 

@@ -558,7 +558,7 @@ static void page_before_change(struct region *r, uint64_t first, uint64_t n,
 		 * is what the change takes away. */
 		switch (pg_state(b)) {
 		case PAGE_RESIDENT:
-			if (b & PG_GONE) {
+			if ((b & PG_GONE) && page_gone(r, p)) {
 				/* Discarded before the instant, I/O still in
 				 * flight: zero, and nothing in the memfd (to
 				 * read it would put a page there). */
@@ -924,7 +924,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 				p++;
 				continue;
 			}
-			if (b & PG_GONE) {
+			if ((b & PG_GONE) && page_gone(r, p)) {
 				/* Discarded before the instant, write-back still
 				 * in flight: a hole.  Reading pagerd's mapping
 				 * there would put a page in the memfd that the
