@@ -32,6 +32,8 @@
  *   discard_beside_swapin  a page discarded while a sequential swap-in
  *                          that covers it is in flight: the other pages
  *                          of that read come in intact (none poisoned)
+ *   discard_beside_failed_swapin  the same read failing once (injected):
+ *                          read again page by page, nothing is lost
  *   clock_keeps_hot_set    a hot set read between random cold reads stays
  *                          resident under Clock (its references are
  *                          sampled through libpager's agent), while FIFO
@@ -1056,7 +1058,10 @@ static bool wait_in_recvmsg(pid_t tid)
  * A page discarded while a sequential swap-in that covers it is in flight:
  * its neighbours in that read must come in intact.  Its slot, freed at
  * once, made the whole read fail (-ESTALE), and every other page of it was
- * poisoned: SIGBUS where no error was (torture seed 7).
+ * poisoned: SIGBUS where no error was (torture seed 7).  With `eio`, the
+ * read fails (a one-shot error injected on page P+3's slot) and is done
+ * again page by page, so nothing is lost; the discarded page, read again,
+ * failed the rest of the run, poisoning it.
  *
  * Forced here: pagerd is stopped while a thread faults on page P, the next
  * of a sequential stream (a read of P and the pages after it), and another
@@ -1064,9 +1069,8 @@ static bool wait_in_recvmsg(pid_t tid)
  * the fault first (it came first) and the discard in the same turn, before
  * the read completes.
  */
-static void discard_beside_swapin(void **state)
+static void discard_during_swapin(struct ctx *c, bool eio)
 {
-	struct ctx *c = *state;
 	const uint64_t n = 64, P = 16;
 	struct pager_region_stats st = { .sz = sizeof(st) };
 	struct sigaction sa = { .sa_handler = on_sigbus }, old;
@@ -1102,6 +1106,8 @@ static void discard_beside_swapin(void **state)
 	assert_int_equal(pager_region_set_limit(r, 0), 0);
 	/* P-1 read back: P is next in its stream. */
 	assert_true(check((uint64_t *)(b + (P - 1) * ps), P - 1, 4));
+	if (eio)
+		assert_int_equal(inject(c, pager_region_id(r), P + 3, 1 /* EIO */), 0);
 
 	assert_int_equal(kill(c->d.pid, SIGSTOP), 0);
 	assert_int_equal(waitpid(c->d.pid, &wst, WUNTRACED), c->d.pid);
@@ -1140,9 +1146,22 @@ static void discard_beside_swapin(void **state)
 			assert_true(check(pg, i, 4));
 	}
 	sigaction(SIGBUS, &old, NULL);
+	assert_int_equal(pager_region_stats(r, &st), 0);
 	assert_int_equal(st.poisoned, 0);
+	if (eio)
+		assert_true(status(c).swap_io_errors > 0); /* it did fail */
 	pager_close(p);
 	stop(c);
+}
+
+static void discard_beside_swapin(void **state)
+{
+	discard_during_swapin(*state, false);
+}
+
+static void discard_beside_failed_swapin(void **state)
+{
+	discard_during_swapin(*state, true);
 }
 
 /* ---- clock_keeps_hot_set ------------------------------------------------ */
@@ -1413,6 +1432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(readahead_marker_evicted, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_missing_keeps_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(discard_beside_swapin, setup, teardown),
+		cmocka_unit_test_setup_teardown(discard_beside_failed_swapin, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_sees_refs_as_other_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
