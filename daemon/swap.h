@@ -199,7 +199,7 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
  *              slot freed meanwhile is not: swap_free() waits for it).
  * Returns 0 or, with no callback, -EINVAL (slot not allocated, misaligned
  * buf, npages 0 or too big), -ENODATA (a slot holds no completed write),
- * -ESHUTDOWN, -ENOMEM.
+ * -ESHUTDOWN, -ENOMEM, -EBUSY (65535 reads of one slot in flight).
  */
 int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	      swap_done_fn done, void *arg);
