@@ -520,7 +520,4 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
  * in the agent's hands (UINT64_MAX: none). */
 uint64_t agent_fence_room(struct region *r);
 
-uint64_t now_ms(void);
-uint64_t now_ns(void);
-
 #endif
