@@ -59,54 +59,6 @@ void evict_init(struct daemon *d)
 	d->wb_retry_ev = event_new(d->base, -1, 0, on_wb_retry, d);
 }
 
-/* Runs eviction at the next turn of the loop: a zero timer rather than
- * event_active, so that the loop polls the uffds and the io_uring between
- * two rounds (active events could otherwise starve them). */
-void evict_kick(struct daemon *d)
-{
-	static const struct timeval now = { 0, 0 };
-
-	if (d->evict_ev && !event_pending(d->evict_ev, EV_TIMEOUT, NULL))
-		evtimer_add(d->evict_ev, &now);
-}
-
-void page_io_link(struct region *r, struct page_io *io)
-{
-	io->r = r;
-	io->prev = NULL;
-	io->next = r->ios;
-	if (r->ios)
-		r->ios->prev = io;
-	r->ios = io;
-}
-
-void page_io_unlink(struct page_io *io)
-{
-	struct region *r = io->r;
-
-	if (!r)
-		return;
-	if (io->prev)
-		io->prev->next = io->next;
-	else
-		r->ios = io->next;
-	if (io->next)
-		io->next->prev = io->prev;
-	io->r = NULL;
-}
-
-void page_io_detach_all(struct region *r)
-{
-	while (r->ios) {
-		struct page_io *io = r->ios;
-
-		/* A write-back's slots are not the region's yet: the
-		 * completion frees them.  A swap-in's are freed with the
-		 * region's (the read then ends -ESTALE). */
-		page_io_unlink(io);
-	}
-}
-
 static void writeback_done(void *arg, int res);
 
 /*

@@ -182,6 +182,21 @@ void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 	}
 }
 
+/*
+ * Runs eviction (evict.c's round, which evict_init() hooked on d->evict_ev)
+ * at the next turn of the loop: a zero timer rather than event_active, so that the loop polls the uffds and the io_uring between
+ * two rounds (active events could otherwise starve them).  Here, beside
+ * the room it is about, so that every layer that fills or frees memory
+ * asks for a round without calling up into eviction.
+ */
+void evict_kick(struct daemon *d)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (d->evict_ev && !event_pending(d->evict_ev, EV_TIMEOUT, NULL))
+		evtimer_add(d->evict_ev, &now);
+}
+
 void limits_changed(struct daemon *d)
 {
 	d->over_limit = false;

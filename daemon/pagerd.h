@@ -350,16 +350,9 @@ static inline int64_t region_slot(const struct region *r, uint64_t page)
  * allocates the region's slot array.  Returns 0, -ENOMEM, -ERANGE (a slot
  * number the array cannot hold). */
 int region_set_slot(struct region *r, uint64_t page, int64_t slot);
-/* Frees the page's swap slot, if it has one. */
-void region_drop_slot(struct region *r, uint64_t page);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
-/* Whether the memfd holds data at page (region.c). */
-bool region_in_memory(struct region *r, uint64_t page);
 int region_punch(struct region *r, uint64_t first, uint64_t n);
-/* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
- * are evicted without I/O and stay holes in snapshot images. */
-bool page_is_zero(const void *page, size_t len);
 int region_discard(struct region *r, uint64_t first, uint64_t n);
 void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 
@@ -424,6 +417,8 @@ bool limits_pressure(struct region *r);
  * limit go, or takes it back. */
 void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 		    enum evict_status st);
+/* Runs eviction at the next turn of the loop (evict_init() sets what runs). */
+void evict_kick(struct daemon *d);
 /* Limits were set or reloaded: none stays let go; eviction runs. */
 void limits_changed(struct daemon *d);
 /* Parks a fault until there is room; kicks eviction. */
@@ -446,13 +441,7 @@ size_t clock_scan(pgstate_t *state, uint64_t npages, uint64_t *hand,
 		  size_t sample_max);
 
 /* evict.c */
-void evict_kick(struct daemon *d);
 void evict_init(struct daemon *d);
-/* I/O in flight on a region's list (region.ios); unlink also forgets the
- * region.  The region is going: in-flight I/O no longer refers to it. */
-void page_io_link(struct region *r, struct page_io *io);
-void page_io_unlink(struct page_io *io);
-void page_io_detach_all(struct region *r);
 
 /* swapin.c */
 /* Brings `page` (SWAPPED) back; returns 0, -EAGAIN (event unread). */

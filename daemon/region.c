@@ -272,30 +272,6 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot)
 	return 0;
 }
 
-void region_drop_slot(struct region *r, uint64_t page)
-{
-	struct swap *sw = r->client->d->swap;
-	int64_t slot = region_slot(r, page);
-
-	if (slot < 0)
-		return;
-	/* The region forgets the slot before the store frees it: a
-	 * successor never finds a page naming a slot that is free. */
-	r->slot[page] = 0;
-	if (sw)
-		swap_free(sw, (uint64_t)slot, 1);
-}
-
-bool page_is_zero(const void *page, size_t len)
-{
-	const uint64_t *w = page;
-
-	for (size_t i = 0; i < len / sizeof(*w); i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 /*
  * The memfd's seals are checked when the region is made, but a client that
  * can still make a punch fail (an immutable or append-only attribute, a
@@ -383,19 +359,6 @@ struct region *region_find_id(struct client *c, uint64_t id)
 		if (c->regions[i]->id == id)
 			return c->regions[i];
 	return NULL;
-}
-
-/*
- * Whether the memfd holds data at `page`: a page in the page cache, or one
- * the kernel's own swap took (shmem pages can be swapped out behind our
- * back where a system swap is on, e.g. by DAMON's pageout; mincore would
- * call those absent, SEEK_DATA calls them data).
- */
-bool region_in_memory(struct region *r, uint64_t page)
-{
-	off_t at = (off_t)(page * r->client->d->page_size);
-
-	return lseek(r->memfd, at, SEEK_DATA) == at;
 }
 
 /*
