@@ -25,6 +25,24 @@
 
 static void client_on_sock(int fd, short what, void *arg);
 
+/* The client's uffd is readable; fault.c serves it.  A client that broke
+ * the protocol there, or whose uffd failed, is dropped here. */
+static void client_on_uffd(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (fault_serve(c) < 0)
+		client_destroy(c);
+}
+
+/* Faults parked behind an event are retried: the uffd is read again. */
+static void client_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	client_on_uffd(fd, what, arg);
+}
+
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
@@ -71,7 +89,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	}
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
-	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
+	c->retry_ev = evtimer_new(d->base, client_on_retry, c);
 	if (!c->sock_ev || !c->retry_ev ||
 	    event_add(c->sock_ev, NULL) < 0) {
 		if (c->sock_ev)
@@ -420,7 +438,7 @@ int client_attach_uffd(struct client *c, int fd)
 		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
-	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, fault_on_uffd, c);
+	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, client_on_uffd, c);
 	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
 		if (c->uffd_ev)
 			event_free(c->uffd_ev);

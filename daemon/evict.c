@@ -637,6 +637,25 @@ static enum evict_status evict_limit(struct daemon *d, struct client *c,
 	return r ? evict_region(r, lu.excess, freed) : evict_from(d, c, lu.excess, freed);
 }
 
+/* Whether faults wait for room under the limit of r, else c, else the
+ * daemon's (limits_evicted() lets a stuck limit go only then). */
+static bool faults_wait(struct daemon *d, struct client *c, struct region *r)
+{
+	bool waiting = false;
+
+	if (r || c)
+		return fault_parked_in(r ? r->client : c, PARK_ROOM, r);
+	for (struct client *o = d->clients; o && !waiting; o = o->next)
+		waiting = o->nparked_for[PARK_ROOM] != 0;
+	return waiting;
+}
+
+static void evicted(struct daemon *d, struct client *c, struct region *r,
+		    enum evict_status st)
+{
+	limits_evicted(d, c, r, st, st == EVICT_STUCK && faults_wait(d, c, r));
+}
+
 /*
  * One round of eviction, as Valkey's performEvictions(): every limit past
  * its high watermark — each region's, each client's, the daemon's — sheds
@@ -676,20 +695,20 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 	for (struct client *c = d->clients; c && !d->ndead; c = c->next) {
 		for (size_t i = 0; i < c->nregions && !d->ndead; i++) {
 			st = evict_limit(d, c, c->regions[i], &freed);
-			limits_evicted(d, c, c->regions[i], st);
+			evicted(d, c, c->regions[i], st);
 			again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 			fenced |= st == EVICT_FENCED;
 		}
 		if (d->ndead)
 			break;
 		st = evict_limit(d, c, NULL, &freed);
-		limits_evicted(d, c, NULL, st);
+		evicted(d, c, NULL, st);
 		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 		fenced |= st == EVICT_FENCED;
 	}
 	if (!d->ndead) {
 		st = evict_limit(d, NULL, NULL, &freed);
-		limits_evicted(d, NULL, NULL, st);
+		evicted(d, NULL, NULL, st);
 		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 		fenced |= st == EVICT_FENCED;
 	}
@@ -701,7 +720,7 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		log_debug("evict: nothing freed yet (resident %" PRIu64 ", writeback %" PRIu64
 			  ", reading %" PRIu64 ")%s", d->resident, d->writeback, d->reading,
 			  fenced ? ", waiting for the agent" : "");
-	limits_progress(d);
+	fault_retry_room(d);
 	if (again) {
 		evict_kick(d);
 	} else if (fenced) {

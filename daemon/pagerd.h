@@ -357,8 +357,16 @@ int region_discard(struct region *r, uint64_t first, uint64_t n);
 void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 
 /* fault.c */
-void fault_on_uffd(int fd, short what, void *arg);
-void fault_on_retry_timer(int fd, short what, void *arg);
+/*
+ * Reads c's uffd and serves what it holds: faults, events, and the faults
+ * parked behind an event.  Returns 0, or -errno when c must be dropped (a
+ * protocol violation: -EPROTO; its uffd failing): the caller (client.c)
+ * tears it down.
+ */
+int fault_serve(struct client *c);
+/* After an eviction round: retries every client's faults that waited for
+ * room; one breaking the protocol drops its client (client_misbehaved()). */
+void fault_retry_room(struct daemon *d);
 /* Parks a fault until `why` passes (one queue, oldest first).  Returns 0 or
  * -ENOMEM. */
 int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why);
@@ -413,18 +421,15 @@ void limits_get(struct daemon *d, struct client *c, struct region *r,
 uint64_t limits_room(struct region *r);
 /* Whether any limit over r is past its high watermark. */
 bool limits_pressure(struct region *r);
-/* Eviction for a limit (chosen as in limits_get()) ended with st: lets the
- * limit go, or takes it back. */
+/* Eviction for a limit (chosen as in limits_get()) ended with st, while
+ * faults wait for room under it or not: lets the limit go, or takes it
+ * back. */
 void limits_evicted(struct daemon *d, struct client *c, struct region *r,
-		    enum evict_status st);
+		    enum evict_status st, bool waiting);
 /* Runs eviction at the next turn of the loop (evict_init() sets what runs). */
 void evict_kick(struct daemon *d);
 /* Limits were set or reloaded: none stays let go; eviction runs. */
 void limits_changed(struct daemon *d);
-/* Parks a fault until there is room; kicks eviction. */
-int limits_wait(struct client *c, const struct uffd_msg *m);
-/* Eviction made progress: retry parked faults. */
-void limits_progress(struct daemon *d);
 
 /* clock.c: pure policy, no I/O (unit-tested on its own) */
 /*
