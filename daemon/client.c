@@ -256,41 +256,10 @@ void client_destroy(struct client *c)
 		event_base_loopbreak(d->base);
 }
 
-/*
- * The client broke something pagerd relies on in a way only it can: its
- * memfd refuses a hole punch or a write (seals, file attributes), so its
- * pages could neither leave memory nor come back.  Its neighbours must not
- * pay for it (evicted in its stead, or spun on): it is dropped.  Not here,
- * since the caller may be walking clients or regions, but by its socket's
- * callback, which runs before the loop does anything else; meanwhile
- * eviction and fault service pass it by.
- */
-void client_misbehaved(struct client *c, const char *what, int err)
-{
-	if (c->dead)
-		return;
-	c->dead = true;
-	c->d->ndead++;
-	log_warn_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " (pid %d uid %d) dropped: %s: %s",
-		    c->id, (int)c->cred.pid, (int)c->cred.uid, what, strerror(-err));
-	event_active(c->sock_ev, EV_READ, 0);
-}
-
 void clients_destroy_all(struct daemon *d)
 {
 	while (d->clients)
 		client_destroy(d->clients);
-}
-
-static int reply(struct client *c, uint32_t seq, struct proto_reply *body)
-{
-	struct proto_msg msg;
-	size_t n;
-
-	memset(&msg, 0, sizeof(msg));
-	msg.body.reply = *body;
-	n = proto_finish(&msg, PROTO_REPLY, seq);
-	return proto_send(c->sock, &msg, n, NULL, 0);
 }
 
 static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
@@ -767,27 +736,6 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 	}
 }
 
-void client_reply_deferred(struct client *c, int status, struct proto_reply *out)
-{
-	if (!c->reply_deferred)
-		return;
-	c->reply_deferred = false;
-	c->waiting_on = NULL;
-	out->status = status;
-	if (status < 0)
-		log_warn_rl(c->id, "client %" PRIu64 ": deferred request failed: %s", c->id,
-			 strerror(-status));
-	if (reply(c, c->deferred_seq, out) < 0) {
-		/* Not from here (a snapshot is calling): its socket's next
-		 * event reads end of stream and tears it down. */
-		shutdown(c->sock, SHUT_RDWR);
-		event_active(c->sock_ev, EV_READ, 0);
-		return;
-	}
-	if (event_add(c->sock_ev, NULL) == 0)
-		event_active(c->sock_ev, EV_READ, 0);
-}
-
 static void client_on_sock(int fd, short what, void *arg)
 {
 	struct client *c = arg;
@@ -850,7 +798,7 @@ static void client_on_sock(int fd, short what, void *arg)
 			return;
 		}
 		out.status = status;
-		if (reply(c, seq, &out) < 0) {
+		if (client_send_reply(c, seq, &out) < 0) {
 			client_destroy(c);
 			return;
 		}

@@ -319,12 +319,18 @@ int client_attach_uffd(struct client *c, int fd);
  * fd is then still the caller's). */
 int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
-/* The client made its memfd refuse a punch or a write (err): it is
- * dropped at the next turn of the loop; until then nothing uses it. */
+void clients_destroy_all(struct daemon *d);
+
+/* conn.c: what a lower layer tells a client's connection; client.c's
+ * socket callback acts on the marks at the next turn of the loop. */
+/* The client made its memfd refuse a punch or a write, or broke the
+ * protocol (err): it is dropped at the next turn of the loop; until then
+ * nothing uses it. */
 void client_misbehaved(struct client *c, const char *what, int err);
+/* Sends a reply on c's socket: 0 or -errno. */
+int client_send_reply(struct client *c, uint32_t seq, struct proto_reply *body);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
-void clients_destroy_all(struct daemon *d);
 
 /* region.c */
 int region_create(struct client *c, const struct proto_region_create *rc,
