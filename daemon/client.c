@@ -19,6 +19,7 @@
 #include "fd.h"
 #include "fdstore.h"
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "stats.h"
 #include "swap.h"
@@ -198,6 +199,17 @@ int client_accept(struct daemon *d, int sock)
 	return 0;
 }
 
+/* The region goes: the subsystems that keep something of it drop it, top
+ * down (the fd store's names, faults parked there, a running snapshot or
+ * restore), then the region itself. */
+static void client_drop_region(struct region *r)
+{
+	fdstore_region_gone(r);
+	fault_forget_parked(r);
+	snapshot_region_gone(r);
+	region_destroy(r);
+}
+
 /*
  * Drops everything pagerd holds for the client: its regions (mappings and
  * memfds), its uffd and its socket.  Threads of a live client still blocked
@@ -213,7 +225,7 @@ void client_destroy(struct client *c)
 	fdstore_client_gone(c);
 	agent_detach(c);
 	while (c->nregions)
-		region_destroy(c->regions[c->nregions - 1]);
+		client_drop_region(c->regions[c->nregions - 1]);
 	free(c->regions);
 	free(c->parked);
 	if (c->uffd_ev)
@@ -432,6 +444,13 @@ static int do_region_create(struct client *c,
 	if (e < 0)
 		return e;
 	fds[0] = -1; /* the region owns it now */
+	/* In the fd store, its states move into a memfd a successor maps. */
+	e = fdstore_region_added(r);
+	if (e < 0) {
+		log_warn_rl(c->id, "client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
+		region_destroy(r);
+		return -ENOMEM;
+	}
 	out->region_id = r->id;
 	log_debug("client %" PRIu64 ": region %" PRIu64 " '%s' %" PRIu64 " bytes",
 		  c->id, r->id, r->name, r->len);
@@ -444,7 +463,7 @@ static int do_region_destroy(struct client *c, uint64_t id)
 
 	if (!r)
 		return -ENOENT;
-	region_destroy(r);
+	client_drop_region(r);
 	return 0;
 }
 
@@ -461,6 +480,29 @@ static int do_region_set_limit(struct client *c, uint64_t id, uint64_t bytes)
 	return 0;
 }
 
+/*
+ * The application threw [first, first+n) away (pager_region_discard): the
+ * pages read as zeros from now on.  Pages with I/O in flight are dropped
+ * when it completes (their state says so).  Returns 0 or -errno.
+ */
+static int discard(struct region *r, uint64_t first, uint64_t n)
+{
+	int e;
+
+	/* The states first (a running snapshot gets the pages as they were
+	 * before they change), then the memory: a punch that fails drops
+	 * the client (region_punch()), so its states no longer matter. */
+	page_discarded(r, first, n);
+	for (uint64_t p = first; p < first + n; p++)
+		if (r->state[p] & PG_READING)
+			swapin_forget_marker(r, p); /* a marker's data, held */
+	e = region_punch(r, first, n);
+	if (e < 0)
+		return e;
+	evict_kick(r->client->d);
+	return 0;
+}
+
 static int do_region_discard(struct client *c,
 			     const struct proto_region_discard *rd)
 {
@@ -472,7 +514,7 @@ static int do_region_discard(struct client *c,
 	if (rd->offset % ps || rd->len % ps || rd->offset > r->len ||
 	    rd->len > r->len - rd->offset)
 		return -EINVAL;
-	return region_discard(r, rd->offset / ps, rd->len / ps);
+	return discard(r, rd->offset / ps, rd->len / ps);
 }
 
 static int do_region_stats(struct client *c, uint64_t id,
@@ -578,8 +620,10 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		if (nfds != 2)
 			return -EBADF;
 		e = snapshot_start(c, r, fds[0], fds[1]);
-		if (e == REQUEST_DEFERRED)
+		if (e == REQUEST_DEFERRED) {
 			fds[0] = fds[1] = -1; /* the snapshot owns them */
+			fdstore_region_sync(r); /* a successor reports it failed */
+		}
 		return e;
 	case PROTO_SNAPSHOT_STATUS:
 		snapshot_status(r, &out->snapshot);
@@ -591,8 +635,10 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 			return -EBADF;
 		e = restore_attach(r, fds[0], nfds > 1 ? fds[1] : -1,
 				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
-		if (e == 0)
+		if (e == 0) {
 			fds[0] = -1;
+			fdstore_region_image(r);
+		}
 		if (nfds > 1)
 			fds[1] = -1; /* taken (closed on failure) */
 		return e;

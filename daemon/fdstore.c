@@ -224,6 +224,9 @@ int fdstore_open(struct daemon *d)
 		return -ENOMEM;
 	fs->config_fd = -1;
 	d->fdstore = fs;
+	/* A region's header follows its record where no request is being
+	 * answered (a uffd event, a snapshot's instant). */
+	d->region_changed = fdstore_region_sync;
 	if (d->cfg.private_fd >= 0)
 		return 0;
 	n = sd_listen_fds_with_names(1, &names);
@@ -460,7 +463,7 @@ static int state_map(struct region *r, int fd, size_t len)
 	return 0;
 }
 
-int fdstore_region_alloc(struct region *r)
+static int fdstore_region_alloc(struct region *r)
 {
 	size_t ps = r->client->d->page_size;
 	uint64_t state_off, slot_off, size;
@@ -490,16 +493,6 @@ int fdstore_region_alloc(struct region *r)
 	if (e < 0)
 		close(fd);
 	return e;
-}
-
-void fdstore_region_free(struct region *r)
-{
-	munmap(r->state_map, r->state_len);
-	close(r->state_fd);
-	r->state_map = NULL;
-	r->state_fd = -1;
-	r->state = NULL;
-	r->slot = NULL;
 }
 
 void fdstore_region_sync(struct region *r)
@@ -644,19 +637,32 @@ void fdstore_client_gone(struct client *c)
 	c->state_fd = -1;
 }
 
-void fdstore_region_added(struct region *r)
+int fdstore_region_added(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
+	if (d->fdstore_on) {
+		/* A new region's states and slots (all zero, slots not yet
+		 * allocated) move into a memfd a successor can map. */
+		pgstate_t *state = r->state;
+		uint32_t *slot = r->slot;
+		int e = fdstore_region_alloc(r);
+
+		if (e < 0)
+			return e;
+		free(state);
+		free(slot);
+	}
 	fdstore_region_sync(r);
 	if (!d->fdstore_on || !r->state_map)
-		return;
+		return 0;
 	/* State first, memfd second: a successor that finds the memfd finds
 	 * how to read it. */
 	if (store_put(d, r->state_fd, "r%" PRIu64 ".state", r->id))
 		r->stored |= STORED_STATE;
 	if (store_put(d, r->memfd, "r%" PRIu64 ".mem", r->id))
 		r->stored |= STORED_MEM;
+	return 0;
 }
 
 void fdstore_region_image(struct region *r)

@@ -179,16 +179,15 @@ int fdstore_peek(bool *ret_clients);
 /* Puts the settings in effect in the store (at start, after a reload). */
 void fdstore_config_sync(struct daemon *d);
 
-/* Region state in a memfd: sets r->state and r->slot.  0 or -errno. */
-int fdstore_region_alloc(struct region *r);
-void fdstore_region_free(struct region *r);
 /* Hooks: what the store must hold, or no longer hold. */
 void fdstore_client_hello(struct client *c);
 void fdstore_client_sync(struct client *c);
 void fdstore_client_agent(struct client *c, bool attached);
 void fdstore_client_pagemap(struct client *c);
 void fdstore_client_gone(struct client *c);
-void fdstore_region_added(struct region *r);
+/* A new region: with the store on, its states move into a memfd (0 or
+ * -errno: the region cannot be kept), then it is stored. */
+int fdstore_region_added(struct region *r);
 void fdstore_region_sync(struct region *r);
 void fdstore_region_image(struct region *r);
 void fdstore_region_gone(struct region *r);

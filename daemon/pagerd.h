@@ -93,6 +93,9 @@ struct daemon {
 	uint64_t evict_rr;          /* round-robin position over regions */
 	bool over_limit;            /* limits.c: the global limit is let go */
 	struct fdstore *fdstore;    /* fdstore.c: what LISTEN_FDS brought */
+	/* Told when a region's record changes outside a request (a uffd
+	 * event, a snapshot's instant): the fd store's copy (region.c). */
+	void (*region_changed)(struct region *r);
 	bool fdstore_on;            /* clients are put in systemd's fd store */
 	bool handover;              /* exiting into the store: leave state alone */
 	bool listen_activated;      /* the listening socket is systemd's */
@@ -341,6 +344,8 @@ int region_memfd_check(struct client *c, int fd, uint64_t len);
 /* Adds r to c's regions (sorted, never overlapping); 0 or -EEXIST. */
 int region_link(struct client *c, struct region *r);
 void region_move(struct region *r, uint64_t to);
+/* The region's record changed (d->region_changed hears: the fd store). */
+void region_changed(struct region *r);
 /* Pages we count resident that the page cache no longer holds (the app
  * punched them: MADV_REMOVE) become empty. */
 void region_reconcile(struct region *r);
@@ -359,7 +364,6 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
 int region_punch(struct region *r, uint64_t first, uint64_t n);
-int region_discard(struct region *r, uint64_t first, uint64_t n);
 void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 
 /* fault.c */

@@ -16,7 +16,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "fdstore.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
@@ -104,10 +103,13 @@ int region_link(struct client *c, struct region *r)
 	return 0;
 }
 
+/* The page states and slots: plain memory, or a mapping of the state memfd
+ * the fd store made for them (fdstore_region_added()). */
 static void region_free_state(struct region *r)
 {
 	if (r->state_map) {
-		fdstore_region_free(r);
+		munmap(r->state_map, r->state_len);
+		close(r->state_fd);
 	} else {
 		free(r->state);
 		free(r->slot);
@@ -160,15 +162,8 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 	r->image_fd = -1;
 	r->state_fd = -1;
 	memcpy(r->name, rc->name, sizeof(r->name));
-	/* For the fd store, the page states live in a memfd a successor
-	 * can map (fdstore.c); else plain memory. */
-	if (d->fdstore_on) {
-		e = fdstore_region_alloc(r);
-		if (e < 0)
-			log_warn_rl(c->id, "client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
-	} else {
-		r->state = calloc(r->npages, sizeof(*r->state));
-	}
+	/* (The fd store moves them into a memfd a successor can map.) */
+	r->state = calloc(r->npages, sizeof(*r->state));
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
 	if (!r->state || r->map == MAP_FAILED) {
@@ -184,7 +179,6 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		goto fail;
 	}
 	r->id = ++d->next_region_id;
-	fdstore_region_added(r);
 	*ret = r;
 	return 0;
 fail:
@@ -221,20 +215,33 @@ void region_move(struct region *r, uint64_t to)
 		r->addr = from;
 		region_link(c, r);
 	}
-	fdstore_region_sync(r);
+	region_changed(r);
+}
+
+/*
+ * The region's record (address, limit, snapshot) changed where no request
+ * is being answered (a uffd event, a snapshot's instant): whoever keeps a
+ * copy of it outside pagerd (the fd store, which set the hook at start)
+ * hears at once, so that a successor never finds it stale.
+ */
+void region_changed(struct region *r)
+{
+	struct daemon *d = r->client->d;
+
+	if (d->region_changed)
+		d->region_changed(r);
 }
 
 /* Frees everything pagerd holds for the region, including the memfd and
  * its swap slots.  I/O in flight finishes on its own (the kernel pins the
- * pages it reads or writes) and frees what it holds when it completes. */
+ * pages it reads or writes) and frees what it holds when it completes.
+ * What the subsystems above keep of it (parked faults, a snapshot, the fd
+ * store's names) is theirs to drop first: client.c does. */
 void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
-	fdstore_region_gone(r);
-	fault_forget_parked(r);
 	page_io_detach_all(r);
-	snapshot_region_gone(r);
 	/* Held readahead markers: their slots still hold the data. */
 	for (int i = 0; i < SWAPIN_STREAMS; i++)
 		free(r->ra[i].held);
@@ -291,29 +298,6 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
 	if (e < 0)
 		client_misbehaved(r->client, "its memfd refuses hole punches", e);
 	return e;
-}
-
-/*
- * The application threw [first, first+n) away (pager_region_discard): the
- * pages read as zeros from now on.  Pages with I/O in flight are dropped
- * when it completes (their state says so).  Returns 0 or -errno.
- */
-int region_discard(struct region *r, uint64_t first, uint64_t n)
-{
-	int e;
-
-	/* The states first (a running snapshot gets the pages as they were
-	 * before they change), then the memory: a punch that fails drops
-	 * the client (region_punch()), so its states no longer matter. */
-	page_discarded(r, first, n);
-	for (uint64_t p = first; p < first + n; p++)
-		if (r->state[p] & PG_READING)
-			swapin_forget_marker(r, p); /* a marker's data, held */
-	e = region_punch(r, first, n);
-	if (e < 0)
-		return e;
-	evict_kick(r->client->d);
-	return 0;
 }
 
 void region_fill_stats(struct region *r, struct proto_region_stats *out)
