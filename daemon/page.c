@@ -97,6 +97,11 @@ static void check_not_pending(struct region *r, uint64_t first, uint64_t n,
 #endif
 }
 
+bool page_to_copy(const struct region *r, uint64_t page)
+{
+	return r->watch && r->watch->to_copy && r->watch->to_copy(r, page);
+}
+
 static void made_writable(struct region *r, uint64_t first, uint64_t n)
 {
 	if (r->watch && r->watch->made_writable)

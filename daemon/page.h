@@ -50,14 +50,22 @@
  *                  each page whose content of the instant goes with it is
  *                  saved first (or the snapshot fails; never the change)
  *   made_writable  [first, first+n) were made writable by pagerd
- *   pending        whether the page still has to be saved (the checker)
+ *   pending        whether the page still has to be saved from memory
+ *                  (the checker)
+ *   to_copy        whether the page still has to be copied at all
+ *                  (page_to_copy())
  */
 struct page_watch {
 	void (*before_change)(struct region *r, uint64_t first, uint64_t n,
 			      unsigned what);
 	void (*made_writable)(struct region *r, uint64_t first, uint64_t n);
 	bool (*pending)(const struct region *r, uint64_t page);
+	bool (*to_copy)(const struct region *r, uint64_t page);
 };
+
+/* Whether the region's watch (a running snapshot) still has to copy the
+ * page: a swap-in then maps it protected, so that the copy comes first. */
+bool page_to_copy(const struct region *r, uint64_t page);
 
 /* ---- faults ---------------------------------------------------------- */
 

@@ -629,6 +629,7 @@ static const struct page_watch snapshot_watch = {
 	.before_change = page_before_change,
 	.made_writable = snapshot_note_writable,
 	.pending = memory_pending,
+	.to_copy = snapshot_pending,
 };
 
 static void snap_read_done(void *arg, int res);

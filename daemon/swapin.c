@@ -480,7 +480,7 @@ static void swapin_done(void *arg, int res)
 
 		if (good && (b & PG_RA_MARK) && !(b & PG_WAITER))
 			hold = marker_stream(r, p);
-		if (good && p == io->fault_page && !snapshot_pending(r, p)) {
+		if (good && p == io->fault_page && !page_to_copy(r, p)) {
 			/* Mostly rewritten: map writable, but still map one in
 			 * eight protected, to notice when that changes. */
 			bool rmw = r->recent_swapins >= 16 &&
