@@ -739,6 +739,7 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 				return e;
 		}
 		fds[0] = -1;
+		fdstore_client_agent(c, true);
 		return 0;
 	case PROTO_PAGEMAP:
 		if (c->control || nfds != 1)
@@ -802,6 +803,13 @@ static void client_on_sock(int fd, short what, void *arg)
 			client_destroy(c);
 			return;
 		}
+		/* Its agent went away by itself (agent.c): the store drops it. */
+		if (c->agent < 0 && (c->stored & STORED_AGENT))
+			fdstore_client_agent(c, false);
+		/* (Woken for that while a request waits for its reply: the
+		 * next one waits in the socket until it is sent.) */
+		if (c->reply_deferred)
+			return;
 
 		n = proto_recv(fd, &msg, fds, &nfds);
 		if (n == -EAGAIN)

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What a lower layer tells a client's connection, without calling up into
- * client.c: the client is to be dropped (a mark on the client, and its
- * socket's event activated: client.c's callback acts on it at the next
- * turn of the loop, before it reads anything more from the client; the
- * callers may be walking clients or regions, where tearing a client down
- * under them is not safe); and the reply to its deferred request, sent at
- * once.
+ * client.c: the client is to be dropped, or its agent went away (a mark
+ * on the client, and its socket's event activated: client.c's callback
+ * acts on it at the next turn of the loop, before it reads anything more
+ * from the client; the callers may be walking clients or regions, where
+ * tearing a client down under them is not safe); and the reply to its
+ * deferred request, sent at once.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -70,4 +70,11 @@ void client_reply_deferred(struct client *c, int status, struct proto_reply *out
 	}
 	if (event_add(c->sock_ev, NULL) == 0)
 		event_active(c->sock_ev, EV_READ, 0);
+}
+
+/* Something client.c's socket callback looks at changed (the agent went
+ * away by itself): it runs at the next turn. */
+void client_wake(struct client *c)
+{
+	event_active(c->sock_ev, EV_READ, 0);
 }

@@ -334,6 +334,8 @@ void client_misbehaved(struct client *c, const char *what, int err);
 int client_send_reply(struct client *c, uint32_t seq, struct proto_reply *body);
 /* Sends the reply to c's deferred request and reads its socket again. */
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
+/* Runs c's socket callback at the next turn, to look at c again. */
+void client_wake(struct client *c);
 
 /* region.c */
 int region_create(struct client *c, const struct proto_region_create *rc,
