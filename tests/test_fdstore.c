@@ -32,6 +32,7 @@
 
 #include "../daemon/crc32c.c"
 #include "../daemon/fdstore.c"
+#include "../daemon/fdstore_adopt.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
 #include "../daemon/store_file.c"
