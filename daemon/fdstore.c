@@ -410,21 +410,6 @@ void fdstore_state_layout(uint64_t npages, size_t ps, uint64_t *state_off,
 	*size = *slot_off + round_page(npages * sizeof(uint32_t), ps);
 }
 
-int fdstore_state_map(struct region *r, int fd, size_t len)
-{
-	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	const struct fdstore_region_hdr *h = map;
-
-	if (map == MAP_FAILED)
-		return -errno;
-	r->state_fd = fd;
-	r->state_map = map;
-	r->state_len = len;
-	r->state = (pgstate_t *)((char *)map + h->state_off);
-	r->slot = (uint32_t *)((char *)map + h->slot_off);
-	return 0;
-}
-
 static int fdstore_region_alloc(struct region *r)
 {
 	size_t ps = r->client->d->page_size;
@@ -451,7 +436,7 @@ static int fdstore_region_alloc(struct region *r)
 		close(fd);
 		return e;
 	}
-	e = fdstore_state_map(r, fd, size);
+	e = region_map_state(r, fd, size, state_off, slot_off);
 	if (e < 0)
 		close(fd);
 	return e;

@@ -200,8 +200,6 @@ void fdstore_refuse(struct daemon *d, struct stored *s, const char *why);
 /* The layout of r<ID>.state for npages: header page, states, slots. */
 void fdstore_state_layout(uint64_t npages, size_t ps, uint64_t *state_off,
 			  uint64_t *slot_off, uint64_t *size);
-/* Maps r<ID>.state (fd, len bytes) as r's states and slots.  0 or -errno. */
-int fdstore_state_map(struct region *r, int fd, size_t len);
 
 /*
  * At start: decides whether pagerd stores (d->fdstore_on) and sorts what

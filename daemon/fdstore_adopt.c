@@ -271,39 +271,19 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 		}
 	}
 
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->client = c;
-	r->id = h.region_id;
-	r->addr = h.addr;
-	r->len = h.len;
-	r->npages = h.npages;
-	r->memory_limit = h.memory_limit;
-	r->image_fd = -1;
-	r->state_fd = -1;
-	memcpy(r->name, h.name, sizeof(r->name));
-	r->name[sizeof(r->name) - 1] = '\0';
-#define X(name) r->stats.name = h.stats.name;
-	FDSTORE_COUNTERS(X)
-#undef X
-	r->memfd = mem->fd;
-	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		      mem->fd, 0);
-	e = r->map == MAP_FAILED ? -errno : fdstore_state_map(r, state->fd, size);
+	/* What the memfd holds, before the region exists: a region that
+	 * exists is settled, or its slots would be freed unclaimed. */
+	present = memfd_present(mem->fd, h.npages, ps);
+	e = present ? 0 : -ENOMEM;
 	if (e == 0)
-		present = memfd_present(mem->fd, r->npages, ps);
-	if (e == 0 && !present)
-		e = -ENOMEM;
-	if (e == 0 && (e = region_link(c, r)) < 0)
-		log_warn("region %" PRIu64 ": overlaps another of client %" PRIu64, r->id, c->id);
+		e = region_new(c, &(struct region_init){
+				.id = h.region_id, .addr = h.addr, .len = h.len,
+				.memory_limit = h.memory_limit, .name = h.name,
+				.memfd = mem->fd, .state_fd = state->fd, .state_len = size,
+				.state_off = h.state_off, .slot_off = h.slot_off,
+			}, &r);
 	if (e < 0) {
-		if (r->map != MAP_FAILED)
-			munmap(r->map, r->len);
-		if (r->state_map)
-			munmap(r->state_map, r->state_len);
 		free(present);
-		free(r);
 		fdstore_refuse(d, state, "cannot be mapped or overlaps another region");
 		fdstore_refuse(d, mem, "cannot be mapped or overlaps another region");
 		if (image)
@@ -312,6 +292,9 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	}
 	fdstore_take(mem);
 	fdstore_take(state);
+#define X(name) r->stats.name = h.stats.name;
+	FDSTORE_COUNTERS(X)
+#undef X
 	handed = h.flags & FDSTORE_R_HANDED_OVER;
 	/* From now on a crash is a crash again. */
 	fdstore_hdr(r)->flags &= ~FDSTORE_R_HANDED_OVER;

@@ -338,8 +338,30 @@ void client_reply_deferred(struct client *c, int status, struct proto_reply *out
 void client_wake(struct client *c);
 
 /* region.c */
+/* What a region is made of (region_new()). */
+struct region_init {
+	uint64_t id;           /* 0: the next free id */
+	uint64_t addr, len;    /* in the client; len a multiple of the page */
+	uint64_t memory_limit; /* pages, 0 = none */
+	const char *name;      /* PROTO_NAME_MAX bytes */
+	int memfd;             /* the region's data, mapped here */
+	/* The page states and slots: plain memory (state_fd -1), or a
+	 * mapping of state_len bytes of state_fd, with the states at
+	 * state_off and the slots at slot_off (the fd store's layout). */
+	int state_fd;
+	size_t state_len;
+	uint64_t state_off, slot_off;
+};
+int region_new(struct client *c, const struct region_init *ri, struct region **ret);
+/* A region a client asks for: checked (sizes, limits, its memfd), then
+ * made by region_new().  0 or -errno (memfd stays the caller's). */
 int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret);
+/* Moves r's states and slots into a mapping of fd (len bytes, states at
+ * state_off, slots at slot_off); the region unmaps and closes it when it
+ * goes.  0 or -errno (nothing changed). */
+int region_map_state(struct region *r, int fd, size_t len, uint64_t state_off,
+		     uint64_t slot_off);
 void region_destroy(struct region *r);
 /* Checks a region's memfd (shmem, sealed, of len bytes); 0 or -errno. */
 int region_memfd_check(struct client *c, int fd, uint64_t len);

@@ -120,7 +120,6 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret)
 {
 	struct daemon *d = c->d;
-	struct region *r;
 	int e;
 
 	if (rc->len % d->page_size || rc->addr % d->page_size) {
@@ -150,24 +149,68 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		return -EPERM;
 	}
 
-	r = calloc(1, sizeof(*r));
+	return region_new(c, &(struct region_init){
+			.addr = rc->addr, .len = rc->len,
+			.memory_limit = rc->memory_limit / d->page_size,
+			.name = rc->name, .memfd = memfd, .state_fd = -1,
+		}, ret);
+}
+
+int region_map_state(struct region *r, int fd, size_t len, uint64_t state_off,
+		     uint64_t slot_off)
+{
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (map == MAP_FAILED)
+		return -errno;
+	r->state_fd = fd;
+	r->state_map = map;
+	r->state_len = len;
+	r->state = (pgstate_t *)((char *)map + state_off);
+	r->slot = (uint32_t *)((char *)map + slot_off);
+	return 0;
+}
+
+/*
+ * The one region constructor, for a new region (region_create()) and one
+ * adopted from the fd store (fdstore_adopt.c): maps the memfd and the
+ * page states (plain memory, or the memfd ri->state_fd holding them) and
+ * links the region to its client.  Everything else is zero: no slots, no
+ * snapshot, no image.  Returns 0, or -errno with nothing kept (the fds
+ * stay the caller's): -ENOMEM, a failed mmap, -EEXIST (it overlaps a
+ * region of c).
+ */
+int region_new(struct client *c, const struct region_init *ri, struct region **ret)
+{
+	struct daemon *d = c->d;
+	struct region *r = calloc(1, sizeof(*r));
+	int e;
+
 	if (!r)
 		return -ENOMEM;
 	r->client = c;
-	r->addr = rc->addr;
-	r->len = rc->len;
-	r->npages = rc->len / d->page_size;
-	r->memory_limit = rc->memory_limit / d->page_size;
-	r->memfd = memfd;
+	r->addr = ri->addr;
+	r->len = ri->len;
+	r->npages = ri->len / d->page_size;
+	r->memory_limit = ri->memory_limit;
+	r->memfd = ri->memfd;
 	r->image_fd = -1;
 	r->state_fd = -1;
-	memcpy(r->name, rc->name, sizeof(r->name));
-	/* (The fd store moves them into a memfd a successor can map.) */
-	r->state = calloc(r->npages, sizeof(*r->state));
+	memcpy(r->name, ri->name, sizeof(r->name));
+	r->name[sizeof(r->name) - 1] = '\0';
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
-	if (!r->state || r->map == MAP_FAILED) {
-		e = r->map == MAP_FAILED ? -errno : -ENOMEM;
+		      MAP_SHARED | MAP_NORESERVE, ri->memfd, 0);
+	if (r->map == MAP_FAILED) {
+		e = -errno;
+	} else if (ri->state_fd >= 0) {
+		e = region_map_state(r, ri->state_fd, ri->state_len, ri->state_off,
+				     ri->slot_off);
+	} else {
+		/* (The fd store moves them into a memfd a successor maps.) */
+		r->state = calloc(r->npages, sizeof(*r->state));
+		e = r->state ? 0 : -ENOMEM;
+	}
+	if (e < 0) {
 		log_warn_rl(c->id, "client %" PRIu64 ": cannot map region: %s", c->id,
 			 strerror(-e));
 		goto fail;
@@ -178,13 +221,16 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 			 c->id, r->addr);
 		goto fail;
 	}
-	r->id = ++d->next_region_id;
+	r->id = ri->id ? ri->id : ++d->next_region_id;
 	*ret = r;
 	return 0;
 fail:
 	if (r->map != MAP_FAILED)
 		munmap(r->map, r->len);
-	region_free_state(r);
+	if (r->state_map)
+		munmap(r->state_map, r->state_len);
+	else
+		free(r->state);
 	free(r);
 	return e;
 }
