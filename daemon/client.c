@@ -23,6 +23,7 @@
 #include "pagerd.h"
 #include "stats.h"
 #include "swap.h"
+#include "uffd.h"
 
 static void client_on_sock(int fd, short what, void *arg);
 

@@ -27,6 +27,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "uffd.h"
 
 /* Victims taken from one region in one go. */
 #define EVICT_BATCH 512

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "page.h"
 #include "swap.h"
+#include "uffd.h"
 
 /* A memfd of ours: a regular shmem file with the seals we set. */
 static const char *check_state_memfd(int fd, uint64_t *ret_size)

@@ -1,30 +1,40 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagerd's core objects and how the subsystems call each other.
+ * pagerd's core objects and how the subsystems call each other.  In this
+ * order a file calls only files after it (README, "How the pieces fit"):
  *
  *   main.c    signals, the listening socket, the event loop
- *   config.c  settings: pagerd.conf, options, reload (config.h)
- *   notify.c  sd_notify: readiness, status, watchdog (notify.h)
- *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
+ *   fdstore_adopt.c  a restarted pagerd takes its clients back from
+ *             systemd's fd store
  *   client.c  one connection: protocol requests, checking what a client
- *             sends, tearing a client down
- *   region.c  one region: pagerd's mapping of the memfd
+ *             sends, tearing a client down; its socket, uffd and retry
+ *             callbacks
+ *   metrics.c the Prometheus endpoint (metrics.h); notify.c sd_notify:
+ *             readiness, status, watchdog (notify.h)
+ *   fdstore.c systemd's fd store: what pagerd keeps there (fdstore.h)
+ *   stats.c   what metrics, notify and pagerctl report (stats.h)
+ *   evict.c   eviction: zero, clean and dirty victims, write-back, punch;
+ *             retries the faults that waited for room
+ *   fault.c   the userfaultfd: reading faults and events, resolving them
+ *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
+ *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
+ *   region.c  one region: its constructor, pagerd's mapping of the memfd,
+ *             its client's table of regions
+ *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   page.c    page states and every count kept from them, through named
  *             transitions, which keep the snapshot rule; the invariant
  *             checker (page.h)
- *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
- *   fault.c   the userfaultfd: reading faults and events, resolving them
  *   limits.c  resident accounting against global, client and region
- *             limits; faults that wait for room
+ *             limits; the eviction timer
  *   clock.c   the Clock hand: which resident page to evict next
- *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
- *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
- *   agent.c   libpager's agent thread: drops PTEs to sample references
+ *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
+ *   conn.c    marks a lower layer leaves on a client (drop it, send its
+ *             deferred reply) for client.c's socket callback
  *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
- *   io.c      the asynchronous I/O engine: one io_uring for every disk
  *   store_file.c the store interface's file backend, on io.c
- *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
- *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
+ *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   config.c  settings: pagerd.conf, options, reload (config.h)
+ *   log.c     the log, and the monotonic clock (log.h)
  *
  * Everything runs on one thread, in one libevent loop.  Only page.c writes
  * a page's state (below) or the resident, swapped, writeback, reading and
@@ -43,7 +53,6 @@
 #include "config.h"
 #include "counters.h"
 #include "proto.h"
-#include "uffd.h"
 
 struct event_base;
 struct event;
@@ -65,6 +74,7 @@ struct counters {
 		(r)->client->d->stats.name += counter_n_;	\
 	} while (0)
 
+struct region;
 struct swap;
 struct page_watch;
 struct io_engine;

@@ -87,6 +87,7 @@
 #include "pagerd.h"
 #include "store.h"
 #include "swap.h"
+#include "uffd.h"
 
 /* Pages copied from memory per loop turn; slot reads in flight at most. */
 #define SNAP_BATCH 4096
