@@ -5,9 +5,9 @@
  * (pager_region_opts.memory_limit, pager_region_set_limit()).
  *
  * A limit is hard: a fault that would make a page resident past it waits
- * (fault.c parks it) until eviction frees room.  Before that, at the high watermark
- * (default 95% of a limit), background eviction starts and runs down to the
- * low watermark (default 90%), so that faults rarely wait.
+ * (fault.c parks it) until eviction frees room.  Before that, at the high
+ * watermark (default 95% of a limit), background eviction starts and runs
+ * down to the low watermark (default 90%), so that faults rarely wait.
  *
  * Where nothing can be evicted (no swap, swap full, every page dirty and
  * failing to write, pages that cannot be write-protected), waiting would
@@ -126,10 +126,11 @@ static const char *stuck_why(struct daemon *d)
 
 /*
  * A limit is let go when faults wait for room under it (at the limit:
- * `waiting`, which evict.c asks fault.c) and eviction under it is stuck: nothing there can go, and nothing in flight
- * will change that.  Rounds held up (blocked, fenced, I/O in flight) keep
- * what was decided before.  A round that takes pages there, or finds the
- * limit under its high watermark, takes it back.
+ * `waiting`, which evict.c asks fault.c) and eviction under it is stuck:
+ * nothing there can go, and nothing in flight will change that.  Rounds
+ * held up (blocked, fenced, I/O in flight) keep what was decided before.
+ * A round that takes pages there, or finds the limit under its high
+ * watermark, takes it back.
  */
 void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 		    enum evict_status st, bool waiting)
@@ -175,8 +176,9 @@ void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 
 /*
  * Runs eviction (evict.c's round, which evict_init() hooked on d->evict_ev)
- * at the next turn of the loop: a zero timer rather than event_active, so that the loop polls the uffds and the io_uring between
- * two rounds (active events could otherwise starve them).  Here, beside
+ * at the next turn of the loop: a zero timer rather than event_active,
+ * so that the loop polls the uffds and the io_uring between two rounds
+ * (active events could otherwise starve them).  Here, beside
  * the room it is about, so that every layer that fills or frees memory
  * asks for a round without calling up into eviction.
  */
