@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * systemd's file-descriptor store: what pagerd puts there, and how a
- * restarted pagerd takes its clients back from it.  See fdstore.h for the
- * names and the formats.
+ * systemd's file-descriptor store: what pagerd puts there (client.c tells
+ * it of every change), and the table of what a restarted pagerd finds
+ * there, which fdstore_adopt.c rebuilds its clients from.  See fdstore.h
+ * for the names and the formats.
  *
  * Why page states live in memfds: a graceful hand-over could write them out
  * at SIGTERM, but a pagerd that is killed (SIGKILL, the OOM killer, a
