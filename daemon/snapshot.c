@@ -630,7 +630,6 @@ static const struct page_watch snapshot_watch = {
 	.before_change = page_before_change,
 	.made_writable = snapshot_note_writable,
 	.pending = memory_pending,
-	.to_copy = snapshot_pending,
 };
 
 static void snap_read_done(void *arg, int res);
@@ -971,7 +970,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			}
 			while (n < SNAP_READ_PAGES && p + n < r->npages &&
 			       bit(s->pending, p + n) && !bit(s->from_image, p + n) &&
-			       r->state[p + n] == PAGE_SWAPPED &&
+			       pg_state(r->state[p + n]) == PAGE_SWAPPED &&
 			       region_slot(r, p + n) == region_slot(r, p) + n)
 				n++;
 			e = read_slots(s, p, (uint64_t)region_slot(r, p), n, false);
