@@ -29,13 +29,20 @@
 #include <unistd.h>
 
 #include "fd.h"
-#include "fdstore.h"
 #include "log.h"
 #include "pagerd.h"
 
 /* How long the hand waits for an agent's answer before it reads the
  * references anyway (a late drop then makes a page look used: harmless). */
 #define FENCE_MS 50
+
+/* The agent went away (end of stream, a failed send): detached, and
+ * client.c hears at the next turn (the fd store drops its copy). */
+static void agent_lost(struct client *c)
+{
+	agent_detach(c);
+	client_wake(c);
+}
 
 static bool seq_done(uint32_t seq, uint32_t done)
 {
@@ -107,7 +114,7 @@ static void on_agent(evutil_socket_t fd, short what, void *arg)
 		if (n == -EAGAIN)
 			break;
 		if (n == 0 || (n < 0 && n != -EMSGSIZE && n != -EINTR)) {
-			agent_detach(c);
+			agent_lost(c);
 			return;
 		}
 		if (n > 0 && proto_validate(&m, (size_t)n) == 0 &&
@@ -188,13 +195,11 @@ int agent_attach(struct client *c, int fd)
 		return -ENOMEM;
 	}
 	c->agent = fd;
-	fdstore_client_agent(c, true);
 	return 0;
 }
 
 void agent_detach(struct client *c)
 {
-	fdstore_client_agent(c, false);
 	if (c->agent_ev)
 		event_free(c->agent_ev);
 	c->agent_ev = NULL;
@@ -210,7 +215,7 @@ static bool agent_send(struct client *c, struct proto_msg *m)
 	int e = proto_send(c->agent, m, n, NULL, 0);
 
 	if (e != 0 && e != -EAGAIN && e != -ENOBUFS)
-		agent_detach(c);
+		agent_lost(c);
 	if (e == 0)
 		c->agent_seq++;
 	memset(&m->body.agent_drop, 0, sizeof(m->body.agent_drop));

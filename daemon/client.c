@@ -19,11 +19,31 @@
 #include "fd.h"
 #include "fdstore.h"
 #include "log.h"
+#include "page.h"
 #include "pagerd.h"
 #include "stats.h"
 #include "swap.h"
+#include "uffd.h"
 
 static void client_on_sock(int fd, short what, void *arg);
+
+/* The client's uffd is readable; fault.c serves it.  A client that broke
+ * the protocol there, or whose uffd failed, is dropped here. */
+static void client_on_uffd(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (fault_serve(c) < 0)
+		client_destroy(c);
+}
+
+/* Faults parked behind an event are retried: the uffd is read again. */
+static void client_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	client_on_uffd(fd, what, arg);
+}
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -71,7 +91,7 @@ int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)
 	}
 	c->sock_ev = event_new(d->base, sock, EV_READ | EV_PERSIST,
 			       client_on_sock, c);
-	c->retry_ev = evtimer_new(d->base, fault_on_retry_timer, c);
+	c->retry_ev = evtimer_new(d->base, client_on_retry, c);
 	if (!c->sock_ev || !c->retry_ev ||
 	    event_add(c->sock_ev, NULL) < 0) {
 		if (c->sock_ev)
@@ -180,6 +200,17 @@ int client_accept(struct daemon *d, int sock)
 	return 0;
 }
 
+/* The region goes: the subsystems that keep something of it drop it, top
+ * down (the fd store's names, faults parked there, a running snapshot or
+ * restore), then the region itself. */
+static void client_drop_region(struct region *r)
+{
+	fdstore_region_gone(r);
+	fault_forget_parked(r);
+	snapshot_region_gone(r);
+	region_destroy(r);
+}
+
 /*
  * Drops everything pagerd holds for the client: its regions (mappings and
  * memfds), its uffd and its socket.  Threads of a live client still blocked
@@ -195,7 +226,7 @@ void client_destroy(struct client *c)
 	fdstore_client_gone(c);
 	agent_detach(c);
 	while (c->nregions)
-		region_destroy(c->regions[c->nregions - 1]);
+		client_drop_region(c->regions[c->nregions - 1]);
 	free(c->regions);
 	free(c->parked);
 	if (c->uffd_ev)
@@ -238,41 +269,10 @@ void client_destroy(struct client *c)
 		event_base_loopbreak(d->base);
 }
 
-/*
- * The client broke something pagerd relies on in a way only it can: its
- * memfd refuses a hole punch or a write (seals, file attributes), so its
- * pages could neither leave memory nor come back.  Its neighbours must not
- * pay for it (evicted in its stead, or spun on): it is dropped.  Not here,
- * since the caller may be walking clients or regions, but by its socket's
- * callback, which runs before the loop does anything else; meanwhile
- * eviction and fault service pass it by.
- */
-void client_misbehaved(struct client *c, const char *what, int err)
-{
-	if (c->dead)
-		return;
-	c->dead = true;
-	c->d->ndead++;
-	log_warn_rl(LOG_KEY_UID(c->cred.uid), "client %" PRIu64 " (pid %d uid %d) dropped: %s: %s",
-		    c->id, (int)c->cred.pid, (int)c->cred.uid, what, strerror(-err));
-	event_active(c->sock_ev, EV_READ, 0);
-}
-
 void clients_destroy_all(struct daemon *d)
 {
 	while (d->clients)
 		client_destroy(d->clients);
-}
-
-static int reply(struct client *c, uint32_t seq, struct proto_reply *body)
-{
-	struct proto_msg msg;
-	size_t n;
-
-	memset(&msg, 0, sizeof(msg));
-	msg.body.reply = *body;
-	n = proto_finish(&msg, PROTO_REPLY, seq);
-	return proto_send(c->sock, &msg, n, NULL, 0);
 }
 
 static int do_hello(struct client *c, const struct proto_hello *h, int *fds,
@@ -420,7 +420,7 @@ int client_attach_uffd(struct client *c, int fd)
 		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
-	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, fault_on_uffd, c);
+	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, client_on_uffd, c);
 	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
 		if (c->uffd_ev)
 			event_free(c->uffd_ev);
@@ -445,6 +445,13 @@ static int do_region_create(struct client *c,
 	if (e < 0)
 		return e;
 	fds[0] = -1; /* the region owns it now */
+	/* In the fd store, its states move into a memfd a successor maps. */
+	e = fdstore_region_added(r);
+	if (e < 0) {
+		log_warn_rl(c->id, "client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
+		region_destroy(r);
+		return -ENOMEM;
+	}
 	out->region_id = r->id;
 	log_debug("client %" PRIu64 ": region %" PRIu64 " '%s' %" PRIu64 " bytes",
 		  c->id, r->id, r->name, r->len);
@@ -457,7 +464,7 @@ static int do_region_destroy(struct client *c, uint64_t id)
 
 	if (!r)
 		return -ENOENT;
-	region_destroy(r);
+	client_drop_region(r);
 	return 0;
 }
 
@@ -474,6 +481,29 @@ static int do_region_set_limit(struct client *c, uint64_t id, uint64_t bytes)
 	return 0;
 }
 
+/*
+ * The application threw [first, first+n) away (pager_region_discard): the
+ * pages read as zeros from now on.  Pages with I/O in flight are dropped
+ * when it completes (their state says so).  Returns 0 or -errno.
+ */
+static int discard(struct region *r, uint64_t first, uint64_t n)
+{
+	int e;
+
+	/* The states first (a running snapshot gets the pages as they were
+	 * before they change), then the memory: a punch that fails drops
+	 * the client (region_punch()), so its states no longer matter. */
+	page_discarded(r, first, n);
+	for (uint64_t p = first; p < first + n; p++)
+		if (r->state[p] & PG_READING)
+			swapin_forget_marker(r, p); /* a marker's data, held */
+	e = region_punch(r, first, n);
+	if (e < 0)
+		return e;
+	evict_kick(r->client->d);
+	return 0;
+}
+
 static int do_region_discard(struct client *c,
 			     const struct proto_region_discard *rd)
 {
@@ -485,7 +515,7 @@ static int do_region_discard(struct client *c,
 	if (rd->offset % ps || rd->len % ps || rd->offset > r->len ||
 	    rd->len > r->len - rd->offset)
 		return -EINVAL;
-	return region_discard(r, rd->offset / ps, rd->len / ps);
+	return discard(r, rd->offset / ps, rd->len / ps);
 }
 
 static int do_region_stats(struct client *c, uint64_t id,
@@ -591,8 +621,10 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		if (nfds != 2)
 			return -EBADF;
 		e = snapshot_start(c, r, fds[0], fds[1]);
-		if (e == REQUEST_DEFERRED)
+		if (e == REQUEST_DEFERRED) {
 			fds[0] = fds[1] = -1; /* the snapshot owns them */
+			fdstore_region_sync(r); /* a successor reports it failed */
+		}
 		return e;
 	case PROTO_SNAPSHOT_STATUS:
 		snapshot_status(r, &out->snapshot);
@@ -604,8 +636,10 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 			return -EBADF;
 		e = restore_attach(r, fds[0], nfds > 1 ? fds[1] : -1,
 				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
-		if (e == 0)
+		if (e == 0) {
 			fds[0] = -1;
+			fdstore_region_image(r);
+		}
 		if (nfds > 1)
 			fds[1] = -1; /* taken (closed on failure) */
 		return e;
@@ -706,6 +740,7 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 				return e;
 		}
 		fds[0] = -1;
+		fdstore_client_agent(c, true);
 		return 0;
 	case PROTO_PAGEMAP:
 		if (c->control || nfds != 1)
@@ -749,27 +784,6 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 	}
 }
 
-void client_reply_deferred(struct client *c, int status, struct proto_reply *out)
-{
-	if (!c->reply_deferred)
-		return;
-	c->reply_deferred = false;
-	c->waiting_on = NULL;
-	out->status = status;
-	if (status < 0)
-		log_warn_rl(c->id, "client %" PRIu64 ": deferred request failed: %s", c->id,
-			 strerror(-status));
-	if (reply(c, c->deferred_seq, out) < 0) {
-		/* Not from here (a snapshot is calling): its socket's next
-		 * event reads end of stream and tears it down. */
-		shutdown(c->sock, SHUT_RDWR);
-		event_active(c->sock_ev, EV_READ, 0);
-		return;
-	}
-	if (event_add(c->sock_ev, NULL) == 0)
-		event_active(c->sock_ev, EV_READ, 0);
-}
-
 static void client_on_sock(int fd, short what, void *arg)
 {
 	struct client *c = arg;
@@ -790,6 +804,13 @@ static void client_on_sock(int fd, short what, void *arg)
 			client_destroy(c);
 			return;
 		}
+		/* Its agent went away by itself (agent.c): the store drops it. */
+		if (c->agent < 0 && (c->stored & STORED_AGENT))
+			fdstore_client_agent(c, false);
+		/* (Woken for that while a request waits for its reply: the
+		 * next one waits in the socket until it is sent.) */
+		if (c->reply_deferred)
+			return;
 
 		n = proto_recv(fd, &msg, fds, &nfds);
 		if (n == -EAGAIN)
@@ -832,7 +853,7 @@ static void client_on_sock(int fd, short what, void *arg)
 			return;
 		}
 		out.status = status;
-		if (reply(c, seq, &out) < 0) {
+		if (client_send_reply(c, seq, &out) < 0) {
 			client_destroy(c);
 			return;
 		}

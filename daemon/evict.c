@@ -27,6 +27,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "uffd.h"
 
 /* Victims taken from one region in one go. */
 #define EVICT_BATCH 512
@@ -57,54 +58,6 @@ void evict_init(struct daemon *d)
 {
 	d->evict_ev = event_new(d->base, -1, 0, on_evict, d);
 	d->wb_retry_ev = event_new(d->base, -1, 0, on_wb_retry, d);
-}
-
-/* Runs eviction at the next turn of the loop: a zero timer rather than
- * event_active, so that the loop polls the uffds and the io_uring between
- * two rounds (active events could otherwise starve them). */
-void evict_kick(struct daemon *d)
-{
-	static const struct timeval now = { 0, 0 };
-
-	if (d->evict_ev && !event_pending(d->evict_ev, EV_TIMEOUT, NULL))
-		evtimer_add(d->evict_ev, &now);
-}
-
-void page_io_link(struct region *r, struct page_io *io)
-{
-	io->r = r;
-	io->prev = NULL;
-	io->next = r->ios;
-	if (r->ios)
-		r->ios->prev = io;
-	r->ios = io;
-}
-
-void page_io_unlink(struct page_io *io)
-{
-	struct region *r = io->r;
-
-	if (!r)
-		return;
-	if (io->prev)
-		io->prev->next = io->next;
-	else
-		r->ios = io->next;
-	if (io->next)
-		io->next->prev = io->prev;
-	io->r = NULL;
-}
-
-void page_io_detach_all(struct region *r)
-{
-	while (r->ios) {
-		struct page_io *io = r->ios;
-
-		/* A write-back's slots are not the region's yet: the
-		 * completion frees them.  A swap-in's are freed with the
-		 * region's (the read then ends -ESTALE). */
-		page_io_unlink(io);
-	}
 }
 
 static void writeback_done(void *arg, int res);
@@ -685,6 +638,25 @@ static enum evict_status evict_limit(struct daemon *d, struct client *c,
 	return r ? evict_region(r, lu.excess, freed) : evict_from(d, c, lu.excess, freed);
 }
 
+/* Whether faults wait for room under the limit of r, else c, else the
+ * daemon's (limits_evicted() lets a stuck limit go only then). */
+static bool faults_wait(struct daemon *d, struct client *c, struct region *r)
+{
+	bool waiting = false;
+
+	if (r || c)
+		return fault_parked_in(r ? r->client : c, PARK_ROOM, r);
+	for (struct client *o = d->clients; o && !waiting; o = o->next)
+		waiting = o->nparked_for[PARK_ROOM] != 0;
+	return waiting;
+}
+
+static void evicted(struct daemon *d, struct client *c, struct region *r,
+		    enum evict_status st)
+{
+	limits_evicted(d, c, r, st, st == EVICT_STUCK && faults_wait(d, c, r));
+}
+
 /*
  * One round of eviction, as Valkey's performEvictions(): every limit past
  * its high watermark — each region's, each client's, the daemon's — sheds
@@ -724,20 +696,20 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 	for (struct client *c = d->clients; c && !d->ndead; c = c->next) {
 		for (size_t i = 0; i < c->nregions && !d->ndead; i++) {
 			st = evict_limit(d, c, c->regions[i], &freed);
-			limits_evicted(d, c, c->regions[i], st);
+			evicted(d, c, c->regions[i], st);
 			again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 			fenced |= st == EVICT_FENCED;
 		}
 		if (d->ndead)
 			break;
 		st = evict_limit(d, c, NULL, &freed);
-		limits_evicted(d, c, NULL, st);
+		evicted(d, c, NULL, st);
 		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 		fenced |= st == EVICT_FENCED;
 	}
 	if (!d->ndead) {
 		st = evict_limit(d, NULL, NULL, &freed);
-		limits_evicted(d, NULL, NULL, st);
+		evicted(d, NULL, NULL, st);
 		again |= st == EVICT_MORE || st == EVICT_BLOCKED;
 		fenced |= st == EVICT_FENCED;
 	}
@@ -749,7 +721,7 @@ static void on_evict(evutil_socket_t fd, short what, void *arg)
 		log_debug("evict: nothing freed yet (resident %" PRIu64 ", writeback %" PRIu64
 			  ", reading %" PRIu64 ")%s", d->resident, d->writeback, d->reading,
 			  fenced ? ", waiting for the agent" : "");
-	limits_progress(d);
+	fault_retry_room(d);
 	if (again) {
 		evict_kick(d);
 	} else if (fenced) {

@@ -98,6 +98,19 @@ static int64_t zero_fill(struct client *c, struct region *r, uint64_t page,
 	return done;
 }
 
+/* Parks a fault until eviction made room (fault_retry_room()); kicks
+ * eviction, unless write-back is in flight (its completion runs it). */
+static int wait_for_room(struct client *c, const struct uffd_msg *m)
+{
+	int e = fault_park(c, m, PARK_ROOM);
+
+	if (e < 0)
+		return e;
+	if (!c->d->writeback)
+		evict_kick(c->d);
+	return 0;
+}
+
 /*
  * Resolves a MISSING fault: zero-fills the faulting page and, for a
  * sequential stream, the never-populated pages of the window after it,
@@ -126,7 +139,7 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 	switch (pg_state(b)) {
 	case PAGE_SWAPPED:
 		if (limits_room(r) == 0)
-			return limits_wait(c, m);
+			return wait_for_room(c, m);
 		return swapin_fault(c, r, page,
 				    m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE);
 	case PAGE_POISONED:
@@ -155,13 +168,13 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
 			/* Restored region: the data is in the image. */
 			int e = restore_fault(c, r, page);
 
-			return e == -ENOSPC ? limits_wait(c, m) : e;
+			return e == -ENOSPC ? wait_for_room(c, m) : e;
 		}
 		break;
 	}
 	room = limits_room(r);
 	if (room == 0)
-		return limits_wait(c, m);
+		return wait_for_room(c, m);
 	want = fault_around_window(r, page, d->cfg.fault_around_max, &s);
 	if (want > room)
 		want = room;
@@ -376,25 +389,41 @@ bool fault_unpark(struct client *c, enum park_reason why)
 	return true;
 }
 
-void fault_on_retry_timer(evutil_socket_t fd, short what, void *arg)
+/*
+ * Retries the faults that waited for room, in the order they came, after
+ * an eviction round (evict.c).  A fault that still finds no room parks
+ * itself again.  A client whose retried fault breaks the protocol is
+ * dropped (client_misbehaved(): its teardown is client.c's, at the next
+ * turn of the loop).
+ */
+void fault_retry_room(struct daemon *d)
 {
-	struct client *c = arg;
+	for (struct client *c = d->clients; c; c = c->next) {
+		if (!c->nparked_for[PARK_ROOM] || c->dead)
+			continue;
+		if (!fault_unpark(c, PARK_ROOM)) {
+			client_misbehaved(c, "a protocol violation", -EPROTO);
+			continue;
+		}
+		/* A retry may have met an unread event: it is parked for
+		 * that, which only a uffd read would look at. */
+		if (c->nparked_for[PARK_EVENT]) {
+			static const struct timeval now = { 0, 0 };
 
-	(void)fd;
-	(void)what;
-	fault_on_uffd(c->uffd, EV_READ, c);
+			evtimer_add(c->retry_ev, &now);
+		}
+	}
 }
 
-void fault_on_uffd(int fd, short what, void *arg)
+int fault_serve(struct client *c)
 {
-	struct client *c = arg;
 	struct uffd_msg msgs[64];
 	uint64_t spin_until = 0;
 	unsigned yields = 0;
+	int fd = c->uffd;
 
-	(void)what;
 	if (c->dead)
-		return; /* dropped at this turn of the loop */
+		return 0; /* dropped at this turn of the loop */
 	for (int rounds = 0; rounds < 64;) {
 		ssize_t n = read(fd, msgs, sizeof(msgs));
 
@@ -402,9 +431,10 @@ void fault_on_uffd(int fd, short what, void *arg)
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN) {
+				int e = -errno;
+
 				log_warn("client %" PRIu64 ": reading uffd: %m", c->id);
-				client_destroy(c);
-				return;
+				return e;
 			}
 			n = 0;
 		}
@@ -426,7 +456,7 @@ void fault_on_uffd(int fd, short what, void *arg)
 		 * epoll is level-triggered, so another read would only find
 		 * EAGAIN (a syscall a fault) or a message it reports anyway. */
 		if (k && !c->nparked_for[PARK_EVENT])
-			return;
+			return 0;
 		/*
 		 * Nothing queued.  Waking a thread that sleeps in the kernel
 		 * costs tens of microseconds in a VM, so after serving
@@ -449,15 +479,15 @@ void fault_on_uffd(int fd, short what, void *arg)
 				continue;
 			}
 			evtimer_add(c->retry_ev, &soon);
-			return;
+			return 0;
 		}
 		if (!c->d->cfg.fault_spin_us || rounds == 0)
-			return;
+			return 0;
 		uint64_t t = now_ns();
 		if (!spin_until)
 			spin_until = t + c->d->cfg.fault_spin_us * 1000ull;
 		else if (t >= spin_until)
-			return;
+			return 0;
 		__builtin_ia32_pause();
 	}
 	/* Out of rounds with faults still parked: no message may come to
@@ -467,8 +497,8 @@ void fault_on_uffd(int fd, short what, void *arg)
 
 		evtimer_add(c->retry_ev, &now);
 	}
-	return;
+	return 0;
 drop:
 	log_warn("client %" PRIu64 ": dropped after a protocol violation", c->id);
-	client_destroy(c);
+	return -EPROTO;
 }

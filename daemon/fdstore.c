@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * systemd's file-descriptor store: what pagerd puts there, and how a
- * restarted pagerd takes its clients back from it.  See fdstore.h for the
- * names and the formats.
+ * systemd's file-descriptor store: what pagerd puts there (client.c tells
+ * it of every change), and the table of what a restarted pagerd finds
+ * there, which fdstore_adopt.c rebuilds its clients from.  See fdstore.h
+ * for the names and the formats.
  *
  * Why page states live in memfds: a graceful hand-over could write them out
  * at SIGTERM, but a pagerd that is killed (SIGKILL, the OOM killer, a
@@ -36,40 +37,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "page.h"
 #include "swap.h"
-
-/* What a stored descriptor is, from its name. */
-enum kind {
-	K_OTHER,      /* not one of ours: the socket unit's, or a stray */
-	K_SWAP,
-	K_SWAPMETA,
-	K_CONFIG,
-	K_CSOCK,
-	K_CSTATE,
-	K_CUFFD,
-	K_CAGENT,
-	K_CPAGEMAP,
-	K_RMEM,
-	K_RSTATE,
-	K_RIMAGE,
-	K_RCRC,
-};
-
-struct stored {
-	int fd;          /* -1 once taken or refused */
-	enum kind kind;
-	uint64_t id;
-	char name[256];  /* printable: control characters shown as '?' */
-	bool raw_ok;     /* the name as passed may be sent back in FDNAME= */
-};
-
-struct fdstore {
-	struct stored *v;
-	size_t n;
-	bool notify_failed; /* logged once */
-	int config_fd;      /* "config": the settings in effect, or -1 */
-};
 
 static const char *const kind_suffix[] = {
 	[K_CSOCK] = "sock", [K_CSTATE] = "state", [K_CUFFD] = "uffd",
@@ -175,7 +143,7 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
  * the store (unless another descriptor of that name was kept: removal goes
  * by name).
  */
-static void refuse(struct daemon *d, struct stored *s, const char *why)
+void fdstore_refuse(struct daemon *d, struct stored *s, const char *why)
 {
 	log_warn("fd store: refusing '%s' (fd %d): %s", s->name, s->fd, why);
 	close(s->fd);
@@ -191,7 +159,7 @@ static void refuse(struct daemon *d, struct stored *s, const char *why)
 	store_remove_name(d, s->name);
 }
 
-static struct stored *find(struct daemon *d, enum kind k, uint64_t id)
+struct stored *fdstore_find(struct daemon *d, enum kind k, uint64_t id)
 {
 	struct fdstore *fs = d->fdstore;
 
@@ -202,7 +170,7 @@ static struct stored *find(struct daemon *d, enum kind k, uint64_t id)
 }
 
 /* Takes the descriptor out of the table: the caller owns it now. */
-static int take(struct stored *s)
+int fdstore_take(struct stored *s)
 {
 	int fd = s ? s->fd : -1;
 
@@ -224,6 +192,9 @@ int fdstore_open(struct daemon *d)
 		return -ENOMEM;
 	fs->config_fd = -1;
 	d->fdstore = fs;
+	/* A region's header follows its record where no request is being
+	 * answered (a uffd event, a snapshot's instant). */
+	d->region_changed = fdstore_region_sync;
 	if (d->cfg.private_fd >= 0)
 		return 0;
 	n = sd_listen_fds_with_names(1, &names);
@@ -274,7 +245,7 @@ int fdstore_open(struct daemon *d)
 		for (size_t j = 0; j < i; j++)
 			if (fs->v[j].fd >= 0 && s->kind != K_OTHER &&
 			    strcmp(fs->v[j].name, s->name) == 0) {
-				refuse(d, s, "a second descriptor of that name");
+				fdstore_refuse(d, s, "a second descriptor of that name");
 				break;
 			}
 	}
@@ -292,7 +263,7 @@ int fdstore_take_listener(struct daemon *d)
 		if (s->fd < 0 || s->kind != K_OTHER)
 			continue;
 		if (sd_is_socket_unix(s->fd, SOCK_SEQPACKET, 1, NULL, 0) > 0)
-			return take(s);
+			return fdstore_take(s);
 	}
 	return -1;
 }
@@ -359,25 +330,25 @@ static int reopen(int fd, int flags)
 
 int fdstore_take_swap(struct daemon *d)
 {
-	struct stored *s = find(d, K_SWAP, 0);
+	struct stored *s = fdstore_find(d, K_SWAP, 0);
 	struct stat st;
 	int fd;
 
 	if (!s)
 		return -1;
 	if (*d->cfg.swap_path) {
-		refuse(d, s, "swap_path is set: that swap is used");
+		fdstore_refuse(d, s, "swap_path is set: that swap is used");
 		return -1;
 	}
 	if (fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 0) {
-		refuse(d, s, "not an unnamed regular file");
+		fdstore_refuse(d, s, "not an unnamed regular file");
 		return -1;
 	}
 	/* The stored description is never used for I/O or locked: each
 	 * pagerd opens its own, so that the lock tells when a dead one's
 	 * I/O is over. */
 	fd = reopen(s->fd, O_RDWR | O_DIRECT);
-	close(take(s));
+	close(fdstore_take(s));
 	if (fd < 0) {
 		log_err("swap from the fd store: cannot open it again: %m");
 		return -1;
@@ -391,18 +362,18 @@ int fdstore_take_swap(struct daemon *d)
 
 void fdstore_swap_opened(struct daemon *d, bool unnamed, bool adopted)
 {
-	struct stored *meta = find(d, K_SWAPMETA, 0);
+	struct stored *meta = fdstore_find(d, K_SWAPMETA, 0);
 	bool meta_adopted = false;
 	int fd;
 
 	if (meta && !d->swap) {
-		refuse(d, meta, "pagerd has no swap now: pages that were in swap are lost");
+		fdstore_refuse(d, meta, "pagerd has no swap now: pages that were in swap are lost");
 	} else if (meta) {
 		meta_adopted = swap_meta_adopt(d->swap, meta->fd) == 0;
 		if (meta_adopted)
-			take(meta);
+			fdstore_take(meta);
 		else
-			refuse(d, meta, "does not describe this swap: pages in swap cannot be vouched for");
+			fdstore_refuse(d, meta, "does not describe this swap: pages in swap cannot be vouched for");
 	}
 	if (!d->swap || !d->fdstore_on)
 		return;
@@ -432,35 +403,15 @@ static size_t round_page(size_t n, size_t ps)
 }
 
 /* The layout of r<ID>.state for npages: header page, states, slots. */
-static void state_layout(uint64_t npages, size_t ps, uint64_t *state_off,
-			 uint64_t *slot_off, uint64_t *size)
+void fdstore_state_layout(uint64_t npages, size_t ps, uint64_t *state_off,
+			  uint64_t *slot_off, uint64_t *size)
 {
 	*state_off = round_page(sizeof(struct fdstore_region_hdr), ps);
 	*slot_off = *state_off + round_page(npages * sizeof(pgstate_t), ps);
 	*size = *slot_off + round_page(npages * sizeof(uint32_t), ps);
 }
 
-static struct fdstore_region_hdr *hdr_of(const struct region *r)
-{
-	return r->state_map;
-}
-
-static int state_map(struct region *r, int fd, size_t len)
-{
-	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	const struct fdstore_region_hdr *h = map;
-
-	if (map == MAP_FAILED)
-		return -errno;
-	r->state_fd = fd;
-	r->state_map = map;
-	r->state_len = len;
-	r->state = (pgstate_t *)((char *)map + h->state_off);
-	r->slot = (uint32_t *)((char *)map + h->slot_off);
-	return 0;
-}
-
-int fdstore_region_alloc(struct region *r)
+static int fdstore_region_alloc(struct region *r)
 {
 	size_t ps = r->client->d->page_size;
 	uint64_t state_off, slot_off, size;
@@ -471,7 +422,7 @@ int fdstore_region_alloc(struct region *r)
 	};
 	int fd, e;
 
-	state_layout(r->npages, ps, &state_off, &slot_off, &size);
+	fdstore_state_layout(r->npages, ps, &state_off, &slot_off, &size);
 	h.state_off = state_off;
 	h.slot_off = slot_off;
 	h.file_size = size;
@@ -486,25 +437,15 @@ int fdstore_region_alloc(struct region *r)
 		close(fd);
 		return e;
 	}
-	e = state_map(r, fd, size);
+	e = region_map_state(r, fd, size, state_off, slot_off);
 	if (e < 0)
 		close(fd);
 	return e;
 }
 
-void fdstore_region_free(struct region *r)
-{
-	munmap(r->state_map, r->state_len);
-	close(r->state_fd);
-	r->state_map = NULL;
-	r->state_fd = -1;
-	r->state = NULL;
-	r->slot = NULL;
-}
-
 void fdstore_region_sync(struct region *r)
 {
-	struct fdstore_region_hdr *h = hdr_of(r);
+	struct fdstore_region_hdr *h = fdstore_hdr(r);
 	struct proto_snapshot_status ss;
 
 	if (!h)
@@ -644,19 +585,32 @@ void fdstore_client_gone(struct client *c)
 	c->state_fd = -1;
 }
 
-void fdstore_region_added(struct region *r)
+int fdstore_region_added(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
+	if (d->fdstore_on) {
+		/* A new region's states and slots (all zero, slots not yet
+		 * allocated) move into a memfd a successor can map. */
+		pgstate_t *state = r->state;
+		uint32_t *slot = r->slot;
+		int e = fdstore_region_alloc(r);
+
+		if (e < 0)
+			return e;
+		free(state);
+		free(slot);
+	}
 	fdstore_region_sync(r);
 	if (!d->fdstore_on || !r->state_map)
-		return;
+		return 0;
 	/* State first, memfd second: a successor that finds the memfd finds
 	 * how to read it. */
 	if (store_put(d, r->state_fd, "r%" PRIu64 ".state", r->id))
 		r->stored |= STORED_STATE;
 	if (store_put(d, r->memfd, "r%" PRIu64 ".mem", r->id))
 		r->stored |= STORED_MEM;
+	return 0;
 }
 
 void fdstore_region_image(struct region *r)
@@ -693,515 +647,6 @@ void fdstore_region_gone(struct region *r)
 	r->stored = 0;
 }
 
-/* ---- adoption ---------------------------------------------------------- */
-
-/* A memfd of ours: a regular shmem file with the seals we set. */
-static const char *check_state_memfd(int fd, uint64_t *ret_size)
-{
-	struct stat st;
-	int seals;
-
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return "not a regular file";
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
-		return "not a sealed memfd";
-	*ret_size = (uint64_t)st.st_size;
-	return NULL;
-}
-
-/* Reads and checks c<ID>.state.  NULL or what is wrong. */
-static const char *read_client_rec(int fd, uint64_t id, struct fdstore_client_rec *rec)
-{
-	uint64_t size;
-	const char *why = check_state_memfd(fd, &size);
-
-	if (why)
-		return why;
-	if (size != sizeof(*rec) || pread(fd, rec, sizeof(*rec), 0) != (ssize_t)sizeof(*rec))
-		return "wrong size";
-	if (rec->magic != FDSTORE_CLIENT_MAGIC || rec->version != FDSTORE_VERSION ||
-	    rec->hdr_size != sizeof(*rec))
-		return "bad magic, version or header size";
-	if (rec->id != id)
-		return "the record names another client";
-	if (rec->flags & ~(FDSTORE_C_HELLO | FDSTORE_C_CONTROL | FDSTORE_C_KERNEL_FAULTS))
-		return "unknown flags";
-	return NULL;
-}
-
-/* Checks r<ID>.state's header against the memfd's size and the daemon. */
-static const char *check_region_hdr(struct daemon *d, const struct fdstore_region_hdr *h,
-				    uint64_t id, uint64_t size)
-{
-	uint64_t state_off, slot_off, want;
-
-	if (h->magic != FDSTORE_REGION_MAGIC || h->version != FDSTORE_VERSION ||
-	    h->hdr_size != sizeof(*h))
-		return "bad magic, version or header size";
-	if (h->region_id != id)
-		return "the header names another region";
-	if (h->page_size != d->page_size)
-		return "made with another page size";
-	if (!h->len || h->len % d->page_size || h->addr % d->page_size ||
-	    h->npages != h->len / d->page_size || h->addr + h->len < h->addr)
-		return "bad address or length";
-	state_layout(h->npages, d->page_size, &state_off, &slot_off, &want);
-	if (h->state_off != state_off || h->slot_off != slot_off || h->file_size != want)
-		return "bad layout";
-	if (size != want)
-		return "truncated or grown (its size does not match its header)";
-	if (h->snap_state > FDSTORE_SNAP_DONE || h->flags & ~(FDSTORE_R_IMAGE_PREFETCH |
-							       FDSTORE_R_HANDED_OVER))
-		return "bad snapshot record or flags";
-	return NULL;
-}
-
-/* Pages of the memfd that hold data: bit p set.  NULL on error. */
-static uint64_t *memfd_present(int fd, uint64_t npages, size_t ps)
-{
-	uint64_t *bits = calloc((npages + 63) / 64, sizeof(uint64_t));
-	off_t end = (off_t)(npages * ps), off = 0;
-
-	if (!bits)
-		return NULL;
-	while (off < end) {
-		off_t data = lseek(fd, off, SEEK_DATA), hole;
-
-		if (data < 0 || data >= end)
-			break; /* ENXIO: no data after off */
-		hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0 || hole > end)
-			hole = end;
-		for (uint64_t p = (uint64_t)data / ps; p * ps < (uint64_t)hole; p++)
-			bits[p / 64] |= 1ull << (p % 64);
-		off = hole;
-	}
-	return bits;
-}
-
-struct settle_counts {
-	uint64_t resident, swapped, empty, poisoned, lost, punched, slots_dropped;
-	uint64_t in_flight; /* pages whose write-back or swap-in was cut short */
-};
-
-/*
- * Makes the page states the predecessor left true again, page by page, from
- * what the memfd holds and what the swap table vouches for:
- *
- *   write-back in flight   the page is still in the memfd (it is punched
- *                          only after its slot is recorded and its state
- *                          is SWAPPED): resident, without the slot (it may
- *                          have been re-dirtied); discarded during it
- *                          (PG_GONE): empty if the memfd has nothing there,
- *                          resident if it has (page.h: page_gone_with())
- *   swap-in in flight      the slot still holds the page: swapped (the half
- *                          filled page-cache page is punched)
- *   resident, a hole       eviction marks a page swapped (or empty) before
- *                          it punches it (evict.c), so only the client can
- *                          have discarded it (MADV_REMOVE): empty
- *   swapped                only with a slot whose tag names this page;
- *                          otherwise the data cannot be vouched for and the
- *                          page is poisoned (SIGBUS), never served as zeros
- *   empty, data present    a zero-fill raced the kill: resident (dirty)
- *   image pages            read again from the image (punched if half read);
- *                          poisoned if the image did not come back
- *
- * Transient flags (PG_IO, PG_READING, PG_WAITER, PG_REDIRTY, PG_GONE, the
- * readahead marks) are cleared: nothing is in flight in the new daemon.
- */
-static void settle(struct region *r, const uint64_t *present, bool have_image,
-		   struct settle_counts *n)
-{
-	struct swap *sw = r->client->d->swap;
-
-	for (uint64_t p = 0; p < r->npages; p++) {
-		pgstate_t b = r->state[p];
-		enum page_state st = pg_state(b);
-		bool here = (present[p / 64] >> (p % 64)) & 1;
-		bool punch = false;
-		int64_t slot = r->slot[p] ? (int64_t)r->slot[p] - 1 : -1;
-		bool valid = false;
-		enum page_state to;
-		pgstate_t keep = 0;
-
-		n->in_flight += (b & PG_IO) != 0;
-		if (slot >= 0) {
-			valid = sw && swap_claim(sw, (uint64_t)slot, r->id, p) == 0;
-			if (!valid)
-				n->slots_dropped++;
-		}
-		if (st == PAGE_POISONED) {
-			/* Its client holds a poison marker; no slot needed. */
-			to = PAGE_POISONED;
-			punch = here;
-		} else if ((b & PG_IO) && (b & PG_READING)) {
-			punch = here;
-			if (b & PG_GONE)
-				to = PAGE_EMPTY;
-			else if (valid)
-				to = PAGE_SWAPPED;
-			else
-				to = PAGE_POISONED;
-		} else if (b & PG_IO) {
-			/* Discarded under write-back, but in the memfd again:
-			 * the write-back's read put a page back, which the
-			 * client may have written since (page_gone()). */
-			bool gone = page_gone_with(b, here);
-
-			punch = here && gone;
-			to = here && !gone ? PAGE_RESIDENT : PAGE_EMPTY;
-		} else if (st == PAGE_RESIDENT) {
-			to = here ? PAGE_RESIDENT : PAGE_EMPTY;
-		} else if (st == PAGE_SWAPPED) {
-			punch = here;
-			to = valid ? PAGE_SWAPPED : PAGE_POISONED;
-		} else if (b & PG_IMAGE) {
-			punch = here;
-			if (have_image) {
-				to = PAGE_EMPTY;
-				keep = PG_IMAGE;
-			} else {
-				to = PAGE_POISONED;
-			}
-		} else {
-			to = here ? PAGE_RESIDENT : PAGE_EMPTY;
-		}
-		if (to == PAGE_RESIDENT && st == PAGE_RESIDENT)
-			keep |= b & PG_REF;
-		/* A swapped page needs its slot; a resident one keeps it (as
-		 * its clean copy) only if it was resident and idle before,
-		 * which means write-protected in the client since the copy
-		 * was made. */
-		if (valid && to != PAGE_SWAPPED &&
-		    !(to == PAGE_RESIDENT && st == PAGE_RESIDENT && !(b & PG_IO))) {
-			swap_free(sw, (uint64_t)slot, 1);
-			valid = false;
-		}
-		if (!valid)
-			r->slot[p] = 0;
-		if (to == PAGE_POISONED && st != PAGE_POISONED)
-			n->lost++;
-		if (punch) {
-			region_punch(r, p, 1);
-			n->punched++;
-		}
-		page_adopt(r, p, (pgstate_t)(to | keep));
-		switch (to) {
-		case PAGE_RESIDENT: n->resident++; break;
-		case PAGE_SWAPPED: n->swapped++; break;
-		case PAGE_POISONED: n->poisoned++; break;
-		default: n->empty++; break;
-		}
-	}
-}
-
-/*
- * Rebuilds one region of client c from r<ID>.mem and r<ID>.state (and
- * r<ID>.image).  Returns 0; on -errno everything passed in was refused.
- */
-static int adopt_region(struct client *c, struct stored *mem, struct stored *state)
-{
-	struct daemon *d = c->d;
-	size_t ps = d->page_size;
-	struct fdstore_region_hdr h;
-	struct settle_counts n = { 0 };
-	struct stored *image = find(d, K_RIMAGE, mem->id);
-	struct stored *crc = find(d, K_RCRC, mem->id);
-	const char *why;
-	uint64_t size, *present = NULL;
-	struct region *r;
-	bool handed;
-	int e;
-
-	why = check_state_memfd(state->fd, &size);
-	if (!why && (size < sizeof(h) ||
-		     pread(state->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)))
-		why = "truncated (shorter than its header)";
-	if (!why)
-		why = check_region_hdr(d, &h, mem->id, size);
-	if (!why && h.client_id != c->id)
-		why = "the header names another client";
-	if (!why && !c->uffd_ev)
-		why = "its client has no userfaultfd";
-	if (!why && c->nregions >= d->cfg.max_regions)
-		why = "the client has max_regions regions already";
-	if (why) {
-		refuse(d, state, why);
-		refuse(d, mem, "its state was refused: its pages cannot be vouched for");
-		if (image)
-			refuse(d, image, "its region was refused");
-		return -EINVAL;
-	}
-	if (region_memfd_check(c, mem->fd, h.len) < 0) {
-		refuse(d, mem, "not the sealed shmem memfd of the size its state says");
-		refuse(d, state, "its memfd was refused");
-		if (image)
-			refuse(d, image, "its region was refused");
-		return -EINVAL;
-	}
-	if (image) {
-		struct stat st;
-
-		if (fstat(image->fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-		    (uint64_t)st.st_size != h.len) {
-			refuse(d, image, "not a regular file of the region's size");
-			image = NULL;
-		}
-	}
-
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->client = c;
-	r->id = h.region_id;
-	r->addr = h.addr;
-	r->len = h.len;
-	r->npages = h.npages;
-	r->memory_limit = h.memory_limit;
-	r->image_fd = -1;
-	r->state_fd = -1;
-	memcpy(r->name, h.name, sizeof(r->name));
-	r->name[sizeof(r->name) - 1] = '\0';
-#define X(name) r->stats.name = h.stats.name;
-	FDSTORE_COUNTERS(X)
-#undef X
-	r->memfd = mem->fd;
-	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		      mem->fd, 0);
-	e = r->map == MAP_FAILED ? -errno : state_map(r, state->fd, size);
-	if (e == 0)
-		present = memfd_present(mem->fd, r->npages, ps);
-	if (e == 0 && !present)
-		e = -ENOMEM;
-	if (e == 0 && (e = region_link(c, r)) < 0)
-		log_warn("region %" PRIu64 ": overlaps another of client %" PRIu64, r->id, c->id);
-	if (e < 0) {
-		if (r->map != MAP_FAILED)
-			munmap(r->map, r->len);
-		if (r->state_map)
-			munmap(r->state_map, r->state_len);
-		free(present);
-		free(r);
-		refuse(d, state, "cannot be mapped or overlaps another region");
-		refuse(d, mem, "cannot be mapped or overlaps another region");
-		if (image)
-			refuse(d, image, "its region was refused");
-		return e;
-	}
-	take(mem);
-	take(state);
-	handed = h.flags & FDSTORE_R_HANDED_OVER;
-	/* From now on a crash is a crash again. */
-	hdr_of(r)->flags &= ~FDSTORE_R_HANDED_OVER;
-	r->stored = STORED_MEM | STORED_STATE;
-
-	settle(r, present, image != NULL, &n);
-	free(present);
-	page_adopted(r);
-	r->stats.poisoned += n.lost;
-	d->stats.poisoned += n.lost;
-	if (image) {
-		if (restore_resume(r, take(image), crc ? take(crc) : -1,
-				   h.flags & FDSTORE_R_IMAGE_PREFETCH) < 0)
-			log_warn("region %" PRIu64 ": its image's checksum table was refused: "
-				 "its pages still in the image are lost", r->id);
-		r->stored |= STORED_IMAGE | (crc ? STORED_CRC : 0);
-	}
-	if (h.snap_state != FDSTORE_SNAP_NONE)
-		/* A snapshot the old daemon did not finish failed; the
-		 * client's next poll hears so. */
-		snapshot_adopt(r, h.snap_state == FDSTORE_SNAP_DONE ? h.snap_status : -ESHUTDOWN,
-			       h.snap_total, h.snap_done, h.snap_pause_ns);
-	fdstore_region_sync(r);
-
-	log_info("region %" PRIu64 " '%s' of client %" PRIu64 " adopted%s: %" PRIu64
-		 " pages resident, %" PRIu64 " in swap, %" PRIu64 " empty, %" PRIu64 " poisoned"
-		 " (%" PRIu64 " were in flight)",
-		 r->id, r->name, c->id, handed ? "" : " after a crash", n.resident, n.swapped,
-		 n.empty, n.poisoned, n.in_flight);
-	if (n.lost || n.slots_dropped)
-		log_err("region %" PRIu64 ": %" PRIu64 " swap slots could not be vouched for; "
-			"%" PRIu64 " pages whose data was lost are poisoned (SIGBUS on access)",
-			r->id, n.slots_dropped, n.lost);
-	return 0;
-}
-
-/* Rebuilds client `id` from c<ID>.sock and the rest of its names. */
-static void adopt_client(struct daemon *d, struct stored *sock)
-{
-	struct stored *state = find(d, K_CSTATE, sock->id);
-	struct stored *uffd = find(d, K_CUFFD, sock->id);
-	struct stored *agent = find(d, K_CAGENT, sock->id);
-	struct stored *pagemap = find(d, K_CPAGEMAP, sock->id);
-	struct fdstore_client_rec rec = { 0 };
-	const char *why = NULL;
-	struct client *c;
-	int e;
-
-	if (sd_is_socket(sock->fd, AF_UNIX, SOCK_SEQPACKET, 0) <= 0) {
-		refuse(d, sock, "not a connected SOCK_SEQPACKET Unix socket");
-		return;
-	}
-	if (state && (why = read_client_rec(state->fd, sock->id, &rec))) {
-		refuse(d, state, why);
-		state = NULL;
-	}
-	if (uffd && uffd_check(uffd->fd, &(uint64_t){ 0 }) < 0) {
-		refuse(d, uffd, "not a userfaultfd with the features pagerd needs");
-		uffd = NULL;
-	}
-	if (agent && sd_is_socket(agent->fd, AF_UNIX, SOCK_SEQPACKET, 0) <= 0) {
-		refuse(d, agent, "not a SOCK_SEQPACKET socket");
-		agent = NULL;
-	}
-	if (!state)
-		/* Said hello if it gave a uffd; a control connection is not
-		 * stored before a hand-over, which stores its state. */
-		rec.flags = uffd ? FDSTORE_C_HELLO : 0;
-	if ((rec.flags & FDSTORE_C_CONTROL) && uffd) {
-		refuse(d, uffd, "a control connection has no userfaultfd");
-		uffd = NULL;
-	}
-	if ((rec.flags & FDSTORE_C_HELLO) && !(rec.flags & FDSTORE_C_CONTROL) && !uffd) {
-		refuse(d, sock, "a client that said hello without its userfaultfd");
-		if (state)
-			refuse(d, state, "its connection was refused");
-		if (agent)
-			refuse(d, agent, "its connection was refused");
-		return;
-	}
-	e = client_add(d, sock->fd, sock->id, &c);
-	if (e < 0) {
-		refuse(d, sock, e == -EACCES ? "the peer may no longer connect" :
-				e == -EMFILE ? "max_clients reached" : strerror(-e));
-		if (state)
-			refuse(d, state, "its connection was refused");
-		if (uffd)
-			refuse(d, uffd, "its connection was refused");
-		if (agent)
-			refuse(d, agent, "its connection was refused");
-		if (pagemap)
-			refuse(d, pagemap, "its connection was refused");
-		return;
-	}
-	take(sock);
-	c->stored = STORED_SOCK;
-	if (state) {
-		c->state_fd = take(state);
-		c->stored |= STORED_STATE;
-	}
-	c->hello_done = rec.flags & FDSTORE_C_HELLO;
-	c->control = rec.flags & FDSTORE_C_CONTROL;
-	c->kernel_faults = rec.flags & FDSTORE_C_KERNEL_FAULTS;
-	c->memory_limit = rec.memory_limit;
-	if (uffd) {
-		e = client_attach_uffd(c, uffd->fd);
-		if (e < 0) {
-			refuse(d, uffd, strerror(-e));
-		} else {
-			take(uffd);
-			c->stored |= STORED_UFFD;
-		}
-	}
-	if (pagemap && !c->uffd_ev) {
-		refuse(d, pagemap, "its client has no userfaultfd");
-	} else if (pagemap) {
-		e = client_set_pagemap(c, pagemap->fd);
-		if (e < 0) {
-			refuse(d, pagemap, e == -EINVAL ? "not the client's own pagemap" : strerror(-e));
-		} else {
-			take(pagemap);
-			c->stored |= STORED_PAGEMAP;
-		}
-	}
-	if (agent) {
-		c->stored |= STORED_AGENT;
-		if (agent_attach(c, agent->fd) < 0) {
-			c->stored &= ~STORED_AGENT;
-			refuse(d, agent, "cannot be watched");
-		} else {
-			take(agent);
-		}
-	}
-
-	for (size_t i = 0; i < d->fdstore->n; i++) {
-		struct stored *mem = &d->fdstore->v[i];
-		struct stored *rstate;
-		struct fdstore_region_hdr h;
-
-		if (mem->fd < 0 || mem->kind != K_RMEM)
-			continue;
-		rstate = find(d, K_RSTATE, mem->id);
-		/* Ours if the state says so; the others wait for theirs. */
-		if (!rstate || pread(rstate->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
-		    h.client_id != c->id)
-			continue;
-		adopt_region(c, mem, rstate);
-	}
-	fdstore_client_sync(c);
-	log_info("client %" PRIu64 " adopted: pid %d uid %d, %zu region%s%s", c->id,
-		 (int)c->cred.pid, (int)c->cred.uid, c->nregions, c->nregions == 1 ? "" : "s",
-		 c->control ? " (control)" : "");
-	/* Messages the old daemon read died with it: every thread waiting
-	 * in a fault faults again, and this daemon answers. */
-	for (size_t i = 0; i < c->nregions; i++)
-		uffd_wake(c, c->regions[i]->addr, c->regions[i]->len);
-}
-
-void fdstore_adopt(struct daemon *d)
-{
-	struct fdstore *fs = d->fdstore;
-	unsigned clients = 0;
-
-	if (!fs || !fs->n)
-		return;
-	for (size_t i = 0; i < fs->n; i++) {
-		if (fs->v[i].fd >= 0 && fs->v[i].kind == K_CSOCK) {
-			unsigned before = d->nclients;
-
-			adopt_client(d, &fs->v[i]);
-			clients += d->nclients > before;
-		}
-	}
-	if (d->swap)
-		swap_forget_unclaimed(d->swap);
-	/* Whatever is left belongs to nobody we know. */
-	for (size_t i = 0; i < fs->n; i++) {
-		struct stored *s = &fs->v[i];
-
-		if (s->fd < 0)
-			continue;
-		switch (s->kind) {
-		case K_OTHER:
-			refuse(d, s, "not a name pagerd stores, nor its listening socket");
-			break;
-		case K_RMEM:
-		case K_RSTATE:
-		case K_RIMAGE:
-		case K_RCRC:
-			refuse(d, s, "belongs to no adopted client (or its other half is missing)");
-			break;
-		case K_SWAP:
-		case K_SWAPMETA:
-		case K_CONFIG:
-			refuse(d, s, "not used");
-			break;
-		default:
-			refuse(d, s, "its client's connection is missing");
-			break;
-		}
-	}
-	free(fs->v);
-	fs->v = NULL;
-	fs->n = 0;
-	if (clients) {
-		log_notice("fd store: %u client%s taken over from the previous pagerd",
-			   clients, clients == 1 ? "" : "s");
-		evict_kick(d);
-	}
-}
-
 void fdstore_handover(struct daemon *d)
 {
 	unsigned nc = 0, nr = 0;
@@ -1224,8 +669,8 @@ void fdstore_handover(struct daemon *d)
 
 			snapshot_drain(r);
 			fdstore_region_sync(r);
-			if (hdr_of(r))
-				hdr_of(r)->flags |= FDSTORE_R_HANDED_OVER;
+			if (fdstore_hdr(r))
+				fdstore_hdr(r)->flags |= FDSTORE_R_HANDED_OVER;
 			nr++;
 		}
 		nc++;
@@ -1265,7 +710,7 @@ int fdstore_peek(bool *ret_clients)
 void fdstore_config_sync(struct daemon *d)
 {
 	struct fdstore *fs = d->fdstore;
-	struct stored *s = find(d, K_CONFIG, 0);
+	struct stored *s = fdstore_find(d, K_CONFIG, 0);
 	char *text = NULL;
 	size_t len = 0;
 	struct stat st;
@@ -1276,9 +721,9 @@ void fdstore_config_sync(struct daemon *d)
 	if (fs->config_fd < 0 && s) {
 		if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode) &&
 		    fcntl(s->fd, F_GET_SEALS) >= 0)
-			fs->config_fd = take(s);
+			fs->config_fd = fdstore_take(s);
 		else
-			refuse(d, s, "not a memfd");
+			fdstore_refuse(d, s, "not a memfd");
 	}
 	if (fs->config_fd < 0) {
 		fs->config_fd = memfd_create("pagerd-config", MFD_CLOEXEC | MFD_ALLOW_SEALING);

@@ -148,6 +148,60 @@ struct fdstore_client_rec {
 #define STORED_CRC    0x80
 
 /*
+ * The table of what LISTEN_FDS brought: fdstore_open() fills it, adoption
+ * (fdstore_adopt.c) takes from it what it rebuilds and refuses the rest.
+ */
+/* What a stored descriptor is, from its name. */
+enum kind {
+	K_OTHER,      /* not one of ours: the socket unit's, or a stray */
+	K_SWAP,
+	K_SWAPMETA,
+	K_CONFIG,
+	K_CSOCK,
+	K_CSTATE,
+	K_CUFFD,
+	K_CAGENT,
+	K_CPAGEMAP,
+	K_RMEM,
+	K_RSTATE,
+	K_RIMAGE,
+	K_RCRC,
+};
+
+struct stored {
+	int fd;          /* -1 once taken or refused */
+	enum kind kind;
+	uint64_t id;
+	char name[256];  /* printable: control characters shown as '?' */
+	bool raw_ok;     /* the name as passed may be sent back in FDNAME= */
+};
+
+struct fdstore {
+	struct stored *v;
+	size_t n;
+	bool notify_failed; /* logged once */
+	int config_fd;      /* "config": the settings in effect, or -1 */
+};
+
+/* A region's header in r<ID>.state, or NULL (not stored). */
+static inline struct fdstore_region_hdr *fdstore_hdr(const struct region *r)
+{
+	return r->state_map;
+}
+
+/* The stored descriptor of kind k for id (0 for the daemon's), or NULL. */
+struct stored *fdstore_find(struct daemon *d, enum kind k, uint64_t id);
+/* Takes the descriptor out of the table (s may be NULL: -1): the caller
+ * owns it now. */
+int fdstore_take(struct stored *s);
+/* Closes a descriptor pagerd will not use, says why, and takes its name
+ * out of the store. */
+void fdstore_refuse(struct daemon *d, struct stored *s, const char *why);
+/* The layout of r<ID>.state for npages: header page, states, slots. */
+void fdstore_state_layout(uint64_t npages, size_t ps, uint64_t *state_off,
+			  uint64_t *slot_off, uint64_t *size);
+
+/*
  * At start: decides whether pagerd stores (d->fdstore_on) and sorts what
  * LISTEN_FDS brought by name.  Bad descriptors are refused (logged, closed,
  * removed from the store) here or when adopted; nothing passed in can make
@@ -179,16 +233,15 @@ int fdstore_peek(bool *ret_clients);
 /* Puts the settings in effect in the store (at start, after a reload). */
 void fdstore_config_sync(struct daemon *d);
 
-/* Region state in a memfd: sets r->state and r->slot.  0 or -errno. */
-int fdstore_region_alloc(struct region *r);
-void fdstore_region_free(struct region *r);
 /* Hooks: what the store must hold, or no longer hold. */
 void fdstore_client_hello(struct client *c);
 void fdstore_client_sync(struct client *c);
 void fdstore_client_agent(struct client *c, bool attached);
 void fdstore_client_pagemap(struct client *c);
 void fdstore_client_gone(struct client *c);
-void fdstore_region_added(struct region *r);
+/* A new region: with the store on, its states move into a memfd (0 or
+ * -errno: the region cannot be kept), then it is stored. */
+int fdstore_region_added(struct region *r);
 void fdstore_region_sync(struct region *r);
 void fdstore_region_image(struct region *r);
 void fdstore_region_gone(struct region *r);

@@ -5,9 +5,9 @@
  * (pager_region_opts.memory_limit, pager_region_set_limit()).
  *
  * A limit is hard: a fault that would make a page resident past it waits
- * here until eviction frees room.  Before that, at the high watermark
- * (default 95% of a limit), background eviction starts and runs down to the
- * low watermark (default 90%), so that faults rarely wait.
+ * (fault.c parks it) until eviction frees room.  Before that, at the high
+ * watermark (default 95% of a limit), background eviction starts and runs
+ * down to the low watermark (default 90%), so that faults rarely wait.
  *
  * Where nothing can be evicted (no swap, swap full, every page dirty and
  * failing to write, pages that cannot be write-protected), waiting would
@@ -125,18 +125,18 @@ static const char *stuck_why(struct daemon *d)
 }
 
 /*
- * A limit is let go when faults wait for room under it (at the limit) and
- * eviction under it is stuck: nothing there can go, and nothing in flight
- * will change that.  Rounds held up (blocked, fenced, I/O in flight) keep
- * what was decided before.  A round that takes pages there, or finds the
- * limit under its high watermark, takes it back.
+ * A limit is let go when faults wait for room under it (at the limit:
+ * `waiting`, which evict.c asks fault.c) and eviction under it is stuck:
+ * nothing there can go, and nothing in flight will change that.  Rounds
+ * held up (blocked, fenced, I/O in flight) keep what was decided before.
+ * A round that takes pages there, or finds the limit under its high
+ * watermark, takes it back.
  */
 void limits_evicted(struct daemon *d, struct client *c, struct region *r,
-		    enum evict_status st)
+		    enum evict_status st, bool waiting)
 {
 	bool *over = r ? &r->over_limit : c ? &c->over_limit : &d->over_limit;
 	struct limit_use lu;
-	bool waiting = false;
 
 	switch (st) {
 	case EVICT_DONE:
@@ -151,15 +151,7 @@ void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 		break;
 	}
 	limits_get(d, c, r, &lu);
-	if (*over || !lu.limit || lu.used < lu.limit)
-		return;
-	if (r || c) {
-		waiting = fault_parked_in(r ? r->client : c, PARK_ROOM, r);
-	} else {
-		for (struct client *o = d->clients; o && !waiting; o = o->next)
-			waiting = o->nparked_for[PARK_ROOM] != 0;
-	}
-	if (!waiting)
+	if (*over || !lu.limit || lu.used < lu.limit || !waiting)
 		return;
 	*over = true;
 	uint64_t now = now_ms();
@@ -182,6 +174,22 @@ void limits_evicted(struct daemon *d, struct client *c, struct region *r,
 	}
 }
 
+/*
+ * Runs eviction (evict.c's round, which evict_init() hooked on d->evict_ev)
+ * at the next turn of the loop: a zero timer rather than event_active,
+ * so that the loop polls the uffds and the io_uring between two rounds
+ * (active events could otherwise starve them).  Here, beside
+ * the room it is about, so that every layer that fills or frees memory
+ * asks for a round without calling up into eviction.
+ */
+void evict_kick(struct daemon *d)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (d->evict_ev && !event_pending(d->evict_ev, EV_TIMEOUT, NULL))
+		evtimer_add(d->evict_ev, &now);
+}
+
 void limits_changed(struct daemon *d)
 {
 	d->over_limit = false;
@@ -191,42 +199,4 @@ void limits_changed(struct daemon *d)
 			c->regions[i]->over_limit = false;
 	}
 	evict_kick(d);
-}
-
-int limits_wait(struct client *c, const struct uffd_msg *m)
-{
-	int e = fault_park(c, m, PARK_ROOM);
-
-	if (e < 0)
-		return e;
-	/* With write-back in flight, its completion runs eviction again. */
-	if (!c->d->writeback)
-		evict_kick(c->d);
-	return 0;
-}
-
-/*
- * Retries the faults that waited for room, in the order they came.  A
- * fault that still finds no room parks itself again (limits_wait).
- */
-void limits_progress(struct daemon *d)
-{
-	for (struct client *c = d->clients, *next; c; c = next) {
-		next = c->next;
-		if (!c->nparked_for[PARK_ROOM] || c->dead)
-			continue;
-		if (!fault_unpark(c, PARK_ROOM)) {
-			log_warn("client %" PRIu64 ": dropped after a protocol violation",
-				 c->id);
-			client_destroy(c);
-			continue;
-		}
-		/* A retry may have met an unread event: it is parked for
-		 * that, which only a uffd read would look at. */
-		if (c->nparked_for[PARK_EVENT]) {
-			static const struct timeval now = { 0, 0 };
-
-			evtimer_add(c->retry_ev, &now);
-		}
-	}
 }

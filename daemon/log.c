@@ -119,12 +119,17 @@ struct rl_key {
 static struct rl_key rl_keys[RL_KEYS];
 static struct rl_bucket rl_all = { LOG_RL_ALL_BURST * RL_ONE, 0 };
 
-static uint64_t rl_now_ms(void)
+uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t now_ms(void)
+{
+	return now_ns() / 1000000;
 }
 
 /* Refills b for the time since it was last looked at, then takes a line
@@ -172,7 +177,7 @@ void log_limited(int level, const char *site, uint64_t key, const char *fmt, ...
 
 	if (level > log_level)
 		return;
-	now = rl_now_ms();
+	now = now_ms();
 	k = &rl_keys[rl_slot(site, key)];
 	if (k->site != site || k->key != key) {
 		if (k->site)

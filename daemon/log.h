@@ -36,6 +36,11 @@ void log_limited(int level, const char *site, uint64_t key, const char *fmt, ...
 /* Says what was suppressed for `key` and forgets it (its client is gone). */
 void log_forget(uint64_t key);
 
+/* CLOCK_MONOTONIC, for the rate limits above and for every timeout and
+ * pause of pagerd's: here, at the bottom, so that any layer may ask. */
+uint64_t now_ns(void);
+uint64_t now_ms(void);
+
 #define LOG_STR_(x) #x
 #define LOG_STR(x) LOG_STR_(x)
 #define LOG_SITE __FILE__ ":" LOG_STR(__LINE__)

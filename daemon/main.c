@@ -38,20 +38,6 @@
 #include "pagerd.h"
 #include "swap.h"
 
-
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t now_ms(void)
-{
-	return now_ns() / 1000000;
-}
-
 /* Group and mode of a socket we bound (systemd's SocketGroup= and
  * SocketMode= do this for an activated one). */
 static int socket_set_access(const struct config *cfg)

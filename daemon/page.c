@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "page.h"
+#include "swap.h"
 #include "uffd.h"
 
 /* In check builds a violation aborts (tests/test_page.c catches it). */
@@ -554,6 +555,82 @@ void page_adopted(struct region *r)
 	d->resident += r->resident;
 	c->writeback += r->writeback;
 	d->writeback += r->writeback;
+}
+
+/* ---- page-level helpers: slots, the memfd, I/O in flight --------------- */
+
+void region_drop_slot(struct region *r, uint64_t page)
+{
+	struct swap *sw = r->client->d->swap;
+	int64_t slot = region_slot(r, page);
+
+	if (slot < 0)
+		return;
+	/* The region forgets the slot before the store frees it: a
+	 * successor never finds a page naming a slot that is free. */
+	r->slot[page] = 0;
+	if (sw)
+		swap_free(sw, (uint64_t)slot, 1);
+}
+
+bool page_is_zero(const void *page, size_t len)
+{
+	const uint64_t *w = page;
+
+	for (size_t i = 0; i < len / sizeof(*w); i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/*
+ * Whether the memfd holds data at `page`: a page in the page cache, or one
+ * the kernel's own swap took (shmem pages can be swapped out behind our
+ * back where a system swap is on, e.g. by DAMON's pageout; mincore would
+ * call those absent, SEEK_DATA calls them data).
+ */
+bool region_in_memory(struct region *r, uint64_t page)
+{
+	off_t at = (off_t)(page * r->client->d->page_size);
+
+	return lseek(r->memfd, at, SEEK_DATA) == at;
+}
+
+void page_io_link(struct region *r, struct page_io *io)
+{
+	io->r = r;
+	io->prev = NULL;
+	io->next = r->ios;
+	if (r->ios)
+		r->ios->prev = io;
+	r->ios = io;
+}
+
+void page_io_unlink(struct page_io *io)
+{
+	struct region *r = io->r;
+
+	if (!r)
+		return;
+	if (io->prev)
+		io->prev->next = io->next;
+	else
+		r->ios = io->next;
+	if (io->next)
+		io->next->prev = io->prev;
+	io->r = NULL;
+}
+
+void page_io_detach_all(struct region *r)
+{
+	while (r->ios) {
+		struct page_io *io = r->ios;
+
+		/* A write-back's slots are not the region's yet: the
+		 * completion frees them.  A swap-in's are freed with the
+		 * region's (the read then ends -ESTALE). */
+		page_io_unlink(io);
+	}
 }
 
 /* ---- the invariant checker --------------------------------------------- */

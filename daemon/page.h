@@ -188,6 +188,23 @@ void page_image_read(struct region *r, uint64_t page, uint64_t n);
 void page_adopt(struct region *r, uint64_t page, pgstate_t b);
 void page_adopted(struct region *r);
 
+/* ---- page-level helpers: slots, the memfd, I/O in flight --------------- */
+
+/* Frees the page's swap slot, if it has one (the region forgets it first). */
+void region_drop_slot(struct region *r, uint64_t page);
+/* Whether the memfd holds data at page (the page cache, or the kernel's
+ * own swap). */
+bool region_in_memory(struct region *r, uint64_t page);
+/* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
+ * are evicted without I/O and stay holes in snapshot images. */
+bool page_is_zero(const void *page, size_t len);
+/* I/O in flight on a region's list (region.ios), which the invariant
+ * checker reads: unlink also forgets the region; detach_all unlinks
+ * everything (the region is going: in-flight I/O no longer refers to it). */
+void page_io_link(struct region *r, struct page_io *io);
+void page_io_unlink(struct page_io *io);
+void page_io_detach_all(struct region *r);
+
 /* ---- the invariant checker ---------------------------------------------- */
 
 /*

@@ -1,30 +1,40 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pagerd's core objects and how the subsystems call each other.
+ * pagerd's core objects and how the subsystems call each other.  In this
+ * order a file calls only files after it (README, "How the pieces fit"):
  *
  *   main.c    signals, the listening socket, the event loop
- *   config.c  settings: pagerd.conf, options, reload (config.h)
- *   notify.c  sd_notify: readiness, status, watchdog (notify.h)
- *   metrics.c the Prometheus endpoint (metrics.h); stats.c what it reports
+ *   fdstore_adopt.c  a restarted pagerd takes its clients back from
+ *             systemd's fd store
  *   client.c  one connection: protocol requests, checking what a client
- *             sends, tearing a client down
- *   region.c  one region: pagerd's mapping of the memfd
+ *             sends, tearing a client down; its socket, uffd and retry
+ *             callbacks
+ *   metrics.c the Prometheus endpoint (metrics.h); notify.c sd_notify:
+ *             readiness, status, watchdog (notify.h)
+ *   fdstore.c systemd's fd store: what pagerd keeps there (fdstore.h)
+ *   stats.c   what metrics, notify and pagerctl report (stats.h)
+ *   evict.c   eviction: zero, clean and dirty victims, write-back, punch;
+ *             retries the faults that waited for room
+ *   fault.c   the userfaultfd: reading faults and events, resolving them
+ *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
+ *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
+ *   region.c  one region: its constructor, pagerd's mapping of the memfd,
+ *             its client's table of regions
+ *   agent.c   libpager's agent thread: drops PTEs to sample references
  *   page.c    page states and every count kept from them, through named
  *             transitions, which keep the snapshot rule; the invariant
  *             checker (page.h)
- *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
- *   fault.c   the userfaultfd: reading faults and events, resolving them
  *   limits.c  resident accounting against global, client and region
- *             limits; faults that wait for room
+ *             limits; the eviction timer
  *   clock.c   the Clock hand: which resident page to evict next
- *   evict.c   eviction: zero, clean and dirty victims, write-back, punch
- *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
- *   agent.c   libpager's agent thread: drops PTEs to sample references
+ *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
+ *   conn.c    marks a lower layer leaves on a client (drop it, send its
+ *             deferred reply) for client.c's socket callback
  *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
- *   io.c      the asynchronous I/O engine: one io_uring for every disk
  *   store_file.c the store interface's file backend, on io.c
- *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
- *   fdstore.c systemd's fd store: clients handed to a restarted pagerd
+ *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   config.c  settings: pagerd.conf, options, reload (config.h)
+ *   log.c     the log, and the monotonic clock (log.h)
  *
  * Everything runs on one thread, in one libevent loop.  Only page.c writes
  * a page's state (below) or the resident, swapped, writeback, reading and
@@ -43,7 +53,6 @@
 #include "config.h"
 #include "counters.h"
 #include "proto.h"
-#include "uffd.h"
 
 struct event_base;
 struct event;
@@ -65,6 +74,7 @@ struct counters {
 		(r)->client->d->stats.name += counter_n_;	\
 	} while (0)
 
+struct region;
 struct swap;
 struct page_watch;
 struct io_engine;
@@ -93,6 +103,9 @@ struct daemon {
 	uint64_t evict_rr;          /* round-robin position over regions */
 	bool over_limit;            /* limits.c: the global limit is let go */
 	struct fdstore *fdstore;    /* fdstore.c: what LISTEN_FDS brought */
+	/* Told when a region's record changes outside a request (a uffd
+	 * event, a snapshot's instant): the fd store's copy (region.c). */
+	void (*region_changed)(struct region *r);
 	bool fdstore_on;            /* clients are put in systemd's fd store */
 	bool handover;              /* exiting into the store: leave state alone */
 	bool listen_activated;      /* the listening socket is systemd's */
@@ -326,22 +339,54 @@ int client_attach_uffd(struct client *c, int fd);
  * fd is then still the caller's). */
 int client_set_pagemap(struct client *c, int fd);
 void client_destroy(struct client *c);
-/* The client made its memfd refuse a punch or a write (err): it is
- * dropped at the next turn of the loop; until then nothing uses it. */
-void client_misbehaved(struct client *c, const char *what, int err);
-/* Sends the reply to c's deferred request and reads its socket again. */
-void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
 void clients_destroy_all(struct daemon *d);
 
+/* conn.c: what a lower layer tells a client's connection; client.c's
+ * socket callback acts on the marks at the next turn of the loop. */
+/* The client made its memfd refuse a punch or a write, or broke the
+ * protocol (err): it is dropped at the next turn of the loop; until then
+ * nothing uses it. */
+void client_misbehaved(struct client *c, const char *what, int err);
+/* Sends a reply on c's socket: 0 or -errno. */
+int client_send_reply(struct client *c, uint32_t seq, struct proto_reply *body);
+/* Sends the reply to c's deferred request and reads its socket again. */
+void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
+/* Runs c's socket callback at the next turn, to look at c again. */
+void client_wake(struct client *c);
+
 /* region.c */
+/* What a region is made of (region_new()). */
+struct region_init {
+	uint64_t id;           /* 0: the next free id */
+	uint64_t addr, len;    /* in the client; len a multiple of the page */
+	uint64_t memory_limit; /* pages, 0 = none */
+	const char *name;      /* PROTO_NAME_MAX bytes */
+	int memfd;             /* the region's data, mapped here */
+	/* The page states and slots: plain memory (state_fd -1), or a
+	 * mapping of state_len bytes of state_fd, with the states at
+	 * state_off and the slots at slot_off (the fd store's layout). */
+	int state_fd;
+	size_t state_len;
+	uint64_t state_off, slot_off;
+};
+int region_new(struct client *c, const struct region_init *ri, struct region **ret);
+/* A region a client asks for: checked (sizes, limits, its memfd), then
+ * made by region_new().  0 or -errno (memfd stays the caller's). */
 int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret);
+/* Moves r's states and slots into a mapping of fd (len bytes, states at
+ * state_off, slots at slot_off); the region unmaps and closes it when it
+ * goes.  0 or -errno (nothing changed). */
+int region_map_state(struct region *r, int fd, size_t len, uint64_t state_off,
+		     uint64_t slot_off);
 void region_destroy(struct region *r);
 /* Checks a region's memfd (shmem, sealed, of len bytes); 0 or -errno. */
 int region_memfd_check(struct client *c, int fd, uint64_t len);
 /* Adds r to c's regions (sorted, never overlapping); 0 or -EEXIST. */
 int region_link(struct client *c, struct region *r);
 void region_move(struct region *r, uint64_t to);
+/* The region's record changed (d->region_changed hears: the fd store). */
+void region_changed(struct region *r);
 /* Pages we count resident that the page cache no longer holds (the app
  * punched them: MADV_REMOVE) become empty. */
 void region_reconcile(struct region *r);
@@ -357,22 +402,22 @@ static inline int64_t region_slot(const struct region *r, uint64_t page)
  * allocates the region's slot array.  Returns 0, -ENOMEM, -ERANGE (a slot
  * number the array cannot hold). */
 int region_set_slot(struct region *r, uint64_t page, int64_t slot);
-/* Frees the page's swap slot, if it has one. */
-void region_drop_slot(struct region *r, uint64_t page);
 /* Punches [first, first+n) out of the memfd: the memory is freed and the
  * client's PTEs are zapped.  Returns 0 or -errno. */
-/* Whether the memfd holds data at page (region.c). */
-bool region_in_memory(struct region *r, uint64_t page);
 int region_punch(struct region *r, uint64_t first, uint64_t n);
-/* Whether len bytes (a multiple of 8, aligned) are all zero: such pages
- * are evicted without I/O and stay holes in snapshot images. */
-bool page_is_zero(const void *page, size_t len);
-int region_discard(struct region *r, uint64_t first, uint64_t n);
 void region_fill_stats(struct region *r, struct proto_region_stats *ret);
 
 /* fault.c */
-void fault_on_uffd(int fd, short what, void *arg);
-void fault_on_retry_timer(int fd, short what, void *arg);
+/*
+ * Reads c's uffd and serves what it holds: faults, events, and the faults
+ * parked behind an event.  Returns 0, or -errno when c must be dropped (a
+ * protocol violation: -EPROTO; its uffd failing): the caller (client.c)
+ * tears it down.
+ */
+int fault_serve(struct client *c);
+/* After an eviction round: retries every client's faults that waited for
+ * room; one breaking the protocol drops its client (client_misbehaved()). */
+void fault_retry_room(struct daemon *d);
 /* Parks a fault until `why` passes (one queue, oldest first).  Returns 0 or
  * -ENOMEM. */
 int fault_park(struct client *c, const struct uffd_msg *m, enum park_reason why);
@@ -427,16 +472,15 @@ void limits_get(struct daemon *d, struct client *c, struct region *r,
 uint64_t limits_room(struct region *r);
 /* Whether any limit over r is past its high watermark. */
 bool limits_pressure(struct region *r);
-/* Eviction for a limit (chosen as in limits_get()) ended with st: lets the
- * limit go, or takes it back. */
+/* Eviction for a limit (chosen as in limits_get()) ended with st, while
+ * faults wait for room under it or not: lets the limit go, or takes it
+ * back. */
 void limits_evicted(struct daemon *d, struct client *c, struct region *r,
-		    enum evict_status st);
+		    enum evict_status st, bool waiting);
+/* Runs eviction at the next turn of the loop (evict_init() sets what runs). */
+void evict_kick(struct daemon *d);
 /* Limits were set or reloaded: none stays let go; eviction runs. */
 void limits_changed(struct daemon *d);
-/* Parks a fault until there is room; kicks eviction. */
-int limits_wait(struct client *c, const struct uffd_msg *m);
-/* Eviction made progress: retry parked faults. */
-void limits_progress(struct daemon *d);
 
 /* clock.c: pure policy, no I/O (unit-tested on its own) */
 /*
@@ -453,13 +497,7 @@ size_t clock_scan(pgstate_t *state, uint64_t npages, uint64_t *hand,
 		  size_t sample_max);
 
 /* evict.c */
-void evict_kick(struct daemon *d);
 void evict_init(struct daemon *d);
-/* I/O in flight on a region's list (region.ios); unlink also forgets the
- * region.  The region is going: in-flight I/O no longer refers to it. */
-void page_io_link(struct region *r, struct page_io *io);
-void page_io_unlink(struct page_io *io);
-void page_io_detach_all(struct region *r);
 
 /* swapin.c */
 /* Brings `page` (SWAPPED) back; returns 0, -EAGAIN (event unread). */
@@ -526,8 +564,5 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Pages the hand may pass from where it is before it reaches drops still
  * in the agent's hands (UINT64_MAX: none). */
 uint64_t agent_fence_room(struct region *r);
-
-uint64_t now_ms(void);
-uint64_t now_ns(void);
 
 #endif

@@ -16,7 +16,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "fdstore.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
@@ -104,10 +103,13 @@ int region_link(struct client *c, struct region *r)
 	return 0;
 }
 
+/* The page states and slots: plain memory, or a mapping of the state memfd
+ * the fd store made for them (fdstore_region_added()). */
 static void region_free_state(struct region *r)
 {
 	if (r->state_map) {
-		fdstore_region_free(r);
+		munmap(r->state_map, r->state_len);
+		close(r->state_fd);
 	} else {
 		free(r->state);
 		free(r->slot);
@@ -118,7 +120,6 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		  int memfd, struct region **ret)
 {
 	struct daemon *d = c->d;
-	struct region *r;
 	int e;
 
 	if (rc->len % d->page_size || rc->addr % d->page_size) {
@@ -148,31 +149,68 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 		return -EPERM;
 	}
 
-	r = calloc(1, sizeof(*r));
+	return region_new(c, &(struct region_init){
+			.addr = rc->addr, .len = rc->len,
+			.memory_limit = rc->memory_limit / d->page_size,
+			.name = rc->name, .memfd = memfd, .state_fd = -1,
+		}, ret);
+}
+
+int region_map_state(struct region *r, int fd, size_t len, uint64_t state_off,
+		     uint64_t slot_off)
+{
+	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (map == MAP_FAILED)
+		return -errno;
+	r->state_fd = fd;
+	r->state_map = map;
+	r->state_len = len;
+	r->state = (pgstate_t *)((char *)map + state_off);
+	r->slot = (uint32_t *)((char *)map + slot_off);
+	return 0;
+}
+
+/*
+ * The one region constructor, for a new region (region_create()) and one
+ * adopted from the fd store (fdstore_adopt.c): maps the memfd and the
+ * page states (plain memory, or the memfd ri->state_fd holding them) and
+ * links the region to its client.  Everything else is zero: no slots, no
+ * snapshot, no image.  Returns 0, or -errno with nothing kept (the fds
+ * stay the caller's): -ENOMEM, a failed mmap, -EEXIST (it overlaps a
+ * region of c).
+ */
+int region_new(struct client *c, const struct region_init *ri, struct region **ret)
+{
+	struct daemon *d = c->d;
+	struct region *r = calloc(1, sizeof(*r));
+	int e;
+
 	if (!r)
 		return -ENOMEM;
 	r->client = c;
-	r->addr = rc->addr;
-	r->len = rc->len;
-	r->npages = rc->len / d->page_size;
-	r->memory_limit = rc->memory_limit / d->page_size;
-	r->memfd = memfd;
+	r->addr = ri->addr;
+	r->len = ri->len;
+	r->npages = ri->len / d->page_size;
+	r->memory_limit = ri->memory_limit;
+	r->memfd = ri->memfd;
 	r->image_fd = -1;
 	r->state_fd = -1;
-	memcpy(r->name, rc->name, sizeof(r->name));
-	/* For the fd store, the page states live in a memfd a successor
-	 * can map (fdstore.c); else plain memory. */
-	if (d->fdstore_on) {
-		e = fdstore_region_alloc(r);
-		if (e < 0)
-			log_warn_rl(c->id, "client %" PRIu64 ": region state memfd: %s", c->id, strerror(-e));
-	} else {
-		r->state = calloc(r->npages, sizeof(*r->state));
-	}
+	memcpy(r->name, ri->name, sizeof(r->name));
+	r->name[sizeof(r->name) - 1] = '\0';
 	r->map = mmap(NULL, r->len, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_NORESERVE, memfd, 0);
-	if (!r->state || r->map == MAP_FAILED) {
-		e = r->map == MAP_FAILED ? -errno : -ENOMEM;
+		      MAP_SHARED | MAP_NORESERVE, ri->memfd, 0);
+	if (r->map == MAP_FAILED) {
+		e = -errno;
+	} else if (ri->state_fd >= 0) {
+		e = region_map_state(r, ri->state_fd, ri->state_len, ri->state_off,
+				     ri->slot_off);
+	} else {
+		/* (The fd store moves them into a memfd a successor maps.) */
+		r->state = calloc(r->npages, sizeof(*r->state));
+		e = r->state ? 0 : -ENOMEM;
+	}
+	if (e < 0) {
 		log_warn_rl(c->id, "client %" PRIu64 ": cannot map region: %s", c->id,
 			 strerror(-e));
 		goto fail;
@@ -183,14 +221,16 @@ int region_create(struct client *c, const struct proto_region_create *rc,
 			 c->id, r->addr);
 		goto fail;
 	}
-	r->id = ++d->next_region_id;
-	fdstore_region_added(r);
+	r->id = ri->id ? ri->id : ++d->next_region_id;
 	*ret = r;
 	return 0;
 fail:
 	if (r->map != MAP_FAILED)
 		munmap(r->map, r->len);
-	region_free_state(r);
+	if (r->state_map)
+		munmap(r->state_map, r->state_len);
+	else
+		free(r->state);
 	free(r);
 	return e;
 }
@@ -221,20 +261,33 @@ void region_move(struct region *r, uint64_t to)
 		r->addr = from;
 		region_link(c, r);
 	}
-	fdstore_region_sync(r);
+	region_changed(r);
+}
+
+/*
+ * The region's record (address, limit, snapshot) changed where no request
+ * is being answered (a uffd event, a snapshot's instant): whoever keeps a
+ * copy of it outside pagerd (the fd store, which set the hook at start)
+ * hears at once, so that a successor never finds it stale.
+ */
+void region_changed(struct region *r)
+{
+	struct daemon *d = r->client->d;
+
+	if (d->region_changed)
+		d->region_changed(r);
 }
 
 /* Frees everything pagerd holds for the region, including the memfd and
  * its swap slots.  I/O in flight finishes on its own (the kernel pins the
- * pages it reads or writes) and frees what it holds when it completes. */
+ * pages it reads or writes) and frees what it holds when it completes.
+ * What the subsystems above keep of it (parked faults, a snapshot, the fd
+ * store's names) is theirs to drop first: client.c does. */
 void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
-	fdstore_region_gone(r);
-	fault_forget_parked(r);
 	page_io_detach_all(r);
-	snapshot_region_gone(r);
 	/* Held readahead markers: their slots still hold the data. */
 	for (int i = 0; i < SWAPIN_STREAMS; i++)
 		free(r->ra[i].held);
@@ -272,30 +325,6 @@ int region_set_slot(struct region *r, uint64_t page, int64_t slot)
 	return 0;
 }
 
-void region_drop_slot(struct region *r, uint64_t page)
-{
-	struct swap *sw = r->client->d->swap;
-	int64_t slot = region_slot(r, page);
-
-	if (slot < 0)
-		return;
-	/* The region forgets the slot before the store frees it: a
-	 * successor never finds a page naming a slot that is free. */
-	r->slot[page] = 0;
-	if (sw)
-		swap_free(sw, (uint64_t)slot, 1);
-}
-
-bool page_is_zero(const void *page, size_t len)
-{
-	const uint64_t *w = page;
-
-	for (size_t i = 0; i < len / sizeof(*w); i++)
-		if (w[i])
-			return false;
-	return true;
-}
-
 /*
  * The memfd's seals are checked when the region is made, but a client that
  * can still make a punch fail (an immutable or append-only attribute, a
@@ -315,29 +344,6 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
 	if (e < 0)
 		client_misbehaved(r->client, "its memfd refuses hole punches", e);
 	return e;
-}
-
-/*
- * The application threw [first, first+n) away (pager_region_discard): the
- * pages read as zeros from now on.  Pages with I/O in flight are dropped
- * when it completes (their state says so).  Returns 0 or -errno.
- */
-int region_discard(struct region *r, uint64_t first, uint64_t n)
-{
-	int e;
-
-	/* The states first (a running snapshot gets the pages as they were
-	 * before they change), then the memory: a punch that fails drops
-	 * the client (region_punch()), so its states no longer matter. */
-	page_discarded(r, first, n);
-	for (uint64_t p = first; p < first + n; p++)
-		if (r->state[p] & PG_READING)
-			swapin_forget_marker(r, p); /* a marker's data, held */
-	e = region_punch(r, first, n);
-	if (e < 0)
-		return e;
-	evict_kick(r->client->d);
-	return 0;
 }
 
 void region_fill_stats(struct region *r, struct proto_region_stats *out)
@@ -383,19 +389,6 @@ struct region *region_find_id(struct client *c, uint64_t id)
 		if (c->regions[i]->id == id)
 			return c->regions[i];
 	return NULL;
-}
-
-/*
- * Whether the memfd holds data at `page`: a page in the page cache, or one
- * the kernel's own swap took (shmem pages can be swapped out behind our
- * back where a system swap is on, e.g. by DAMON's pageout; mincore would
- * call those absent, SEEK_DATA calls them data).
- */
-bool region_in_memory(struct region *r, uint64_t page)
-{
-	off_t at = (off_t)(page * r->client->d->page_size);
-
-	return lseek(r->memfd, at, SEEK_DATA) == at;
 }
 
 /*

@@ -80,7 +80,6 @@
 #include <unistd.h>
 
 #include "crc32c.h"
-#include "fdstore.h"
 #include "image.h"
 #include "io.h"
 #include "log.h"
@@ -88,6 +87,7 @@
 #include "pagerd.h"
 #include "store.h"
 #include "swap.h"
+#include "uffd.h"
 
 /* Pages copied from memory per loop turn; slot reads in flight at most. */
 #define SNAP_BATCH 4096
@@ -1147,7 +1147,7 @@ static void snapshot_instant(struct snapshot *s)
 	}
 	log_info("region %" PRIu64 ": snapshot started: %" PRIu64 " pages to copy; region write-protected in %" PRIu64 " us, writers paused %" PRIu64 " us",
 		 r->id, s->total, s->protect_ns / 1000, s->pause_ns / 1000);
-	fdstore_region_sync(r);
+	region_changed(r);
 	reply_to_waiter(s, 0);
 	snap_kick(s);
 }
@@ -1291,7 +1291,6 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	r->watch = &snapshot_watch;
 	s->waiter = requester;
 	requester->waiting_on = s;
-	fdstore_region_sync(r); /* a successor reports it failed */
 	close(crc_fd); /* its mapping is all we need */
 	return REQUEST_DEFERRED;
 }
@@ -1793,7 +1792,6 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 	r->image_fd = fd;
 	r->image_prefetch = prefetch;
 	restore_start_prefetch(r);
-	fdstore_region_image(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s%s",
 		 r->id, r->image_pending, prefetch ? ", prefetching" : "",
 		 r->restore->crc ? ", each checked against its CRC32C" : "");

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "log.h"
 #include "swap.h"
 
 void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret)

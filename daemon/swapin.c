@@ -40,6 +40,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "uffd.h"
 
 #define READAHEAD_MIN 8
 #define READAHEAD_MAX 256 /* pages: 1 MiB */

@@ -32,6 +32,7 @@
 
 #include "../daemon/crc32c.c"
 #include "../daemon/fdstore.c"
+#include "../daemon/fdstore_adopt.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
 #include "../daemon/store_file.c"
@@ -54,10 +55,17 @@ int region_memfd_check(struct client *c, int fd, uint64_t len)
 	return 0;
 }
 
-int region_link(struct client *c, struct region *r)
+int region_new(struct client *c, const struct region_init *ri, struct region **ret)
 {
-	(void)c, (void)r;
-	return 0;
+	(void)c, (void)ri, (void)ret;
+	return -ENOSYS;
+}
+
+int region_map_state(struct region *r, int fd, size_t len, uint64_t state_off,
+		     uint64_t slot_off)
+{
+	(void)r, (void)fd, (void)len, (void)state_off, (void)slot_off;
+	return -ENOSYS;
 }
 
 int client_add(struct daemon *d, int sock, uint64_t id, struct client **ret)

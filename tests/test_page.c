@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define PAGERD_CHECK_INVARIANTS 1
 #define PAGE_CHECK_ABORT(what) mock_assert(0, what, __FILE__, __LINE__)
@@ -48,13 +50,11 @@ void client_misbehaved(struct client *c, const char *what, int err)
 	(void)c, (void)what, (void)err;
 }
 
-/* What the memfd holds, as the fixture says (F->in_memory). */
-bool region_in_memory(struct region *r, uint64_t page);
-
-void region_drop_slot(struct region *r, uint64_t page)
+/* The fixture has no swap store (d.swap is NULL): never called. */
+void swap_free(struct swap *s, uint64_t first, uint32_t n)
 {
-	if (r->slot)
-		r->slot[page] = 0;
+	(void)s, (void)first, (void)n;
+	fail();
 }
 
 /* ---- fixture: one daemon, one client, one region of N pages ------------- */
@@ -72,15 +72,18 @@ struct fix {
 	bool pending[N];
 	unsigned changes, last_what;
 	bool saves; /* before_change() copies (clears pending) */
-	bool in_memory[N]; /* the memfd has a page there */
 };
 
 static struct fix *F;
 
-bool region_in_memory(struct region *r, uint64_t page)
+/* Puts a page of data in the region's memfd (region_in_memory() finds
+ * it there), as a write-back's read of pagerd's mapping would. */
+static void memfd_fill(struct fix *f, uint64_t page)
 {
-	(void)r;
-	return F->in_memory[page];
+	static const char one[4096] = { 1 };
+
+	assert_int_equal(pwrite(f->r.memfd, one, sizeof(one), (off_t)(page * 4096)),
+			 (ssize_t)sizeof(one));
 }
 
 static void fake_before_change(struct region *r, uint64_t first, uint64_t n,
@@ -120,6 +123,11 @@ static int setup(void **state)
 	f->r.npages = N;
 	f->r.state = f->state;
 	f->r.slot = f->slot;
+	/* What the memfd holds is what region_in_memory() asks (SEEK_DATA):
+	 * a real one, empty (all holes) to begin with. */
+	f->r.memfd = memfd_create("test_page", MFD_CLOEXEC);
+	assert_true(f->r.memfd >= 0);
+	assert_int_equal(ftruncate(f->r.memfd, N * 4096), 0);
 	F = f;
 	*state = f;
 	return 0;
@@ -127,6 +135,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	struct fix *f = *state;
+
+	close(f->r.memfd);
 	free(*state);
 	return 0;
 }
@@ -253,7 +264,7 @@ static void discard_during_writeback_refilled(void **state)
 	io = io_on(f, 0, true, 0, 2);
 	page_writeback_started(&f->r, 0, 2);
 	page_discarded(&f->r, 0, 2);
-	f->in_memory[1] = true; /* the write-back's read put it back */
+	memfd_fill(f, 1); /* the write-back's read put it back */
 	assert_true(page_gone(&f->r, 0));
 	io_done(f, io);
 	page_writeback_ended(&f->r, 0);
