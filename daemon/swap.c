@@ -94,6 +94,8 @@ struct swap {
 	uint64_t *eio_map;          /* injected: next read fails with -EIO */
 	uint64_t *bad_map;          /* a write to the slot failed */
 	uint64_t *retired_map;      /* ... and it was freed: never used again */
+	uint64_t *doomed_map;       /* freed while read: free when the reads end */
+	uint16_t *readers;          /* reads in flight, per slot */
 	uint64_t wfail_region;      /* injected: this region's writes fail */
 	enum swap_fault wfail_kind;
 	struct swap_slot *slots;    /* calloc'd, or in meta_map */
@@ -254,6 +256,33 @@ int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
 	return 0;
 }
 
+/* Gives slot i back to the allocator (or retires it). */
+static void slot_release(struct swap *s, uint64_t i)
+{
+	bit_clear(s->data_map, i);
+	bit_clear(s->busy_map, i);
+	bit_clear(s->eio_map, i);
+	memset(&s->slots[i], 0, sizeof(s->slots[i]));
+	s->st.used--;
+	if (bit_test(s->bad_map, i)) {
+		/* Its write failed (a full disk under a sparse file, a
+		 * media error): it stays allocated to nobody, so that the
+		 * allocator never hands it out again. */
+		bit_set(s->retired_map, i);
+		s->st.bad++;
+		return;
+	}
+	bit_clear(s->used_map, i);
+}
+
+/*
+ * A slot freed while a read of it is in flight (a page discarded during
+ * its swap-in, a region destroyed, a snapshot done with a slot it held) is
+ * doomed: free to its callers from now, but kept allocated, its data and
+ * CRC32C intact, until the last read of it ends.  Handed out and rewritten
+ * at once, it would make that read fail (-ESTALE) for every page of it,
+ * the other pages' own slots included: they would be poisoned for nothing.
+ */
 void swap_free(struct swap *s, uint64_t first, uint32_t n)
 {
 	uint64_t already = 0;
@@ -265,24 +294,15 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n)
 		return;
 	}
 	for (uint64_t i = first; i < first + n; i++) {
-		if (!bit_test(s->used_map, i) || bit_test(s->retired_map, i)) {
+		if (!bit_test(s->used_map, i) || bit_test(s->retired_map, i) ||
+		    bit_test(s->doomed_map, i)) {
 			already++;
 			continue;
 		}
-		bit_clear(s->data_map, i);
-		bit_clear(s->busy_map, i);
-		bit_clear(s->eio_map, i);
-		memset(&s->slots[i], 0, sizeof(s->slots[i]));
-		s->st.used--;
-		if (bit_test(s->bad_map, i)) {
-			/* Its write failed (a full disk under a sparse file,
-			 * a media error): it stays allocated to nobody, so
-			 * that the allocator never hands it out again. */
-			bit_set(s->retired_map, i);
-			s->st.bad++;
-			continue;
-		}
-		bit_clear(s->used_map, i);
+		if (s->readers[i])
+			bit_set(s->doomed_map, i);
+		else
+			slot_release(s, i);
 	}
 	if (already)
 		log_err("swap %s: %" PRIu64 " of slots %" PRIu64 "+%" PRIu32
@@ -330,10 +350,20 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 		log_warn("swap %s: %s of slots %" PRIu64 "+%" PRIu32 " failed: %s",
 			 s->path, r->op == SWAP_OP_READ ? "read" : "write",
 			 r->slot, r->npages, strerror(-res));
+	uint64_t slot = r->slot;
+	uint32_t npages = r->npages;
+	bool read = r->op == SWAP_OP_READ;
+
 	free(r);
 	s->dispatching++;
 	done(arg, res);
 	s->dispatching--;
+	/* The read has ended (its callback too): slots freed under it go. */
+	for (uint32_t i = 0; read && i < npages; i++)
+		if (!--s->readers[slot + i] && bit_test(s->doomed_map, slot + i)) {
+			bit_clear(s->doomed_map, slot + i);
+			slot_release(s, slot + i);
+		}
 }
 
 /*
@@ -413,7 +443,8 @@ static int check_io(const struct swap *s, uint64_t first, const void *buf,
 	    (uint64_t)npages * s->page_size > SWAP_IO_MAX_BYTES ||
 	    (uintptr_t)buf % s->page_size)
 		return -EINVAL;
-	if (find_bit(s->used_map, first, first + npages, false) != first + npages)
+	if (find_bit(s->used_map, first, first + npages, false) != first + npages ||
+	    find_bit(s->doomed_map, first, first + npages, true) != first + npages)
 		return -EINVAL;
 	return 0;
 }
@@ -501,10 +532,19 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	if (find_bit(s->data_map, first_slot, first_slot + npages, false) !=
 	    first_slot + npages)
 		return -ENODATA;
+	for (uint32_t i = 0; i < npages; i++)
+		if (s->readers[first_slot + i] == UINT16_MAX)
+			return -EBUSY; /* not from pagerd: a few reads at most */
 	r = req_new(s, SWAP_OP_READ, first_slot, buf, npages, done, arg);
 	if (!r)
 		return -ENOMEM;
-	return req_submit(s, r);
+	ret = req_submit(s, r);
+	if (ret < 0)
+		return ret;
+	/* The slots stay allocated until the read ends (swap_free()). */
+	for (uint32_t i = 0; i < npages; i++)
+		s->readers[first_slot + i]++;
+	return 0;
 }
 
 /* ---- metadata, stats, fault injection ----------------------------------- */
@@ -525,7 +565,7 @@ int swap_slot_tag(const struct swap *s, uint64_t slot, struct swap_tag *ret_tag,
 
 	if (slot >= s->nslots || !ret_tag)
 		return -EINVAL;
-	if (!bit_test(s->used_map, slot))
+	if (!bit_test(s->used_map, slot) || bit_test(s->doomed_map, slot))
 		return -ENOENT;
 	if (!bit_test(s->data_map, slot))
 		return -ENODATA;
@@ -827,9 +867,12 @@ static int swap_setup_slots(struct swap *s, uint64_t size)
 	s->busy_map = calloc(words, sizeof(uint64_t));
 	s->bad_map = calloc(words, sizeof(uint64_t));
 	s->retired_map = calloc(words, sizeof(uint64_t));
+	s->doomed_map = calloc(words, sizeof(uint64_t));
+	s->readers = calloc(s->nslots, sizeof(*s->readers));
 	s->slots = calloc(s->nslots, sizeof(*s->slots));
 	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
-	    !s->bad_map || !s->retired_map || !s->slots)
+	    !s->bad_map || !s->retired_map || !s->doomed_map || !s->readers ||
+	    !s->slots)
 		return -ENOMEM;
 	if (s->fd < 0)
 		log_info("swap %s: %" PRIu64 " slots of %zu bytes", s->path, s->nslots,
@@ -1123,6 +1166,8 @@ static void swap_destroy(struct swap *s)
 	free(s->eio_map);
 	free(s->bad_map);
 	free(s->retired_map);
+	free(s->doomed_map);
+	free(s->readers);
 	free(s->busy_map);
 	free(s->path);
 	free(s);
