@@ -443,21 +443,6 @@ static int retry_pages(struct region *r, struct page_io *io)
 	return 0;
 }
 
-/*
- * After a read that failed for some of its pages only — one fails its
- * CRC32C (-EBADMSG), or one's slot lost its data while the read was out
- * (-ESTALE: that page was discarded) — whether this page's part is good:
- * its slot still holds this very page's last write, and the bytes match.
- */
-static bool slot_part_good(const struct daemon *d, const struct region *r,
-			   uint64_t slot, uint64_t page, const uint8_t *data)
-{
-	struct swap_tag t;
-
-	return swap_slot_tag(d->swap, slot, &t, NULL) == 0 && t.region == r->id &&
-	       t.page == page && swap_verify(d->swap, slot, data) == 0;
-}
-
 static void swapin_done(void *arg, int res)
 {
 	struct page_io *io = arg;
@@ -488,8 +473,8 @@ static void swapin_done(void *arg, int res)
 		pgstate_t b = i < io->npages ? r->state[p] : 0;
 		const uint8_t *data = io->buf + (size_t)i * ps;
 		bool good = i < io->npages && !(b & PG_GONE) &&
-			    (res == 0 || ((res == -EBADMSG || res == -ESTALE) &&
-			     slot_part_good(d, r, io->slot + i, p, data)));
+			    (res == 0 || (res == -EBADMSG &&
+			     swap_verify(d->swap, io->slot + i, data) == 0));
 		struct readahead_stream *hold = NULL;
 		bool writable = false;
 
