@@ -53,6 +53,11 @@ struct config {
 	int policy;                    /* enum config_policy */
 	char *swap_path;               /* "" = no swap */
 	uint64_t swap_size;            /* 0 = the existing file's or device's size */
+	/* A Ceph cluster (swap_path = rbd:POOL/IMAGE) */
+	char *ceph_conf;               /* its ceph.conf */
+	char *ceph_id;                 /* pagerd's client name in it */
+	char *ceph_keyring;            /* "" = the conf file's */
+	unsigned ceph_timeout_ms;      /* a request to the cluster takes at most */
 	/* What one client may do */
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */

@@ -36,6 +36,7 @@
 #include "notify.h"
 #include "page.h"
 #include "pagerd.h"
+#include "store.h"
 #include "swap.h"
 
 /* Group and mode of a socket we bound (systemd's SocketGroup= and
@@ -205,9 +206,10 @@ static int open_swap(struct daemon *d)
 		path = tmp;
 		unlink(tmp);
 	}
-	if (path != tmp)
+	/* An RBD image (rbd:POOL/IMAGE) has no file to wait for or size. */
+	if (path != tmp && !store_rbd_is_path(path))
 		fdstore_swap_wait_path(d, path);
-	if (!size && stat(path, &st) < 0 && errno == ENOENT)
+	if (!size && !store_rbd_is_path(path) && stat(path, &st) < 0 && errno == ENOENT)
 		size = default_swap_size(d, path);
 	size -= size % d->page_size;
 	e = swap_open(&d->swap, d->io, path, size, d->page_size);
@@ -378,7 +380,11 @@ int main(int argc, char **argv)
 		goto out;
 	fdstore_config_sync(&d);
 	/* One I/O engine for the swap and every snapshot image. */
-	if (io_engine_open(&d.io, d.base) < 0 || open_swap(&d) < 0)
+	if (io_engine_open(&d.io, d.base) < 0 ||
+	    store_rbd_setup(d.base, &(struct store_rbd_client){
+		    .conf = d.cfg.ceph_conf, .id = d.cfg.ceph_id,
+		    .keyring = d.cfg.ceph_keyring, .timeout_ms = d.cfg.ceph_timeout_ms,
+	    }) < 0 || open_swap(&d) < 0)
 		goto out;
 
 	if (d.cfg.private_fd >= 0) {
@@ -427,6 +433,7 @@ int main(int argc, char **argv)
 out:
 	clients_destroy_all(&d);
 	swap_close(d.swap);
+	store_rbd_shutdown();
 	io_engine_close(d.io);
 	if (d.evict_ev)
 		event_free(d.evict_ev);

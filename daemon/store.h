@@ -143,4 +143,66 @@ struct store_file_opts {
 int store_file_open(struct store **ret, struct io_engine *io, int fd,
 		    const struct store_file_opts *o);
 
+/* ---- the Ceph RBD backend (store_rbd.c) ----------------------------------- */
+
+struct event_base;
+
+/* Who pagerd is to the cluster: set once, before the first image. */
+struct store_rbd_client {
+	const char *conf;     /* NULL or "": /etc/ceph/ceph.conf */
+	const char *id;       /* NULL or "": client.admin ("client." optional) */
+	const char *keyring;  /* NULL or "": the conf file's */
+	uint32_t timeout_ms;  /* every request's, and librados' own waits; 0: 30 s */
+};
+
+#define STORE_RBD_NAME_MAX 96
+
+/* rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE. */
+struct store_rbd_name {
+	char pool[STORE_RBD_NAME_MAX + 1];
+	char ns[STORE_RBD_NAME_MAX + 1];    /* "": the pool's default namespace */
+	char image[STORE_RBD_NAME_MAX + 1];
+};
+
+struct store_rbd_opts {
+	uint64_t create_size; /* 0: the image must exist; else create it this
+			       * big if missing, grow it if smaller */
+	unsigned depth;       /* requests in librbd at once; 0: 64 */
+	size_t align;         /* offsets and lengths must be multiples; 0: 1 */
+	uint32_t timeout_ms;  /* 0: the client's */
+};
+
+bool store_rbd_is_path(const char *path);
+/* Returns 0, or -EINVAL: not of that form, or a name empty, over
+ * STORE_RBD_NAME_MAX, starting with '.' or with a character other than
+ * letters, digits, '.', '-', '_'. */
+int store_rbd_parse(const char *path, struct store_rbd_name *ret);
+
+/* Remembers the settings and the loop (the store's eventfd and timers go
+ * on it); connects nothing yet.  Returns 0, -EINVAL, -ENOMEM. */
+int store_rbd_setup(struct event_base *base, const struct store_rbd_client *c);
+
+/*
+ * Opens the image `path` (rbd:...), connecting the client first if this
+ * is the first.  BLOCKS, up to the client's timeout (a monitor that does
+ * not answer): for pagerd's start, before its loop serves anyone.  Sets
+ * *ret and *ret_size (the image's size; may be NULL).  Returns 0 or
+ * -errno with a reason logged: -EINVAL (not a valid name), -ENOENT (no
+ * such pool or image), -ETIMEDOUT, -EACCES/-EPERM (the cluster refused
+ * pagerd's identity), -ENOMEM, ...
+ *
+ * The store keeps the contract above with a timeout (timeout_ms is set),
+ * with one difference that makes it easier to use: every request goes
+ * through a buffer of the store's own, so the caller's buffer is the
+ * caller's again when done runs, whatever res says (an abandoned request
+ * keeps only the store's copy).  store_close() never blocks: the image is
+ * closed in the background once librbd has let go of everything.
+ */
+int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_opts *o,
+		   uint64_t *ret_size);
+
+/* Waits (up to the timeout) for images still closing, then ends the
+ * client.  For pagerd's exit. */
+void store_rbd_shutdown(void);
+
 #endif

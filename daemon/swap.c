@@ -632,7 +632,8 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind)
 		bit_set(s->eio_map, slot);
 		return 0;
 	case SWAP_FAULT_CORRUPT:
-		return corrupt_slot(s, slot);
+		/* Through the file alone (an RBD swap has none). */
+		return s->fd >= 0 ? corrupt_slot(s, slot) : -EOPNOTSUPP;
 	case SWAP_FAULT_WRITE_EIO:
 	case SWAP_FAULT_WRITE_SHORT:
 		break; /* swap_inject_writes() */
@@ -810,11 +811,12 @@ static struct swap *swap_new(struct io_engine *io, const char *path,
  * Returns 0 or -errno with a reason logged; s is then destroyed by the
  * caller.
  */
+static int swap_setup_slots(struct swap *s, uint64_t size);
+
 static int swap_setup(struct swap *s, uint64_t size)
 {
 	const char *path = s->path;
 	size_t page_size = s->page_size;
-	uint64_t words;
 	int r;
 
 	if (flock(s->fd, LOCK_EX | LOCK_NB) < 0) {
@@ -835,7 +837,27 @@ static int swap_setup(struct swap *s, uint64_t size)
 		return -EINVAL;
 	}
 
-	s->nslots = size / page_size;
+	r = swap_setup_slots(s, size);
+	if (r)
+		return r;
+
+	/* pagerd's own disk: trusted, no timeout (a request runs to its
+	 * end; closing waits for what is in flight). */
+	r = store_file_open(&s->dev, s->io, s->fd, &(struct store_file_opts){
+		.label = path, .depth = SWAP_QUEUE_DEPTH, .align = s->dio_align,
+	});
+	if (r < 0)
+		return r;
+	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
+	return 0;
+}
+
+/* The slot maps for a device of `size` bytes (checked). */
+static int swap_setup_slots(struct swap *s, uint64_t size)
+{
+	uint64_t words;
+
+	s->nslots = size / s->page_size;
 	words = (s->nslots + 63) / 64;
 	/* Large and zero: calloc gets them from mmap, so slots never used
 	 * cost no memory. */
@@ -852,15 +874,37 @@ static int swap_setup(struct swap *s, uint64_t size)
 	    !s->bad_map || !s->retired_map || !s->doomed_map || !s->readers ||
 	    !s->slots)
 		return -ENOMEM;
+	if (s->fd < 0)
+		log_info("swap %s: %" PRIu64 " slots of %zu bytes", s->path, s->nslots,
+			 s->page_size);
+	return 0;
+}
 
-	/* pagerd's own disk: trusted, no timeout (a request runs to its
-	 * end; closing waits for what is in flight). */
-	r = store_file_open(&s->dev, s->io, s->fd, &(struct store_file_opts){
-		.label = path, .depth = SWAP_QUEUE_DEPTH, .align = s->dio_align,
-	});
-	if (r < 0)
+/*
+ * The swap on a Ceph RBD image (store_rbd.c): created `size` bytes big if
+ * missing; the same slots, CRC32C checks and poisoning as on a disk.
+ */
+static int swap_open_rbd(struct swap **ret, struct io_engine *io, const char *path,
+			 uint64_t size, size_t page_size)
+{
+	struct swap *s = swap_new(io, path, page_size);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	s->dio_align = 1;
+	r = store_rbd_open(&s->dev, path, &(struct store_rbd_opts){
+		.create_size = size, .depth = SWAP_RBD_DEPTH,
+	}, &size);
+	if (r == 0)
+		r = check_size(path, size - size % page_size, page_size);
+	if (r == 0)
+		r = swap_setup_slots(s, size - size % page_size);
+	if (r) {
+		swap_destroy(s);
 		return r;
-	log_info("swap %s: %" PRIu64 " slots of %zu bytes", path, s->nslots, page_size);
+	}
+	*ret = s;
 	return 0;
 }
 
@@ -879,6 +923,8 @@ int swap_open(struct swap **ret, struct io_engine *io, const char *path,
 	 * file's or device's") has been resolved. */
 	if (size && check_size(path, size, page_size))
 		return -EINVAL;
+	if (store_rbd_is_path(path))
+		return swap_open_rbd(ret, io, path, size, page_size);
 	s = swap_new(io, path, page_size);
 	if (!s)
 		return -ENOMEM;

@@ -29,6 +29,8 @@ struct swap;
 
 /* Requests in the kernel at once; the rest wait in the engine's queue. */
 #define SWAP_QUEUE_DEPTH 256
+/* Requests an RBD swap has in librbd at once. */
+#define SWAP_RBD_DEPTH 64
 /* Smallest swap accepted, in slots. */
 #define SWAP_MIN_SLOTS 16
 /* Largest single read or write, in bytes. */
@@ -94,6 +96,15 @@ typedef void (*swap_done_fn)(void *arg, int res);
  * logged: -EINVAL (bad size or page size, not a file or block device, no
  * O_DIRECT on that filesystem), -ENOENT (no such directory), -EBUSY (in use
  * by another swap), -ENOSPC (the file cannot be allocated), -ENOMEM, ...  A file this call created is removed on failure.
+ *
+ * A path rbd:POOL/IMAGE (or rbd:POOL/NAMESPACE/IMAGE) is a Ceph RBD image
+ * instead (store_rbd.c, after store_rbd_setup()): created `size` bytes big
+ * if missing (size 0: it must exist), grown if smaller.  Its requests time
+ * out (ceph_timeout): a slot whose write timed out is retired, a read that
+ * timed out fails like a device error.  It has no descriptor (swap_fd()
+ * is -1): the fd store cannot hand its slot table to a successor, and
+ * SWAP_FAULT_CORRUPT is -EOPNOTSUPP.  Nothing locks the image: two
+ * daemons must not name the same one.
  */
 int swap_open(struct swap **ret, struct io_engine *io, const char *path,
 	      uint64_t size, size_t page_size);

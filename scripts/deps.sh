@@ -10,7 +10,8 @@
 #   scripts/deps.sh [--install] [--only] [MODULE:PACKAGE | cmd:COMMAND:PACKAGE]...
 #
 # Each argument adds a requirement (for optional features): a pkg-config
-# module or a command, and the Debian package that provides it.  --only
+# module or a command, and the Debian package that provides it, or
+# deb:PACKAGE for a package without either (librbd-dev has no .pc file).  --only
 # checks those alone, not the build's.
 set -u
 
@@ -31,6 +32,7 @@ $only || need+=(
 	cmocka:libcmocka-dev
 	libsystemd:libsystemd-dev
 	inih:libinih-dev
+	deb:librbd-dev
 	cmd:cc:gcc
 	cmd:make:make
 	cmd:pkg-config:pkg-config
@@ -40,6 +42,7 @@ have() { # REQUIREMENT
 	case $1 in
 	cmd:cc:*) command -v cc || command -v gcc ;;
 	cmd:*)    local c=${1#cmd:}; command -v "${c%%:*}" ;;
+	deb:*)    dpkg-query -W -f='${Status}' "${1#deb:}" | grep -q ' installed$' ;;
 	*)        if command -v pkg-config; then
 			  pkg-config --exists "${1%%:*}"
 		  else # cannot ask yet: is at least the package there?

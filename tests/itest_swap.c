@@ -100,11 +100,21 @@ struct ctx {
 
 static void start_as(struct ctx *c, const char *limit, const char *extra, uid_t uid)
 {
-	const char *args[12];
+	const char *args[16], *rbd = getenv("ITEST_SWAP_RBD");
+	static unsigned images;
 	int n = 0;
 
-	snprintf(c->swap, sizeof(c->swap), "%s/swap.%d", swap_dir, (int)getpid());
-	unlink(c->swap);
+	if (rbd) {
+		/* The same tests with the swap on a Ceph RBD image
+		 * (tests/itest_rbd.sh): ITEST_SWAP_RBD=POOL, CEPH_CONF. */
+		snprintf(c->swap, sizeof(c->swap), "rbd:%s/swap-%d-%u", rbd, (int)getpid(),
+			 images++);
+		args[n++] = "--ceph-conf";
+		args[n++] = getenv("CEPH_CONF");
+	} else {
+		snprintf(c->swap, sizeof(c->swap), "%s/swap.%d", swap_dir, (int)getpid());
+		unlink(c->swap);
+	}
 	args[n++] = "--swap";
 	args[n++] = c->swap;
 	args[n++] = "--swap-size";
@@ -131,7 +141,8 @@ static void stop(struct ctx *c)
 	if (c->running)
 		assert_int_equal(test_pagerd_stop(&c->d), 0);
 	c->running = false;
-	unlink(c->swap);
+	if (!getenv("ITEST_SWAP_RBD"))
+		unlink(c->swap);
 }
 
 static struct pager *connect_to(struct ctx *c)

@@ -60,7 +60,7 @@ fi
 
 # ---- the root file system, made once ----------------------------------------
 
-pkgs=systemd,dbus,liburing2,libevent-2.1-7,libsystemd0,libinih1
+pkgs=systemd,dbus,liburing2,libevent-2.1-7,libsystemd0,libinih1,librbd1
 cache_dir=${PAGERD_TEST_CACHE:-/var/cache/pagerd-tests}
 key=$(echo "bookworm minbase $pkgs machine-id 1" | sha256sum | cut -c1-12)
 cache=$cache_dir/rootfs-bookworm-$key

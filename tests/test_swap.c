@@ -37,6 +37,7 @@
 #include "../daemon/io.c"
 #include "../daemon/log.c"
 #include "../daemon/store_file.c"
+#include "../daemon/store_rbd.c"
 #include "../daemon/swap.c"
 
 #ifndef TMPFS_MAGIC

@@ -104,6 +104,9 @@
  *   TORTURE_MEMORY_LIMIT, TORTURE_CLIENT_LIMIT, TORTURE_SWAP_SIZE
  *                     (16M, 8M, 64M; with fullswap the swap is 4M)
  *   TORTURE_DIR       where swap and images go (/var/tmp)
+ *   TORTURE_SWAP      another swap path, e.g. rbd:POOL/IMAGE with CEPH_CONF
+ *                     naming the cluster (no restart: its slot table does not
+ *                     survive one; no inject: corruption needs a file)
  *   TORTURE_MAX_RSS   bound on pagerd's anonymous RSS (64M; none with SANITIZE=1)
  *   TORTURE_HANG      seconds without any progress that count as a hang (120)
  *
@@ -1855,7 +1858,7 @@ static void check_clean(int base_fds)
 
 /* pagerd's command line, the same for each one. */
 static char swap[256], mem[32], cli[32], swsz[32];
-static const char *args[16];
+static const char *args[20];
 
 /*
  * fulldisk: the swap file's blocks are taken from under pagerd while no
@@ -1900,7 +1903,15 @@ static void start_pagerd(void)
 	int n = 0, e;
 
 	snprintf(swap, sizeof(swap), "%s/swap", work);
-	if (cfg.ops[OP_FULLDISK]) {
+	if (getenv("TORTURE_SWAP")) {
+		/* Another swap, such as rbd:POOL/IMAGE (tests/itest_rbd_swap.sh),
+		 * with the cluster of CEPH_CONF. */
+		snprintf(swap, sizeof(swap), "%s", getenv("TORTURE_SWAP"));
+		if (getenv("CEPH_CONF")) {
+			args[n++] = "--ceph-conf";
+			args[n++] = getenv("CEPH_CONF");
+		}
+	} else if (cfg.ops[OP_FULLDISK]) {
 		char opt[64];
 
 		/* Room for the swap file and a little more: pagerd refuses a
