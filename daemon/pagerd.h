@@ -78,6 +78,8 @@ struct region;
 struct swap;
 struct page_watch;
 struct io_engine;
+/* Each subsystem's state of a region, private to its file. */
+struct fault_streams;
 
 struct daemon {
 	struct config cfg;
@@ -174,15 +176,6 @@ static inline enum page_state pg_state(pgstate_t b)
 	return (enum page_state)(b & PG_STATE_MASK);
 }
 
-/* A sequential stream of first touches, for fault-around. */
-struct fault_stream {
-	uint64_t start;  /* first page of the stream's last fill */
-	uint64_t next;   /* the page just after it */
-	uint32_t window; /* pages to fill on the next hit */
-	uint64_t used;   /* for LRU replacement */
-};
-
-#define FAULT_STREAMS 32
 #define SWAPIN_STREAMS 16
 
 /* A sequential stream of swap-ins, for readahead. */
@@ -259,8 +252,9 @@ struct region {
 	bool image_prefetch;
 	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
-	struct fault_stream streams[FAULT_STREAMS];
-	uint64_t stream_clock;
+	/* fault.c's fault-around streams: made at the first fault that
+	 * fills, freed by fault_region_gone(). */
+	struct fault_streams *streams;
 	/* With the fd store, state and slot live in this memfd (fdstore.c). */
 	int state_fd;
 	void *state_map;
@@ -428,6 +422,8 @@ bool fault_unpark(struct client *c, enum park_reason why);
  * when the client unregistered it; retried, they would fall outside every
  * region, which is a protocol violation). */
 void fault_forget_parked(struct region *r);
+/* The region is going: frees what fault.c keeps of it (its streams). */
+void fault_region_gone(struct region *r);
 /* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r);
