@@ -80,6 +80,7 @@ struct page_watch;
 struct io_engine;
 /* Each subsystem's state of a region, private to its file. */
 struct fault_streams;
+struct readahead;
 
 struct daemon {
 	struct config cfg;
@@ -176,19 +177,6 @@ static inline enum page_state pg_state(pgstate_t b)
 	return (enum page_state)(b & PG_STATE_MASK);
 }
 
-#define SWAPIN_STREAMS 16
-
-/* A sequential stream of swap-ins, for readahead. */
-struct readahead_stream {
-	uint64_t next;   /* the first page not yet read ahead */
-	uint64_t marker; /* its fault asks for the next window */
-	uint64_t window_start; /* pages from here to next were read ahead */
-	uint32_t window;
-	uint64_t used;
-	uint8_t *held;   /* a marker's data, read but not installed, or NULL */
-	uint64_t held_page; /* ... and its page (the stream may have moved on) */
-};
-
 /* One write-back or swap-in in flight (evict.c, swapin.c). */
 struct page_io {
 	struct page_io *prev, *next; /* on region.ios */
@@ -234,8 +222,9 @@ struct region {
 	bool ref_blind;     /* references misled the hand: ignore them once */
 	struct counters stats;
 	struct page_io *ios;
-	struct readahead_stream ra[SWAPIN_STREAMS];
-	uint64_t ra_clock;
+	/* swapin.c's readahead streams: made at the first swap-in, freed by
+	 * swapin_region_gone(). */
+	struct readahead *ra;
 	/* Write prediction for read faults on swapped pages (page.c), per
 	 * class of page (0: it last left memory clean, 1: dirty,
 	 * PG_LEFT_DIRTY): of recent swap-ins mapped protected (decaying
@@ -510,6 +499,13 @@ void swapin_release_markers(struct region *r, bool install);
 /* Eviction: up to max held markers go back to swap (their slots hold the
  * data).  Returns how many. */
 uint64_t swapin_drop_markers(struct region *r, uint64_t max);
+/* The region is going: drops its held markers (their slots still hold the
+ * data) and what swapin.c keeps of it. */
+void swapin_region_gone(struct region *r);
+/* Test builds: every page being read but with no read in flight is a
+ * marker whose data a stream holds, and the other way round.  Returns the
+ * violations, each logged (page.c checks the rest of PG_READING). */
+unsigned swapin_check_daemon(const struct daemon *d);
 
 /* snapshot.c */
 /* Starts a snapshot of r into fd (a regular file of the region's size,

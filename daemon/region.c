@@ -288,9 +288,6 @@ void region_destroy(struct region *r)
 	struct daemon *d = r->client->d;
 
 	page_io_detach_all(r);
-	/* Held readahead markers: their slots still hold the data. */
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		free(r->ra[i].held);
 	/* Handed over: the states and slots are the successor's. */
 	for (uint64_t p = 0; p < r->npages && !d->handover; p++)
 		if (r->slot && r->slot[p])
