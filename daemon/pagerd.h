@@ -81,6 +81,7 @@ struct io_engine;
 /* Each subsystem's state of a region, private to its file. */
 struct fault_streams;
 struct readahead;
+struct agent_fences;
 
 struct daemon {
 	struct config cfg;
@@ -192,15 +193,6 @@ struct page_io {
 	uint8_t *buf;                /* swap-in: the data, until installed */
 };
 
-/* Drops sent to the agent and not yet done: the hand must not read the
- * references of pages sampled there (evict.c). */
-#define DROP_FENCES 16
-struct drop_fence {
-	uint32_t seq;     /* the agent request's; done when the agent says */
-	uint64_t page;    /* where the hand was when it sampled them */
-	uint64_t sent_ms;
-};
-
 struct region {
 	struct client *client;
 	uint64_t id;
@@ -217,8 +209,9 @@ struct region {
 	uint64_t memory_limit; /* pages, 0 = none */
 	bool over_limit;    /* limits.c: let go, nothing here can be evicted */
 	uint64_t hand;      /* the Clock hand */
-	struct drop_fence fence[DROP_FENCES]; /* oldest at fence_head */
-	unsigned fence_head, nfence;
+	/* agent.c's fences (drops in the agent's hands): made at the first
+	 * drop, freed by agent_region_gone() (region_destroy()). */
+	struct agent_fences *fences;
 	bool ref_blind;     /* references misled the hand: ignore them once */
 	struct counters stats;
 	struct page_io *ios;
@@ -556,5 +549,7 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Pages the hand may pass from where it is before it reaches drops still
  * in the agent's hands (UINT64_MAX: none). */
 uint64_t agent_fence_room(struct region *r);
+/* The region is going: frees what agent.c keeps of it (its fences). */
+void agent_region_gone(struct region *r);
 
 #endif

@@ -288,6 +288,7 @@ void region_destroy(struct region *r)
 	struct daemon *d = r->client->d;
 
 	page_io_detach_all(r);
+	agent_region_gone(r);
 	/* Handed over: the states and slots are the successor's. */
 	for (uint64_t p = 0; p < r->npages && !d->handover; p++)
 		if (r->slot && r->slot[p])
