@@ -228,11 +228,11 @@ struct region {
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	/* Told of page changes before they happen (page.c; the snapshot). */
 	const struct page_watch *watch;
-	int image_fd;           /* restored from this image, or -1 */
-	struct restore *restore; /* snapshot.c: reading it, or NULL */
+	/* snapshot.c: restored from an image (its fd, its checksum table,
+	 * the reads and prefetch), or NULL; freed as the region goes
+	 * (snapshot_region_gone()). */
+	struct restore *restore;
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
-	bool image_prefetch;
-	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
 	/* fault.c's fault-around streams: made at the first fault that
 	 * fills, freed by fault_region_gone(). */
@@ -528,6 +528,10 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch);
 /* The table a restore checks against, for the fd store, or -1. */
 int restore_crc_fd(const struct region *r);
+/* The image a region is restored from, for the fd store, or -1; whether
+ * it is prefetched. */
+int restore_image_fd(const struct region *r);
+bool restore_prefetching(const struct region *r);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
 /* A fresh region takes the image fd (a regular file of its size) and its
