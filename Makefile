@@ -69,6 +69,7 @@ SYSTEMD_LIBS  = $(shell pkg-config --libs libsystemd)
 URING_LIBS    = $(shell pkg-config --libs liburing)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 INIH_LIBS     = $(shell pkg-config --libs inih)
+POOL_LIBS     = $(shell pkg-config --libs liblz4 libzstd)
 
 COMMON_SRC   := common/proto.c common/size.c
 LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c libpager/snapshot.c common/proto.c common/image.c
@@ -129,7 +130,7 @@ $(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile $(PATHS_STAMP)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(BUILD)/pagerd: $(call obj,$(DAEMON_SRC))
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS) $(INIH_LIBS)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS) $(INIH_LIBS) $(POOL_LIBS)
 
 $(BUILD)/pagerctl: $(call obj,$(CTL_SRC))
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -150,7 +151,7 @@ $(BUILD)/bench/handoff: $(BUILD)/obj/bench/handoff.o $(LIBSO)
 # and the test harness, and run a real pagerd.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) $(POOL_LIBS) -lpthread
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'

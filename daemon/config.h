@@ -53,6 +53,8 @@ struct config {
 	int policy;                    /* enum config_policy */
 	char *swap_path;               /* "" = no swap */
 	uint64_t swap_size;            /* 0 = the existing file's or device's size */
+	unsigned pool_percent;         /* compressed pool: its share of a limit, 0 = off */
+	int pool_compressor;           /* enum pool_algo */
 	/* What one client may do */
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */

@@ -27,6 +27,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "tier.h"
 
 /* Victims taken from one region in one go. */
 #define EVICT_BATCH 512
@@ -673,10 +674,17 @@ static enum evict_status evict_limit(struct daemon *d, struct client *c,
 				     struct region *r, uint64_t *freed)
 {
 	struct limit_use lu;
+	uint64_t spilled;
 
 	limits_get(d, c, r, &lu);
 	if (!lu.excess)
 		return EVICT_DONE;
+	/* The compressed pool gives back its part first: the spills'
+	 * completions run eviction again. */
+	spilled = tier_shrink(d, c, r, &lu);
+	if (spilled >= lu.excess)
+		return EVICT_IO;
+	lu.excess -= spilled;
 	/* (A client's limit takes its clean and zero pages still.) */
 	if (!c || r) {
 		if (d->writeback >= EVICT_MAX_WRITEBACK)

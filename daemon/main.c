@@ -37,6 +37,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "tier.h"
 
 
 uint64_t now_ns(void)
@@ -327,6 +328,7 @@ static void on_signal(int sig, short what, void *arg)
 		if (config_reload(&d->cfg, &config_log) >= 0) {
 			log_set_level(d->cfg.log_level);
 			fdstore_config_sync(d);
+			tier_configure(d);
 			/* Limits may have dropped: evict down to them. */
 			limits_changed(d);
 		}
@@ -394,6 +396,7 @@ int main(int argc, char **argv)
 	/* One I/O engine for the swap and every snapshot image. */
 	if (io_engine_open(&d.io, d.base) < 0 || open_swap(&d) < 0)
 		goto out;
+	tier_configure(&d);
 
 	if (d.cfg.private_fd >= 0) {
 		/* A private daemon belongs to one process: keep terminal

@@ -21,10 +21,13 @@
 #ifndef PAGERD_SWAP_H
 #define PAGERD_SWAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct event_base;
 struct io_engine;
+struct pool_stats;
 struct swap;
 
 /* Requests in the kernel at once; the rest wait in the engine's queue. */
@@ -231,5 +234,37 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind);
  * SWAP_FAULT_NONE stops it.  Returns 0 or -EINVAL (another kind).
  */
 int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);
+
+/*
+ * The compressed pool in front of the device (pool.h).  With it on, a
+ * page swap_write() is given that compresses well is kept in the pool
+ * instead of written (its slot still allocated: the place it spills to),
+ * and swap_read() serves such pages from the pool: decompressed and
+ * checked against the slot's CRC32C like a page read from the device,
+ * the callback from the loop as always.  A request all of whose pages are
+ * pooled never reaches the device; pages that compress badly, and writes
+ * whose failure is injected, go there as before.  Off, new pages go to the
+ * device and the entries there stay until spilled or freed.
+ *
+ * swap_pool_setup() turns it on or off and sets the compressor (enum
+ * pool_algo); the pool is made at the first call with on.  kick(kick_arg)
+ * runs when a spill completes (eviction waits for the room it makes).
+ * Returns 0 or -ENOMEM (the swap is then without a pool).
+ *
+ * swap_pool_spill() starts writing up to max of the coldest entries of
+ * region (0: of every region) to their slots; an entry leaves the pool
+ * when its write is done (a failed one stays).  Returns how many started.
+ *
+ * swap_pool_stats(): the pool's counts, of region (0: in all); zeros
+ * without a pool.  swap_pool_forget_region(): the region is gone.
+ *
+ * A swap whose slot table a successor inherits (swap_meta_share()) writes
+ * every entry to its slot in swap_close(), synchronously.
+ */
+int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
+		    void (*kick)(void *arg), void *kick_arg);
+uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max);
+void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret);
+void swap_pool_forget_region(struct swap *s, uint64_t region);
 
 #endif

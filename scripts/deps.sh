@@ -31,6 +31,8 @@ $only || need+=(
 	cmocka:libcmocka-dev
 	libsystemd:libsystemd-dev
 	inih:libinih-dev
+	liblz4:liblz4-dev
+	libzstd:libzstd-dev
 	cmd:cc:gcc
 	cmd:make:make
 	cmd:pkg-config:pkg-config

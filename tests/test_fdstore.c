@@ -34,6 +34,7 @@
 #include "../daemon/fdstore.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/pool.c"
 #include "../daemon/store_file.c"
 #include "../daemon/swap.c"
 
