@@ -313,6 +313,13 @@ int pool_get(struct pool *p, uint64_t slot, void *page)
 	return 0;
 }
 
+int pool_copy(struct pool *p, uint64_t slot, void *page)
+{
+	struct pool_entry *e = slot < p->nslots ? p->by_slot[slot] : NULL;
+
+	return e ? decompress(p, e, page) : -ENOENT;
+}
+
 bool pool_has(const struct pool *p, uint64_t slot)
 {
 	return slot < p->nslots && p->by_slot[slot];

@@ -78,6 +78,8 @@ int pool_put(struct pool *p, uint64_t slot, uint64_t region, const void *page);
  * CRC check rejects it).
  */
 int pool_get(struct pool *p, uint64_t slot, void *page);
+/* The same for a spill: no hit counted, the entry not made hotter. */
+int pool_copy(struct pool *p, uint64_t slot, void *page);
 bool pool_has(const struct pool *p, uint64_t slot);
 /* Drops slot's entry, if any. */
 void pool_drop(struct pool *p, uint64_t slot);

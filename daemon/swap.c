@@ -773,7 +773,7 @@ static int spill_run(struct swap *s, const uint64_t *slots, uint32_t n)
 	for (uint32_t i = 0; i < n; i++)
 		/* A bad entry is written as it decompressed: the slot's
 		 * CRC32C rejects it at its read, as it would have here. */
-		pool_get(s->pool, slots[i], q->buf + (size_t)i * s->page_size);
+		pool_copy(s->pool, slots[i], q->buf + (size_t)i * s->page_size);
 	e = store_write(s->dev, slots[0] * s->page_size, q->buf, (size_t)n * s->page_size,
 			spill_done, q);
 	if (e < 0)
@@ -854,7 +854,7 @@ static void pool_flush_sync(struct swap *s)
 	if (posix_memalign((void **)&buf, s->page_size, s->page_size))
 		return;
 	while (pool_spill_start(s->pool, 0, &slot, 1) == 1) {
-		bool ok = pool_get(s->pool, slot, buf) == 0 &&
+		bool ok = pool_copy(s->pool, slot, buf) == 0 &&
 			  pwrite(s->fd, buf, s->page_size,
 				 (off_t)(slot * s->page_size)) == (ssize_t)s->page_size;
 
