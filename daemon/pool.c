@@ -13,6 +13,15 @@
 
 /* zstd's fastest level: the pool is on the fault path. */
 #define POOL_ZSTD_LEVEL 1
+/*
+ * A region whose last POOL_REJECT_STREAK pages all compressed too badly
+ * holds incompressible data (encrypted, compressed, random): only one page
+ * in POOL_REJECT_SAMPLE is tried from then on, until one fits, so that
+ * such data pays a failed compression (microseconds a page, on pagerd's
+ * one thread) on a sixteenth of its evictions, not on all.
+ */
+#define POOL_REJECT_STREAK 64
+#define POOL_REJECT_SAMPLE 16
 #define POOL_REGION_BUCKETS 256
 
 struct pool_region;
@@ -25,6 +34,7 @@ struct pool_entry {
 	uint32_t clen;                    /* compressed bytes */
 	uint8_t algo;                     /* enum pool_algo */
 	bool spilling;
+	bool clean;                       /* the device holds the same (write-through) */
 	unsigned char data[];
 };
 
@@ -36,6 +46,8 @@ struct pool_region {
 	struct pool_region *next;         /* in its hash bucket */
 	uint64_t id;
 	bool gone;                        /* forgotten: freed with its last entry */
+	uint32_t reject_streak;           /* puts refused in a row */
+	uint32_t skipped;                 /* ... not even tried since the last try */
 	struct lru lru;
 	struct pool_stats st;
 };
@@ -248,21 +260,26 @@ int pool_put(struct pool *p, uint64_t slot, uint64_t region, const void *page)
 		return -EINVAL;
 	if (p->by_slot[slot])
 		return -EEXIST;
-	n = compress(p, page, cap);
+	r = region_get(p, region);
+	if (!r)
+		return -ENOMEM;
+	n = 0;
+	if (r->reject_streak < POOL_REJECT_STREAK || ++r->skipped >= POOL_REJECT_SAMPLE) {
+		r->skipped = 0;
+		n = compress(p, page, cap);
+	}
 	if (!n) {
+		if (r->reject_streak < UINT32_MAX)
+			r->reject_streak++;
 		p->st.rejects++;
-		r = region_get(p, region);
-		if (r) {
-			r->st.rejects++;
-			region_put(p, r);
-		}
+		r->st.rejects++;
+		region_put(p, r);
 		return -E2BIG;
 	}
-	r = region_get(p, region);
-	e = r ? malloc(sizeof(*e) + n) : NULL;
+	r->reject_streak = 0;
+	e = malloc(sizeof(*e) + n);
 	if (!e) {
-		if (r)
-			region_put(p, r);
+		region_put(p, r);
 		return -ENOMEM;
 	}
 	*e = (struct pool_entry){ .reg = r, .slot = slot, .clen = (uint32_t)n,
@@ -389,6 +406,17 @@ void pool_spilled(struct pool *p, uint64_t slot, bool ok)
 	e->reg->st.spilling--;
 	e->reg->st.spilling_bytes -= c;
 	touch(p, e);
+}
+
+void pool_set_clean(struct pool *p, uint64_t slot)
+{
+	if (pool_has(p, slot))
+		p->by_slot[slot]->clean = true;
+}
+
+bool pool_clean(const struct pool *p, uint64_t slot)
+{
+	return pool_has(p, slot) && p->by_slot[slot]->clean;
 }
 
 bool pool_spilling(const struct pool *p, uint64_t slot)

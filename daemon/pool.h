@@ -94,6 +94,10 @@ size_t pool_spill_start(struct pool *p, uint64_t region, uint64_t *ret_slots,
 			size_t max);
 void pool_spilled(struct pool *p, uint64_t slot, bool ok);
 bool pool_spilling(const struct pool *p, uint64_t slot);
+/* The device holds the entry's data too (written through): it can leave
+ * the pool without a write. */
+void pool_set_clean(struct pool *p, uint64_t slot);
+bool pool_clean(const struct pool *p, uint64_t slot);
 
 /* The region's entries, or zeros for a region with none. */
 void pool_region_stats(const struct pool *p, uint64_t region,

@@ -351,6 +351,8 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 			if (!bit_test(s->busy_map, r->slot + i))
 				continue;
 			bit_clear(s->busy_map, r->slot + i);
+			if (res == 0 && s->pool)
+				pool_set_clean(s->pool, r->slot + i); /* (written through) */
 			if (res == 0)
 				bit_set(s->data_map, r->slot + i);
 			else if (res != -ECANCELED)
@@ -621,18 +623,26 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 			npooled += pooled[i];
 		}
 	}
+	/*
+	 * Written through while a successor may adopt the slot table after a
+	 * crash (the fd store has it): the pool dies with the process, the
+	 * device does not.  The pool then only saves reads.
+	 */
+	if (s->meta_fd >= 0)
+		npooled = 0;
 	ret = npooled ? req_submit_parts(s, r, pooled) : req_submit(s, r);
 	if (ret < 0) {
-		for (uint32_t i = 0; i < npages && npooled; i++)
+		for (uint32_t i = 0; i < npages && pooled; i++)
 			if (pooled[i])
 				pool_drop(s->pool, first_slot + i);
 		free(pooled);
 		return ret;
 	}
 	/* Until the write completes the slot holds nothing trustworthy; a
-	 * pooled page's data is in the pool already. */
+	 * pooled page's data is in the pool already (unless written through:
+	 * it counts from the write's end then, as any). */
 	for (uint32_t i = 0; i < npages; i++) {
-		if (pooled && pooled[i]) {
+		if (npooled && pooled[i]) {
 			bit_set(s->data_map, first_slot + i);
 			bit_clear(s->busy_map, first_slot + i);
 		} else {
@@ -801,11 +811,33 @@ uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max)
 	if (!s->pool || s->closing || s->close_requested)
 		return 0;
 	while (done < max) {
+		uint64_t before = done;
 		size_t n = pool_spill_start(s->pool, region, slots,
 					    max - done < SPILL_BATCH ? max - done : SPILL_BATCH);
 
 		if (!n)
 			break;
+		/* Written through: the device has them (or will: those wait). */
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (pool_clean(s->pool, slots[i])) {
+				pool_spilled(s->pool, slots[i], true);
+				done++;
+			} else if (bit_test(s->busy_map, slots[i])) {
+				pool_spilled(s->pool, slots[i], false);
+			} else {
+				slots[k++] = slots[i];
+			}
+		}
+		n = k;
+		if (!n) {
+			/* Every one is still being written: their writes'
+			 * ends kick eviction again. */
+			if (done == before)
+				break;
+			continue;
+		}
 		qsort(slots, n, sizeof(slots[0]), cmp_slot);
 		for (size_t i = 0; i < n;) {
 			size_t j = i + 1;
@@ -854,9 +886,10 @@ static void pool_flush_sync(struct swap *s)
 	if (posix_memalign((void **)&buf, s->page_size, s->page_size))
 		return;
 	while (pool_spill_start(s->pool, 0, &slot, 1) == 1) {
-		bool ok = pool_copy(s->pool, slot, buf) == 0 &&
+		bool ok = pool_clean(s->pool, slot) ||
+			  (pool_copy(s->pool, slot, buf) == 0 &&
 			  pwrite(s->fd, buf, s->page_size,
-				 (off_t)(slot * s->page_size)) == (ssize_t)s->page_size;
+				 (off_t)(slot * s->page_size)) == (ssize_t)s->page_size);
 
 		failed += !ok;
 		pool_spilled(s->pool, slot, true);

@@ -4,7 +4,9 @@
  *
  *   roundtrip            both compressors give back the page put, byte for
  *                        byte; the entry is charged, and dropped uncharged
- *   incompressible       a random page is refused (-E2BIG), counted
+ *   incompressible       a random page is refused (-E2BIG), counted; after
+ *                        a streak, only a sample of the region's pages is
+ *                        tried, until one fits
  *   coldest_first        spills take the coldest entries, a page read is
  *                        hottest; a failed spill keeps the entry; region
  *                        filters; entries being spilled are not taken twice
@@ -93,6 +95,22 @@ static void incompressible(void **state)
 	assert_int_equal(st.pages, 0);
 	pool_region_stats(p, 1, &st);
 	assert_int_equal(st.rejects, 1);
+	/* A streak of them: the region's pages are mostly not tried any
+	 * more, until a tried one fits, within POOL_REJECT_SAMPLE puts. */
+	for (uint64_t s = 1; s < POOL_REJECT_STREAK; s++) {
+		page_fill(in, s, true);
+		assert_int_equal(pool_put(p, s % 8, 1, in), -E2BIG);
+	}
+	int stored = -1;
+
+	for (int i = 0; i < POOL_REJECT_SAMPLE && stored < 0; i++) {
+		page_fill(in, (uint64_t)i, false);
+		if (pool_put(p, 0, 1, in) == 0)
+			stored = i;
+	}
+	assert_true(stored >= 1); /* the first was not even tried */
+	page_fill(in, 99, false);
+	assert_int_equal(pool_put(p, 1, 1, in), 0); /* tried again at once */
 	pool_free(p);
 }
 

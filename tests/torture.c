@@ -2012,6 +2012,11 @@ static void report(double secs, uint64_t peak_rss, const struct proto_reply *ps_
 	       ps_->counters.swap_ins, ps_->counters.evict_zero, ps_->counters.evict_clean,
 	       ps_->counters.evict_dirty, ps_->counters.evict_aborted,
 	       ps_->counters.poisoned, ps_->swap_io_errors);
+	if (cfg.pool)
+		printf("  pool            %" PRIu64 " pages stored, %" PRIu64 " hits, %" PRIu64
+		       " spilled, %" PRIu64 " too big (the last pagerd's)\n",
+		       ps_->counters.pool_stores, ps_->counters.pool_hits,
+		       ps_->counters.pool_spills, ps_->counters.pool_rejects);
 }
 
 int main(int argc, char **argv)
