@@ -218,7 +218,8 @@ void swap_get_stats(const struct swap *s, struct swap_stats *ret);
 size_t swap_page_size(const struct swap *s);
 
 /*
- * Fault injection, for tests.  SWAP_FAULT_CORRUPT reads the slot from the
+ * Fault injection, for tests.  SWAP_FAULT_CORRUPT flips a byte of a pooled
+ * slot's compressed data in the pool; of another, reads the slot from the
  * device, flips one byte and writes it back, synchronously and outside the
  * ring, so only the CRC check can notice; do not use it on a slot with I/O
  * in flight.  Returns 0, -EINVAL (slot out of range or unknown kind), or the
@@ -258,8 +259,11 @@ int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);
  * swap_pool_stats(): the pool's counts, of region (0: in all); zeros
  * without a pool.  swap_pool_forget_region(): the region is gone.
  *
- * A swap whose slot table a successor inherits (swap_meta_share()) writes
- * every entry to its slot in swap_close(), synchronously.
+ * A swap whose slot table a successor may inherit (swap_meta_share(): the
+ * fd store) writes pooled pages through to the device as well, since a
+ * crash loses the pool but not the table; their entries then leave the
+ * pool without I/O.  swap_close() of such a swap writes whatever entry is
+ * not on the device yet, synchronously.
  */
 int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
 		    void (*kick)(void *arg), void *kick_arg);
