@@ -865,6 +865,11 @@ void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *r
 		pool_get_stats(s->pool, ret);
 }
 
+bool swap_pool_exclusive(const struct swap *s, uint64_t slot)
+{
+	return s->pool && pool_has(s->pool, slot) && !pool_clean(s->pool, slot);
+}
+
 void swap_pool_forget_region(struct swap *s, uint64_t region)
 {
 	if (s->pool)

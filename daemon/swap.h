@@ -270,5 +270,7 @@ int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
 uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max);
 void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret);
 void swap_pool_forget_region(struct swap *s, uint64_t region);
+/* Whether slot's only copy is in the pool (not written through). */
+bool swap_pool_exclusive(const struct swap *s, uint64_t slot);
 
 #endif

@@ -474,8 +474,14 @@ static void swapin_done(void *arg, int res)
 			bool rmw = r->recent_swapins >= 16 &&
 				   r->recent_rewrites * 4 > r->recent_swapins * 3;
 
+			/* A page whose only copy was in the compressed pool
+			 * leaves it (zswap's exclusive load): mapped writable,
+			 * dirty, its slot and pool entry freed, so that the
+			 * pool holds no copy of a page in memory; evicted
+			 * again, it is compressed again, with no disk I/O. */
 			writable = io->fault_write ||
-				   (rmw && ++r->swapin_seq % 8 != 0);
+				   (rmw && ++r->swapin_seq % 8 != 0) ||
+				   swap_pool_exclusive(d->swap, io->slot + i);
 			if (!writable && ++r->recent_swapins > 1024) {
 				r->recent_swapins /= 2;
 				r->recent_rewrites /= 2;
