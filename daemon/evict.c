@@ -429,9 +429,14 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n,
 		if (clean) {
 			/* Write-protected since their copy was made: no
 			 * write can have slipped in.  Swapped before the
-			 * punch, as in punch_run(). */
-			for (size_t k = i; k < j; k++)
+			 * punch, as in punch_run().  The compressed pool
+			 * keeps a copy (tier.h). */
+			for (size_t k = i; k < j; k++) {
+				if (d->swap)
+					swap_pool_cache(d->swap, (uint64_t)region_slot(r, v[k]),
+							r->map + v[k] * d->page_size);
 				page_swapped_out(r, v[k], 1);
+			}
 			e = region_punch(r, first, span);
 			if (e < 0) {
 				/* Still in memory, and correct: keep them

@@ -83,10 +83,19 @@ struct io_engine {
 	unsigned depth, in_ring, untrusted, orphans;
 	struct io_queue *queues, *rr; /* rr: who is let in first next time */
 	struct io_req *dl_head, *dl_tail;
+	struct io_list queueless;     /* orphans whose queue closed */
 	uint64_t log_start_ms;
 	unsigned log_n;
 	uint64_t log_suppressed;
 };
+
+/*
+ * Orphans still in the kernel when their engine closes: the ring's teardown
+ * finishes them asynchronously and may still write their buffers, so they
+ * are never freed.  Kept reachable here, for the rest of the process, so
+ * that what the kernel owns is not mistaken for a leak.
+ */
+static struct io_list io_left_to_kernel;
 
 static uint64_t io_mono_ms(void)
 {
@@ -439,6 +448,7 @@ static void io_req_complete(struct io_engine *e, struct io_req *r, int res)
 			io_give_place(q, r);
 			q->orphans--;
 		} else {
+			io_list_remove(&e->queueless, r);
 			r->in_ring = false;
 			e->in_ring--;
 			if (r->untrusted)
@@ -655,6 +665,7 @@ void io_queue_close(struct io_queue *q)
 		io_list_remove(&q->ring, r);
 		r->q = NULL;
 		io_dl_remove(e, r);
+		io_list_push_tail(&e->queueless, r);
 	}
 	if (q->prev)
 		q->prev->next = q->next;
@@ -810,6 +821,12 @@ void io_engine_close(struct io_engine *e)
 	 * on its own.  Orphans (and their buffers) are left allocated. */
 	if (e->ring_ok)
 		io_uring_queue_exit(&e->ring);
+	while (e->queueless.head) {
+		struct io_req *r = e->queueless.head;
+
+		io_list_remove(&e->queueless, r);
+		io_list_push_tail(&io_left_to_kernel, r);
+	}
 	if (e->efd_ev)
 		event_free(e->efd_ev);
 	if (e->submit_ev)

@@ -109,6 +109,8 @@ struct swap {
 	uint64_t *eio_map;          /* injected: next read fails with -EIO */
 	uint64_t *bad_map;          /* a write to the slot failed */
 	uint64_t *retired_map;      /* ... and it was freed: never used again */
+	uint64_t *doomed_map;       /* freed while read: free when the reads end */
+	uint16_t *readers;          /* reads in flight, per slot */
 	uint64_t wfail_region;      /* injected: this region's writes fail */
 	enum swap_fault wfail_kind;
 	struct swap_slot *slots;    /* calloc'd, or in meta_map */
@@ -134,7 +136,6 @@ struct swap {
 	struct event *pool_ev;      /* answers the deferred requests */
 	struct swap_req *deferred, **deferred_tail;
 	uint64_t *spill_map;        /* a spill write to the slot is in flight */
-	uint64_t *unfree_map;       /* ... and the slot was freed meanwhile */
 	unsigned spills_in_flight;
 	void (*pool_kick)(void *arg);
 	void *pool_kick_arg;
@@ -281,6 +282,33 @@ int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
 	return 0;
 }
 
+/* Gives slot i back to the allocator (or retires it). */
+static void slot_release(struct swap *s, uint64_t i)
+{
+	bit_clear(s->data_map, i);
+	bit_clear(s->busy_map, i);
+	bit_clear(s->eio_map, i);
+	memset(&s->slots[i], 0, sizeof(s->slots[i]));
+	s->st.used--;
+	if (bit_test(s->bad_map, i)) {
+		/* Its write failed (a full disk under a sparse file, a
+		 * media error): it stays allocated to nobody, so that the
+		 * allocator never hands it out again. */
+		bit_set(s->retired_map, i);
+		s->st.bad++;
+		return;
+	}
+	bit_clear(s->used_map, i);
+}
+
+/*
+ * A slot freed while a read of it is in flight (a page discarded during
+ * its swap-in, a region destroyed, a snapshot done with a slot it held) is
+ * doomed: free to its callers from now, but kept allocated, its data and
+ * CRC32C intact, until the last read of it ends.  Handed out and rewritten
+ * at once, it would make that read fail (-ESTALE) for every page of it,
+ * the other pages' own slots included: they would be poisoned for nothing.
+ */
 void swap_free(struct swap *s, uint64_t first, uint32_t n)
 {
 	uint64_t already = 0;
@@ -293,34 +321,18 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n)
 	}
 	for (uint64_t i = first; i < first + n; i++) {
 		if (!bit_test(s->used_map, i) || bit_test(s->retired_map, i) ||
-		    (s->unfree_map && bit_test(s->unfree_map, i))) {
+		    bit_test(s->doomed_map, i)) {
 			already++;
 			continue;
 		}
-		bit_clear(s->data_map, i);
-		bit_clear(s->busy_map, i);
-		bit_clear(s->eio_map, i);
-		memset(&s->slots[i], 0, sizeof(s->slots[i]));
-		if (s->pool) {
+		if (s->pool)
 			pool_drop(s->pool, i);
-			if (bit_test(s->spill_map, i)) {
-				/* A spill still writes there: the slot is
-				 * free once that write is done, so that no
-				 * new write to it can race it. */
-				bit_set(s->unfree_map, i);
-				continue;
-			}
-		}
-		s->st.used--;
-		if (bit_test(s->bad_map, i)) {
-			/* Its write failed (a full disk under a sparse file,
-			 * a media error): it stays allocated to nobody, so
-			 * that the allocator never hands it out again. */
-			bit_set(s->retired_map, i);
-			s->st.bad++;
-			continue;
-		}
-		bit_clear(s->used_map, i);
+		/* A spill still writing there holds it like a read: no new
+		 * write to the slot may race that one. */
+		if (s->readers[i] || (s->spill_map && bit_test(s->spill_map, i)))
+			bit_set(s->doomed_map, i);
+		else
+			slot_release(s, i);
 	}
 	if (already)
 		log_err("swap %s: %" PRIu64 " of slots %" PRIu64 "+%" PRIu32
@@ -370,10 +382,21 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 		log_warn("swap %s: %s of slots %" PRIu64 "+%" PRIu32 " failed: %s",
 			 s->path, r->op == SWAP_OP_READ ? "read" : "write",
 			 r->slot, r->npages, strerror(-res));
+	uint64_t slot = r->slot;
+	uint32_t npages = r->npages;
+	bool read = r->op == SWAP_OP_READ;
+
 	free(r);
 	s->dispatching++;
 	done(arg, res);
 	s->dispatching--;
+	/* The read has ended (its callback too): slots freed under it go. */
+	for (uint32_t i = 0; read && i < npages; i++)
+		if (!--s->readers[slot + i] && bit_test(s->doomed_map, slot + i) &&
+		    !(s->spill_map && bit_test(s->spill_map, slot + i))) {
+			bit_clear(s->doomed_map, slot + i);
+			slot_release(s, slot + i);
+		}
 }
 
 /*
@@ -453,7 +476,8 @@ static int check_io(const struct swap *s, uint64_t first, const void *buf,
 	    (uint64_t)npages * s->page_size > SWAP_IO_MAX_BYTES ||
 	    (uintptr_t)buf % s->page_size)
 		return -EINVAL;
-	if (find_bit(s->used_map, first, first + npages, false) != first + npages)
+	if (find_bit(s->used_map, first, first + npages, false) != first + npages ||
+	    find_bit(s->doomed_map, first, first + npages, true) != first + npages)
 		return -EINVAL;
 	return 0;
 }
@@ -670,13 +694,18 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	if (find_bit(s->data_map, first_slot, first_slot + npages, false) !=
 	    first_slot + npages)
 		return -ENODATA;
+	for (uint32_t i = 0; i < npages; i++)
+		if (s->readers[first_slot + i] == UINT16_MAX)
+			return -EBUSY; /* not from pagerd: a few reads at most */
 	r = req_new(s, SWAP_OP_READ, first_slot, buf, npages, done, arg);
 	if (!r)
 		return -ENOMEM;
 	for (uint32_t i = 0; s->pool && i < npages && !npooled; i++)
 		npooled = pool_has(s->pool, first_slot + i);
-	if (!npooled)
-		return req_submit(s, r);
+	if (!npooled) {
+		ret = req_submit(s, r);
+		goto submitted;
+	}
 	npooled = 0;
 	pooled = calloc(npages, sizeof(*pooled));
 	if (!pooled) {
@@ -692,11 +721,21 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 		int e = pool_get(s->pool, first_slot + i, r->buf + (size_t)i * s->page_size);
 
 		pooled[i] = e != -ENOENT;
+		/* A clean entry's page is on the device too: it leaves the
+		 * pool now, so that memory never holds a page twice. */
+		if (e == 0 && pool_clean(s->pool, first_slot + i))
+			pool_drop(s->pool, first_slot + i);
 		npooled += pooled[i];
 	}
 	ret = npooled ? req_submit_parts(s, r, pooled) : req_submit(s, r);
 	free(pooled);
-	return ret;
+submitted:
+	if (ret < 0)
+		return ret;
+	/* The slots stay allocated until the read ends (swap_free()). */
+	for (uint32_t i = 0; i < npages; i++)
+		s->readers[first_slot + i]++;
+	return 0;
 }
 
 /* ---- the compressed pool: setup and spills ------------------------------- */
@@ -711,9 +750,8 @@ int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
 		if (!on)
 			return 0;
 		s->spill_map = calloc(words, sizeof(uint64_t));
-		s->unfree_map = calloc(words, sizeof(uint64_t));
 		s->pool_ev = event_new(base, -1, 0, on_deferred, s);
-		if (!s->spill_map || !s->unfree_map || !s->pool_ev)
+		if (!s->spill_map || !s->pool_ev)
 			return -ENOMEM;
 		e = pool_new(&s->pool, s->page_size, s->nslots, (enum pool_algo)algo);
 		if (e < 0)
@@ -736,11 +774,12 @@ static void spill_done(void *arg, int res)
 		uint64_t slot = q->slot + i;
 
 		bit_clear(s->spill_map, slot);
-		if (bit_test(s->unfree_map, slot)) {
-			/* Freed while we wrote: free now. */
-			bit_clear(s->unfree_map, slot);
-			bit_clear(s->used_map, slot);
-			s->st.used--;
+		if (bit_test(s->doomed_map, slot)) {
+			/* Freed while we wrote: it goes with its last user. */
+			if (!s->readers[slot]) {
+				bit_clear(s->doomed_map, slot);
+				slot_release(s, slot);
+			}
 			continue;
 		}
 		pool_spilled(s->pool, slot, res == 0);
@@ -865,6 +904,15 @@ void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *r
 		pool_get_stats(s->pool, ret);
 }
 
+void swap_pool_cache(struct swap *s, uint64_t slot, const void *page)
+{
+	if (!s->pool_on || slot >= s->nslots || !bit_test(s->data_map, slot) ||
+	    bit_test(s->doomed_map, slot) || pool_has(s->pool, slot))
+		return;
+	if (pool_put(s->pool, slot, s->slots[slot].region, page) == 0)
+		pool_set_clean(s->pool, slot);
+}
+
 bool swap_pool_exclusive(const struct swap *s, uint64_t slot)
 {
 	return s->pool && pool_has(s->pool, slot) && !pool_clean(s->pool, slot);
@@ -923,7 +971,7 @@ int swap_slot_tag(const struct swap *s, uint64_t slot, struct swap_tag *ret_tag,
 
 	if (slot >= s->nslots || !ret_tag)
 		return -EINVAL;
-	if (!bit_test(s->used_map, slot))
+	if (!bit_test(s->used_map, slot) || bit_test(s->doomed_map, slot))
 		return -ENOENT;
 	if (!bit_test(s->data_map, slot))
 		return -ENODATA;
@@ -1206,9 +1254,12 @@ static int swap_setup(struct swap *s, uint64_t size)
 	s->busy_map = calloc(words, sizeof(uint64_t));
 	s->bad_map = calloc(words, sizeof(uint64_t));
 	s->retired_map = calloc(words, sizeof(uint64_t));
+	s->doomed_map = calloc(words, sizeof(uint64_t));
+	s->readers = calloc(s->nslots, sizeof(*s->readers));
 	s->slots = calloc(s->nslots, sizeof(*s->slots));
 	if (!s->used_map || !s->data_map || !s->eio_map || !s->busy_map ||
-	    !s->bad_map || !s->retired_map || !s->slots)
+	    !s->bad_map || !s->retired_map || !s->doomed_map || !s->readers ||
+	    !s->slots)
 		return -ENOMEM;
 
 	/* pagerd's own disk: trusted, no timeout (a request runs to its
@@ -1478,7 +1529,6 @@ static void swap_destroy(struct swap *s)
 	if (s->pool_ev)
 		event_free(s->pool_ev);
 	free(s->spill_map);
-	free(s->unfree_map);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->meta_map) {
@@ -1492,6 +1542,8 @@ static void swap_destroy(struct swap *s)
 	free(s->eio_map);
 	free(s->bad_map);
 	free(s->retired_map);
+	free(s->doomed_map);
+	free(s->readers);
 	free(s->busy_map);
 	free(s->path);
 	free(s);

@@ -164,6 +164,9 @@ int swap_alloc(struct swap *s, uint32_t want, uint64_t *ret_first,
 
 /* Frees slots and forgets their tags.  A slot whose last write failed is
  * retired instead: never allocated again (counted in swap_stats.bad).
+ * A slot with a read in flight is free to the caller at once (reading or
+ * writing it fails with -EINVAL, freeing it again is logged) but is handed
+ * out again only when its last read has ended: that read gets its data.
  * Freeing a free or out-of-range slot is a bug in the caller: it is logged
  * and that slot left alone. */
 void swap_free(struct swap *s, uint64_t first, uint32_t n);
@@ -195,10 +198,11 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
  *              map it; swap_verify() tells which pages of buf are good;
  *   -EIO       the device failed or came up short (the file shrank): the
  *              whole of buf is undefined — or another -errno from the device;
- *   -ESTALE    a slot was freed or rewritten while the read was in flight.
+ *   -ESTALE    a slot was rewritten while the read was in flight (a
+ *              slot freed meanwhile is not: swap_free() waits for it).
  * Returns 0 or, with no callback, -EINVAL (slot not allocated, misaligned
  * buf, npages 0 or too big), -ENODATA (a slot holds no completed write),
- * -ESHUTDOWN, -ENOMEM.
+ * -ESHUTDOWN, -ENOMEM, -EBUSY (65535 reads of one slot in flight).
  */
 int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	      swap_done_fn done, void *arg);
@@ -270,6 +274,10 @@ int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
 uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max);
 void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret);
 void swap_pool_forget_region(struct swap *s, uint64_t region);
+/* A clean page leaves memory and its slot holds the same data: kept in
+ * the pool too, as a clean entry (a later miss reads no disk; when the
+ * pool needs room, it goes without a write). */
+void swap_pool_cache(struct swap *s, uint64_t slot, const void *page);
 /* Whether slot's only copy is in the pool (not written through). */
 bool swap_pool_exclusive(const struct swap *s, uint64_t slot);
 

@@ -404,8 +404,20 @@ static int retry_pages(struct region *r, struct page_io *io)
 	/* Peels pages off the front of the run; what is left of it (if a
 	 * read cannot start) fails as a whole. */
 	while (io->npages) {
-		struct page_io *one = calloc(1, sizeof(*one));
+		struct page_io *one;
 
+		if (r->state[io->page] & PG_GONE) {
+			/* Discarded meanwhile, its slot freed: nothing to
+			 * read again (a read of it would fail the rest). */
+			page_swapin_abandoned(r, io->page);
+			uffd_wake(r->client, r->addr + io->page * d->page_size,
+				  d->page_size);
+			io->page++;
+			io->slot++;
+			io->npages--;
+			continue;
+		}
+		one = calloc(1, sizeof(*one));
 		if (!one)
 			return -ENOMEM;
 		*one = *io;

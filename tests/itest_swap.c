@@ -29,6 +29,11 @@
  *                          memory when pagerd reads it is stale: the page
  *                          keeps its swap copy (it is not taken for
  *                          discarded)
+ *   discard_beside_swapin  a page discarded while a sequential swap-in
+ *                          that covers it is in flight: the other pages
+ *                          of that read come in intact (none poisoned)
+ *   discard_beside_failed_swapin  the same read failing once (injected):
+ *                          read again page by page, nothing is lost
  *   clock_keeps_hot_set    a hot set read between random cold reads stays
  *                          resident under Clock (its references are
  *                          sampled through libpager's agent), while FIFO
@@ -66,6 +71,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -989,6 +995,175 @@ static void stale_missing_keeps_copy(void **state)
 	stop(c);
 }
 
+/* ---- discard_beside_swapin ---------------------------------------------- */
+
+struct bus_toucher {
+	volatile uint64_t *word;
+	uint64_t seen;
+	bool bus;
+	_Atomic pid_t tid;
+};
+
+static void *bus_toucher_main(void *arg)
+{
+	struct bus_toucher *t = arg;
+	uint64_t v = 0;
+
+	t->tid = gettid();
+	t->bus = touch_bus(t->word, &v);
+	t->seen = v;
+	return NULL;
+}
+
+struct discarder {
+	struct pager_region *r;
+	uint64_t page;
+	int res;
+	_Atomic pid_t tid;
+};
+
+static void *discarder_main(void *arg)
+{
+	struct discarder *d = arg;
+
+	d->tid = gettid();
+	d->res = pager_region_discard(d->r, d->page * ps, ps);
+	return NULL;
+}
+
+/* Waits (bounded) until thread tid of ours sleeps in recvmsg(): its
+ * request is in pagerd's socket, its reply not yet come. */
+static bool wait_in_recvmsg(pid_t tid)
+{
+	char path[64], buf[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	for (int i = 0; i < 100000; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = 0;
+			if (atoi(buf) == SYS_recvmsg)
+				return true;
+		}
+		sched_yield();
+	}
+	return false;
+}
+
+/*
+ * A page discarded while a sequential swap-in that covers it is in flight:
+ * its neighbours in that read must come in intact.  Its slot, freed at
+ * once, made the whole read fail (-ESTALE), and every other page of it was
+ * poisoned: SIGBUS where no error was (torture seed 7).  With `eio`, the
+ * read fails (a one-shot error injected on page P+3's slot) and is done
+ * again page by page, so nothing is lost; the discarded page, read again,
+ * failed the rest of the run, poisoning it.
+ *
+ * Forced here: pagerd is stopped while a thread faults on page P, the next
+ * of a sequential stream (a read of P and the pages after it), and another
+ * thread's discard of P+1 waits in pagerd's socket; pagerd resumes, reads
+ * the fault first (it came first) and the discard in the same turn, before
+ * the read completes.
+ */
+static void discard_during_swapin(struct ctx *c, bool eio)
+{
+	const uint64_t n = 64, P = 16;
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct bus_toucher t = { 0 };
+	struct discarder dt = { 0 };
+	pthread_t th, dth;
+	uint64_t v;
+	int wst;
+
+	start(c, NULL, NULL);
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 0);
+	uint8_t *b = pager_region_addr(r);
+	struct pager_info info = { .sz = sizeof(info) };
+
+	assert_int_equal(pager_get_info(p, &info), 0);
+	if (!(info.uffd_features & (1ULL << 14) /* UFFD_FEATURE_POISON */)) {
+		pager_close(p);
+		stop(c);
+		skip();
+	}
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 4);
+	/* Everything out to swap, in order (consecutive slots). */
+	assert_int_equal(pager_region_set_limit(r, ps), 0);
+	for (int i = 0; i < 10000; i++) {
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (st.resident <= 1 && st.swap_outs >= n - 1)
+			break;
+		usleep(1000);
+	}
+	assert_true(st.resident <= 1);
+	assert_int_equal(pager_region_set_limit(r, 0), 0);
+	/* P-1 read back: P is next in its stream. */
+	assert_true(check((uint64_t *)(b + (P - 1) * ps), P - 1, 4));
+	if (eio)
+		assert_int_equal(inject(c, pager_region_id(r), P + 3, 1 /* EIO */), 0);
+
+	assert_int_equal(kill(c->d.pid, SIGSTOP), 0);
+	assert_int_equal(waitpid(c->d.pid, &wst, WUNTRACED), c->d.pid);
+	assert_true(WIFSTOPPED(wst));
+	sigaction(SIGBUS, &sa, &old);
+	t.word = (uint64_t *)(b + P * ps) + 3;
+	assert_int_equal(pthread_create(&th, NULL, bus_toucher_main, &t), 0);
+	while (!t.tid)
+		sched_yield();
+	assert_true(wait_in_userfault(t.tid));
+	dt.r = r;
+	dt.page = P + 1;
+	assert_int_equal(pthread_create(&dth, NULL, discarder_main, &dt), 0);
+	while (!dt.tid)
+		sched_yield();
+	assert_true(wait_in_recvmsg(dt.tid));
+	assert_int_equal(kill(c->d.pid, SIGCONT), 0);
+	assert_int_equal(waitpid(c->d.pid, &wst, WCONTINUED), c->d.pid);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(pthread_join(dth, NULL), 0);
+	assert_int_equal(dt.res, 0);
+
+	assert_false(t.bus);
+	assert_int_equal(t.seen, word(P, 4, 3));
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	print_message("%" PRIu64 " pages read ahead, %" PRIu64 " poisoned\n",
+		      st.readahead, st.poisoned);
+	assert_true(st.readahead > 0); /* the read covered more than P */
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t *pg = (uint64_t *)(b + i * ps);
+
+		assert_false(touch_bus(pg, &v));
+		if (i == P + 1)
+			assert_int_equal(pg[7], 0);
+		else
+			assert_true(check(pg, i, 4));
+	}
+	sigaction(SIGBUS, &old, NULL);
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	assert_int_equal(st.poisoned, 0);
+	if (eio)
+		assert_true(status(c).swap_io_errors > 0); /* it did fail */
+	pager_close(p);
+	stop(c);
+}
+
+static void discard_beside_swapin(void **state)
+{
+	discard_during_swapin(*state, false);
+}
+
+static void discard_beside_failed_swapin(void **state)
+{
+	discard_during_swapin(*state, true);
+}
+
 /* ---- clock_keeps_hot_set ------------------------------------------------ */
 
 /*
@@ -1256,6 +1431,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(stuck_region_keeps_others_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(readahead_marker_evicted, setup, teardown),
 		cmocka_unit_test_setup_teardown(stale_missing_keeps_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(discard_beside_swapin, setup, teardown),
+		cmocka_unit_test_setup_teardown(discard_beside_failed_swapin, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_keeps_hot_set, setup, teardown),
 		cmocka_unit_test_setup_teardown(clock_sees_refs_as_other_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),

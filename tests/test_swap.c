@@ -811,14 +811,16 @@ static void test_short_read_eof(void **state)
 	munmap(dst, 3 * PS);
 }
 
-/* A slot freed while a read of it is in flight: -ESTALE, never its data. */
+/* A slot rewritten while a read of it is in flight: -ESTALE, never the
+ * data of either write. */
 static void test_stale_read(void **state)
 {
 	struct ctx *c = *state;
 	struct swap *s = open_slots(c, 64);
-	unsigned char *buf = page_buf(1);
+	unsigned char *buf = page_buf(2);
+	struct swap_tag tag = { 1, 0, 2 };
 	struct waiter w = { 0 };
-	struct io io = { .w = &w };
+	struct io io = { .w = &w }, wio = { .w = &w };
 	uint64_t f;
 	uint32_t g;
 
@@ -826,11 +828,73 @@ static void test_stale_read(void **state)
 	assert_int_equal(swap_alloc(s, 1, &f, &g), 0);
 	assert_int_equal(write_sync(c, f, buf, 1, 1, 0), 0);
 	assert_int_equal(swap_read(s, f, buf, 1, on_done, &io), 0);
-	swap_free(s, f, 1);
-	w.pending = 1;
+	fill_page(buf + PS, 0, 8);
+	assert_int_equal(swap_write(s, f, buf + PS, 1, &tag, on_done, &wio), 0);
+	w.pending = 2;
 	run_until_done(c, &w);
 	assert_int_equal(io.res, -ESTALE);
-	munmap(buf, PS);
+	assert_int_equal(wio.res, 0);
+	munmap(buf, 2 * PS);
+}
+
+/*
+ * A slot freed while a read of it is in flight (a page discarded during a
+ * swap-in of several): the read still gets every page, its neighbours'
+ * included, and the slot is handed out again only once the read has
+ * ended.  Given out at once, it failed the whole read with -ESTALE and the
+ * swap-in poisoned the pages beside the discarded one (torture seed 7).
+ */
+static void test_free_during_read(void **state)
+{
+	struct ctx *c = *state;
+	struct swap *s = open_slots(c, 16);
+	unsigned char *src = page_buf(3), *dst = page_buf(3);
+	struct waiter w = { 0 };
+	struct io io = { .w = &w }, io2 = { .w = &w };
+	struct swap_stats st;
+	int during;
+	struct swap_tag t;
+	uint64_t f;
+	uint32_t g;
+
+	for (unsigned i = 0; i < 3; i++)
+		fill_page(src + i * PS, i, 9);
+	alloc_expect(s, 16, 0, 16); /* every slot: a free one is this one */
+	assert_int_equal(write_sync(c, 2, src, 3, 4, 0), 0);
+
+	/* Freed under the read: gone for the callers at once... */
+	assert_int_equal(swap_read(s, 2, dst, 3, on_done, &io), 0);
+	swap_free(s, 3, 1);
+	assert_int_equal(swap_read(s, 3, src, 1, on_done, &io), -EINVAL);
+	assert_int_equal(swap_slot_tag(s, 3, &t, NULL), -ENOENT);
+	/* ... but not handed out while the read may still need it. */
+	during = swap_alloc(s, 1, &f, &g);
+	w.pending = 1;
+	run_until_done(c, &w);
+	assert_int_equal(io.res, 0);
+	assert_memory_equal(dst, src, 3 * PS);
+	assert_int_equal(during, -ENOSPC);
+	/* The read ended: the slot is free now, and only once. */
+	swap_get_stats(s, &st);
+	assert_int_equal(st.used, 15);
+	alloc_expect(s, 1, 3, 1);
+	assert_int_equal(swap_alloc(s, 1, &f, &g), -ENOSPC);
+
+	/* Two reads over it: free when the last one ends. */
+	assert_int_equal(write_sync(c, 3, src + PS, 1, 4, 1), 0);
+	io = (struct io){ .w = &w };
+	assert_int_equal(swap_read(s, 2, dst, 2, on_done, &io), 0);
+	assert_int_equal(swap_read(s, 3, dst + 2 * PS, 1, on_done, &io2), 0);
+	swap_free(s, 3, 1);
+	w.pending = 2;
+	run_until_done(c, &w);
+	assert_int_equal(io.res, 0);
+	assert_int_equal(io2.res, 0);
+	assert_memory_equal(dst + PS, src + PS, PS);
+	assert_memory_equal(dst + 2 * PS, src + PS, PS);
+	alloc_expect(s, 1, 3, 1);
+	munmap(src, 3 * PS);
+	munmap(dst, 3 * PS);
 }
 
 /* A slot freed while a write to it is in flight does not look written
@@ -1016,6 +1080,7 @@ int main(void)
 		T(test_sparse_file_allocated),
 		T(test_short_read_eof),
 		T(test_stale_read),
+		T(test_free_during_read),
 		T(test_free_during_write),
 		T(test_close_in_flight),
 		T(test_close_from_callback),
