@@ -159,6 +159,9 @@ struct phase_result {
 				 * (the pool backing: for a disk read) */
 	int64_t pool_hits;      /* the pool backing: swap-ins from the pool */
 	int64_t soft_faults;    /* the process's minor faults, -1 unknown */
+	/* pagerd's counters over the phase (-1: the kernel, or unknown):
+	 * write-protect faults, and evictions without and with a write */
+	int64_t wp_faults, evict_clean, evict_dirty;
 };
 
 struct child_result {
@@ -586,6 +589,32 @@ static int64_t pool_hits_now(const struct run *r)
 	return (int64_t)st.pool_hits;
 }
 
+/* pagerd's write-protect faults and clean and dirty evictions so far
+ * (ret[0..2]), or -1 each for the kernel or if unknown. */
+static void pager_counts_now(const struct run *r, int64_t ret[3])
+{
+	struct pager_region_stats st = { .sz = sizeof(st) };
+
+	ret[0] = ret[1] = ret[2] = -1;
+	if (r->backing == BK_KERNEL || !pager_region_stats ||
+	    pager_region_stats(r->region, &st) < 0)
+		return;
+	ret[0] = (int64_t)st.faults_wp;
+	ret[1] = (int64_t)st.evict_clean;
+	ret[2] = (int64_t)st.evict_dirty;
+}
+
+static void pager_counts_end(const struct run *r, const int64_t at0[3],
+			     struct phase_result *pr)
+{
+	int64_t at1[3];
+
+	pager_counts_now(r, at1);
+	pr->wp_faults = at0[0] >= 0 && at1[0] >= 0 ? at1[0] - at0[0] : -1;
+	pr->evict_clean = at0[1] >= 0 && at1[1] >= 0 ? at1[1] - at0[1] : -1;
+	pr->evict_dirty = at0[2] >= 0 && at1[2] >= 0 ? at1[2] - at0[2] : -1;
+}
+
 /* The process's minor faults so far (page-table misses the kernel served
  * alone, such as re-mapping a page the Clock hand sampled), or -1. */
 static int64_t soft_faults_now(void)
@@ -602,8 +631,11 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 {
 	unsigned rounds = r->b->rounds;
 	uint64_t per = total / rounds ? total / rounds : 1;
-	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), h0 = pool_hits_now(r);
+	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), c0[3];
+	int64_t h0 = pool_hits_now(r);
 	double sorted[MAX_ROUNDS];
+
+	pager_counts_now(r, c0);
 
 	for (unsigned i = 0; i < rounds; i++) {
 		uint64_t ns = 0;
@@ -624,6 +656,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
 	pr->pool_hits = h0 >= 0 ? pool_hits_now(r) - h0 : -1;
 	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
+	pager_counts_end(r, c0, pr);
 	memcpy(sorted, pr->ns, rounds * sizeof(double));
 	pr->median = median(sorted, rounds);
 	return 0;
@@ -634,9 +667,13 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 		    uint64_t *ret_sum)
 {
-	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), h0 = pool_hits_now(r);
+	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), c0[3];
+	int64_t h0 = pool_hits_now(r);
 	uint64_t ns = 0;
-	int e = take_turn(r, ph, 0);
+	int e;
+
+	pager_counts_now(r, c0);
+	e = take_turn(r, ph, 0);
 
 	if (e < 0)
 		return e;
@@ -651,6 +688,7 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
 	pr->pool_hits = h0 >= 0 ? pool_hits_now(r) - h0 : -1;
 	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
+	pager_counts_end(r, c0, pr);
 	return 0;
 }
 
@@ -1951,6 +1989,20 @@ static void print_table(const struct bench *b, unsigned ti)
 	if (po->ran && !evicted)
 		printf("(-: pagerd did not keep to the limit, so the ratio is not a "
 		       "swap ratio)\n");
+	/* What write prediction trades: write-protect faults (a round trip
+	 * each) against evictions that must write (clean ones need none). */
+	printf("%-12s  pagerd: wp faults/access  evictions  clean share\n", "phase");
+	for (int ph = 0; ph < NR_PHASES; ph++) {
+		const struct phase_result *p = phase_of(po, ph);
+		int64_t ev;
+
+		if (!(b->phase_mask & (1u << ph)) || !p || p->wp_faults < 0 || !p->accesses)
+			continue;
+		ev = p->evict_clean + p->evict_dirty;
+		printf("%-12s  %24.3f  %9" PRId64 "  %11.3f\n", phase_info[ph].name,
+		       (double)p->wp_faults / (double)p->accesses, ev,
+		       ev > 0 ? (double)p->evict_clean / (double)ev : 0.0);
+	}
 	fflush(stdout);
 }
 
@@ -2143,9 +2195,14 @@ static void json_phase(const struct phase_result *p)
 	printf("], \"accesses\": %" PRIu64 ", \"soft_faults\": %" PRId64
 	       ", \"misses\": ", p->accesses, p->soft_faults);
 	if (p->misses >= 0)
-		printf("%" PRId64 "}", p->misses);
+		printf("%" PRId64, p->misses);
 	else
-		printf("null}");
+		printf("null");
+	if (p->wp_faults >= 0)
+		printf(", \"wp_faults\": %" PRId64 ", \"evict_clean\": %" PRId64
+		       ", \"evict_dirty\": %" PRId64, p->wp_faults, p->evict_clean,
+		       p->evict_dirty);
+	printf("}");
 }
 
 static void print_json(const struct bench *b)

@@ -220,8 +220,8 @@ static int fault_wp(struct client *c, struct region *r, uint64_t page)
 	r->stats.faults_wp++;
 	/* Dirty from now (a snapshot copies the old data first); a swap-in
 	 * rewritten so soon counts for mapping the next ones writable. */
-	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING) && page_dirtied(r, page))
-		r->recent_rewrites++;
+	if (pg_state(b) == PAGE_RESIDENT && !(b & PG_READING))
+		page_dirtied(r, page);
 	e = page_unprotect(r, page, 1);
 	if (e == -EAGAIN)
 		return -EAGAIN;

@@ -205,6 +205,10 @@ bool page_dirtied(struct region *r, uint64_t page)
 		b |= PG_REDIRTY; /* the write-back must not punch it */
 	else
 		region_drop_slot(r, page);
+	/* A swap-in mapped protected and written: its class's record
+	 * counts it (page_swapin_writable()). */
+	if (fresh)
+		r->rw_written[(b & PG_LEFT_DIRTY) != 0]++;
 	put(r, page, (pgstate_t)((b & ~PG_FRESH) | PG_REF));
 	return fresh;
 }
@@ -250,8 +254,9 @@ void page_swapin_started(struct region *r, uint64_t page, uint64_t n)
 			r, p, "swap-in of a page not in swap");
 		/* Resident from now (counted against the limits), though
 		 * nothing is in the page cache until the data is checked and
-		 * installed. */
-		put(r, p, PAGE_RESIDENT | PG_IO | PG_READING);
+		 * installed.  How it left memory is kept for the prediction. */
+		put(r, p, (pgstate_t)(PAGE_RESIDENT | PG_IO | PG_READING |
+				      (r->state[p] & PG_LEFT_DIRTY)));
 	}
 	r->client->d->reading += n;
 }
@@ -287,7 +292,7 @@ void page_swapin_abandoned(struct region *r, uint64_t page)
 	} else {
 		REQUIRE(region_slot(r, page) >= 0, r, page,
 			"back to swap without a slot");
-		put(r, page, PAGE_SWAPPED);
+		put(r, page, (pgstate_t)(PAGE_SWAPPED | (b & PG_LEFT_DIRTY)));
 	}
 }
 
@@ -332,10 +337,65 @@ bool page_ra_used(struct region *r, uint64_t page)
 	return true;
 }
 
+/* The write prediction's record (page_swapin_writable()). */
+#define RW_DECAY 256       /* samples per class: past it, counts halve */
+#define RW_TRUST 16        /* samples before the record decides */
+#define RW_SAMPLE 8
+#define RW_SAMPLE_SURE 32
+
 void page_set_fresh(struct region *r, uint64_t page)
 {
-	REQUIRE(pg_state(r->state[page]) == PAGE_RESIDENT, r, page, "fresh but not resident");
-	put(r, page, r->state[page] | PG_FRESH);
+	pgstate_t b = r->state[page];
+	unsigned k = (b & PG_LEFT_DIRTY) != 0;
+
+	REQUIRE(pg_state(b) == PAGE_RESIDENT, r, page, "fresh but not resident");
+	/* One more sample of its class; the record decays, so that it
+	 * follows a change of use within a few hundred swap-ins. */
+	if (++r->rw_seen[k] > RW_DECAY) {
+		r->rw_seen[k] /= 2;
+		r->rw_written[k] /= 2;
+	}
+	put(r, page, b | PG_FRESH);
+}
+
+/*
+ * Write prediction.  A page swapped in for a read is mapped protected, so
+ * that it stays clean (its slot current) and can be dropped without a
+ * write if it is not written; but if it is written, that costs a
+ * write-protect fault, a second round trip.  Pages are told apart by how
+ * they last left memory (PG_LEFT_DIRTY): one written during its last stay
+ * is likely written during the next.  Each region keeps, per class, a
+ * record of the swap-ins it mapped protected and of those then written;
+ * a class mostly written is mapped writable.  A class with no record yet
+ * follows the pages' own past: writable if they left dirty.
+ *
+ * Mapped writable, a page tells nothing of its use, so one in SAMPLE (one
+ * in SAMPLE_SURE where almost all are written) is still mapped protected,
+ * to keep the record current.
+ */
+bool page_swapin_writable(struct region *r, uint64_t page, bool write)
+{
+	pgstate_t b = r->state[page];
+	unsigned k = (b & PG_LEFT_DIRTY) != 0;
+	uint32_t seen = r->rw_seen[k], written = r->rw_written[k], every;
+
+	REQUIRE(b & PG_READING, r, page, "write prediction for a page not being read");
+	/* A page a snapshot still has to copy goes in protected: its first
+	 * write then copies it, in the write's fault (page_dirtied()), not
+	 * before anybody asked. */
+	if (r->watch && r->watch->pending && r->watch->pending(r, page))
+		return false;
+	if (write)
+		return true;
+	if (seen < RW_TRUST)
+		every = k ? RW_SAMPLE : 0;
+	else if ((uint64_t)written * 8 >= (uint64_t)seen * 7)
+		every = RW_SAMPLE_SURE;
+	else if ((uint64_t)written * 4 > (uint64_t)seen * 3)
+		every = RW_SAMPLE;
+	else
+		every = 0;
+	return every && ++r->rw_seq % every != 0;
 }
 
 /* ---- eviction ---------------------------------------------------------- */
@@ -365,10 +425,14 @@ void page_writeback_ended(struct region *r, uint64_t page)
 void page_swapped_out(struct region *r, uint64_t page, uint64_t n)
 {
 	for (uint64_t p = page; p < page + n; p++) {
-		REQUIRE(pg_state(r->state[p]) == PAGE_RESIDENT && region_slot(r, p) >= 0 &&
-			!(r->state[p] & (PG_READING | PG_REDIRTY | PG_GONE)), r, p,
+		pgstate_t b = r->state[p];
+
+		REQUIRE(pg_state(b) == PAGE_RESIDENT && region_slot(r, p) >= 0 &&
+			!(b & (PG_READING | PG_REDIRTY | PG_GONE)), r, p,
 			"swapped out without a current copy in a slot");
-		put(r, p, PAGE_SWAPPED);
+		/* Written out just now (its write-back ends here): it left
+		 * dirty.  A clean page goes without I/O. */
+		put(r, p, (pgstate_t)(PAGE_SWAPPED | (b & PG_IO ? PG_LEFT_DIRTY : 0)));
 	}
 }
 
@@ -388,7 +452,7 @@ void page_evict_undone(struct region *r, uint64_t page, uint64_t n)
 	for (uint64_t p = page; p < page + n; p++) {
 		REQUIRE(pg_state(r->state[p]) == PAGE_SWAPPED ||
 			r->state[p] == PAGE_EMPTY, r, p, "eviction undone but none ran");
-		put(r, p, PAGE_RESIDENT);
+		put(r, p, (pgstate_t)(PAGE_RESIDENT | (r->state[p] & PG_LEFT_DIRTY)));
 	}
 }
 
@@ -565,6 +629,8 @@ static unsigned check_region(const struct region *r, uint64_t *reads)
 		CHECK(st != PAGE_POISONED || (!slot && !(b & (PG_IO | PG_READING))),
 		      "poisoned with a slot or I/O");
 		CHECK(st != PAGE_EMPTY || !slot, "empty with a slot");
+		CHECK(!(b & PG_LEFT_DIRTY) || st == PAGE_SWAPPED || st == PAGE_RESIDENT,
+		      "how it left memory, but it has no data");
 		if (cover) {
 			/* A page with PG_IO has an I/O in flight over it (or,
 			 * read, its data held for its fault), and the other

@@ -50,7 +50,8 @@
  *                  each page whose content of the instant goes with it is
  *                  saved first (or the snapshot fails; never the change)
  *   made_writable  [first, first+n) were made writable by pagerd
- *   pending        whether the page still has to be saved (the checker)
+ *   pending        whether the page still has to be saved (the checker;
+ *                  and the write prediction, which maps it protected)
  */
 struct page_watch {
 	void (*before_change)(struct region *r, uint64_t first, uint64_t n,
@@ -120,6 +121,16 @@ void page_ra_reached(struct region *r, uint64_t page);
 /* A read-ahead page was used: referenced now.  False if it was not one. */
 bool page_ra_used(struct region *r, uint64_t page);
 void page_set_fresh(struct region *r, uint64_t page);
+/*
+ * Whether a page being read in for a fault (a write fault if write) is to
+ * be mapped writable at once, dirty, rather than protected and clean: a
+ * write fault, or a read of a page predicted to be written soon (page.c:
+ * by how it last left memory, PG_LEFT_DIRTY, and the region's record of
+ * such pages).  Never a page a running snapshot still has to copy.  The
+ * record learns from pages mapped protected: page_set_fresh() counts
+ * them, page_dirtied() those written.
+ */
+bool page_swapin_writable(struct region *r, uint64_t page, bool write);
 
 /* ---- eviction (evict.c) ------------------------------------------------ */
 

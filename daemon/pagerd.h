@@ -139,6 +139,10 @@ enum page_state {
 #define PG_RA_MARK    0x200 /* held back: its fault starts the next window */
 #define PG_IMAGE      0x400 /* EMPTY, but its data is in the restore image */
 #define PG_FRESH      0x800 /* swapped in on demand, not yet written */
+/* Swapped (or back from swap): it last left memory dirty, written out.
+ * Such a page is likely written again after its next swap-in (page.c's
+ * write prediction); how it leaves memory next sets or clears this. */
+#define PG_LEFT_DIRTY 0x4000
 /*
  * Turns of the Clock hand a page proven hot (mapped again after the hand
  * dropped its mapping) is passed over before its mapping is dropped again:
@@ -226,10 +230,13 @@ struct region {
 	struct page_io *ios;
 	struct readahead_stream ra[SWAPIN_STREAMS];
 	uint64_t ra_clock;
-	/* Of recent swap-ins (decaying counts), how many were written soon
-	 * after: when most are, swap-ins map their page writable at once
-	 * (read-modify-write saves a write-protect round trip). */
-	uint32_t recent_swapins, recent_rewrites, swapin_seq;
+	/* Write prediction for read faults on swapped pages (page.c), per
+	 * class of page (0: it last left memory clean, 1: dirty,
+	 * PG_LEFT_DIRTY): of recent swap-ins mapped protected (decaying
+	 * counts), how many were written while resident.  Where most are,
+	 * swap-ins of the class are mapped writable at once (read-modify-
+	 * write saves a write-protect round trip). */
+	uint32_t rw_seen[2], rw_written[2], rw_seq;
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	/* Told of page changes before they happen (page.c; the snapshot). */
 	const struct page_watch *watch;

@@ -970,7 +970,7 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			}
 			while (n < SNAP_READ_PAGES && p + n < r->npages &&
 			       bit(s->pending, p + n) && !bit(s->from_image, p + n) &&
-			       r->state[p + n] == PAGE_SWAPPED &&
+			       pg_state(r->state[p + n]) == PAGE_SWAPPED &&
 			       region_slot(r, p + n) == region_slot(r, p) + n)
 				n++;
 			e = read_slots(s, p, (uint64_t)region_slot(r, p), n, false);

@@ -14,8 +14,9 @@
  * one ioctl); pages read with it go in unmapped (region_install(): pwrite
  * into the memfd behind a write-protect marker, so the kernel maps them
  * protected), so that their first use shows in the page tables.  A page
- * faulted for a write (or in a region that rewrites what it reads) is
- * mapped writable at once.  Faults on one page coalesce; faults on
+ * faulted for a write, or predicted to be written soon (it left memory
+ * dirty, in a region that rewrites such pages: page_swapin_writable()),
+ * is mapped writable at once.  Faults on one page coalesce; faults on
  * different pages are separate reads in flight at once.
  *
  * Readahead: a swap-in just after the end of a stream's last one is
@@ -86,7 +87,7 @@ static uint32_t slot_run(struct region *r, uint64_t page, uint64_t max)
 	uint32_t n = 0;
 
 	while (n < max && page + n < r->npages &&
-	       r->state[page + n] == PAGE_SWAPPED &&
+	       pg_state(r->state[page + n]) == PAGE_SWAPPED &&
 	       region_slot(r, page + n) == slot + n)
 		n++;
 	return n;
@@ -480,25 +481,14 @@ static void swapin_done(void *arg, int res)
 
 		if (good && (b & PG_RA_MARK) && !(b & PG_WAITER))
 			hold = marker_stream(r, p);
-		if (good && p == io->fault_page && !snapshot_pending(r, p)) {
-			/* Mostly rewritten: map writable, but still map one in
-			 * eight protected, to notice when that changes. */
-			bool rmw = r->recent_swapins >= 16 &&
-				   r->recent_rewrites * 4 > r->recent_swapins * 3;
-
-			/* A page whose only copy was in the compressed pool
-			 * leaves it (zswap's exclusive load): mapped writable,
-			 * dirty, its slot and pool entry freed, so that the
-			 * pool holds no copy of a page in memory; evicted
-			 * again, it is compressed again, with no disk I/O. */
-			writable = io->fault_write ||
-				   (rmw && ++r->swapin_seq % 8 != 0) ||
-				   swap_pool_exclusive(d->swap, io->slot + i);
-			if (!writable && ++r->recent_swapins > 1024) {
-				r->recent_swapins /= 2;
-				r->recent_rewrites /= 2;
-			}
-		}
+		/* A page whose only copy was in the compressed pool leaves
+		 * it (zswap's exclusive load): mapped writable, dirty, its
+		 * slot and pool entry freed, so that the pool holds no copy
+		 * of a page in memory; evicted again, it is compressed
+		 * again, with no disk I/O. */
+		if (good && p == io->fault_page)
+			writable = page_swapin_writable(r, p, io->fault_write ||
+					swap_pool_exclusive(d->swap, io->slot + i));
 		if (good) {
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;
@@ -539,11 +529,11 @@ static void swapin_done(void *arg, int res)
 			continue;
 		}
 		if (writable) {
-			/* A write fault, or a region whose swapped-in pages are
-			 * mostly written soon after (read-modify-write): map it
-			 * writable at once (dirty from now, its copy stale)
-			 * rather than take a write-protect fault right after.
-			 * Not while a snapshot still needs the page. */
+			/* A write fault, or a page predicted to be written
+			 * soon (read-modify-write, page_swapin_writable()):
+			 * map it writable at once (dirty from now, its copy
+			 * stale) rather than take a write-protect fault right
+			 * after.  Not while a snapshot still needs the page. */
 			/* In protected first, out of flight, then writable:
 			 * a successor finds either the page in flight (and
 			 * reads its slot again) or resident and dirty, never a

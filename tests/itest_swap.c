@@ -46,6 +46,11 @@
  *                          its own unnamed swap file
  *   block_device_errors    swap on a loop device that then fails (its
  *                          capacity cut): SIGBUS on exactly the lost pages
+ *   rewrite_prediction     a page that left memory dirty is read back
+ *                          writable (its write takes no write-protect
+ *                          fault); one that left clean comes back protected
+ *   rewrite_prediction_snapshot  pages read back writable before and
+ *                          during a snapshot: the image holds the instant
  *
  * Each test stops its pagerd; an alarm turns a fault that is never served
  * into a failure instead of a hang.  Exit 77 (skip) where the kernel lacks
@@ -1376,6 +1381,187 @@ static void private_daemon_limit(void **state)
 	assert_int_equal(WEXITSTATUS(ws), 0);
 }
 
+/* ---- write prediction --------------------------------------------------- */
+
+/* Whether our page table maps the page write-protected by userfaultfd
+ * (/proc/self/pagemap bit 57); the page must be mapped (bit 63). */
+static bool wp_mapped(const uint8_t *b, uint64_t page)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &e, sizeof(e),
+			       (off_t)((uintptr_t)(b + page * ps) / ps * sizeof(e))),
+			 (ssize_t)sizeof(e));
+	close(fd);
+	assert_true((e >> 63) & 1);
+	return (e >> 57) & 1;
+}
+
+static struct pager_region_stats stats_of(struct pager_region *r)
+{
+	struct pager_region_stats st = { .sz = sizeof(st) };
+
+	assert_int_equal(pager_region_stats(r, &st), 0);
+	return st;
+}
+
+/* Waits (bounded) for every page of the region to leave memory. */
+static void wait_all_out(struct pager_region *r)
+{
+	struct pager_region_stats st;
+
+	for (int i = 0; i < 10000; i++) {
+		st = stats_of(r);
+		if (st.resident == 0) /* (pages being written out count) */
+			return;
+		usleep(1000);
+	}
+	fail_msg("%" PRIu64 " pages still resident", st.resident);
+}
+
+/*
+ * A page read back from swap is mapped as it is likely to be used: one that
+ * left memory dirty (written out) comes back writable, so that the write of
+ * a read-modify-write takes no write-protect fault; one that left clean
+ * (dropped without a write) comes back protected, so that it can be
+ * dropped again for nothing.  Seen in the client's own page table
+ * (pagemap's uffd-wp bit) and in pagerd's counters.
+ */
+static void rewrite_prediction(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 2048, dirty = 100, clean = 1050;
+	struct pager_region_stats s0, s1;
+
+	start(c, NULL, NULL);
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 256 * ps);
+	uint8_t *b = pager_region_addr(r);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 1);
+	/* Written, then evicted by the writes after it: it left dirty.  A
+	 * read brings it back (one page: no stream there) writable. */
+	s0 = stats_of(r);
+	assert_true(check((uint64_t *)(b + dirty * ps), dirty, 1));
+	s1 = stats_of(r);
+	assert_int_equal(s1.swap_ins, s0.swap_ins + 1);
+	assert_false(wp_mapped(b, dirty));
+	fill((uint64_t *)(b + dirty * ps), dirty, 2);
+	assert_int_equal(stats_of(r).faults_wp, s1.faults_wp);
+
+	/* Read in order with room to spare: most pages come in by readahead,
+	 * protected; unwritten, they leave clean when everything goes. */
+	assert_int_equal(pager_region_set_limit(r, 0), 0);
+	for (uint64_t i = 1000; i < 1100; i++)
+		assert_true(check((uint64_t *)(b + i * ps), i, 1));
+	s0 = stats_of(r);
+	assert_int_equal(pager_region_set_limit(r, ps), 0);
+	wait_all_out(r);
+	s1 = stats_of(r);
+	assert_true(s1.evict_clean > s0.evict_clean);
+	print_message("all out: %" PRIu64 " clean, %" PRIu64 " dirty evictions\n",
+		      s1.evict_clean - s0.evict_clean, s1.evict_dirty - s0.evict_dirty);
+	assert_int_equal(pager_region_set_limit(r, 256 * ps), 0);
+	assert_true(check((uint64_t *)(b + clean * ps), clean, 1));
+	s0 = stats_of(r);
+	assert_int_equal(s0.swap_ins, s1.swap_ins + 1);
+	assert_true(wp_mapped(b, clean));
+	fill((uint64_t *)(b + clean * ps), clean, 2);
+	assert_int_equal(stats_of(r).faults_wp, s0.faults_wp + 1);
+	/* And the page that left dirty kept its write. */
+	assert_true(check((uint64_t *)(b + dirty * ps), dirty, 2));
+	pager_close(p);
+	stop(c);
+}
+
+/* Whether page `page` of the image at fd holds generation gen. */
+static bool image_holds(int fd, uint64_t page, uint64_t gen)
+{
+	uint64_t *pg = malloc(ps);
+	bool ok;
+
+	assert_non_null(pg);
+	assert_int_equal(pread(fd, pg, ps, (off_t)(page * ps)), (ssize_t)ps);
+	ok = check(pg, page, gen);
+	free(pg);
+	return ok;
+}
+
+/*
+ * Write prediction under a snapshot: pages that left dirty, read and
+ * written back before the snapshot (mapped writable at once) and written
+ * again while it runs, and pages still swapped at its instant, read and
+ * written while it runs (the copy may not have reached them: mapped
+ * writable, a write would land before the copy), are all in the image as
+ * they were at the instant.
+ */
+static void rewrite_prediction_snapshot(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 2048, step = 8, span = 1024;
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	struct pager_region_stats s0, s1;
+	char path[128], meta[160];
+	uint64_t bad = 0;
+	int e, fd;
+
+	start(c, NULL, NULL);
+	struct pager *p = connect_to(c);
+	struct pager_region *r = region(p, n * ps, 256 * ps);
+	uint8_t *b = pager_region_addr(r);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill((uint64_t *)(b + i * ps), i, 1);
+	/* Read-modify-write of pages that left dirty: most come back
+	 * writable (so the path is taken), fewer write faults than pages. */
+	s0 = stats_of(r);
+	for (uint64_t i = 1; i < span; i += step) {
+		assert_true(check((uint64_t *)(b + i * ps), i, 1));
+		fill((uint64_t *)(b + i * ps), i, 2);
+	}
+	s1 = stats_of(r);
+	print_message("before: %" PRIu64 " swap-ins, %" PRIu64 " write faults\n",
+		      s1.swap_ins - s0.swap_ins, s1.faults_wp - s0.faults_wp);
+	assert_true(s1.faults_wp - s0.faults_wp < span / step / 2);
+
+	snprintf(path, sizeof(path), "%s/rmw-snap.%d.img", swap_dir, (int)getpid());
+	snprintf(meta, sizeof(meta), "%s.meta", path);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	for (uint64_t i = 0; i < span; i += step) {
+		fill((uint64_t *)(b + (i + 1) * ps), i + 1, 3);
+		assert_true(check((uint64_t *)(b + i * ps), i, 1));
+		fill((uint64_t *)(b + i * ps), i, 2);
+	}
+	while ((e = pager_region_snapshot_poll(r, &pr)) == 0)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, 0);
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t gen = i < span && i % step == 1 ? 2 : 1;
+
+		if (!image_holds(fd, i, gen) && !bad++)
+			print_message("image page %" PRIu64 ": not generation %" PRIu64 "\n",
+				      i, gen);
+	}
+	close(fd);
+	unlink(path);
+	unlink(meta);
+	assert_int_equal(bad, 0);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t gen = i >= span ? 1 : i % step == 1 ? 3 : i % step == 0 ? 2 : 1;
+
+		assert_true(check((uint64_t *)(b + i * ps), i, gen));
+	}
+	pager_close(p);
+	stop(c);
+}
+
 /* ---- main -------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -1437,6 +1623,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(clock_sees_refs_as_other_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(private_daemon_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(block_device_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(rewrite_prediction, setup, teardown),
+		cmocka_unit_test_setup_teardown(rewrite_prediction_snapshot, setup, teardown),
 	};
 
 	ps = (size_t)sysconf(_SC_PAGESIZE);

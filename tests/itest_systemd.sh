@@ -173,9 +173,15 @@ show() { # UNIT PROPERTY
 journal() { # the service's journal since boot, in $tmp/journal
 	inside journalctl -b -u pagerd.service --no-pager -o cat >"$tmp/journal"
 }
-logged() { # PATTERN: in the journal?
-	journal
-	grep -q -- "$1" "$tmp/journal"
+logged() { # PATTERN: in the journal? journald writes it a moment after
+	# pagerd logs it (under load, seconds): wait for the line, bounded.
+	local i
+	for i in $(seq 1 300); do
+		journal
+		grep -q -- "$1" "$tmp/journal" && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 echo "== socket activation"

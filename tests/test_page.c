@@ -203,7 +203,8 @@ static void evict_and_swap_in(void **state)
 	page_swapin_reads_ended(&f->d, 2);
 	io_done(f, io);
 	page_swapin_installed(&f->r, 0, 2);
-	assert_int_equal(f->state[0], PAGE_RESIDENT);
+	/* Written out when evicted: it says so (the write prediction). */
+	assert_int_equal(f->state[0], PAGE_RESIDENT | PG_LEFT_DIRTY);
 	assert_int_equal(f->d.reading, 0);
 	counts(f, 2, 0, 0);
 	/* Written: dirty, its copy freed. */
@@ -435,6 +436,162 @@ static void writable_while_pending_caught(void **state)
 	assert_false(f->pending[0]);
 }
 
+/* ---- write prediction ------------------------------------------------------- */
+
+/* The page (resident, dirty) written to its slot and evicted. */
+static void evict_dirty_page(struct fix *f, uint64_t page, uint32_t slot)
+{
+	struct page_io *io = io_on(f, 0, true, page, 1);
+
+	page_writeback_started(&f->r, page, 1);
+	io_done(f, io);
+	f->slot[page] = slot + 1;
+	page_swapped_out(&f->r, page, 1);
+}
+
+/* Read back for a read fault, installed as the prediction says: writable
+ * (dirty from now) or protected (a fresh sample for the record). */
+static bool swap_in_read(struct fix *f, uint64_t page)
+{
+	struct page_io *io = io_on(f, 1, false, page, 1);
+	bool writable;
+
+	page_swapin_started(&f->r, page, 1);
+	page_swapin_reads_ended(&f->d, 1);
+	io_done(f, io);
+	writable = page_swapin_writable(&f->r, page, false);
+	page_swapin_installed(&f->r, page, 1);
+	if (writable)
+		page_dirtied(&f->r, page);
+	else
+		page_set_fresh(&f->r, page);
+	return writable;
+}
+
+/* A resident page set clean (its copy in slot current) or, slot -1,
+ * dirty, behind the transitions' back: so that the test can send one page
+ * round and round. */
+static void reset_resident(struct fix *f, uint64_t page, int64_t slot)
+{
+	f->slot[page] = (uint32_t)(slot + 1);
+	page_adopt(&f->r, page, PAGE_RESIDENT);
+}
+
+/*
+ * How a page left memory goes with it through swap: one written out on
+ * eviction comes back (for a read) writable, its copy freed; one dropped
+ * clean comes back protected, its copy kept.  Neither pays a round trip
+ * for what it is likely to do next.
+ */
+static void left_dirty_comes_back_writable(void **state)
+{
+	struct fix *f = *state;
+
+	page_adopt(&f->r, 0, PAGE_RESIDENT); /* dirty: no copy */
+	f->slot[1] = 12;
+	page_adopt(&f->r, 1, PAGE_RESIDENT); /* clean: slot 11 */
+	page_adopted(&f->r);
+	evict_dirty_page(f, 0, 10);
+	page_swapped_out(&f->r, 1, 1);
+	assert_int_equal(f->state[0], PAGE_SWAPPED | PG_LEFT_DIRTY);
+	assert_int_equal(f->state[1], PAGE_SWAPPED);
+	counts(f, 0, 2, 0);
+
+	assert_true(swap_in_read(f, 0));
+	assert_int_equal(f->slot[0], 0); /* dirty: its copy is stale */
+	assert_false(f->state[0] & PG_FRESH);
+	assert_false(swap_in_read(f, 1));
+	assert_int_equal(f->slot[1], 12); /* clean: dropped without a write */
+	assert_true(f->state[1] & PG_FRESH);
+	counts(f, 2, 0, 0);
+	/* Unwritten, page 1 leaves clean again; page 0 leaves dirty. */
+	page_swapped_out(&f->r, 1, 1);
+	evict_dirty_page(f, 0, 10);
+	assert_int_equal(f->state[0], PAGE_SWAPPED | PG_LEFT_DIRTY);
+	assert_int_equal(f->state[1], PAGE_SWAPPED);
+	counts(f, 0, 2, 0);
+	/* A write fault maps either writable. */
+	page_swapin_started(&f->r, 1, 1);
+	assert_true(page_swapin_writable(&f->r, 1, true));
+}
+
+/*
+ * Once a class has RW_TRUST samples, the region's record decides, not the
+ * pages' past: pages that left clean but are written after each swap-in
+ * come back writable (all but one in RW_SAMPLE_SURE, kept protected to
+ * watch for a change); pages that left dirty but are only read come back
+ * protected.
+ */
+static void prediction_follows_the_record(void **state)
+{
+	struct fix *f = *state;
+	unsigned writable = 0, reads;
+
+	reset_resident(f, 3, 3);
+	page_adopt(&f->r, 5, PAGE_RESIDENT);
+	page_adopted(&f->r);
+	for (int i = 0; i < RW_TRUST; i++) {
+		page_swapped_out(&f->r, 3, 1);
+		assert_false(swap_in_read(f, 3)); /* left clean, no record yet */
+		assert_true(page_dirtied(&f->r, 3)); /* ... and written */
+		reset_resident(f, 3, 3);
+	}
+	assert_int_equal(f->r.rw_seen[0], RW_TRUST);
+	assert_int_equal(f->r.rw_written[0], RW_TRUST);
+	for (int i = 0; i < 2 * RW_SAMPLE_SURE; i++) {
+		page_swapped_out(&f->r, 3, 1);
+		if (swap_in_read(f, 3))
+			writable++;
+		else
+			page_dirtied(&f->r, 3); /* the sample is written too */
+		reset_resident(f, 3, 3);
+	}
+	assert_int_equal(writable, 2 * RW_SAMPLE_SURE - 2);
+
+	/* Left dirty, never written: the prior maps them writable until
+	 * the samples (one in RW_SAMPLE) make a record that says not. */
+	for (reads = 0; f->r.rw_seen[1] < RW_TRUST; reads++) {
+		evict_dirty_page(f, 5, 5);
+		swap_in_read(f, 5);
+		reset_resident(f, 5, -1); /* unwritten: dirty only for the test */
+		assert_true(reads < 1000);
+	}
+	assert_int_equal(f->r.rw_written[1], 0);
+	assert_true(reads <= RW_TRUST * RW_SAMPLE);
+	for (int i = 0; i < 2 * RW_SAMPLE; i++) {
+		evict_dirty_page(f, 5, 5);
+		assert_false(swap_in_read(f, 5));
+		reset_resident(f, 5, -1);
+	}
+	assert_int_equal(page_check_daemon(&f->d), 0);
+}
+
+/* A page a running snapshot still has to copy comes back protected, even
+ * for a write fault: the write's own fault copies it first. */
+static void pending_page_comes_back_protected(void **state)
+{
+	struct fix *f = *state;
+
+	page_adopt(&f->r, 0, PAGE_RESIDENT);
+	page_adopted(&f->r);
+	evict_dirty_page(f, 0, 0);
+	f->r.watch = &fake_watch;
+	f->pending[0] = true;
+	page_swapin_started(&f->r, 0, 1);
+	assert_false(page_swapin_writable(&f->r, 0, false));
+	assert_false(page_swapin_writable(&f->r, 0, true));
+	f->pending[0] = false;
+	assert_true(page_swapin_writable(&f->r, 0, false));
+}
+
+static void checker_finds_left_dirty_without_data(void **state)
+{
+	struct fix *f = *state;
+
+	f->state[6] = PAGE_EMPTY | PG_LEFT_DIRTY;
+	assert_int_not_equal(page_check_region(&f->r), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -453,6 +610,10 @@ int main(void)
 		T(checker_finds_io_flags_without_io),
 		T(watch_told_before_changes),
 		T(writable_while_pending_caught),
+		T(left_dirty_comes_back_writable),
+		T(prediction_follows_the_record),
+		T(pending_page_comes_back_protected),
+		T(checker_finds_left_dirty_without_data),
 	};
 
 	log_set_level(LOG_ERR);

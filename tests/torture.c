@@ -29,8 +29,13 @@
  *             SIGKILL (a crash), each time a fresh pagerd adopting every
  *             client from the store (see "Restarts" below)
  *   fullswap  (a configuration) a swap smaller than the data: it fills up
- *   fulldisk  (a configuration, root) the swap file on a tmpfs a quarter of
- *             its size: its writes fail with ENOSPC
+ *   fulldisk  (a configuration, root) the swap file on a small tmpfs:
+ *             pagerd allocates it whole at start, then, before any page is
+ *             in it, its blocks are punched and the filesystem is filled
+ *             but for a quarter of the swap (as a filesystem without
+ *             fallocate, a thin device): most write-backs fail with ENOSPC.
+ *             A restart removes the filler (the new pagerd allocates the
+ *             file whole again): the disk is full until the first one
  *
  * Page contents.  Word i of page p of region incarnation u at generation g
  * (g >= 1) is (key(u, p) ^ i * C1) + g * C2 with C2 odd, so every word on
@@ -135,6 +140,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1863,6 +1869,43 @@ static void check_clean(int base_fds)
 static char swap[256], mem[32], cli[32], swsz[32], poolpct[16];
 static const char *args[20];
 
+/*
+ * fulldisk: the swap file's blocks are taken from under pagerd while no
+ * page is in it yet, and the filesystem is filled but for a quarter of the
+ * swap: write-backs meet a full disk.  Nothing is in swap before the first
+ * client starts, which is after this.
+ */
+static char swapfs_filler[240];
+
+static void fill_swapfs(void)
+{
+	static char buf[1 << 16];
+	struct statvfs vfs;
+	uint64_t avail;
+	int fd = open(swap, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0 || fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+				(off_t)cfg.swap_size) < 0)
+		failf("fulldisk: punching %s: %s", swap, strerror(errno));
+	close(fd);
+	if (statvfs(swapfs, &vfs) < 0)
+		failf("fulldisk: statvfs %s: %s", swapfs, strerror(errno));
+	avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	snprintf(swapfs_filler, sizeof(swapfs_filler), "%s/filler", swapfs);
+	fd = open(swapfs_filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		failf("fulldisk: %s: %s", swapfs_filler, strerror(errno));
+	memset(buf, 0x5a, sizeof(buf));
+	for (uint64_t left = avail > cfg.swap_size / 4 ? avail - cfg.swap_size / 4 : 0; left;) {
+		size_t n = left < sizeof(buf) ? left : sizeof(buf);
+
+		if (write(fd, buf, n) != (ssize_t)n)
+			failf("fulldisk: filling %s: %s", swapfs, strerror(errno));
+		left -= n;
+	}
+	close(fd);
+}
+
 static void start_pagerd(void)
 {
 	char pre[200];
@@ -1872,10 +1915,10 @@ static void start_pagerd(void)
 	if (cfg.ops[OP_FULLDISK]) {
 		char opt[64];
 
-		/* A file system smaller than the swap file on it (pagerd makes
-		 * it sparse): its writes fail with ENOSPC once it is full. */
+		/* Room for the swap file and a little more: pagerd refuses a
+		 * swap its filesystem cannot hold (see fill_swapfs()). */
 		snprintf(swapfs, sizeof(swapfs), "%s/fs", work);
-		snprintf(opt, sizeof(opt), "size=%" PRIu64 "k", cfg.swap_size / 4096);
+		snprintf(opt, sizeof(opt), "size=%" PRIu64 "k", cfg.swap_size / 1024 + 1024);
 		if (mkdir(swapfs, 0700) < 0 || mount("tmpfs", swapfs, "tmpfs", 0, opt) < 0) {
 			printf("torture: fulldisk needs to mount a tmpfs (%s): left out\n",
 			       strerror(errno));
@@ -1928,6 +1971,8 @@ static void start_pagerd(void)
 	e = test_sd_start(&sd, false, args, (int)cfg.hang_s * 1000);
 	if (e < 0)
 		parent_fail("starting pagerd: %s", sd.err);
+	if (swapfs[0])
+		fill_swapfs();
 }
 
 /*
@@ -1963,6 +2008,9 @@ static void restart_pagerd(bool crash)
 		parent_fail("pagerd's hand-over (SIGTERM) ended with %s %d",
 			    WIFEXITED(sd.status) ? "status" : "signal",
 			    WIFEXITED(sd.status) ? WEXITSTATUS(sd.status) : WTERMSIG(sd.status));
+	/* The new pagerd allocates its swap file whole, or refuses it. */
+	if (swapfs_filler[0])
+		unlink(swapfs_filler);
 	e = test_sd_start(&sd, true, args, (int)cfg.hang_s * 1000);
 	if (e < 0)
 		parent_fail("restarting pagerd from the store (%zu fds): %s", sd.n, sd.err);
