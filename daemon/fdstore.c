@@ -792,7 +792,9 @@ struct settle_counts {
  *   write-back in flight   the page is still in the memfd (it is punched
  *                          only after its slot is recorded and its state
  *                          is SWAPPED): resident, without the slot (it may
- *                          have been re-dirtied)
+ *                          have been re-dirtied); discarded during it
+ *                          (PG_GONE): empty if the memfd has nothing there,
+ *                          resident if it has (page.h: page_gone_with())
  *   swap-in in flight      the slot still holds the page: swapped (the half
  *                          filled page-cache page is punched)
  *   resident, a hole       eviction marks a page swapped (or empty) before
@@ -842,8 +844,13 @@ static void settle(struct region *r, const uint64_t *present, bool have_image,
 			else
 				to = PAGE_POISONED;
 		} else if (b & PG_IO) {
-			punch = here && (b & PG_GONE);
-			to = here && !(b & PG_GONE) ? PAGE_RESIDENT : PAGE_EMPTY;
+			/* Discarded under write-back, but in the memfd again:
+			 * the write-back's read put a page back, which the
+			 * client may have written since (page_gone()). */
+			bool gone = page_gone_with(b, here);
+
+			punch = here && gone;
+			to = here && !gone ? PAGE_RESIDENT : PAGE_EMPTY;
 		} else if (st == PAGE_RESIDENT) {
 			to = here ? PAGE_RESIDENT : PAGE_EMPTY;
 		} else if (st == PAGE_SWAPPED) {

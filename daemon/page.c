@@ -494,7 +494,7 @@ bool page_gone(struct region *r, uint64_t page)
 	if (!(b & PG_GONE))
 		return false;
 	/* (A swap-in reads into a buffer of its own, not the mapping.) */
-	if (!in_writeback(b) || !region_in_memory(r, page))
+	if (page_gone_with(b, in_writeback(b) && region_in_memory(r, page)))
 		return true;
 	put(r, page, (pgstate_t)((b & ~PG_GONE) | PG_REDIRTY | PG_REF));
 	return false;

@@ -161,6 +161,19 @@ void page_discarded(struct region *r, uint64_t first, uint64_t n);
  * this returns false.  Every reader of PG_GONE asks this first.
  */
 bool page_gone(struct region *r, uint64_t page);
+/*
+ * page_gone()'s rule for a page known by its state byte and whether the
+ * memfd holds data there (in_memory), without changing it: fdstore.c's
+ * adoption, which must not punch what a client wrote into a page its
+ * predecessor's write-back put back.  Discarded (PG_GONE) and, under a
+ * write-back (which reads pagerd's mapping), nothing in the memfd.
+ */
+static inline bool page_gone_with(pgstate_t b, bool in_memory)
+{
+	bool writeback = (b & (PG_IO | PG_READING)) == PG_IO;
+
+	return (b & PG_GONE) && !(writeback && in_memory);
+}
 /* The region goes: its counts leave its client's and the daemon's. */
 void page_region_gone(struct region *r);
 

@@ -274,7 +274,7 @@ static void notify_ready_status_watchdog_stopping(void **state)
 	struct notify_rx n;
 	char notify_path[160], notify_env[192];
 	char *argv[] = { (char *)pagerd_bin(), "--config", "/dev/null", "--socket", s.sock, NULL };
-	char *env[] = { notify_env, "WATCHDOG_USEC=400000", "WATCHDOG_PID=", NULL };
+	char *env[] = { notify_env, "WATCHDOG_USEC=1000000", "WATCHDOG_PID=", NULL };
 	long long prev;
 	struct pager *p;
 	struct proc d;
@@ -295,13 +295,15 @@ static void notify_ready_status_watchdog_stopping(void **state)
 	assert_true(c >= 0);
 	close(c);
 
-	/* WATCHDOG=1 every 200 ms: never late for the 400 ms deadline, and
-	 * not a flood either. */
+	/* WATCHDOG=1 every 500 ms: never late for the 1 s deadline, and not
+	 * a flood either.  (A deadline of 1 s, not less, leaves this test,
+	 * which times the pings as it receives them, room for a loaded
+	 * machine: a 425 ms gap was seen against a 400 ms deadline.) */
 	notify_wait(&n, "WATCHDOG=1");
 	prev = n.at;
 	for (int i = 0; i < 5; i++) {
 		notify_wait(&n, "WATCHDOG=1");
-		if (n.at - prev >= 400 || n.at - prev < 50)
+		if (n.at - prev >= 1000 || n.at - prev < 100)
 			fail_msg("watchdog %d came %lld ms after the previous one", i, n.at - prev);
 		prev = n.at;
 	}
