@@ -58,6 +58,8 @@ struct config {
 	char *ceph_id;                 /* pagerd's client name in it */
 	char *ceph_keyring;            /* "" = the conf file's */
 	unsigned ceph_timeout_ms;      /* a request to the cluster takes at most */
+	unsigned pool_percent;         /* compressed pool: its share of a limit, 0 = off */
+	int pool_compressor;           /* enum pool_algo */
 	/* What one client may do */
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */

@@ -26,12 +26,16 @@
  *             checker (page.h)
  *   limits.c  resident accounting against global, client and region
  *             limits; the eviction timer
+ *   tier.c    the compressed pool as the limits see it: its pages in a
+ *             limit, spilling it under one (tier.h)
  *   clock.c   the Clock hand: which resident page to evict next
  *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
  *   conn.c    marks a lower layer leaves on a client (drop it, send its
  *             deferred reply) for client.c's socket callback
  *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
- *   store_file.c the store interface's file backend, on io.c
+ *   pool.c    the compressed pool swap.c keeps in front of its store (pool.h)
+ *   store_file.c the store interface's file backend, on io.c;
+ *             store_rbd.c its Ceph RBD backend, on librbd
  *   io.c      the asynchronous I/O engine: one io_uring for every disk
  *   config.c  settings: pagerd.conf, options, reload (config.h)
  *   log.c     the log, and the monotonic clock (log.h)

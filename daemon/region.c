@@ -19,7 +19,9 @@
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
+#include "pool.h"
 #include "swap.h"
+#include "tier.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -286,6 +288,8 @@ void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
+	if (d->swap)
+		swap_pool_forget_region(d->swap, r->id);
 	page_io_detach_all(r);
 	agent_region_gone(r);
 	/* Handed over: the states and slots are the successor's. */
@@ -342,7 +346,13 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
 void region_fill_stats(struct region *r, struct proto_region_stats *out)
 {
 	const struct counters *st = &r->stats;
+	struct pool_stats ps = { 0 };
 
+	tier_sync_stats(r->client->d, r);
+	if (r->client->d->swap)
+		swap_pool_stats(r->client->d->swap, r->id, &ps);
+	out->pool_pages = ps.pages;
+	out->pool_bytes = ps.bytes;
 	out->region_id = r->id;
 	out->client_id = r->client->id;
 	out->client_pid = r->client->cred.pid;

@@ -573,8 +573,14 @@ static void swapin_done(void *arg, int res)
 
 		if (good && (b & PG_RA_MARK) && !(b & PG_WAITER))
 			hold = marker_stream(r, p);
+		/* A page whose only copy was in the compressed pool leaves
+		 * it (zswap's exclusive load): mapped writable, dirty, its
+		 * slot and pool entry freed, so that the pool holds no copy
+		 * of a page in memory; evicted again, it is compressed
+		 * again, with no disk I/O. */
 		if (good && p == io->fault_page)
-			writable = page_swapin_writable(r, p, io->fault_write);
+			writable = page_swapin_writable(r, p, io->fault_write ||
+					swap_pool_exclusive(d->swap, io->slot + i));
 		if (good) {
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;

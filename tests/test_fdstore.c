@@ -35,6 +35,7 @@
 #include "../daemon/fdstore_adopt.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/pool.c"
 #include "../daemon/store_file.c"
 #include "../daemon/store_rbd.c"
 #include "../daemon/swap.c"
