@@ -207,6 +207,8 @@ static void client_drop_region(struct region *r)
 {
 	fdstore_region_gone(r);
 	fault_forget_parked(r);
+	fault_region_gone(r);
+	swapin_region_gone(r);
 	snapshot_region_gone(r);
 	region_destroy(r);
 }

@@ -430,8 +430,11 @@ int main(int argc, char **argv)
 	 * the loop (every event handled), and a violation aborts. */
 	log_notice("page invariants checked after every event");
 	while (!event_base_got_break(d.base) && !event_base_got_exit(d.base) &&
-	       event_base_loop(d.base, EVLOOP_ONCE) == 0)
+	       event_base_loop(d.base, EVLOOP_ONCE) == 0) {
 		page_check_daemon(&d);
+		if (swapin_check_daemon(&d))
+			abort();
+	}
 #else
 	event_base_dispatch(d.base);
 #endif

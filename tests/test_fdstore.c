@@ -169,6 +169,18 @@ int restore_crc_fd(const struct region *r)
 	return -1;
 }
 
+int restore_image_fd(const struct region *r)
+{
+	(void)r;
+	return -1;
+}
+
+bool restore_prefetching(const struct region *r)
+{
+	(void)r;
+	return false;
+}
+
 int sd_pid_notify_with_fds(pid_t pid, int unset, const char *state, const int *fds,
 			   unsigned n)
 {
