@@ -71,6 +71,7 @@ CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)
 INIH_LIBS     = $(shell pkg-config --libs inih)
 # librbd-dev ships no pkg-config file.
 RBD_LIBS     := -lrbd -lrados
+POOL_LIBS     = $(shell pkg-config --libs liblz4 libzstd)
 
 COMMON_SRC   := common/proto.c common/size.c
 LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c libpager/snapshot.c common/proto.c common/image.c
@@ -131,7 +132,7 @@ $(BUILD)/libpager.pc: libpager/libpager.pc.in Makefile $(PATHS_STAMP)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(BUILD)/pagerd: $(call obj,$(DAEMON_SRC))
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS) $(INIH_LIBS) $(RBD_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EVENT_LIBS) $(URING_LIBS) $(SYSTEMD_LIBS) $(INIH_LIBS) $(RBD_LIBS) $(POOL_LIBS) -lpthread
 
 $(BUILD)/pagerctl: $(call obj,$(CTL_SRC))
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -152,7 +153,7 @@ $(BUILD)/bench/handoff: $(BUILD)/obj/bench/handoff.o $(LIBSO)
 # and the test harness, and run a real pagerd.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) $(RBD_LIBS) -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) $(RBD_LIBS) $(POOL_LIBS) -lpthread
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'

@@ -23,7 +23,12 @@
  *
  * Every page holds its index and a check word derived from it (the rest is
  * pseudo-random filler, so that neither side can skip I/O for zero pages or
- * compress them): every read checks both.  seq-read also adds up the
+ * compress them): every read checks both.  With --compress K the filler is
+ * a random 1/K of the page repeated, so that a compressor takes the page to
+ * about 1/K (generated, never zeros), and with --pool PERCENT a fourth
+ * backing, "pool", runs: pagerd (Clock) with its compressed pool taking up
+ * to PERCENT of the limit; --zswap turns the kernel's zswap on for the
+ * kernel side (and off again at the end).  seq-read also adds up the
  * rand-rmw counters, which must come to the number of increments; it runs
  * after rand-rmw for that reason (a separate pass over a mostly swapped-out
  * region would cost as much as seq-read itself).  A wrong value is a
@@ -134,12 +139,13 @@ static const char *job_name(int job)
 	return job < NR_PHASES ? phase_info[job].name : "warm-up";
 }
 
-enum backing { BK_KERNEL, BK_CLOCK, BK_FIFO, NR_BACKINGS };
+enum backing { BK_KERNEL, BK_CLOCK, BK_FIFO, BK_POOL, NR_BACKINGS };
 
 static const char *const backing_name[NR_BACKINGS] = {
 	[BK_KERNEL] = "kernel",
 	[BK_CLOCK] = "clock",
 	[BK_FIFO] = "fifo",
+	[BK_POOL] = "pool",
 };
 
 /* One phase as one child measured it; sent to the parent over a pipe. */
@@ -149,7 +155,9 @@ struct phase_result {
 	double ns[MAX_ROUNDS];  /* per page or access, one per round */
 	double median;
 	uint64_t accesses;      /* over all rounds */
-	int64_t misses;         /* accesses that waited for a swap-in, -1 unknown */
+	int64_t misses;         /* accesses that waited for a swap-in, -1 unknown
+				 * (the pool backing: for a disk read) */
+	int64_t pool_hits;      /* the pool backing: swap-ins from the pool */
 	int64_t soft_faults;    /* the process's minor faults, -1 unknown */
 	/* pagerd's counters over the phase (-1: the kernel, or unknown):
 	 * write-protect faults, and evictions without and with a write */
@@ -228,6 +236,10 @@ struct bench {
 	unsigned nthreads_list;
 	unsigned threads[MAX_THREAD_LIST];
 	unsigned phase_mask;
+	unsigned compress;       /* filler: a random 1/compress of the page, repeated */
+	unsigned pool_percent;   /* > 0: the pool backing runs, with this share */
+	bool zswap;              /* the kernel side with zswap on */
+	bool zswap_was_on, zswap_set;
 	bool json, kernel_on, pager_on, quick;
 	const char *swap_dir;
 	const char *pagerd;
@@ -310,15 +322,19 @@ static inline uint64_t check_word(size_t page)
 }
 
 /* Word 0 the stamp, word 1 the rand-rmw counter, the last word the check
- * word, the rest filler. */
+ * word, the rest filler: random, or (compress K > 1) a random 1/K of the
+ * page repeated. */
+static unsigned fill_compress = 1;
+
 static void fill_page(uint64_t *p, size_t page, size_t words)
 {
 	uint64_t s = FILL_SEED ^ page;
+	size_t fresh = words / fill_compress;
 
 	p[0] = stamp_word(page);
 	p[1] = 0;
 	for (size_t w = 2; w < words - 1; w++)
-		p[w] = splitmix64(&s);
+		p[w] = w < fresh ? splitmix64(&s) : p[2 + (w - 2) % (fresh > 2 ? fresh - 2 : 1)];
 	p[words - 1] = check_word(page);
 }
 
@@ -557,9 +573,20 @@ static int64_t misses_now(const struct run *r)
 		struct pager_region_stats st = { .sz = sizeof(st) };
 
 		if (pager_region_stats(r->region, &st) == 0)
-			return (int64_t)st.swap_ins;
+			return (int64_t)(st.swap_ins - st.pool_hits);
 	}
 	return -1;
+}
+
+/* Swap-ins the pool served so far (pagerd), or -1. */
+static int64_t pool_hits_now(const struct run *r)
+{
+	struct pager_region_stats st = { .sz = sizeof(st) };
+
+	if (r->backing == BK_KERNEL || !pager_region_stats ||
+	    pager_region_stats(r->region, &st) < 0)
+		return -1;
+	return (int64_t)st.pool_hits;
 }
 
 /* pagerd's write-protect faults and clean and dirty evictions so far
@@ -605,6 +632,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 	unsigned rounds = r->b->rounds;
 	uint64_t per = total / rounds ? total / rounds : 1;
 	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), c0[3];
+	int64_t h0 = pool_hits_now(r);
 	double sorted[MAX_ROUNDS];
 
 	pager_counts_now(r, c0);
@@ -626,6 +654,7 @@ static int run_rounds(struct run *r, enum phase ph, uint64_t total,
 	pr->rounds = rounds;
 	pr->accesses = per * rounds;
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	pr->pool_hits = h0 >= 0 ? pool_hits_now(r) - h0 : -1;
 	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
 	pager_counts_end(r, c0, pr);
 	memcpy(sorted, pr->ns, rounds * sizeof(double));
@@ -639,6 +668,7 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 		    uint64_t *ret_sum)
 {
 	int64_t m0 = misses_now(r), m1, f0 = soft_faults_now(), c0[3];
+	int64_t h0 = pool_hits_now(r);
 	uint64_t ns = 0;
 	int e;
 
@@ -656,6 +686,7 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 	pr->ns[0] = pr->median = (double)ns / (double)r->b->npages;
 	pr->accesses = r->b->npages;
 	pr->misses = m0 >= 0 && m1 >= 0 ? m1 - m0 : -1;
+	pr->pool_hits = h0 >= 0 ? pool_hits_now(r) - h0 : -1;
 	pr->soft_faults = f0 >= 0 ? soft_faults_now() - f0 : -1;
 	pager_counts_end(r, c0, pr);
 	return 0;
@@ -1342,6 +1373,13 @@ static int pagerd_start(struct bench *b, enum backing k)
 		argv[argc++] = "--policy";
 		argv[argc++] = k == BK_FIFO ? "fifo" : "clock";
 	}
+	if (k == BK_POOL) {
+		static char pct[16];
+
+		snprintf(pct, sizeof(pct), "%u", b->pool_percent);
+		argv[argc++] = "--pool-percent";
+		argv[argc++] = pct;
+	}
 	for (unsigned i = 0; i < b->nextra; i++)
 		argv[argc++] = b->extra_args[i];
 	argv[argc] = NULL;
@@ -1487,9 +1525,38 @@ static int stop_sides(struct bench *b)
 
 /* Everything the parent set up, taken down (see stop_sides() for the
  * order). */
+#define ZSWAP_ENABLED "/sys/module/zswap/parameters/enabled"
+
+/* Turns the kernel's zswap on (and remembers how it was) or back to how it
+ * was.  Returns 0 or -errno (said). */
+static int zswap_set(struct bench *b, bool on)
+{
+	char was = 'N';
+	int fd = open(ZSWAP_ENABLED, O_RDWR | O_CLOEXEC), e = 0;
+
+	if (fd < 0 || (on && read(fd, &was, 1) != 1)) {
+		e = -errno;
+		fprintf(stderr, "swap: %s: %s\n", ZSWAP_ENABLED, strerror(errno));
+	} else {
+		if (on)
+			b->zswap_was_on = was == 'Y' || was == '1';
+		if (pwrite(fd, on || b->zswap_was_on ? "Y" : "N", 1, 0) != 1) {
+			e = -errno;
+			fprintf(stderr, "swap: writing %s: %s\n", ZSWAP_ENABLED, strerror(errno));
+		} else {
+			b->zswap_set = on;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return e;
+}
+
 static void teardown(struct bench *b)
 {
 	stop_sides(b);
+	if (b->zswap_set)
+		zswap_set(b, false);
 	if (b->kswap_on && swapoff(b->kswap) < 0)
 		fprintf(stderr, "swap: swapoff %s: %s\n", b->kswap, strerror(errno));
 	b->kswap_on = false;
@@ -1520,6 +1587,8 @@ static bool backing_runs(const struct bench *b, enum backing k)
 	case BK_FIFO:
 		return b->pager_on && !b->fifo_unavail[0] &&
 		       (b->phase_mask & (1u << PH_SKEWED));
+	case BK_POOL:
+		return b->pager_on && b->pool_percent;
 	default:
 		return false;
 	}
@@ -1852,6 +1921,14 @@ static void print_sanity(const struct bench *b, enum backing k, unsigned nthread
 		if (r->swapped_after_write >= 0)
 			printf(", swapped %.0f MiB", mib(r->swapped_after_write));
 		printf("\n");
+		if (k == BK_POOL && r->stats_ok && r->stats.sz >= sizeof(r->stats))
+			printf("  pool at the end: %.0f MiB holding %" PRIu64 " pages (%.0f MiB, "
+			       "stored at %.2fx), %" PRIu64 " hits, %" PRIu64 " spilled, %" PRIu64
+			       " too big\n", mib((int64_t)r->stats.pool_bytes), r->stats.pool_pages,
+			       mib((int64_t)(r->stats.pool_pages * b->page_size)),
+			       r->stats.pool_stored_bytes ? (double)r->stats.pool_stores *
+			       (double)b->page_size / (double)r->stats.pool_stored_bytes : 0.0,
+			       r->stats.pool_hits, r->stats.pool_spills, r->stats.pool_rejects);
 		if (!pager_evicted(b, o))
 			printf("  NOTE: pagerd did not keep to the limit (no eviction yet?): "
 			       "its numbers are not swap numbers\n");
@@ -1925,6 +2002,57 @@ static void print_table(const struct bench *b, unsigned ti)
 		printf("%-12s  %24.3f  %9" PRId64 "  %11.3f\n", phase_info[ph].name,
 		       (double)p->wp_faults / (double)p->accesses, ev,
 		       ev > 0 ? (double)p->evict_clean / (double)ev : 0.0);
+	}
+	fflush(stdout);
+}
+
+/*
+ * The compressed pool against the kernel and against pagerd without it, at
+ * one thread count: time per access, the ratios, and per access the misses
+ * that read the disk and (pool) the swap-ins the pool served.
+ */
+static void print_ns(const struct phase_result *p, int width)
+{
+	if (p)
+		printf("  %*.0f", width, p->median);
+	else
+		printf("  %*s", width, "n/a");
+}
+
+static void print_pool_table(const struct bench *b, unsigned ti)
+{
+	const struct outcome *ko = &b->out[ti][BK_KERNEL], *co = &b->out[ti][BK_CLOCK],
+			     *po = &b->out[ti][BK_POOL];
+
+	printf("\n%u thread%s, data compressing ~%ux, pool up to %u%% of the limit\n",
+	       b->threads[ti], plural(b->threads[ti]), b->compress, b->pool_percent);
+	printf("%-12s  kernel ns    off ns   pool ns  pool/kernel  pool/off   "
+	       "disk misses/access: kernel     off    pool   pool hits/access\n", "phase");
+	for (int ph = 0; ph < NR_PHASES; ph++) {
+		const struct phase_result *k = phase_of(ko, ph), *c = phase_of(co, ph),
+					  *p = phase_of(po, ph);
+
+		if (!(b->phase_mask & (1u << ph)))
+			continue;
+		printf("%-12s", phase_info[ph].name);
+		print_ns(k, 9);
+		print_ns(c, 8);
+		print_ns(p, 8);
+		if (k && p && k->median > 0)
+			printf("  %11.2f", p->median / k->median);
+		else
+			printf("  %11s", "n/a");
+		if (c && p && c->median > 0)
+			printf("  %8.2f", p->median / c->median);
+		else
+			printf("  %8s", "n/a");
+		printf("                    ");
+		print_misses(k);
+		print_misses(c);
+		print_misses(p);
+		if (p && p->pool_hits >= 0 && p->accesses)
+			printf("   %6.3f", (double)p->pool_hits / (double)p->accesses);
+		printf("\n");
 	}
 	fflush(stdout);
 }
@@ -2160,6 +2288,11 @@ static void usage(FILE *f)
 		"      --swap-dir DIR     where both swap files go (default %s)\n"
 		"      --pagerd-arg ARG   add ARG to pagerd's command line (repeatable)\n"
 		"      --json             print the results as JSON instead of tables\n"
+		"      --compress K       page filler a random 1/K repeated: compresses\n"
+		"                         about K times (default 1: incompressible)\n"
+		"      --pool PERCENT     also run pagerd with its compressed pool taking\n"
+		"                         up to PERCENT of the limit (backing \"pool\")\n"
+		"      --zswap            the kernel side with zswap on (restored after)\n"
 		"  -h, --help             this text\n"
 		"pagerd is $PAGERD, else the pagerd beside this program's build directory.\n",
 		DEFAULT_SIZE, QUICK_SIZE, DEFAULT_LIMIT, QUICK_LIMIT, DEFAULT_THREADS,
@@ -2222,6 +2355,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
 	enum {
 		OPT_JSON = 0x100, OPT_QUICK, OPT_PHASES, OPT_HOT, OPT_SKEW,
 		OPT_KERNEL_ONLY, OPT_PAGER_ONLY, OPT_SWAP_DIR, OPT_PAGERD_ARG,
+		OPT_COMPRESS, OPT_POOL, OPT_ZSWAP,
 	};
 	static const struct option longopts[] = {
 		{ "size", required_argument, NULL, 's' },
@@ -2238,6 +2372,9 @@ static int parse_args(struct bench *b, int argc, char **argv)
 		{ "swap-dir", required_argument, NULL, OPT_SWAP_DIR },
 		{ "pagerd-arg", required_argument, NULL, OPT_PAGERD_ARG },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "compress", required_argument, NULL, OPT_COMPRESS },
+		{ "pool", required_argument, NULL, OPT_POOL },
+		{ "zswap", no_argument, NULL, OPT_ZSWAP },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -2318,6 +2455,23 @@ static int parse_args(struct bench *b, int argc, char **argv)
 		case OPT_JSON:
 			b->json = true;
 			break;
+		case OPT_COMPRESS:
+			if (parse_u64(optarg, &v) < 0 || v < 1 || v > 64) {
+				fprintf(stderr, "swap: --compress takes 1 (incompressible) to 64\n");
+				return 2;
+			}
+			b->compress = (unsigned)v;
+			break;
+		case OPT_POOL:
+			if (parse_u64(optarg, &v) < 0 || v < 1 || v > 90) {
+				fprintf(stderr, "swap: --pool takes a percentage, 1 to 90\n");
+				return 2;
+			}
+			b->pool_percent = (unsigned)v;
+			break;
+		case OPT_ZSWAP:
+			b->zswap = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return -1;
@@ -2396,6 +2550,12 @@ static void print_header(const struct bench *b)
 	       mib((int64_t)b->size), mib((int64_t)b->limit), mib((int64_t)b->hot_bytes),
 	       b->rounds, b->rand_accesses, b->skew_accesses);
 	printf("swap files in %s\n", b->workdir);
+	printf("page contents: %s; kernel zswap %s\n",
+	       b->compress > 1 ? "a random part repeated (compresses about K times, K below)" :
+	       "random (incompressible)", b->zswap ? "ON (its pool is not held within the "
+	       "cgroup v1 limit: the kernel side has more memory than the limit)" : "off");
+	if (b->compress > 1)
+		printf("compressibility K = %u\n", b->compress);
 	if (b->kernel_on && !b->kernel_unavail[0])
 		printf("kernel: MAP_PRIVATE|MAP_ANONYMOUS, THP off, in memory cgroup %s/"
 		       "pagerd-bench-*, swap file %s (%.0f MiB, priority %d)\n",
@@ -2437,6 +2597,9 @@ int main(int argc, char **argv)
 	e = parse_args(&b, argc, argv);
 	if (e)
 		return e < 0 ? 0 : e;
+	if (!b.compress)
+		b.compress = 1;
+	fill_compress = b.compress;
 
 	/* The handlers only set a flag; the signals stay blocked except while
 	 * the parent waits for a child, so that it always gets to clean up. */
@@ -2458,6 +2621,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (b.kernel_on)
 		kernel_setup(&b);
+	if (b.kernel_on && b.zswap && zswap_set(&b, true) < 0)
+		b.zswap = false;
 	if (b.phase_mask & (1u << PH_SKEWED))
 		probe_disk(&b);
 	if (b.pager_on && probe_pagerd(&b) < 0) {
@@ -2480,6 +2645,8 @@ int main(int argc, char **argv)
 				print_sanity(&b, (enum backing)k, b.threads[ti], &b.out[ti][k]);
 		if (!b.json && !b.failed)
 			print_table(&b, ti);
+		if (!b.json && !b.failed && backing_runs(&b, BK_POOL))
+			print_pool_table(&b, ti);
 	}
 	if (!b.failed) {
 		if (b.json)

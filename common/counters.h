@@ -61,7 +61,17 @@
 	X(pages_zero_filled, REGION, "pages", "pagerd_pages_zero_filled_total", NULL, \
 	  "Pages filled with zeros on first touch.") \
 	X(writeback_failed_pages, DAEMON, "pages", "pagerd_writeback_failed_pages_total", NULL, \
-	  "Pages whose write to swap failed (they stayed in memory).")
+	  "Pages whose write to swap failed (they stayed in memory).") \
+	X(pool_stores, REGION, "pages", "pagerd_pool_stores_total", NULL, \
+	  "Evicted pages kept compressed in the pool instead of written to swap.") \
+	X(pool_stored_bytes, REGION, "bytes", "pagerd_pool_stored_bytes_total", NULL, \
+	  "Compressed bytes of the pages kept in the pool (pool_stores pages: the ratio).") \
+	X(pool_hits, REGION, "pages", "pagerd_pool_hits_total", NULL, \
+	  "Pages read back from the compressed pool: no disk read.") \
+	X(pool_spills, REGION, "pages", "pagerd_pool_spills_total", NULL, \
+	  "Pool entries written to swap to make room (the coldest first).") \
+	X(pool_rejects, REGION, "pages", "pagerd_pool_rejects_total", NULL, \
+	  "Pages that compressed too badly for the pool: written to swap.")
 
 /* The HELP line of each family whose rows have a kind. */
 #define PAGER_COUNTER_FAMILIES(F) \

@@ -26,7 +26,7 @@
 #include "counters.h"
 
 #define PROTO_MAGIC   0x50475244u /* "PGRD" */
-#define PROTO_VERSION 4u
+#define PROTO_VERSION 5u
 
 /* The largest message either side sends or accepts. */
 #define PROTO_MAX_MSG 1024u
@@ -192,6 +192,8 @@ struct proto_region_stats {
 	uint64_t image_pending;
 	char name[PROTO_NAME_MAX];
 	struct proto_region_counters counters;
+	uint64_t pool_pages;  /* in the compressed pool */
+	uint64_t pool_bytes;  /* ... the memory they take */
 } __attribute__((packed));
 
 /* The reply to every request.  Fields a request does not use are zero. */
@@ -217,6 +219,8 @@ struct proto_reply {
 	struct proto_counters counters;
 	struct proto_region_stats region; /* REGION_STATS, REGION_INFO */
 	struct proto_snapshot_status snapshot; /* SNAPSHOT_STATUS */
+	uint64_t pool_pages;      /* status: in the compressed pool */
+	uint64_t pool_bytes;      /* ... the memory they take */
 } __attribute__((packed));
 
 union proto_body {

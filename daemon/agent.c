@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +45,22 @@ static void agent_lost(struct client *c)
 	client_wake(c);
 }
 
+/* Drops sent to the agent and not yet done: the hand must not read the
+ * references of pages sampled there (evict.c). */
+#define DROP_FENCES 16
+struct drop_fence {
+	uint32_t seq;     /* the agent request's; done when the agent says */
+	uint64_t page;    /* where the hand was when it sampled them */
+	uint64_t sent_ms;
+};
+
+/* A region's fences (region.fences), a ring, oldest at head: allocated at
+ * its first drop, as a client without an agent never sends one. */
+struct agent_fences {
+	struct drop_fence f[DROP_FENCES];
+	unsigned head, n;
+};
+
 static bool seq_done(uint32_t seq, uint32_t done)
 {
 	return (int32_t)(seq - done) <= 0;
@@ -55,11 +72,11 @@ static void fences_done(struct client *c, uint32_t done)
 	bool lifted = false;
 
 	for (size_t i = 0; i < c->nregions; i++) {
-		struct region *r = c->regions[i];
+		struct agent_fences *af = c->regions[i]->fences;
 
-		while (r->nfence && seq_done(r->fence[r->fence_head].seq, done)) {
-			r->fence_head = (r->fence_head + 1) % DROP_FENCES;
-			r->nfence--;
+		while (af && af->n && seq_done(af->f[af->head].seq, done)) {
+			af->head = (af->head + 1) % DROP_FENCES;
+			af->n--;
 			lifted = true;
 		}
 	}
@@ -74,26 +91,36 @@ static void fences_done(struct client *c, uint32_t done)
 
 uint64_t agent_fence_room(struct region *r)
 {
+	struct agent_fences *af = r->fences;
 	uint64_t t = now_ms();
 
-	while (r->nfence && t - r->fence[r->fence_head].sent_ms >= FENCE_MS) {
-		r->fence_head = (r->fence_head + 1) % DROP_FENCES;
-		r->nfence--;
+	while (af && af->n && t - af->f[af->head].sent_ms >= FENCE_MS) {
+		af->head = (af->head + 1) % DROP_FENCES;
+		af->n--;
 	}
-	if (!r->nfence || !r->npages)
+	if (!af || !af->n || !r->npages)
 		return UINT64_MAX;
-	return (r->fence[r->fence_head].page + r->npages - r->hand % r->npages) % r->npages;
+	return (af->f[af->head].page + r->npages - r->hand % r->npages) % r->npages;
 }
 
+/* (agent_drop() made r->fences before sending.) */
 static void fence_add(struct region *r, uint32_t seq, uint64_t page)
 {
-	if (r->nfence == DROP_FENCES) { /* the oldest goes: a late answer */
-		r->fence_head = (r->fence_head + 1) % DROP_FENCES;
-		r->nfence--;
+	struct agent_fences *af = r->fences;
+
+	if (af->n == DROP_FENCES) { /* the oldest goes: a late answer */
+		af->head = (af->head + 1) % DROP_FENCES;
+		af->n--;
 	}
-	r->fence[(r->fence_head + r->nfence) % DROP_FENCES] =
+	af->f[(af->head + af->n) % DROP_FENCES] =
 		(struct drop_fence){ .seq = seq, .page = page, .sent_ms = now_ms() };
-	r->nfence++;
+	af->n++;
+}
+
+void agent_region_gone(struct region *r)
+{
+	free(r->fences);
+	r->fences = NULL;
 }
 
 /* The agent's answers; anything else it sends is ignored, and end of
@@ -233,6 +260,11 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n)
 	 * hand degrades to a second chance; count the pages as handled. */
 	if (c->agent < 0)
 		return n;
+	/* A drop without its fence would let the hand read references the
+	 * agent has not dropped yet: without memory for fences, none is
+	 * sent (as when the socket is full). */
+	if (!r->fences && !(r->fences = calloc(1, sizeof(*r->fences))))
+		return 0;
 	memset(&m, 0, sizeof(m));
 	for (size_t i = 0; i < n;) {
 		size_t j = i + 1;

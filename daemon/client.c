@@ -207,6 +207,8 @@ static void client_drop_region(struct region *r)
 {
 	fdstore_region_gone(r);
 	fault_forget_parked(r);
+	fault_region_gone(r);
+	swapin_region_gone(r);
 	snapshot_region_gone(r);
 	region_destroy(r);
 }
@@ -705,6 +707,8 @@ static void do_status(struct client *c, struct proto_reply *out)
 	out->swap_bad = s.swap_bad;
 	out->over_limit = (uint32_t)s.over_limit;
 	out->swap_failing = (uint32_t)s.swap_failing;
+	out->pool_pages = s.pool_pages;
+	out->pool_bytes = s.pool_bytes;
 }
 
 /* Runs one request; returns the status for the reply. */

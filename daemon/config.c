@@ -71,6 +71,7 @@ struct setting {
 
 static const char *const policies[] = { "clock", "fifo", NULL };
 static const char *const yes_no[] = { "yes", "no", NULL };
+static const char *const compressors[] = { "lz4", "zstd", NULL };
 
 static const char *check_socket_path(const char *v);
 static const char *check_address(const char *v);
@@ -125,6 +126,10 @@ static const struct setting settings[] = {
 	{ "rbd_user_namespace", "rbd-user-namespace", 0, T_STRING, OFF(rbd_user_namespace), RELOAD, 0, 0,
 	  "", NULL, "POOL", "uid N may name the RBD images of POOL/uN (besides rbd_allow)",
 	  check_rbd_pool },
+	{ "pool_percent", "pool-percent", 0, T_UINT, OFF(pool_percent), RELOAD, 0, 90,
+	  "0", NULL, "PERCENT", "compressed pool: evicted pages are kept compressed in memory, taking up to this share of each memory limit before spilling to swap (0 = off)" },
+	{ "pool_compressor", "pool-compressor", 0, T_CHOICE, OFF(pool_compressor), RELOAD, 0, 0,
+	  "lz4", compressors, "lz4|zstd", "how the compressed pool compresses" },
 	{ "max_region", "max-region", 0, T_SIZE, OFF(max_region_bytes), RELOAD, 1, NOLIMIT,
 	  "1T", NULL, "SIZE", "largest region a client may create" },
 	{ "max_regions", "max-regions", 0, T_UINT, OFF(max_regions), RELOAD, 1, 1 << 20,

@@ -60,6 +60,8 @@ struct config {
 	unsigned ceph_timeout_ms;      /* a request to the cluster takes at most */
 	char *rbd_allow;               /* grants "user:U POOL/NS, group:G POOL", "" = none */
 	char *rbd_user_namespace;      /* POOL: uid N may name POOL's namespace uN */
+	unsigned pool_percent;         /* compressed pool: its share of a limit, 0 = off */
+	int pool_compressor;           /* enum pool_algo */
 	/* What one client may do */
 	uint64_t max_region_bytes;     /* largest region a client may create */
 	unsigned max_regions;          /* per client */

@@ -28,6 +28,7 @@
 #include "pagerd.h"
 #include "swap.h"
 #include "uffd.h"
+#include "tier.h"
 
 /* Victims taken from one region in one go. */
 #define EVICT_BATCH 512
@@ -381,9 +382,14 @@ static uint64_t evict_victims(struct region *r, uint64_t *v, size_t n,
 		if (clean) {
 			/* Write-protected since their copy was made: no
 			 * write can have slipped in.  Swapped before the
-			 * punch, as in punch_run(). */
-			for (size_t k = i; k < j; k++)
+			 * punch, as in punch_run().  The compressed pool
+			 * keeps a copy (tier.h). */
+			for (size_t k = i; k < j; k++) {
+				if (d->swap)
+					swap_pool_cache(d->swap, (uint64_t)region_slot(r, v[k]),
+							r->map + v[k] * d->page_size);
 				page_swapped_out(r, v[k], 1);
+			}
 			e = region_punch(r, first, span);
 			if (e < 0) {
 				/* Still in memory, and correct: keep them
@@ -626,10 +632,17 @@ static enum evict_status evict_limit(struct daemon *d, struct client *c,
 				     struct region *r, uint64_t *freed)
 {
 	struct limit_use lu;
+	uint64_t spilled;
 
 	limits_get(d, c, r, &lu);
 	if (!lu.excess)
 		return EVICT_DONE;
+	/* The compressed pool gives back its part first: the spills'
+	 * completions run eviction again. */
+	spilled = tier_shrink(d, c, r, &lu);
+	if (spilled >= lu.excess)
+		return EVICT_IO;
+	lu.excess -= spilled;
 	/* (A client's limit takes its clean and zero pages still.) */
 	if (!c || r) {
 		if (d->writeback >= EVICT_MAX_WRITEBACK)

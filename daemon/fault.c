@@ -26,6 +26,23 @@
 #include "pagerd.h"
 #include "uffd.h"
 
+/* A sequential stream of first touches, for fault-around. */
+struct fault_stream {
+	uint64_t start;  /* first page of the stream's last fill */
+	uint64_t next;   /* the page just after it */
+	uint32_t window; /* pages to fill on the next hit */
+	uint64_t used;   /* for LRU replacement */
+};
+
+#define FAULT_STREAMS 32
+
+/* A region's streams (region.streams): allocated at its first fill, as
+ * many regions never take a first-touch fault (restored, or adopted). */
+struct fault_streams {
+	struct fault_stream s[FAULT_STREAMS];
+	uint64_t clock;
+};
+
 /*
  * Picks how many pages to zero-fill for a first touch at `page`.
  *
@@ -39,11 +56,22 @@
 static uint64_t fault_around_window(struct region *r, uint64_t page,
 				    unsigned max_window, struct fault_stream **ret)
 {
-	struct fault_stream *s, *victim = &r->streams[0];
+	struct fault_streams *fs = r->streams;
+	struct fault_stream *s, *victim;
 
-	r->stream_clock++;
+	if (!fs) {
+		/* Without memory for them, one page at a time: fault-around
+		 * is a bonus. */
+		fs = r->streams = calloc(1, sizeof(*fs));
+		if (!fs) {
+			*ret = NULL;
+			return 1;
+		}
+	}
+	victim = &fs->s[0];
+	fs->clock++;
 	for (int i = 0; i < FAULT_STREAMS; i++) {
-		s = &r->streams[i];
+		s = &fs->s[i];
 		/* A hit: the page right after the last fill, or a little
 		 * beyond it where the run stopped at pages already there. */
 		if (s->window && page >= s->next &&
@@ -54,7 +82,7 @@ static uint64_t fault_around_window(struct region *r, uint64_t page,
 		}
 		if (s->window && page >= s->start && page < s->next) {
 			/* Caught up with a fill still in progress. */
-			s->used = r->stream_clock;
+			s->used = fs->clock;
 			*ret = NULL;
 			return 1;
 		}
@@ -64,7 +92,7 @@ static uint64_t fault_around_window(struct region *r, uint64_t page,
 	s = victim;
 	s->window = 1;
 hit:
-	s->used = r->stream_clock;
+	s->used = fs->clock;
 	*ret = s;
 	return s->window;
 }
@@ -326,6 +354,12 @@ void fault_forget_parked(struct region *r)
 			c->parked[kept++] = c->parked[i];
 	}
 	c->nparked = kept;
+}
+
+void fault_region_gone(struct region *r)
+{
+	free(r->streams);
+	r->streams = NULL;
 }
 
 bool fault_parked_in(const struct client *c, enum park_reason why,

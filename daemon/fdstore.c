@@ -455,7 +455,7 @@ void fdstore_region_sync(struct region *r)
 	h->addr = r->addr;
 	h->memory_limit = r->memory_limit;
 	h->flags = (h->flags & ~FDSTORE_R_IMAGE_PREFETCH) |
-		   (r->image_prefetch ? FDSTORE_R_IMAGE_PREFETCH : 0);
+		   (restore_prefetching(r) ? FDSTORE_R_IMAGE_PREFETCH : 0);
 	memcpy(h->name, r->name, sizeof(h->name));
 	snapshot_status(r, &ss);
 	if (ss.status == -ENOENT && ss.done && !ss.pages_total) {
@@ -623,8 +623,8 @@ void fdstore_region_image(struct region *r)
 	if (crc >= 0 && (r->stored & STORED_MEM) &&
 	    store_put(r->client->d, crc, "r%" PRIu64 ".crc", r->id))
 		r->stored |= STORED_CRC;
-	if (r->image_fd >= 0 && (r->stored & STORED_MEM) &&
-	    store_put(r->client->d, r->image_fd, "r%" PRIu64 ".image", r->id))
+	if (restore_image_fd(r) >= 0 && (r->stored & STORED_MEM) &&
+	    store_put(r->client->d, restore_image_fd(r), "r%" PRIu64 ".image", r->id))
 		r->stored |= STORED_IMAGE;
 }
 

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "pagerd.h"
 #include "swap.h"
+#include "tier.h"
 
 #define ROOM_UNLIMITED UINT64_MAX
 /* How often the log says that a limit is let go, at most. */
@@ -74,14 +75,19 @@ static void limit_fill(const struct daemon *d, uint64_t limit, uint64_t used,
 void limits_get(struct daemon *d, struct client *c, struct region *r,
 		struct limit_use *ret)
 {
+	uint64_t pool, spilling;
+
+	/* The compressed pool is memory too: its pages count, those being
+	 * spilled as good as gone, like write-back (tier.h). */
+	tier_pages(d, c, r, &pool, &spilling);
 	if (r)
-		limit_fill(d, r->memory_limit, r->resident, r->writeback,
+		limit_fill(d, r->memory_limit, r->resident + pool, r->writeback + spilling,
 			   r->over_limit, ret);
 	else if (c)
-		limit_fill(d, client_limit(c), c->resident, c->writeback,
+		limit_fill(d, client_limit(c), c->resident + pool, c->writeback + spilling,
 			   c->over_limit, ret);
 	else
-		limit_fill(d, global_limit(d), d->resident, d->writeback,
+		limit_fill(d, global_limit(d), d->resident + pool, d->writeback + spilling,
 			   d->over_limit, ret);
 }
 

@@ -38,6 +38,7 @@
 #include "pagerd.h"
 #include "store.h"
 #include "swap.h"
+#include "tier.h"
 
 /* Group and mode of a socket we bound (systemd's SocketGroup= and
  * SocketMode= do this for an activated one). */
@@ -302,6 +303,12 @@ static int load_fallback(struct config *cfg, int argc, char **argv,
 	return r;
 }
 
+/* The pool ended a spill: room under a limit, eviction may go on. */
+static void pool_spilled(void *d)
+{
+	evict_kick(d);
+}
+
 static void on_signal(int sig, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -315,6 +322,7 @@ static void on_signal(int sig, short what, void *arg)
 		if (config_reload(&d->cfg, &config_log) >= 0) {
 			log_set_level(d->cfg.log_level);
 			fdstore_config_sync(d);
+			tier_configure(d, pool_spilled);
 			/* Limits may have dropped: evict down to them. */
 			limits_changed(d);
 		}
@@ -386,6 +394,7 @@ int main(int argc, char **argv)
 		    .keyring = d.cfg.ceph_keyring, .timeout_ms = d.cfg.ceph_timeout_ms,
 	    }) < 0 || open_swap(&d) < 0)
 		goto out;
+	tier_configure(&d, pool_spilled);
 
 	if (d.cfg.private_fd >= 0) {
 		/* A private daemon belongs to one process: keep terminal
@@ -421,8 +430,11 @@ int main(int argc, char **argv)
 	 * the loop (every event handled), and a violation aborts. */
 	log_notice("page invariants checked after every event");
 	while (!event_base_got_break(d.base) && !event_base_got_exit(d.base) &&
-	       event_base_loop(d.base, EVLOOP_ONCE) == 0)
+	       event_base_loop(d.base, EVLOOP_ONCE) == 0) {
 		page_check_daemon(&d);
+		if (swapin_check_daemon(&d))
+			abort();
+	}
 #else
 	event_base_dispatch(d.base);
 #endif

@@ -644,7 +644,7 @@ void page_io_detach_all(struct region *r)
 		}								\
 	} while (0)
 
-/* Marks in cover[] (1 written out, 2 read in, 4 read and held) the pages
+/* Marks in cover[] (1 written out, 2 read in) the pages
  * the region's I/O in flight covers; counts the pages read into *reads.
  * One buffer, grown and kept: a check runs after every event, and under
  * ASan a buffer freed each time would sit in its quarantine (pagerd's RSS,
@@ -672,9 +672,6 @@ static uint8_t *io_cover(const struct region *r, uint64_t *reads)
 		if (!io->write)
 			*reads += io->npages;
 	}
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		if (r->ra[i].held && r->ra[i].held_page < r->npages)
-			cover[r->ra[i].held_page] |= 4; /* read, held for its fault */
 	return cover;
 }
 
@@ -710,15 +707,16 @@ static unsigned check_region(const struct region *r, uint64_t *reads)
 		      "how it left memory, but it has no data");
 		if (cover) {
 			/* A page with PG_IO has an I/O in flight over it (or,
-			 * read, its data held for its fault), and the other
-			 * way round. */
+			 * a readahead marker read, its data held for its
+			 * fault: swapin_check_daemon() checks those), and
+			 * the other way round. */
 			CHECK(!in_writeback(b) || (cover[p] & 1),
 			      "written out, no write in flight");
-			CHECK(!(b & PG_READING) || (cover[p] & 6),
-			      "being read, no read in flight nor data held");
+			CHECK(!(b & PG_READING) || (cover[p] & 2) || (b & PG_RA_MARK),
+			      "being read, no read in flight nor a marker held");
 			CHECK(!(cover[p] & 1) || in_writeback(b),
 			      "a write in flight over a page not written out");
-			CHECK(!(cover[p] & 6) || (b & PG_READING),
+			CHECK(!(cover[p] & 2) || (b & PG_READING),
 			      "a read in flight over a page not being read");
 		}
 	}

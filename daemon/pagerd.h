@@ -26,12 +26,16 @@
  *             checker (page.h)
  *   limits.c  resident accounting against global, client and region
  *             limits; the eviction timer
+ *   tier.c    the compressed pool as the limits see it: its pages in a
+ *             limit, spilling it under one (tier.h)
  *   clock.c   the Clock hand: which resident page to evict next
  *   uffd.c    the UFFDIO_* ioctls on a client's uffd, and only those (uffd.h)
  *   conn.c    marks a lower layer leaves on a client (drop it, send its
  *             deferred reply) for client.c's socket callback
  *   swap.c    the swap store: slots, CRC32C, on a store (store.h)
- *   store_file.c the store interface's file backend, on io.c
+ *   pool.c    the compressed pool swap.c keeps in front of its store (pool.h)
+ *   store_file.c the store interface's file backend, on io.c;
+ *             store_rbd.c its Ceph RBD backend, on librbd
  *   io.c      the asynchronous I/O engine: one io_uring for every disk
  *   config.c  settings: pagerd.conf, options, reload (config.h)
  *   log.c     the log, and the monotonic clock (log.h)
@@ -78,6 +82,10 @@ struct region;
 struct swap;
 struct page_watch;
 struct io_engine;
+/* Each subsystem's state of a region, private to its file. */
+struct fault_streams;
+struct readahead;
+struct agent_fences;
 
 struct daemon {
 	struct config cfg;
@@ -174,28 +182,6 @@ static inline enum page_state pg_state(pgstate_t b)
 	return (enum page_state)(b & PG_STATE_MASK);
 }
 
-/* A sequential stream of first touches, for fault-around. */
-struct fault_stream {
-	uint64_t start;  /* first page of the stream's last fill */
-	uint64_t next;   /* the page just after it */
-	uint32_t window; /* pages to fill on the next hit */
-	uint64_t used;   /* for LRU replacement */
-};
-
-#define FAULT_STREAMS 32
-#define SWAPIN_STREAMS 16
-
-/* A sequential stream of swap-ins, for readahead. */
-struct readahead_stream {
-	uint64_t next;   /* the first page not yet read ahead */
-	uint64_t marker; /* its fault asks for the next window */
-	uint64_t window_start; /* pages from here to next were read ahead */
-	uint32_t window;
-	uint64_t used;
-	uint8_t *held;   /* a marker's data, read but not installed, or NULL */
-	uint64_t held_page; /* ... and its page (the stream may have moved on) */
-};
-
 /* One write-back or swap-in in flight (evict.c, swapin.c). */
 struct page_io {
 	struct page_io *prev, *next; /* on region.ios */
@@ -209,15 +195,6 @@ struct page_io {
 	uint64_t fault_page;         /* swap-in: the page a thread waits on */
 	bool fault_write;            /* ... to write it: map it writable */
 	uint8_t *buf;                /* swap-in: the data, until installed */
-};
-
-/* Drops sent to the agent and not yet done: the hand must not read the
- * references of pages sampled there (evict.c). */
-#define DROP_FENCES 16
-struct drop_fence {
-	uint32_t seq;     /* the agent request's; done when the agent says */
-	uint64_t page;    /* where the hand was when it sampled them */
-	uint64_t sent_ms;
 };
 
 struct region {
@@ -236,13 +213,15 @@ struct region {
 	uint64_t memory_limit; /* pages, 0 = none */
 	bool over_limit;    /* limits.c: let go, nothing here can be evicted */
 	uint64_t hand;      /* the Clock hand */
-	struct drop_fence fence[DROP_FENCES]; /* oldest at fence_head */
-	unsigned fence_head, nfence;
+	/* agent.c's fences (drops in the agent's hands): made at the first
+	 * drop, freed by agent_region_gone() (region_destroy()). */
+	struct agent_fences *fences;
 	bool ref_blind;     /* references misled the hand: ignore them once */
 	struct counters stats;
 	struct page_io *ios;
-	struct readahead_stream ra[SWAPIN_STREAMS];
-	uint64_t ra_clock;
+	/* swapin.c's readahead streams: made at the first swap-in, freed by
+	 * swapin_region_gone(). */
+	struct readahead *ra;
 	/* Write prediction for read faults on swapped pages (page.c), per
 	 * class of page (0: it last left memory clean, 1: dirty,
 	 * PG_LEFT_DIRTY): of recent swap-ins mapped protected (decaying
@@ -253,14 +232,15 @@ struct region {
 	struct snapshot *snap;  /* the running (or last) snapshot, or NULL */
 	/* Told of page changes before they happen (page.c; the snapshot). */
 	const struct page_watch *watch;
-	int image_fd;           /* restored from this image, or -1 */
-	struct restore *restore; /* snapshot.c: reading it, or NULL */
+	/* snapshot.c: restored from an image (its fd, its checksum table,
+	 * the reads and prefetch), or NULL; freed as the region goes
+	 * (snapshot_region_gone()). */
+	struct restore *restore;
 	uint64_t image_pending; /* pages still only in the image (PG_IMAGE) */
-	bool image_prefetch;
-	struct event *prefetch_ev;
 	char name[PROTO_NAME_MAX];
-	struct fault_stream streams[FAULT_STREAMS];
-	uint64_t stream_clock;
+	/* fault.c's fault-around streams: made at the first fault that
+	 * fills, freed by fault_region_gone(). */
+	struct fault_streams *streams;
 	/* With the fd store, state and slot live in this memfd (fdstore.c). */
 	int state_fd;
 	void *state_map;
@@ -428,6 +408,8 @@ bool fault_unpark(struct client *c, enum park_reason why);
  * when the client unregistered it; retried, they would fall outside every
  * region, which is a protocol violation). */
 void fault_forget_parked(struct region *r);
+/* The region is going: frees what fault.c keeps of it (its streams). */
+void fault_region_gone(struct region *r);
 /* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r);
@@ -514,6 +496,13 @@ void swapin_release_markers(struct region *r, bool install);
 /* Eviction: up to max held markers go back to swap (their slots hold the
  * data).  Returns how many. */
 uint64_t swapin_drop_markers(struct region *r, uint64_t max);
+/* The region is going: drops its held markers (their slots still hold the
+ * data) and what swapin.c keeps of it. */
+void swapin_region_gone(struct region *r);
+/* Test builds: every page being read but with no read in flight is a
+ * marker whose data a stream holds, and the other way round.  Returns the
+ * violations, each logged (page.c checks the rest of PG_READING). */
+unsigned swapin_check_daemon(const struct daemon *d);
 
 /* snapshot.c */
 /* Starts a snapshot of r into fd (a regular file of the region's size,
@@ -543,6 +532,10 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch);
 /* The table a restore checks against, for the fd store, or -1. */
 int restore_crc_fd(const struct region *r);
+/* The image a region is restored from, for the fd store, or -1; whether
+ * it is prefetched. */
+int restore_image_fd(const struct region *r);
+bool restore_prefetching(const struct region *r);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
 /* A fresh region takes the image fd (a regular file of its size) and its
@@ -564,5 +557,7 @@ size_t agent_drop(struct region *r, const uint64_t *pages, size_t n);
 /* Pages the hand may pass from where it is before it reaches drops still
  * in the agent's hands (UINT64_MAX: none). */
 uint64_t agent_fence_room(struct region *r);
+/* The region is going: frees what agent.c keeps of it (its fences). */
+void agent_region_gone(struct region *r);
 
 #endif

@@ -19,7 +19,9 @@
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
+#include "pool.h"
 #include "swap.h"
+#include "tier.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -194,7 +196,6 @@ int region_new(struct client *c, const struct region_init *ri, struct region **r
 	r->npages = ri->len / d->page_size;
 	r->memory_limit = ri->memory_limit;
 	r->memfd = ri->memfd;
-	r->image_fd = -1;
 	r->state_fd = -1;
 	memcpy(r->name, ri->name, sizeof(r->name));
 	r->name[sizeof(r->name) - 1] = '\0';
@@ -287,10 +288,10 @@ void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
 
+	if (d->swap)
+		swap_pool_forget_region(d->swap, r->id);
 	page_io_detach_all(r);
-	/* Held readahead markers: their slots still hold the data. */
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		free(r->ra[i].held);
+	agent_region_gone(r);
 	/* Handed over: the states and slots are the successor's. */
 	for (uint64_t p = 0; p < r->npages && !d->handover; p++)
 		if (r->slot && r->slot[p])
@@ -299,10 +300,6 @@ void region_destroy(struct region *r)
 	region_remove(r->client, r);
 	munmap(r->map, r->len);
 	close(r->memfd);
-	if (r->image_fd >= 0)
-		close(r->image_fd);
-	if (r->prefetch_ev)
-		event_free(r->prefetch_ev);
 	region_free_state(r);
 	free(r);
 	evict_kick(d); /* room for faults waiting on a limit */
@@ -349,7 +346,13 @@ int region_punch(struct region *r, uint64_t first, uint64_t n)
 void region_fill_stats(struct region *r, struct proto_region_stats *out)
 {
 	const struct counters *st = &r->stats;
+	struct pool_stats ps = { 0 };
 
+	tier_sync_stats(r->client->d, r);
+	if (r->client->d->swap)
+		swap_pool_stats(r->client->d->swap, r->id, &ps);
+	out->pool_pages = ps.pages;
+	out->pool_bytes = ps.bytes;
 	out->region_id = r->id;
 	out->client_id = r->client->id;
 	out->client_pid = r->client->cred.pid;

@@ -183,6 +183,9 @@ struct restore {
 	unsigned nreads;
 	uint64_t reading;          /* pages those reads cover */
 	uint64_t prefetch_next;
+	int image_fd;              /* the image: the region's until it goes */
+	bool prefetch;             /* read it all in the background */
+	struct event *prefetch_ev; /* ... by this timer, or NULL */
 };
 
 struct restore_read {
@@ -1634,8 +1637,8 @@ static void restore_kick_prefetch(struct region *r)
 {
 	static const struct timeval now = { 0, 0 };
 
-	if (r->prefetch_ev && r->image_pending && !r->restore->failed)
-		evtimer_add(r->prefetch_ev, &now);
+	if (r->restore->prefetch_ev && r->image_pending && !r->restore->failed)
+		evtimer_add(r->restore->prefetch_ev, &now);
 }
 
 /*
@@ -1688,6 +1691,10 @@ static int restore_load_table(struct restore *rs, struct region *r, int crc_fd)
 
 static void restore_free(struct restore *rs)
 {
+	if (rs->prefetch_ev)
+		event_free(rs->prefetch_ev);
+	if (rs->image_fd >= 0)
+		close(rs->image_fd);
 	if (rs->crc_map)
 		munmap(rs->crc_map, rs->crc_len);
 	if (rs->crc_fd >= 0)
@@ -1695,9 +1702,12 @@ static void restore_free(struct restore *rs)
 	free(rs);
 }
 
-/* Sets up r->restore on fd (the region's; kept) and crc_fd (taken, -1:
- * none).  0 or -errno; crc_fd is closed on failure. */
-static int restore_new(struct region *r, int fd, int crc_fd)
+/* Sets up r->restore on fd and crc_fd (taken, -1: none).  0 or -errno;
+ * crc_fd is closed on failure, and fd is still the caller's, unless `keep`:
+ * then a restore that cannot read its image (failed) keeps fd all the same,
+ * for the fd store (an adopted region's). */
+static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
+		       bool keep)
 {
 	struct daemon *d = r->client->d;
 	struct restore *rs = calloc(1, sizeof(*rs));
@@ -1707,10 +1717,14 @@ static int restore_new(struct region *r, int fd, int crc_fd)
 	if (!rs) {
 		if (crc_fd >= 0)
 			close(crc_fd);
+		if (keep)
+			close(fd);
 		return -ENOMEM;
 	}
 	rs->r = r;
 	rs->crc_fd = crc_fd;
+	rs->image_fd = fd;
+	rs->prefetch = prefetch;
 	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
 	if (e == 0) {
 		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
@@ -1719,15 +1733,27 @@ static int restore_new(struct region *r, int fd, int crc_fd)
 			.timeout_ms = d->cfg.image_timeout_ms,
 		});
 	}
-	if (e < 0) {
+	if (e < 0 && !keep) {
+		rs->image_fd = -1; /* the caller's */
 		restore_free(rs);
 		return e;
 	}
-	if (!rs->crc)
+	if (e < 0) {
+		/* Nothing is read from it: its pages are poisoned as faulted. */
+		if (rs->crc_map)
+			munmap(rs->crc_map, rs->crc_len);
+		if (rs->crc_fd >= 0)
+			close(rs->crc_fd);
+		rs->crc_map = NULL;
+		rs->crc = NULL;
+		rs->crc_fd = -1;
+		rs->failed = e;
+	} else if (!rs->crc) {
 		log_warn("region %" PRIu64 ": its image has no checksum table (made before "
 			 "pagerd kept one): its pages are restored unchecked", r->id);
+	}
 	r->restore = rs;
-	return 0;
+	return e;
 }
 
 static void restore_gone(struct region *r)
@@ -1740,13 +1766,24 @@ static void restore_gone(struct region *r)
 	rs->r = NULL;
 	/* Every read calls back now (-ECANCELED: what the file still holds
 	 * is the engine's). */
-	store_close(rs->img);
+	if (rs->img)
+		store_close(rs->img);
 	restore_free(rs);
 }
 
 int restore_crc_fd(const struct region *r)
 {
 	return r->restore ? r->restore->crc_fd : -1;
+}
+
+int restore_image_fd(const struct region *r)
+{
+	return r->restore ? r->restore->image_fd : -1;
+}
+
+bool restore_prefetching(const struct region *r)
+{
+	return r->restore && r->restore->prefetch;
 }
 
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
@@ -1756,14 +1793,14 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 	off_t off = 0;
 	int e;
 
-	if (r->image_fd >= 0)
+	if (r->restore)
 		return -EBUSY;
 	if (r->resident || r->swapped)
 		return -EBUSY; /* only a fresh region takes an image */
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE,
 		  &stx) < 0 || !S_ISREG(stx.stx_mode) || stx.stx_size != r->len)
 		return -EINVAL;
-	e = restore_new(r, fd, crc_fd);
+	e = restore_new(r, fd, crc_fd, prefetch, false);
 	if (e < 0)
 		return e;
 	/* Data extents become PG_IMAGE pages; holes stay plain empty.  So do
@@ -1789,8 +1826,6 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
 			page_in_image(r, p); /* data punched since: the check fails it */
 	}
-	r->image_fd = fd;
-	r->image_prefetch = prefetch;
 	restore_start_prefetch(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s%s",
 		 r->id, r->image_pending, prefetch ? ", prefetching" : "",
@@ -1800,21 +1835,21 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 
 static void restore_start_prefetch(struct region *r)
 {
-	if (r->image_prefetch && r->image_pending) {
+	struct restore *rs = r->restore;
+
+	if (rs->prefetch && r->image_pending) {
 		static const struct timeval now = { 0, 0 };
 
-		r->prefetch_ev = evtimer_new(r->client->d->base, on_prefetch, r);
-		if (r->prefetch_ev)
-			evtimer_add(r->prefetch_ev, &now);
+		rs->prefetch_ev = evtimer_new(r->client->d->base, on_prefetch, r);
+		if (rs->prefetch_ev)
+			evtimer_add(rs->prefetch_ev, &now);
 	}
 }
 
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 {
-	int e = restore_new(r, fd, crc_fd);
+	int e = restore_new(r, fd, crc_fd, prefetch, true);
 
-	r->image_fd = fd;
-	r->image_prefetch = prefetch;
 	if (e < 0)
 		return e;
 	restore_start_prefetch(r);

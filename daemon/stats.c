@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "pool.h"
 #include "swap.h"
+#include "tier.h"
 
 void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret)
 {
@@ -27,6 +29,7 @@ void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret
 			ret->over_limit |= lu.over;
 		}
 	}
+	tier_sync_stats(d, NULL);
 	ret->counters = d->stats;
 	ret->resident_bytes = ret->resident_pages * d->page_size;
 	ret->memory_limit = d->cfg.memory_limit;
@@ -41,5 +44,10 @@ void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret
 		ret->swap_used = ss.used;
 		ret->swap_bad = ss.bad;
 		ret->swap_io_errors = ss.read_errors + ss.write_errors + ss.crc_errors;
+		struct pool_stats ps;
+
+		swap_pool_stats(d->swap, 0, &ps);
+		ret->pool_pages = ps.pages;
+		ret->pool_bytes = ps.bytes;
 	}
 }

@@ -27,6 +27,8 @@ struct stats_snapshot {
 	uint64_t swap_bad;         /* slots retired after a failed write */
 	uint64_t over_limit;       /* 1: nothing could be evicted, limits let go */
 	uint64_t swap_failing;     /* 1: swap writes fail, write-back paused */
+	uint64_t pool_pages;       /* in the compressed pool */
+	uint64_t pool_bytes;       /* ... the memory they take */
 };
 
 /* Walks the clients (reconciling pending discards first, so that resident

@@ -26,6 +26,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "io.h"
+#include "pool.h"
 #include "store.h"
 #include "swap.h"
 
@@ -45,6 +46,20 @@ struct swap_req {
 	enum swap_fault inject;     /* a write's injected failure, for tests */
 	swap_done_fn done;
 	void *arg;
+	/* With a pool: the device requests this one became (pages served by
+	 * the pool need none), their first error, and the next request
+	 * whose answer waits for the loop (none went to the device). */
+	unsigned parts;
+	int parts_res;
+	struct swap_req *next_deferred;
+};
+
+/* A spill: pool entries [slot, slot + n) written to their slots. */
+struct spill_req {
+	struct swap *s;
+	uint64_t slot;
+	uint32_t n;
+	unsigned char *buf;
 };
 
 
@@ -113,6 +128,17 @@ struct swap {
 
 	struct ratelimit full_rl, io_rl;
 	struct swap_stats st;
+
+	/* The compressed pool in front of the device (swap_pool_setup()),
+	 * or NULL. */
+	struct pool *pool;
+	bool pool_on;               /* new pages go to the pool */
+	struct event *pool_ev;      /* answers the deferred requests */
+	struct swap_req *deferred, **deferred_tail;
+	uint64_t *spill_map;        /* a spill write to the slot is in flight */
+	unsigned spills_in_flight;
+	void (*pool_kick)(void *arg);
+	void *pool_kick_arg;
 };
 
 static void swap_destroy(struct swap *s);
@@ -299,7 +325,11 @@ void swap_free(struct swap *s, uint64_t first, uint32_t n)
 			already++;
 			continue;
 		}
-		if (s->readers[i])
+		if (s->pool)
+			pool_drop(s->pool, i);
+		/* A spill still writing there holds it like a read: no new
+		 * write to the slot may race that one. */
+		if (s->readers[i] || (s->spill_map && bit_test(s->spill_map, i)))
 			bit_set(s->doomed_map, i);
 		else
 			slot_release(s, i);
@@ -333,6 +363,8 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 			if (!bit_test(s->busy_map, r->slot + i))
 				continue;
 			bit_clear(s->busy_map, r->slot + i);
+			if (res == 0 && s->pool)
+				pool_set_clean(s->pool, r->slot + i); /* (written through) */
 			if (res == 0)
 				bit_set(s->data_map, r->slot + i);
 			else if (res != -ECANCELED)
@@ -360,7 +392,8 @@ static void req_finish(struct swap *s, struct swap_req *r, int res)
 	s->dispatching--;
 	/* The read has ended (its callback too): slots freed under it go. */
 	for (uint32_t i = 0; read && i < npages; i++)
-		if (!--s->readers[slot + i] && bit_test(s->doomed_map, slot + i)) {
+		if (!--s->readers[slot + i] && bit_test(s->doomed_map, slot + i) &&
+		    !(s->spill_map && bit_test(s->spill_map, slot + i))) {
 			bit_clear(s->doomed_map, slot + i);
 			slot_release(s, slot + i);
 		}
@@ -480,11 +513,102 @@ static int req_submit(struct swap *s, struct swap_req *r)
 	return e;
 }
 
+/* One device request of a pooled request r has ended. */
+static void part_done(void *arg, int res)
+{
+	struct swap_req *r = arg;
+
+	if (res && !r->parts_res)
+		r->parts_res = res;
+	if (--r->parts == 0)
+		swap_io_done(r, r->parts_res);
+}
+
+/* Answers every deferred request (from the loop). */
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct swap *s = arg;
+	struct swap_req *r;
+
+	(void)fd;
+	(void)what;
+	/* Held, so that a swap_close() from a callback waits for the loop's
+	 * end (swap_io_done() would otherwise free s under it). */
+	s->dispatching++;
+	while (!s->close_requested && (r = s->deferred)) {
+		s->deferred = r->next_deferred;
+		if (!s->deferred)
+			s->deferred_tail = &s->deferred;
+		swap_io_done(r, r->parts_res);
+	}
+	s->dispatching--;
+	if (s->close_requested && !s->dispatching && !s->closing)
+		swap_destroy(s);
+}
+
+static void defer(struct swap *s, struct swap_req *r)
+{
+	r->next_deferred = NULL;
+	*s->deferred_tail = r;
+	s->deferred_tail = &r->next_deferred;
+	event_active(s->pool_ev, EV_TIMEOUT, 1);
+}
+
+/*
+ * r with the pool in front: pages pool[i] true are the pool's (in r->buf
+ * already for a read; nothing to write for a write); the runs of the
+ * others go to the device, each its own request.  With none, r is
+ * answered from the loop.  Returns 0, or -errno with r freed and no
+ * callback: only when the first device request fails (later ones failing
+ * to start answer r with their error).
+ */
+static int req_submit_parts(struct swap *s, struct swap_req *r, const bool *pooled)
+{
+	uint32_t i = 0;
+
+	r->parts = 1; /* held while parts are submitted */
+	while (i < r->npages) {
+		uint32_t j;
+		int e;
+
+		if (pooled[i]) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < r->npages && !pooled[j]; j++)
+			;
+		r->parts++;
+		e = r->op == SWAP_OP_READ ?
+			store_read(s->dev, (r->slot + i) * s->page_size,
+				   r->buf + (size_t)i * s->page_size,
+				   (size_t)(j - i) * s->page_size, part_done, r) :
+			store_write(s->dev, (r->slot + i) * s->page_size,
+				    r->buf + (size_t)i * s->page_size,
+				    (size_t)(j - i) * s->page_size, part_done, r);
+		if (e < 0) {
+			r->parts--;
+			if (r->parts == 1) {
+				free(r);
+				return e;
+			}
+			if (!r->parts_res)
+				r->parts_res = e;
+			break;
+		}
+		i = j;
+	}
+	if (--r->parts == 0)
+		defer(s, r);
+	return 0;
+}
+
 int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 	       uint32_t npages, const struct swap_tag *tags, swap_done_fn done,
 	       void *arg)
 {
 	struct swap_req *r;
+	bool *pooled = NULL;
+	uint32_t npooled = 0;
 	int ret;
 
 	if (s->closing || s->close_requested)
@@ -509,12 +633,48 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 		m->gen = tags[i].gen;
 		m->crc = crc32c(0, r->buf + (size_t)i * s->page_size, s->page_size);
 	}
-	ret = req_submit(s, r);
-	if (ret < 0)
+	/* A write whose failure is injected goes to the device, where the
+	 * failure is. */
+	if (s->pool_on && r->inject == SWAP_FAULT_NONE) {
+		pooled = calloc(npages, sizeof(*pooled));
+		if (!pooled) {
+			free(r);
+			return -ENOMEM;
+		}
+		for (uint32_t i = 0; i < npages; i++) {
+			pooled[i] = pool_put(s->pool, first_slot + i, tags[i].region,
+					     r->buf + (size_t)i * s->page_size) == 0;
+			npooled += pooled[i];
+		}
+	}
+	/*
+	 * Written through while a successor may adopt the slot table after a
+	 * crash (the fd store has it): the pool dies with the process, the
+	 * device does not.  The pool then only saves reads.
+	 */
+	if (s->meta_fd >= 0)
+		npooled = 0;
+	ret = npooled ? req_submit_parts(s, r, pooled) : req_submit(s, r);
+	if (ret < 0) {
+		for (uint32_t i = 0; i < npages && pooled; i++)
+			if (pooled[i])
+				pool_drop(s->pool, first_slot + i);
+		free(pooled);
 		return ret;
-	/* Until the write completes the slot holds nothing trustworthy. */
-	bits_assign(s->data_map, first_slot, npages, false);
-	bits_assign(s->busy_map, first_slot, npages, true);
+	}
+	/* Until the write completes the slot holds nothing trustworthy; a
+	 * pooled page's data is in the pool already (unless written through:
+	 * it counts from the write's end then, as any). */
+	for (uint32_t i = 0; i < npages; i++) {
+		if (npooled && pooled[i]) {
+			bit_set(s->data_map, first_slot + i);
+			bit_clear(s->busy_map, first_slot + i);
+		} else {
+			bit_clear(s->data_map, first_slot + i);
+			bit_set(s->busy_map, first_slot + i);
+		}
+	}
+	free(pooled);
 	return 0;
 }
 
@@ -522,6 +682,8 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	      swap_done_fn done, void *arg)
 {
 	struct swap_req *r;
+	bool *pooled;
+	uint32_t npooled = 0;
 	int ret;
 
 	if (s->closing || s->close_requested)
@@ -538,13 +700,257 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	r = req_new(s, SWAP_OP_READ, first_slot, buf, npages, done, arg);
 	if (!r)
 		return -ENOMEM;
-	ret = req_submit(s, r);
+	for (uint32_t i = 0; s->pool && i < npages && !npooled; i++)
+		npooled = pool_has(s->pool, first_slot + i);
+	if (!npooled) {
+		ret = req_submit(s, r);
+		goto submitted;
+	}
+	npooled = 0;
+	pooled = calloc(npages, sizeof(*pooled));
+	if (!pooled) {
+		free(r);
+		return -ENOMEM;
+	}
+	/*
+	 * Pooled pages are decompressed now, into buf: read_check() checks
+	 * their CRC32C with the rest.  One that does not decompress is left
+	 * as it is, and fails that check.
+	 */
+	for (uint32_t i = 0; i < npages; i++) {
+		int e = pool_get(s->pool, first_slot + i, r->buf + (size_t)i * s->page_size);
+
+		pooled[i] = e != -ENOENT;
+		/* A clean entry's page is on the device too: it leaves the
+		 * pool now, so that memory never holds a page twice. */
+		if (e == 0 && pool_clean(s->pool, first_slot + i))
+			pool_drop(s->pool, first_slot + i);
+		npooled += pooled[i];
+	}
+	ret = npooled ? req_submit_parts(s, r, pooled) : req_submit(s, r);
+	free(pooled);
+submitted:
 	if (ret < 0)
 		return ret;
 	/* The slots stay allocated until the read ends (swap_free()). */
 	for (uint32_t i = 0; i < npages; i++)
 		s->readers[first_slot + i]++;
 	return 0;
+}
+
+/* ---- the compressed pool: setup and spills ------------------------------- */
+
+int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
+		    void (*kick)(void *arg), void *kick_arg)
+{
+	uint64_t words = (s->nslots + 63) / 64;
+	int e;
+
+	if (!s->pool) {
+		if (!on)
+			return 0;
+		s->spill_map = calloc(words, sizeof(uint64_t));
+		s->pool_ev = event_new(base, -1, 0, on_deferred, s);
+		if (!s->spill_map || !s->pool_ev)
+			return -ENOMEM;
+		e = pool_new(&s->pool, s->page_size, s->nslots, (enum pool_algo)algo);
+		if (e < 0)
+			return e;
+		s->deferred_tail = &s->deferred;
+	}
+	pool_set_algo(s->pool, (enum pool_algo)algo);
+	s->pool_on = on;
+	s->pool_kick = kick;
+	s->pool_kick_arg = kick_arg;
+	return 0;
+}
+
+static void spill_done(void *arg, int res)
+{
+	struct spill_req *q = arg;
+	struct swap *s = q->s;
+
+	for (uint32_t i = 0; i < q->n; i++) {
+		uint64_t slot = q->slot + i;
+
+		bit_clear(s->spill_map, slot);
+		if (bit_test(s->doomed_map, slot)) {
+			/* Freed while we wrote: it goes with its last user. */
+			if (!s->readers[slot]) {
+				bit_clear(s->doomed_map, slot);
+				slot_release(s, slot);
+			}
+			continue;
+		}
+		pool_spilled(s->pool, slot, res == 0);
+	}
+	if (res == 0) {
+		s->st.writes++;
+		s->st.pages_written += q->n;
+	} else {
+		s->st.write_errors++;
+		if (res != -ECANCELED && log_allowed(s, &s->io_rl, 10))
+			log_warn("swap %s: spilling slots %" PRIu64 "+%" PRIu32
+				 " from the pool failed: %s; they stay in the pool",
+				 s->path, q->slot, q->n, strerror(-res));
+	}
+	s->spills_in_flight--;
+	free(q->buf);
+	free(q);
+	if (s->pool_kick && !s->closing)
+		s->pool_kick(s->pool_kick_arg);
+}
+
+static int cmp_slot(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Writes the pool's entries slots[0..n) (sorted, contiguous) to the device. */
+static int spill_run(struct swap *s, const uint64_t *slots, uint32_t n)
+{
+	struct spill_req *q = calloc(1, sizeof(*q));
+	int e = -ENOMEM;
+
+	if (!q || posix_memalign((void **)&q->buf, s->page_size, (size_t)n * s->page_size))
+		goto fail;
+	q->s = s;
+	q->slot = slots[0];
+	q->n = n;
+	for (uint32_t i = 0; i < n; i++)
+		/* A bad entry is written as it decompressed: the slot's
+		 * CRC32C rejects it at its read, as it would have here. */
+		pool_copy(s->pool, slots[i], q->buf + (size_t)i * s->page_size);
+	e = store_write(s->dev, slots[0] * s->page_size, q->buf, (size_t)n * s->page_size,
+			spill_done, q);
+	if (e < 0)
+		goto fail;
+	for (uint32_t i = 0; i < n; i++)
+		bit_set(s->spill_map, slots[i]);
+	s->spills_in_flight++;
+	return 0;
+fail:
+	if (q)
+		free(q->buf);
+	free(q);
+	for (uint32_t i = 0; i < n; i++)
+		pool_spilled(s->pool, slots[i], false);
+	return e;
+}
+
+/* Entries spilled per call at most; one sort, runs written together. */
+#define SPILL_BATCH 256
+
+uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max)
+{
+	uint64_t slots[SPILL_BATCH], done = 0;
+
+	if (!s->pool || s->closing || s->close_requested)
+		return 0;
+	while (done < max) {
+		uint64_t before = done;
+		size_t n = pool_spill_start(s->pool, region, slots,
+					    max - done < SPILL_BATCH ? max - done : SPILL_BATCH);
+
+		if (!n)
+			break;
+		/* Written through: the device has them (or will: those wait). */
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (pool_clean(s->pool, slots[i])) {
+				pool_spilled(s->pool, slots[i], true);
+				done++;
+			} else if (bit_test(s->busy_map, slots[i])) {
+				pool_spilled(s->pool, slots[i], false);
+			} else {
+				slots[k++] = slots[i];
+			}
+		}
+		n = k;
+		if (!n) {
+			/* Every one is still being written: their writes'
+			 * ends kick eviction again. */
+			if (done == before)
+				break;
+			continue;
+		}
+		qsort(slots, n, sizeof(slots[0]), cmp_slot);
+		for (size_t i = 0; i < n;) {
+			size_t j = i + 1;
+
+			while (j < n && slots[j] == slots[j - 1] + 1 &&
+			       (j - i + 1) * s->page_size <= SWAP_IO_MAX_BYTES)
+				j++;
+			if (spill_run(s, slots + i, (uint32_t)(j - i)) == 0)
+				done += j - i;
+			else
+				return done;
+			i = j;
+		}
+	}
+	return done;
+}
+
+void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret)
+{
+	if (!s->pool)
+		memset(ret, 0, sizeof(*ret));
+	else if (region)
+		pool_region_stats(s->pool, region, ret);
+	else
+		pool_get_stats(s->pool, ret);
+}
+
+void swap_pool_cache(struct swap *s, uint64_t slot, const void *page)
+{
+	if (!s->pool_on || slot >= s->nslots || !bit_test(s->data_map, slot) ||
+	    bit_test(s->doomed_map, slot) || pool_has(s->pool, slot))
+		return;
+	if (pool_put(s->pool, slot, s->slots[slot].region, page) == 0)
+		pool_set_clean(s->pool, slot);
+}
+
+bool swap_pool_exclusive(const struct swap *s, uint64_t slot)
+{
+	return s->pool && pool_has(s->pool, slot) && !pool_clean(s->pool, slot);
+}
+
+void swap_pool_forget_region(struct swap *s, uint64_t region)
+{
+	if (s->pool)
+		pool_forget_region(s->pool, region);
+}
+
+/*
+ * A successor inherits the slot table, not the pool: every entry is
+ * written to its slot first, synchronously (pagerd is handing over, its
+ * loop stopped).  An entry that cannot be written is lost, and its slot's
+ * read then fails its CRC32C: poisoned, never wrong.
+ */
+static void pool_flush_sync(struct swap *s)
+{
+	uint64_t slot;
+	unsigned char *buf;
+	uint64_t failed = 0;
+
+	if (posix_memalign((void **)&buf, s->page_size, s->page_size))
+		return;
+	while (pool_spill_start(s->pool, 0, &slot, 1) == 1) {
+		bool ok = pool_clean(s->pool, slot) ||
+			  (pool_copy(s->pool, slot, buf) == 0 &&
+			  pwrite(s->fd, buf, s->page_size,
+				 (off_t)(slot * s->page_size)) == (ssize_t)s->page_size);
+
+		failed += !ok;
+		pool_spilled(s->pool, slot, true);
+	}
+	if (failed)
+		log_err("swap %s: %" PRIu64 " pooled pages could not be written for the "
+			"successor", s->path, failed);
+	free(buf);
 }
 
 /* ---- metadata, stats, fault injection ----------------------------------- */
@@ -632,7 +1038,10 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind)
 		bit_set(s->eio_map, slot);
 		return 0;
 	case SWAP_FAULT_CORRUPT:
-		/* Through the file alone (an RBD swap has none). */
+		/* A pooled page's data is in the pool; otherwise through the
+		 * file alone (an RBD swap has none). */
+		if (s->pool && pool_has(s->pool, slot))
+			return pool_corrupt(s->pool, slot);
 		return s->fd >= 0 ? corrupt_slot(s, slot) : -EOPNOTSUPP;
 	case SWAP_FAULT_WRITE_EIO:
 	case SWAP_FAULT_WRITE_SHORT:
@@ -1157,6 +1566,19 @@ static void swap_destroy(struct swap *s)
 	/* Runs every callback: in flight, the real result; queued,
 	 * -ECANCELED. */
 	store_close(s->dev);
+	/* Requests the pool answered: their answer. */
+	while (s->deferred) {
+		struct swap_req *r = s->deferred;
+
+		s->deferred = r->next_deferred;
+		swap_io_done(r, r->parts_res);
+	}
+	if (s->pool && s->meta_map && s->fd >= 0)
+		pool_flush_sync(s);
+	pool_free(s->pool);
+	if (s->pool_ev)
+		event_free(s->pool_ev);
+	free(s->spill_map);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->meta_map) {

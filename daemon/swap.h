@@ -21,10 +21,13 @@
 #ifndef PAGERD_SWAP_H
 #define PAGERD_SWAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct event_base;
 struct io_engine;
+struct pool_stats;
 struct swap;
 
 /* Requests in the kernel at once; the rest wait in the engine's queue. */
@@ -230,7 +233,8 @@ void swap_get_stats(const struct swap *s, struct swap_stats *ret);
 size_t swap_page_size(const struct swap *s);
 
 /*
- * Fault injection, for tests.  SWAP_FAULT_CORRUPT reads the slot from the
+ * Fault injection, for tests.  SWAP_FAULT_CORRUPT flips a byte of a pooled
+ * slot's compressed data in the pool; of another, reads the slot from the
  * device, flips one byte and writes it back, synchronously and outside the
  * ring, so only the CRC check can notice; do not use it on a slot with I/O
  * in flight.  Returns 0, -EINVAL (slot out of range or unknown kind), or the
@@ -246,5 +250,46 @@ int swap_inject(struct swap *s, uint64_t slot, enum swap_fault kind);
  * SWAP_FAULT_NONE stops it.  Returns 0 or -EINVAL (another kind).
  */
 int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);
+
+/*
+ * The compressed pool in front of the device (pool.h).  With it on, a
+ * page swap_write() is given that compresses well is kept in the pool
+ * instead of written (its slot still allocated: the place it spills to),
+ * and swap_read() serves such pages from the pool: decompressed and
+ * checked against the slot's CRC32C like a page read from the device,
+ * the callback from the loop as always.  A request all of whose pages are
+ * pooled never reaches the device; pages that compress badly, and writes
+ * whose failure is injected, go there as before.  Off, new pages go to the
+ * device and the entries there stay until spilled or freed.
+ *
+ * swap_pool_setup() turns it on or off and sets the compressor (enum
+ * pool_algo); the pool is made at the first call with on.  kick(kick_arg)
+ * runs when a spill completes (eviction waits for the room it makes).
+ * Returns 0 or -ENOMEM (the swap is then without a pool).
+ *
+ * swap_pool_spill() starts writing up to max of the coldest entries of
+ * region (0: of every region) to their slots; an entry leaves the pool
+ * when its write is done (a failed one stays).  Returns how many started.
+ *
+ * swap_pool_stats(): the pool's counts, of region (0: in all); zeros
+ * without a pool.  swap_pool_forget_region(): the region is gone.
+ *
+ * A swap whose slot table a successor may inherit (swap_meta_share(): the
+ * fd store) writes pooled pages through to the device as well, since a
+ * crash loses the pool but not the table; their entries then leave the
+ * pool without I/O.  swap_close() of such a swap writes whatever entry is
+ * not on the device yet, synchronously.
+ */
+int swap_pool_setup(struct swap *s, struct event_base *base, bool on, int algo,
+		    void (*kick)(void *arg), void *kick_arg);
+uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max);
+void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret);
+void swap_pool_forget_region(struct swap *s, uint64_t region);
+/* A clean page leaves memory and its slot holds the same data: kept in
+ * the pool too, as a clean entry (a later miss reads no disk; when the
+ * pool needs room, it goes without a write). */
+void swap_pool_cache(struct swap *s, uint64_t slot, const void *page);
+/* Whether slot's only copy is in the pool (not written through). */
+bool swap_pool_exclusive(const struct swap *s, uint64_t slot);
 
 #endif

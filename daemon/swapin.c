@@ -44,6 +44,25 @@
 
 #define READAHEAD_MIN 8
 #define READAHEAD_MAX 256 /* pages: 1 MiB */
+#define SWAPIN_STREAMS 16
+
+/* A sequential stream of swap-ins, for readahead. */
+struct readahead_stream {
+	uint64_t next;   /* the first page not yet read ahead */
+	uint64_t marker; /* its fault asks for the next window */
+	uint64_t window_start; /* pages from here to next were read ahead */
+	uint32_t window;
+	uint64_t used;
+	uint8_t *held;   /* a marker's data, read but not installed, or NULL */
+	uint64_t held_page; /* ... and its page (the stream may have moved on) */
+};
+
+/* A region's streams (region.ra): allocated at its first swap-in, as most
+ * regions of a host with room never swap. */
+struct readahead {
+	struct readahead_stream s[SWAPIN_STREAMS];
+	uint64_t clock;
+};
 
 static void swapin_done(void *arg, int res);
 static void release_marker(struct region *r, struct readahead_stream *s,
@@ -164,24 +183,32 @@ static uint64_t read_ahead(struct region *r, struct readahead_stream *s,
 static struct readahead_stream *stream_for(struct region *r, uint64_t page,
 					   bool *hit)
 {
-	struct readahead_stream *s, *victim = &r->ra[0];
+	struct readahead *ra = r->ra;
+	struct readahead_stream *s, *victim;
 
-	r->ra_clock++;
+	*hit = false;
+	if (!ra) {
+		/* Without memory for them, no readahead: one page a read. */
+		ra = r->ra = calloc(1, sizeof(*ra));
+		if (!ra)
+			return NULL;
+	}
+	victim = &ra->s[0];
+	ra->clock++;
 	for (int i = 0; i < SWAPIN_STREAMS; i++) {
-		s = &r->ra[i];
+		s = &ra->s[i];
 		if (s->used && page >= s->next - (s->next > 0) &&
 		    page <= s->next + 1) {
 			*hit = true;
-			s->used = r->ra_clock;
+			s->used = ra->clock;
 			return s;
 		}
 		if (s->used < victim->used)
 			victim = s;
 	}
-	*hit = false;
 	release_marker(r, victim, true);
 	memset(victim, 0, sizeof(*victim));
-	victim->used = r->ra_clock;
+	victim->used = ra->clock;
 	victim->next = page + 1;
 	victim->marker = UINT64_MAX;
 	return victim;
@@ -230,10 +257,13 @@ int swapin_fault(struct client *c, struct region *r, uint64_t page, bool write)
 		r->stats.readahead += n - 1;
 		d->stats.readahead += n - 1;
 	}
+	if (!s)
+		goto out;
 	s->window_start = page;
 	s->next = page + (n ? n : 1);
 	if (hit && want > 1)
 		s->next = read_ahead(r, s, s->next, s->next + want);
+out:
 	if (limits_pressure(r))
 		evict_kick(d);
 	return 0;
@@ -245,10 +275,10 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 	pgstate_t b = r->state[page];
 
 	page_ra_reached(r, page);
-	if (!(b & PG_RA_MARK))
+	if (!(b & PG_RA_MARK) || !r->ra)
 		return;
 	for (int i = 0; i < SWAPIN_STREAMS; i++) {
-		struct readahead_stream *s = &r->ra[i];
+		struct readahead_stream *s = &r->ra->s[i];
 		uint64_t hits = 1;
 
 		if (!s->used || s->marker != page)
@@ -259,7 +289,7 @@ void swapin_readahead_hit(struct region *r, uint64_t page)
 			hits += page_ra_used(r, p);
 		r->stats.readahead_hits += hits;
 		d->stats.readahead_hits += hits;
-		s->used = ++r->ra_clock;
+		s->used = ++r->ra->clock;
 		s->window_start = page;
 		s->marker = UINT64_MAX;
 		if (s->window < READAHEAD_MAX)
@@ -306,18 +336,18 @@ static void install_run(struct region *r, uint64_t page, uint64_t n,
 /* The stream whose marker `page` is, or NULL. */
 static struct readahead_stream *marker_stream(struct region *r, uint64_t page)
 {
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		if (r->ra[i].used && r->ra[i].marker == page)
-			return &r->ra[i];
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++)
+		if (r->ra->s[i].used && r->ra->s[i].marker == page)
+			return &r->ra->s[i];
 	return NULL;
 }
 
 /* The stream holding page's data, or NULL. */
 static struct readahead_stream *holder(struct region *r, uint64_t page)
 {
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		if (r->ra[i].held && r->ra[i].held_page == page)
-			return &r->ra[i];
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++)
+		if (r->ra->s[i].held && r->ra->s[i].held_page == page)
+			return &r->ra->s[i];
 	return NULL;
 }
 
@@ -370,9 +400,9 @@ void swapin_forget_marker(struct region *r, uint64_t page)
 
 void swapin_release_markers(struct region *r, bool install)
 {
-	for (int i = 0; i < SWAPIN_STREAMS; i++)
-		if (r->ra[i].held)
-			release_marker(r, &r->ra[i], install);
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++)
+		if (r->ra->s[i].held)
+			release_marker(r, &r->ra->s[i], install);
 }
 
 /*
@@ -385,8 +415,8 @@ uint64_t swapin_drop_markers(struct region *r, uint64_t max)
 {
 	uint64_t n = 0;
 
-	for (int i = 0; i < SWAPIN_STREAMS && n < max; i++) {
-		struct readahead_stream *s = &r->ra[i];
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS && n < max; i++) {
+		struct readahead_stream *s = &r->ra->s[i];
 		uint64_t p = s->held_page;
 
 		if (!s->held || region_slot(r, p) < 0)
@@ -395,6 +425,67 @@ uint64_t swapin_drop_markers(struct region *r, uint64_t max)
 		n++;
 	}
 	return n;
+}
+
+void swapin_region_gone(struct region *r)
+{
+	/* Held markers: their slots still hold the data (region_destroy()
+	 * frees the slots). */
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++)
+		free(r->ra->s[i].held);
+	free(r->ra);
+	r->ra = NULL;
+}
+
+/* Whether an I/O of the region's list reads page. */
+static bool read_in_flight(const struct region *r, uint64_t page)
+{
+	for (const struct page_io *io = r->ios; io; io = io->next)
+		if (!io->write && page >= io->page && page - io->page < io->npages)
+			return true;
+	return false;
+}
+
+static unsigned check_markers(const struct region *r)
+{
+	unsigned bad = 0;
+
+	for (uint64_t p = 0; p < r->npages; p++) {
+		pgstate_t b = r->state[p];
+		bool held = false;
+
+		if ((b & (PG_READING | PG_RA_MARK)) != (PG_READING | PG_RA_MARK))
+			continue;
+		for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++)
+			held |= r->ra->s[i].held && r->ra->s[i].held_page == p;
+		if (!held && !read_in_flight(r, p)) {
+			log_err("readahead invariant: region %" PRIu64 " page %" PRIu64
+				": a marker being read, no read in flight nor data held",
+				r->id, p);
+			bad++;
+		}
+	}
+	for (int i = 0; r->ra && i < SWAPIN_STREAMS; i++) {
+		const struct readahead_stream *s = &r->ra->s[i];
+
+		if (s->held && (s->held_page >= r->npages ||
+				!(r->state[s->held_page] & PG_READING))) {
+			log_err("readahead invariant: region %" PRIu64 " page %" PRIu64
+				": data held for a page not being read", r->id, s->held_page);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+unsigned swapin_check_daemon(const struct daemon *d)
+{
+	unsigned bad = 0;
+
+	for (const struct client *c = d->clients; c; c = c->next)
+		for (size_t i = 0; i < c->nregions; i++)
+			bad += check_markers(c->regions[i]);
+	return bad;
 }
 
 /* Re-reads each page of a failed run separately, reusing the run's page
@@ -482,8 +573,14 @@ static void swapin_done(void *arg, int res)
 
 		if (good && (b & PG_RA_MARK) && !(b & PG_WAITER))
 			hold = marker_stream(r, p);
+		/* A page whose only copy was in the compressed pool leaves
+		 * it (zswap's exclusive load): mapped writable, dirty, its
+		 * slot and pool entry freed, so that the pool holds no copy
+		 * of a page in memory; evicted again, it is compressed
+		 * again, with no disk I/O. */
 		if (good && p == io->fault_page)
-			writable = page_swapin_writable(r, p, io->fault_write);
+			writable = page_swapin_writable(r, p, io->fault_write ||
+					swap_pool_exclusive(d->swap, io->slot + i));
 		if (good) {
 			r->stats.swap_ins++;
 			d->stats.swap_ins++;

@@ -138,6 +138,14 @@ struct pager_region_stats {
 	/* Added after 0.2.0: a program built before passes a smaller sz
 	 * and gets the fields above, where they always were. */
 	uint64_t pages_zero_filled; /* pages filled with zeros on first touch */
+	/* Added with the compressed pool (pagerd's pool_percent). */
+	uint64_t pool_stores;       /* evicted pages kept compressed in memory */
+	uint64_t pool_stored_bytes; /* ... their compressed bytes (the ratio) */
+	uint64_t pool_hits;         /* pages read back from the pool: no disk read */
+	uint64_t pool_spills;       /* pool pages written to swap to make room */
+	uint64_t pool_rejects;      /* pages that compressed too badly: to swap */
+	uint64_t pool_pages;        /* in the pool now */
+	uint64_t pool_bytes;        /* ... the memory they take (counted in limits) */
 };
 
 int pager_region_stats(const struct pager_region *r,

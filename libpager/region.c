@@ -275,6 +275,8 @@ PAGER_EXPORT int pager_region_stats(const struct pager_region *r,
 	out.zero = rs->zero;
 	out.memory_limit = rs->memory_limit;
 	out.image_pending = rs->image_pending;
+	out.pool_pages = rs->pool_pages;
+	out.pool_bytes = rs->pool_bytes;
 	/* By name: a REGION counter without its field in the public struct
 	 * does not build.  faults_minor stays 0. */
 #define X(name, scope, ...) COUNTER_IF_##scope(out.name = rs->counters.name;)

@@ -231,11 +231,13 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		       ",\"memory_limit\":%" PRIu64 ",\"swap_total_pages\":%" PRIu64
 		       ",\"swap_used_pages\":%" PRIu64 ",\"swap_io_errors\":%" PRIu64
 		       ",\"swap_bad_pages\":%" PRIu64 ",\"config_errors\":%" PRIu32
-		       ",\"swap_failing\":%s,\"over_limit\":%s",
+		       ",\"swap_failing\":%s,\"over_limit\":%s"
+		       ",\"pool_pages\":%" PRIu64 ",\"pool_bytes\":%" PRIu64,
 		       r.pid, r.uptime_ms, r.clients, r.regions, r.mapped_bytes,
 		       r.resident_pages, c->page_size, r.memory_limit, r.swap_total,
 		       r.swap_used, r.swap_io_errors, r.swap_bad, r.config_errors,
-		       r.swap_failing ? "true" : "false", r.over_limit ? "true" : "false");
+		       r.swap_failing ? "true" : "false", r.over_limit ? "true" : "false",
+		       r.pool_pages, r.pool_bytes);
 #define X(name, ...) printf(",\"" #name "\":%" PRIu64, r.counters.name);
 		PAGER_COUNTERS(X)
 #undef X
@@ -260,6 +262,17 @@ static int cmd_status(struct ctl *c, const struct cmd_args *a)
 		printf("  swap               no swap\n");
 	}
 	printf("  swap I/O errors    %" PRIu64 "\n", r.swap_io_errors);
+	if (r.pool_pages || r.counters.pool_stores) {
+		char pb[32];
+
+		human_bytes(r.pool_bytes, pb, sizeof(pb));
+		printf("  compressed pool    %" PRIu64 " pages in %s (stored at %.2fx), %" PRIu64
+		       " hits, %" PRIu64 " spilled, %" PRIu64 " too big\n", r.pool_pages, pb,
+		       r.counters.pool_stored_bytes ?
+		       (double)r.counters.pool_stores * (double)c->page_size /
+		       (double)r.counters.pool_stored_bytes : 0.0,
+		       r.counters.pool_hits, r.counters.pool_spills, r.counters.pool_rejects);
+	}
 	if (r.swap_bad || r.counters.writeback_failed_pages || r.swap_failing)
 		printf("  swap writes        %s: %" PRIu64 " pages failed, %" PRIu64
 		       " slots retired\n", r.swap_failing ? "FAILING (paused)" : "work",
@@ -349,9 +362,10 @@ static void print_region_json(const struct ctl *c, const struct proto_region_sta
 	printf(",\"pages\":%" PRIu64 ",\"size_bytes\":%" PRIu64
 	       ",\"resident_pages\":%" PRIu64 ",\"swapped_pages\":%" PRIu64
 	       ",\"zero_pages\":%" PRIu64 ",\"memory_limit\":%" PRIu64
-	       ",\"image_pending\":%" PRIu64,
+	       ",\"image_pending\":%" PRIu64 ",\"pool_pages\":%" PRIu64
+	       ",\"pool_bytes\":%" PRIu64,
 	       s->pages, s->pages * c->page_size, s->resident, s->swapped,
-	       s->zero, s->memory_limit, s->image_pending);
+	       s->zero, s->memory_limit, s->image_pending, s->pool_pages, s->pool_bytes);
 #define X(name, scope, ...) \
 	COUNTER_IF_##scope(printf(",\"" #name "\":%" PRIu64, s->counters.name);)
 	PAGER_COUNTERS(X)

@@ -33,6 +33,8 @@ $only || need+=(
 	libsystemd:libsystemd-dev
 	inih:libinih-dev
 	deb:librbd-dev
+	liblz4:liblz4-dev
+	libzstd:libzstd-dev
 	cmd:cc:gcc
 	cmd:make:make
 	cmd:pkg-config:pkg-config

@@ -706,3 +706,29 @@ char *test_sd_log(const struct test_sd *sd)
 	buf[len] = '\0';
 	return buf;
 }
+
+bool test_direct_io_works(const char *dir)
+{
+	char f[200];
+	int fd;
+
+	snprintf(f, sizeof(f), "%s/pagerd-itest.%d", dir, (int)getpid());
+	fd = open(f, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return false;
+	close(fd);
+	unlink(f);
+	return true;
+}
+
+int test_pick_swap_dir(char *buf, size_t len)
+{
+	static const char *const dirs[] = { "/var/tmp", "/tmp", "." };
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (test_direct_io_works(dirs[i])) {
+			snprintf(buf, len, "%s", dirs[i]);
+			return 0;
+		}
+	return -1;
+}

@@ -55,6 +55,18 @@ int test_raw_send(int s, struct proto_msg *msg, enum proto_type type,
 		  size_t raw_len, const int *fds, unsigned nfds);
 int test_raw_reply(int s, struct proto_reply *ret);
 
+/* True if files in dir can be opened O_DIRECT (a swap file needs it). */
+bool test_direct_io_works(const char *dir);
+/* The first of /var/tmp, /tmp and . where O_DIRECT works, into buf:
+ * where an itest puts its swap files.  -1: none. */
+int test_pick_swap_dir(char *buf, size_t len);
+/* Runs an itest's group: ITEST_FILTER (a cmocka filter) picks tests, and
+ * SIGALRM after alarm_s ends a run whose fault pagerd never serves. */
+#define test_run_group(tests, alarm_s) \
+	(alarm(alarm_s), \
+	 getenv("ITEST_FILTER") ? cmocka_set_test_filter(getenv("ITEST_FILTER")) : (void)0, \
+	 cmocka_run_group_tests(tests, NULL, NULL))
+
 /* What pagerd holds: open fds, and mappings of memfds. */
 int test_count_fds(pid_t pid);
 int test_count_memfd_maps(pid_t pid);

@@ -612,32 +612,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static bool direct_io_works(const char *dir)
-{
-	char f[128];
-	int fd;
-
-	snprintf(f, sizeof(f), "%s/pagerd-itest.%d", dir, (int)getpid());
-	fd = open(f, O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0600);
-	if (fd < 0)
-		return false;
-	close(fd);
-	unlink(f);
-	return true;
-}
-
-static int pick_swap_dir(void)
-{
-	static const char *const dirs[] = { "/var/tmp", "/tmp", "." };
-
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
-		if (direct_io_works(dirs[i])) {
-			snprintf(swap_dir, sizeof(swap_dir), "%s", dirs[i]);
-			return 0;
-		}
-	return -1;
-}
-
 /*
  * A 64 MiB filesystem that takes O_DIRECT, in a mount namespace of ours
  * (pagerd, our child, sees it; nobody else does, and it goes with us): a
@@ -659,7 +633,7 @@ static void mount_small_fs(void)
 		return;
 	}
 	if (mount("pagerd-test", dir, "tmpfs", 0, "size=64M,mode=0700") == 0) {
-		if (direct_io_works(dir)) {
+		if (test_direct_io_works(dir)) {
 			snprintf(small_fs, sizeof(small_fs), "%s", dir);
 			return;
 		}
@@ -668,7 +642,7 @@ static void mount_small_fs(void)
 	snprintf(cmd, sizeof(cmd),
 		 "img=%s.img; truncate -s 64M $img && mkfs.ext2 -q -F $img >/dev/null 2>&1 && "
 		 "mount -o loop $img %s 2>/dev/null; rc=$?; rm -f $img; exit $rc", dir, dir);
-	if (system(cmd) == 0 && direct_io_works(dir)) {
+	if (system(cmd) == 0 && test_direct_io_works(dir)) {
 		snprintf(small_fs, sizeof(small_fs), "%s", dir);
 		return;
 	}
@@ -691,16 +665,14 @@ int main(void)
 
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (pick_swap_dir() < 0) {
+	/* The swap lives on a real disk: O_DIRECT must work in the directory. */
+	if (test_pick_swap_dir(swap_dir, sizeof(swap_dir)) < 0) {
 		printf("no directory here supports O_DIRECT for a swap file\n");
 		return TEST_SKIP;
 	}
 	mount_small_fs();
 	/* A fault never served would hang us: fail instead. */
-	alarm(600);
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	int rc = test_run_group(tests, 600);
 
 	if (*small_fs) {
 		umount2(small_fs, MNT_DETACH);

@@ -108,7 +108,7 @@ for want in "memory limit       16.0 MiB" "0 of 65536 pages used (0 B of 256.0 M
 done
 for c in "${counters[@]}"; do
 	name=${c% *}
-	grep -Eq "^  $name +0 (pages|faults)\$" <<<"$out" || fail "status lacks counter '$name':"$'\n'"$out"
+	grep -Eq "^  $name +0 (pages|faults|bytes)\$" <<<"$out" || fail "status lacks counter '$name':"$'\n'"$out"
 done
 expect 0 stats
 [[ $out == *"memory limit       16.0 MiB"* ]] || fail "stats differs from status: $out"

@@ -245,10 +245,7 @@ int main(void)
 	rc = start_cluster();
 	if (rc)
 		return rc;
-	alarm(600);
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	rc = test_run_group(tests, 600);
 	stop_cluster();
 	return rc;
 }

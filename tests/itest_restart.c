@@ -15,6 +15,8 @@
  *        the store holds nothing of it
  *   restart_named_swap         the same with a swap file pagerd opens by
  *        path: only its slot table travels through the store
+ *   restart_with_pool          the same with the compressed pool on: pages
+ *        in the pool survive the crashes (written through to the swap)
  *   hostile_store_is_refused   a store with a regular file as a client
  *        socket, a pipe as a userfaultfd, a truncated region state, a name
  *        with a control character, an unknown name and a swap table with no
@@ -423,13 +425,14 @@ static void assert_stored(struct test_sd *sd, const char *name)
  * named_swap pagerd opens a swap file by path each time, else it makes an
  * unnamed one that travels through the store.
  */
-static void restart_run(bool named_swap, int crashes)
+static void restart_run(bool named_swap, int crashes, bool pool)
 {
 	static struct test_sd sd;
 	static char swap_path[200], image[200];
 	const char *args[] = { "--memory-limit", "4M", "--swap-size", "64M",
-			       NULL, NULL, NULL, NULL, NULL };
+			       NULL, NULL, NULL, NULL, NULL, NULL, NULL };
 	const char *rbd = getenv("ITEST_SWAP_RBD");
+	int na = 4;
 	struct child cl;
 	struct report r;
 	struct proto_reply st;
@@ -442,14 +445,19 @@ static void restart_run(bool named_swap, int crashes)
 		 * through the store as a file swap's does; the image is
 		 * opened again by name. */
 		snprintf(swap_path, sizeof(swap_path), "rbd:%s/restart-%d", rbd, (int)getpid());
-		args[4] = "--swap";
-		args[5] = swap_path;
-		args[6] = "--ceph-conf";
-		args[7] = getenv("CEPH_CONF");
+		args[na++] = "--swap";
+		args[na++] = swap_path;
+		args[na++] = "--ceph-conf";
+		args[na++] = getenv("CEPH_CONF");
 	} else if (named_swap) {
 		snprintf(swap_path, sizeof(swap_path), "%s/swap", sd.dir);
-		args[4] = "--swap";
-		args[5] = swap_path;
+		args[na++] = "--swap";
+		args[na++] = swap_path;
+	}
+	if (pool) {
+		/* The client's pages (one word repeated) all compress. */
+		args[na++] = "--pool-percent";
+		args[na++] = "50";
 	}
 	fakesd_start(&sd, false, args);
 	snprintf(image, sizeof(image), "%s/image", sd.dir);
@@ -458,6 +466,8 @@ static void restart_run(bool named_swap, int crashes)
 	r = client_call(&sd, &cl, 's');
 	id = r.region_id;
 	assert_true(r.st.swapped > REGION_PAGES / 2);
+	if (pool)
+		assert_true(r.st.pool_pages > 0);
 
 	/* Everything a successor needs is in the store. */
 	char name[64];
@@ -573,13 +583,23 @@ static void restart_keeps_every_byte(void **state)
 {
 	(void)state;
 	/* More crashes with RESTART_CRASHES=N. */
-	restart_run(false, getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3);
+	restart_run(false, getenv("RESTART_CRASHES") ? atoi(getenv("RESTART_CRASHES")) : 3,
+		    false);
 }
 
 static void restart_named_swap(void **state)
 {
 	(void)state;
-	restart_run(true, 1);
+	restart_run(true, 1, false);
+}
+
+/* The same with the compressed pool on: a crash loses the pool, so under
+ * the fd store its pages are written through to the swap as well (before,
+ * the successor found garbage in their slots and poisoned them). */
+static void restart_with_pool(void **state)
+{
+	(void)state;
+	restart_run(false, 2, true);
 }
 
 /*
@@ -927,6 +947,7 @@ int main(void)
 		cmocka_unit_test_teardown(restart_keeps_every_byte, teardown),
 		cmocka_unit_test_teardown(restart_named_swap, teardown),
 		cmocka_unit_test_teardown(restart_rbd_other_image, teardown),
+		cmocka_unit_test_teardown(restart_with_pool, teardown),
 		cmocka_unit_test_teardown(hostile_store_is_refused, teardown),
 		cmocka_unit_test_teardown(fd_store_no_stores_nothing, teardown),
 		cmocka_unit_test_teardown(bad_config_keeps_clients, teardown),

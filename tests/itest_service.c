@@ -275,7 +275,7 @@ static void notify_ready_status_watchdog_stopping(void **state)
 	char notify_path[160], notify_env[192];
 	char *argv[] = { (char *)pagerd_bin(), "--config", "/dev/null", "--socket", s.sock, NULL };
 	char *env[] = { notify_env, "WATCHDOG_USEC=1000000", "WATCHDOG_PID=", NULL };
-	long long prev;
+	long long prev, first;
 	struct pager *p;
 	struct proc d;
 	int c;
@@ -300,13 +300,17 @@ static void notify_ready_status_watchdog_stopping(void **state)
 	 * which times the pings as it receives them, room for a loaded
 	 * machine: a 425 ms gap was seen against a 400 ms deadline.) */
 	notify_wait(&n, "WATCHDOG=1");
-	prev = n.at;
+	prev = first = n.at;
 	for (int i = 0; i < 5; i++) {
 		notify_wait(&n, "WATCHDOG=1");
-		if (n.at - prev >= 1000 || n.at - prev < 100)
+		if (n.at - prev >= 1000)
 			fail_msg("watchdog %d came %lld ms after the previous one", i, n.at - prev);
 		prev = n.at;
 	}
+	/* Not a flood: two pings can reach a delayed reader together, so
+	 * the pace is judged over all five. */
+	if (prev - first < 5 * 200)
+		fail_msg("5 watchdog pings in %lld ms: a flood", prev - first);
 
 	/* STATUS= follows the clients. */
 	p = client_touch(s.sock, 1 << 20);

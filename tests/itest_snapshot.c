@@ -2148,10 +2148,7 @@ int main(void)
 		return TEST_SKIP;
 	}
 	/* A long stress (make soak) gets its time. */
-	alarm(getenv("SNAP_STRESS_RUNS") ? 300 + 20 * (unsigned)atoi(getenv("SNAP_STRESS_RUNS")) : 300);
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	rc = test_run_group(tests, getenv("SNAP_STRESS_RUNS") ? 300 + 20 * (unsigned)atoi(getenv("SNAP_STRESS_RUNS")) : 300);
 	/* Whatever a failed test left behind goes too. */
 	DIR *dd = opendir(dir);
 	for (struct dirent *de; dd && (de = readdir(dd));) {

@@ -1594,27 +1594,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* The swap lives on a real disk: O_DIRECT must work in the directory. */
-static int pick_swap_dir(void)
-{
-	static const char *const dirs[] = { "/var/tmp", "/tmp", "." };
-
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		char f[96];
-		int fd;
-
-		snprintf(f, sizeof(f), "%s/pagerd-itest.%d", dirs[i], (int)getpid());
-		fd = open(f, O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0600);
-		if (fd < 0)
-			continue;
-		close(fd);
-		unlink(f);
-		snprintf(swap_dir, sizeof(swap_dir), "%s", dirs[i]);
-		return 0;
-	}
-	return -1;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1639,13 +1618,11 @@ int main(void)
 	};
 
 	ps = (size_t)sysconf(_SC_PAGESIZE);
-	if (pick_swap_dir() < 0) {
+	/* The swap lives on a real disk: O_DIRECT must work in the directory. */
+	if (test_pick_swap_dir(swap_dir, sizeof(swap_dir)) < 0) {
 		printf("no directory here supports O_DIRECT for a swap file\n");
 		return TEST_SKIP;
 	}
 	/* A fault never served would hang us: fail instead. */
-	alarm(ALARM_S * 3);
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return test_run_group(tests, ALARM_S * 3);
 }

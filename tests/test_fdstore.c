@@ -35,6 +35,7 @@
 #include "../daemon/fdstore_adopt.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/pool.c"
 #include "../daemon/store_file.c"
 #include "../daemon/store_rbd.c"
 #include "../daemon/swap.c"
@@ -166,6 +167,18 @@ int restore_crc_fd(const struct region *r)
 {
 	(void)r;
 	return -1;
+}
+
+int restore_image_fd(const struct region *r)
+{
+	(void)r;
+	return -1;
+}
+
+bool restore_prefetching(const struct region *r)
+{
+	(void)r;
+	return false;
 }
 
 int sd_pid_notify_with_fds(pid_t pid, int unset, const char *state, const int *fds,

@@ -36,6 +36,7 @@
 #include "../daemon/crc32c.c"
 #include "../daemon/io.c"
 #include "../daemon/log.c"
+#include "../daemon/pool.c"
 #include "../daemon/store_file.c"
 #include "../daemon/store_rbd.c"
 #include "../daemon/swap.c"

@@ -108,6 +108,9 @@
  *                     naming the cluster (no inject: corruption needs a file)
  *   TORTURE_MAX_RSS   bound on pagerd's anonymous RSS (64M; none with SANITIZE=1)
  *   TORTURE_HANG      seconds without any progress that count as a hang (120)
+ *   TORTURE_POOL      pagerd's pool_percent: the compressed pool on (0: off);
+ *                     half the pages (by key) are then written compressible
+ *                     (8 distinct words, repeated), the others not
  *
  * With restart, the parent serves the notify socket whenever it waits (pagerd
  * blocks on a full one, and the kernel queues only net.unix.max_dgram_qlen
@@ -184,6 +187,7 @@ static struct {
 	uint64_t seed;
 	unsigned seconds, clients, threads, regions, max_pages, hang_s;
 	uint64_t memory_limit, client_limit, swap_size, max_rss;
+	unsigned pool;
 	bool ops[NOPS];
 	char ops_str[256];
 	char dir[128];
@@ -354,6 +358,7 @@ static void configure(void)
 	cfg.regions = (unsigned)env_u64("TORTURE_REGIONS", 3, false);
 	cfg.max_pages = (unsigned)env_u64("TORTURE_PAGES", 1024, false);
 	cfg.hang_s = (unsigned)env_u64("TORTURE_HANG", 120, false);
+	cfg.pool = (unsigned)env_u64("TORTURE_POOL", 0, false);
 	cfg.memory_limit = env_u64("TORTURE_MEMORY_LIMIT", 16 << 20, true);
 	cfg.client_limit = env_u64("TORTURE_CLIENT_LIMIT", 8 << 20, true);
 	/* A sanitized pagerd (make check SANITIZE=1 says so in $SANITIZE)
@@ -470,14 +475,21 @@ static uint64_t pkey(uint64_t ruid, uint64_t page)
 	return mix64(ruid * 0x2545f4914f6cdd1dULL ^ (page + 1));
 }
 
+/* With the pool on, pages of even key repeat 8 words: they compress, and
+ * every word still says its page and generation. */
+static size_t word_index(uint64_t key, size_t i)
+{
+	return cfg.pool && !(key & 1) ? i % 8 : i;
+}
+
 static uint64_t wordv(uint64_t key, uint64_t gen, size_t i)
 {
-	return (key ^ (uint64_t)i * C1) + gen * C2;
+	return (key ^ (uint64_t)word_index(key, i) * C1) + gen * C2;
 }
 
 static uint64_t word_gen(uint64_t key, uint64_t w, size_t i)
 {
-	return (w - (key ^ (uint64_t)i * C1)) * gen_inv;
+	return (w - (key ^ (uint64_t)word_index(key, i) * C1)) * gen_inv;
 }
 
 /* ---- SIGBUS: caught per thread ---- */
@@ -1641,9 +1653,9 @@ static void replay_line(void)
 {
 	fprintf(stderr, "torture: replay with: TORTURE_SEED=%" PRIu64 " TORTURE_SECONDS=%u "
 		"TORTURE_OPS=%s TORTURE_CLIENTS=%u TORTURE_THREADS=%u TORTURE_REGIONS=%u "
-		"TORTURE_PAGES=%u PAGERD=%s %s\n",
+		"TORTURE_PAGES=%u TORTURE_POOL=%u PAGERD=%s %s\n",
 		cfg.seed, cfg.seconds, cfg.ops_str, cfg.clients, cfg.threads, cfg.regions,
-		cfg.max_pages, getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd", self);
+		cfg.max_pages, cfg.pool, getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd", self);
 }
 
 static void kill_all(void)
@@ -1856,7 +1868,7 @@ static void check_clean(int base_fds)
 }
 
 /* pagerd's command line, the same for each one. */
-static char swap[256], mem[32], cli[32], swsz[32];
+static char swap[256], mem[32], cli[32], swsz[32], poolpct[16];
 static const char *args[20];
 
 /*
@@ -1948,6 +1960,11 @@ static void start_pagerd(void)
 	args[n++] = "--test-hooks";
 	args[n++] = "--log-level";
 	args[n++] = "notice";
+	if (cfg.pool) {
+		snprintf(poolpct, sizeof(poolpct), "%u", cfg.pool);
+		args[n++] = "--pool-percent";
+		args[n++] = poolpct;
+	}
 	/* The store only where it is used: a failure that goes away with
 	 * all,-restart is then the store's or the restart's. */
 	if (!cfg.ops[OP_RESTART]) {
@@ -2053,6 +2070,11 @@ static void report(double secs, uint64_t peak_rss, const struct proto_reply *ps_
 	       ps_->counters.swap_ins, ps_->counters.evict_zero, ps_->counters.evict_clean,
 	       ps_->counters.evict_dirty, ps_->counters.evict_aborted,
 	       ps_->counters.poisoned, ps_->swap_io_errors);
+	if (cfg.pool)
+		printf("  pool            %" PRIu64 " pages stored, %" PRIu64 " hits, %" PRIu64
+		       " spilled, %" PRIu64 " too big (the last pagerd's)\n",
+		       ps_->counters.pool_stores, ps_->counters.pool_hits,
+		       ps_->counters.pool_spills, ps_->counters.pool_rejects);
 }
 
 int main(int argc, char **argv)
