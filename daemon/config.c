@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -75,6 +76,8 @@ static const char *const compressors[] = { "lz4", "zstd", NULL };
 static const char *check_socket_path(const char *v);
 static const char *check_address(const char *v);
 static const char *check_list(const char *v);
+static const char *check_rbd_allow(const char *v);
+static const char *check_rbd_pool(const char *v);
 
 #define OFF(field) offsetof(struct config, field)
 #define NOLIMIT UINT64_MAX
@@ -117,6 +120,12 @@ static const struct setting settings[] = {
 	  "", NULL, "PATH", "that user's keyring, empty = what ceph_conf says" },
 	{ "ceph_timeout", "ceph-timeout", 0, T_UINT, OFF(ceph_timeout_ms), 0, 100, 3600000,
 	  "30000", NULL, "MSEC", "a request to the cluster that takes longer fails (its page is lost, never wrong)" },
+	{ "rbd_allow", "rbd-allow", 0, T_STRING, OFF(rbd_allow), RELOAD, 0, 0,
+	  "", NULL, "GRANTS", "who may name which RBD pool/namespace: 'user:U POOL[/NS|/*], group:G POOL/NS, ...'",
+	  check_rbd_allow },
+	{ "rbd_user_namespace", "rbd-user-namespace", 0, T_STRING, OFF(rbd_user_namespace), RELOAD, 0, 0,
+	  "", NULL, "POOL", "uid N may name the RBD images of POOL/uN (besides rbd_allow)",
+	  check_rbd_pool },
 	{ "pool_percent", "pool-percent", 0, T_UINT, OFF(pool_percent), RELOAD, 0, 90,
 	  "0", NULL, "PERCENT", "compressed pool: evicted pages are kept compressed in memory, taking up to this share of each memory limit before spilling to swap (0 = off)" },
 	{ "pool_compressor", "pool-compressor", 0, T_CHOICE, OFF(pool_compressor), RELOAD, 0, 0,
@@ -161,8 +170,22 @@ static const struct setting settings[] = {
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 _Static_assert(NSETTINGS <= CONFIG_MAX_SETTINGS, "raise CONFIG_MAX_SETTINGS");
 
-/* What allowed_users, allowed_groups and admin_group resolve to. */
+/* One grant of rbd_allow: a user or group may name pool/ns. */
+#define RBD_NAME_MAX 96 /* store.h's STORE_RBD_NAME_MAX */
+
+struct rbd_grant {
+	bool group;
+	unsigned id;              /* uid or gid */
+	char pool[RBD_NAME_MAX + 1];
+	char ns[RBD_NAME_MAX + 1];
+	bool any_ns;              /* namespace "*": every one, the default too */
+};
+
+/* What allowed_users, allowed_groups, admin_group and rbd_allow resolve
+ * to. */
 struct config_access {
+	struct rbd_grant *grants;
+	size_t ngrants;
 	uid_t *uids;
 	size_t nuids;
 	gid_t *gids;
@@ -325,6 +348,92 @@ static const char *check_list(const char *v)
 		if (*c == ' ' || *c == '\t')
 			return "must be a comma-separated list without spaces";
 	return NULL;
+}
+
+/* An RBD pool or namespace name, as store_rbd_parse() takes them. */
+static bool rbd_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > RBD_NAME_MAX || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr(".-_", s[i]))
+			return false;
+	return true;
+}
+
+static const char *check_rbd_pool(const char *v)
+{
+	if (*v && !rbd_name_ok(v, strlen(v)))
+		return "is not a pool name (letters, digits, '.', '-', '_', not starting with '.')";
+	return NULL;
+}
+
+/*
+ * One grant, "user:NAME POOL[/NS]" (uid:, group:, gid: too; NS "*" = every
+ * namespace; no NS = the pool's default one), into *g with who's name
+ * (not resolved yet: names are looked up at each load) in who[].  Returns
+ * NULL or what is wrong.
+ */
+static const char *parse_grant(const char *tok, struct rbd_grant *g, char *who, size_t wholen)
+{
+	const char *p = tok, *colon, *sp, *slash, *end;
+	size_t n;
+
+	memset(g, 0, sizeof(*g));
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strlen(p);
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	colon = memchr(p, ':', (size_t)(end - p));
+	sp = colon ? colon + strcspn(colon, " \t") : NULL;
+	if (!colon || !sp || sp >= end)
+		return "a grant is 'user:NAME POOL[/NAMESPACE]' or 'group:NAME POOL[/NAMESPACE]'";
+	n = (size_t)(colon - p);
+	if ((n == 4 && !strncmp(p, "user", 4)) || (n == 3 && !strncmp(p, "uid", 3)))
+		g->group = false;
+	else if ((n == 5 && !strncmp(p, "group", 5)) || (n == 3 && !strncmp(p, "gid", 3)))
+		g->group = true;
+	else
+		return "a grant starts with user: or group:";
+	n = (size_t)(sp - colon - 1);
+	if (n == 0 || n >= wholen)
+		return "a grant names no user or group, or too long a one";
+	memcpy(who, colon + 1, n);
+	who[n] = '\0';
+	while (*sp == ' ' || *sp == '\t')
+		sp++;
+	slash = memchr(sp, '/', (size_t)(end - sp));
+	n = (size_t)((slash ? slash : end) - sp);
+	if (!rbd_name_ok(sp, n))
+		return "a grant's pool is not a pool name (letters, digits, '.', '-', '_')";
+	memcpy(g->pool, sp, n);
+	if (slash) {
+		n = (size_t)(end - slash - 1);
+		if (n == 1 && slash[1] == '*')
+			g->any_ns = true;
+		else if (rbd_name_ok(slash + 1, n))
+			memcpy(g->ns, slash + 1, n);
+		else
+			return "a grant's namespace is not a name or '*'";
+	}
+	return NULL;
+}
+
+static const char *check_rbd_allow(const char *v)
+{
+	char *list = strdup(v), *save = NULL;
+	const char *why = NULL;
+	struct rbd_grant g;
+	char who[64];
+
+	if (!list)
+		return "out of memory";
+	for (char *tok = strtok_r(list, ",", &save); tok && !why;
+	     tok = strtok_r(NULL, ",", &save))
+		why = parse_grant(tok, &g, who, sizeof(who));
+	free(list);
+	return why;
 }
 
 int config_parse_address(const char *s, char *ret_host, size_t hostlen,
@@ -581,6 +690,7 @@ static void access_free(struct config_access *a)
 		return;
 	free(a->uids);
 	free(a->gids);
+	free(a->grants);
 	free(a);
 }
 
@@ -669,6 +779,52 @@ static const struct setting *setting_at(size_t offset)
 _Static_assert(sizeof(uid_t) == sizeof(unsigned) && sizeof(gid_t) == sizeof(unsigned),
 	       "uid_t and gid_t are stored as unsigned");
 
+/* rbd_allow's grants, their users and groups looked up. */
+static void resolve_grants(struct parse *p, struct config_access *a)
+{
+	const struct setting *s = setting_at(OFF(rbd_allow));
+	char *list = strdup(p->cfg->rbd_allow), *save = NULL;
+
+	if (!list) {
+		bad(p, s, "out of memory");
+		return;
+	}
+	for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct rbd_grant g, *grown;
+		char who[64];
+		const char *why = parse_grant(tok, &g, who, sizeof(who));
+		int r;
+
+		if (why) { /* check_rbd_allow() said it already */
+			bad(p, s, "%s", why);
+			continue;
+		}
+		if (g.group) {
+			gid_t gid;
+
+			r = config_group_id(who, &gid);
+			g.id = gid;
+		} else {
+			uid_t uid;
+
+			r = user_id(who, &uid);
+			g.id = uid;
+		}
+		if (r < 0) {
+			bad(p, s, "no such %s '%s'", g.group ? "group" : "user", who);
+			continue;
+		}
+		grown = realloc(a->grants, (a->ngrants + 1) * sizeof(*grown));
+		if (!grown) {
+			bad(p, s, "out of memory");
+			break;
+		}
+		a->grants = grown;
+		a->grants[a->ngrants++] = g;
+	}
+	free(list);
+}
+
 static void resolve_access(struct parse *p)
 {
 	struct config *cfg = p->cfg;
@@ -688,6 +844,7 @@ static void resolve_access(struct parse *p)
 		else
 			a->has_admin = true;
 	}
+	resolve_grants(p, a);
 	access_free(cfg->access);
 	cfg->access = a;
 }
@@ -1087,6 +1244,39 @@ bool config_cred_admin(const struct config *cfg, const struct ucred *cred)
 		return true;
 	return a && a->has_admin &&
 	       (cred->gid == a->admin_gid || user_in_groups(cred->uid, &a->admin_gid, 1));
+}
+
+int config_rbd_allowed(const struct config *cfg, const struct ucred *cred,
+		       const char *pool, const char *ns)
+{
+	const struct config_access *a = cfg->access;
+	const char *upool = cfg->rbd_user_namespace;
+	char own[16];
+
+	if (!pool || !ns || !*pool)
+		return -EINVAL;
+	/* Root is the administrator; pagerd's own user (a private pagerd
+	 * runs as its only client) reaches nothing it could not already. */
+	if (cred->uid == 0 || cred->uid == geteuid())
+		return 0;
+	snprintf(own, sizeof(own), "u%u", (unsigned)cred->uid);
+	if (upool && *upool && !strcmp(pool, upool) && !strcmp(ns, own))
+		return 0;
+	for (size_t i = 0; a && i < a->ngrants; i++) {
+		const struct rbd_grant *g = &a->grants[i];
+
+		if (strcmp(g->pool, pool) || (!g->any_ns && strcmp(g->ns, ns)))
+			continue;
+		if (!g->group && g->id == cred->uid)
+			return 0;
+		if (!g->group)
+			continue;
+		if (g->id == cred->gid)
+			return 0;
+		if (user_in_groups(cred->uid, &g->id, 1))
+			return 0;
+	}
+	return -EACCES;
 }
 
 bool config_peer_allowed(const struct config *cfg, int sock)

@@ -58,6 +58,8 @@ struct config {
 	char *ceph_id;                 /* pagerd's client name in it */
 	char *ceph_keyring;            /* "" = the conf file's */
 	unsigned ceph_timeout_ms;      /* a request to the cluster takes at most */
+	char *rbd_allow;               /* grants "user:U POOL/NS, group:G POOL", "" = none */
+	char *rbd_user_namespace;      /* POOL: uid N may name POOL's namespace uN */
 	unsigned pool_percent;         /* compressed pool: its share of a limit, 0 = off */
 	int pool_compressor;           /* enum pool_algo */
 	/* What one client may do */
@@ -170,6 +172,19 @@ bool config_cred_allowed(const struct config *cfg, const struct ucred *cred);
 /* May this peer use the control channel?  Root, pagerd's own uid, or a
  * member of admin_group. */
 bool config_cred_admin(const struct config *cfg, const struct ucred *cred);
+
+/*
+ * May this peer name RBD images in pool/ns ("" = the pool's default
+ * namespace)?  pagerd opens them with its own Ceph identity, so this is
+ * the only check between a client and every image pagerd can reach: 0 for
+ * root and pagerd's own uid; for uid N, namespace "uN" of
+ * rbd_user_namespace; and what rbd_allow grants the uid, its gid or its
+ * user's groups (getgrouplist; may block on NSS: once a request, never on
+ * the fault path).  Otherwise -EACCES; -EINVAL for no pool.  Call it with
+ * the peer's SO_PEERCRED before anything is opened.
+ */
+int config_rbd_allowed(const struct config *cfg, const struct ucred *cred,
+		       const char *pool, const char *ns);
 
 /* A group name or number to a gid; 0 or -ENOENT. */
 int config_group_id(const char *name, gid_t *ret);

@@ -201,6 +201,16 @@ int store_rbd_setup(struct event_base *base, const struct store_rbd_client *c);
 int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_opts *o,
 		   uint64_t *ret_size);
 
+/*
+ * Which image st is, as two numbers that stand for a file's (st_dev,
+ * st_ino) in swap.c's slot table: the same for the same image opened
+ * again (by this pagerd or its successor), different for another image
+ * (another pool, namespace, or one deleted and created again under the
+ * name), and never a file's (bit 63 of *dev is set).  -EINVAL: st is not
+ * an RBD store.
+ */
+int store_rbd_identity(const struct store *st, uint64_t *dev, uint64_t *ino);
+
 /* Waits (up to the timeout) for images still closing, then ends the
  * client.  For pagerd's exit. */
 void store_rbd_shutdown(void);

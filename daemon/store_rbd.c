@@ -251,6 +251,7 @@ struct store_rbd {
 	struct rbd_list waiting;   /* accepted, not yet given to librbd */
 	struct rbd_list flight;    /* given to librbd, in order of acceptance */
 	uint64_t timed_out;
+	uint64_t ident_pool, ident_image; /* store_rbd_identity() */
 	bool closing;
 	unsigned dispatching;      /* done callbacks running */
 	bool free_after_dispatch;  /* closed from one of them */
@@ -648,6 +649,48 @@ static const struct store_ops rbd_ops = {
 	.close = sr_close,
 };
 
+/*
+ * What store_rbd_identity() says: the pool's id and a hash of the
+ * namespace and the image's id.  An image's id is fixed at its creation
+ * and never reused, so a renamed image is still the same one, and an
+ * image deleted and created again under the same name is another.
+ */
+static int identify(struct store_rbd *sr, const char *path, const char *ns)
+{
+	char id[128];
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, 64 bits */
+	int64_t pool = rados_ioctx_get_id(sr->ioctx);
+	int e = rbd_get_id(sr->image, id, sizeof(id));
+
+	if (e < 0 || pool < 0) {
+		log_err("rbd %s: cannot read the image's id: %s", path,
+			strerror(e < 0 ? -e : EIO));
+		return e < 0 ? e : -EIO;
+	}
+	for (const char *p = ns; ; p++) {
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+		if (!*p)
+			break;
+	}
+	for (const char *p = id; *p; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+	/* Bit 63 set: no file's st_dev (a swap file's identity) has it. */
+	sr->ident_pool = (1ull << 63) | (uint64_t)pool;
+	sr->ident_image = h;
+	return 0;
+}
+
+int store_rbd_identity(const struct store *st, uint64_t *dev, uint64_t *ino)
+{
+	const struct store_rbd *sr = (const struct store_rbd *)st;
+
+	if (!st || st->ops != &rbd_ops)
+		return -EINVAL;
+	*dev = sr->ident_pool;
+	*ino = sr->ident_image;
+	return 0;
+}
+
 int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_opts *o,
 		   uint64_t *ret_size)
 {
@@ -707,6 +750,9 @@ int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_
 		log_err("rbd %s: cannot size: %s", path, strerror(-e));
 		goto fail_image;
 	}
+	e = identify(sr, path, n.ns);
+	if (e < 0)
+		goto fail_image;
 	sr->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (sr->efd < 0) {
 		e = -errno;

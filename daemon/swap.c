@@ -1420,10 +1420,14 @@ static size_t meta_size(const struct swap *s)
 	return (n + s->page_size - 1) & ~(s->page_size - 1);
 }
 
+/* Of the swap file or device, or of the RBD image: a table made for
+ * another is refused (swap_meta_adopt). */
 static int swap_identity(const struct swap *s, uint64_t *dev, uint64_t *ino)
 {
 	struct stat st;
 
+	if (s->fd < 0 && s->dev)
+		return store_rbd_identity(s->dev, dev, ino);
 	if (fstat(s->fd, &st) < 0)
 		return -errno;
 	*dev = S_ISBLK(st.st_mode) ? (uint64_t)st.st_rdev : (uint64_t)st.st_dev;
@@ -1516,7 +1520,7 @@ int swap_meta_adopt(struct swap *s, int fd)
 		 h->page_size != s->page_size || h->slot_size != sizeof(struct swap_slot))
 		why = "made for a swap of another size";
 	else if (h->dev != dev || h->ino != ino)
-		why = "made for another swap file or device";
+		why = "made for another swap file, device or RBD image";
 	if (why) {
 		log_warn("swap %s: the stored slot table is refused: %s", s->path, why);
 		munmap(map, len);

@@ -12,8 +12,12 @@
 #               (not injected_errors: its corrupt slot is written through a
 #               file; not the cases with a swap of their own or pagerd as
 #               another user, who cannot read the cluster's conf here)
-#   torture     20 s, the classes that hold on an RBD swap (no restart: its
-#               slot table does not survive one; no inject: see above)
+#   itest_restart  restart_named_swap (SIGTERM hand-over and a crash through
+#               the fd store: every byte read back from the image) and
+#               restart_rbd_other_image (the configuration names another
+#               image: the stored slot table is refused, loudly)
+#   torture     20 s, the classes that hold on an RBD swap, restart
+#               included (no inject: see above)
 #
 # Skips, saying why, when ceph-mon/ceph-osd are not installed and cannot be
 # (make check installs them as root) or the cluster does not come up.
@@ -59,9 +63,18 @@ for t in pressure_integrity two_clients kill_during_writeback discard_frees \
 	fi
 done
 
+for t in restart_named_swap restart_rbd_other_image; do
+	if ITEST_FILTER=$t "$build/tests/itest_restart"; then
+		echo "PASS itest_restart $t on rbd"
+	else
+		echo "FAIL itest_restart $t on rbd"
+		failed=1
+	fi
+done
+
 export TORTURE_SWAP=rbd:rbd/torture TORTURE_SEED=${TORTURE_SEED:-20261204}
 export TORTURE_SECONDS=${TORTURE_SECONDS:-20} TORTURE_HANG=${TORTURE_HANG:-60}
-export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,kill,stall,limit,snapshot,restore}
+export TORTURE_OPS=${TORTURE_OPS:-write,read,rmw,discard,recreate,kill,stall,limit,snapshot,restore,restart}
 if "$build/tests/torture"; then
 	echo "PASS torture on rbd"
 else

@@ -596,6 +596,73 @@ static void access_lists(void **state)
 	assert_false(config_cred_admin(&f->cfg, &stranger));
 }
 
+/*
+ * Who may name which RBD pool/namespace (snapshot and restore targets):
+ * pagerd opens them with its own Ceph identity, so this is the check.
+ */
+static void rbd_grants(void **state)
+{
+	struct fixture *f = *state;
+	struct passwd *nobody = getpwnam("nobody");
+	struct ucred root = { .pid = 1, .uid = 0, .gid = 0 };
+	struct ucred stranger = { .pid = 1, .uid = 54321, .gid = 54321 };
+	struct ucred member = { .pid = 1, .uid = 54323, .gid = 54322 };
+	struct group *gr = NULL;
+	char file[256];
+
+	/* Nothing granted: nobody but root (and pagerd's own user). */
+	assert_int_equal(load(f, "", NULL), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "rbd", ""), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "rbd", "u54321"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &root, "rbd", "anything"), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "", ""), -EINVAL);
+
+	/* A namespace per uid: uN of that pool, and nothing else. */
+	assert_int_equal(load(f, "rbd_user_namespace = pagerd\n", NULL), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pagerd", "u54321"), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pagerd", "u54323"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "pagerd", "u54321"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pagerd", ""), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "rbd", "u54321"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pagerd", "u543210"), -EACCES);
+
+	/* Grants to a uid, to a gid (the peer's own), every namespace of a
+	 * pool, the default namespace alone. */
+	assert_int_equal(load(f, "rbd_allow = user:54321 pool/ns, group:54322 shared/*,"
+				 "uid:54323  solo\n", NULL), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pool", "ns"), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pool", "ns2"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "pool", ""), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "pool", "ns"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "shared", "x"), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "shared", ""), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "shared", "x"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "solo", ""), 0);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "solo", "x"), -EACCES);
+	assert_int_equal(config_rbd_allowed(&f->cfg, &member, "sol", ""), -EACCES);
+
+	/* A group met through the user's groups (getgrouplist), by name. */
+	if (nobody && (gr = getgrgid(nobody->pw_gid))) {
+		struct ucred nob = { .pid = 1, .uid = nobody->pw_uid, .gid = 54321 };
+
+		snprintf(file, sizeof(file), "rbd_allow = group:%s g/n\n", gr->gr_name);
+		assert_int_equal(load(f, file, NULL), 0);
+		assert_int_equal(config_rbd_allowed(&f->cfg, &nob, "g", "n"), 0);
+		assert_int_equal(config_rbd_allowed(&f->cfg, &stranger, "g", "n"), -EACCES);
+	}
+
+	/* Bad grants are refused when the file is read. */
+	assert_int_equal(load(f, "rbd_allow = 54321 pool\n", NULL), -EINVAL);
+	assert_said(f, "rbd_allow");
+	assert_int_equal(load(f, "rbd_allow = user:54321 ../x\n", NULL), -EINVAL);
+	assert_int_equal(load(f, "rbd_allow = user:54321 pool/a/b\n", NULL), -EINVAL);
+	assert_int_equal(load(f, "rbd_allow = host:x pool\n", NULL), -EINVAL);
+	assert_int_equal(load(f, "rbd_allow = user:54321\n", NULL), -EINVAL);
+	assert_int_equal(load(f, "rbd_allow = user:no-such-user-here pool\n", NULL), -EINVAL);
+	assert_said(f, "rbd_allow: no such user 'no-such-user-here'");
+	assert_int_equal(load(f, "rbd_user_namespace = a/b\n", NULL), -EINVAL);
+}
+
 /* A new swap file without swap_size: the RAM, at most half the free space
  * of its filesystem and CONFIG_SWAP_DEFAULT_MAX, in whole pages. */
 static void default_swap_size(void **state)
@@ -636,6 +703,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(printed_config_reads_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(help_and_version_end_the_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(access_lists, setup, teardown),
+		cmocka_unit_test_setup_teardown(rbd_grants, setup, teardown),
 		cmocka_unit_test(default_swap_size),
 	};
 

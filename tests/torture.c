@@ -105,8 +105,7 @@
  *                     (16M, 8M, 64M; with fullswap the swap is 4M)
  *   TORTURE_DIR       where swap and images go (/var/tmp)
  *   TORTURE_SWAP      another swap path, e.g. rbd:POOL/IMAGE with CEPH_CONF
- *                     naming the cluster (no restart: its slot table does not
- *                     survive one; no inject: corruption needs a file)
+ *                     naming the cluster (no inject: corruption needs a file)
  *   TORTURE_MAX_RSS   bound on pagerd's anonymous RSS (64M; none with SANITIZE=1)
  *   TORTURE_HANG      seconds without any progress that count as a hang (120)
  *   TORTURE_POOL      pagerd's pool_percent: the compressed pool on (0: off);
