@@ -227,9 +227,11 @@ static void writeback_done(void *arg, int res)
 	int unrecorded_err = 0;
 
 	if (!r) {
-		/* The region went while we wrote: the slots were never its. */
+		/* The region went while we wrote: the slots were never its,
+		 * and its mapping was kept for us until now. */
 		if (d->swap)
 			swap_free(d->swap, io->slot, io->npages);
+		page_io_release(io);
 		free(io);
 		return;
 	}

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -621,15 +622,49 @@ void page_io_unlink(struct page_io *io)
 	io->r = NULL;
 }
 
-void page_io_detach_all(struct region *r)
+/* A gone region's mapping, kept while write-backs still read it. */
+struct map_hold {
+	void *map;
+	size_t len;
+	unsigned refs;
+};
+
+bool page_io_detach_all(struct region *r)
 {
+	struct map_hold *h = NULL;
+	unsigned writes = 0;
+
+	for (struct page_io *io = r->ios; io; io = io->next)
+		writes += io->write;
+	if (writes) {
+		h = malloc(sizeof(*h));
+		/* Without one, the mapping stays for good: better some
+		 * address space lost than zeros in another region. */
+		if (h)
+			*h = (struct map_hold){ .map = r->map, .len = r->len, .refs = writes };
+	}
 	while (r->ios) {
 		struct page_io *io = r->ios;
 
 		/* A write-back's slots are not the region's yet: the
 		 * completion frees them.  A swap-in's are freed with the
-		 * region's (the read then ends -ESTALE). */
+		 * region's (the read then ends -ESTALE); it reads into a
+		 * buffer of its own. */
+		if (io->write)
+			io->hold = h;
 		page_io_unlink(io);
+	}
+	return writes != 0;
+}
+
+void page_io_release(struct page_io *io)
+{
+	struct map_hold *h = io->hold;
+
+	io->hold = NULL;
+	if (h && --h->refs == 0) {
+		munmap(h->map, h->len);
+		free(h);
 	}
 }
 

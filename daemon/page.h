@@ -200,10 +200,22 @@ bool region_in_memory(struct region *r, uint64_t page);
 bool page_is_zero(const void *page, size_t len);
 /* I/O in flight on a region's list (region.ios), which the invariant
  * checker reads: unlink also forgets the region; detach_all unlinks
- * everything (the region is going: in-flight I/O no longer refers to it). */
+ * everything (the region is going: in-flight I/O no longer refers to it).
+ *
+ * A write-back reads pagerd's mapping of the memfd (r->map) for as long as
+ * it is in flight: the engine may submit it, resubmit the rest of a short
+ * write or retry it, and io_uring copies from it in a worker, all later.
+ * Unmapped under it, the address may be mapped again at once for another
+ * region, whose holes that read would fill with zero pages (a restored
+ * page would read as zeros without a fault; a swapped one too).  So
+ * detach_all hands the mapping to the write-backs still in flight when
+ * there are any, and returns true: the caller must not unmap it then;
+ * page_io_release() unmaps it when the last of them completes. */
 void page_io_link(struct region *r, struct page_io *io);
 void page_io_unlink(struct page_io *io);
-void page_io_detach_all(struct region *r);
+bool page_io_detach_all(struct region *r);
+/* A write-back of a region gone completed: lets go of its mapping. */
+void page_io_release(struct page_io *io);
 
 /* ---- the invariant checker ---------------------------------------------- */
 

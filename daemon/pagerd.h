@@ -195,6 +195,7 @@ struct page_io {
 	uint64_t fault_page;         /* swap-in: the page a thread waits on */
 	bool fault_write;            /* ... to write it: map it writable */
 	uint8_t *buf;                /* swap-in: the data, until installed */
+	struct map_hold *hold;       /* write-back of a region gone: its mapping */
 };
 
 struct region {

@@ -280,17 +280,20 @@ void region_changed(struct region *r)
 }
 
 /* Frees everything pagerd holds for the region, including the memfd and
- * its swap slots.  I/O in flight finishes on its own (the kernel pins the
- * pages it reads or writes) and frees what it holds when it completes.
+ * its swap slots.  I/O in flight finishes on its own and frees what it
+ * holds when it completes; write-backs still read pagerd's mapping until
+ * then (the engine submits, resubmits and retries later), so they keep it
+ * (page_io_detach_all()).
  * What the subsystems above keep of it (parked faults, a snapshot, the fd
  * store's names) is theirs to drop first: client.c does. */
 void region_destroy(struct region *r)
 {
 	struct daemon *d = r->client->d;
+	bool map_held;
 
 	if (d->swap)
 		swap_pool_forget_region(d->swap, r->id);
-	page_io_detach_all(r);
+	map_held = page_io_detach_all(r);
 	agent_region_gone(r);
 	/* Handed over: the states and slots are the successor's. */
 	for (uint64_t p = 0; p < r->npages && !d->handover; p++)
@@ -298,7 +301,9 @@ void region_destroy(struct region *r)
 			region_drop_slot(r, p);
 	page_region_gone(r);
 	region_remove(r->client, r);
-	munmap(r->map, r->len);
+	/* Write-backs in flight read it still: the last one unmaps it. */
+	if (!map_held)
+		munmap(r->map, r->len);
 	close(r->memfd);
 	region_free_state(r);
 	free(r);

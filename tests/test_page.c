@@ -603,6 +603,58 @@ static void checker_finds_left_dirty_without_data(void **state)
 	assert_int_not_equal(page_check_region(&f->r), 0);
 }
 
+/*
+ * A region goes while a write-back of its pages is in flight: the I/O
+ * engine (a queued submission, the rest of a short write, a retry, an
+ * io-wq worker) reads pagerd's mapping of it later.  Unmapped at once, the
+ * address is free for the next region's mapping, often the same size; the
+ * late read then faults zero pages into that region's memfd, and a page
+ * of it still in its restore image (PG_IMAGE: a hole) reads as zeros in
+ * the client without a fault (torture seeds 101, 102).  The mapping stays
+ * until the last write-back completes.
+ */
+static void mapping_outlives_writeback_of_gone_region(void **state)
+{
+	struct fix *f = *state;
+	size_t len = N * 4096;
+	int other = memfd_create("next-region", MFD_CLOEXEC);
+	uint8_t buf[4096], *map, *again;
+
+	memfd_fill(f, 3);
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->r.memfd, 0);
+	assert_true(map != MAP_FAILED);
+	f->r.map = map;
+	f->r.len = len;
+	assert_true(other >= 0);
+	assert_int_equal(ftruncate(other, (off_t)len), 0);
+	struct page_io *wb = io_on(f, 0, true, 3, 1);
+	struct page_io *wb2 = io_on(f, 1, true, 9, 1);
+	struct page_io *rd = io_on(f, 2, false, 5, 1);
+
+	/* The region goes as region_destroy() lets it. */
+	if (!page_io_detach_all(&f->r))
+		munmap(map, len);
+	assert_null(f->r.ios);
+	assert_null(wb->r);
+	/* The next region asks for the same addresses. */
+	again = mmap(map, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+		     other, 0);
+	/* The write-back's late read of its page. */
+	memcpy(buf, map + 3 * 4096, sizeof(buf));
+	assert_int_equal(buf[0], 1);
+	/* The next region's memfd is untouched: all holes still. */
+	assert_int_equal(lseek(other, 0, SEEK_DATA), -1);
+	assert_true(again == MAP_FAILED);
+	/* The read (its own buffer) held nothing; the last write-back
+	 * completed lets the mapping go. */
+	page_io_release(rd);
+	page_io_release(wb);
+	assert_int_equal(msync(map, 4096, MS_ASYNC), 0);
+	page_io_release(wb2);
+	assert_int_equal(msync(map, 4096, MS_ASYNC), -1);
+	close(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -625,6 +677,7 @@ int main(void)
 		T(prediction_follows_the_record),
 		T(pending_page_comes_back_protected),
 		T(checker_finds_left_dirty_without_data),
+		T(mapping_outlives_writeback_of_gone_region),
 	};
 
 	log_set_level(LOG_ERR);
