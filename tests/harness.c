@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include "harness.h"
 
+#include <setjmp.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -731,4 +733,37 @@ int test_pick_swap_dir(char *buf, size_t len)
 			return 0;
 		}
 	return -1;
+}
+
+static sigjmp_buf test_bus_jmp;
+volatile sig_atomic_t test_bus_seen;
+
+void test_on_sigbus(int sig)
+{
+	(void)sig;
+	test_bus_seen++;
+	siglongjmp(test_bus_jmp, 1);
+}
+
+bool test_touch_bus(volatile uint64_t *w, uint64_t *ret)
+{
+	if (sigsetjmp(test_bus_jmp, 1))
+		return true;
+	*ret = w[0];
+	return false;
+}
+
+int test_inject(const char *sock, uint64_t id, uint64_t page, uint32_t kind)
+{
+	struct proto_msg m = { 0 };
+	int s = test_control_connect(sock), e;
+
+	if (s < 0)
+		return s;
+	m.body.test_inject.region_id = id;
+	m.body.test_inject.page = page;
+	m.body.test_inject.kind = kind;
+	e = test_raw_call(s, &m, PROTO_TEST_INJECT, 0, NULL, 0, NULL);
+	close(s);
+	return e;
 }

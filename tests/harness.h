@@ -8,7 +8,9 @@
 #ifndef PAGER_TEST_HARNESS_H
 #define PAGER_TEST_HARNESS_H
 
+#include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "proto.h"
@@ -66,6 +68,17 @@ int test_pick_swap_dir(char *buf, size_t len);
 	(alarm(alarm_s), \
 	 getenv("ITEST_FILTER") ? cmocka_set_test_filter(getenv("ITEST_FILTER")) : (void)0, \
 	 cmocka_run_group_tests(tests, NULL, NULL))
+
+/* Reading a page that may be poisoned.  test_on_sigbus is the SIGBUS
+ * handler for the caller to install (sigaction) around its reads; it
+ * counts into test_bus_seen and makes test_touch_bus() return true
+ * instead of reading *w. */
+extern volatile sig_atomic_t test_bus_seen;
+void test_on_sigbus(int sig);
+bool test_touch_bus(volatile uint64_t *w, uint64_t *ret);
+/* The test hook (--test-hooks): injects kind at page of region id through
+ * a control connection to sock.  0 or -errno. */
+int test_inject(const char *sock, uint64_t id, uint64_t page, uint32_t kind);
 
 /* What pagerd holds: open fds, and mappings of memfds. */
 int test_count_fds(pid_t pid);

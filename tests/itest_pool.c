@@ -271,43 +271,11 @@ static void spill_and_read_back(void **state)
 
 /* ---- corrupt_entry_poisons ----------------------------------------------- */
 
-static sigjmp_buf bus_jmp;
-static volatile sig_atomic_t bus_seen;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	bus_seen++;
-	siglongjmp(bus_jmp, 1);
-}
-
-static bool touch_bus(volatile uint64_t *pg, uint64_t *ret)
-{
-	if (sigsetjmp(bus_jmp, 1))
-		return true;
-	*ret = pg[0];
-	return false;
-}
-
-static int inject(struct ctx *c, uint64_t id, uint64_t page, uint32_t kind)
-{
-	struct proto_msg m = { 0 };
-	int s = test_control_connect(c->d.sock), e;
-
-	assert_true(s >= 0);
-	m.body.test_inject.region_id = id;
-	m.body.test_inject.page = page;
-	m.body.test_inject.kind = kind;
-	e = test_raw_call(s, &m, PROTO_TEST_INJECT, 0, NULL, 0, NULL);
-	close(s);
-	return e;
-}
-
 static void corrupt_entry_poisons(void **state)
 {
 	struct ctx *c = *state;
 	const uint64_t n = 8 * MiB / ps, limit = 4 * MiB;
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction sa = { .sa_handler = test_on_sigbus }, old;
 	uint64_t bad = UINT64_MAX, v;
 	struct proto_reply before, after;
 
@@ -330,19 +298,19 @@ static void corrupt_entry_poisons(void **state)
 	assert_true(rstats(r).pool_pages > 0);
 	assert_int_equal(test_status(c->d.sock, &before), 0);
 	for (uint64_t i = 10; i < n && bad == UINT64_MAX; i += 7)
-		if (inject(c, pager_region_id(r), i, 2 /* SWAP_FAULT_CORRUPT */) == 0)
+		if (test_inject(c->d.sock, (uint64_t)pager_region_id(r), i, 2 /* SWAP_FAULT_CORRUPT */) == 0)
 			bad = i;
 	assert_true(bad != UINT64_MAX);
 	sigaction(SIGBUS, &sa, &old);
 	for (int round = 0; round < 2; round++) {
-		bus_seen = 0;
-		assert_true(touch_bus((uint64_t *)(b + bad * ps), &v));
-		assert_int_equal(bus_seen, 1);
+		test_bus_seen = 0;
+		assert_true(test_touch_bus((uint64_t *)(b + bad * ps), &v));
+		assert_int_equal(test_bus_seen, 1);
 	}
 	for (uint64_t i = 0; i < n; i++) {
 		if (i == bad)
 			continue;
-		assert_false(touch_bus((uint64_t *)(b + i * ps), &v));
+		assert_false(test_touch_bus((uint64_t *)(b + i * ps), &v));
 		assert_true(check(b + i * ps, i, 5, false));
 	}
 	sigaction(SIGBUS, &old, NULL);

@@ -443,44 +443,11 @@ static void kill_during_writeback(void **state)
 
 /* ---- injected_errors --------------------------------------------------- */
 
-static sigjmp_buf bus_jmp;
-static volatile sig_atomic_t bus_seen;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	bus_seen++;
-	siglongjmp(bus_jmp, 1);
-}
-
-/* Reads one word of the page; returns true if it raised SIGBUS. */
-static bool touch_bus(volatile uint64_t *pg, uint64_t *ret)
-{
-	if (sigsetjmp(bus_jmp, 1))
-		return true;
-	*ret = pg[0];
-	return false;
-}
-
-static int inject(struct ctx *c, int64_t id, uint64_t page, uint32_t kind)
-{
-	struct proto_msg m = { 0 };
-	int s = test_control_connect(c->d.sock), e;
-
-	assert_true(s >= 0);
-	m.body.test_inject.region_id = (uint64_t)id;
-	m.body.test_inject.page = page;
-	m.body.test_inject.kind = kind;
-	e = test_raw_call(s, &m, PROTO_TEST_INJECT, 0, NULL, 0, NULL);
-	close(s);
-	return e;
-}
-
 static void injected_errors(void **state)
 {
 	struct ctx *c = *state;
 	const uint64_t n = 16 * MiB / ps;
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction sa = { .sa_handler = test_on_sigbus }, old;
 	uint64_t bad_eio = UINT64_MAX, bad_crc = UINT64_MAX, v;
 
 	start(c, NULL, NULL);
@@ -500,7 +467,7 @@ static void injected_errors(void **state)
 	/* Two pages that are in swap, apart from each other. */
 	for (uint64_t i = 100; i < n && bad_crc == UINT64_MAX; i += 37) {
 		uint32_t kind = bad_eio == UINT64_MAX ? 1 : 2;
-		if (inject(c, pager_region_id(r), i, kind) == 0) {
+		if (test_inject(c->d.sock, (uint64_t)pager_region_id(r), i, kind) == 0) {
 			if (kind == 1)
 				bad_eio = i;
 			else
@@ -509,21 +476,21 @@ static void injected_errors(void **state)
 	}
 	assert_true(bad_eio != UINT64_MAX && bad_crc != UINT64_MAX);
 	/* Refused without --test-hooks semantics aside: a page not in swap. */
-	assert_int_equal(inject(c, pager_region_id(r), n + 5, 1), -ENOENT);
+	assert_int_equal(test_inject(c->d.sock, (uint64_t)pager_region_id(r), n + 5, 1), -ENOENT);
 
 	sigaction(SIGBUS, &sa, &old);
 	/* Exactly those pages fault with SIGBUS, every time... */
 	for (int round = 0; round < 2; round++) {
-		bus_seen = 0;
-		assert_true(touch_bus((uint64_t *)(b + bad_eio * ps), &v));
-		assert_true(touch_bus((uint64_t *)(b + bad_crc * ps), &v));
-		assert_int_equal(bus_seen, 2);
+		test_bus_seen = 0;
+		assert_true(test_touch_bus((uint64_t *)(b + bad_eio * ps), &v));
+		assert_true(test_touch_bus((uint64_t *)(b + bad_crc * ps), &v));
+		assert_int_equal(test_bus_seen, 2);
 	}
 	/* ...and every other byte is intact. */
 	for (uint64_t i = 0; i < n; i++) {
 		if (i == bad_eio || i == bad_crc)
 			continue;
-		assert_false(touch_bus((uint64_t *)(b + i * ps), &v));
+		assert_false(test_touch_bus((uint64_t *)(b + i * ps), &v));
 		assert_true(check((uint64_t *)(b + i * ps), i, 5));
 	}
 	sigaction(SIGBUS, &old, NULL);
@@ -533,7 +500,7 @@ static void injected_errors(void **state)
 	/* A poisoned page stays poisoned, even through a discard. */
 	assert_int_equal(pager_region_discard(r, bad_eio * ps, ps), 0);
 	sigaction(SIGBUS, &sa, NULL);
-	assert_true(touch_bus((uint64_t *)(b + bad_eio * ps), &v));
+	assert_true(test_touch_bus((uint64_t *)(b + bad_eio * ps), &v));
 	sigaction(SIGBUS, &old, NULL);
 	assert_int_equal(pager_region_stats(r, &st), 0);
 	assert_int_equal(st.poisoned, 2);
@@ -1026,7 +993,7 @@ static void *bus_toucher_main(void *arg)
 	uint64_t v = 0;
 
 	t->tid = gettid();
-	t->bus = touch_bus(t->word, &v);
+	t->bus = test_touch_bus(t->word, &v);
 	t->seen = v;
 	return NULL;
 }
@@ -1089,7 +1056,7 @@ static void discard_during_swapin(struct ctx *c, bool eio)
 {
 	const uint64_t n = 64, P = 16;
 	struct pager_region_stats st = { .sz = sizeof(st) };
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction sa = { .sa_handler = test_on_sigbus }, old;
 	struct bus_toucher t = { 0 };
 	struct discarder dt = { 0 };
 	pthread_t th, dth;
@@ -1123,7 +1090,7 @@ static void discard_during_swapin(struct ctx *c, bool eio)
 	/* P-1 read back: P is next in its stream. */
 	assert_true(check((uint64_t *)(b + (P - 1) * ps), P - 1, 4));
 	if (eio)
-		assert_int_equal(inject(c, pager_region_id(r), P + 3, 1 /* EIO */), 0);
+		assert_int_equal(test_inject(c->d.sock, (uint64_t)pager_region_id(r), P + 3, 1 /* EIO */), 0);
 
 	assert_int_equal(kill(c->d.pid, SIGSTOP), 0);
 	assert_int_equal(waitpid(c->d.pid, &wst, WUNTRACED), c->d.pid);
@@ -1155,7 +1122,7 @@ static void discard_during_swapin(struct ctx *c, bool eio)
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t *pg = (uint64_t *)(b + i * ps);
 
-		assert_false(touch_bus(pg, &v));
+		assert_false(test_touch_bus(pg, &v));
 		if (i == P + 1)
 			assert_int_equal(pg[7], 0);
 		else
@@ -1296,7 +1263,7 @@ static void block_device_errors(void **state)
 	struct ctx *c = *state;
 	const uint64_t n = 24 * MiB / ps;
 	char backing[96], dev[64] = "", cmd[256], *args[10];
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	struct sigaction sa = { .sa_handler = test_on_sigbus }, old;
 	uint64_t bus = 0, good = 0, v;
 	int fd;
 
@@ -1334,7 +1301,7 @@ static void block_device_errors(void **state)
 	assert_int_equal(sh(cmd, NULL, 0), 0);
 	sigaction(SIGBUS, &sa, &old);
 	for (uint64_t i = 0; i < n; i++) {
-		if (touch_bus((uint64_t *)(b + i * ps), &v)) {
+		if (test_touch_bus((uint64_t *)(b + i * ps), &v)) {
 			bus++;
 			continue;
 		}
