@@ -331,8 +331,13 @@ static bool wait_ms(unsigned ms)
 
 static void remove_image(struct bench *b)
 {
+	char crc[sizeof(b->img) + 8];
+
 	unlink(b->img);
 	unlink(b->meta);
+	/* The checksum table libpager writes beside the image (IMAGE.crc). */
+	snprintf(crc, sizeof(crc), "%s.crc", b->img);
+	unlink(crc);
 }
 
 /*
