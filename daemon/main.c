@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -31,6 +32,7 @@
 #include "fd.h"
 #include "fdstore.h"
 #include "io.h"
+#include "lock.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -378,6 +380,17 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
+	if (d.cfg.fault_threads == FAULT_THREADS_CPUS) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		d.cfg.fault_threads = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	/* Fault threads add the loop's events (eviction, a client's drop)
+	 * and wake it: libevent must lock its base. */
+	if (d.cfg.fault_threads && evthread_use_pthreads() < 0) {
+		log_err("libevent without threads: faults are served by the loop alone");
+		d.cfg.fault_threads = 0;
+	}
 	d.base = event_base_new();
 	if (!d.base) {
 		log_err("cannot create the event loop");
@@ -395,6 +408,13 @@ int main(int argc, char **argv)
 	    }) < 0 || open_swap(&d) < 0)
 		goto out;
 	tier_configure(&d, pool_spilled);
+	/* From here on the loop's thread holds the daemon lock but while it
+	 * waits; the threads take it, for clients from the next line on. */
+	if (d.cfg.fault_threads) {
+		daemon_lock_loop(true);
+		if (fault_threads_start(&d, d.cfg.fault_threads) < 0)
+			goto out;
+	}
 
 	if (d.cfg.private_fd >= 0) {
 		/* A private daemon belongs to one process: keep terminal
@@ -439,10 +459,15 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 #endif
 	rc = 0;
+	/* Their reads complete first: what the store hands over must not
+	 * change under it. */
+	fault_threads_stop(&d);
 	/* Under systemd with the fd store, the clients live on in it: a
 	 * successor takes them over. */
 	fdstore_handover(&d);
 out:
+	fault_threads_stop(&d);
+	daemon_lock_loop(false);
 	clients_destroy_all(&d);
 	swap_close(d.swap);
 	store_rbd_shutdown();
