@@ -555,7 +555,7 @@ drop:
  * With fault_threads > 0, the clients' uffds are not the loop's: each
  * thread below waits on every one of them (EPOLLEXCLUSIVE: a fault wakes
  * one waiting thread, not all), and serves what it reads itself, on the
- * CPU it woke on, with the code the loop runs (fault_serve()), under the
+ * CPU it runs on, with the code the loop runs (fault_serve()), under the
  * daemon lock (lock.h).  A swap-in it starts reads on the thread's own
  * ring (swap_local_reads()), submitted once the lock is let go, and its
  * completion (the CRC check, UFFDIO_COPY, the waiters' wake-up) runs on
@@ -575,7 +575,7 @@ struct fault_thread {
 	struct daemon *d;
 	pthread_t tid;
 	bool started;
-	unsigned cpu;
+	unsigned no;        /* for the log */
 	int epfd;
 	int stopfd;
 	struct io_local *ring;
@@ -595,6 +595,19 @@ static struct client *client_by_id(struct daemon *d, uint64_t id)
 	return NULL;
 }
 
+/* Test builds: a thread's turn, like each of the loop's, must leave every
+ * page invariant true (main.c checks after the loop's). */
+static void thread_turn_checked(struct fault_thread *t)
+{
+#ifdef PAGERD_CHECK_INVARIANTS
+	page_check_daemon(t->d);
+	if (swapin_check_daemon(t->d))
+		abort();
+#else
+	(void)t;
+#endif
+}
+
 static void thread_serve(struct fault_thread *t, uint64_t id)
 {
 	struct client *c;
@@ -608,6 +621,7 @@ static void thread_serve(struct fault_thread *t, uint64_t id)
 	else if (c && c->uffd >= 0 && fault_serve(c) < 0)
 		client_misbehaved(c, "its userfaultfd failed, or it broke the protocol",
 				  -EPROTO);
+	thread_turn_checked(t);
 	daemon_unlock();
 }
 
@@ -623,6 +637,7 @@ static void thread_reap(struct fault_thread *t)
 		daemon_lock();
 		for (size_t i = 0; i < n; i++)
 			done[i].done(done[i].arg, done[i].res);
+		thread_turn_checked(t);
 		daemon_unlock();
 	} while (n == THREAD_RING);
 }
@@ -631,20 +646,18 @@ static void *thread_main(void *arg)
 {
 	struct fault_thread *t = arg;
 	bool stopping = false;
-	cpu_set_t set;
 
-	/* Near the faulting threads of its CPU: the wake-up of a thread on
-	 * the same CPU costs a few µs, across CPUs tens (README). */
-	CPU_ZERO(&set);
-	CPU_SET(t->cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	/* Not pinned: on a host whose CPUs other processes share, a thread
+	 * pinned to a busy CPU made its faults wait for it while the other
+	 * CPU idled (one rand-read round at 4.4 times the kernel's time).
+	 * The scheduler puts a woken thread where it can run. */
 	swap_local_reads(t->ring);
 	for (;;) {
 		struct epoll_event ev[16];
 		int n = epoll_wait(t->epfd, ev, 16, -1);
 
 		if (n < 0 && errno != EINTR) {
-			log_err("fault thread %u: epoll_wait: %m", t->cpu);
+			log_err("fault thread %u: epoll_wait: %m", t->no);
 			stopping = true;
 		}
 		for (int i = 0; i < n; i++) {
@@ -660,7 +673,7 @@ static void *thread_main(void *arg)
 				thread_serve(t, ev[i].data.u64);
 		}
 		if (io_local_submit(t->ring) < 0)
-			log_warn_rl(0, "fault thread %u: submitting reads: %m", t->cpu);
+			log_warn_rl(0, "fault thread %u: submitting reads: %m", t->no);
 		/* Its reads in flight are completed before it goes: their
 		 * pages are in flight until then. */
 		if (stopping && !io_local_pending(t->ring))
@@ -679,13 +692,13 @@ static void thread_free(struct fault_thread *t)
 	io_local_close(t->ring);
 }
 
-static int thread_init(struct daemon *d, struct fault_thread *t, unsigned cpu)
+static int thread_init(struct daemon *d, struct fault_thread *t, unsigned no)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	int e;
 
 	t->d = d;
-	t->cpu = cpu;
+	t->no = no;
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	t->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->epfd < 0 || t->stopfd < 0)
@@ -705,7 +718,6 @@ static int thread_init(struct daemon *d, struct fault_thread *t, unsigned cpu)
 int fault_threads_start(struct daemon *d, unsigned n)
 {
 	struct fault_threads *ft;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	sigset_t all, old;
 	int e = 0;
 
@@ -717,7 +729,7 @@ int fault_threads_start(struct daemon *d, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		ft->t[i].epfd = ft->t[i].stopfd = -1;
 	for (unsigned i = 0; i < n && !e; i++)
-		e = thread_init(d, &ft->t[i], (unsigned)(i % (cpus > 0 ? (unsigned long)cpus : 1)));
+		e = thread_init(d, &ft->t[i], i);
 	if (e < 0) {
 		log_err("fault threads: %s", strerror(-e));
 		for (unsigned i = 0; i < n; i++)
