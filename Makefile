@@ -64,7 +64,7 @@ PATHS_STAMP  := $(call stamp,paths,$(PREFIX) $(SBINDIR) $(SYSCONFDIR) $(LIBDIR) 
 PATH_USERS   := libpager/pager.c daemon/config.c tests/test_config.c
 
 # Expanded when a recipe runs, after scripts/deps.sh has installed them.
-EVENT_LIBS    = $(shell pkg-config --libs libevent libevent_pthreads)
+EVENT_LIBS    = $(shell pkg-config --libs libevent)
 SYSTEMD_LIBS  = $(shell pkg-config --libs libsystemd)
 URING_LIBS    = $(shell pkg-config --libs liburing)
 CMOCKA_LIBS   = $(shell pkg-config --libs cmocka)

@@ -13,8 +13,12 @@
  * the daemon lock before libevent's, on every thread.
  */
 #include <errno.h>
+#include <event2/thread.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include "lock.h"
 
@@ -55,4 +59,109 @@ int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout)
 	pthread_mutex_lock(&lock);
 	errno = e;
 	return r;
+}
+
+/*
+ * libevent's locks, for the loop's base that the fault threads add events
+ * to: what its libevent_pthreads would set (evthread_pthread.c), here so
+ * that pagerd needs no library more than the loop did.
+ */
+static pthread_mutexattr_t recursive;
+
+static void *ev_lock_alloc(unsigned type)
+{
+	pthread_mutex_t *m = malloc(sizeof(*m));
+
+	if (m && pthread_mutex_init(m, type & EVTHREAD_LOCKTYPE_RECURSIVE ?
+					 &recursive : NULL)) {
+		free(m);
+		m = NULL;
+	}
+	return m;
+}
+
+static void ev_lock_free(void *m, unsigned type)
+{
+	(void)type;
+	pthread_mutex_destroy(m);
+	free(m);
+}
+
+static int ev_lock(unsigned mode, void *m)
+{
+	return mode & EVTHREAD_TRY ? pthread_mutex_trylock(m) : pthread_mutex_lock(m);
+}
+
+static int ev_unlock(unsigned mode, void *m)
+{
+	(void)mode;
+	return pthread_mutex_unlock(m);
+}
+
+static unsigned long ev_thread_id(void)
+{
+	return (unsigned long)pthread_self();
+}
+
+static void *ev_cond_alloc(unsigned flags)
+{
+	pthread_cond_t *c = malloc(sizeof(*c));
+
+	(void)flags;
+	if (c && pthread_cond_init(c, NULL)) {
+		free(c);
+		c = NULL;
+	}
+	return c;
+}
+
+static void ev_cond_free(void *c)
+{
+	pthread_cond_destroy(c);
+	free(c);
+}
+
+static int ev_cond_signal(void *c, int broadcast)
+{
+	return broadcast ? pthread_cond_broadcast(c) : pthread_cond_signal(c);
+}
+
+/* 0 when signalled, 1 on timeout, -1 on error (libevent's contract). */
+static int ev_cond_wait(void *c, void *m, const struct timeval *tv)
+{
+	struct timespec until;
+	int r;
+
+	if (!tv)
+		return pthread_cond_wait(c, m) ? -1 : 0;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += tv->tv_sec;
+	until.tv_nsec += tv->tv_usec * 1000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	r = pthread_cond_timedwait(c, m, &until);
+	return r == ETIMEDOUT ? 1 : r ? -1 : 0;
+}
+
+int daemon_lock_libevent(void)
+{
+	static const struct evthread_lock_callbacks locks = {
+		EVTHREAD_LOCK_API_VERSION, EVTHREAD_LOCKTYPE_RECURSIVE,
+		ev_lock_alloc, ev_lock_free, ev_lock, ev_unlock,
+	};
+	static const struct evthread_condition_callbacks conds = {
+		EVTHREAD_CONDITION_API_VERSION,
+		ev_cond_alloc, ev_cond_free, ev_cond_signal, ev_cond_wait,
+	};
+
+	if (pthread_mutexattr_init(&recursive) ||
+	    pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE))
+		return -ENOMEM;
+	evthread_set_id_callback(ev_thread_id);
+	if (evthread_set_lock_callbacks(&locks) < 0 ||
+	    evthread_set_condition_callbacks(&conds) < 0)
+		return -EINVAL;
+	return 0;
 }

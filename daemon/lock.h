@@ -24,4 +24,8 @@ void daemon_unlock(void);
  * inside epoll_wait() (on), or gives it back for good (off). */
 void daemon_lock_loop(bool on);
 
+/* Makes libevent lock its bases (the fault threads add events to the
+ * loop's): before the base is made.  0 or -errno. */
+int daemon_lock_libevent(void);
+
 #endif

@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -387,7 +386,7 @@ int main(int argc, char **argv)
 	}
 	/* Fault threads add the loop's events (eviction, a client's drop)
 	 * and wake it: libevent must lock its base. */
-	if (d.cfg.fault_threads && evthread_use_pthreads() < 0) {
+	if (d.cfg.fault_threads && daemon_lock_libevent() < 0) {
 		log_err("libevent without threads: faults are served by the loop alone");
 		d.cfg.fault_threads = 0;
 	}
