@@ -747,6 +747,9 @@ int fault_threads_start(struct daemon *d, unsigned n)
 		if (e < 0)
 			break;
 		ft->t[i].started = true;
+		/* In ps, top and /proc/PID/task/N/comm (itest_swap counts
+		 * them), named before pagerd says it is ready. */
+		pthread_setname_np(ft->t[i].tid, "pagerd-fault");
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (e < 0) {
