@@ -11,7 +11,7 @@
 #
 # Each benchmark runs with the arguments in $BENCH_ARGS_NAME if that is set
 # (e.g. BENCH_ARGS_scale="-c 1,2,4,8,16" for the full scaling run), else
-# with its defaults below: scale's full run takes ten minutes or more.
+# with its defaults below (scale's full run takes ten minutes or so).
 # BENCH_PAGERD_ARGS adds words to the command line of the pagerd that scale
 # starts (e.g. a setting under test).
 set -u
@@ -28,7 +28,8 @@ timeout_s=${BENCH_TIMEOUT:-1800}
 
 default_args() {
 	case $1 in
-	scale) echo --quick ;;
+	# Short under make bench; run them alone for the full size.
+	scale | snapshot_rbd) echo --quick ;;
 	esac
 }
 
