@@ -1014,7 +1014,7 @@ static int run_point(struct bench *b, unsigned pi)
 	for (int k = 0; k < NR_SIDES && !e; k++) {
 		enum side s = (enum side)(step % 2 ? NR_SIDES - 1 - k : k);
 		struct side_result *sr = &b->res[pi][s];
-		struct step_out o;
+		struct step_out o = { 0 };
 
 		if (!side_runs(b, s))
 			continue;
