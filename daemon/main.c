@@ -354,6 +354,7 @@ int main(int argc, char **argv)
 	struct daemon d = { .listen_fd = -1 };
 	const struct config_log config_log = { config_to_log, &d.cfg };
 	struct event *sigs[3] = { NULL, NULL, NULL };
+	unsigned nthreads;
 	int rc = 1, r;
 
 	r = config_load(&d.cfg, argc, argv, &config_log);
@@ -379,16 +380,18 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
-	if (d.cfg.fault_threads == FAULT_THREADS_CPUS) {
+	/* Resolved here, not in the settings: a reload compares those. */
+	nthreads = d.cfg.fault_threads;
+	if (nthreads == FAULT_THREADS_CPUS) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
-		d.cfg.fault_threads = cpus > 0 ? (unsigned)cpus : 1;
+		nthreads = cpus > 0 ? (unsigned)cpus : 1;
 	}
 	/* Fault threads add the loop's events (eviction, a client's drop)
 	 * and wake it: libevent must lock its base. */
-	if (d.cfg.fault_threads && daemon_lock_libevent() < 0) {
+	if (nthreads && daemon_lock_libevent() < 0) {
 		log_err("libevent without threads: faults are served by the loop alone");
-		d.cfg.fault_threads = 0;
+		nthreads = 0;
 	}
 	d.base = event_base_new();
 	if (!d.base) {
@@ -409,9 +412,9 @@ int main(int argc, char **argv)
 	tier_configure(&d, pool_spilled);
 	/* From here on the loop's thread holds the daemon lock but while it
 	 * waits; the threads take it, for clients from the next line on. */
-	if (d.cfg.fault_threads) {
+	if (nthreads) {
 		daemon_lock_loop(true);
-		if (fault_threads_start(&d, d.cfg.fault_threads) < 0)
+		if (fault_threads_start(&d, nthreads) < 0)
 			goto out;
 	}
 
