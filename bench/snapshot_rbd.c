@@ -203,6 +203,8 @@ int main(int argc, char **argv)
 		if (!mkdtemp(cluster))
 			return 1;
 		atexit(stop_cluster);
+		/* Room for a 1 GiB image and its table in the OSD's RAM. */
+		setenv("CEPH_MEMSTORE_BYTES", "4294967296", 0);
 		snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh start %s rbd >/dev/null", cluster);
 		if (system(cmd) != 0) {
 			printf("snapshot_rbd: no Ceph cluster could be started here (ceph-mon, ceph-osd)\n");

@@ -169,6 +169,7 @@ struct snap_write {
 	struct snapshot *s;
 	uint8_t *buf;
 	size_t len;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 /*
@@ -201,6 +202,7 @@ struct restore_read {
 	uint64_t page, n;
 	uint64_t fault_page;       /* a thread waits on it, or UINT64_MAX */
 	uint8_t *buf;
+	bool back;                 /* the store gives the buffer back on a timeout */
 };
 
 struct snap_read {
@@ -400,8 +402,9 @@ static void on_image_written(void *arg, int res)
 
 	s->reads--;
 	s->bounce -= w->len;
-	/* A write the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	/* A write the file never answered: its buffer is the engine's
+	 * (an RBD store's never is: it wrote from a copy). */
+	if (w->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(w->buf);
 	free(w);
 	if (res < 0 && !s->finished) {
@@ -442,7 +445,8 @@ static int image_put(struct snapshot *s, uint64_t page, uint8_t *buf, uint64_t n
 		free(buf);
 		return -ENOMEM;
 	}
-	*w = (struct snap_write){ .s = s, .buf = buf, .len = len };
+	*w = (struct snap_write){ .s = s, .buf = buf, .len = len,
+				  .back = store_buffer_back(s->img, -ETIMEDOUT) };
 	record_crcs(s, page, buf, n);
 	e = store_write(s->img, page * ps, buf, len, on_image_written, w);
 	if (e < 0) {
@@ -847,6 +851,7 @@ struct snap_iread {
 	uint64_t page;
 	uint32_t n;
 	uint8_t *buf;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 static void snap_image_read_done(void *arg, int res)
@@ -873,7 +878,7 @@ static void snap_image_read_done(void *arg, int res)
 		}
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 	if (!s->r) {
@@ -901,7 +906,8 @@ static int read_image(struct snapshot *s, uint64_t page, uint32_t n)
 	if (!rd)
 		return -ENOMEM;
 	*rd = (struct snap_iread){ .s = s, .page = page, .n = n,
-				   .buf = aligned_alloc(ps, n * ps) };
+				   .buf = aligned_alloc(ps, n * ps),
+				   .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 snap_image_read_done, rd) : -ENOMEM;
 	if (e < 0) {
@@ -1283,7 +1289,7 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 		return -EBADF;
 	if (stx.stx_size != r->len)
 		return -EINVAL;
-	if (r->snap && !r->snap->finished)
+	if (r->snap && (!r->snap->finished || r->snap->committing))
 		return -EBUSY;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return -EOPNOTSUPP;
@@ -1512,6 +1518,10 @@ void snapshot_handover(struct region *r)
 	}
 	if (s && s->preparing)
 		reply_to_waiter(s, -ESHUTDOWN); /* its image still opening */
+	/* An RBD image still committing may or may not end complete: the
+	 * successor cannot tell, so it reports a failure. */
+	if (s && s->committing)
+		s->status = -ESHUTDOWN;
 	if (s && !s->finished)
 		snap_finish(s, -ESHUTDOWN);
 }
@@ -1731,7 +1741,7 @@ static void restore_read_done(void *arg, int res)
 		restore_kick_prefetch(r);
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 }
@@ -1750,7 +1760,8 @@ static int restore_start(struct region *r, uint64_t page, uint64_t n,
 		return -ENOMEM;
 	*rd = (struct restore_read){ .rs = rs, .page = page, .n = n,
 				     .fault_page = fault_page,
-				     .buf = aligned_alloc(ps, n * ps) };
+				     .buf = aligned_alloc(ps, n * ps),
+				     .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 restore_read_done, rd) : -ENOMEM;
 	if (e < 0) {

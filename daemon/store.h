@@ -83,7 +83,17 @@ struct store {
 	const char *label;   /* for the log */
 	size_t align;        /* offsets and lengths are multiples of it */
 	uint32_t timeout_ms; /* 0: trusted, no timeout */
+	/* done always hands the buffer back, whatever res (store_rbd.c):
+	 * the caller frees it even after -ETIMEDOUT or -ECANCELED. */
+	bool gives_back;
 };
+
+/* Whether a buffer whose request ended with res is the caller's to free
+ * (else the store frees it: see "Buffers" above). */
+static inline bool store_buffer_back(const struct store *st, int res)
+{
+	return st->gives_back || !st->timeout_ms || (res != -ETIMEDOUT && res != -ECANCELED);
+}
 
 static inline int store_read(struct store *st, uint64_t off, void *buf, size_t len,
 			     store_done_fn done, void *arg)

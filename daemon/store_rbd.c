@@ -755,6 +755,7 @@ static int store_arm(struct store_rbd *sr, unsigned depth, size_t align, uint32_
 	sr->st.label = sr->label;
 	sr->st.align = align ? align : 1;
 	sr->st.timeout_ms = timeout_ms ? timeout_ms : client.timeout_ms;
+	sr->st.gives_back = true; /* every request has a bounce buffer of ours */
 	return 0;
 }
 
@@ -933,10 +934,14 @@ static int meta_get(rbd_image_t im, const char *key, char *buf, size_t n)
 	int e;
 
 	snprintf(k, sizeof(k), META_PREFIX "%s", key);
+	memset(buf, 0, n);
+	/* (librbd sets len only when the value does not fit: -ERANGE.) */
 	e = rbd_metadata_get(im, k, buf, &len);
+	if (e == -ERANGE)
+		return -EINVAL;
 	if (e < 0)
 		return e;
-	if (len == 0 || len > n || buf[len - 1] != '\0')
+	if (!memchr(buf, '\0', n))
 		return -EINVAL;
 	return 0;
 }
@@ -968,7 +973,12 @@ static int meta_load(struct store_rbd *sr, const char *path, struct image_meta *
 	const char *why = NULL;
 	int e;
 
-	if (meta_get(sr->image, "complete", buf, sizeof(buf)) < 0 || strcmp(buf, "yes"))
+	e = meta_get(sr->image, "complete", buf, sizeof(buf));
+	if (e < 0 && e != -ENOENT && e != -EINVAL) {
+		log_warn("rbd %s: reading its metadata: %s", path, strerror(-e));
+		return e;
+	}
+	if (e < 0 || strcmp(buf, "yes"))
 		why = "not a complete pagerd snapshot (no " META_PREFIX "complete)";
 	else if (meta_get(sr->image, "format", buf, sizeof(buf)) < 0 ||
 		 strcmp(buf, "pagerd-image 2"))
