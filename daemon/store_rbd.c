@@ -22,9 +22,12 @@
  * place in the store's depth, so a stalled cluster holds at most `depth`
  * requests and their buffers.
  *
- * Blocking calls (connecting, opening or creating an image) are only made
- * by store_rbd_open(), which pagerd calls at start-up, before its loop
- * serves anyone.
+ * Blocking calls (connecting, opening, creating, locking, sizing an
+ * image, its metadata) are made by store_rbd_open(), which pagerd calls at
+ * start-up before its loop serves anyone, and otherwise only on a job's
+ * own thread (store_rbd_image_open(), _commit(): snapshot images), which
+ * hands its result to the loop through an eventfd, or is given up on at
+ * its deadline and cleans up after itself.
  */
 #include <errno.h>
 #include <event2/event.h>
