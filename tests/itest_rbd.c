@@ -21,6 +21,7 @@
  *                       is never made); the same user in its granted pool
  *                       snapshots and restores; pagerctl (root) may
  *   bad_names           names that are not rbd:POOL[/NS]/IMAGE: -EINVAL
+ *   pagerctl_snapshot   pagerctl snapshot ID rbd:...: restored intact
  *   locked_image        an image another client holds the exclusive lock
  *                       of: -EBUSY; free again: the snapshot works
  *   osd_killed_mid_restore  the OSD dies while a region is restored from
@@ -458,6 +459,40 @@ static void access_granted_only(void **state)
 	assert_int_equal(test_pagerd_stop(&d), 0);
 }
 
+/* pagerctl (a control client, root here) snapshots any client's region
+ * into the cluster; pagerd writes and commits the image; a bad name is
+ * refused with pagerctl's exit code 1. */
+static void pagerctl_snapshot(void **state)
+{
+	const char *args[] = { "--ceph-conf", conf, NULL };
+	const char *ctl = getenv("PAGERCTL") ? getenv("PAGERCTL") : "build/pagerctl";
+	struct pager_region *r, *rr;
+	struct test_pagerd d;
+	struct pager *p;
+	char image[64];
+	uint64_t *m;
+
+	(void)state;
+	snprintf(image, sizeof(image), "rbd:rbd/ctl-%d", (int)getpid());
+	assert_int_equal(test_pagerd_start(&d, args), 0);
+	p = open_sock(d.sock);
+	assert_non_null(p);
+	assert_int_equal(pager_region_create(p, 256 * ps, NULL, &r), 0);
+	m = pager_region_addr(r);
+	for (uint64_t i = 0; i < 128 * ps / 8; i++)
+		m[i] = i ^ 0xabcdef;
+	assert_int_equal(sh("%s --socket %s snapshot %" PRId64 " %s", ctl, d.sock,
+			    pager_region_id(r), image), 0);
+	assert_int_equal(sh("%s --socket %s snapshot %" PRId64 " rbd:rbd/bad@snap 2>/dev/null",
+			    ctl, d.sock, pager_region_id(r)), 1);
+	assert_int_equal(pager_region_restore(p, image, NULL, &rr), 0);
+	m = pager_region_addr(rr);
+	for (uint64_t i = 0; i < 256 * ps / 8; i++)
+		assert_int_equal(m[i], i < 128 * ps / 8 ? (i ^ 0xabcdef) : 0);
+	pager_close(p);
+	assert_int_equal(test_pagerd_stop(&d), 0);
+}
+
 static char long_name[128]; /* an image name of 97 characters */
 
 static void bad_names(void **state)
@@ -711,6 +746,7 @@ int main(void)
 		cmocka_unit_test(snapshot_two_pagerds),
 		cmocka_unit_test(access_granted_only),
 		cmocka_unit_test(bad_names),
+		cmocka_unit_test(pagerctl_snapshot),
 		cmocka_unit_test(locked_image),
 		cmocka_unit_test_teardown(osd_killed_mid_restore, restart_teardown),
 		cmocka_unit_test(osd_killed_mid_run),
