@@ -79,6 +79,7 @@ struct counters {
 	} while (0)
 
 struct region;
+struct image_wait;
 struct swap;
 struct page_watch;
 struct io_engine;
@@ -301,6 +302,8 @@ struct client {
 	bool reply_deferred;
 	uint32_t deferred_seq;
 	struct snapshot *waiting_on; /* the snapshot that will send it */
+	/* ... or a named image being opened for it, off the loop */
+	struct image_wait *waiting_image;
 };
 
 /* What a request handler returns when it will reply later itself, through
@@ -512,7 +515,24 @@ unsigned swapin_check_daemon(const struct daemon *d);
  * returns REQUEST_DEFERRED (the reply follows at the instant; both fds are
  * the snapshot's), or -errno: -EBADF, -EINVAL (sizes), -EBUSY, -EIO, ... */
 int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd);
-/* The client waiting for a snapshot's start is gone. */
+/* The same into the RBD image `image` (rbd:POOL[/NS]/IMAGE, already
+ * parsed and granted to the client): pagerd opens, creates, locks and
+ * sizes it off the loop, writes the data through the image's store and
+ * commits its metadata and checksum table itself.  REQUEST_DEFERRED (the
+ * reply follows at the instant, or when the image cannot be had), or
+ * -errno as snapshot_start(). */
+int snapshot_start_rbd(struct client *requester, struct region *r, const char *image);
+/* A fresh region of c is restored from the RBD image `image`, opened
+ * read-only off the loop: REQUEST_DEFERRED (the reply follows once it is
+ * attached, or -ENOENT/-EINVAL/-ETIMEDOUT/-EBUSY/... when it cannot be),
+ * or -errno at once. */
+int restore_attach_rbd(struct client *c, struct region *r, const char *image,
+		       bool prefetch);
+/* IMAGE_INFO: the metadata of the RBD image `image`, in the deferred
+ * reply's image field.  REQUEST_DEFERRED or -errno. */
+int image_info_rbd(struct client *c, const char *image);
+/* The client waiting for a snapshot's start, or for a named image, is
+ * gone. */
 void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
 /* The region is going: a running snapshot fails, nothing stays behind. */

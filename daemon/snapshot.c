@@ -77,6 +77,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -155,6 +156,12 @@ struct snapshot {
 	 * flight.  Bytes of them not yet written: */
 	size_t bounce;
 	struct event *ev;
+	/* An RBD image (rbd:...), which pagerd opens and commits itself:
+	 * its name, and the job (store.h) that opens or commits it. */
+	char *rbd;
+	struct store_rbd_job *job;
+	bool preparing;       /* the image is being opened: no instant yet */
+	bool committing;      /* copied; the image's keys being written */
 };
 
 /* One image write in flight, from its own bounce buffer. */
@@ -162,6 +169,7 @@ struct snap_write {
 	struct snapshot *s;
 	uint8_t *buf;
 	size_t len;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 /*
@@ -194,6 +202,7 @@ struct restore_read {
 	uint64_t page, n;
 	uint64_t fault_page;       /* a thread waits on it, or UINT64_MAX */
 	uint8_t *buf;
+	bool back;                 /* the store gives the buffer back on a timeout */
 };
 
 struct snap_read {
@@ -250,9 +259,13 @@ bool snapshot_pending(const struct region *r, uint64_t page)
 }
 
 static void protect_join(struct snapshot *s);
+static void snap_commit(struct snapshot *s);
+static int snap_protect(struct snapshot *s, struct client *requester);
 
 static void snap_free(struct snapshot *s)
 {
+	store_rbd_job_cancel(s->job);
+	free(s->rbd);
 	protect_join(s);
 	free(s->reprotect);
 	/* Nothing of ours is in flight (reads is 0): what a stalled file
@@ -339,6 +352,49 @@ static void snap_finish(struct snapshot *s, int status)
 
 static void snap_kick(struct snapshot *s);
 
+/* An RBD image's commit is over: the snapshot ends as it says. */
+static void snap_committed(void *arg, int res, struct store_rbd_image *img)
+{
+	struct snapshot *s = arg;
+
+	(void)img;
+	s->job = NULL;
+	s->committing = false;
+	if (res < 0)
+		s->status = res;
+	if (s->r)
+		log_info("region %" PRIu64 ": snapshot in %s: %s", s->r->id, s->rbd,
+			 res ? strerror(-res) : "committed");
+}
+
+/*
+ * Every page of an RBD image is written (nothing in flight): flush, the
+ * checksum table, the metadata and "complete" last, off the loop (store.h).
+ * A file image's client does this part itself.
+ */
+static void snap_commit(struct snapshot *s)
+{
+	struct image_meta m = {
+		.format = 2, .size = s->r->len, .page_size = (uint32_t)s->d->page_size,
+		.data_pages = s->total, .created = (uint64_t)time(NULL),
+	};
+	struct store *img = s->img;
+	int e;
+
+	snprintf(m.name, sizeof(m.name), "%s", s->r->name);
+	s->img = NULL; /* the commit takes it */
+	s->committing = true;
+	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, &m, snap_committed, s,
+				   &s->job);
+	if (e < 0) {
+		s->job = NULL;
+		s->committing = false;
+		s->status = e;
+		log_err("region %" PRIu64 ": snapshot in %s: cannot commit: %s", s->r->id,
+			s->rbd, strerror(-e));
+	}
+}
+
 static void on_image_written(void *arg, int res)
 {
 	struct snap_write *w = arg;
@@ -346,8 +402,9 @@ static void on_image_written(void *arg, int res)
 
 	s->reads--;
 	s->bounce -= w->len;
-	/* A write the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	/* A write the file never answered: its buffer is the engine's
+	 * (an RBD store's never is: it wrote from a copy). */
+	if (w->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(w->buf);
 	free(w);
 	if (res < 0 && !s->finished) {
@@ -388,7 +445,8 @@ static int image_put(struct snapshot *s, uint64_t page, uint8_t *buf, uint64_t n
 		free(buf);
 		return -ENOMEM;
 	}
-	*w = (struct snap_write){ .s = s, .buf = buf, .len = len };
+	*w = (struct snap_write){ .s = s, .buf = buf, .len = len,
+				  .back = store_buffer_back(s->img, -ETIMEDOUT) };
 	record_crcs(s, page, buf, n);
 	e = store_write(s->img, page * ps, buf, len, on_image_written, w);
 	if (e < 0) {
@@ -793,6 +851,7 @@ struct snap_iread {
 	uint64_t page;
 	uint32_t n;
 	uint8_t *buf;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 static void snap_image_read_done(void *arg, int res)
@@ -819,7 +878,7 @@ static void snap_image_read_done(void *arg, int res)
 		}
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 	if (!s->r) {
@@ -847,7 +906,8 @@ static int read_image(struct snapshot *s, uint64_t page, uint32_t n)
 	if (!rd)
 		return -ENOMEM;
 	*rd = (struct snap_iread){ .s = s, .page = page, .n = n,
-				   .buf = aligned_alloc(ps, n * ps) };
+				   .buf = aligned_alloc(ps, n * ps),
+				   .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 snap_image_read_done, rd) : -ENOMEM;
 	if (e < 0) {
@@ -1011,6 +1071,8 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			return;
 		if (s->done == s->total) {
 			snap_finish(s, 0);
+			if (s->rbd)
+				snap_commit(s);
 			return;
 		}
 		evtimer_add(s->ev, deferred ? &later : &now);
@@ -1074,11 +1136,26 @@ static void reply_to_waiter(struct snapshot *s, int status)
 	client_reply_deferred(c, status, &out);
 }
 
+/* A request waiting for a named image to be opened off the loop
+ * (IMAGE_INFO, or SET_IMAGE of an RBD image): whose deferred reply. */
+struct image_wait {
+	struct client *c;
+	uint64_t region_id;        /* SET_IMAGE's, or 0: IMAGE_INFO */
+	bool prefetch;
+	struct store_rbd_job *job;
+	char image[PROTO_IMAGE_NAME_MAX];
+};
+
 void snapshot_waiter_gone(struct client *c)
 {
 	if (c->waiting_on)
 		c->waiting_on->waiter = NULL;
 	c->waiting_on = NULL;
+	if (c->waiting_image) {
+		store_rbd_job_cancel(c->waiting_image->job);
+		free(c->waiting_image);
+		c->waiting_image = NULL;
+	}
 }
 
 /* Write-protects the pages noted in s->reprotect.  0 or -errno. */
@@ -1212,7 +1289,7 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 		return -EBADF;
 	if (stx.stx_size != r->len)
 		return -EINVAL;
-	if (r->snap && !r->snap->finished)
+	if (r->snap && (!r->snap->finished || r->snap->committing))
 		return -EBUSY;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return -EOPNOTSUPP;
@@ -1260,8 +1337,26 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	}
 	/* From here on fd is ours (the caller's on failure). */
 	s->fd = fd;
-	/* Step one on a thread of its own (a dup of the uffd: the client's
-	 * may close while it runs). */
+	e = snap_protect(s, requester);
+	if (e < 0) {
+		s->fd = -1; /* the caller's */
+		snap_free(s);
+		return e;
+	}
+	close(crc_fd); /* its mapping is all we need */
+	return REQUEST_DEFERRED;
+}
+
+/*
+ * Step one starts: the protecting thread, on a dup of the uffd (the
+ * client's may close while it runs); s becomes r's snapshot, replacing a
+ * finished one.  0, or -ENOMEM with nothing started (s is the caller's).
+ */
+static int snap_protect(struct snapshot *s, struct client *requester)
+{
+	struct region *r = s->r;
+	struct daemon *d = s->d;
+
 	s->protect_addr = r->addr;
 	s->protect_len = r->len;
 	s->protect_uffd = fcntl(r->client->uffd, F_DUPFD_CLOEXEC, 0);
@@ -1278,12 +1373,10 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 		if (s->protect_efd >= 0)
 			close(s->protect_efd);
 		s->protect_ev = NULL;
-		s->fd = -1; /* the caller's */
-		snap_free(s);
 		return -ENOMEM;
 	}
 	s->protecting = true;
-	if (r->snap) {
+	if (r->snap && r->snap != s) {
 		/* The last one, finished; if writes of it are still out
 		 * (they come back within the image timeout), they free it. */
 		r->snap->r = NULL;
@@ -1292,9 +1385,105 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	}
 	r->snap = s;
 	r->watch = &snapshot_watch;
+	if (requester) {
+		s->waiter = requester;
+		requester->waiting_on = s;
+	}
+	return 0;
+}
+
+/* A snapshot's RBD image is open (or not): step one starts. */
+static void snap_rbd_opened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct snapshot *s = arg;
+	struct region *r = s->r;
+	struct client *waiter = s->waiter;
+
+	s->job = NULL;
+	s->preparing = false;
+	if (res == 0) {
+		s->img = img->st;
+		/* The waiter's link moves to the thread's start. */
+		s->waiter = NULL;
+		if (waiter)
+			waiter->waiting_on = NULL;
+		res = snap_protect(s, waiter);
+		if (res == 0)
+			return;
+		s->waiter = waiter;
+		if (waiter)
+			waiter->waiting_on = s;
+	} else {
+		log_warn("region %" PRIu64 ": snapshot into %s: %s", r->id, s->rbd,
+			 strerror(-res));
+	}
+	reply_to_waiter(s, res);
+	r->snap = NULL;
+	snap_free(s);
+}
+
+int snapshot_start_rbd(struct client *requester, struct region *r, const char *image)
+{
+	struct daemon *d = r->client->d;
+	size_t words = (r->npages + 63) / 64;
+	uint32_t hole = zero_page_crc(d->page_size), *t;
+	struct snapshot *s;
+	int e;
+
+	if (r->snap && !r->snap->finished)
+		return -EBUSY;
+	if (r->snap && (r->snap->committing || r->snap->reads))
+		return -EBUSY; /* the last one's image is not let go yet */
+	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return -EOPNOTSUPP;
+	for (uint64_t p = 0; p < r->npages; p++)
+		if (pg_state(r->state[p]) == PAGE_POISONED)
+			return -EIO;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->r = r;
+	s->fd = -1;
+	s->rbd = strdup(image);
+	s->pending = calloc(words, sizeof(uint64_t));
+	s->from_image = calloc(words, sizeof(uint64_t));
+	s->reprotect = calloc(words, sizeof(uint64_t));
+	s->ev = evtimer_new(d->base, on_snap, s);
+	/* IMAGE.crc in memory of our own: pagerd writes it to the cluster. */
+	s->crc_len = (size_t)image_crc_size(r->npages);
+	s->crc_map = mmap(NULL, s->crc_len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->crc_map == MAP_FAILED)
+		s->crc_map = NULL;
+	if (!s->rbd || !s->pending || !s->from_image || !s->reprotect || !s->ev ||
+	    !s->crc_map) {
+		snap_free(s);
+		return -ENOMEM;
+	}
+	t = (uint32_t *)(s->crc_map + IMAGE_CRC_ENTRIES_OFF);
+	for (uint64_t p = 0; p < r->npages; p++)
+		t[p] = htole32(hole);
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = STORE_RBD_SNAPSHOT, .size = r->len, .depth = SNAP_IMAGE_DEPTH,
+		.align = d->page_size,
+	}, snap_rbd_opened, s, &s->job);
+	if (e < 0) {
+		s->job = NULL;
+		snap_free(s);
+		return e;
+	}
+	s->preparing = true;
+	if (r->snap) {
+		r->snap->r = NULL;
+		snap_free(r->snap);
+	}
+	/* r's snapshot already (a second one is refused), with nothing
+	 * pending until its instant. */
+	r->snap = s;
 	s->waiter = requester;
 	requester->waiting_on = s;
-	close(crc_fd); /* its mapping is all we need */
+	log_info("region %" PRIu64 ": snapshot into %s: opening the image", r->id, image);
 	return REQUEST_DEFERRED;
 }
 
@@ -1312,7 +1501,7 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->pages_done = s->done;
 	ret->pause_ns = s->pause_ns;
 	ret->status = s->status;
-	ret->done = s->finished && !s->reads;
+	ret->done = s->finished && !s->reads && !s->committing && !s->preparing;
 }
 
 void snapshot_handover(struct region *r)
@@ -1327,6 +1516,12 @@ void snapshot_handover(struct region *r)
 		protect_join(s);
 		reply_to_waiter(s, -ESHUTDOWN);
 	}
+	if (s && s->preparing)
+		reply_to_waiter(s, -ESHUTDOWN); /* its image still opening */
+	/* An RBD image still committing may or may not end complete: the
+	 * successor cannot tell, so it reports a failure. */
+	if (s && s->committing)
+		s->status = -ESHUTDOWN;
 	if (s && !s->finished)
 		snap_finish(s, -ESHUTDOWN);
 }
@@ -1438,6 +1633,19 @@ static uint64_t image_run(const struct region *r, uint64_t page, uint64_t max)
 static void restore_kick_prefetch(struct region *r);
 static void restore_start_prefetch(struct region *r);
 
+/* Pages the table says held data, not PG_IMAGE yet, become PG_IMAGE: a
+ * file image's data punched since (read as zeros, they fail their check,
+ * never restored as zeros), every data page of an RBD image (whose holes
+ * only the table tells). */
+static void restore_table_pages(struct region *r)
+{
+	for (uint64_t p = 0; r->restore->crc && p < r->npages; p++) {
+		if (!(r->state[p] & PG_IMAGE) &&
+		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
+			page_in_image(r, p);
+	}
+}
+
 /*
  * Installs the pages [page, page+n) read into buf: those still PG_IMAGE
  * (not discarded or installed meanwhile) and matching their CRC32C go into
@@ -1533,7 +1741,7 @@ static void restore_read_done(void *arg, int res)
 		restore_kick_prefetch(r);
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 }
@@ -1552,7 +1760,8 @@ static int restore_start(struct region *r, uint64_t page, uint64_t n,
 		return -ENOMEM;
 	*rd = (struct restore_read){ .rs = rs, .page = page, .n = n,
 				     .fault_page = fault_page,
-				     .buf = aligned_alloc(ps, n * ps) };
+				     .buf = aligned_alloc(ps, n * ps),
+				     .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 restore_read_done, rd) : -ENOMEM;
 	if (e < 0) {
@@ -1707,7 +1916,7 @@ static void restore_free(struct restore *rs)
  * then a restore that cannot read its image (failed) keeps fd all the same,
  * for the fd store (an adopted region's). */
 static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
-		       bool keep)
+		       bool keep, struct store *img)
 {
 	struct daemon *d = r->client->d;
 	struct restore *rs = calloc(1, sizeof(*rs));
@@ -1719,14 +1928,16 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 			close(crc_fd);
 		if (keep)
 			close(fd);
+		store_close(img);
 		return -ENOMEM;
 	}
 	rs->r = r;
+	rs->img = img;
 	rs->crc_fd = crc_fd;
 	rs->image_fd = fd;
 	rs->prefetch = prefetch;
 	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
-	if (e == 0) {
+	if (e == 0 && !rs->img) {
 		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
 		e = store_file_open(&rs->img, d->io, fd, &(struct store_file_opts){
 			.label = label, .depth = RESTORE_READS_MAX, .align = 1,
@@ -1735,6 +1946,7 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 	}
 	if (e < 0 && !keep) {
 		rs->image_fd = -1; /* the caller's */
+		store_close(rs->img); /* a named image's: taken */
 		restore_free(rs);
 		return e;
 	}
@@ -1800,7 +2012,7 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE,
 		  &stx) < 0 || !S_ISREG(stx.stx_mode) || stx.stx_size != r->len)
 		return -EINVAL;
-	e = restore_new(r, fd, crc_fd, prefetch, false);
+	e = restore_new(r, fd, crc_fd, prefetch, false, NULL);
 	if (e < 0)
 		return e;
 	/* Data extents become PG_IMAGE pages; holes stay plain empty.  So do
@@ -1821,16 +2033,112 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 		}
 		off = hole;
 	}
-	for (uint64_t p = 0; r->restore->crc && p < r->npages; p++) {
-		if (!(r->state[p] & PG_IMAGE) &&
-		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
-			page_in_image(r, p); /* data punched since: the check fails it */
-	}
+	restore_table_pages(r);
 	restore_start_prefetch(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s%s",
 		 r->id, r->image_pending, prefetch ? ", prefetching" : "",
 		 r->restore->crc ? ", each checked against its CRC32C" : "");
 	return 0;
+}
+
+/*
+ * A named image (rbd:...) opened and its table read (image_opened()):
+ * the pages the table says held data are PG_IMAGE, the holes it says
+ * stay plain empty pages, zero-filled with no read.  Takes st and crc_fd.
+ */
+static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
+				bool prefetch, const char *image)
+{
+	int e;
+
+	if (r->restore || r->resident || r->swapped) {
+		store_close(st);
+		close(crc_fd);
+		return -EBUSY; /* only a fresh region takes an image */
+	}
+	e = restore_new(r, -1, crc_fd, prefetch, false, st);
+	if (e < 0)
+		return e;
+	restore_table_pages(r);
+	restore_start_prefetch(r);
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from %s%s, each checked "
+		 "against its CRC32C", r->id, r->image_pending, image,
+		 prefetch ? ", prefetching" : "");
+	region_changed(r);
+	return 0;
+}
+
+static void image_opened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct image_wait *w = arg;
+	struct client *c = w->c;
+	struct proto_reply out;
+	struct region *r;
+
+	memset(&out, 0, sizeof(out));
+	c->waiting_image = NULL;
+	if (res == 0 && !w->region_id) {
+		out.image = (struct proto_image_info){
+			.size = img->meta.size, .data_pages = img->meta.data_pages,
+			.created = img->meta.created, .page_size = img->meta.page_size,
+			.format = img->meta.format,
+		};
+		memcpy(out.image.name, img->meta.name, sizeof(out.image.name));
+		out.image.name[sizeof(out.image.name) - 1] = '\0';
+	} else if (res == 0) {
+		r = region_find_id(c, w->region_id);
+		if (!r || img->meta.size != r->len) {
+			store_close(img->st);
+			close(img->crc_fd);
+			res = r ? -EINVAL : -ENOENT;
+		} else {
+			res = restore_attach_store(r, img->st, img->crc_fd, w->prefetch,
+						   w->image);
+		}
+	}
+	free(w);
+	client_reply_deferred(c, res, &out);
+}
+
+/* Opens `image` for c's deferred request.  REQUEST_DEFERRED or -errno. */
+static int image_wait_start(struct client *c, uint64_t region_id, const char *image,
+			    bool prefetch)
+{
+	struct daemon *d = c->d;
+	struct image_wait *w;
+	int e;
+
+	if (c->waiting_image)
+		return -EBUSY;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct image_wait){ .c = c, .region_id = region_id, .prefetch = prefetch };
+	snprintf(w->image, sizeof(w->image), "%s", image);
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = region_id ? STORE_RBD_RESTORE : STORE_RBD_INFO,
+		.page_size = (uint32_t)d->page_size, .depth = RESTORE_READS_MAX,
+		.align = d->page_size,
+	}, image_opened, w, &w->job);
+	if (e < 0) {
+		free(w);
+		return e;
+	}
+	c->waiting_image = w;
+	return REQUEST_DEFERRED;
+}
+
+int restore_attach_rbd(struct client *c, struct region *r, const char *image,
+		       bool prefetch)
+{
+	if (r->restore || r->resident || r->swapped)
+		return -EBUSY;
+	return image_wait_start(c, r->id, image, prefetch);
+}
+
+int image_info_rbd(struct client *c, const char *image)
+{
+	return image_wait_start(c, 0, image, false);
 }
 
 static void restore_start_prefetch(struct region *r)
@@ -1848,7 +2156,7 @@ static void restore_start_prefetch(struct region *r)
 
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 {
-	int e = restore_new(r, fd, crc_fd, prefetch, true);
+	int e = restore_new(r, fd, crc_fd, prefetch, true, NULL);
 
 	if (e < 0)
 		return e;

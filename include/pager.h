@@ -166,6 +166,15 @@ int pager_region_stats(const struct pager_region *r,
  * its return (pagerd write-protects the region while writers run, then
  * pauses them only to protect again the pages they wrote meanwhile; a page
  * written after the instant is copied before the write goes on).
+ *
+ * PATH may instead name a Ceph RBD image, "rbd:POOL/IMAGE" or
+ * "rbd:POOL/NAMESPACE/IMAGE", which pagerd opens with its own Ceph
+ * identity: -EINVAL for a malformed name, -EACCES when pagerd's
+ * configuration does not grant this process's user that pool and
+ * namespace (rbd_allow), -EBUSY when another snapshot writes the image,
+ * -ENOENT (no such pool, namespace or image to restore), -ETIMEDOUT (the
+ * cluster did not answer within ceph_timeout).  The image is raw (byte i
+ * is byte i of the region), its metadata and checksums beside it.
  */
 struct pager_snapshot_opts {
 	size_t sz;               /* sizeof(struct pager_snapshot_opts) */

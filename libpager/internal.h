@@ -25,6 +25,7 @@ struct pager_region {
 	char *snap_path;
 	int snap_status;        /* set once finished */
 	bool snap_finished;
+	bool snap_named;        /* a named (rbd:) image: pagerd commits it */
 };
 
 struct pager {

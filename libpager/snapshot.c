@@ -8,6 +8,12 @@
  * copied every page the library syncs the image, commits IMAGE.crc and
  * then the sidecar (common/image.c) that makes it a complete snapshot.  A
  * restore hands pagerd the image and IMAGE.crc, read into a sealed memfd.
+ *
+ * A named image ("rbd:POOL[/NAMESPACE]/IMAGE", a Ceph RBD image) is the
+ * other way round: the library holds no Ceph key, so it sends the name and
+ * pagerd opens the image with its own identity, once it has checked that
+ * this process's uid may name that pool and namespace.  pagerd then also
+ * writes the metadata and the table, and commits the image itself.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,18 +25,35 @@
 #include "image.h"
 #include "internal.h"
 
-static int call(struct pager_region *r, enum proto_type type, const int *fds,
-		unsigned nfds, uint32_t flags, struct proto_reply *reply)
+static bool is_named(const char *path)
+{
+	return !strncmp(path, "rbd:", 4);
+}
+
+/* A snapshot request about region id (0: none) and maybe a named image. */
+static int call_p(struct pager *p, uint64_t id, const char *image, enum proto_type type,
+		  const int *fds, unsigned nfds, uint32_t flags, struct proto_reply *reply)
 {
 	struct proto_msg msg = { 0 };
 	int e;
 
-	msg.body.snapshot.region_id = r->id;
+	msg.body.snapshot.region_id = id;
 	msg.body.snapshot.flags = flags;
-	pthread_mutex_lock(&r->pager->lock);
-	e = pager_call_locked(r->pager, &msg, type, fds, nfds, reply);
-	pthread_mutex_unlock(&r->pager->lock);
+	if (image) {
+		if (strlen(image) >= sizeof(msg.body.snapshot.image))
+			return -EINVAL;
+		strcpy(msg.body.snapshot.image, image);
+	}
+	pthread_mutex_lock(&p->lock);
+	e = pager_call_locked(p, &msg, type, fds, nfds, reply);
+	pthread_mutex_unlock(&p->lock);
 	return e;
+}
+
+static int call(struct pager_region *r, enum proto_type type, const int *fds,
+		unsigned nfds, uint32_t flags, struct proto_reply *reply)
+{
+	return call_p(r->pager, r->id, NULL, type, fds, nfds, flags, reply);
 }
 
 PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
@@ -45,8 +68,17 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	if (opts && opts->sz >= offsetof(struct pager_snapshot_opts, flags) + sizeof(uint32_t) &&
 	    opts->flags)
 		return -EINVAL;
-	if (r->snap_fd >= 0)
+	if (r->snap_fd >= 0 || r->snap_named)
 		return -EBUSY;
+	if (is_named(path)) {
+		e = call_p(r->pager, r->id, path, PROTO_SNAPSHOT_START, NULL, 0, 0, &reply);
+		if (e < 0)
+			return e;
+		r->snap_named = true;
+		r->snap_finished = false;
+		r->snap_status = 0;
+		return 0;
+	}
 	/* An old sidecar must not vouch for the new, partial image. */
 	e = image_meta_remove(path);
 	if (e < 0)
@@ -120,7 +152,7 @@ PAGER_EXPORT int pager_region_snapshot_poll(struct pager_region *r,
 
 	if (!r || !ret || ret->sz < sizeof(size_t))
 		return -EINVAL;
-	if (r->snap_fd < 0 && !r->snap_finished)
+	if (r->snap_fd < 0 && !r->snap_finished && !r->snap_named)
 		return -ENOENT; /* no snapshot was started */
 	e = call(r, PROTO_SNAPSHOT_STATUS, NULL, 0, 0, &reply);
 	if (e < 0)
@@ -132,6 +164,12 @@ PAGER_EXPORT int pager_region_snapshot_poll(struct pager_region *r,
 	out.status = st->status;
 	if (st->done && r->snap_fd >= 0)
 		finish(r, st);
+	if (st->done && r->snap_named) {
+		/* pagerd committed it (or says why not). */
+		r->snap_named = false;
+		r->snap_finished = true;
+		r->snap_status = st->status;
+	}
 	out.done = r->snap_finished;
 	if (r->snap_finished)
 		out.status = r->snap_status;
@@ -160,6 +198,39 @@ PAGER_EXPORT int pager_region_snapshot(struct pager_region *r, const char *path,
 	return e < 0 ? e : pr.status;
 }
 
+/* A named image: pagerd reads its metadata for us (the region's size),
+ * then opens it again for the region, checking it still matches. */
+static int restore_named(struct pager *p, const char *image, struct pager_region_opts *o,
+			 struct pager_region **ret)
+{
+	struct proto_reply info;
+	struct pager_region *r;
+	char name[sizeof(info.image.name)];
+	int e = call_p(p, 0, image, PROTO_IMAGE_INFO, NULL, 0, 0, &info);
+
+	if (e < 0)
+		return e;
+	if (info.image.page_size != p->page_size || !info.image.size ||
+	    info.image.size % p->page_size)
+		return -EINVAL;
+	memcpy(name, info.image.name, sizeof(name));
+	name[sizeof(name) - 1] = '\0';
+	o->sz = sizeof(*o);
+	if (!o->name && name[0] && strcmp(name, "-"))
+		o->name = name;
+	e = pager_region_create(p, info.image.size, o, &r);
+	if (e < 0)
+		return e;
+	e = call_p(p, r->id, image, PROTO_REGION_SET_IMAGE, NULL, 0,
+		   (o->flags & PAGER_REGION_NO_PREFETCH) ? PROTO_IMAGE_NO_PREFETCH : 0, NULL);
+	if (e < 0) {
+		pager_region_destroy(r);
+		return e;
+	}
+	*ret = r;
+	return 0;
+}
+
 PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 				      const struct pager_region_opts *opts,
 				      struct pager_region **ret)
@@ -173,6 +244,8 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 		return -EINVAL;
 	if (opts)
 		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
+	if (is_named(path))
+		return restore_named(p, path, &o, ret);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

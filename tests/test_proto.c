@@ -201,11 +201,12 @@ static void test_finish_sizes(void **state)
 		{ PROTO_REGION_INFO, 16 },
 		{ PROTO_SET_LIMIT, 24 },
 		{ PROTO_TEST_INJECT, 24 },
-		{ PROTO_SNAPSHOT_START, 16 },
-		{ PROTO_SNAPSHOT_STATUS, 16 },
-		{ PROTO_REGION_SET_IMAGE, 16 },
+		{ PROTO_SNAPSHOT_START, 320 },
+		{ PROTO_SNAPSHOT_STATUS, 320 },
+		{ PROTO_REGION_SET_IMAGE, 320 },
 		{ PROTO_PAGEMAP, 0 },
-		{ PROTO_REPLY, 608 },
+		{ PROTO_IMAGE_INFO, 320 },
+		{ PROTO_REPLY, 704 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
@@ -309,9 +310,9 @@ static void test_counters_wire_layout(void **state)
 	}
 	assert_int_equal(sizeof(struct proto_counters), 8 * NCOUNTERS);
 	assert_int_equal(sizeof(struct proto_region_counters), 8 * nregion);
-	/* Version 5 (the pool's counters appended) keeps version 4's places:
-	 * moving them needs a new version. */
-	assert_int_equal(PROTO_VERSION, 5);
+	/* Version 5 (the pool's counters appended) keeps version 4's places,
+	 * and version 6 (named images) too: moving them needs a new version. */
+	assert_int_equal(PROTO_VERSION, 6);
 	assert_int_equal(offsetof(struct proto_reply, counters), 112);
 	assert_int_equal(offsetof(struct proto_region_stats, counters), 136);
 }
@@ -393,6 +394,43 @@ static void test_validate_accepts_each_type(void **state)
 
 		assert_validate(&m, n, 0);
 	}
+}
+
+/* A named image (rbd:...) travels in the snapshot body: terminated and
+ * printable, never on a status poll; IMAGE_INFO names one and no region. */
+static void test_validate_image_name(void **state)
+{
+	struct proto_msg m;
+	size_t n;
+
+	(void)state;
+	n = make_valid(&m, PROTO_SNAPSHOT_START);
+	m.body.snapshot.region_id = 3;
+	assert_validate(&m, n, 0);
+	strcpy(m.body.snapshot.image, "rbd:pool/ns/image");
+	assert_validate(&m, n, 0);
+	m.body.snapshot.image[4] = '\n';
+	assert_validate(&m, n, -EINVAL);
+	memset(m.body.snapshot.image, 'a', sizeof(m.body.snapshot.image));
+	assert_validate(&m, n, -EINVAL);
+
+	n = make_valid(&m, PROTO_SNAPSHOT_STATUS);
+	m.body.snapshot.region_id = 3;
+	assert_validate(&m, n, 0);
+	strcpy(m.body.snapshot.image, "rbd:pool/image");
+	assert_validate(&m, n, -EINVAL);
+
+	n = make_valid(&m, PROTO_IMAGE_INFO);
+	assert_validate(&m, n, -EINVAL); /* no name */
+	strcpy(m.body.snapshot.image, "rbd:pool/image");
+	assert_validate(&m, n, 0);
+	m.body.snapshot.region_id = 1;
+	assert_validate(&m, n, -EINVAL);
+	m.body.snapshot.region_id = 0;
+	m.body.snapshot.flags = PROTO_IMAGE_NO_PREFETCH;
+	assert_validate(&m, n, -EINVAL);
+	assert_int_equal(proto_fds_expected(PROTO_IMAGE_INFO), 0);
+	assert_string_equal(proto_type_name(PROTO_IMAGE_INFO), "image-info");
 }
 
 static void test_validate_accepts_edge_values(void **state)
@@ -1123,6 +1161,7 @@ int main(void)
 		cmocka_unit_test(test_counters_names),
 		cmocka_unit_test(test_validate_accepts_each_type),
 		cmocka_unit_test(test_validate_accepts_edge_values),
+		cmocka_unit_test(test_validate_image_name),
 		cmocka_unit_test(test_validate_truncated),
 		cmocka_unit_test(test_validate_longer_than_any_message),
 		cmocka_unit_test(test_validate_bad_magic),
