@@ -146,6 +146,10 @@ struct pager_region_stats {
 	uint64_t pool_rejects;      /* pages that compressed too badly: to swap */
 	uint64_t pool_pages;        /* in the pool now */
 	uint64_t pool_bytes;        /* ... the memory they take (counted in limits) */
+	/* Added with learned prefetch (IMAGE.order). */
+	uint64_t image_learned_reads; /* of image_reads, pages prefetched first
+				       * because the image's learned order
+				       * listed them (or lay between them) */
 };
 
 int pager_region_stats(const struct pager_region *r,
