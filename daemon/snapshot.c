@@ -116,9 +116,10 @@
 /* Restore readahead on sequential faults, pages. */
 #define RESTORE_AROUND 64
 /* Restore reads in flight per region (faults and prefetch); of those, the
- * prefetch in address order takes at most PREFETCH_READS (its reads are
- * large), the learned prefetch at most LEARN_READS (small scattered reads
- * want depth), so that a fault always finds a read free. */
+ * prefetch in address order takes at most PREFETCH_READS reads' worth of
+ * pages (PREFETCH_BATCH each), and either prefetch at most LEARN_READS
+ * reads (small scattered reads want depth), so that a fault always finds
+ * a read free. */
 #define RESTORE_READS_MAX 16
 #define PREFETCH_READS 4
 #define LEARN_READS 12
@@ -1769,6 +1770,36 @@ static bool prefetch_learned(struct region *r)
 	return false;
 }
 
+/*
+ * The address-order prefetch's run from `page` (in the image, not being
+ * read), at most max pages.  After a learned prefetch the pages it read
+ * are scattered through the rest, and runs stopped at each would be
+ * short: a run then also spans pages of the image already read (reading
+ * them again costs the disk less than another request, and
+ * restore_install() installs only pages still in the image), never a
+ * hole (the IMAGE.crc table says which pages hold data) or a page being
+ * read.  It ends on a page still in the image.
+ */
+static uint64_t prefetch_run(const struct region *r, uint64_t page, uint64_t max)
+{
+	const struct restore *rs = r->restore;
+	uint64_t n = 0, end = 0;
+
+	if (!rs->norder || !rs->crc)
+		return image_run(r, page, max);
+	for (; n < max && page + n < r->npages; n++) {
+		uint64_t p = page + n;
+
+		if (restore_reading(rs, p))
+			break;
+		if (r->state[p] == (PAGE_EMPTY | PG_IMAGE))
+			end = n + 1;
+		else if ((r->state[p] & PG_IMAGE) || le32toh(rs->crc[p]) == rs->hole_crc)
+			break;
+	}
+	return end;
+}
+
 static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 {
 	struct region *r = arg;
@@ -1780,8 +1811,10 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 	/* The learned order first; the rest in address order after it. */
 	if (prefetch_learned(r))
 		return;
+	/* PREFETCH_READS full reads in flight at most; more, shorter ones
+	 * where holes (or pages the learned prefetch took) cut the runs. */
 	while (!rs->failed && r->image_pending > rs->reading &&
-	       rs->nreads < PREFETCH_READS) {
+	       rs->nreads < LEARN_READS && rs->reading < PREFETCH_READS * PREFETCH_BATCH) {
 		uint64_t room = restore_room(r), n;
 
 		if (room <= PREFETCH_SPARE)
@@ -1792,8 +1825,8 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 			p = 0; /* from the start: pages may have been skipped */
 			break;
 		}
-		n = image_run(r, p, PREFETCH_BATCH < room - PREFETCH_SPARE ?
-				    PREFETCH_BATCH : room - PREFETCH_SPARE);
+		n = prefetch_run(r, p, PREFETCH_BATCH < room - PREFETCH_SPARE ?
+				       PREFETCH_BATCH : room - PREFETCH_SPARE);
 		if (restore_start(r, p, n, UINT64_MAX, false) < 0)
 			break;
 		p += n;
