@@ -198,7 +198,11 @@ int pager_region_snapshot_poll(struct pager_region *r,
 /*
  * A new region of the image's size whose pages are read from the image on
  * first access (holes read as zeros, with no I/O), prefetched in the
- * background within the region's limits; from then on an ordinary region.
+ * background within the region's limits — the pages its PATH.order lists
+ * (those the application touched first after the restore the image was
+ * taken from) first; from then on an ordinary region.  pagerd records what
+ * this region's application touches first, and a snapshot of it stores
+ * that order in PATH.order.
  * -EINVAL: PATH.meta missing, not complete, or not matching the image
  * (truncated, wrong size, other page size).  The image must stay in place
  * while the region lives.
