@@ -226,7 +226,7 @@ int learn_order_decode(const void *buf, size_t len, uint64_t pages,
 {
 	const struct image_order_hdr *h = buf;
 	const uint8_t *t = (const uint8_t *)buf + IMAGE_ORDER_ENTRIES_OFF;
-	uint64_t count, *out, *seen;
+	uint64_t count = 0, *out, *seen;
 	size_t n = 0;
 
 	*ret = NULL;
