@@ -8,6 +8,12 @@
 #
 # BENCH_TIMEOUT (seconds, default 1800) bounds each benchmark: a fault that
 # pagerd never answers would otherwise hang it forever.
+#
+# Each benchmark runs with the arguments in $BENCH_ARGS_NAME if that is set
+# (e.g. BENCH_ARGS_scale="-c 1,2,4,8,16" for the full scaling run), else
+# with its defaults below (scale's full run takes ten minutes or so).
+# BENCH_PAGERD_ARGS adds words to the command line of the pagerd that scale
+# starts (e.g. a setting under test).
 set -u
 build=${1:-build}
 [ $# -gt 0 ] && shift
@@ -19,6 +25,13 @@ build=$(cd "$build" && pwd)
 # A private pagerd is started from $PAGERD: use the one just built.
 export PAGERD="${PAGERD:-$build/pagerd}" PAGERCTL="${PAGERCTL:-$build/pagerctl}"
 timeout_s=${BENCH_TIMEOUT:-1800}
+
+default_args() {
+	case $1 in
+	# Short under make bench; run them alone for the full size.
+	scale | snapshot_rbd) echo --quick ;;
+	esac
+}
 
 if [ $# -gt 0 ]; then
 	benches=()
@@ -39,7 +52,13 @@ for b in "${benches[@]}"; do
 	fi
 	name=$(basename "$b")
 	echo "==== $name ===="
-	timeout -k 10 "$timeout_s" "$b"
+	var=BENCH_ARGS_$name
+	if [ -n "${!var+set}" ]; then
+		read -r -a args <<< "${!var}"
+	else
+		read -r -a args <<< "$(default_args "$name")"
+	fi
+	timeout -k 10 "$timeout_s" "$b" "${args[@]}"
 	rc=$?
 	case $rc in
 	0)   ran=$((ran + 1)) ;;
