@@ -43,7 +43,7 @@ unsigned proto_fds_expected(uint16_t type)
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
 	if (type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE)
-		return 2; /* the image and its IMAGE.crc (SET_IMAGE: at most) */
+		return 3; /* at most: the image, its IMAGE.crc and IMAGE.order */
 	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
 	       type == PROTO_PAGEMAP ? 1 : 0;
 }
@@ -177,7 +177,9 @@ int proto_validate(const void *buf, size_t n)
 		if (sn->region_id == 0 || sn->pad != 0)
 			return -EINVAL;
 		if (sn->flags & ~(msg.hdr.type == PROTO_REGION_SET_IMAGE ?
-				  PROTO_IMAGE_NO_PREFETCH : 0u))
+				  PROTO_IMAGE_NO_PREFETCH | PROTO_IMAGE_ORDER :
+				  msg.hdr.type == PROTO_SNAPSHOT_START ?
+				  PROTO_SNAPSHOT_ORDER : 0u))
 			return -EINVAL;
 		if (msg.hdr.type == PROTO_SNAPSHOT_STATUS && sn->image[0])
 			return -EINVAL;

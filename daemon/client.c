@@ -668,12 +668,23 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 	}
 	switch (m->hdr.type) {
 	case PROTO_SNAPSHOT_START:
-		/* The image and the IMAGE.crc table to fill. */
-		if (nfds != 2)
+		/* The image and the IMAGE.crc table to fill (and the
+		 * IMAGE.order to fill). */
+		if (nfds != ((m->body.snapshot.flags & PROTO_SNAPSHOT_ORDER) ? 3u : 2u))
 			return -EBADF;
 		e = snapshot_start(c, r, fds[0], fds[1]);
 		if (e == REQUEST_DEFERRED) {
 			fds[0] = fds[1] = -1; /* the snapshot owns them */
+			if (nfds == 3) {
+				int k = snapshot_keep_order(r, fds[2]);
+
+				if (k == 0)
+					fds[2] = -1;
+				else
+					log_warn("region %" PRIu64 ": snapshot: the learned order's memfd "
+						 "is refused (%s): the image gets none", r->id,
+						 strerror(-k));
+			}
 			fdstore_region_sync(r); /* a successor reports it failed */
 		}
 		return e;
@@ -682,18 +693,25 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		return 0;
 	default: /* PROTO_REGION_SET_IMAGE */
 		/* The image, and its IMAGE.crc table unless it is an image
-		 * made before tables. */
-		if (nfds < 1 || c->control)
+		 * made before tables; last, with PROTO_IMAGE_ORDER, its
+		 * IMAGE.order. */
+	{
+		unsigned order = (m->body.snapshot.flags & PROTO_IMAGE_ORDER) ? 1 : 0;
+
+		if (nfds < 1 + order || nfds > 2 + order || c->control)
 			return -EBADF;
-		e = restore_attach(r, fds[0], nfds > 1 ? fds[1] : -1,
+		e = restore_attach(r, fds[0], nfds - order > 1 ? fds[1] : -1,
 				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
 		if (e == 0) {
 			fds[0] = -1;
 			fdstore_region_image(r);
+			if (order)
+				restore_load_order(r, fds[nfds - 1]);
 		}
-		if (nfds > 1)
+		if (nfds - order > 1)
 			fds[1] = -1; /* taken (closed on failure) */
 		return e;
+	}
 	}
 }
 

@@ -16,7 +16,8 @@
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch;
  *             retries the faults that waited for room
  *   fault.c   the userfaultfd: reading faults and events, resolving them
- *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
+ *   snapshot.c copy-on-write snapshots to an image; lazy restore from one,
+ *             its learned prefetch
  *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
  *   region.c  one region: its constructor, pagerd's mapping of the memfd,
  *             its client's table of regions
@@ -37,6 +38,8 @@
  *   store_file.c the store interface's file backend, on io.c;
  *             store_rbd.c its Ceph RBD backend, on librbd
  *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   learn.c   what a restored application touched first, and the
+ *             IMAGE.order codec (learn.h)
  *   config.c  settings: pagerd.conf, options, reload (config.h)
  *   log.c     the log, and the monotonic clock (log.h)
  *
@@ -567,6 +570,23 @@ bool snapshot_pending(const struct region *r, uint64_t page);
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);
+/*
+ * Learned prefetch, whatever the image's backend: a restoring region takes
+ * `order` (malloc'd, n pages, first wanted first) and, unless asked not to
+ * prefetch, reads those pages first (learn.h).  Takes order.  0, -ENOENT
+ * (not restoring), -EINVAL (a page out of range).
+ */
+int restore_set_order(struct region *r, uint64_t *order, size_t n);
+/* The same from an IMAGE.order in a sealed memfd (order_fd, the caller's):
+ * checked against the image; a bad one is logged and ignored. */
+void restore_load_order(struct region *r, int order_fd);
+/* What r's restore learned (or the order it was given, if it learned
+ * nothing): a new array in *ret (NULL, 0: none).  0 or -ENOMEM. */
+int restore_order_recorded(struct region *r, uint64_t **ret, size_t *ret_n);
+/* A snapshot just started on r fills the IMAGE.order memfd order_fd (of
+ * image_order_size(IMAGE_ORDER_MAX) bytes, sealed against resizing, not
+ * writes) at its end.  0 (order_fd is taken) or -errno. */
+int snapshot_keep_order(struct region *r, int order_fd);
 
 /* agent.c */
 int agent_attach(struct client *c, int fd);

@@ -146,6 +146,10 @@ struct pager_region_stats {
 	uint64_t pool_rejects;      /* pages that compressed too badly: to swap */
 	uint64_t pool_pages;        /* in the pool now */
 	uint64_t pool_bytes;        /* ... the memory they take (counted in limits) */
+	/* Added with learned prefetch (IMAGE.order). */
+	uint64_t image_learned_reads; /* of image_reads, pages prefetched first
+				       * because the image's learned order
+				       * listed them (or lay between them) */
 };
 
 int pager_region_stats(const struct pager_region *r,
@@ -203,7 +207,11 @@ int pager_region_snapshot_poll(struct pager_region *r,
 /*
  * A new region of the image's size whose pages are read from the image on
  * first access (holes read as zeros, with no I/O), prefetched in the
- * background within the region's limits; from then on an ordinary region.
+ * background within the region's limits — the pages its PATH.order lists
+ * (those the application touched first after the restore the image was
+ * taken from) first; from then on an ordinary region.  pagerd records what
+ * this region's application touches first, and a snapshot of it stores
+ * that order in PATH.order.
  * -EINVAL: PATH.meta missing, not complete, or not matching the image
  * (truncated, wrong size, other page size).  The image must stay in place
  * while the region lives.

@@ -8,6 +8,9 @@
  * copied every page the library syncs the image, commits IMAGE.crc and
  * then the sidecar (common/image.c) that makes it a complete snapshot.  A
  * restore hands pagerd the image and IMAGE.crc, read into a sealed memfd.
+ * The learned order (IMAGE.order) travels the same way: a memfd pagerd
+ * fills at a snapshot's end, committed before IMAGE.meta; read into a
+ * sealed memfd at restore, for pagerd to check and use (or ignore).
  *
  * A named image ("rbd:POOL[/NAMESPACE]/IMAGE", a Ceph RBD image) is the
  * other way round: the library holds no Ceph key, so it sends the name and
@@ -61,7 +64,7 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 					     const struct pager_snapshot_opts *opts)
 {
 	struct proto_reply reply;
-	int fd, crc_fd = -1, e;
+	int fd, crc_fd = -1, order_fd = -1, e;
 
 	if (!r || !path || !*path || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
@@ -93,8 +96,13 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	else
 		e = image_crc_create(r->len / r->pager->page_size, &crc_fd);
 	if (e == 0)
-		e = call(r, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd }, 2, 0, &reply);
+		e = image_order_create(&order_fd);
+	if (e == 0)
+		e = call(r, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd, order_fd }, 3,
+			 PROTO_SNAPSHOT_ORDER, &reply);
 	if (e < 0) {
+		if (order_fd >= 0)
+			close(order_fd);
 		if (crc_fd >= 0)
 			close(crc_fd);
 		close(fd);
@@ -104,12 +112,14 @@ PAGER_EXPORT int pager_region_snapshot_start(struct pager_region *r,
 	free(r->snap_path);
 	r->snap_path = strdup(path);
 	if (!r->snap_path) {
+		close(order_fd);
 		close(crc_fd);
 		close(fd);
 		return -ENOMEM;
 	}
 	r->snap_fd = fd;
 	r->snap_crc_fd = crc_fd;
+	r->snap_order_fd = order_fd;
 	r->snap_finished = false;
 	r->snap_status = 0;
 	return 0;
@@ -130,11 +140,17 @@ static int finish(struct pager_region *r, const struct proto_snapshot_status *st
 
 		/* The checksums before the sidecar that vouches for them. */
 		e = image_crc_commit(r->snap_path, r->snap_crc_fd);
+		/* The order only steers prefetch: one not written costs
+		 * nothing but speed, and must not fail the snapshot. */
+		if (e == 0 && image_order_commit(r->snap_path, r->snap_order_fd) < 0)
+			image_order_remove(r->snap_path);
 		if (e == 0)
 			e = image_meta_commit(r->snap_path, r->snap_fd, &m);
 	}
 	close(r->snap_crc_fd);
 	r->snap_crc_fd = -1;
+	close(r->snap_order_fd);
+	r->snap_order_fd = -1;
 	close(r->snap_fd);
 	r->snap_fd = -1;
 	r->snap_finished = true;
@@ -238,7 +254,10 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 	struct pager_region_opts o = { 0 };
 	struct pager_region *r;
 	struct image_meta m;
-	int fd, crc_fd = -1, e;
+	int fd, crc_fd = -1, order_fd = -1, e;
+	int fds[3];
+	unsigned nfds = 0;
+	uint32_t flags;
 
 	if (!p || !path || !ret || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
@@ -269,14 +288,28 @@ PAGER_EXPORT int pager_region_restore(struct pager *p, const char *path,
 	e = pager_region_create(p, m.size, &o, &r);
 	if (e < 0)
 		goto out;
-	e = call(r, PROTO_REGION_SET_IMAGE, (int[]){ fd, crc_fd }, crc_fd >= 0 ? 2 : 1,
-		 (o.flags & PAGER_REGION_NO_PREFETCH) ? PROTO_IMAGE_NO_PREFETCH : 0, NULL);
+	/* The learned order, if the image has one: pagerd checks it (and
+	 * says why it ignores a bad one); it never decides what a page
+	 * holds, so trouble reading it only costs its order. */
+	if (image_order_load(path, &order_fd) < 0)
+		order_fd = -1;
+	flags = (o.flags & PAGER_REGION_NO_PREFETCH) ? PROTO_IMAGE_NO_PREFETCH : 0;
+	fds[nfds++] = fd;
+	if (crc_fd >= 0)
+		fds[nfds++] = crc_fd;
+	if (order_fd >= 0) {
+		fds[nfds++] = order_fd;
+		flags |= PROTO_IMAGE_ORDER;
+	}
+	e = call(r, PROTO_REGION_SET_IMAGE, fds, nfds, flags, NULL);
 	if (e < 0) {
 		pager_region_destroy(r);
 		goto out;
 	}
 	*ret = r;
 out:
+	if (order_fd >= 0)
+		close(order_fd);
 	if (crc_fd >= 0)
 		close(crc_fd);
 	close(fd);

@@ -639,7 +639,7 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 	struct proto_reply r;
 	struct image_meta m = { 0 };
 	uint64_t size = 0;
-	int fd = -1, e, crc_fd = -1;
+	int fd = -1, e, crc_fd = -1, order_fd = -1;
 	/* A Ceph RBD image: pagerd opens, fills and commits it with its own
 	 * Ceph identity, once it has checked our uid against rbd_allow. */
 	bool named = !strncmp(a->path, "rbd:", 4);
@@ -673,14 +673,19 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 		e = -errno;
 	else
 		e = image_crc_create(size / c->page_size, &crc_fd);
+	if (e == 0)
+		e = image_order_create(&order_fd);
 	if (e < 0) {
 		fprintf(stderr, "pagerctl: snapshot: %s: %s\n", a->path, strerror(-e));
+		if (crc_fd >= 0)
+			close(crc_fd);
 		close(fd);
 		unlink(a->path);
 		return EXIT_DAEMON;
 	}
 	msg.body.snapshot.region_id = a->region_id;
-	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd }, 2, &r);
+	msg.body.snapshot.flags = PROTO_SNAPSHOT_ORDER;
+	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd, order_fd }, 3, &r);
 poll:
 	for (unsigned wait_ms = 1; e == 0;) {
 		struct timespec ts = { 0, (long)wait_ms * 1000000 };
@@ -712,10 +717,14 @@ poll:
 		/* The checksums before the sidecar that vouches for them. */
 		if (e == 0)
 			e = image_crc_commit(a->path, crc_fd);
+		/* The learned order only steers prefetch: never fatal. */
+		if (e == 0 && image_order_commit(a->path, order_fd) < 0)
+			image_order_remove(a->path);
 		if (e == 0)
 			e = image_meta_commit(a->path, fd, &m);
 	}
 	if (!named) {
+		close(order_fd);
 		close(crc_fd);
 		close(fd);
 		if (e < 0)
