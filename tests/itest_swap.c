@@ -1633,6 +1633,11 @@ static void rewrite_prediction_snapshot(void **state)
 	close(fd);
 	unlink(path);
 	unlink(meta);
+	/* and the other sidecars (they piled up in /var/tmp) */
+	snprintf(meta, sizeof(meta), "%s.crc", path);
+	unlink(meta);
+	snprintf(meta, sizeof(meta), "%s.order", path);
+	unlink(meta);
 	assert_int_equal(bad, 0);
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t gen = i >= span ? 1 : i % step == 1 ? 3 : i % step == 0 ? 2 : 1;
