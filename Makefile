@@ -156,7 +156,9 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/test_%.o $(call obj,$(COMMON_SRC))
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(EVENT_LIBS) $(URING_LIBS) $(INIH_LIBS) $(RBD_LIBS) $(POOL_LIBS) -lpthread
 $(BUILD)/tests/itest_%: $(BUILD)/obj/tests/itest_%.o $(BUILD)/obj/tests/harness.o $(call obj,$(COMMON_SRC)) $(LIBSO)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..'
+	$(CC) -o $@ $(filter %.o,$^) $(ALL_LDFLAGS) -L$(BUILD) -lpager $(CMOCKA_LIBS) -lpthread -Wl,-rpath,'$$ORIGIN/..' $(ITEST_LIBS_$*)
+# itest_rbd plays another Ceph client (one holding an image's lock).
+ITEST_LIBS_rbd := $(RBD_LIBS)
 
 # The torture harness: run long by `make torture`, short (a fixed seed) in
 # make check through tests/itest_torture.sh.

@@ -71,7 +71,9 @@
 	X(pool_spills, REGION, "pages", "pagerd_pool_spills_total", NULL, \
 	  "Pool entries written to swap to make room (the coldest first).") \
 	X(pool_rejects, REGION, "pages", "pagerd_pool_rejects_total", NULL, \
-	  "Pages that compressed too badly for the pool: written to swap.")
+	  "Pages that compressed too badly for the pool: written to swap.") \
+	X(image_learned_reads, REGION, "pages", "pagerd_image_learned_reads_total", NULL, \
+	  "Pages read from restore images ahead of demand in their learned order (IMAGE.order).")
 
 /* The HELP line of each family whose rows have a kind. */
 #define PAGER_COUNTER_FAMILIES(F) \

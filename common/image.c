@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "image.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
@@ -309,6 +310,112 @@ int image_crc_load(const char *image, uint64_t pages, int *ret_fd)
 	e = copy_fd(fd, mfd, (uint64_t)st.st_size);
 	close(fd);
 	/* Immutable from here: pagerd checks it once and trusts it after. */
+	if (!e && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+			F_SEAL_SEAL) < 0)
+		e = -errno;
+	if (e) {
+		close(mfd);
+		return e;
+	}
+	*ret_fd = mfd;
+	return 0;
+}
+
+int image_order_path(const char *image, char *buf, size_t n)
+{
+	int k = snprintf(buf, n, "%s.order", image);
+
+	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+int image_order_remove(const char *image)
+{
+	char path[PATH_MAX];
+	int e = image_order_path(image, path, sizeof(path));
+
+	if (e < 0)
+		return e;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int image_order_create(int *ret_fd)
+{
+	int fd = memfd_create("pager-image-order", MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)image_order_size(IMAGE_ORDER_MAX)) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int image_order_commit(const char *image, int order_fd)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	struct image_order_hdr h;
+	uint64_t count;
+	int fd, e;
+
+	if ((e = image_order_path(image, path, sizeof(path))) < 0)
+		return e;
+	if (pread(order_fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		return -EIO;
+	count = le64toh(h.count);
+	/* pagerd learned nothing: an old order must not steer the new image
+	 * (pagerd would refuse it anyway: its image_crc is another's). */
+	if (memcmp(h.magic, IMAGE_ORDER_MAGIC, sizeof(h.magic)) || count == 0)
+		return image_order_remove(image);
+	if (count > IMAGE_ORDER_MAX)
+		return -EINVAL;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	e = copy_fd(order_fd, fd, image_order_size(count));
+	if (!e && fsync(fd) < 0)
+		e = -errno;
+	if (close(fd) < 0 && !e)
+		e = -errno;
+	if (!e && rename(tmp, path) < 0)
+		e = -errno;
+	if (e)
+		unlink(tmp);
+	return e;
+}
+
+int image_order_load(const char *image, int *ret_fd)
+{
+	const uint64_t max = image_order_size(IMAGE_ORDER_MAX) + 1;
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, mfd, e;
+
+	if ((e = image_order_path(image, path, sizeof(path))) < 0)
+		return e;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	mfd = memfd_create("pager-image-order", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	/* Never more than the format allows, plus a byte for pagerd to see
+	 * that there was more (it says so, and ignores the file). */
+	e = copy_fd(fd, mfd, (uint64_t)st.st_size < max ? (uint64_t)st.st_size : max);
+	close(fd);
 	if (!e && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 			F_SEAL_SEAL) < 0)
 		e = -errno;

@@ -33,11 +33,21 @@
  *   created 1795000000      seconds since the epoch
  *   complete yes
  *
+ * IMAGE.order, optional, binary, little-endian: the learned order, the
+ * pages the workload of the region touched first after it was restored
+ * (struct image_order_hdr, then `count` uint64 page numbers, first touch
+ * first, each page at most once).  It only steers which pages a restore
+ * prefetches first; it never says what a page holds, so a damaged,
+ * oversized or mismatched one (another image's: image_crc is the
+ * table_crc of the IMAGE.crc it was written with, 0 for none) is ignored
+ * with a warning and the image restores as if it had none.
+ *
  * The sidecars are written last, each to NAME.tmp, synced and renamed:
- * the image synced first, then IMAGE.crc, then IMAGE.meta.  IMAGE.meta is
- * removed first when a new snapshot to the same path starts: an image
- * without a valid IMAGE.meta never looks complete, and one whose meta
- * says format 2 is refused without a valid IMAGE.crc.
+ * the image synced first, then IMAGE.crc, then IMAGE.order (or an old one
+ * removed), then IMAGE.meta.  IMAGE.meta is removed first when a new
+ * snapshot to the same path starts: an image without a valid IMAGE.meta
+ * never looks complete, and one whose meta says format 2 is refused
+ * without a valid IMAGE.crc.
  *
  * Shared by libpager and pagerctl; never logs, never allocates beyond the
  * caller's buffers.
@@ -121,5 +131,62 @@ int image_crc_commit(const char *image, int crc_fd);
  * -EINVAL (not the size an image of `pages` pages has), or -errno.
  */
 int image_crc_load(const char *image, uint64_t pages, int *ret_fd);
+
+/* ---- IMAGE.order ------------------------------------------------------ */
+
+#define IMAGE_ORDER_MAGIC "pgrdord"   /* 8 bytes with its NUL */
+#define IMAGE_ORDER_VERSION 1
+#define IMAGE_ORDER_ENTRIES_OFF 64     /* the entries start here */
+/* The most entries an IMAGE.order holds (1 GiB of 4 KiB pages; pagerd
+ * records fewer, see its learn.h): bounds what either side reads. */
+#define IMAGE_ORDER_MAX 262144u
+
+struct image_order_hdr {
+	char magic[8];        /* IMAGE_ORDER_MAGIC */
+	uint32_t version;     /* IMAGE_ORDER_VERSION */
+	uint32_t page_size;
+	uint64_t pages;       /* of the image */
+	uint64_t count;       /* entries, <= IMAGE_ORDER_MAX */
+	uint32_t image_crc;   /* table_crc of the image's IMAGE.crc (0: none) */
+	uint32_t table_crc;   /* CRC32C of the count * 8 bytes of entries */
+	uint32_t flags;       /* 0 */
+	uint32_t hdr_crc;     /* CRC32C of the 44 bytes before it */
+} __attribute__((packed));
+
+/* Bytes of an IMAGE.order of `count` entries. */
+static inline uint64_t image_order_size(uint64_t count)
+{
+	return IMAGE_ORDER_ENTRIES_OFF + count * 8;
+}
+
+/* "IMAGE.order"; -ENAMETOOLONG if it does not fit. */
+int image_order_path(const char *image, char *buf, size_t n);
+
+/* Removes IMAGE.order; 0 or -errno (a missing one is fine). */
+int image_order_remove(const char *image);
+
+/*
+ * A snapshot's learned order, for pagerd to fill: a memfd of
+ * image_order_size(IMAGE_ORDER_MAX) bytes (sparse: pages are allocated as
+ * written), sealed against resizing and further seals.  pagerd writes the
+ * header and `count` entries at the snapshot's end, or leaves it all zero
+ * (no order learned).  Returns 0 and sets *ret_fd, or -errno.
+ */
+int image_order_create(int *ret_fd);
+
+/* Writes the order pagerd filled (order_fd) to IMAGE.order atomically
+ * (tmp, synced, renamed), or removes an old IMAGE.order when pagerd left
+ * none.  Call after image_crc_commit(), before image_meta_commit().
+ * 0 or -errno. */
+int image_order_commit(const char *image, int order_fd);
+
+/*
+ * Reads IMAGE.order into a new memfd sealed against every change, for
+ * pagerd to check and use (it checks everything itself, and warns about
+ * what it ignores: a file larger than the format allows is cut at
+ * image_order_size(IMAGE_ORDER_MAX) + 1 bytes, which pagerd refuses).
+ * Returns 0 and sets *ret_fd, -ENOENT (no IMAGE.order), or -errno.
+ */
+int image_order_load(const char *image, int *ret_fd);
 
 #endif

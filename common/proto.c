@@ -23,7 +23,8 @@ size_t proto_body_size(uint16_t type)
 	case PROTO_TEST_INJECT:    return sizeof(struct proto_test_inject);
 	case PROTO_SNAPSHOT_START:
 	case PROTO_SNAPSHOT_STATUS:
-	case PROTO_REGION_SET_IMAGE: return sizeof(struct proto_snapshot);
+	case PROTO_REGION_SET_IMAGE:
+	case PROTO_IMAGE_INFO:     return sizeof(struct proto_snapshot);
 	case PROTO_REPLY:          return sizeof(struct proto_reply);
 	case PROTO_AGENT_DROP:     return sizeof(struct proto_agent_drop);
 	default:                   return 0;
@@ -42,7 +43,7 @@ unsigned proto_fds_expected(uint16_t type)
 	/* A hello carries the uffd, except from a control client: the
 	 * daemon checks that case against the flags. */
 	if (type == PROTO_SNAPSHOT_START || type == PROTO_REGION_SET_IMAGE)
-		return 2; /* the image and its IMAGE.crc (SET_IMAGE: at most) */
+		return 3; /* at most: the image, its IMAGE.crc and IMAGE.order */
 	return type == PROTO_REGION_CREATE || type == PROTO_AGENT_ATTACH ||
 	       type == PROTO_PAGEMAP ? 1 : 0;
 }
@@ -65,6 +66,7 @@ const char *proto_type_name(uint16_t type)
 	case PROTO_SNAPSHOT_STATUS: return "snapshot-status";
 	case PROTO_REGION_SET_IMAGE: return "region-set-image";
 	case PROTO_PAGEMAP:        return "pagemap";
+	case PROTO_IMAGE_INFO:     return "image-info";
 	case PROTO_REPLY:          return "reply";
 	case PROTO_AGENT_DROP:     return "agent-drop";
 	case PROTO_AGENT_DONE:     return "agent-done";
@@ -175,9 +177,20 @@ int proto_validate(const void *buf, size_t n)
 		if (sn->region_id == 0 || sn->pad != 0)
 			return -EINVAL;
 		if (sn->flags & ~(msg.hdr.type == PROTO_REGION_SET_IMAGE ?
-				  PROTO_IMAGE_NO_PREFETCH : 0u))
+				  PROTO_IMAGE_NO_PREFETCH | PROTO_IMAGE_ORDER :
+				  msg.hdr.type == PROTO_SNAPSHOT_START ?
+				  PROTO_SNAPSHOT_ORDER : 0u))
 			return -EINVAL;
-		break;
+		if (msg.hdr.type == PROTO_SNAPSHOT_STATUS && sn->image[0])
+			return -EINVAL;
+		return validate_name(sn->image, sizeof(sn->image));
+	}
+	case PROTO_IMAGE_INFO: {
+		const struct proto_snapshot *sn = &msg.body.snapshot;
+
+		if (sn->region_id != 0 || sn->pad != 0 || sn->flags != 0 || !sn->image[0])
+			return -EINVAL;
+		return validate_name(sn->image, sizeof(sn->image));
 	}
 	case PROTO_AGENT_DROP:
 		if (msg.body.agent_drop.n > PROTO_DROP_MAX)

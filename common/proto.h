@@ -26,12 +26,13 @@
 #include "counters.h"
 
 #define PROTO_MAGIC   0x50475244u /* "PGRD" */
-#define PROTO_VERSION 5u
+#define PROTO_VERSION 6u
 
 /* The largest message either side sends or accepts. */
 #define PROTO_MAX_MSG 1024u
-/* The most file descriptors one message may carry. */
-#define PROTO_MAX_FDS 2
+/* The most file descriptors one message may carry (a snapshot's image, its
+ * IMAGE.crc and its IMAGE.order). */
+#define PROTO_MAX_FDS 3
 
 enum proto_type {
 	/* requests */
@@ -46,12 +47,16 @@ enum proto_type {
 	PROTO_REGION_INFO = 9,    /* control: the index-th region of all */
 	PROTO_SET_LIMIT = 10,     /* control: global, client or region limit */
 	PROTO_TEST_INJECT = 11,   /* only with pagerd --test-hooks */
-	PROTO_SNAPSHOT_START = 12, /* carries the image fd and its IMAGE.crc memfd */
+	PROTO_SNAPSHOT_START = 12, /* carries the image fd and its IMAGE.crc memfd
+				    * (and, PROTO_SNAPSHOT_ORDER, the
+				    * IMAGE.order memfd to fill) */
 	PROTO_SNAPSHOT_STATUS = 13,
 	PROTO_REGION_SET_IMAGE = 14, /* carries the image to restore from (and
-				      * its IMAGE.crc memfd, unless format 1) */
+				      * its IMAGE.crc memfd, unless format 1;
+				      * last, PROTO_IMAGE_ORDER, its IMAGE.order) */
 	PROTO_PAGEMAP = 15,       /* carries the client's /proc/self/pagemap */
-	PROTO_TYPE_MAX_REQUEST = PROTO_PAGEMAP,
+	PROTO_IMAGE_INFO = 16,    /* what a named (rbd:) image holds */
+	PROTO_TYPE_MAX_REQUEST = PROTO_IMAGE_INFO,
 	/* replies */
 	PROTO_REPLY = 100,
 	/* daemon to libpager's agent thread, on the agent socket */
@@ -139,15 +144,40 @@ struct proto_test_inject {
 	uint32_t pad;
 } __attribute__((packed));
 
+/* "rbd:POOL/NAMESPACE/IMAGE" with each name at its longest, and its NUL. */
+#define PROTO_IMAGE_NAME_MAX 304
+
 /* SNAPSHOT_START, SNAPSHOT_STATUS, REGION_SET_IMAGE: a region of the
- * client's own, or any region for a control client (pagerctl). */
+ * client's own, or any region for a control client (pagerctl).
+ * IMAGE_INFO: region_id 0, an image named.
+ *
+ * An image is a file the client opened (its fds on the message, image
+ * empty), or named in `image` (no fds): an "rbd:" image pagerd opens with
+ * its own Ceph identity, after checking the client's uid against its
+ * grants (rbd_allow). */
 struct proto_snapshot {
 	uint64_t region_id;
-	uint32_t flags;     /* PROTO_IMAGE_* for SET_IMAGE, else 0 */
+	uint32_t flags;     /* PROTO_IMAGE_* for SET_IMAGE, PROTO_SNAPSHOT_*
+			     * for SNAPSHOT_START, else 0 */
 	uint32_t pad;
+	char image[PROTO_IMAGE_NAME_MAX]; /* NUL-terminated, printable, or "" */
 } __attribute__((packed));
 
 #define PROTO_IMAGE_NO_PREFETCH (1u << 0)
+/* SET_IMAGE: the last fd is the image's IMAGE.order (sealed memfd). */
+#define PROTO_IMAGE_ORDER       (1u << 1)
+/* SNAPSHOT_START: a third fd, the IMAGE.order memfd to fill. */
+#define PROTO_SNAPSHOT_ORDER    (1u << 0)
+
+/* IMAGE_INFO's answer: a named image's metadata (common/image.h). */
+struct proto_image_info {
+	uint64_t size;
+	uint64_t data_pages;
+	uint64_t created;
+	uint32_t page_size;
+	uint32_t format;
+	char name[64];
+} __attribute__((packed));
 
 struct proto_snapshot_status {
 	uint64_t pages_total;
@@ -221,6 +251,7 @@ struct proto_reply {
 	struct proto_snapshot_status snapshot; /* SNAPSHOT_STATUS */
 	uint64_t pool_pages;      /* status: in the compressed pool */
 	uint64_t pool_bytes;      /* ... the memory they take */
+	struct proto_image_info image; /* IMAGE_INFO */
 } __attribute__((packed));
 
 union proto_body {

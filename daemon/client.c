@@ -22,6 +22,7 @@
 #include "page.h"
 #include "pagerd.h"
 #include "stats.h"
+#include "store.h"
 #include "swap.h"
 #include "uffd.h"
 
@@ -223,7 +224,7 @@ void client_destroy(struct client *c)
 {
 	struct daemon *d = c->d;
 
-	if (c->waiting_on)
+	if (c->waiting_on || c->waiting_image)
 		snapshot_waiter_gone(c);
 	fdstore_client_gone(c);
 	agent_detach(c);
@@ -615,22 +616,81 @@ static struct region *region_for(struct client *c, uint64_t id)
 	return r;
 }
 
+/*
+ * An image a client names (rbd:...): pagerd opens it with its own Ceph
+ * identity, so the name must be valid and its pool and namespace granted
+ * to the client's uid as the kernel vouches for it (SO_PEERCRED; a
+ * control client's too).  0, -EINVAL or -EACCES, with the reason logged.
+ */
+static int image_name_check(struct client *c, const char *image)
+{
+	struct store_rbd_name n;
+	int e;
+
+	if (store_rbd_parse(image, &n) < 0) {
+		log_warn_rl(c->id, "client %" PRIu64 ": image \"%s\" is not rbd:POOL/IMAGE or "
+			    "rbd:POOL/NAMESPACE/IMAGE (names of letters, digits, '.', '-', '_', "
+			    "at most %d each, not starting with '.'; no '@' snapshots)",
+			    c->id, image, STORE_RBD_NAME_MAX);
+		return -EINVAL;
+	}
+	e = config_rbd_allowed(&c->d->cfg, &c->cred, n.pool, n.ns);
+	if (e < 0)
+		log_warn_rl(c->id, "client %" PRIu64 ": uid %d may not name RBD images in pool %s%s%s "
+			    "(rbd_allow, rbd_user_namespace)", c->id, (int)c->cred.uid, n.pool,
+			    n.ns[0] ? " namespace " : "", n.ns);
+	return e;
+}
+
 static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		       unsigned nfds, struct proto_reply *out)
 {
-	struct region *r = region_for(c, m->body.snapshot.region_id);
+	const char *image = m->body.snapshot.image;
+	struct region *r;
 	int e;
 
+	if (m->hdr.type == PROTO_IMAGE_INFO) {
+		if (nfds)
+			return -EBADF;
+		e = image_name_check(c, image);
+		return e < 0 ? e : image_info_rbd(c, image);
+	}
+	r = region_for(c, m->body.snapshot.region_id);
 	if (!r)
 		return -ENOENT;
+	if (image[0] && m->hdr.type != PROTO_SNAPSHOT_STATUS) {
+		/* Named: no descriptors, checked before anything is opened. */
+		if (nfds)
+			return -EBADF;
+		if (m->hdr.type == PROTO_REGION_SET_IMAGE && c->control)
+			return -EBADF;
+		e = image_name_check(c, image);
+		if (e < 0)
+			return e;
+		if (m->hdr.type == PROTO_SNAPSHOT_START)
+			return snapshot_start_rbd(c, r, image);
+		return restore_attach_rbd(c, r, image,
+					  !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
+	}
 	switch (m->hdr.type) {
 	case PROTO_SNAPSHOT_START:
-		/* The image and the IMAGE.crc table to fill. */
-		if (nfds != 2)
+		/* The image and the IMAGE.crc table to fill (and the
+		 * IMAGE.order to fill). */
+		if (nfds != ((m->body.snapshot.flags & PROTO_SNAPSHOT_ORDER) ? 3u : 2u))
 			return -EBADF;
 		e = snapshot_start(c, r, fds[0], fds[1]);
 		if (e == REQUEST_DEFERRED) {
 			fds[0] = fds[1] = -1; /* the snapshot owns them */
+			if (nfds == 3) {
+				int k = snapshot_keep_order(r, fds[2]);
+
+				if (k == 0)
+					fds[2] = -1;
+				else
+					log_warn("region %" PRIu64 ": snapshot: the learned order's memfd "
+						 "is refused (%s): the image gets none", r->id,
+						 strerror(-k));
+			}
 			fdstore_region_sync(r); /* a successor reports it failed */
 		}
 		return e;
@@ -639,18 +699,25 @@ static int do_snapshot(struct client *c, const struct proto_msg *m, int *fds,
 		return 0;
 	default: /* PROTO_REGION_SET_IMAGE */
 		/* The image, and its IMAGE.crc table unless it is an image
-		 * made before tables. */
-		if (nfds < 1 || c->control)
+		 * made before tables; last, with PROTO_IMAGE_ORDER, its
+		 * IMAGE.order. */
+	{
+		unsigned order = (m->body.snapshot.flags & PROTO_IMAGE_ORDER) ? 1 : 0;
+
+		if (nfds < 1 + order || nfds > 2 + order || c->control)
 			return -EBADF;
-		e = restore_attach(r, fds[0], nfds > 1 ? fds[1] : -1,
+		e = restore_attach(r, fds[0], nfds - order > 1 ? fds[1] : -1,
 				   !(m->body.snapshot.flags & PROTO_IMAGE_NO_PREFETCH));
 		if (e == 0) {
 			fds[0] = -1;
 			fdstore_region_image(r);
+			if (order)
+				restore_load_order(r, fds[nfds - 1]);
 		}
-		if (nfds > 1)
+		if (nfds - order > 1)
 			fds[1] = -1; /* taken (closed on failure) */
 		return e;
+	}
 	}
 }
 
@@ -788,6 +855,7 @@ static int handle_request(struct client *c, const struct proto_msg *m,
 	case PROTO_SNAPSHOT_START:
 	case PROTO_SNAPSHOT_STATUS:
 	case PROTO_REGION_SET_IMAGE:
+	case PROTO_IMAGE_INFO:
 		return do_snapshot(c, m, fds, nfds, out);
 	default:
 		return -EOPNOTSUPP; /* replies sent to us */

@@ -59,6 +59,7 @@ void client_reply_deferred(struct client *c, int status, struct proto_reply *out
 		return;
 	c->reply_deferred = false;
 	c->waiting_on = NULL;
+	c->waiting_image = NULL;
 	out->status = status;
 	if (status < 0)
 		log_warn_rl(c->id, "client %" PRIu64 ": deferred request failed: %s", c->id,

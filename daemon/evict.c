@@ -593,9 +593,33 @@ static enum evict_status evict_region(struct region *r, uint64_t want,
 	return evict_result(got, asked, idle);
 }
 
-/* Evicts `want` pages from the regions of one client (c) or of everyone
- * (c NULL), a batch from each region in turn; adds what left to *freed.
- * Returns how it ended (for nothing taken: the most hopeful region's). */
+/* Pages region r can give now (write-backs in flight are leaving). */
+static uint64_t evictable(const struct region *r)
+{
+	return r->resident > r->writeback ? r->resident - r->writeback : 0;
+}
+
+/* The client the walk over everyone starts from: one further each turn,
+ * so no client's place in the list makes it pay first every time. */
+static struct client *walk_start(struct daemon *d)
+{
+	struct client *o = d->clients;
+
+	for (uint64_t n = d->nclients ? d->evict_rr % d->nclients : 0; n && o; n--)
+		o = o->next;
+	return o ? o : d->clients;
+}
+
+/*
+ * Evicts `want` pages from the regions of one client (c) or of everyone
+ * (c NULL); adds what left to *freed.  Each region gives a share in
+ * proportion to the pages it holds, so every region under the limit
+ * loses the same part of its pages and its own Clock picks which: a
+ * limit over many clients takes from all of them, not from the first
+ * ones in the list every turn (those lost even their hot pages while the
+ * rest kept whole regions).  Returns how it ended (for nothing taken:
+ * the most hopeful region's).
+ */
 static enum evict_status evict_from(struct daemon *d, struct client *c,
 				    uint64_t want, uint64_t *freed)
 {
@@ -604,25 +628,42 @@ static enum evict_status evict_from(struct daemon *d, struct client *c,
 	enum evict_status idle = EVICT_STUCK;
 
 	while (took < want && progress && !d->ndead) {
+		struct client *first = c ? c : walk_start(d);
+		uint64_t held = 0, left = want - took;
+
 		progress = false;
-		for (struct client *o = c ? c : d->clients; o && !d->ndead;
-		     o = c ? NULL : o->next) {
+		for (struct client *o = d->clients; o; o = o->next)
+			for (size_t k = 0; k < o->nregions; k++)
+				if (!c || o == c)
+					held += evictable(o->regions[k]);
+		/* Every client once, from `first` round to the one before it. */
+		for (struct client *o = first; o && took < want && !d->ndead;) {
 			for (size_t k = 0; k < o->nregions && took < want && !d->ndead; k++) {
 				struct region *r = o->regions[(d->evict_rr + k) % o->nregions];
-				uint64_t got = 0;
+				uint64_t got = 0, share;
 
 				if (!r->resident)
 					continue;
-				if (r->resident == r->writeback) {
+				if (!evictable(r)) {
 					idle_because(&idle, EVICT_IO);
 					continue;
 				}
-				idle_because(&idle, evict_region(r, want - took, &got));
+				/* Rounded up: every holding region gives at least one. */
+				share = (uint64_t)(((unsigned __int128)left * evictable(r) +
+						    held - 1) / held);
+				if (share > want - took)
+					share = want - took;
+				idle_because(&idle, evict_region(r, share, &got));
 				took += got;
 				progress |= got > 0;
 			}
-			d->evict_rr++;
+			if (c)
+				break;
+			o = o->next ? o->next : d->clients;
+			if (o == first)
+				break;
 		}
+		d->evict_rr++;
 	}
 	*freed += took;
 	return evict_result(took, want, idle);

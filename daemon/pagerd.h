@@ -16,7 +16,8 @@
  *   evict.c   eviction: zero, clean and dirty victims, write-back, punch;
  *             retries the faults that waited for room
  *   fault.c   the userfaultfd: reading faults and events, resolving them
- *   snapshot.c copy-on-write snapshots to an image; lazy restore from one
+ *   snapshot.c copy-on-write snapshots to an image; lazy restore from one,
+ *             its learned prefetch
  *   swapin.c  bringing pages back from swap, readahead, poisoning lost ones
  *   region.c  one region: its constructor, pagerd's mapping of the memfd,
  *             its client's table of regions
@@ -37,6 +38,8 @@
  *   store_file.c the store interface's file backend, on io.c;
  *             store_rbd.c its Ceph RBD backend, on librbd
  *   io.c      the asynchronous I/O engine: one io_uring for every disk
+ *   learn.c   what a restored application touched first, and the
+ *             IMAGE.order codec (learn.h)
  *   config.c  settings: pagerd.conf, options, reload (config.h)
  *   log.c     the log, and the monotonic clock (log.h)
  *   lock.c    the daemon lock, the loop's and the fault threads' (lock.h)
@@ -82,6 +85,7 @@ struct counters {
 	} while (0)
 
 struct region;
+struct image_wait;
 struct swap;
 struct page_watch;
 struct io_engine;
@@ -307,6 +311,8 @@ struct client {
 	bool reply_deferred;
 	uint32_t deferred_seq;
 	struct snapshot *waiting_on; /* the snapshot that will send it */
+	/* ... or a named image being opened for it, off the loop */
+	struct image_wait *waiting_image;
 };
 
 /* What a request handler returns when it will reply later itself, through
@@ -532,7 +538,24 @@ unsigned swapin_check_daemon(const struct daemon *d);
  * returns REQUEST_DEFERRED (the reply follows at the instant; both fds are
  * the snapshot's), or -errno: -EBADF, -EINVAL (sizes), -EBUSY, -EIO, ... */
 int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd);
-/* The client waiting for a snapshot's start is gone. */
+/* The same into the RBD image `image` (rbd:POOL[/NS]/IMAGE, already
+ * parsed and granted to the client): pagerd opens, creates, locks and
+ * sizes it off the loop, writes the data through the image's store and
+ * commits its metadata and checksum table itself.  REQUEST_DEFERRED (the
+ * reply follows at the instant, or when the image cannot be had), or
+ * -errno as snapshot_start(). */
+int snapshot_start_rbd(struct client *requester, struct region *r, const char *image);
+/* A fresh region of c is restored from the RBD image `image`, opened
+ * read-only off the loop: REQUEST_DEFERRED (the reply follows once it is
+ * attached, or -ENOENT/-EINVAL/-ETIMEDOUT/-EBUSY/... when it cannot be),
+ * or -errno at once. */
+int restore_attach_rbd(struct client *c, struct region *r, const char *image,
+		       bool prefetch);
+/* IMAGE_INFO: the metadata of the RBD image `image`, in the deferred
+ * reply's image field.  REQUEST_DEFERRED or -errno. */
+int image_info_rbd(struct client *c, const char *image);
+/* The client waiting for a snapshot's start, or for a named image, is
+ * gone. */
 void snapshot_waiter_gone(struct client *c);
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret);
 /* The region is going: a running snapshot fails, nothing stays behind. */
@@ -567,6 +590,23 @@ bool snapshot_pending(const struct region *r, uint64_t page);
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch);
 /* A fault on a page still in the image: reads it (and a few after it). */
 int restore_fault(struct client *c, struct region *r, uint64_t page);
+/*
+ * Learned prefetch, whatever the image's backend: a restoring region takes
+ * `order` (malloc'd, n pages, first wanted first) and, unless asked not to
+ * prefetch, reads those pages first (learn.h).  Takes order.  0, -ENOENT
+ * (not restoring), -EINVAL (a page out of range).
+ */
+int restore_set_order(struct region *r, uint64_t *order, size_t n);
+/* The same from an IMAGE.order in a sealed memfd (order_fd, the caller's):
+ * checked against the image; a bad one is logged and ignored. */
+void restore_load_order(struct region *r, int order_fd);
+/* What r's restore learned (or the order it was given, if it learned
+ * nothing): a new array in *ret (NULL, 0: none).  0 or -ENOMEM. */
+int restore_order_recorded(struct region *r, uint64_t **ret, size_t *ret_n);
+/* A snapshot just started on r fills the IMAGE.order memfd order_fd (of
+ * image_order_size(IMAGE_ORDER_MAX) bytes, sealed against resizing, not
+ * writes) at its end.  0 (order_fd is taken) or -errno. */
+int snapshot_keep_order(struct region *r, int order_fd);
 
 /* agent.c */
 int agent_attach(struct client *c, int fd);

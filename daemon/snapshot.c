@@ -61,6 +61,12 @@
  * is poisoned), and, unless the client asked otherwise, prefetched in the
  * background within the region's limits.  Holes are plain empty pages,
  * zero-filled with no I/O.
+ *
+ * Learned prefetch (learn.h).  A restore records the order in which the
+ * application first touched the image's pages; a later snapshot of the
+ * region stores that order beside its image (IMAGE.order), and a restore
+ * handed such an order prefetches those pages first, in coalesced runs,
+ * before the prefetch in address order goes on.
  */
 #include <endian.h>
 #include <errno.h>
@@ -77,11 +83,13 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
 #include "image.h"
 #include "io.h"
+#include "learn.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
@@ -108,8 +116,21 @@
 #define PREFETCH_SPARE 1024
 /* Restore readahead on sequential faults, pages. */
 #define RESTORE_AROUND 64
-/* Restore reads in flight per region (faults and prefetch). */
-#define RESTORE_READS_MAX 8
+/* Restore reads in flight per region (faults and prefetch); of those, the
+ * prefetch in address order takes at most PREFETCH_READS reads' worth of
+ * pages (PREFETCH_BATCH each), and either prefetch at most LEARN_READS
+ * reads (small scattered reads want depth), so that a fault always finds
+ * a read free. */
+#define RESTORE_READS_MAX 16
+#define PREFETCH_READS 4
+#define LEARN_READS 12
+/* Learned prefetch: the next LEARN_WINDOW pages of the order are looked at
+ * for neighbours of the first; pages of the order at most LEARN_GAP apart
+ * are read in one run with the image pages between them (a 64 KiB read
+ * costs a disk about what a 4 KiB one does), at most LEARN_RUN pages. */
+#define LEARN_WINDOW 64
+#define LEARN_GAP 16
+#define LEARN_RUN 64
 
 /* Swap slots the snapshot took over from pages that changed before it read
  * them (page_before_change()): [page, page+n) in [slot, slot+n). */
@@ -140,6 +161,9 @@ struct snapshot {
 	uint64_t *from_image; /* bit per page: its data of the instant is in the
 			       * restore image (PG_IMAGE then), copied from there */
 	uint64_t *pending;    /* bit per page: still to be copied */
+	/* IMAGE.order to fill at the end (image.h), the client's memfd. */
+	uint8_t *order_map;
+	size_t order_len;
 	uint64_t total, done, cursor;
 	/* Held slots: each page counts as done once read and written; the
 	 * runs before held_next have their reads in flight. */
@@ -155,6 +179,12 @@ struct snapshot {
 	 * flight.  Bytes of them not yet written: */
 	size_t bounce;
 	struct event *ev;
+	/* An RBD image (rbd:...), which pagerd opens and commits itself:
+	 * its name, and the job (store.h) that opens or commits it. */
+	char *rbd;
+	struct store_rbd_job *job;
+	bool preparing;       /* the image is being opened: no instant yet */
+	bool committing;      /* copied; the image's keys being written */
 };
 
 /* One image write in flight, from its own bounce buffer. */
@@ -162,6 +192,7 @@ struct snap_write {
 	struct snapshot *s;
 	uint8_t *buf;
 	size_t len;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 /*
@@ -186,6 +217,9 @@ struct restore {
 	int image_fd;              /* the image: the region's until it goes */
 	bool prefetch;             /* read it all in the background */
 	struct event *prefetch_ev; /* ... by this timer, or NULL */
+	struct learn *rec;         /* what the application touches first */
+	uint64_t *order;           /* the learned order: prefetched first */
+	size_t norder, order_next; /* ... pages before order_next are done */
 };
 
 struct restore_read {
@@ -193,7 +227,9 @@ struct restore_read {
 	struct restore *rs;
 	uint64_t page, n;
 	uint64_t fault_page;       /* a thread waits on it, or UINT64_MAX */
+	bool learned;              /* the learned prefetch's */
 	uint8_t *buf;
+	bool back;                 /* the store gives the buffer back on a timeout */
 };
 
 struct snap_read {
@@ -250,9 +286,13 @@ bool snapshot_pending(const struct region *r, uint64_t page)
 }
 
 static void protect_join(struct snapshot *s);
+static void snap_commit(struct snapshot *s);
+static int snap_protect(struct snapshot *s, struct client *requester);
 
 static void snap_free(struct snapshot *s)
 {
+	store_rbd_job_cancel(s->job);
+	free(s->rbd);
 	protect_join(s);
 	free(s->reprotect);
 	/* Nothing of ours is in flight (reads is 0): what a stalled file
@@ -262,6 +302,8 @@ static void snap_free(struct snapshot *s)
 		close(s->fd);
 	if (s->crc_map)
 		munmap(s->crc_map, s->crc_len);
+	if (s->order_map)
+		munmap(s->order_map, s->order_len);
 	if (s->ev)
 		event_free(s->ev);
 	free(s->from_image);
@@ -301,6 +343,33 @@ static void unprotect_dirty(struct region *r)
 	}
 }
 
+/*
+ * The learned order of the region, for the IMAGE.order the client handed
+ * us: what its restore recorded (or the order it was restored with, when
+ * it recorded nothing), bound to the IMAGE.crc just completed.  Left all
+ * zero (no order) when there is none: a region never restored, or one
+ * whose application touched nothing yet.
+ */
+static void store_order(struct snapshot *s)
+{
+	const struct image_crc_hdr *h = (const struct image_crc_hdr *)s->crc_map;
+	uint64_t *order;
+	size_t n;
+	int64_t len;
+
+	if (restore_order_recorded(s->r, &order, &n) < 0 || !n)
+		return;
+	if (n > IMAGE_ORDER_MAX)
+		n = IMAGE_ORDER_MAX;
+	len = learn_order_encode(s->order_map, order, n, s->r->npages,
+				 (uint32_t)s->d->page_size,
+				 h ? le32toh(h->table_crc) : 0);
+	if (len > 0)
+		log_info("region %" PRIu64 ": snapshot: its learned order holds %zu pages",
+			 s->r->id, n);
+	free(order);
+}
+
 static void snap_finish(struct snapshot *s, int status)
 {
 	if (s->finished)
@@ -335,9 +404,54 @@ static void snap_finish(struct snapshot *s, int status)
 					      pages * 4));
 		h->hdr_crc = htole32(crc32c(0, h, offsetof(struct image_crc_hdr, hdr_crc)));
 	}
+	if (status == 0 && s->order_map && s->r)
+		store_order(s);
 }
 
 static void snap_kick(struct snapshot *s);
+
+/* An RBD image's commit is over: the snapshot ends as it says. */
+static void snap_committed(void *arg, int res, struct store_rbd_image *img)
+{
+	struct snapshot *s = arg;
+
+	(void)img;
+	s->job = NULL;
+	s->committing = false;
+	if (res < 0)
+		s->status = res;
+	if (s->r)
+		log_info("region %" PRIu64 ": snapshot in %s: %s", s->r->id, s->rbd,
+			 res ? strerror(-res) : "committed");
+}
+
+/*
+ * Every page of an RBD image is written (nothing in flight): flush, the
+ * checksum table, the metadata and "complete" last, off the loop (store.h).
+ * A file image's client does this part itself.
+ */
+static void snap_commit(struct snapshot *s)
+{
+	struct image_meta m = {
+		.format = 2, .size = s->r->len, .page_size = (uint32_t)s->d->page_size,
+		.data_pages = s->total, .created = (uint64_t)time(NULL),
+	};
+	struct store *img = s->img;
+	int e;
+
+	snprintf(m.name, sizeof(m.name), "%s", s->r->name);
+	s->img = NULL; /* the commit takes it */
+	s->committing = true;
+	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, &m, snap_committed, s,
+				   &s->job);
+	if (e < 0) {
+		s->job = NULL;
+		s->committing = false;
+		s->status = e;
+		log_err("region %" PRIu64 ": snapshot in %s: cannot commit: %s", s->r->id,
+			s->rbd, strerror(-e));
+	}
+}
 
 static void on_image_written(void *arg, int res)
 {
@@ -346,8 +460,9 @@ static void on_image_written(void *arg, int res)
 
 	s->reads--;
 	s->bounce -= w->len;
-	/* A write the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	/* A write the file never answered: its buffer is the engine's
+	 * (an RBD store's never is: it wrote from a copy). */
+	if (w->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(w->buf);
 	free(w);
 	if (res < 0 && !s->finished) {
@@ -388,7 +503,8 @@ static int image_put(struct snapshot *s, uint64_t page, uint8_t *buf, uint64_t n
 		free(buf);
 		return -ENOMEM;
 	}
-	*w = (struct snap_write){ .s = s, .buf = buf, .len = len };
+	*w = (struct snap_write){ .s = s, .buf = buf, .len = len,
+				  .back = store_buffer_back(s->img, -ETIMEDOUT) };
 	record_crcs(s, page, buf, n);
 	e = store_write(s->img, page * ps, buf, len, on_image_written, w);
 	if (e < 0) {
@@ -793,6 +909,7 @@ struct snap_iread {
 	uint64_t page;
 	uint32_t n;
 	uint8_t *buf;
+	bool back;            /* the store gives the buffer back on a timeout */
 };
 
 static void snap_image_read_done(void *arg, int res)
@@ -819,7 +936,7 @@ static void snap_image_read_done(void *arg, int res)
 		}
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 	if (!s->r) {
@@ -847,7 +964,8 @@ static int read_image(struct snapshot *s, uint64_t page, uint32_t n)
 	if (!rd)
 		return -ENOMEM;
 	*rd = (struct snap_iread){ .s = s, .page = page, .n = n,
-				   .buf = aligned_alloc(ps, n * ps) };
+				   .buf = aligned_alloc(ps, n * ps),
+				   .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 snap_image_read_done, rd) : -ENOMEM;
 	if (e < 0) {
@@ -1011,6 +1129,8 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			return;
 		if (s->done == s->total) {
 			snap_finish(s, 0);
+			if (s->rbd)
+				snap_commit(s);
 			return;
 		}
 		evtimer_add(s->ev, deferred ? &later : &now);
@@ -1074,11 +1194,26 @@ static void reply_to_waiter(struct snapshot *s, int status)
 	client_reply_deferred(c, status, &out);
 }
 
+/* A request waiting for a named image to be opened off the loop
+ * (IMAGE_INFO, or SET_IMAGE of an RBD image): whose deferred reply. */
+struct image_wait {
+	struct client *c;
+	uint64_t region_id;        /* SET_IMAGE's, or 0: IMAGE_INFO */
+	bool prefetch;
+	struct store_rbd_job *job;
+	char image[PROTO_IMAGE_NAME_MAX];
+};
+
 void snapshot_waiter_gone(struct client *c)
 {
 	if (c->waiting_on)
 		c->waiting_on->waiter = NULL;
 	c->waiting_on = NULL;
+	if (c->waiting_image) {
+		store_rbd_job_cancel(c->waiting_image->job);
+		free(c->waiting_image);
+		c->waiting_image = NULL;
+	}
 }
 
 /* Write-protects the pages noted in s->reprotect.  0 or -errno. */
@@ -1212,7 +1347,7 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 		return -EBADF;
 	if (stx.stx_size != r->len)
 		return -EINVAL;
-	if (r->snap && !r->snap->finished)
+	if (r->snap && (!r->snap->finished || r->snap->committing))
 		return -EBUSY;
 	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
 		return -EOPNOTSUPP;
@@ -1260,8 +1395,26 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	}
 	/* From here on fd is ours (the caller's on failure). */
 	s->fd = fd;
-	/* Step one on a thread of its own (a dup of the uffd: the client's
-	 * may close while it runs). */
+	e = snap_protect(s, requester);
+	if (e < 0) {
+		s->fd = -1; /* the caller's */
+		snap_free(s);
+		return e;
+	}
+	close(crc_fd); /* its mapping is all we need */
+	return REQUEST_DEFERRED;
+}
+
+/*
+ * Step one starts: the protecting thread, on a dup of the uffd (the
+ * client's may close while it runs); s becomes r's snapshot, replacing a
+ * finished one.  0, or -ENOMEM with nothing started (s is the caller's).
+ */
+static int snap_protect(struct snapshot *s, struct client *requester)
+{
+	struct region *r = s->r;
+	struct daemon *d = s->d;
+
 	s->protect_addr = r->addr;
 	s->protect_len = r->len;
 	s->protect_uffd = fcntl(r->client->uffd, F_DUPFD_CLOEXEC, 0);
@@ -1278,12 +1431,10 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 		if (s->protect_efd >= 0)
 			close(s->protect_efd);
 		s->protect_ev = NULL;
-		s->fd = -1; /* the caller's */
-		snap_free(s);
 		return -ENOMEM;
 	}
 	s->protecting = true;
-	if (r->snap) {
+	if (r->snap && r->snap != s) {
 		/* The last one, finished; if writes of it are still out
 		 * (they come back within the image timeout), they free it. */
 		r->snap->r = NULL;
@@ -1292,10 +1443,131 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	}
 	r->snap = s;
 	r->watch = &snapshot_watch;
+	if (requester) {
+		s->waiter = requester;
+		requester->waiting_on = s;
+	}
+	return 0;
+}
+
+/* A snapshot's RBD image is open (or not): step one starts. */
+static void snap_rbd_opened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct snapshot *s = arg;
+	struct region *r = s->r;
+	struct client *waiter = s->waiter;
+
+	s->job = NULL;
+	s->preparing = false;
+	if (res == 0) {
+		s->img = img->st;
+		/* The waiter's link moves to the thread's start. */
+		s->waiter = NULL;
+		if (waiter)
+			waiter->waiting_on = NULL;
+		res = snap_protect(s, waiter);
+		if (res == 0)
+			return;
+		s->waiter = waiter;
+		if (waiter)
+			waiter->waiting_on = s;
+	} else {
+		log_warn("region %" PRIu64 ": snapshot into %s: %s", r->id, s->rbd,
+			 strerror(-res));
+	}
+	reply_to_waiter(s, res);
+	r->snap = NULL;
+	snap_free(s);
+}
+
+int snapshot_start_rbd(struct client *requester, struct region *r, const char *image)
+{
+	struct daemon *d = r->client->d;
+	size_t words = (r->npages + 63) / 64;
+	uint32_t hole = zero_page_crc(d->page_size), *t;
+	struct snapshot *s;
+	int e;
+
+	if (r->snap && !r->snap->finished)
+		return -EBUSY;
+	if (r->snap && (r->snap->committing || r->snap->reads))
+		return -EBUSY; /* the last one's image is not let go yet */
+	if (!(r->client->uffd_features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return -EOPNOTSUPP;
+	for (uint64_t p = 0; p < r->npages; p++)
+		if (pg_state(r->state[p]) == PAGE_POISONED)
+			return -EIO;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->r = r;
+	s->fd = -1;
+	s->rbd = strdup(image);
+	s->pending = calloc(words, sizeof(uint64_t));
+	s->from_image = calloc(words, sizeof(uint64_t));
+	s->reprotect = calloc(words, sizeof(uint64_t));
+	s->ev = evtimer_new(d->base, on_snap, s);
+	/* IMAGE.crc in memory of our own: pagerd writes it to the cluster. */
+	s->crc_len = (size_t)image_crc_size(r->npages);
+	s->crc_map = mmap(NULL, s->crc_len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->crc_map == MAP_FAILED)
+		s->crc_map = NULL;
+	if (!s->rbd || !s->pending || !s->from_image || !s->reprotect || !s->ev ||
+	    !s->crc_map) {
+		snap_free(s);
+		return -ENOMEM;
+	}
+	t = (uint32_t *)(s->crc_map + IMAGE_CRC_ENTRIES_OFF);
+	for (uint64_t p = 0; p < r->npages; p++)
+		t[p] = htole32(hole);
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = STORE_RBD_SNAPSHOT, .size = r->len, .depth = SNAP_IMAGE_DEPTH,
+		.align = d->page_size,
+	}, snap_rbd_opened, s, &s->job);
+	if (e < 0) {
+		s->job = NULL;
+		snap_free(s);
+		return e;
+	}
+	s->preparing = true;
+	if (r->snap) {
+		r->snap->r = NULL;
+		snap_free(r->snap);
+	}
+	/* r's snapshot already (a second one is refused), with nothing
+	 * pending until its instant. */
+	r->snap = s;
 	s->waiter = requester;
 	requester->waiting_on = s;
-	close(crc_fd); /* its mapping is all we need */
+	log_info("region %" PRIu64 ": snapshot into %s: opening the image", r->id, image);
 	return REQUEST_DEFERRED;
+}
+
+int snapshot_keep_order(struct region *r, int order_fd)
+{
+	struct snapshot *s = r->snap;
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	int seals = fcntl(order_fd, F_GET_SEALS);
+	size_t len = image_order_size(IMAGE_ORDER_MAX);
+	struct stat st;
+	void *map;
+
+	if (!s || s->finished || s->order_map)
+		return -EINVAL;
+	if (seals < 0 || (seals & need) != need ||
+	    (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) || fstat(order_fd, &st) < 0)
+		return -EBADF;
+	if ((uint64_t)st.st_size != len)
+		return -EINVAL;
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, order_fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	s->order_map = map;
+	s->order_len = len;
+	close(order_fd);
+	return 0;
 }
 
 void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
@@ -1312,7 +1584,7 @@ void snapshot_status(struct region *r, struct proto_snapshot_status *ret)
 	ret->pages_done = s->done;
 	ret->pause_ns = s->pause_ns;
 	ret->status = s->status;
-	ret->done = s->finished && !s->reads;
+	ret->done = s->finished && !s->reads && !s->committing && !s->preparing;
 }
 
 void snapshot_handover(struct region *r)
@@ -1327,6 +1599,12 @@ void snapshot_handover(struct region *r)
 		protect_join(s);
 		reply_to_waiter(s, -ESHUTDOWN);
 	}
+	if (s && s->preparing)
+		reply_to_waiter(s, -ESHUTDOWN); /* its image still opening */
+	/* An RBD image still committing may or may not end complete: the
+	 * successor cannot tell, so it reports a failure. */
+	if (s && s->committing)
+		s->status = -ESHUTDOWN;
 	if (s && !s->finished)
 		snap_finish(s, -ESHUTDOWN);
 }
@@ -1437,6 +1715,20 @@ static uint64_t image_run(const struct region *r, uint64_t page, uint64_t max)
 
 static void restore_kick_prefetch(struct region *r);
 static void restore_start_prefetch(struct region *r);
+static void restore_learn_finish(struct region *r);
+
+/* Pages the table says held data, not PG_IMAGE yet, become PG_IMAGE: a
+ * file image's data punched since (read as zeros, they fail their check,
+ * never restored as zeros), every data page of an RBD image (whose holes
+ * only the table tells). */
+static void restore_table_pages(struct region *r)
+{
+	for (uint64_t p = 0; r->restore->crc && p < r->npages; p++) {
+		if (!(r->state[p] & PG_IMAGE) &&
+		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
+			page_in_image(r, p);
+	}
+}
 
 /*
  * Installs the pages [page, page+n) read into buf: those still PG_IMAGE
@@ -1444,13 +1736,13 @@ static void restore_start_prefetch(struct region *r);
  * the page cache (only complete, checked data goes there: the kernel maps
  * it on the client's next access), resident and dirty (no swap copy),
  * protected if a snapshot still needs them; a mismatching page is
- * poisoned.
+ * poisoned.  Returns the pages installed.
  */
-static void restore_install(struct region *r, uint64_t page, uint64_t n,
-			    const uint8_t *buf)
+static uint64_t restore_install(struct region *r, uint64_t page, uint64_t n,
+				const uint8_t *buf)
 {
 	size_t ps = r->client->d->page_size;
-	uint64_t bad = 0;
+	uint64_t bad = 0, installed = 0;
 
 	for (uint64_t i = 0; i < n;) {
 		uint64_t k = 0;
@@ -1484,14 +1776,17 @@ static void restore_install(struct region *r, uint64_t page, uint64_t n,
 			if (done > 0) {
 				page_image_read(r, page + i, (uint64_t)done);
 				counter_add(r, image_reads, (uint64_t)done);
+				installed += (uint64_t)done;
 			}
-			return;
+			return installed;
 		}
 		page_image_read(r, page + i, k);
 		counter_add(r, image_reads, k);
+		installed += k;
 		i += k;
 	}
 	(void)bad;
+	return installed;
 }
 
 static void restore_read_done(void *arg, int res)
@@ -1506,7 +1801,13 @@ static void restore_read_done(void *arg, int res)
 	rs->nreads--;
 	rs->reading -= rd->n;
 	if (r && res == 0) {
-		restore_install(r, rd->page, rd->n, rd->buf);
+		uint64_t got = restore_install(r, rd->page, rd->n, rd->buf);
+
+		if (rd->learned)
+			counter_add(r, image_learned_reads, got);
+		learn_read(rs->rec, rd->page, rd->n, rd->learned);
+		if (!r->image_pending)
+			restore_learn_finish(r);
 	} else if (r) {
 		log_err_rl(r->client->id, "region %" PRIu64 ": reading pages %" PRIu64 "+%" PRIu64
 			   " from its image: %s%s", r->id, rd->page, rd->n, strerror(-res),
@@ -1533,15 +1834,16 @@ static void restore_read_done(void *arg, int res)
 		restore_kick_prefetch(r);
 	}
 	/* A read the file never answered: its buffer is the engine's. */
-	if (res != -ETIMEDOUT && res != -ECANCELED)
+	if (rd->back || (res != -ETIMEDOUT && res != -ECANCELED))
 		free(rd->buf);
 	free(rd);
 }
 
 /* Starts a read of the image's pages [page, page+n) (PG_IMAGE, none being
- * read), for a thread waiting on fault_page (or UINT64_MAX).  0 or -errno. */
+ * read), for a thread waiting on fault_page (or UINT64_MAX), or for the
+ * learned prefetch.  0 or -errno. */
 static int restore_start(struct region *r, uint64_t page, uint64_t n,
-			 uint64_t fault_page)
+			 uint64_t fault_page, bool learned)
 {
 	struct restore *rs = r->restore;
 	size_t ps = r->client->d->page_size;
@@ -1551,8 +1853,9 @@ static int restore_start(struct region *r, uint64_t page, uint64_t n,
 	if (!rd)
 		return -ENOMEM;
 	*rd = (struct restore_read){ .rs = rs, .page = page, .n = n,
-				     .fault_page = fault_page,
-				     .buf = aligned_alloc(ps, n * ps) };
+				     .fault_page = fault_page, .learned = learned,
+				     .buf = aligned_alloc(ps, n * ps),
+				     .back = store_buffer_back(rs->img, -ETIMEDOUT) };
 	e = rd->buf ? store_read(rs->img, page * ps, rd->buf, n * ps,
 				 restore_read_done, rd) : -ENOMEM;
 	if (e < 0) {
@@ -1581,6 +1884,10 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 	uint64_t room, n;
 	int e;
 
+	/* The application waits on it: first in the order it learns (a
+	 * fault parked and retried is one page, counted once). */
+	if (rs)
+		learn_fault(rs->rec, page);
 	if (!rs || rs->failed) {
 		/* The image stopped answering: its data cannot be had. */
 		restore_poison(r, page);
@@ -1593,7 +1900,7 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 		return -ENOSPC; /* the caller parks the fault */
 	/* A little readahead: images are read mostly in order. */
 	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
-	e = restore_start(r, page, n ? n : 1, page);
+	e = restore_start(r, page, n ? n : 1, page, false);
 	if (e < 0) {
 		log_err("region %" PRIu64 ": reading page %" PRIu64 " from its image: %s",
 			r->id, page, strerror(-e));
@@ -1601,6 +1908,105 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 	}
 	(void)c;
 	return 0;
+}
+
+static int cmp_page(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The learned prefetch: the pages of the learned order, the first listed
+ * first, each read in a run with its neighbours in the order (the next
+ * LEARN_WINDOW pages of it) that lie at most LEARN_GAP apart, with the
+ * image pages between them; up to LEARN_READS reads in flight, within the
+ * room the limits leave (PREFETCH_SPARE of it stays for faults: the
+ * prefetch never makes eviction take the application's pages).  Holes
+ * and pages already in (or being read) end a run: they are never read.
+ * Returns true while pages of the order are still to be read.
+ */
+static bool prefetch_learned(struct region *r)
+{
+	struct restore *rs = r->restore;
+	uint64_t win[LEARN_WINDOW];
+
+	while (rs->order_next < rs->norder) {
+		uint64_t room = restore_room(r), head, lo, hi;
+		size_t nw = 0, at;
+
+		if (rs->failed || rs->nreads >= LEARN_READS || room <= PREFETCH_SPARE)
+			return true;
+		room -= PREFETCH_SPARE;
+		/* Pages of the order that came in (or are coming) meanwhile
+		 * are done. */
+		if (!image_run(r, rs->order[rs->order_next], 1)) {
+			rs->order_next++;
+			continue;
+		}
+		head = rs->order[rs->order_next];
+		for (size_t i = rs->order_next; i < rs->norder && nw < LEARN_WINDOW; i++)
+			if (image_run(r, rs->order[i], 1))
+				win[nw++] = rs->order[i];
+		qsort(win, nw, sizeof(win[0]), cmp_page);
+		for (at = 0; win[at] != head; at++)
+			;
+		lo = hi = head;
+		/* Grow the run to the neighbours, nearer ones first: down,
+		 * then up, while the pages between are all still in the
+		 * image and it fits. */
+		for (size_t k = at; k > 0; k--) {
+			uint64_t p = win[k - 1];
+
+			if (lo - p > LEARN_GAP || hi - p + 1 > LEARN_RUN || hi - p + 1 > room ||
+			    image_run(r, p, lo - p) != lo - p)
+				break;
+			lo = p;
+		}
+		for (size_t k = at + 1; k < nw; k++) {
+			uint64_t p = win[k];
+
+			if (p - hi > LEARN_GAP || p - lo + 1 > LEARN_RUN || p - lo + 1 > room ||
+			    image_run(r, hi + 1, p - hi) != p - hi)
+				break;
+			hi = p;
+		}
+		if (restore_start(r, lo, hi - lo + 1, UINT64_MAX, true) < 0)
+			return true; /* no memory now: a completion tries again */
+		rs->order_next++;
+	}
+	return false;
+}
+
+/*
+ * The address-order prefetch's run from `page` (in the image, not being
+ * read), at most max pages.  After a learned prefetch the pages it read
+ * are scattered through the rest, and runs stopped at each would be
+ * short: a run then also spans pages of the image already read (reading
+ * them again costs the disk less than another request, and
+ * restore_install() installs only pages still in the image), never a
+ * hole (the IMAGE.crc table says which pages hold data) or a page being
+ * read.  It ends on a page still in the image.
+ */
+static uint64_t prefetch_run(const struct region *r, uint64_t page, uint64_t max)
+{
+	const struct restore *rs = r->restore;
+	uint64_t n = 0, end = 0;
+
+	if (!rs->norder || !rs->crc)
+		return image_run(r, page, max);
+	for (; n < max && page + n < r->npages; n++) {
+		uint64_t p = page + n;
+
+		if (restore_reading(rs, p))
+			break;
+		if (r->state[p] == (PAGE_EMPTY | PG_IMAGE))
+			end = n + 1;
+		else if ((r->state[p] & PG_IMAGE) || le32toh(rs->crc[p]) == rs->hole_crc)
+			break;
+	}
+	return end;
 }
 
 static void on_prefetch(evutil_socket_t fd, short what, void *arg)
@@ -1611,8 +2017,13 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* The learned order first; the rest in address order after it. */
+	if (prefetch_learned(r))
+		return;
+	/* PREFETCH_READS full reads in flight at most; more, shorter ones
+	 * where holes (or pages the learned prefetch took) cut the runs. */
 	while (!rs->failed && r->image_pending > rs->reading &&
-	       rs->nreads < RESTORE_READS_MAX / 2) {
+	       rs->nreads < LEARN_READS && rs->reading < PREFETCH_READS * PREFETCH_BATCH) {
 		uint64_t room = restore_room(r), n;
 
 		if (room <= PREFETCH_SPARE)
@@ -1623,9 +2034,9 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 			p = 0; /* from the start: pages may have been skipped */
 			break;
 		}
-		n = image_run(r, p, PREFETCH_BATCH < room - PREFETCH_SPARE ?
-				    PREFETCH_BATCH : room - PREFETCH_SPARE);
-		if (restore_start(r, p, n, UINT64_MAX) < 0)
+		n = prefetch_run(r, p, PREFETCH_BATCH < room - PREFETCH_SPARE ?
+				       PREFETCH_BATCH : room - PREFETCH_SPARE);
+		if (restore_start(r, p, n, UINT64_MAX, false) < 0)
 			break;
 		p += n;
 	}
@@ -1691,6 +2102,8 @@ static int restore_load_table(struct restore *rs, struct region *r, int crc_fd)
 
 static void restore_free(struct restore *rs)
 {
+	learn_free(rs->rec);
+	free(rs->order);
 	if (rs->prefetch_ev)
 		event_free(rs->prefetch_ev);
 	if (rs->image_fd >= 0)
@@ -1707,7 +2120,7 @@ static void restore_free(struct restore *rs)
  * then a restore that cannot read its image (failed) keeps fd all the same,
  * for the fd store (an adopted region's). */
 static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
-		       bool keep)
+		       bool keep, struct store *img)
 {
 	struct daemon *d = r->client->d;
 	struct restore *rs = calloc(1, sizeof(*rs));
@@ -1719,14 +2132,18 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 			close(crc_fd);
 		if (keep)
 			close(fd);
+		store_close(img);
 		return -ENOMEM;
 	}
 	rs->r = r;
+	rs->img = img;
 	rs->crc_fd = crc_fd;
 	rs->image_fd = fd;
 	rs->prefetch = prefetch;
+	/* Without memory for it nothing is learned: only an order is lost. */
+	rs->rec = learn_new(r->npages);
 	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
-	if (e == 0) {
+	if (e == 0 && !rs->img) {
 		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
 		e = store_file_open(&rs->img, d->io, fd, &(struct store_file_opts){
 			.label = label, .depth = RESTORE_READS_MAX, .align = 1,
@@ -1735,6 +2152,7 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 	}
 	if (e < 0 && !keep) {
 		rs->image_fd = -1; /* the caller's */
+		store_close(rs->img); /* a named image's: taken */
 		restore_free(rs);
 		return e;
 	}
@@ -1786,6 +2204,126 @@ bool restore_prefetching(const struct region *r)
 	return r->restore && r->restore->prefetch;
 }
 
+/* The application's page tables: its pagemap, and where r starts in it. */
+static int region_pagemap(const struct region *r, uint64_t *ret_base)
+{
+	*ret_base = r->addr / r->client->d->page_size;
+	return r->client->pagemap;
+}
+
+/* The whole image is in: what the application touched by now is its cold
+ * start, and the recording ends (learn_build() with finish). */
+static void restore_learn_finish(struct region *r)
+{
+	struct restore *rs = r->restore;
+	uint64_t base, *order;
+	size_t n;
+	int pm;
+
+	if (!rs || !learn_recording(rs->rec))
+		return;
+	pm = region_pagemap(r, &base);
+	if (learn_build(rs->rec, pm, base, true, &order, &n) == 0) {
+		log_info("region %" PRIu64 ": restore complete; the application touched %zu "
+			 "of its pages first (its learned order)", r->id, n);
+		free(order);
+	}
+}
+
+int restore_order_recorded(struct region *r, uint64_t **ret, size_t *ret_n)
+{
+	struct restore *rs = r->restore;
+	uint64_t base;
+	int pm, e;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!rs)
+		return 0;
+	pm = region_pagemap(r, &base);
+	e = learn_build(rs->rec, pm, base, false, ret, ret_n);
+	if (e < 0 || *ret_n || !rs->norder)
+		return e;
+	/* Nothing seen (no page table to read, nothing touched yet): the
+	 * order it was restored with is still the best guess. */
+	*ret = malloc(rs->norder * sizeof(**ret));
+	if (!*ret)
+		return -ENOMEM;
+	memcpy(*ret, rs->order, rs->norder * sizeof(**ret));
+	*ret_n = rs->norder;
+	return 0;
+}
+
+int restore_set_order(struct region *r, uint64_t *order, size_t n)
+{
+	struct restore *rs = r->restore;
+
+	for (size_t i = 0; i < n; i++) {
+		if (order[i] >= r->npages) {
+			free(order);
+			return -EINVAL;
+		}
+	}
+	if (!rs) {
+		free(order);
+		return -ENOENT;
+	}
+	free(rs->order);
+	rs->order = order;
+	rs->norder = n;
+	rs->order_next = 0;
+	if (n)
+		log_info("region %" PRIu64 ": %s %zu pages of its learned order first", r->id,
+			 rs->prefetch ? "prefetching" : "not prefetching (asked not to)", n);
+	restore_kick_prefetch(r);
+	return 0;
+}
+
+void restore_load_order(struct region *r, int order_fd)
+{
+	const struct image_crc_hdr *h;
+	const char *why = NULL;
+	uint64_t *order = NULL;
+	size_t n = 0;
+	struct stat st;
+	int seals = fcntl(order_fd, F_GET_SEALS), e;
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+	void *map = MAP_FAILED;
+
+	if (!r->restore)
+		return;
+	if (seals < 0 || (seals & need) != need || fstat(order_fd, &st) < 0) {
+		why = "not handed as a sealed memfd";
+	} else if (st.st_size < IMAGE_ORDER_ENTRIES_OFF) {
+		why = "shorter than its header (cut short)";
+	} else if ((uint64_t)st.st_size > image_order_size(IMAGE_ORDER_MAX)) {
+		why = "larger than the format allows";
+	} else {
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, order_fd, 0);
+		if (map == MAP_FAILED)
+			why = "it cannot be mapped";
+	}
+	if (!why) {
+		h = (const struct image_crc_hdr *)r->restore->crc_map;
+		e = learn_order_decode(map, (size_t)st.st_size, r->npages,
+				       (uint32_t)r->client->d->page_size,
+				       h ? le32toh(h->table_crc) : 0, &order, &n, &why);
+		if (e == -ENOMEM)
+			why = "no memory for it";
+	}
+	if (map != MAP_FAILED)
+		munmap(map, (size_t)st.st_size);
+	if (why) {
+		log_warn("region %" PRIu64 ": its image's learned order (IMAGE.order) is "
+			 "ignored: %s; restoring without it", r->id, why);
+		return;
+	}
+	if (n)
+		restore_set_order(r, order, n);
+	else
+		free(order);
+}
+
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 {
 	size_t ps = r->client->d->page_size;
@@ -1800,7 +2338,7 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE,
 		  &stx) < 0 || !S_ISREG(stx.stx_mode) || stx.stx_size != r->len)
 		return -EINVAL;
-	e = restore_new(r, fd, crc_fd, prefetch, false);
+	e = restore_new(r, fd, crc_fd, prefetch, false, NULL);
 	if (e < 0)
 		return e;
 	/* Data extents become PG_IMAGE pages; holes stay plain empty.  So do
@@ -1821,16 +2359,112 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
 		}
 		off = hole;
 	}
-	for (uint64_t p = 0; r->restore->crc && p < r->npages; p++) {
-		if (!(r->state[p] & PG_IMAGE) &&
-		    le32toh(r->restore->crc[p]) != r->restore->hole_crc)
-			page_in_image(r, p); /* data punched since: the check fails it */
-	}
+	restore_table_pages(r);
 	restore_start_prefetch(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from an image%s%s",
 		 r->id, r->image_pending, prefetch ? ", prefetching" : "",
 		 r->restore->crc ? ", each checked against its CRC32C" : "");
 	return 0;
+}
+
+/*
+ * A named image (rbd:...) opened and its table read (image_opened()):
+ * the pages the table says held data are PG_IMAGE, the holes it says
+ * stay plain empty pages, zero-filled with no read.  Takes st and crc_fd.
+ */
+static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
+				bool prefetch, const char *image)
+{
+	int e;
+
+	if (r->restore || r->resident || r->swapped) {
+		store_close(st);
+		close(crc_fd);
+		return -EBUSY; /* only a fresh region takes an image */
+	}
+	e = restore_new(r, -1, crc_fd, prefetch, false, st);
+	if (e < 0)
+		return e;
+	restore_table_pages(r);
+	restore_start_prefetch(r);
+	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from %s%s, each checked "
+		 "against its CRC32C", r->id, r->image_pending, image,
+		 prefetch ? ", prefetching" : "");
+	region_changed(r);
+	return 0;
+}
+
+static void image_opened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct image_wait *w = arg;
+	struct client *c = w->c;
+	struct proto_reply out;
+	struct region *r;
+
+	memset(&out, 0, sizeof(out));
+	c->waiting_image = NULL;
+	if (res == 0 && !w->region_id) {
+		out.image = (struct proto_image_info){
+			.size = img->meta.size, .data_pages = img->meta.data_pages,
+			.created = img->meta.created, .page_size = img->meta.page_size,
+			.format = img->meta.format,
+		};
+		memcpy(out.image.name, img->meta.name, sizeof(out.image.name));
+		out.image.name[sizeof(out.image.name) - 1] = '\0';
+	} else if (res == 0) {
+		r = region_find_id(c, w->region_id);
+		if (!r || img->meta.size != r->len) {
+			store_close(img->st);
+			close(img->crc_fd);
+			res = r ? -EINVAL : -ENOENT;
+		} else {
+			res = restore_attach_store(r, img->st, img->crc_fd, w->prefetch,
+						   w->image);
+		}
+	}
+	free(w);
+	client_reply_deferred(c, res, &out);
+}
+
+/* Opens `image` for c's deferred request.  REQUEST_DEFERRED or -errno. */
+static int image_wait_start(struct client *c, uint64_t region_id, const char *image,
+			    bool prefetch)
+{
+	struct daemon *d = c->d;
+	struct image_wait *w;
+	int e;
+
+	if (c->waiting_image)
+		return -EBUSY;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct image_wait){ .c = c, .region_id = region_id, .prefetch = prefetch };
+	snprintf(w->image, sizeof(w->image), "%s", image);
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = region_id ? STORE_RBD_RESTORE : STORE_RBD_INFO,
+		.page_size = (uint32_t)d->page_size, .depth = RESTORE_READS_MAX,
+		.align = d->page_size,
+	}, image_opened, w, &w->job);
+	if (e < 0) {
+		free(w);
+		return e;
+	}
+	c->waiting_image = w;
+	return REQUEST_DEFERRED;
+}
+
+int restore_attach_rbd(struct client *c, struct region *r, const char *image,
+		       bool prefetch)
+{
+	if (r->restore || r->resident || r->swapped)
+		return -EBUSY;
+	return image_wait_start(c, r->id, image, prefetch);
+}
+
+int image_info_rbd(struct client *c, const char *image)
+{
+	return image_wait_start(c, 0, image, false);
 }
 
 static void restore_start_prefetch(struct region *r)
@@ -1848,7 +2482,7 @@ static void restore_start_prefetch(struct region *r)
 
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 {
-	int e = restore_new(r, fd, crc_fd, prefetch, true);
+	int e = restore_new(r, fd, crc_fd, prefetch, true, NULL);
 
 	if (e < 0)
 		return e;

@@ -48,6 +48,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image.h"
+
 struct io_engine;
 struct store;
 
@@ -81,7 +83,17 @@ struct store {
 	const char *label;   /* for the log */
 	size_t align;        /* offsets and lengths are multiples of it */
 	uint32_t timeout_ms; /* 0: trusted, no timeout */
+	/* done always hands the buffer back, whatever res (store_rbd.c):
+	 * the caller frees it even after -ETIMEDOUT or -ECANCELED. */
+	bool gives_back;
 };
+
+/* Whether a buffer whose request ended with res is the caller's to free
+ * (else the store frees it: see "Buffers" above). */
+static inline bool store_buffer_back(const struct store *st, int res)
+{
+	return st->gives_back || !st->timeout_ms || (res != -ETIMEDOUT && res != -ECANCELED);
+}
 
 static inline int store_read(struct store *st, uint64_t off, void *buf, size_t len,
 			     store_done_fn done, void *arg)
@@ -210,6 +222,81 @@ int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_
  * an RBD store.
  */
 int store_rbd_identity(const struct store *st, uint64_t *dev, uint64_t *ino);
+
+/* ---- snapshot images on RBD (store_rbd.c) ----------------------------------
+ *
+ * A snapshot image on RBD is raw (byte i of the image is byte i of the
+ * region at the instant; discarded, so reading zeros, where the region
+ * held none), with IMAGE.meta's keys (common/image.h) as the image's own
+ * metadata "pagerd.KEY" and IMAGE.crc as the RADOS object
+ * "pagerd_crc.IMAGE" in the same pool and namespace.  "pagerd.complete"
+ * is removed first when a snapshot starts and set last, once the data is
+ * flushed and the table and the other keys are in.
+ *
+ * Opening, creating, locking, sizing and committing such an image are
+ * blocking librbd calls: a job runs them on a thread of its own, and
+ * calls done on the loop when they are over, or with -ETIMEDOUT when they
+ * are not within the timeout (the thread then cleans up alone whenever
+ * the cluster lets it go).  So a stalled cluster fails that request only.
+ */
+struct store_rbd_job;
+
+enum store_rbd_mode {
+	STORE_RBD_INFO,      /* read-only: the metadata alone, closed again */
+	STORE_RBD_RESTORE,   /* read-only: metadata, table, the image open */
+	STORE_RBD_SNAPSHOT,  /* created if missing, locked against any other
+			      * writer (-EBUSY), "complete" removed, sized to
+			      * `size` and discarded whole, open */
+};
+
+struct store_rbd_job_opts {
+	enum store_rbd_mode mode;
+	uint64_t size;        /* SNAPSHOT: the region's size */
+	uint32_t page_size;   /* INFO, RESTORE: the image must have it */
+	unsigned depth;       /* the store's, as store_rbd_opts */
+	size_t align;
+	uint32_t timeout_ms;  /* the job's and the store's; 0: the client's */
+};
+
+struct store_rbd_image {
+	struct store *st;       /* RESTORE, SNAPSHOT: the caller's to close */
+	struct image_meta meta; /* INFO, RESTORE: read and checked */
+	int crc_fd;             /* RESTORE: IMAGE.crc in a memfd sealed against
+				 * every change (the caller's to close), else -1 */
+};
+
+/* res 0: *img is filled and its st and crc_fd are the callee's; else
+ * -errno and img is NULL. */
+typedef void (*store_rbd_job_fn)(void *arg, int res, struct store_rbd_image *img);
+
+/*
+ * Starts a job on the image `path` (rbd:...).  Returns 0 and sets *ret
+ * (until done runs, for store_rbd_job_cancel()), or -EINVAL (not a valid
+ * name), -EAGAIN (too many jobs waiting for the cluster), -ENOMEM.  done
+ * gets, besides the cluster's own errors: -ENOENT (no such pool,
+ * namespace or image), -EINVAL (INFO/RESTORE: not a complete pagerd
+ * snapshot, or made for another page size), -EBUSY (SNAPSHOT: another
+ * writer holds the image's lock), -ETIMEDOUT.
+ */
+int store_rbd_image_open(const char *path, const struct store_rbd_job_opts *o,
+			 store_rbd_job_fn done, void *arg, struct store_rbd_job **ret);
+
+/*
+ * Commits a snapshot written to st (opened SNAPSHOT, nothing pending):
+ * flushes it, writes the table (crc_len bytes at crc, copied) and m's
+ * keys, then "complete", and closes the image (which lets its lock go).
+ * st is taken whatever happens.  done's img is NULL.  0 or -errno
+ * (-EBUSY: requests still pending; st is then closed).
+ */
+int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
+			   const struct image_meta *m, store_rbd_job_fn done, void *arg,
+			   struct store_rbd_job **ret);
+
+/* The caller no longer wants the job's result: done is never called. */
+void store_rbd_job_cancel(struct store_rbd_job *j);
+
+/* "pagerd_crc.IMAGE": the RADOS object holding an image's IMAGE.crc. */
+#define STORE_RBD_CRC_PREFIX "pagerd_crc."
 
 /* Waits (up to the timeout) for images still closing, then ends the
  * client.  For pagerd's exit. */

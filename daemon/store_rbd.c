@@ -22,12 +22,16 @@
  * place in the store's depth, so a stalled cluster holds at most `depth`
  * requests and their buffers.
  *
- * Blocking calls (connecting, opening or creating an image) are only made
- * by store_rbd_open(), which pagerd calls at start-up, before its loop
- * serves anyone.
+ * Blocking calls (connecting, opening, creating, locking, sizing an
+ * image, its metadata) are made by store_rbd_open(), which pagerd calls at
+ * start-up before its loop serves anyone, and otherwise only on a job's
+ * own thread (store_rbd_image_open(), _commit(): snapshot images), which
+ * hands its result to the loop through an eventfd, or is given up on at
+ * its deadline and cleans up after itself.
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <rados/librados.h>
@@ -36,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,7 +66,13 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned closing;
-} client = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	/* Image jobs (their threads) not ended yet, and how many of them
+	 * the loop still waits for. */
+	unsigned jobs, jobs_waited;
+	/* Connecting happens on a job's thread too. */
+	pthread_mutex_t connect_lock;
+} client = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+	     .connect_lock = PTHREAD_MUTEX_INITIALIZER };
 
 int store_rbd_setup(struct event_base *base, const struct store_rbd_client *c)
 {
@@ -90,8 +101,21 @@ static int conf_set(const char *key, const char *val)
 }
 
 /* Connects the client, bounded by the timeout: a cluster that is down
- * fails pagerd's start in that time, never hangs it. */
+ * fails pagerd's start in that time, never hangs it.  On the loop at
+ * start-up, or on a job's thread. */
+static int client_connect_locked(void);
+
 static int client_connect(void)
+{
+	int e;
+
+	pthread_mutex_lock(&client.connect_lock);
+	e = client_connect_locked();
+	pthread_mutex_unlock(&client.connect_lock);
+	return e;
+}
+
+static int client_connect_locked(void)
 {
 	char secs[32];
 	const char *id = client.id;
@@ -148,16 +172,22 @@ void store_rbd_shutdown(void)
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += (client.timeout_ms + 999) / 1000 + 1;
 		pthread_mutex_lock(&client.lock);
-		while (client.closing && idle)
+		while ((client.closing || client.jobs) && idle)
 			idle = pthread_cond_timedwait(&client.cond, &client.lock, &until) == 0;
-		idle = !client.closing;
+		idle = !client.closing && !client.jobs;
 		pthread_mutex_unlock(&client.lock);
 		/* An image still closing (a stalled cluster) would be freed
 		 * under librbd's feet: leave the client to the exit. */
-		if (idle)
+		if (idle) {
 			rados_shutdown(client.cluster);
-		else
+		} else {
+			/* The client's settings stay too: a job may still
+			 * be connecting with them. */
 			log_warn("ceph: images still closing after the timeout: not waiting for them");
+			client.connected = false;
+			client.base = NULL;
+			return;
+		}
 		client.connected = false;
 	}
 	free(client.conf);
@@ -611,6 +641,24 @@ static void finish_close(struct store_rbd *sr)
 	}
 }
 
+/* An image opened by a job whose store never got its events (or lost
+ * them): closed in the background too. */
+static void close_unarmed(struct store_rbd *sr)
+{
+	rbd_completion_t c;
+
+	sr->closing = true;
+	pthread_mutex_lock(&client.lock);
+	client.closing++;
+	pthread_mutex_unlock(&client.lock);
+	if (rbd_aio_create_completion(sr, on_closed, &c) < 0 ||
+	    rbd_aio_close(sr->image, c) < 0) {
+		rbd_close(sr->image);
+		rbd_aio_create_completion(sr, NULL, &c);
+		on_closed(c, sr);
+	}
+}
+
 /* Every done runs before it returns: requests in librbd with -ECANCELED
  * (they are abandoned, their buffers freed when the image is closed), the
  * waiting ones too.  Never blocks on the cluster. */
@@ -691,17 +739,66 @@ int store_rbd_identity(const struct store *st, uint64_t *dev, uint64_t *ino)
 	return 0;
 }
 
-int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_opts *o,
-		   uint64_t *ret_size)
+/* The store's events on the loop, and its settings: the last step of
+ * opening, on the loop's thread.  0 or -ENOMEM (sr untouched). */
+static int store_arm(struct store_rbd *sr, unsigned depth, size_t align, uint32_t timeout_ms)
 {
-	struct store_rbd_name n;
-	struct store_rbd *sr;
-	uint64_t size = 0;
-	int e, order = 0;
+	sr->efd_ev = event_new(client.base, sr->efd, EV_READ | EV_PERSIST, on_event, sr);
+	sr->timer_ev = evtimer_new(client.base, on_timer, sr);
+	if (!sr->efd_ev || !sr->timer_ev || event_add(sr->efd_ev, NULL) < 0) {
+		if (sr->efd_ev)
+			event_free(sr->efd_ev);
+		if (sr->timer_ev)
+			event_free(sr->timer_ev);
+		sr->efd_ev = sr->timer_ev = NULL;
+		return -ENOMEM;
+	}
+	sr->depth = depth ? depth : 64;
+	sr->st.ops = &rbd_ops;
+	sr->st.label = sr->label;
+	sr->st.align = align ? align : 1;
+	sr->st.timeout_ms = timeout_ms ? timeout_ms : client.timeout_ms;
+	sr->st.gives_back = true; /* every request has a bounce buffer of ours */
+	return 0;
+}
 
-	if (!ret || !o)
-		return -EINVAL;
-	e = store_rbd_parse(path, &n);
+/* Frees what image_open() made, blocking on the cluster for the image's
+ * close: only where blocking is allowed (start-up, a job's thread). */
+static void image_free(struct store_rbd *sr)
+{
+	if (sr->image)
+		rbd_close(sr->image);
+	if (sr->efd >= 0)
+		close(sr->efd);
+	if (sr->ioctx)
+		rados_ioctx_destroy(sr->ioctx);
+	free(sr->label);
+	free(sr);
+}
+
+/* The eventfd librbd signals completions on.  0 or -errno. */
+static int image_notify(struct store_rbd *sr, const char *path)
+{
+	int e;
+
+	sr->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sr->efd < 0)
+		return -errno;
+	e = rbd_set_image_notification(sr->image, sr->efd, EVENT_TYPE_EVENTFD);
+	if (e < 0)
+		log_err("rbd %s: cannot have completions through an eventfd: %s", path,
+			strerror(-e));
+	return e;
+}
+
+/* Connects, and makes an sr with the pool's ioctx in the name's
+ * namespace (no image yet).  Blocks.  0 or -errno, logged. */
+static int image_prepare(const char *path, struct store_rbd_name *n, struct store_rbd **ret)
+{
+	struct store_rbd *sr;
+	int e;
+
+	e = store_rbd_parse(path, n);
 	if (e < 0) {
 		log_err("%s: not rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE (names of "
 			"letters, digits, '.', '-', '_')", path);
@@ -716,15 +813,34 @@ int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_
 	sr->efd = -1;
 	sr->label = strdup(path);
 	if (!sr->label) {
-		e = -ENOMEM;
-		goto fail_free;
+		free(sr);
+		return -ENOMEM;
 	}
-	e = rados_ioctx_create(client.cluster, n.pool, &sr->ioctx);
+	e = rados_ioctx_create(client.cluster, n->pool, &sr->ioctx);
 	if (e < 0) {
-		log_err("rbd %s: no pool %s: %s", path, n.pool, strerror(-e));
-		goto fail_free;
+		log_err("rbd %s: no pool %s: %s", path, n->pool, strerror(-e));
+		sr->ioctx = NULL;
+		image_free(sr);
+		return e;
 	}
-	rados_ioctx_set_namespace(sr->ioctx, n.ns);
+	rados_ioctx_set_namespace(sr->ioctx, n->ns);
+	*ret = sr;
+	return 0;
+}
+
+int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_opts *o,
+		   uint64_t *ret_size)
+{
+	struct store_rbd_name n;
+	struct store_rbd *sr;
+	uint64_t size = 0;
+	int e, order = 0;
+
+	if (!ret || !o)
+		return -EINVAL;
+	e = image_prepare(path, &n, &sr);
+	if (e < 0)
+		return e;
 	e = rbd_open(sr->ioctx, n.image, &sr->image, NULL);
 	if (e == -ENOENT && o->create_size) {
 		/* Layering alone: no exclusive-lock dance with other
@@ -733,13 +849,14 @@ int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_
 				&order);
 		if (e < 0 && e != -EEXIST) {
 			log_err("rbd %s: cannot create: %s", path, strerror(-e));
-			goto fail_ioctx;
+			goto fail;
 		}
 		e = rbd_open(sr->ioctx, n.image, &sr->image, NULL);
 	}
 	if (e < 0) {
 		log_err("rbd %s: cannot open: %s", path, strerror(-e));
-		goto fail_ioctx;
+		sr->image = NULL;
+		goto fail;
 	}
 	e = rbd_get_size(sr->image, &size);
 	if (e == 0 && o->create_size && size < o->create_size) {
@@ -748,52 +865,605 @@ int store_rbd_open(struct store **ret, const char *path, const struct store_rbd_
 	}
 	if (e < 0) {
 		log_err("rbd %s: cannot size: %s", path, strerror(-e));
-		goto fail_image;
+		goto fail;
 	}
 	e = identify(sr, path, n.ns);
+	if (e == 0)
+		e = image_notify(sr, path);
+	if (e == 0)
+		e = store_arm(sr, o->depth, o->align, o->timeout_ms);
 	if (e < 0)
-		goto fail_image;
-	sr->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (sr->efd < 0) {
-		e = -errno;
-		goto fail_image;
-	}
-	e = rbd_set_image_notification(sr->image, sr->efd, EVENT_TYPE_EVENTFD);
-	if (e < 0) {
-		log_err("rbd %s: cannot have completions through an eventfd: %s", path,
-			strerror(-e));
-		goto fail_image;
-	}
-	sr->efd_ev = event_new(client.base, sr->efd, EV_READ | EV_PERSIST, on_event, sr);
-	sr->timer_ev = evtimer_new(client.base, on_timer, sr);
-	if (!sr->efd_ev || !sr->timer_ev || event_add(sr->efd_ev, NULL) < 0) {
-		e = -ENOMEM;
-		goto fail_events;
-	}
-	sr->depth = o->depth ? o->depth : 64;
-	sr->st.ops = &rbd_ops;
-	sr->st.label = sr->label;
-	sr->st.align = o->align ? o->align : 1;
-	sr->st.timeout_ms = o->timeout_ms ? o->timeout_ms : client.timeout_ms;
+		goto fail;
 	log_info("rbd %s: %" PRIu64 " bytes", path, size);
 	if (ret_size)
 		*ret_size = size;
 	*ret = &sr->st;
 	return 0;
-
-fail_events:
-	if (sr->efd_ev)
-		event_free(sr->efd_ev);
-	if (sr->timer_ev)
-		event_free(sr->timer_ev);
-fail_image:
-	rbd_close(sr->image);
-	if (sr->efd >= 0)
-		close(sr->efd);
-fail_ioctx:
-	rados_ioctx_destroy(sr->ioctx);
-fail_free:
-	free(sr->label);
-	free(sr);
+fail:
+	image_free(sr);
 	return e;
+}
+
+/* ---- snapshot images: jobs off the loop ------------------------------------ */
+
+/* Jobs whose threads may run at once: beyond, a request fails with
+ * -EAGAIN rather than pile threads up on a stalled cluster. */
+#define RBD_JOBS_MAX 32
+/* The table is written and read in pieces well under osd_max_write_size. */
+#define RBD_CRC_CHUNK (4u << 20)
+#define META_PREFIX "pagerd."
+
+enum job_kind { JOB_OPEN, JOB_COMMIT };
+
+struct store_rbd_job {
+	enum job_kind kind;
+	struct store_rbd_job_opts o;
+	char *path;
+	store_rbd_job_fn done;
+	void *arg;
+	/* The loop's side: signalled by the thread, or the deadline. */
+	int efd;
+	struct event *efd_ev, *timer_ev;
+	/* Under client.lock: */
+	bool finished;        /* the thread's work is over, results below */
+	bool abandoned;       /* the loop gave up: the thread frees it all */
+	/* Results (JOB_OPEN), or the store to commit (JOB_COMMIT). */
+	int res;
+	struct store_rbd *sr;
+	struct store_rbd_image img;
+	/* JOB_COMMIT: */
+	void *crc;
+	size_t crc_len;
+	struct image_meta meta;
+};
+
+static void job_free(struct store_rbd_job *j)
+{
+	if (j->sr)
+		image_free(j->sr);
+	if (j->img.crc_fd >= 0)
+		close(j->img.crc_fd);
+	if (j->efd >= 0)
+		close(j->efd);
+	free(j->crc);
+	free(j->path);
+	free(j);
+}
+
+static int meta_get(rbd_image_t im, const char *key, char *buf, size_t n)
+{
+	char k[64];
+	size_t len = n;
+	int e;
+
+	snprintf(k, sizeof(k), META_PREFIX "%s", key);
+	memset(buf, 0, n);
+	/* (librbd sets len only when the value does not fit: -ERANGE.) */
+	e = rbd_metadata_get(im, k, buf, &len);
+	if (e == -ERANGE)
+		return -EINVAL;
+	if (e < 0)
+		return e;
+	if (!memchr(buf, '\0', n))
+		return -EINVAL;
+	return 0;
+}
+
+static int meta_u64(rbd_image_t im, const char *key, uint64_t *ret)
+{
+	char buf[32], *end;
+	int e = meta_get(im, key, buf, sizeof(buf));
+
+	if (e < 0)
+		return e;
+	errno = 0;
+	*ret = strtoull(buf, &end, 10);
+	if (errno || end == buf || *end || buf[0] == '-')
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Reads and checks a snapshot image's keys, as image_meta_load() does a
+ * file's IMAGE.meta: complete, format 2, the image's exact size, a page
+ * multiple.  0, or -EINVAL with the reason logged.
+ */
+static int meta_load(struct store_rbd *sr, const char *path, struct image_meta *ret)
+{
+	struct image_meta m = { .format = 2 };
+	uint64_t size = 0, pages = 0, ps = 0;
+	char buf[96];
+	const char *why = NULL;
+	int e;
+
+	e = meta_get(sr->image, "complete", buf, sizeof(buf));
+	if (e < 0 && e != -ENOENT && e != -EINVAL) {
+		log_warn("rbd %s: reading its metadata: %s", path, strerror(-e));
+		return e;
+	}
+	if (e < 0 || strcmp(buf, "yes"))
+		why = "not a complete pagerd snapshot (no " META_PREFIX "complete)";
+	else if (meta_get(sr->image, "format", buf, sizeof(buf)) < 0 ||
+		 strcmp(buf, "pagerd-image 2"))
+		why = "not of format pagerd-image 2";
+	else if (meta_u64(sr->image, "size", &m.size) < 0 ||
+		 meta_u64(sr->image, "page_size", &ps) < 0 ||
+		 meta_u64(sr->image, "pages", &pages) < 0 ||
+		 meta_u64(sr->image, "data_pages", &m.data_pages) < 0 ||
+		 meta_u64(sr->image, "created", &m.created) < 0 ||
+		 meta_get(sr->image, "name", m.name, sizeof(m.name)) < 0)
+		why = "a key missing or malformed";
+	else if ((e = rbd_get_size(sr->image, &size)) < 0)
+		return e;
+	else if (!ps || ps > UINT32_MAX || (ps & (ps - 1)) || m.size % ps ||
+		 pages != m.size / ps || m.size != size || m.data_pages > pages || !m.size)
+		why = "its sizes do not match the image";
+	if (why) {
+		log_warn("rbd %s: %s", path, why);
+		return -EINVAL;
+	}
+	m.page_size = (uint32_t)ps;
+	*ret = m;
+	return 0;
+}
+
+static void crc_oid(char *buf, size_t n, const struct store_rbd_name *nm)
+{
+	snprintf(buf, n, STORE_RBD_CRC_PREFIX "%s", nm->image);
+}
+
+/* Reads the image's table into a memfd sealed against every change.
+ * 0 or -errno (-EINVAL: not the size a table of `pages` has). */
+static int crc_load(struct store_rbd *sr, const struct store_rbd_name *nm, uint64_t pages,
+		    int *ret_fd)
+{
+	char oid[STORE_RBD_NAME_MAX + 16];
+	uint64_t size = 0, want = image_crc_size(pages);
+	time_t mtime;
+	char *buf;
+	int fd, e;
+
+	crc_oid(oid, sizeof(oid), nm);
+	e = rados_stat(sr->ioctx, oid, &size, &mtime);
+	if (e < 0)
+		return e == -ENOENT ? -EINVAL : e;
+	if (size != want)
+		return -EINVAL;
+	buf = malloc(RBD_CRC_CHUNK);
+	fd = memfd_create("pagerd-image-crc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (!buf || fd < 0) {
+		e = fd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	for (uint64_t off = 0; off < want;) {
+		size_t len = want - off < RBD_CRC_CHUNK ? (size_t)(want - off) : RBD_CRC_CHUNK;
+		int got = rados_read(sr->ioctx, oid, buf, len, off);
+
+		if (got <= 0) {
+			e = got < 0 ? got : -EIO;
+			goto out;
+		}
+		if (write(fd, buf, (size_t)got) != got) {
+			e = -EIO;
+			goto out;
+		}
+		off += (uint64_t)got;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		e = -errno;
+		goto out;
+	}
+	*ret_fd = fd;
+	fd = -1;
+	e = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return e;
+}
+
+/* A snapshot's image: created if missing, locked, marked incomplete,
+ * sized and emptied.  Blocks.  0 or -errno, logged. */
+static int open_for_snapshot(struct store_rbd_job *j, const struct store_rbd_name *n)
+{
+	struct store_rbd *sr = j->sr;
+	uint64_t size = 0, features = 0;
+	int e, order = 0;
+
+	e = rbd_open(sr->ioctx, n->image, &sr->image, NULL);
+	if (e == -ENOENT) {
+		/* The exclusive lock is what keeps a second writer out. */
+		e = rbd_create2(sr->ioctx, n->image, j->o.size,
+				RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK, &order);
+		if (e < 0 && e != -EEXIST) {
+			log_err("rbd %s: cannot create: %s", j->path, strerror(-e));
+			return e;
+		}
+		e = rbd_open(sr->ioctx, n->image, &sr->image, NULL);
+	}
+	if (e < 0) {
+		sr->image = NULL;
+		log_err("rbd %s: cannot open: %s", j->path, strerror(-e));
+		return e;
+	}
+	e = rbd_get_features(sr->image, &features);
+	if (e == 0 && !(features & RBD_FEATURE_EXCLUSIVE_LOCK))
+		e = rbd_update_features(sr->image, RBD_FEATURE_EXCLUSIVE_LOCK, 1);
+	if (e < 0) {
+		log_err("rbd %s: cannot have an exclusive lock on it: %s", j->path, strerror(-e));
+		return e;
+	}
+	/* Held until the image is closed: the owner refuses to hand it
+	 * over (-EROFS here), so a second snapshot to the image fails
+	 * instead of interleaving its writes with ours.  A dead owner's
+	 * lock is broken by librbd once its watch expires. */
+	e = rbd_lock_acquire(sr->image, RBD_LOCK_MODE_EXCLUSIVE);
+	if (e == -EROFS || e == -EBUSY) {
+		log_warn("rbd %s: another client is writing a snapshot to it", j->path);
+		return -EBUSY;
+	}
+	if (e < 0) {
+		log_err("rbd %s: cannot lock: %s", j->path, strerror(-e));
+		return e;
+	}
+	e = rbd_metadata_remove(sr->image, META_PREFIX "complete");
+	if (e < 0 && e != -ENOENT) {
+		log_err("rbd %s: cannot mark incomplete: %s", j->path, strerror(-e));
+		return e;
+	}
+	e = rbd_get_size(sr->image, &size);
+	if (e == 0 && size != j->o.size)
+		e = rbd_resize(sr->image, j->o.size);
+	/* Holes must read as zeros: what an earlier snapshot left goes
+	 * (in pieces: librbd's discard returns its length as an int). */
+	for (uint64_t off = 0; e == 0 && off < j->o.size;) {
+		uint64_t len = j->o.size - off < (1ull << 30) ? j->o.size - off : 1ull << 30;
+		int d = rbd_discard(sr->image, off, len);
+
+		e = d < 0 ? d : 0;
+		off += len;
+	}
+	if (e < 0) {
+		log_err("rbd %s: cannot size and empty: %s", j->path, strerror(-e));
+		return e;
+	}
+	return identify(sr, j->path, n->ns);
+}
+
+static int open_for_reading(struct store_rbd_job *j, const struct store_rbd_name *n)
+{
+	struct store_rbd *sr = j->sr;
+	int e = rbd_open_read_only(sr->ioctx, n->image, &sr->image, NULL);
+
+	if (e < 0) {
+		sr->image = NULL;
+		log_warn("rbd %s: cannot open: %s", j->path, strerror(-e));
+		return e;
+	}
+	e = meta_load(sr, j->path, &j->img.meta);
+	if (e == 0 && j->o.page_size && j->img.meta.page_size != j->o.page_size) {
+		log_warn("rbd %s: made with pages of %" PRIu32 " bytes, not %" PRIu32,
+			 j->path, j->img.meta.page_size, j->o.page_size);
+		e = -EINVAL;
+	}
+	if (e == 0 && j->o.mode == STORE_RBD_RESTORE) {
+		e = crc_load(sr, n, j->img.meta.size / j->img.meta.page_size, &j->img.crc_fd);
+		if (e < 0)
+			log_warn("rbd %s: its checksum table (%s%s) cannot be read: %s",
+				 j->path, STORE_RBD_CRC_PREFIX, n->image, strerror(-e));
+	}
+	return e;
+}
+
+static int job_open(struct store_rbd_job *j)
+{
+	struct store_rbd_name n;
+	int e = image_prepare(j->path, &n, &j->sr);
+
+	if (e < 0) {
+		j->sr = NULL;
+		return e;
+	}
+	e = j->o.mode == STORE_RBD_SNAPSHOT ? open_for_snapshot(j, &n)
+					    : open_for_reading(j, &n);
+	if (e == 0 && j->o.mode != STORE_RBD_INFO)
+		e = image_notify(j->sr, j->path);
+	if (e < 0 || j->o.mode == STORE_RBD_INFO) {
+		image_free(j->sr);
+		j->sr = NULL;
+	}
+	return e;
+}
+
+static int meta_set(rbd_image_t im, const char *key, const char *val)
+{
+	char k[64];
+
+	snprintf(k, sizeof(k), META_PREFIX "%s", key);
+	return rbd_metadata_set(im, k, val);
+}
+
+/* Flush, the table, the keys, "complete" last; then the image closes
+ * (its lock goes with it).  0 or -errno, logged. */
+static int job_commit(struct store_rbd_job *j)
+{
+	struct store_rbd *sr = j->sr;
+	const struct image_meta *m = &j->meta;
+	struct store_rbd_name n;
+	char oid[STORE_RBD_NAME_MAX + 16], v[5][32];
+	const char *what = "flushing";
+	int e;
+
+	if (store_rbd_parse(j->path, &n) < 0)
+		return -EINVAL;
+	crc_oid(oid, sizeof(oid), &n);
+	e = rbd_flush(sr->image);
+	what = "writing its checksum table";
+	for (size_t off = 0; e == 0 && off < j->crc_len;) {
+		size_t len = j->crc_len - off < RBD_CRC_CHUNK ? j->crc_len - off : RBD_CRC_CHUNK;
+
+		e = off ? rados_write(sr->ioctx, oid, (char *)j->crc + off, len, off)
+			: rados_write_full(sr->ioctx, oid, j->crc, len);
+		off += len;
+	}
+	snprintf(v[0], sizeof(v[0]), "%" PRIu64, m->size);
+	snprintf(v[1], sizeof(v[1]), "%" PRIu32, m->page_size);
+	snprintf(v[2], sizeof(v[2]), "%" PRIu64, m->size / m->page_size);
+	snprintf(v[3], sizeof(v[3]), "%" PRIu64, m->data_pages);
+	snprintf(v[4], sizeof(v[4]), "%" PRIu64, m->created);
+	if (e == 0)
+		what = "writing its metadata";
+	if (e == 0 && (e = meta_set(sr->image, "format", "pagerd-image 2")) == 0 &&
+	    (e = meta_set(sr->image, "size", v[0])) == 0 &&
+	    (e = meta_set(sr->image, "page_size", v[1])) == 0 &&
+	    (e = meta_set(sr->image, "pages", v[2])) == 0 &&
+	    (e = meta_set(sr->image, "data_pages", v[3])) == 0 &&
+	    (e = meta_set(sr->image, "created", v[4])) == 0 &&
+	    (e = meta_set(sr->image, "name", m->name[0] ? m->name : "-")) == 0)
+		e = meta_set(sr->image, "complete", "yes");
+	if (e < 0)
+		log_err("rbd %s: committing the snapshot: %s: %s", j->path, what, strerror(-e));
+	/* Closed here, on this thread: the lock goes once all is in. */
+	image_free(sr);
+	j->sr = NULL;
+	return e;
+}
+
+static void *job_thread(void *arg)
+{
+	struct store_rbd_job *j = arg;
+	int res = j->kind == JOB_OPEN ? job_open(j) : job_commit(j);
+	uint64_t one = 1;
+	bool abandoned;
+
+	pthread_mutex_lock(&client.lock);
+	j->res = res;
+	j->finished = true;
+	abandoned = j->abandoned;
+	if (!abandoned) {
+		/* Cannot fail: an eventfd far below its maximum. */
+		ssize_t w_ = write(j->efd, &one, sizeof(one));
+
+		(void)w_;
+	}
+	pthread_mutex_unlock(&client.lock);
+	if (abandoned)
+		job_free(j);
+	pthread_mutex_lock(&client.lock);
+	client.jobs--;
+	pthread_cond_broadcast(&client.cond);
+	pthread_mutex_unlock(&client.lock);
+	return NULL;
+}
+
+/* The loop lets go of j: its events, and j itself if the thread is over
+ * (else the thread frees it).  Returns whether the thread was over. */
+static bool job_release(struct store_rbd_job *j)
+{
+	bool finished;
+
+	event_free(j->efd_ev);
+	event_free(j->timer_ev);
+	j->efd_ev = j->timer_ev = NULL;
+	pthread_mutex_lock(&client.lock);
+	finished = j->finished;
+	if (!finished)
+		j->abandoned = true;
+	client.jobs_waited--;
+	pthread_mutex_unlock(&client.lock);
+	return finished;
+}
+
+/* On the loop: the thread is over, or the deadline passed. */
+static void job_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_rbd_job *j = arg;
+	store_rbd_job_fn done = j->done;
+	void *darg = j->arg;
+	int res;
+
+	(void)fd;
+	(void)what;
+	if (!job_release(j)) {
+		log_warn("rbd %s: the cluster did not answer within %" PRIu32 " ms", j->path,
+			 j->o.timeout_ms);
+		done(darg, -ETIMEDOUT, NULL);
+		return;
+	}
+	res = j->res;
+	if (res == 0 && j->sr) {
+		res = store_arm(j->sr, j->o.depth, j->o.align, j->o.timeout_ms);
+		if (res == 0) {
+			j->img.st = &j->sr->st;
+			j->sr = NULL;
+		}
+	}
+	if (res == 0) {
+		struct store_rbd_image img = j->img;
+
+		j->img.crc_fd = -1; /* the caller's now */
+		done(darg, 0, &img);
+	} else {
+		done(darg, res, NULL);
+	}
+	/* A store that could not be armed: closed without blocking. */
+	if (j->sr) {
+		close_unarmed(j->sr);
+		j->sr = NULL;
+	}
+	job_free(j);
+}
+
+static int job_start(struct store_rbd_job *j, struct store_rbd_job **ret)
+{
+	struct timeval tv = { .tv_sec = j->o.timeout_ms / 1000,
+			      .tv_usec = (suseconds_t)(j->o.timeout_ms % 1000) * 1000 };
+	pthread_attr_t at;
+	pthread_t t;
+	bool room;
+	int e;
+
+	pthread_mutex_lock(&client.lock);
+	room = client.jobs < RBD_JOBS_MAX;
+	if (room) {
+		client.jobs++;
+		client.jobs_waited++;
+	}
+	pthread_mutex_unlock(&client.lock);
+	if (!room) {
+		log_warn("rbd %s: %u requests already wait for the cluster", j->path, RBD_JOBS_MAX);
+		if (j->sr) {
+			close_unarmed(j->sr);
+			j->sr = NULL;
+		}
+		job_free(j);
+		return -EAGAIN;
+	}
+	j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (j->efd >= 0) {
+		j->efd_ev = event_new(client.base, j->efd, EV_READ, job_event, j);
+		j->timer_ev = evtimer_new(client.base, job_event, j);
+	}
+	e = j->efd_ev && j->timer_ev && event_add(j->efd_ev, NULL) == 0 &&
+	    evtimer_add(j->timer_ev, &tv) == 0 ? 0 : -ENOMEM;
+	if (e == 0 && pthread_attr_init(&at) == 0) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		e = -pthread_create(&t, &at, job_thread, j);
+		pthread_attr_destroy(&at);
+	} else {
+		e = -ENOMEM;
+	}
+	if (e < 0) {
+		if (j->efd_ev)
+			event_free(j->efd_ev);
+		if (j->timer_ev)
+			event_free(j->timer_ev);
+		pthread_mutex_lock(&client.lock);
+		client.jobs--;
+		client.jobs_waited--;
+		pthread_mutex_unlock(&client.lock);
+		if (j->sr) {
+			close_unarmed(j->sr); /* a commit's image */
+			j->sr = NULL;
+		}
+		job_free(j);
+		return e;
+	}
+	if (ret)
+		*ret = j;
+	return 0;
+}
+
+static struct store_rbd_job *job_new(enum job_kind kind, const char *path,
+				     const struct store_rbd_job_opts *o,
+				     store_rbd_job_fn done, void *arg)
+{
+	struct store_rbd_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->kind = kind;
+	j->efd = -1;
+	j->img.crc_fd = -1;
+	j->done = done;
+	j->arg = arg;
+	if (o)
+		j->o = *o;
+	if (!j->o.timeout_ms)
+		j->o.timeout_ms = client.timeout_ms;
+	j->path = strdup(path);
+	if (!j->path) {
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+int store_rbd_image_open(const char *path, const struct store_rbd_job_opts *o,
+			 store_rbd_job_fn done, void *arg, struct store_rbd_job **ret)
+{
+	struct store_rbd_name n;
+	struct store_rbd_job *j;
+
+	if (!o || !done || store_rbd_parse(path, &n) < 0 ||
+	    (o->mode == STORE_RBD_SNAPSHOT && !o->size))
+		return -EINVAL;
+	if (!client.base)
+		return -ENOTCONN;
+	j = job_new(JOB_OPEN, path, o, done, arg);
+	if (!j)
+		return -ENOMEM;
+	return job_start(j, ret);
+}
+
+int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
+			   const struct image_meta *m, store_rbd_job_fn done, void *arg,
+			   struct store_rbd_job **ret)
+{
+	struct store_rbd *sr = (struct store_rbd *)st;
+	struct store_rbd_job *j;
+
+	if (!st || st->ops != &rbd_ops || !m || !done)
+		return -EINVAL;
+	if (sr->closing || sr->in_flight || sr->waiting.head || sr->dispatching) {
+		store_close(st);
+		return -EBUSY;
+	}
+	j = job_new(JOB_COMMIT, sr->label, &(struct store_rbd_job_opts){
+		.timeout_ms = st->timeout_ms }, done, arg);
+	if (j) {
+		j->crc = malloc(crc_len ? crc_len : 1);
+		if (!j->crc) {
+			job_free(j);
+			j = NULL;
+		}
+	}
+	if (!j) {
+		store_close(st);
+		return -ENOMEM;
+	}
+	memcpy(j->crc, crc, crc_len);
+	j->crc_len = crc_len;
+	j->meta = *m;
+	/* The store leaves the loop: the job's thread has the image now
+	 * (nothing is in flight, so nothing of librbd calls us back). */
+	sr->closing = true;
+	event_free(sr->efd_ev);
+	event_free(sr->timer_ev);
+	sr->efd_ev = sr->timer_ev = NULL;
+	j->sr = sr;
+	return job_start(j, ret);
+}
+
+void store_rbd_job_cancel(struct store_rbd_job *j)
+{
+	if (!j || !job_release(j))
+		return; /* the thread frees it */
+	if (j->sr) {
+		/* Opened meanwhile, not wanted. */
+		close_unarmed(j->sr);
+		j->sr = NULL;
+	}
+	job_free(j);
 }

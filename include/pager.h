@@ -146,6 +146,10 @@ struct pager_region_stats {
 	uint64_t pool_rejects;      /* pages that compressed too badly: to swap */
 	uint64_t pool_pages;        /* in the pool now */
 	uint64_t pool_bytes;        /* ... the memory they take (counted in limits) */
+	/* Added with learned prefetch (IMAGE.order). */
+	uint64_t image_learned_reads; /* of image_reads, pages prefetched first
+				       * because the image's learned order
+				       * listed them (or lay between them) */
 };
 
 int pager_region_stats(const struct pager_region *r,
@@ -166,6 +170,15 @@ int pager_region_stats(const struct pager_region *r,
  * its return (pagerd write-protects the region while writers run, then
  * pauses them only to protect again the pages they wrote meanwhile; a page
  * written after the instant is copied before the write goes on).
+ *
+ * PATH may instead name a Ceph RBD image, "rbd:POOL/IMAGE" or
+ * "rbd:POOL/NAMESPACE/IMAGE", which pagerd opens with its own Ceph
+ * identity: -EINVAL for a malformed name, -EACCES when pagerd's
+ * configuration does not grant this process's user that pool and
+ * namespace (rbd_allow), -EBUSY when another snapshot writes the image,
+ * -ENOENT (no such pool, namespace or image to restore), -ETIMEDOUT (the
+ * cluster did not answer within ceph_timeout).  The image is raw (byte i
+ * is byte i of the region), its metadata and checksums beside it.
  */
 struct pager_snapshot_opts {
 	size_t sz;               /* sizeof(struct pager_snapshot_opts) */
@@ -194,7 +207,11 @@ int pager_region_snapshot_poll(struct pager_region *r,
 /*
  * A new region of the image's size whose pages are read from the image on
  * first access (holes read as zeros, with no I/O), prefetched in the
- * background within the region's limits; from then on an ordinary region.
+ * background within the region's limits — the pages its PATH.order lists
+ * (those the application touched first after the restore the image was
+ * taken from) first; from then on an ordinary region.  pagerd records what
+ * this region's application touches first, and a snapshot of it stores
+ * that order in PATH.order.
  * -EINVAL: PATH.meta missing, not complete, or not matching the image
  * (truncated, wrong size, other page size).  The image must stay in place
  * while the region lives.

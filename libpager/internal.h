@@ -22,9 +22,11 @@ struct pager_region {
 	 * to sync it and write the sidecar when pagerd is done. */
 	int snap_fd;
 	int snap_crc_fd;     /* the IMAGE.crc table pagerd fills */
+	int snap_order_fd;   /* the IMAGE.order pagerd fills (or leaves empty) */
 	char *snap_path;
 	int snap_status;        /* set once finished */
 	bool snap_finished;
+	bool snap_named;        /* a named (rbd:) image: pagerd commits it */
 };
 
 struct pager {

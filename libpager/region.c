@@ -100,6 +100,7 @@ PAGER_EXPORT int pager_region_create(struct pager *p, size_t len,
 	r->addr = MAP_FAILED;
 	r->snap_fd = -1;
 	r->snap_crc_fd = -1;
+	r->snap_order_fd = -1;
 	r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (r->memfd < 0)
 		goto fail_errno;
@@ -190,6 +191,8 @@ PAGER_EXPORT int pager_region_destroy(struct pager_region *r)
 		close(r->snap_fd); /* unfinished: no sidecar, never complete */
 	if (r->snap_crc_fd >= 0)
 		close(r->snap_crc_fd);
+	if (r->snap_order_fd >= 0)
+		close(r->snap_order_fd);
 	free(r->snap_path);
 	free(r);
 	return e;

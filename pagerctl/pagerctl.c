@@ -639,7 +639,21 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 	struct proto_reply r;
 	struct image_meta m = { 0 };
 	uint64_t size = 0;
-	int fd, e, crc_fd = -1;
+	int fd = -1, e, crc_fd = -1, order_fd = -1;
+	/* A Ceph RBD image: pagerd opens, fills and commits it with its own
+	 * Ceph identity, once it has checked our uid against rbd_allow. */
+	bool named = !strncmp(a->path, "rbd:", 4);
+
+	if (named) {
+		if (strlen(a->path) >= sizeof(msg.body.snapshot.image)) {
+			fprintf(stderr, "pagerctl: snapshot: %s: name too long\n", a->path);
+			return EXIT_USAGE;
+		}
+		strcpy(msg.body.snapshot.image, a->path);
+		msg.body.snapshot.region_id = a->region_id;
+		e = ctl_call(c, &msg, PROTO_SNAPSHOT_START, &r);
+		goto poll;
+	}
 
 	/* The image is sized here, with our rights: pagerd does no
 	 * synchronous I/O on a file it is handed. */
@@ -659,14 +673,20 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 		e = -errno;
 	else
 		e = image_crc_create(size / c->page_size, &crc_fd);
+	if (e == 0)
+		e = image_order_create(&order_fd);
 	if (e < 0) {
 		fprintf(stderr, "pagerctl: snapshot: %s: %s\n", a->path, strerror(-e));
+		if (crc_fd >= 0)
+			close(crc_fd);
 		close(fd);
 		unlink(a->path);
 		return EXIT_DAEMON;
 	}
 	msg.body.snapshot.region_id = a->region_id;
-	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd }, 2, &r);
+	msg.body.snapshot.flags = PROTO_SNAPSHOT_ORDER;
+	e = ctl_call_fd(c, &msg, PROTO_SNAPSHOT_START, (int[]){ fd, crc_fd, order_fd }, 3, &r);
+poll:
 	for (unsigned wait_ms = 1; e == 0;) {
 		struct timespec ts = { 0, (long)wait_ms * 1000000 };
 
@@ -684,7 +704,7 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 		if (wait_ms < 100)
 			wait_ms *= 2;
 	}
-	if (e == 0) {
+	if (e == 0 && !named) {
 		struct stat st;
 
 		/* pagerd sized the image to the region. */
@@ -697,15 +717,26 @@ static int cmd_snapshot(struct ctl *c, const struct cmd_args *a)
 		/* The checksums before the sidecar that vouches for them. */
 		if (e == 0)
 			e = image_crc_commit(a->path, crc_fd);
+		/* The learned order only steers prefetch: never fatal. */
+		if (e == 0 && image_order_commit(a->path, order_fd) < 0)
+			image_order_remove(a->path);
 		if (e == 0)
 			e = image_meta_commit(a->path, fd, &m);
 	}
-	close(crc_fd);
-	close(fd);
-	if (e < 0)
-		unlink(a->path); /* never leave an image that was not made */
+	if (!named) {
+		close(order_fd);
+		close(crc_fd);
+		close(fd);
+		if (e < 0)
+			unlink(a->path); /* never leave an image that was not made */
+	}
 	if (e == -ENOENT) {
-		fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 "\n", a->region_id);
+		if (named)
+			fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 ", or no such "
+				"pool or namespace for %s\n", a->region_id, a->path);
+		else
+			fprintf(stderr, "pagerctl: snapshot: no such region %" PRIu64 "\n",
+				a->region_id);
 		return EXIT_DAEMON;
 	}
 	if (e < 0)
@@ -752,6 +783,7 @@ static void usage(FILE *f)
 		"  set-limit client ID SIZE    a client's limit\n"
 		"  set-limit region ID SIZE    a region's limit\n"
 		"  snapshot ID PATH            copy-on-write snapshot of a live region to PATH\n"
+		"                              (or rbd:POOL[/NAMESPACE]/IMAGE, written by pagerd)\n"
 		"                              (a sparse raw image, PATH.meta written when complete)\n"
 		"\n"
 		"SIZE is bytes with an optional K, M, G or T suffix (powers of 1024),\n"

@@ -13,6 +13,9 @@
 #   tests/ceph_cluster.sh start-osd DIR         start it again
 #   tests/ceph_cluster.sh check                 exit 0 if the binaries exist
 #
+# CEPH_MEMSTORE_BYTES (default 1 GiB) is the OSD's RAM store: what the
+# cluster holds at most (it refuses writes near full).
+#
 # start waits for a real `rados put` to succeed in every pool (readiness as
 # a client sees it, not PG states); it fails (exit 1, the reason on stderr
 # and the logs in DIR) when the cluster does not come up within
@@ -100,7 +103,7 @@ start() {
 		paxos_propose_interval = 0.01
 		paxos_min_wait = 0.01
 		osd_objectstore = memstore
-		memstore_device_bytes = 1073741824
+		memstore_device_bytes = ${CEPH_MEMSTORE_BYTES:-1073741824}
 		osd_pool_default_pg_autoscale_mode = off
 		mon_warn_on_pool_no_redundancy = false
 		run_dir = $dir

@@ -90,6 +90,10 @@ int test_pagerd_start_as(struct test_pagerd *d, const char *const *args, uid_t u
 			    setuid(uid) < 0)
 				_exit(126);
 		}
+		/* A test that fails skips its stop: the daemon must not
+		 * outlive the test binary (it would hold its output pipe
+		 * open).  Set after setuid(), which clears it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		setenv("LISTEN_FDS", "1", 1);
 		setenv("LISTEN_PID", pid, 1);

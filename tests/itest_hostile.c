@@ -793,15 +793,19 @@ static void test_too_many_fds(void **state)
 		many[i] = memfd_sized(c->ps, SEALED);
 	fds = pagerd_fds(c);
 
-	/* A hello with its uffd and one more (a message may carry two, a
-	 * snapshot's image and its IMAGE.crc: refused by the hello), and
-	 * with two more (refused as the message arrives). */
+	/* A hello with its uffd and one or two more (a message may carry
+	 * three, a snapshot's image, its IMAGE.crc and its IMAGE.order:
+	 * refused by the hello), and with three more (refused as the
+	 * message arrives). */
 	hello_body(c, &m, 0);
 	proto_finish(&m, PROTO_HELLO, 1);
 	int two[2] = { uffd, many[0] }, three[3] = { uffd, many[0], many[1] };
+	int four[4] = { uffd, many[0], many[1], many[2] };
 	assert_int_equal(raw_send_any(s, &m, hello_len, two, 2, NULL), -EBADF);
 	assert_fds(c, fds);
-	assert_int_equal(raw_send_any(s, &m, hello_len, three, 3, NULL), -EMSGSIZE);
+	assert_int_equal(raw_send_any(s, &m, hello_len, three, 3, NULL), -EBADF);
+	assert_fds(c, fds);
+	assert_int_equal(raw_send_any(s, &m, hello_len, four, 4, NULL), -EMSGSIZE);
 	assert_fds(c, fds);
 	/* Not taken as a hello: the connection is still unconnected. */
 	memset(&m, 0, sizeof(m));
@@ -810,14 +814,15 @@ static void test_too_many_fds(void **state)
 	fds += HELLO_FDS; /* the uffd and the pagemap */
 	assert_fds(c, fds);
 
-	/* A region create with two memfds, three, then twenty (more than
-	 * pagerd's control buffer holds: the kernel truncates). */
+	/* A region create with two memfds, three, four, then twenty (more
+	 * than pagerd's control buffer holds: the kernel truncates). */
 	memset(&m, 0, sizeof(m));
 	m.body.region_create.addr = RAW_ADDR;
 	m.body.region_create.len = c->ps;
 	proto_finish(&m, PROTO_REGION_CREATE, 2);
 	assert_int_equal(raw_send_any(s, &m, create_len, many, 2, NULL), -EBADF);
-	assert_int_equal(raw_send_any(s, &m, create_len, many, 3, NULL), -EMSGSIZE);
+	assert_int_equal(raw_send_any(s, &m, create_len, many, 3, NULL), -EBADF);
+	assert_int_equal(raw_send_any(s, &m, create_len, many, 4, NULL), -EMSGSIZE);
 	assert_int_equal(raw_send_any(s, &m, create_len, many, 20, NULL), -EMSGSIZE);
 	assert_fds(c, fds);
 	assert_int_equal(test_count_memfd_maps(c->d.pid), 0);
@@ -980,8 +985,10 @@ static void test_new_requests_refused(void **state)
 	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, -1), -EBADF);
 	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, ro), -EBADF);
 	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, pfd[1]), -EBADF);
-	m.body.snapshot.flags = 1; /* flags are for restore only */
+	m.body.snapshot.flags = 2; /* only PROTO_SNAPSHOT_ORDER is known */
 	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, small), -EINVAL);
+	m.body.snapshot.flags = PROTO_SNAPSHOT_ORDER; /* and wants a third fd */
+	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, small), -EBADF);
 	m.body.snapshot.flags = 0;
 	m.body.snapshot.region_id = id + 100;
 	assert_int_equal(raw_req(s, PROTO_SNAPSHOT_START, &m, small), -ENOENT);

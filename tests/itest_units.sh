@@ -15,9 +15,12 @@ if ! command -v systemd-analyze >/dev/null; then
 	exit 77
 fi
 top=$PWD
-build=$(realpath --relative-to="$top" "$(dirname "${PAGERD:-build/pagerd}")")
 tmp=$(mktemp -d /tmp/pagerd-units.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+# Its own build directory: the install paths are compiled in, and the
+# tests' build/pagerd must keep the tree's (it once named this temporary
+# directory after make check).
+build=$tmp/build
 
 echo "== make install PREFIX=$tmp/usr"
 make -s -C "$top" BUILD="$build" SANITIZE="${SANITIZE:-}" PREFIX="$tmp/usr" \

@@ -201,11 +201,12 @@ static void test_finish_sizes(void **state)
 		{ PROTO_REGION_INFO, 16 },
 		{ PROTO_SET_LIMIT, 24 },
 		{ PROTO_TEST_INJECT, 24 },
-		{ PROTO_SNAPSHOT_START, 16 },
-		{ PROTO_SNAPSHOT_STATUS, 16 },
-		{ PROTO_REGION_SET_IMAGE, 16 },
+		{ PROTO_SNAPSHOT_START, 320 },
+		{ PROTO_SNAPSHOT_STATUS, 320 },
+		{ PROTO_REGION_SET_IMAGE, 320 },
 		{ PROTO_PAGEMAP, 0 },
-		{ PROTO_REPLY, 608 },
+		{ PROTO_IMAGE_INFO, 320 },
+		{ PROTO_REPLY, 720 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
@@ -239,7 +240,9 @@ static void test_type_tables(void **state)
 	assert_int_equal(proto_fds_expected(PROTO_STATUS), 0);
 	assert_int_equal(proto_fds_expected(PROTO_REPLY), 0);
 	assert_int_equal(proto_fds_expected(PROTO_PAGEMAP), 1);
-	assert_int_equal(proto_fds_expected(PROTO_SNAPSHOT_START), 2);
+	/* At most: the image, its IMAGE.crc and IMAGE.order. */
+	assert_int_equal(proto_fds_expected(PROTO_SNAPSHOT_START), 3);
+	assert_int_equal(proto_fds_expected(PROTO_REGION_SET_IMAGE), 3);
 	assert_string_equal(proto_type_name(PROTO_PAGEMAP), "pagemap");
 	assert_string_equal(proto_type_name(PROTO_HELLO), "hello");
 	assert_string_equal(proto_type_name(PROTO_REGION_CREATE), "region-create");
@@ -309,9 +312,10 @@ static void test_counters_wire_layout(void **state)
 	}
 	assert_int_equal(sizeof(struct proto_counters), 8 * NCOUNTERS);
 	assert_int_equal(sizeof(struct proto_region_counters), 8 * nregion);
-	/* Version 5 (the pool's counters appended) keeps version 4's places:
-	 * moving them needs a new version. */
-	assert_int_equal(PROTO_VERSION, 5);
+	/* Version 5 (the pool's counters appended) keeps version 4's places,
+ * and version 6 (named images; image_learned_reads appended, three fds,
+	 * the IMAGE.order flags) too: moving them needs a new version. */
+	assert_int_equal(PROTO_VERSION, 6);
 	assert_int_equal(offsetof(struct proto_reply, counters), 112);
 	assert_int_equal(offsetof(struct proto_region_stats, counters), 136);
 }
@@ -393,6 +397,43 @@ static void test_validate_accepts_each_type(void **state)
 
 		assert_validate(&m, n, 0);
 	}
+}
+
+/* A named image (rbd:...) travels in the snapshot body: terminated and
+ * printable, never on a status poll; IMAGE_INFO names one and no region. */
+static void test_validate_image_name(void **state)
+{
+	struct proto_msg m;
+	size_t n;
+
+	(void)state;
+	n = make_valid(&m, PROTO_SNAPSHOT_START);
+	m.body.snapshot.region_id = 3;
+	assert_validate(&m, n, 0);
+	strcpy(m.body.snapshot.image, "rbd:pool/ns/image");
+	assert_validate(&m, n, 0);
+	m.body.snapshot.image[4] = '\n';
+	assert_validate(&m, n, -EINVAL);
+	memset(m.body.snapshot.image, 'a', sizeof(m.body.snapshot.image));
+	assert_validate(&m, n, -EINVAL);
+
+	n = make_valid(&m, PROTO_SNAPSHOT_STATUS);
+	m.body.snapshot.region_id = 3;
+	assert_validate(&m, n, 0);
+	strcpy(m.body.snapshot.image, "rbd:pool/image");
+	assert_validate(&m, n, -EINVAL);
+
+	n = make_valid(&m, PROTO_IMAGE_INFO);
+	assert_validate(&m, n, -EINVAL); /* no name */
+	strcpy(m.body.snapshot.image, "rbd:pool/image");
+	assert_validate(&m, n, 0);
+	m.body.snapshot.region_id = 1;
+	assert_validate(&m, n, -EINVAL);
+	m.body.snapshot.region_id = 0;
+	m.body.snapshot.flags = PROTO_IMAGE_NO_PREFETCH;
+	assert_validate(&m, n, -EINVAL);
+	assert_int_equal(proto_fds_expected(PROTO_IMAGE_INFO), 0);
+	assert_string_equal(proto_type_name(PROTO_IMAGE_INFO), "image-info");
 }
 
 static void test_validate_accepts_edge_values(void **state)
@@ -600,6 +641,32 @@ static void test_validate_hello_page_size(void **state)
 	}
 }
 
+/* Snapshot and restore flags: each request knows its own (the learned
+ * order's fd is announced by a flag), nothing else passes. */
+static void test_validate_snapshot_flags(void **state)
+{
+	static const struct {
+		enum proto_type type;
+		uint32_t known;
+	} t[] = {
+		{ PROTO_SNAPSHOT_START, PROTO_SNAPSHOT_ORDER },
+		{ PROTO_SNAPSHOT_STATUS, 0 },
+		{ PROTO_REGION_SET_IMAGE, PROTO_IMAGE_NO_PREFETCH | PROTO_IMAGE_ORDER },
+	};
+	struct proto_msg m;
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		for (int bit = 0; bit < 32; bit++) {
+			n = make_valid(&m, t[i].type);
+			m.body.snapshot.region_id = 7;
+			m.body.snapshot.flags = 1u << bit;
+			assert_validate(&m, n, (t[i].known >> bit) & 1 ? 0 : -EINVAL);
+		}
+	}
+}
+
 static void test_validate_region_create_fields(void **state)
 {
 	struct proto_msg m;
@@ -760,20 +827,22 @@ static void test_roundtrip_one_fd(void **state)
 	close(mfd);
 }
 
-/* More than PROTO_MAX_FDS (2: a snapshot's image and its IMAGE.crc). */
-static void test_recv_three_fds_refused(void **state)
+/* More than PROTO_MAX_FDS (3: a snapshot's image, its IMAGE.crc and its
+ * IMAGE.order). */
+static void test_recv_four_fds_refused(void **state)
 {
 	struct pair *p = *state;
 	struct proto_msg m;
-	int three[3] = { new_memfd(), new_memfd(), new_memfd() };
+	int four[4] = { new_memfd(), new_memfd(), new_memfd(), new_memfd() };
 	int fds[PROTO_MAX_FDS] = { -1 };
 	unsigned nfds = 99;
 	size_t n = make_valid(&m, PROTO_REGION_CREATE);
 	int before;
 
-	raw_send(p->s[0], &m, n, three, 3);
-	for (int i = 0; i < 3; i++)
-		close(three[i]);
+	assert_int_equal(PROTO_MAX_FDS, 3);
+	raw_send(p->s[0], &m, n, four, 4);
+	for (int i = 0; i < 4; i++)
+		close(four[i]);
 	send_hello(p->s[0]);
 	before = fd_count();
 	assert_int_equal(proto_recv(p->s[1], &m, fds, &nfds), -EMSGSIZE);
@@ -901,12 +970,12 @@ static void test_send_refuses_what_recv_would(void **state)
 {
 	struct pair *p = *state;
 	struct proto_msg m;
-	int three[3] = { 0, 1, 2 };
+	int four[4] = { 0, 1, 2, 0 };
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds;
 	size_t n = make_valid(&m, PROTO_REGION_CREATE);
 
-	assert_int_equal(proto_send(p->s[0], &m, n, three, 3), -EINVAL);
+	assert_int_equal(proto_send(p->s[0], &m, n, four, 4), -EINVAL);
 	assert_int_equal(proto_send(p->s[0], &m, sizeof(m) + 1, NULL, 0), -EINVAL);
 	/* nothing went out */
 	assert_int_equal(fd_nonblock(p->s[1], true), 0);
@@ -1123,6 +1192,7 @@ int main(void)
 		cmocka_unit_test(test_counters_names),
 		cmocka_unit_test(test_validate_accepts_each_type),
 		cmocka_unit_test(test_validate_accepts_edge_values),
+		cmocka_unit_test(test_validate_image_name),
 		cmocka_unit_test(test_validate_truncated),
 		cmocka_unit_test(test_validate_longer_than_any_message),
 		cmocka_unit_test(test_validate_bad_magic),
@@ -1131,6 +1201,7 @@ int main(void)
 		cmocka_unit_test(test_validate_body_size_wrong_for_type),
 		cmocka_unit_test(test_validate_unknown_type),
 		cmocka_unit_test(test_validate_hello_unknown_flags),
+		cmocka_unit_test(test_validate_snapshot_flags),
 		cmocka_unit_test(test_validate_hello_page_size),
 		cmocka_unit_test(test_validate_region_create_fields),
 		cmocka_unit_test(test_validate_region_create_name),
@@ -1138,7 +1209,7 @@ int main(void)
 		cmocka_unit_test(test_validate_reply_status),
 		cmocka_unit_test_setup_teardown(test_roundtrip_no_fd, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_one_fd, pair_setup, pair_teardown),
-		cmocka_unit_test_setup_teardown(test_recv_three_fds_refused, pair_setup, pair_teardown),
+		cmocka_unit_test_setup_teardown(test_recv_four_fds_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_many_fds_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_oversized_refused, pair_setup, pair_teardown),
 		cmocka_unit_test_setup_teardown(test_recv_largest_accepted, pair_setup, pair_teardown),
