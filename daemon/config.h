@@ -72,6 +72,7 @@ struct config {
 	unsigned fault_spin_us;        /* poll the uffd this long after a fault */
 	/* Snapshots */
 	unsigned image_timeout_ms;     /* an image read or write takes at most */
+	uint64_t snapshot_capture_limit; /* bytes captured, not yet written, before writers wait */
 	/* Who may connect, who may control */
 	char *allowed_users;           /* comma list of names or uids, "" = all */
 	char *allowed_groups;          /* comma list of names or gids, "" = all */
