@@ -6,8 +6,9 @@
  * directory of a few names, each backed by a real file; while `stall` is
  * set, reads and writes of the file "img" are never answered, until
  * stallfs_release() answers them all with EIO.  While `hold` is set, they
- * wait and are then served when it is cleared: a disk far slower than
- * the writers of a region (stallfs_hold()).
+ * wait (everything else is served) and are then served in order when it
+ * is cleared: a disk far slower than the writers of a region
+ * (stallfs_hold()).
  *
  * The server is a child process (dying with the test), so that a test
  * that fails while its own I/O waits on the file cannot hang on itself:
@@ -44,6 +45,8 @@ struct stallfs {
 	struct stallfs_shared *sh;     /* shared with the server */
 	uint64_t stalled[STALLFS_MAX_STALLED]; /* unique ids held back */
 	unsigned nstalled;
+	void *held[STALLFS_MAX_STALLED]; /* copies of requests on hold */
+	unsigned nheld;
 };
 
 /* The image and its sidecars, and the temporary names libpager writes
@@ -193,15 +196,13 @@ static void stallfs_request(struct stallfs *f, const struct fuse_in_header *in,
 			atomic_fetch_add(&f->sh->stalled_total, 1);
 			return;
 		}
-		if (node == 2 && atomic_load(&f->sh->hold)) {
-			/* The disk is slow: this request waits (and the
-			 * ones behind it) until the hold ends, or a
-			 * release. */
-			unsigned rel = atomic_load(&f->sh->release);
-
+		if (node == 2 && atomic_load(&f->sh->hold) && f->nheld < STALLFS_MAX_STALLED &&
+		    (f->held[f->nheld] = malloc(in->len))) {
+			/* The disk is slow: this request waits, a copy
+			 * kept, until the hold ends (stallfs_serve()). */
+			memcpy(f->held[f->nheld++], in, in->len);
 			atomic_fetch_add(&f->sh->held_total, 1);
-			while (atomic_load(&f->sh->hold) && atomic_load(&f->sh->release) == rel)
-				usleep(500);
+			return;
 		}
 		if (node < 2 || node >= 2 + STALLFS_NAMES) {
 			stallfs_reply(f, in->unique, -EIO, NULL, 0);
@@ -270,7 +271,22 @@ static void stallfs_serve(struct stallfs *f)
 			for (unsigned i = 0; i < f->nstalled; i++)
 				stallfs_reply(f, f->stalled[i], -EIO, NULL, 0);
 			f->nstalled = 0;
+			for (unsigned i = 0; i < f->nheld; i++) {
+				stallfs_reply(f, ((struct fuse_in_header *)f->held[i])->unique,
+					      -EIO, NULL, 0);
+				free(f->held[i]);
+			}
+			f->nheld = 0;
 			atomic_store(&f->sh->released, want);
+		}
+		if (f->nheld && !atomic_load(&f->sh->hold)) {
+			/* The hold ended: served now, in the order they came. */
+			for (unsigned i = 0; i < f->nheld; i++) {
+				stallfs_request(f, f->held[i], (uint8_t *)f->held[i] +
+						sizeof(struct fuse_in_header), out);
+				free(f->held[i]);
+			}
+			f->nheld = 0;
 		}
 		if (poll(&pf, 1, 5) <= 0 || !(pf.revents & POLLIN))
 			continue;
