@@ -73,7 +73,9 @@
 	X(pool_rejects, REGION, "pages", "pagerd_pool_rejects_total", NULL, \
 	  "Pages that compressed too badly for the pool: written to swap.") \
 	X(image_learned_reads, REGION, "pages", "pagerd_image_learned_reads_total", NULL, \
-	  "Pages read from restore images ahead of demand in their learned order (IMAGE.order).")
+	  "Pages read from restore images ahead of demand in their learned order (IMAGE.order).") \
+	X(snapshot_writes_parked, DAEMON, "faults", "pagerd_snapshot_writes_parked_total", NULL, \
+	  "Writes that waited for a snapshot's image disk: its capture budget (snapshot_capture_limit) was full.")
 
 /* The HELP line of each family whose rows have a kind. */
 #define PAGER_COUNTER_FAMILIES(F) \

@@ -74,6 +74,7 @@ struct config {
 					* FAULT_THREADS_CPUS: one per online CPU */
 	/* Snapshots */
 	unsigned image_timeout_ms;     /* an image read or write takes at most */
+	uint64_t snapshot_capture_limit; /* bytes captured, not yet written, before writers wait */
 	/* Who may connect, who may control */
 	char *allowed_users;           /* comma list of names or uids, "" = all */
 	char *allowed_groups;          /* comma list of names or gids, "" = all */

@@ -79,3 +79,13 @@ void client_wake(struct client *c)
 {
 	event_active(c->sock_ev, EV_READ, 0);
 }
+
+/* Faults parked for a snapshot's capture budget may go on: the retry
+ * callback (fault_serve()) runs them at the next turn.  A timer, not a
+ * call up: the snapshot may be inside a page transition. */
+void client_retry_faults(struct client *c)
+{
+	static const struct timeval now = { 0, 0 };
+
+	evtimer_add(c->retry_ev, &now);
+}

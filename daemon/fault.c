@@ -259,11 +259,22 @@ static int fault_missing(struct client *c, struct region *r, uint64_t page,
  * copy is stale: freed), a page being written out aborts its eviction.
  * Un-protect at once either way: the application never waits for I/O.
  */
-static int fault_wp(struct client *c, struct region *r, uint64_t page)
+static int fault_wp(struct client *c, struct region *r, uint64_t page,
+		    const struct uffd_msg *m)
 {
 	pgstate_t b = r->state[page];
 	int e;
 
+	/* A running snapshot would capture the page first, and its captures
+	 * wait for the disk already: the writer waits too, like the
+	 * kernel's dirty throttling, instead of the snapshot failing.  The
+	 * snapshot never needs this fault to progress; it retries it.
+	 * (Without memory to park it, the write goes on over the budget.) */
+	if (snapshot_write_must_wait(r, page) && fault_park(c, m, PARK_SNAPSHOT) == 0) {
+		if (!c->retrying_snapshot)
+			c->d->stats.snapshot_writes_parked++;
+		return 0;
+	}
 	c->d->stats.faults_wp++;
 	r->stats.faults_wp++;
 	/* Dirty from now (a snapshot copies the old data first); a swap-in
@@ -302,7 +313,7 @@ static int handle_fault(struct client *c, const struct uffd_msg *m)
 		return -EFAULT;
 	}
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
-		return fault_wp(c, r, page);
+		return fault_wp(c, r, page, m);
 	return fault_missing(c, r, page, m);
 }
 
@@ -465,6 +476,17 @@ int fault_serve(struct client *c)
 
 	if (c->dead)
 		return 0; /* dropped at this turn of the loop */
+	if (c->nparked_for[PARK_SNAPSHOT]) {
+		/* Writes that waited for a snapshot's capture budget, before
+		 * newer faults (one still without room parks again). */
+		bool ok;
+
+		c->retrying_snapshot = true;
+		ok = fault_unpark(c, PARK_SNAPSHOT);
+		c->retrying_snapshot = false;
+		if (!ok)
+			goto drop;
+	}
 	/* Fault threads: one batch a turn, so that the others get the next
 	 * while this one serves it (and no polling under the lock). */
 	int max_rounds = c->d->fthreads ? 1 : 64;

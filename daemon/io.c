@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dlist.h"
 #include "io.h"
 #include "log.h"
 
@@ -98,18 +99,10 @@ struct io_engine {
  */
 static struct io_list io_left_to_kernel;
 
-static uint64_t io_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* True if a warning may be logged now (a few per interval, then a count). */
 static bool io_log_allowed(struct io_engine *e)
 {
-	uint64_t now = io_mono_ms();
+	uint64_t now = now_ms();
 
 	if (!e->log_start_ms || now - e->log_start_ms >= IO_LOG_INTERVAL_MS) {
 		if (e->log_suppressed)
@@ -129,40 +122,7 @@ static bool io_log_allowed(struct io_engine *e)
 
 /* ---- lists -------------------------------------------------------------- */
 
-static void io_list_push_tail(struct io_list *l, struct io_req *r)
-{
-	r->next = NULL;
-	r->prev = l->tail;
-	if (l->tail)
-		l->tail->next = r;
-	else
-		l->head = r;
-	l->tail = r;
-}
-
-static void io_list_push_head(struct io_list *l, struct io_req *r)
-{
-	r->prev = NULL;
-	r->next = l->head;
-	if (l->head)
-		l->head->prev = r;
-	else
-		l->tail = r;
-	l->head = r;
-}
-
-static void io_list_remove(struct io_list *l, struct io_req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		l->head = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	else
-		l->tail = r->prev;
-	r->next = r->prev = NULL;
-}
+DLIST_FUNCS(io_list, struct io_list, struct io_req)
 
 /* The deadline list, in order of deadline. */
 static void io_dl_insert(struct io_engine *e, struct io_req *r)
@@ -209,7 +169,7 @@ static void io_arm_timer(struct io_engine *e)
 		evtimer_del(e->timer_ev);
 		return;
 	}
-	now = io_mono_ms();
+	now = now_ms();
 	wait = e->dl_head->deadline_ms > now ? e->dl_head->deadline_ms - now : 0;
 	tv.tv_sec = (time_t)(wait / 1000);
 	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
@@ -527,7 +487,7 @@ static void io_req_expire(struct io_engine *e, struct io_req *r)
 
 static void io_run_timeouts(struct io_engine *e)
 {
-	uint64_t now = io_mono_ms();
+	uint64_t now = now_ms();
 
 	while (e->dl_head && e->dl_head->deadline_ms <= now)
 		io_req_expire(e, e->dl_head);
@@ -574,7 +534,7 @@ static int io_wait_some(struct io_engine *e)
 	io_refill(e);
 	io_uring_submit(&e->ring);
 	if (e->dl_head) {
-		uint64_t now = io_mono_ms(), wait = e->dl_head->deadline_ms > now ?
+		uint64_t now = now_ms(), wait = e->dl_head->deadline_ms > now ?
 						 e->dl_head->deadline_ms - now : 0;
 
 		ts.tv_sec = (long long)(wait / 1000);
@@ -704,7 +664,7 @@ int io_submit(struct io_queue *q, enum io_op op, void *buf, size_t len,
 	r->arg = arg;
 	r->untrusted = q->timeout_ms != 0;
 	if (q->timeout_ms) {
-		r->deadline_ms = io_mono_ms() + q->timeout_ms;
+		r->deadline_ms = now_ms() + q->timeout_ms;
 		io_dl_insert(e, r);
 		if (e->dl_head == r)
 			io_arm_timer(e);

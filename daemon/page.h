@@ -214,7 +214,14 @@ bool page_is_zero(const void *page, size_t len);
 void page_io_link(struct region *r, struct page_io *io);
 void page_io_unlink(struct page_io *io);
 bool page_io_detach_all(struct region *r);
-/* A write-back of a region gone completed: lets go of its mapping. */
+/* A write-back of a region gone completed: lets go of its mapping.  Its
+ * completion is where no store reads the mapping any more, a timed-out
+ * write included: the swap's file store has no timeout (the engine calls
+ * back once the kernel is done with the buffer, or for a request it never
+ * started), and the RBD store, which has one, copies a write's data into
+ * a buffer of its own when it accepts it (store.h).  A swap store on the
+ * engine with a timeout would break this (and hand the engine a mapping
+ * to free()): swap.c opens its file store without one. */
 void page_io_release(struct page_io *io);
 
 /* ---- the invariant checker ---------------------------------------------- */

@@ -263,6 +263,9 @@ struct region {
 enum park_reason {
 	PARK_EVENT, /* an event is unread (EAGAIN): retried after a uffd read */
 	PARK_ROOM,  /* no room under a limit: retried after eviction */
+	PARK_SNAPSHOT, /* a write a running snapshot would have to capture,
+			* its capture budget full: retried as the image's
+			* writes complete (snapshot_write_must_wait()) */
 	PARK_REASONS
 };
 
@@ -292,6 +295,8 @@ struct client {
 	struct pending_fault *parked; /* faults not resolved yet, oldest first */
 	size_t nparked, parked_cap;
 	size_t nparked_for[PARK_REASONS];
+	bool retrying_snapshot;     /* faults parked for PARK_SNAPSHOT retried:
+				     * one parking again is not counted again */
 	uint64_t resident;
 	uint64_t writeback;
 	uint64_t memory_limit;      /* pages, 0 = none */
@@ -346,6 +351,9 @@ int client_send_reply(struct client *c, uint32_t seq, struct proto_reply *body);
 void client_reply_deferred(struct client *c, int status, struct proto_reply *out);
 /* Runs c's socket callback at the next turn, to look at c again. */
 void client_wake(struct client *c);
+/* Retries c's faults parked for a snapshot (PARK_SNAPSHOT) at the next
+ * turn (client.c's retry callback: fault_serve()). */
+void client_retry_faults(struct client *c);
 
 /* region.c */
 /* What a region is made of (region_new()). */
@@ -582,6 +590,12 @@ int restore_image_fd(const struct region *r);
 bool restore_prefetching(const struct region *r);
 /* True if the page must reach the image before it may change. */
 bool snapshot_pending(const struct region *r, uint64_t page);
+/* Whether a write to the page must wait (the fault parks, PARK_SNAPSHOT):
+ * a running snapshot would have to capture its data of the instant, and
+ * the pages captured and not yet written fill snapshot_capture_limit.
+ * The snapshot retries such faults as room comes (client_retry_faults()):
+ * as its writes complete, pages stop being pending, or it ends. */
+bool snapshot_write_must_wait(struct region *r, uint64_t page);
 /* A fresh region takes the image fd (a regular file of its size) and its
  * IMAGE.crc table crc_fd (a memfd sealed against every change, or -1 for
  * an image made before tables: restored unchecked, with a warning).

@@ -102,11 +102,12 @@
 /* Most pages one write of resident pages covers. */
 #define SNAP_RUN 256
 /* Bytes captured in bounce buffers and not yet on disk: the background
- * copier waits above SNAP_COPIER_BYTES (the disk's pace), a copy that
- * cannot wait (a page about to change) fails the snapshot (-ENOBUFS)
- * above SNAP_CAPTURE_BYTES rather than hold the loop for a slow disk. */
+ * copier waits above SNAP_COPIER_BYTES (or half the capture budget,
+ * snapshot_capture_limit, if less: the writers keep the other half), at
+ * the disk's pace.  A write fault that would capture a page past the
+ * budget waits, parked, until the disk has taken enough
+ * (snapshot_write_must_wait()): writers go at the disk's pace too. */
 #define SNAP_COPIER_BYTES (8u << 20)
-#define SNAP_CAPTURE_BYTES (256u << 20)
 #define SNAP_READS_MAX 16
 #define SNAP_READ_PAGES 64
 /* Image requests in the kernel at once (a queue of the I/O engine). */
@@ -178,6 +179,7 @@ struct snapshot {
 	 * when a run is copied, so the page may change while the write is in
 	 * flight.  Bytes of them not yet written: */
 	size_t bounce;
+	bool throttle_logged; /* said that writers wait for the disk */
 	struct event *ev;
 	/* An RBD image (rbd:...), which pagerd opens and commits itself:
 	 * its name, and the job (store.h) that opens or commits it. */
@@ -251,6 +253,21 @@ static uint32_t zero_page_crc(size_t ps)
 	return crc;
 }
 
+/* The capture budget: bytes captured and not yet written past which a
+ * write fault that needs a capture waits (snapshot_write_must_wait()). */
+static size_t capture_limit(const struct snapshot *s)
+{
+	return (size_t)s->d->cfg.snapshot_capture_limit;
+}
+
+/* The background copier's share of it: it never takes the writers' half. */
+static size_t copier_limit(const struct snapshot *s)
+{
+	size_t half = capture_limit(s) / 2;
+
+	return half < SNAP_COPIER_BYTES ? half : SNAP_COPIER_BYTES;
+}
+
 static bool bit(const uint64_t *m, uint64_t i)
 {
 	return (m[i / 64] >> (i % 64)) & 1;
@@ -283,6 +300,37 @@ bool snapshot_pending(const struct region *r, uint64_t page)
 	const struct snapshot *s = r->snap;
 
 	return s && !s->finished && bit(s->pending, page);
+}
+
+/*
+ * Write faults parked for the capture budget (snapshot_write_must_wait())
+ * are tried again at the next turn of the loop: the budget may have room
+ * now, or their pages need no capture any more (copied, discarded, the
+ * snapshot ended).  One that still must wait parks again.
+ */
+static void wake_writers(struct snapshot *s)
+{
+	if (s->r && s->r->client->nparked_for[PARK_SNAPSHOT])
+		client_retry_faults(s->r->client);
+}
+
+bool snapshot_write_must_wait(struct region *r, uint64_t page)
+{
+	struct snapshot *s = r->snap;
+	pgstate_t b = r->state[page];
+
+	/* Only a page whose data of the instant is in memory, and still to
+	 * be copied, is captured by a write (page_before_change()). */
+	if (!s || s->finished || !s->pending || !bit(s->pending, page) ||
+	    bit(s->from_image, page) || pg_state(b) != PAGE_RESIDENT ||
+	    (b & PG_READING) || s->bounce < capture_limit(s))
+		return false;
+	if (!s->throttle_logged) {
+		s->throttle_logged = true;
+		log_info("region %" PRIu64 ": snapshot: writers wait for the image's disk (%zu KiB captured, not yet written)",
+			 r->id, s->bounce >> 10);
+	}
+	return true;
 }
 
 static void protect_join(struct snapshot *s);
@@ -406,6 +454,8 @@ static void snap_finish(struct snapshot *s, int status)
 	}
 	if (status == 0 && s->order_map && s->r)
 		store_order(s);
+	/* Nothing is captured any more: writes waiting for room go on. */
+	wake_writers(s);
 }
 
 static void snap_kick(struct snapshot *s);
@@ -460,6 +510,8 @@ static void on_image_written(void *arg, int res)
 
 	s->reads--;
 	s->bounce -= w->len;
+	if (s->bounce < capture_limit(s))
+		wake_writers(s);
 	/* A write the file never answered: its buffer is the engine's
 	 * (an RBD store's never is: it wrote from a copy). */
 	if (w->back || (res != -ETIMEDOUT && res != -ECANCELED))
@@ -522,19 +574,19 @@ static int image_put(struct snapshot *s, uint64_t page, uint8_t *buf, uint64_t n
  * of non-zero pages is copied into a bounce buffer and written (zero pages
  * stay holes; the image starts as one hole of the region's size).  With
  * `must` false (the background copier) it declines, returning 0, while
- * SNAP_COPIER_BYTES are on their way to the disk; with must (a page about
- * to change) it fails with -ENOBUFS past SNAP_CAPTURE_BYTES.  Returns 1
- * when captured, 0 (declined), or -errno.
+ * its share of the budget is on its way to the disk; with must (a page
+ * about to change, or one the copier read) it always captures: the write
+ * faults that would take the budget past its limit wait before they get
+ * here (snapshot_write_must_wait()), and every other caller captures each
+ * page at most once.  Returns 1 when captured, 0 (declined), or -errno.
  */
 static int queue_pages(struct snapshot *s, uint64_t page, const uint8_t *src,
 		       uint64_t n, bool must)
 {
 	size_t ps = s->d->page_size;
 
-	if (!must && s->bounce >= SNAP_COPIER_BYTES)
+	if (!must && s->bounce >= copier_limit(s))
 		return 0;
-	if (must && s->bounce >= SNAP_CAPTURE_BYTES)
-		return -ENOBUFS;
 	for (uint64_t i = 0; i < n;) {
 		uint64_t j = i;
 		uint8_t *buf;
@@ -573,12 +625,17 @@ static int write_read_pages(struct snapshot *s, uint64_t page, const uint8_t *sr
 
 static void mark_copied(struct snapshot *s, uint64_t page, uint64_t n)
 {
+	bool any = false;
+
 	for (uint64_t i = page; i < page + n; i++) {
 		if (bit(s->pending, i)) {
 			bit_clr(s->pending, i);
 			s->done++;
+			any = true;
 		}
 	}
+	if (any)
+		wake_writers(s); /* a write may wait on one of them */
 }
 
 /*
@@ -614,6 +671,7 @@ static int hold_slot(struct snapshot *s, uint64_t page)
 		return -EIO; /* a swapped page without its data: never a hole */
 	r->slot[page] = 0;
 	bit_clr(s->pending, page);
+	wake_writers(s); /* a write may wait on it */
 	if (h && h->page + h->n == page && h->slot + h->n == (uint64_t)slot &&
 	    h->n < SNAP_READ_PAGES) {
 		h->n++;
@@ -1057,10 +1115,15 @@ static void on_snap(evutil_socket_t fd, short what, void *arg)
 			}
 		{
 			/* Neighbours resident too: one write for the run, its
-			 * zero pages left out (holes). */
-			uint64_t n = 1;
+			 * zero pages left out (holes); no more than the
+			 * copier's share of the budget has room for. */
+			uint64_t n = 1, most = SNAP_RUN, room = 0;
 
-			while (n < SNAP_RUN && p + n < r->npages &&
+			if (s->bounce < copier_limit(s))
+				room = (copier_limit(s) - s->bounce) / s->d->page_size;
+			if (room < most)
+				most = room ? room : 1;
+			while (n < most && p + n < r->npages &&
 			       bit(s->pending, p + n) && !bit(s->from_image, p + n) &&
 			       pg_state(r->state[p + n]) == PAGE_RESIDENT &&
 			       !(r->state[p + n] & (PG_READING | PG_GONE)))

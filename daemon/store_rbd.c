@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dlist.h"
 #include "log.h"
 #include "store.h"
 
@@ -287,37 +288,7 @@ struct store_rbd {
 	bool free_after_dispatch;  /* closed from one of them */
 };
 
-static uint64_t rbd_mono_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
-
-static void list_push(struct rbd_list *l, struct rbd_req *r)
-{
-	r->next = NULL;
-	r->prev = l->tail;
-	if (l->tail)
-		l->tail->next = r;
-	else
-		l->head = r;
-	l->tail = r;
-}
-
-static void list_remove(struct rbd_list *l, struct rbd_req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		l->head = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	else
-		l->tail = r->prev;
-	r->next = r->prev = NULL;
-}
+DLIST_FUNCS(list, struct rbd_list, struct rbd_req)
 
 static void req_free(struct rbd_req *r)
 {
@@ -329,7 +300,7 @@ static void req_free(struct rbd_req *r)
  * acceptance, and every request has the same timeout. */
 static void arm_timer(struct store_rbd *sr)
 {
-	uint64_t first = UINT64_MAX, now = rbd_mono_ms();
+	uint64_t first = UINT64_MAX, now = now_ms();
 	struct rbd_req *r;
 	struct timeval tv;
 
@@ -389,7 +360,7 @@ static int req_start(struct store_rbd *sr, struct rbd_req *r)
 		return e;
 	}
 	sr->in_flight++;
-	list_push(&sr->flight, r);
+	list_push_tail(&sr->flight, r);
 	return 0;
 }
 
@@ -480,7 +451,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct store_rbd *sr = arg;
-	uint64_t now = rbd_mono_ms();
+	uint64_t now = now_ms();
 	struct rbd_req *r, *next;
 
 	(void)fd;
@@ -529,7 +500,7 @@ static int submit(struct store_rbd *sr, enum rbd_op op, uint64_t off, void *user
 		return -ENOMEM;
 	*r = (struct rbd_req){ .sr = sr, .op = op, .off = off, .len = len, .user = user,
 			       .done = done, .arg = arg,
-			       .deadline = rbd_mono_ms() + sr->st.timeout_ms };
+			       .deadline = now_ms() + sr->st.timeout_ms };
 	if (op == RBD_OP_READ || op == RBD_OP_WRITE) {
 		r->bounce = malloc(len);
 		if (!r->bounce) {
@@ -539,7 +510,7 @@ static int submit(struct store_rbd *sr, enum rbd_op op, uint64_t off, void *user
 		if (op == RBD_OP_WRITE)
 			memcpy(r->bounce, src, len);
 	}
-	list_push(&sr->waiting, r);
+	list_push_tail(&sr->waiting, r);
 	/* Started from the loop, never here: done must not run inside
 	 * this call, and librbd may refuse a request at once. */
 	event_active(sr->efd_ev, EV_READ, 0);

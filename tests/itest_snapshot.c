@@ -49,6 +49,16 @@
  *                          poisons what it cannot read (SIGBUS), and all
  *                          along another client faults and completes and
  *                          pagerd answers its status (root, FUSE)
+ *   writers_throttled      writers outrun the image's disk (a FUSE file
+ *                          whose writes wait) by far more than the
+ *                          capture budget: their faults wait (counted),
+ *                          another client is served meanwhile, and the
+ *                          snapshot completes as one cut, never -ENOBUFS
+ *                          (root, FUSE)
+ *   throttled_released     writers parked for the capture budget are
+ *                          let go when their client dies (pagerd serves
+ *                          on) and when the snapshot fails (the image's
+ *                          disk times out): they write on (root, FUSE)
  *   cut_stress             randomized: writers, discards, limit swings,
  *                          swap / none / full, restored regions, snapshots
  *                          back to back; each image exactly one cut
@@ -1978,6 +1988,50 @@ static void copy_file(const char *from, const char *to)
 	close(out);
 }
 
+/* The stallfs mounted, for the teardown of a test that fails with its
+ * file held: pagerd cannot exit before the file answers. */
+static struct stallfs *stallfs_up;
+
+static void stop_stallfs(struct stallfs *f)
+{
+	stallfs_unmount(f);
+	for (unsigned i = 0; i < STALLFS_NAMES; i++)
+		unlink(f->back[i]);
+	stallfs_up = NULL;
+}
+
+/*
+ * pagerd with args, and a stallfs at DIR/fuse whose "img" (its path in
+ * path) is backed by an empty file.  Skips without root or FUSE.
+ */
+static struct stallfs *start_on_stallfs(struct ctx *c, const char *const *args,
+					char *path, size_t path_len)
+{
+	static struct stallfs fs;
+	struct stallfs *f = &fs;
+	char mnt[160], back[256];
+	int e;
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
+	unlink(c->swap);
+	assert_int_equal(test_pagerd_start(&c->d, args), 0);
+	c->running = true;
+	snprintf(mnt, sizeof(mnt), "%s/fuse", dir);
+	e = stallfs_mount(f, mnt, dir);
+	if (e < 0) {
+		print_message("no FUSE here (%s): skipped\n", strerror(-e));
+		stop(c);
+		skip();
+	}
+	stallfs_up = f;
+	snprintf(path, path_len, "%s/img", mnt);
+	snprintf(back, sizeof(back), "%s/back_img", dir);
+	close(open(back, O_RDWR | O_CREAT | O_TRUNC, 0644));
+	return f;
+}
+
 /* Waits (bounded) until the FUSE file holds more than `n` requests. */
 static void wait_stalled(struct stallfs *f, unsigned n)
 {
@@ -1991,29 +2045,14 @@ static void stalled_image(void **state)
 	struct ctx *c = *state;
 	const size_t len = 16 * MiB;
 	const uint64_t seed = 0x5eed;
-	char mnt[160], path[200], good[160], back[256], f_[256];
+	char path[200], good[160], back[256], f_[256];
 	const char *args[] = { "--swap", c->swap, "--swap-size", "512M",
 			       "--image-timeout", "2000", NULL };
 	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
-	struct stallfs f;
+	struct stallfs *f;
 	int e, ws;
 
-	if (geteuid() != 0)
-		skip();
-	snprintf(c->swap, sizeof(c->swap), "%s/swap", dir);
-	unlink(c->swap);
-	assert_int_equal(test_pagerd_start(&c->d, args), 0);
-	c->running = true;
-	snprintf(mnt, sizeof(mnt), "%s/fuse", dir);
-	e = stallfs_mount(&f, mnt, dir);
-	if (e < 0) {
-		print_message("no FUSE here (%s): skipped\n", strerror(-e));
-		stop(c);
-		skip();
-	}
-	snprintf(path, sizeof(path), "%s/img", mnt);
-	snprintf(back, sizeof(back), "%s/back_img", dir);
-	close(open(back, O_RDWR | O_CREAT | O_TRUNC, 0644));
+	f = start_on_stallfs(c, args, path, sizeof(path));
 
 	/* A snapshot into a file that stops answering. */
 	struct pager *p = connect_to(c->d.sock);
@@ -2022,9 +2061,9 @@ static void stalled_image(void **state)
 
 	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
 	fill_region(r, seed);
-	stallfs_set_stall(&f, true);
+	stallfs_set_stall(f, true);
 	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
-	wait_stalled(&f, 0);
+	wait_stalled(f, 0);
 	/* pagerd holds I/O the file never answers: everyone else is served. */
 	other_client_works(c);
 	/* The snapshot fails, once the image timeout has passed. */
@@ -2039,11 +2078,12 @@ static void stalled_image(void **state)
 		assert_int_equal(m[i], ((i / (ps / 8)) % 3) ? (seed ^ i) : 0);
 	other_client_works(c);
 	pager_close(p);
-	stallfs_release(&f);
+	stallfs_release(f);
 
 	/* A restore from a file that stops answering. */
 	snprintf(good, sizeof(good), "%s/good.img", dir);
 	take(c, good, len, seed);
+	snprintf(back, sizeof(back), "%s/back_img", dir);
 	copy_file(good, back);
 	snprintf(f_, sizeof(f_), "%s.meta", good);
 	snprintf(back, sizeof(back), "%s/back_img.meta", dir);
@@ -2051,9 +2091,9 @@ static void stalled_image(void **state)
 	snprintf(f_, sizeof(f_), "%s.crc", good);
 	snprintf(back, sizeof(back), "%s/back_img.crc", dir);
 	copy_file(f_, back);
-	unsigned before = stallfs_stalled(&f);
+	unsigned before = stallfs_stalled(f);
 
-	stallfs_set_stall(&f, true);
+	stallfs_set_stall(f, true);
 	pid_t kid = fork();
 
 	assert_true(kid >= 0);
@@ -2080,16 +2120,190 @@ static void stalled_image(void **state)
 		pager_close(kp);
 		_exit(0);
 	}
-	wait_stalled(&f, before);
+	wait_stalled(f, before);
 	other_client_works(c);
 	assert_int_equal(waitpid(kid, &ws, 0), kid);
 	assert_true(WIFEXITED(ws));
 	assert_int_equal(WEXITSTATUS(ws), 0);
 	other_client_works(c);
-	stallfs_unmount(&f);
-	for (unsigned i = 0; i < STALLFS_NAMES; i++)
-		unlink(f.back[i]);
+	stop_stallfs(f);
 	image_files_unlink(good);
+	stop(c);
+}
+
+/* ---- writers_throttled ---------------------------------------------------- */
+
+/*
+ * A snapshot whose writers outrun its disk by far more than the capture
+ * budget (snapshot_capture_limit, 256 KiB here; 16 MiB of pages written):
+ * the image is a FUSE file whose writes wait until the test lets the disk
+ * go.  With the budget full, the writers' faults wait (counted) while
+ * pagerd serves everyone else; then the disk moves, the writers go on at
+ * its pace, and the image is one cut.  A pagerd that instead fails the
+ * snapshot with -ENOBUFS fails here.
+ */
+static void writers_throttled(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 16 * MiB / ps;
+	const char *args[] = { "--snapshot-capture-limit", "256K",
+			       /* The disk is held as long as the test needs. */
+			       "--image-timeout", "600000", NULL };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	uint64_t *lo = malloc(n * 8), *hi = malloc(n * 8), parked = 0, writes;
+	struct pager_region *r;
+	struct proto_reply st;
+	struct writers w = { 0 };
+	struct stallfs *f;
+	char path[200];
+	int e = 0;
+
+	assert_non_null(lo);
+	assert_non_null(hi);
+	f = start_on_stallfs(c, args, path, sizeof(path));
+
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	writers_start(&w, pager_region_addr(r), n);
+	while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < n / 2)
+		sched_yield();
+	stallfs_hold(f, true);
+	for (uint64_t i = 0; i < n; i++)
+		lo[i] = __atomic_load_n(&w.gen[i], __ATOMIC_ACQUIRE);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	for (uint64_t i = 0; i < n; i++)
+		hi[i] = __atomic_load_n(&w.gen[i], __ATOMIC_ACQUIRE);
+	/* The disk takes nothing: the writers fill the budget, then wait
+	 * (or, without throttling, the snapshot fails). */
+	for (int i = 0; i < 60000; i++) {
+		assert_int_equal(test_status(c->d.sock, &st), 0);
+		parked = st.counters.snapshot_writes_parked;
+		if (parked || (e = pager_region_snapshot_poll(r, &pr)) != 0 || pr.status)
+			break;
+		usleep(2000);
+	}
+	if (e == 1 || pr.status)
+		fail_msg("the snapshot failed while its disk was held: %s", strerror(-pr.status));
+	assert_int_equal(e, 0);
+	assert_true(parked > 0);
+	assert_true(stallfs_held(f) > 0);
+	writes = __atomic_load_n(&w.writes, __ATOMIC_RELAXED);
+	print_message("disk held: %llu writer faults parked, %u image requests waiting, %llu writes so far\n",
+		      (unsigned long long)parked, stallfs_held(f), (unsigned long long)writes);
+	/* The writers wait, not pagerd: another client is served. */
+	other_client_works(c);
+	/* The disk moves: the writers go on at its pace, the copy ends. */
+	stallfs_hold(f, false);
+	for (int i = 0; i < 120000 && (e = pager_region_snapshot_poll(r, &pr)) == 0; i++)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	if (pr.status)
+		fail_msg("snapshot: %s", strerror(-pr.status));
+	assert_int_equal(pr.pages_done, pr.pages_total);
+	assert_int_equal(pr.pages_total, n);
+	writers_stop(&w);
+	assert_int_equal(test_status(c->d.sock, &st), 0);
+	print_message("%llu writes in all, %llu writer faults parked\n",
+		      (unsigned long long)w.writes,
+		      (unsigned long long)st.counters.snapshot_writes_parked);
+	assert_true(__atomic_load_n(&w.writes, __ATOMIC_RELAXED) > writes);
+	/* One cut, read back through the FUSE file. */
+	assert_true(check_cut(path, n, lo, hi) <= WRITERS);
+	pager_close(p);
+	stop_stallfs(f);
+	free(w.gen);
+	free(lo);
+	free(hi);
+	stop(c);
+}
+
+/* Polls (bounded) until pagerd has parked more than `than` writes. */
+static uint64_t wait_parked(struct ctx *c, uint64_t than)
+{
+	struct proto_reply st;
+
+	for (int i = 0; i < 30000; i++) {
+		assert_int_equal(test_status(c->d.sock, &st), 0);
+		if (st.counters.snapshot_writes_parked > than)
+			return st.counters.snapshot_writes_parked;
+		usleep(2000);
+	}
+	fail_msg("no write was parked");
+	return 0;
+}
+
+/*
+ * Writers parked for the capture budget must never be stranded, nor hold
+ * pagerd: a client that dies with its writers parked leaves pagerd
+ * serving everyone else; a snapshot that fails (its disk held past the
+ * image timeout) lets its writers go on.
+ */
+static void throttled_released(void **state)
+{
+	struct ctx *c = *state;
+	const uint64_t n = 16 * MiB / ps;
+	const char *args[] = { "--snapshot-capture-limit", "256K",
+			       "--image-timeout", "5000", NULL };
+	struct pager_snapshot_progress pr = { .sz = sizeof(pr) };
+	struct pager_region *r;
+	struct writers w = { 0 };
+	struct stallfs *f;
+	char path[200];
+	uint64_t parked, writes;
+	int e = 0, ws;
+
+	f = start_on_stallfs(c, args, path, sizeof(path));
+
+	/* A client dies with its writers parked. */
+	stallfs_hold(f, true);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
+					.flags = PAGER_OPEN_NO_PRIVATE };
+		struct pager *kp;
+		struct pager_region *kr;
+		struct writers kw = { 0 };
+
+		if (pager_open(&kp, &o) < 0 || pager_region_create(kp, n * ps, NULL, &kr) < 0)
+			_exit(2);
+		writers_start(&kw, pager_region_addr(kr), n);
+		if (pager_region_snapshot_start(kr, path, NULL) < 0)
+			_exit(3);
+		for (;;)
+			pause(); /* killed here, its writers parked */
+	}
+	parked = wait_parked(c, 0);
+	kill(kid, SIGKILL);
+	assert_int_equal(waitpid(kid, &ws, 0), kid);
+	assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
+	other_client_works(c);
+	stallfs_hold(f, false);
+
+	/* A snapshot fails with its writers parked: they go on. */
+	struct pager *p = connect_to(c->d.sock);
+	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
+	writers_start(&w, pager_region_addr(r), n);
+	stallfs_hold(f, true);
+	assert_int_equal(pager_region_snapshot_start(r, path, NULL), 0);
+	parked = wait_parked(c, parked);
+	for (int i = 0; i < 60000 && (e = pager_region_snapshot_poll(r, &pr)) == 0; i++)
+		usleep(1000);
+	assert_int_equal(e, 1);
+	assert_int_equal(pr.status, -ETIMEDOUT);
+	writes = __atomic_load_n(&w.writes, __ATOMIC_RELAXED);
+	for (int i = 0; i < 30000 && __atomic_load_n(&w.writes, __ATOMIC_RELAXED) < writes + n;
+	     i++)
+		usleep(1000);
+	print_message("%llu writes parked in all; after the snapshot failed, %llu more writes\n",
+		      (unsigned long long)parked,
+		      (unsigned long long)(__atomic_load_n(&w.writes, __ATOMIC_RELAXED) - writes));
+	assert_true(__atomic_load_n(&w.writes, __ATOMIC_RELAXED) >= writes + n);
+	writers_stop(&w);
+	other_client_works(c);
+	pager_close(p);
+	stop_stallfs(f);
+	free(w.gen);
 	stop(c);
 }
 
@@ -2105,6 +2319,8 @@ static int teardown(void **state)
 {
 	struct ctx *c = *state;
 
+	if (stallfs_up)
+		stop_stallfs(stallfs_up);
 	if (c->running) {
 		kill(c->d.pid, SIGKILL);
 		waitpid(c->d.pid, NULL, 0);
@@ -2135,6 +2351,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(lost_in_first_step, setup, teardown),
 		cmocka_unit_test_setup_teardown(image_rewritten, setup, teardown),
 		cmocka_unit_test_setup_teardown(stalled_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(writers_throttled, setup, teardown),
+		cmocka_unit_test_setup_teardown(throttled_released, setup, teardown),
 		cmocka_unit_test_setup_teardown(cut_stress, setup, teardown),
 		cmocka_unit_test(cut_oracle_gone),
 	};
@@ -2149,7 +2367,13 @@ int main(void)
 	}
 	/* A long stress (make soak) gets its time. */
 	rc = test_run_group(tests, getenv("SNAP_STRESS_RUNS") ? 300 + 20 * (unsigned)atoi(getenv("SNAP_STRESS_RUNS")) : 300);
-	/* Whatever a failed test left behind goes too. */
+	/* Whatever a failed test left behind goes too: a FUSE mount whose
+	 * server died with the failed test first. */
+	char mnt[80];
+
+	snprintf(mnt, sizeof(mnt), "%s/fuse", dir);
+	umount2(mnt, MNT_DETACH);
+	rmdir(mnt);
 	DIR *dd = opendir(dir);
 	for (struct dirent *de; dd && (de = readdir(dd));) {
 		char f[320];

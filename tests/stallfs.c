@@ -5,7 +5,10 @@
  * stalled NFS mount that issue 14 item 5 is about.  It serves a flat
  * directory of a few names, each backed by a real file; while `stall` is
  * set, reads and writes of the file "img" are never answered, until
- * stallfs_release() answers them all with EIO.
+ * stallfs_release() answers them all with EIO.  While `hold` is set, they
+ * wait (everything else is served) and are then served in order when it
+ * is cleared: a disk far slower than the writers of a region
+ * (stallfs_hold()).
  *
  * The server is a child process (dying with the test), so that a test
  * that fails while its own I/O waits on the file cannot hang on itself:
@@ -22,7 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
-#define STALLFS_NAMES 3
+#define STALLFS_NAMES 5
 #define STALLFS_MAX_STALLED 256
 
 struct stallfs_shared {
@@ -30,6 +33,8 @@ struct stallfs_shared {
 	atomic_uint release;           /* bumped: answer those held back (EIO) */
 	atomic_uint released;          /* ... the server caught up with it */
 	atomic_uint stalled_total;     /* requests held back, ever */
+	atomic_bool hold;              /* reads and writes of "img" wait */
+	atomic_uint held_total;        /* requests that waited, ever */
 };
 
 struct stallfs {
@@ -40,9 +45,24 @@ struct stallfs {
 	struct stallfs_shared *sh;     /* shared with the server */
 	uint64_t stalled[STALLFS_MAX_STALLED]; /* unique ids held back */
 	unsigned nstalled;
+	void *held[STALLFS_MAX_STALLED]; /* copies of requests on hold */
+	unsigned nheld;
 };
 
-static const char *const stallfs_names[STALLFS_NAMES] = { "img", "img.meta", "img.crc" };
+/* The image and its sidecars, and the temporary names libpager writes
+ * the sidecars under before it renames them into place. */
+static const char *const stallfs_names[STALLFS_NAMES] = {
+	"img", "img.meta", "img.crc", "img.meta.tmp", "img.crc.tmp",
+};
+
+/* The node of a name in the root, or 0. */
+static uint64_t stallfs_node(const char *name)
+{
+	for (unsigned i = 0; i < STALLFS_NAMES; i++)
+		if (!strcmp(name, stallfs_names[i]))
+			return 2 + i;
+	return 0;
+}
 
 static void stallfs_reply(struct stallfs *f, uint64_t unique, int error,
 			  const void *body, size_t len)
@@ -96,14 +116,51 @@ static void stallfs_request(struct stallfs *f, const struct fuse_in_header *in,
 	case FUSE_LOOKUP: {
 		struct fuse_entry_out eo = { 0 };
 
-		for (unsigned i = 0; i < STALLFS_NAMES; i++)
-			if (node == FUSE_ROOT_ID && !strcmp((const char *)body, stallfs_names[i]))
-				eo.nodeid = 2 + i;
+		if (node == FUSE_ROOT_ID)
+			eo.nodeid = stallfs_node((const char *)body);
 		if (!eo.nodeid || stallfs_attr(f, eo.nodeid, &eo.attr) < 0) {
 			stallfs_reply(f, in->unique, -ENOENT, NULL, 0);
 			return;
 		}
 		stallfs_reply(f, in->unique, 0, &eo, sizeof(eo));
+		return;
+	}
+	/* What committing the sidecars takes: a file created under a
+	 * temporary name, renamed into place; an old one unlinked. */
+	case FUSE_CREATE: {
+		const struct fuse_create_in *ci = (const void *)body;
+		struct {
+			struct fuse_entry_out eo;
+			struct fuse_open_out oo;
+		} out_ = { 0 };
+		uint64_t n = stallfs_node((const char *)(ci + 1));
+		int bfd = n ? open(f->back[n - 2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+
+		if (bfd < 0) {
+			stallfs_reply(f, in->unique, n ? -errno : -EACCES, NULL, 0);
+			return;
+		}
+		close(bfd);
+		out_.eo.nodeid = n;
+		stallfs_attr(f, n, &out_.eo.attr);
+		out_.oo.fh = n;
+		stallfs_reply(f, in->unique, 0, &out_, sizeof(out_));
+		return;
+	}
+	case FUSE_RENAME: {
+		const struct fuse_rename_in *ri = (const void *)body;
+		const char *from = (const char *)(ri + 1), *to = from + strlen(from) + 1;
+		uint64_t a = stallfs_node(from), b = stallfs_node(to);
+
+		e = !a || !b ? -EACCES : rename(f->back[a - 2], f->back[b - 2]) < 0 ? -errno : 0;
+		stallfs_reply(f, in->unique, e, NULL, 0);
+		return;
+	}
+	case FUSE_UNLINK: {
+		uint64_t n = stallfs_node((const char *)body);
+
+		e = !n ? -ENOENT : unlink(f->back[n - 2]) < 0 ? -errno : 0;
+		stallfs_reply(f, in->unique, e, NULL, 0);
 		return;
 	}
 	case FUSE_GETATTR:
@@ -137,6 +194,14 @@ static void stallfs_request(struct stallfs *f, const struct fuse_in_header *in,
 			if (f->nstalled < STALLFS_MAX_STALLED)
 				f->stalled[f->nstalled++] = in->unique;
 			atomic_fetch_add(&f->sh->stalled_total, 1);
+			return;
+		}
+		if (node == 2 && atomic_load(&f->sh->hold) && f->nheld < STALLFS_MAX_STALLED &&
+		    (f->held[f->nheld] = malloc(in->len))) {
+			/* The disk is slow: this request waits, a copy
+			 * kept, until the hold ends (stallfs_serve()). */
+			memcpy(f->held[f->nheld++], in, in->len);
+			atomic_fetch_add(&f->sh->held_total, 1);
 			return;
 		}
 		if (node < 2 || node >= 2 + STALLFS_NAMES) {
@@ -206,7 +271,22 @@ static void stallfs_serve(struct stallfs *f)
 			for (unsigned i = 0; i < f->nstalled; i++)
 				stallfs_reply(f, f->stalled[i], -EIO, NULL, 0);
 			f->nstalled = 0;
+			for (unsigned i = 0; i < f->nheld; i++) {
+				stallfs_reply(f, ((struct fuse_in_header *)f->held[i])->unique,
+					      -EIO, NULL, 0);
+				free(f->held[i]);
+			}
+			f->nheld = 0;
 			atomic_store(&f->sh->released, want);
+		}
+		if (f->nheld && !atomic_load(&f->sh->hold)) {
+			/* The hold ended: served now, in the order they came. */
+			for (unsigned i = 0; i < f->nheld; i++) {
+				stallfs_request(f, f->held[i], (uint8_t *)f->held[i] +
+						sizeof(struct fuse_in_header), out);
+				free(f->held[i]);
+			}
+			f->nheld = 0;
 		}
 		if (poll(&pf, 1, 5) <= 0 || !(pf.revents & POLLIN))
 			continue;
@@ -281,6 +361,17 @@ static void stallfs_set_stall(struct stallfs *f, bool on)
 	atomic_store(&f->sh->stall, on);
 }
 
+/* Reads and writes of "img" wait while on, and are served after. */
+static void stallfs_hold(struct stallfs *f, bool on)
+{
+	atomic_store(&f->sh->hold, on);
+}
+
+static unsigned stallfs_held(struct stallfs *f)
+{
+	return atomic_load(&f->sh->held_total);
+}
+
 static unsigned stallfs_stalled(struct stallfs *f)
 {
 	return atomic_load(&f->sh->stalled_total);
@@ -292,6 +383,7 @@ static void stallfs_release(struct stallfs *f)
 	unsigned want;
 
 	atomic_store(&f->sh->stall, false);
+	atomic_store(&f->sh->hold, false);
 	want = atomic_fetch_add(&f->sh->release, 1) + 1;
 	while (atomic_load(&f->sh->released) != want)
 		usleep(1000);

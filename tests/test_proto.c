@@ -206,7 +206,7 @@ static void test_finish_sizes(void **state)
 		{ PROTO_REGION_SET_IMAGE, 320 },
 		{ PROTO_PAGEMAP, 0 },
 		{ PROTO_IMAGE_INFO, 320 },
-		{ PROTO_REPLY, 720 },
+		{ PROTO_REPLY, 728 },
 		{ PROTO_AGENT_DROP, 776 },
 	};
 	struct proto_msg m;
@@ -313,8 +313,9 @@ static void test_counters_wire_layout(void **state)
 	assert_int_equal(sizeof(struct proto_counters), 8 * NCOUNTERS);
 	assert_int_equal(sizeof(struct proto_region_counters), 8 * nregion);
 	/* Version 5 (the pool's counters appended) keeps version 4's places,
- * and version 6 (named images; image_learned_reads appended, three fds,
-	 * the IMAGE.order flags) too: moving them needs a new version. */
+	 * and version 6 (named images; image_learned_reads and
+	 * snapshot_writes_parked appended, three fds, the IMAGE.order flags)
+	 * too: moving them needs a new version. */
 	assert_int_equal(PROTO_VERSION, 6);
 	assert_int_equal(offsetof(struct proto_reply, counters), 112);
 	assert_int_equal(offsetof(struct proto_region_stats, counters), 136);

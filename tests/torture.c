@@ -111,6 +111,9 @@
  *   TORTURE_POOL      pagerd's pool_percent: the compressed pool on (0: off);
  *                     half the pages (by key) are then written compressible
  *                     (8 distinct words, repeated), the others not
+ *   TORTURE_SNAPSHOT_CAPTURE  pagerd's snapshot_capture_limit (e.g. 64K:
+ *                     snapshot writers wait whenever the images' disk,
+ *                     TORTURE_DIR's, lags)
  *
  * With restart, the parent serves the notify socket whenever it waits (pagerd
  * blocks on a full one, and the kernel queues only net.unix.max_dgram_qlen
@@ -188,6 +191,7 @@ static struct {
 	unsigned seconds, clients, threads, regions, max_pages, hang_s;
 	uint64_t memory_limit, client_limit, swap_size, max_rss;
 	unsigned pool;
+	uint64_t capture;   /* snapshot_capture_limit, 0: pagerd's default */
 	bool ops[NOPS];
 	char ops_str[256];
 	char dir[128];
@@ -359,6 +363,7 @@ static void configure(void)
 	cfg.max_pages = (unsigned)env_u64("TORTURE_PAGES", 1024, false);
 	cfg.hang_s = (unsigned)env_u64("TORTURE_HANG", 120, false);
 	cfg.pool = (unsigned)env_u64("TORTURE_POOL", 0, false);
+	cfg.capture = env_u64("TORTURE_SNAPSHOT_CAPTURE", 0, true);
 	cfg.memory_limit = env_u64("TORTURE_MEMORY_LIMIT", 16 << 20, true);
 	cfg.client_limit = env_u64("TORTURE_CLIENT_LIMIT", 8 << 20, true);
 	/* A sanitized pagerd (make check SANITIZE=1 says so in $SANITIZE)
@@ -1653,9 +1658,10 @@ static void replay_line(void)
 {
 	fprintf(stderr, "torture: replay with: TORTURE_SEED=%" PRIu64 " TORTURE_SECONDS=%u "
 		"TORTURE_OPS=%s TORTURE_CLIENTS=%u TORTURE_THREADS=%u TORTURE_REGIONS=%u "
-		"TORTURE_PAGES=%u TORTURE_POOL=%u PAGERD=%s %s\n",
+		"TORTURE_PAGES=%u TORTURE_POOL=%u TORTURE_SNAPSHOT_CAPTURE=%" PRIu64 " PAGERD=%s %s\n",
 		cfg.seed, cfg.seconds, cfg.ops_str, cfg.clients, cfg.threads, cfg.regions,
-		cfg.max_pages, cfg.pool, getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd", self);
+		cfg.max_pages, cfg.pool, cfg.capture,
+		getenv("PAGERD") ? getenv("PAGERD") : "build/pagerd", self);
 }
 
 static void kill_all(void)
@@ -1868,8 +1874,8 @@ static void check_clean(int base_fds)
 }
 
 /* pagerd's command line, the same for each one. */
-static char swap[256], mem[32], cli[32], swsz[32], poolpct[16];
-static const char *args[20];
+static char swap[256], mem[32], cli[32], swsz[32], poolpct[16], capture[32];
+static const char *args[24];
 
 /*
  * fulldisk: the swap file's blocks are taken from under pagerd while no
@@ -1964,6 +1970,11 @@ static void start_pagerd(void)
 		snprintf(poolpct, sizeof(poolpct), "%u", cfg.pool);
 		args[n++] = "--pool-percent";
 		args[n++] = poolpct;
+	}
+	if (cfg.capture) {
+		snprintf(capture, sizeof(capture), "%" PRIu64, cfg.capture);
+		args[n++] = "--snapshot-capture-limit";
+		args[n++] = capture;
 	}
 	/* The store only where it is used: a failure that goes away with
 	 * all,-restart is then the store's or the restart's. */
