@@ -7,7 +7,9 @@
 set -u
 build=$1; shift
 export PAGERD="$PWD/$build/pagerd" PAGERCTL="$PWD/$build/pagerctl"
-timeout_s=${TEST_TIMEOUT:-300}
+# Generous: a loaded machine (or a sanitizer build) runs itest_snapshot and
+# itest_rbd_swap.sh in 2-4 minutes; each test also has its own alarm.
+timeout_s=${TEST_TIMEOUT:-600}
 passed=0 failed=0 skipped=0 failures=()
 for t in "$@"; do
 	name=$(basename "$t")
