@@ -124,6 +124,9 @@
 #define RESTORE_READS_MAX 16
 #define PREFETCH_READS 4
 #define LEARN_READS 12
+/* ... each times the restore's scale: an image's store that states a
+ * deeper read_depth (store.h: RBD, a round trip a read) gets that many
+ * times more reads in flight, in the same proportions. */
 /* Learned prefetch: the next LEARN_WINDOW pages of the order are looked at
  * for neighbours of the first; pages of the order at most LEARN_GAP apart
  * are read in one run with the image pages between them (a 64 KiB read
@@ -212,6 +215,7 @@ struct restore {
 	int failed;                /* the image timed out: no more reads */
 	struct restore_read *reads;
 	unsigned nreads;
+	unsigned scale;            /* RESTORE_READS_MAX etc. times this */
 	uint64_t reading;          /* pages those reads cover */
 	uint64_t prefetch_next;
 	int image_fd;              /* the image: the region's until it goes */
@@ -436,14 +440,37 @@ static void snap_commit(struct snapshot *s)
 		.format = 2, .size = s->r->len, .page_size = (uint32_t)s->d->page_size,
 		.data_pages = s->total, .created = (uint64_t)time(NULL),
 	};
+	const struct image_crc_hdr *h = (const struct image_crc_hdr *)s->crc_map;
 	struct store *img = s->img;
+	uint8_t *order_buf = NULL;
+	int64_t order_len = 0;
+	uint64_t *order;
+	size_t n;
 	int e;
 
 	snprintf(m.name, sizeof(m.name), "%s", s->r->name);
+	/* Its learned order goes beside it (pagerd_order.IMAGE), bound to
+	 * the table as a file's IMAGE.order is.  Without memory for it only
+	 * the order is lost. */
+	if (restore_order_recorded(s->r, &order, &n) == 0 && n) {
+		if (n > IMAGE_ORDER_MAX)
+			n = IMAGE_ORDER_MAX;
+		order_buf = malloc(image_order_size(n));
+		if (order_buf)
+			order_len = learn_order_encode(order_buf, order, n, s->r->npages,
+						       (uint32_t)s->d->page_size,
+						       h ? le32toh(h->table_crc) : 0);
+		if (order_len > 0)
+			log_info("region %" PRIu64 ": snapshot: its learned order holds %zu "
+				 "pages", s->r->id, n);
+		free(order);
+	}
 	s->img = NULL; /* the commit takes it */
 	s->committing = true;
-	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, &m, snap_committed, s,
+	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, order_buf,
+				   order_len > 0 ? (size_t)order_len : 0, &m, snap_committed, s,
 				   &s->job);
+	free(order_buf);
 	if (e < 0) {
 		s->job = NULL;
 		s->committing = false;
@@ -1896,7 +1923,7 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 	if (restore_reading(rs, page))
 		return 0; /* the read in flight wakes it */
 	room = restore_room(r);
-	if (room == 0 || rs->nreads >= RESTORE_READS_MAX)
+	if (room == 0 || rs->nreads >= RESTORE_READS_MAX * rs->scale)
 		return -ENOSPC; /* the caller parks the fault */
 	/* A little readahead: images are read mostly in order. */
 	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
@@ -1936,7 +1963,7 @@ static bool prefetch_learned(struct region *r)
 		uint64_t room = restore_room(r), head, lo, hi;
 		size_t nw = 0, at;
 
-		if (rs->failed || rs->nreads >= LEARN_READS || room <= PREFETCH_SPARE)
+		if (rs->failed || rs->nreads >= LEARN_READS * rs->scale || room <= PREFETCH_SPARE)
 			return true;
 		room -= PREFETCH_SPARE;
 		/* Pages of the order that came in (or are coming) meanwhile
@@ -2023,7 +2050,8 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 	/* PREFETCH_READS full reads in flight at most; more, shorter ones
 	 * where holes (or pages the learned prefetch took) cut the runs. */
 	while (!rs->failed && r->image_pending > rs->reading &&
-	       rs->nreads < LEARN_READS && rs->reading < PREFETCH_READS * PREFETCH_BATCH) {
+	       rs->nreads < LEARN_READS * rs->scale &&
+	       rs->reading < PREFETCH_READS * rs->scale * PREFETCH_BATCH) {
 		uint64_t room = restore_room(r), n;
 
 		if (room <= PREFETCH_SPARE)
@@ -2150,6 +2178,8 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 			.timeout_ms = d->cfg.image_timeout_ms,
 		});
 	}
+	rs->scale = rs->img && rs->img->read_depth > RESTORE_READS_MAX ?
+		    rs->img->read_depth / RESTORE_READS_MAX : 1;
 	if (e < 0 && !keep) {
 		rs->image_fd = -1; /* the caller's */
 		store_close(rs->img); /* a named image's: taken */
@@ -2279,14 +2309,42 @@ int restore_set_order(struct region *r, uint64_t *order, size_t n)
 	return 0;
 }
 
-void restore_load_order(struct region *r, int order_fd)
+/* An IMAGE.order of len bytes at buf (NULL: none; why: why it is
+ * unusable, or NULL) checked against r's image and given to its prefetch,
+ * or ignored with the reason logged: it only steers the order of reads. */
+static void restore_take_order(struct region *r, const void *buf, size_t len,
+			       const char *why)
 {
 	const struct image_crc_hdr *h;
-	const char *why = NULL;
 	uint64_t *order = NULL;
 	size_t n = 0;
+	int e;
+
+	if (!r->restore || (!buf && !why))
+		return;
+	if (!why) {
+		h = (const struct image_crc_hdr *)r->restore->crc_map;
+		e = learn_order_decode(buf, len, r->npages, (uint32_t)r->client->d->page_size,
+				       h ? le32toh(h->table_crc) : 0, &order, &n, &why);
+		if (e == -ENOMEM)
+			why = "no memory for it";
+	}
+	if (why) {
+		log_warn("region %" PRIu64 ": its image's learned order (IMAGE.order) is "
+			 "ignored: %s; restoring without it", r->id, why);
+		return;
+	}
+	if (n)
+		restore_set_order(r, order, n);
+	else
+		free(order);
+}
+
+void restore_load_order(struct region *r, int order_fd)
+{
+	const char *why = NULL;
 	struct stat st;
-	int seals = fcntl(order_fd, F_GET_SEALS), e;
+	int seals = fcntl(order_fd, F_GET_SEALS);
 	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
 	void *map = MAP_FAILED;
 
@@ -2303,25 +2361,10 @@ void restore_load_order(struct region *r, int order_fd)
 		if (map == MAP_FAILED)
 			why = "it cannot be mapped";
 	}
-	if (!why) {
-		h = (const struct image_crc_hdr *)r->restore->crc_map;
-		e = learn_order_decode(map, (size_t)st.st_size, r->npages,
-				       (uint32_t)r->client->d->page_size,
-				       h ? le32toh(h->table_crc) : 0, &order, &n, &why);
-		if (e == -ENOMEM)
-			why = "no memory for it";
-	}
+	restore_take_order(r, map == MAP_FAILED ? NULL : map, why ? 0 : (size_t)st.st_size,
+			   why);
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)st.st_size);
-	if (why) {
-		log_warn("region %" PRIu64 ": its image's learned order (IMAGE.order) is "
-			 "ignored: %s; restoring without it", r->id, why);
-		return;
-	}
-	if (n)
-		restore_set_order(r, order, n);
-	else
-		free(order);
 }
 
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
@@ -2373,7 +2416,8 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
  * stay plain empty pages, zero-filled with no read.  Takes st and crc_fd.
  */
 static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
-				bool prefetch, const char *image)
+				const void *order, size_t order_len, bool prefetch,
+				const char *image)
 {
 	int e;
 
@@ -2390,6 +2434,8 @@ static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from %s%s, each checked "
 		 "against its CRC32C", r->id, r->image_pending, image,
 		 prefetch ? ", prefetching" : "");
+	/* Its learned order, read beside it (pagerd_order.IMAGE). */
+	restore_take_order(r, order, order_len, NULL);
 	region_changed(r);
 	return 0;
 }
@@ -2418,10 +2464,12 @@ static void image_opened(void *arg, int res, struct store_rbd_image *img)
 			close(img->crc_fd);
 			res = r ? -EINVAL : -ENOENT;
 		} else {
-			res = restore_attach_store(r, img->st, img->crc_fd, w->prefetch,
-						   w->image);
+			res = restore_attach_store(r, img->st, img->crc_fd, img->order,
+						   img->order_len, w->prefetch, w->image);
 		}
 	}
+	if (img)
+		free(img->order);
 	free(w);
 	client_reply_deferred(c, res, &out);
 }

@@ -49,6 +49,10 @@
 
 #define RBD_DEFAULT_TIMEOUT_MS 30000
 #define RBD_POLL_BATCH 32
+/* Reads a restore keeps in flight on an image (store.read_depth): each is
+ * a round trip to an OSD, which a disk's read-ahead does not hide, so
+ * streaming an image wants several times a disk's depth. */
+#define RBD_READ_DEPTH 64
 
 /* ---- the process's one cluster connection ----------------------------------- */
 
@@ -759,6 +763,7 @@ static int store_arm(struct store_rbd *sr, unsigned depth, size_t align, uint32_
 	sr->st.align = align ? align : 1;
 	sr->st.timeout_ms = timeout_ms ? timeout_ms : client.timeout_ms;
 	sr->st.gives_back = true; /* every request has a bounce buffer of ours */
+	sr->st.read_depth = sr->depth < RBD_READ_DEPTH ? sr->depth : RBD_READ_DEPTH;
 	return 0;
 }
 
@@ -914,6 +919,8 @@ struct store_rbd_job {
 	/* JOB_COMMIT: */
 	void *crc;
 	size_t crc_len;
+	void *order;          /* IMAGE.order, or NULL */
+	size_t order_len;
 	struct image_meta meta;
 };
 
@@ -925,6 +932,8 @@ static void job_free(struct store_rbd_job *j)
 		close(j->img.crc_fd);
 	if (j->efd >= 0)
 		close(j->efd);
+	free(j->img.order);
+	free(j->order);
 	free(j->crc);
 	free(j->path);
 	free(j);
@@ -1010,6 +1019,50 @@ static int meta_load(struct store_rbd *sr, const char *path, struct image_meta *
 static void crc_oid(char *buf, size_t n, const struct store_rbd_name *nm)
 {
 	snprintf(buf, n, STORE_RBD_CRC_PREFIX "%s", nm->image);
+}
+
+static void order_oid(char *buf, size_t n, const struct store_rbd_name *nm)
+{
+	snprintf(buf, n, STORE_RBD_ORDER_PREFIX "%s", nm->image);
+}
+
+/*
+ * Reads the image's learned order (pagerd_order.IMAGE) as stored, into
+ * j->img.order: the restore checks it (against the table, as a file's
+ * IMAGE.order) and ignores it if it is wrong, so a missing, oversized or
+ * unreadable one only costs the order, never the restore.
+ */
+static void order_load(struct store_rbd_job *j, struct store_rbd *sr,
+		       const struct store_rbd_name *nm)
+{
+	char oid[STORE_RBD_NAME_MAX + 16];
+	uint64_t size = 0;
+	time_t mtime;
+	char *buf;
+	int e, got;
+
+	order_oid(oid, sizeof(oid), nm);
+	e = rados_stat(sr->ioctx, oid, &size, &mtime);
+	if (e == -ENOENT)
+		return;
+	if (e == 0 && (size < IMAGE_ORDER_ENTRIES_OFF ||
+		       size > image_order_size(IMAGE_ORDER_MAX)))
+		e = -EFBIG;
+	buf = e == 0 ? malloc((size_t)size) : NULL;
+	if (e == 0 && !buf)
+		e = -ENOMEM;
+	/* At most 2 MiB: one read. */
+	got = e == 0 ? rados_read(sr->ioctx, oid, buf, (size_t)size, 0) : 0;
+	if (e == 0 && got != (int)size)
+		e = got < 0 ? got : -EIO;
+	if (e < 0) {
+		log_warn("rbd %s: its learned order (%s) cannot be read: %s; restoring "
+			 "without it", j->path, oid, strerror(-e));
+		free(buf);
+		return;
+	}
+	j->img.order = buf;
+	j->img.order_len = (size_t)size;
 }
 
 /* Reads the image's table into a memfd sealed against every change.
@@ -1112,6 +1165,19 @@ static int open_for_snapshot(struct store_rbd_job *j, const struct store_rbd_nam
 		log_err("rbd %s: cannot mark incomplete: %s", j->path, strerror(-e));
 		return e;
 	}
+	/* An older snapshot's order would steer this one's restores (it is
+	 * bound to the table, but a table can come out the same). */
+	{
+		char oid[STORE_RBD_NAME_MAX + 16];
+
+		order_oid(oid, sizeof(oid), n);
+		e = rados_remove(sr->ioctx, oid);
+		if (e < 0 && e != -ENOENT) {
+			log_err("rbd %s: cannot remove its old learned order: %s", j->path,
+				strerror(-e));
+			return e;
+		}
+	}
 	e = rbd_get_size(sr->image, &size);
 	if (e == 0 && size != j->o.size)
 		e = rbd_resize(sr->image, j->o.size);
@@ -1153,6 +1219,8 @@ static int open_for_reading(struct store_rbd_job *j, const struct store_rbd_name
 			log_warn("rbd %s: its checksum table (%s%s) cannot be read: %s",
 				 j->path, STORE_RBD_CRC_PREFIX, n->image, strerror(-e));
 	}
+	if (e == 0 && j->o.mode == STORE_RBD_RESTORE)
+		order_load(j, sr, n);
 	return e;
 }
 
@@ -1206,6 +1274,13 @@ static int job_commit(struct store_rbd_job *j)
 		e = off ? rados_write(sr->ioctx, oid, (char *)j->crc + off, len, off)
 			: rados_write_full(sr->ioctx, oid, j->crc, len);
 		off += len;
+	}
+	/* The order after its table (it names the table's CRC), before
+	 * "complete"; at most 2 MiB: one write. */
+	if (e == 0 && j->order_len) {
+		what = "writing its learned order";
+		order_oid(oid, sizeof(oid), &n);
+		e = rados_write_full(sr->ioctx, oid, j->order, j->order_len);
 	}
 	snprintf(v[0], sizeof(v[0]), "%" PRIu64, m->size);
 	snprintf(v[1], sizeof(v[1]), "%" PRIu32, m->page_size);
@@ -1293,7 +1368,11 @@ static void job_event(evutil_socket_t fd, short what, void *arg)
 	}
 	res = j->res;
 	if (res == 0 && j->sr) {
-		res = store_arm(j->sr, j->o.depth, j->o.align, j->o.timeout_ms);
+		/* A restore's image takes the reads it states it wants. */
+		unsigned depth = j->o.mode == STORE_RBD_RESTORE && j->o.depth < RBD_READ_DEPTH ?
+				 RBD_READ_DEPTH : j->o.depth;
+
+		res = store_arm(j->sr, depth, j->o.align, j->o.timeout_ms);
 		if (res == 0) {
 			j->img.st = &j->sr->st;
 			j->sr = NULL;
@@ -1303,6 +1382,7 @@ static void job_event(evutil_socket_t fd, short what, void *arg)
 		struct store_rbd_image img = j->img;
 
 		j->img.crc_fd = -1; /* the caller's now */
+		j->img.order = NULL;
 		done(darg, 0, &img);
 	} else {
 		done(darg, res, NULL);
@@ -1418,6 +1498,7 @@ int store_rbd_image_open(const char *path, const struct store_rbd_job_opts *o,
 }
 
 int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
+			   const void *order, size_t order_len,
 			   const struct image_meta *m, store_rbd_job_fn done, void *arg,
 			   struct store_rbd_job **ret)
 {
@@ -1434,7 +1515,8 @@ int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
 		.timeout_ms = st->timeout_ms }, done, arg);
 	if (j) {
 		j->crc = malloc(crc_len ? crc_len : 1);
-		if (!j->crc) {
+		j->order = order_len ? malloc(order_len) : NULL;
+		if (!j->crc || (order_len && !j->order)) {
 			job_free(j);
 			j = NULL;
 		}
@@ -1445,6 +1527,9 @@ int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
 	}
 	memcpy(j->crc, crc, crc_len);
 	j->crc_len = crc_len;
+	if (order_len)
+		memcpy(j->order, order, order_len);
+	j->order_len = order_len;
 	j->meta = *m;
 	/* The store leaves the loop: the job's thread has the image now
 	 * (nothing is in flight, so nothing of librbd calls us back). */

@@ -27,6 +27,14 @@
  *   osd_killed_mid_restore  the OSD dies while a region is restored from
  *                       it: untouched pages give SIGBUS, never wrong
  *                       bytes; pagerd survives and answers
+ *   learned_order       pagerd B restores an image and its application
+ *                       touches scattered pages; B's snapshot of that
+ *                       region stores the order in the cluster
+ *                       (pagerd_order.IMAGE), and pagerd A's restore of it
+ *                       prefetches exactly those pages first
+ *                       (image_learned_reads); a later snapshot of a
+ *                       region that learned nothing, with the same data
+ *                       (so the same table), leaves no order behind
  *
  * Exit 77 (skip, saying why) when ceph-mon/ceph-osd are missing and cannot
  * be installed (make check installs them as root), or the cluster does not
@@ -380,6 +388,105 @@ static void snapshot_two_pagerds(void **state)
 	assert_int_equal(test_pagerd_stop(&a), 0);
 	sh("rbd -c %s rm %s >/dev/null 2>&1; rados -c %s -p rbd rm pagerd_crc.%s", conf,
 	   image + 4, conf, strchr(image + 4, '/') + 1);
+}
+
+/* ---- learned order on RBD ------------------------------------------------ */
+
+#define LO_PAGES 2048
+#define LO_TOUCH 16
+
+/* Touched out of address order, 128 pages apart: a fault's read-around
+ * (64 pages) never brings the next one, and no two make one learned run. */
+static uint64_t lo_touch(size_t k)
+{
+	return (uint64_t)((k * 7) % LO_TOUCH) * 128 + 5;
+}
+
+static void lo_fill(uint8_t *b)
+{
+	for (uint64_t p = 0; p < LO_PAGES; p++)
+		for (size_t i = 0; i < ps / 8; i++)
+			((uint64_t *)(b + p * ps))[i] = word(p, i);
+}
+
+/* Restores image on p with prefetch, waits (bounded) until every page is
+ * in, checks every byte; returns the pages the learned prefetch read. */
+static uint64_t lo_restore_all(struct pager *p, const char *image)
+{
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct pager_region *r;
+	int i;
+
+	assert_int_equal(pager_region_restore(p, image, NULL, &r), 0);
+	for (i = 0; i < 60000; i++) {
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (st.image_reads >= LO_PAGES)
+			break;
+		usleep(1000);
+	}
+	printf("restore of %s: image_reads %" PRIu64 ", image_learned_reads %" PRIu64 "\n",
+	       image, st.image_reads, st.image_learned_reads);
+	assert_int_equal(st.image_reads, LO_PAGES);
+	for (uint64_t pg = 0; pg < LO_PAGES; pg++)
+		assert_int_equal(read_page((const volatile uint64_t *)
+					   ((uint8_t *)pager_region_addr(r) + pg * ps), pg), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+	return st.image_learned_reads;
+}
+
+static void learned_order(void **state)
+{
+	const char *args[] = { "--ceph-conf", conf, NULL };
+	struct pager_region_opts ro = { .sz = sizeof(ro), .flags = PAGER_REGION_NO_PREFETCH };
+	struct test_pagerd a, b;
+	struct pager *pa, *pb;
+	struct pager_region *r, *rr;
+	char x[96], y[96];
+	uint8_t *got;
+
+	(void)state;
+	snprintf(x, sizeof(x), "rbd:rbd/lo-x-%d", (int)getpid());
+	snprintf(y, sizeof(y), "rbd:rbd/lo-y-%d", (int)getpid());
+	assert_int_equal(test_pagerd_start(&a, args), 0);
+	assert_int_equal(test_pagerd_start(&b, args), 0);
+	pa = open_sock(a.sock);
+	pb = open_sock(b.sock);
+	assert_non_null(pa);
+	assert_non_null(pb);
+
+	/* A: the first image, taken from a fresh region (no order). */
+	assert_int_equal(pager_region_create(pa, LO_PAGES * ps, NULL, &r), 0);
+	lo_fill(pager_region_addr(r));
+	assert_int_equal(pager_region_snapshot(r, x, NULL), 0);
+
+	/* B: a cold start that touches LO_TOUCH scattered pages, then a
+	 * snapshot of it: the order goes into the cluster with it. */
+	assert_int_equal(pager_region_restore(pb, x, &ro, &rr), 0);
+	got = pager_region_addr(rr);
+	for (size_t k = 0; k < LO_TOUCH; k++) {
+		uint64_t pg = lo_touch(k);
+
+		assert_int_equal(read_page((const volatile uint64_t *)(got + pg * ps), pg), 0);
+	}
+	assert_int_equal(pager_region_snapshot(rr, y, NULL), 0);
+	assert_int_equal(sh("rados -c %s -p rbd stat pagerd_order.%s >/dev/null", conf,
+			    strchr(y + 4, '/') + 1), 0);
+
+	/* A, another pagerd: those pages, and only they, come in first. */
+	assert_int_equal(lo_restore_all(pa, y), LO_TOUCH);
+
+	/* A snapshot of a region that learned nothing, same data (the same
+	 * table): the old order must not steer its restores. */
+	assert_int_equal(pager_region_snapshot(r, y, NULL), 0);
+	assert_int_equal(lo_restore_all(pb, y), 0);
+
+	pager_close(pb);
+	pager_close(pa);
+	assert_int_equal(test_pagerd_stop(&b), 0);
+	assert_int_equal(test_pagerd_stop(&a), 0);
+	sh("for i in %s %s; do rbd -c %s rm rbd/$i >/dev/null 2>&1; rados -c %s -p rbd rm "
+	   "pagerd_crc.$i; rados -c %s -p rbd rm pagerd_order.$i; done 2>/dev/null",
+	   strchr(x + 4, '/') + 1, strchr(y + 4, '/') + 1, conf, conf, conf);
 }
 
 /* What a child as uid 65534 gets: exit code = which step failed (0 all
@@ -744,6 +851,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(snapshot_two_pagerds),
+		cmocka_unit_test(learned_order),
 		cmocka_unit_test(access_granted_only),
 		cmocka_unit_test(bad_names),
 		cmocka_unit_test(pagerctl_snapshot),
