@@ -75,6 +75,9 @@ static struct {
 	unsigned jobs, jobs_waited;
 	/* Connecting happens on a job's thread too. */
 	pthread_mutex_t connect_lock;
+	/* The full check (full_check()): running, and when it last ran. */
+	bool full_checking;
+	uint64_t full_checked_ms;
 } client = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
 	     .connect_lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -353,6 +356,102 @@ static void arm_timer(struct store_rbd *sr)
 	evtimer_add(sr->timer_ev, &tv);
 }
 
+/*
+ * Why writes stall, said plainly.  A full cluster (an OSD past the full
+ * ratio, or a pool past its quota, both flags in the OSD map) does not
+ * fail a librbd write: librados holds it until there is room (asking the
+ * OSD to try anyway would write past the ratio that protects the
+ * cluster), so all pagerd sees is its own timeout.  On one, this asks the
+ * monitor for the cluster's health, on a thread (a blocking mon command,
+ * at most one at once and one a minute), and logs the full flags if
+ * there are any.  A -ENOSPC or -EDQUOT librados does return is logged as
+ * such where it comes (full_said()).
+ */
+static void *full_check_thread(void *arg)
+{
+	const char *cmd[] = { "{\"prefix\": \"health\", \"detail\": \"detail\"}" };
+	char *out = NULL, *st = NULL, *label = arg;
+	size_t outlen = 0, stlen = 0;
+	int e = rados_mon_command(client.cluster, cmd, 1, "", 0, &out, &outlen, &st, &stlen);
+
+	if (e == 0 && out) {
+		char *text = strndup(out, outlen), *line, *save = NULL;
+
+		/* "HEALTH_ERR ...; 1 full osd(s); 1 pool(s) full" then a
+		 * line per check: the full ones are OSD_FULL, POOL_FULL. */
+		for (line = text ? strtok_r(text, "\n", &save) : NULL; line;
+		     line = strtok_r(NULL, "\n", &save)) {
+			if (strstr(line, "OSD_FULL") || strstr(line, "POOL_FULL") ||
+			    strstr(line, "OSDMAP_FLAGS") || strstr(line, "is full") ||
+			    strstr(line, "running out of quota")) {
+				while (*line == ' ')
+					line++;
+				log_err("rbd %s: the cluster is full: %s (its writes wait for room, "
+					"and fail after ceph_timeout)", label, line);
+			}
+		}
+		free(text);
+	}
+	rados_buffer_free(out);
+	rados_buffer_free(st);
+	free(label);
+	pthread_mutex_lock(&client.lock);
+	client.full_checking = false;
+	client.jobs--;
+	pthread_cond_broadcast(&client.cond);
+	pthread_mutex_unlock(&client.lock);
+	return NULL;
+}
+
+static uint64_t rbd_mono_ms(void);
+
+/* A request to label timed out: see whether the cluster is full. */
+static void full_check(const char *label)
+{
+	uint64_t now = rbd_mono_ms();
+	pthread_attr_t at;
+	pthread_t t;
+	char *l;
+	bool go;
+
+	pthread_mutex_lock(&client.lock);
+	go = client.connected && !client.full_checking &&
+	     (!client.full_checked_ms || now - client.full_checked_ms >= 60000);
+	if (go) {
+		client.full_checking = true;
+		client.full_checked_ms = now;
+		client.jobs++; /* shutdown waits for it */
+	}
+	pthread_mutex_unlock(&client.lock);
+	if (!go)
+		return;
+	l = strdup(label);
+	if (l && pthread_attr_init(&at) == 0) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		go = pthread_create(&t, &at, full_check_thread, l) == 0;
+		pthread_attr_destroy(&at);
+	} else {
+		go = false;
+	}
+	if (!go) {
+		free(l);
+		pthread_mutex_lock(&client.lock);
+		client.full_checking = false;
+		client.jobs--;
+		pthread_cond_broadcast(&client.cond);
+		pthread_mutex_unlock(&client.lock);
+	}
+}
+
+/* What librados says when it does say the cluster is full. */
+static void full_said(const char *label, int res)
+{
+	if (res == -ENOSPC || res == -EDQUOT)
+		log_limited(LOG_ERR, "rbd-full", 0, "rbd %s: the cluster is full (%s): %s",
+			    label, res == -EDQUOT ? "the pool's quota" : "an OSD or the pool",
+			    strerror(-res));
+}
+
 /* Calls r's done with res, counting the dispatch so that a close from
  * inside it leaves the store's memory alone until it returns. */
 static void deliver(struct store_rbd *sr, struct rbd_req *r, int res)
@@ -361,6 +460,7 @@ static void deliver(struct store_rbd *sr, struct rbd_req *r, int res)
 	void *arg = r->arg;
 
 	r->done = NULL;
+	full_said(sr->label, res);
 	sr->dispatching++;
 	done(arg, res);
 	sr->dispatching--;
@@ -509,6 +609,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		log_limited(LOG_WARNING, "rbd-timeout", (uint64_t)(uintptr_t)sr,
 			    "rbd %s: a request took more than %" PRIu32 " ms: failed",
 			    sr->label, sr->st.timeout_ms);
+		full_check(sr->label);
 		deliver(sr, r, -ETIMEDOUT);
 	}
 	if (closed_now(sr))
@@ -1363,10 +1464,14 @@ static void job_event(evutil_socket_t fd, short what, void *arg)
 	if (!job_release(j)) {
 		log_warn("rbd %s: the cluster did not answer within %" PRIu32 " ms", j->path,
 			 j->o.timeout_ms);
+		full_check(j->path);
 		done(darg, -ETIMEDOUT, NULL);
 		return;
 	}
 	res = j->res;
+	full_said(j->path, res);
+	if (res == -ETIMEDOUT) /* librados' own op timeout */
+		full_check(j->path);
 	if (res == 0 && j->sr) {
 		/* A restore's image takes the reads it states it wants. */
 		unsigned depth = j->o.mode == STORE_RBD_RESTORE && j->o.depth < RBD_READ_DEPTH ?

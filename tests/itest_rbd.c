@@ -27,6 +27,9 @@
  *   osd_killed_mid_restore  the OSD dies while a region is restored from
  *                       it: untouched pages give SIGBUS, never wrong
  *                       bytes; pagerd survives and answers
+ *   full_cluster        the OSD is past the full ratio (set tiny): a
+ *                       snapshot into the cluster fails in its timeout
+ *                       and pagerd's log says the cluster is full
  *   learned_order       pagerd B restores an image and its application
  *                       touches scattered pages; B's snapshot of that
  *                       region stores the order in the cluster
@@ -47,6 +50,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <pager.h>
@@ -489,6 +493,89 @@ static void learned_order(void **state)
 	   strchr(x + 4, '/') + 1, strchr(y + 4, '/') + 1, conf, conf, conf);
 }
 
+/* ---- a full cluster -------------------------------------------------------- */
+
+/* Waits (bounded) until `ceph osd dump` does (full) or does not show the
+ * rbd pool full. */
+static void wait_pool_full(bool full)
+{
+	for (int i = 0; i < 600; i++) {
+		int rc = sh("ceph -c %s osd dump 2>/dev/null | grep -q \"^pool .*'rbd'.*flags "
+			    "[a-z_,]*full\"", conf);
+
+		if ((rc == 0) == full)
+			return;
+		usleep(100000);
+	}
+	fail_msg("the pool did not become %s", full ? "full" : "writable");
+}
+
+/* `ceph -c CONF osd ARGS`, tried again a few times: the CLI sometimes
+ * fails to get the monitor's command descriptions (EPERM) right after
+ * another client's. */
+static int ceph_osd(const char *args)
+{
+	for (int i = 0; i < 10; i++) {
+		if (sh("ceph -c %s osd %s >/dev/null 2>&1", conf, args) == 0)
+			return 0;
+		usleep(200000);
+	}
+	return -1;
+}
+
+static void full_cluster(void **state)
+{
+	const char *args[] = { "--ceph-conf", conf, "--ceph-timeout", "2000", NULL };
+	char log[96], image[64], buf[1 << 16];
+	struct test_pagerd a;
+	struct pager *pa;
+	struct pager_region *r;
+	int fd, saved;
+	ssize_t n;
+
+	(void)state;
+	/* Some data in the OSD, then ratios below what it holds. */
+	assert_int_equal(sh("rados -c %s -p rbd put fill-%d /etc/services", conf,
+			    (int)getpid()), 0);
+	assert_int_equal(ceph_osd("set-nearfull-ratio 0.00001"), 0);
+	assert_int_equal(ceph_osd("set-backfillfull-ratio 0.00002"), 0);
+	assert_int_equal(ceph_osd("set-full-ratio 0.00003"), 0);
+	wait_pool_full(true);
+
+	snprintf(log, sizeof(log), "%s/full.log", cluster);
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	assert_int_equal(test_pagerd_start(&a, args), 0);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	pa = open_sock(a.sock);
+	assert_non_null(pa);
+	assert_int_equal(pager_region_create(pa, 64 * ps, NULL, &r), 0);
+	memset(pager_region_addr(r), 0x5a, 64 * ps);
+	snprintf(image, sizeof(image), "rbd:rbd/full-%d", (int)getpid());
+	assert_int_equal(pager_region_snapshot(r, image, NULL), -ETIMEDOUT);
+	pager_close(pa);
+	assert_int_equal(test_pagerd_stop(&a), 0);
+
+	fd = open(log, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	printf("%s", buf);
+	assert_non_null(strstr(buf, "the cluster is full"));
+
+	assert_int_equal(ceph_osd("set-full-ratio 0.95"), 0);
+	assert_int_equal(ceph_osd("set-backfillfull-ratio 0.90"), 0);
+	assert_int_equal(ceph_osd("set-nearfull-ratio 0.85"), 0);
+	wait_pool_full(false);
+	sh("rbd -c %s rm %s >/dev/null 2>&1; rados -c %s -p rbd rm fill-%d", conf, image + 4,
+	   conf, (int)getpid());
+}
+
 /* What a child as uid 65534 gets: exit code = which step failed (0 all
  * as expected). */
 static int nobody_run(const char *sock, const char *denied, const char *granted)
@@ -858,6 +945,7 @@ int main(void)
 		cmocka_unit_test(locked_image),
 		cmocka_unit_test_teardown(osd_killed_mid_restore, restart_teardown),
 		cmocka_unit_test(osd_killed_mid_run),
+		cmocka_unit_test(full_cluster),
 	};
 	int rc;
 
