@@ -216,6 +216,9 @@ struct restore {
 	struct restore_read *reads;
 	unsigned nreads;
 	unsigned scale;            /* RESTORE_READS_MAX etc. times this */
+	char *rbd;                 /* a named image's name (rbd:...), or NULL */
+	struct store_rbd_job *job; /* ... being opened again (adopted): img
+				    * is NULL and faults wait meanwhile */
 	uint64_t reading;          /* pages those reads cover */
 	uint64_t prefetch_next;
 	int image_fd;              /* the image: the region's until it goes */
@@ -1920,6 +1923,8 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 		restore_poison(r, page);
 		return 0;
 	}
+	if (rs->job)
+		return -ENOSPC; /* parked until the image is open again */
 	if (restore_reading(rs, page))
 		return 0; /* the read in flight wakes it */
 	room = restore_room(r);
@@ -2130,6 +2135,8 @@ static int restore_load_table(struct restore *rs, struct region *r, int crc_fd)
 
 static void restore_free(struct restore *rs)
 {
+	store_rbd_job_cancel(rs->job);
+	free(rs->rbd);
 	learn_free(rs->rec);
 	free(rs->order);
 	if (rs->prefetch_ev)
@@ -2171,7 +2178,7 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 	/* Without memory for it nothing is learned: only an order is lost. */
 	rs->rec = learn_new(r->npages);
 	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
-	if (e == 0 && !rs->img) {
+	if (e == 0 && !rs->img && fd >= 0) {
 		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
 		e = store_file_open(&rs->img, d->io, fd, &(struct store_file_opts){
 			.label = label, .depth = RESTORE_READS_MAX, .align = 1,
@@ -2429,6 +2436,9 @@ static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
 	e = restore_new(r, -1, crc_fd, prefetch, false, st);
 	if (e < 0)
 		return e;
+	/* For the fd store: a successor opens it again by this name.
+	 * Without memory for it, a restart loses the restore's rest. */
+	r->restore->rbd = strdup(image);
 	restore_table_pages(r);
 	restore_start_prefetch(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from %s%s, each checked "
@@ -2526,6 +2536,90 @@ static void restore_start_prefetch(struct region *r)
 		if (rs->prefetch_ev)
 			evtimer_add(rs->prefetch_ev, &now);
 	}
+}
+
+const char *restore_image_name(const struct region *r)
+{
+	return r->restore && !r->restore->failed ? r->restore->rbd : NULL;
+}
+
+/* An adopted region's image, opened again by name (restore_resume_rbd()). */
+static void restore_reopened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct region *r = arg;
+	struct restore *rs = r->restore;
+	struct stat st;
+	void *map = MAP_FAILED;
+
+	rs->job = NULL;
+	/* The very snapshot the table was made for: the same table. */
+	if (res == 0 && (img->meta.size != r->len || !rs->crc ||
+			 fstat(img->crc_fd, &st) < 0 || (size_t)st.st_size != rs->crc_len ||
+			 (map = mmap(NULL, rs->crc_len, PROT_READ, MAP_SHARED, img->crc_fd,
+				     0)) == MAP_FAILED ||
+			 memcmp(map, rs->crc_map, rs->crc_len))) {
+		log_warn("region %" PRIu64 ": %s is not the snapshot it was restoring from "
+			 "(another size or checksum table): its pages not read yet are lost",
+			 r->id, rs->rbd);
+		res = -ESTALE;
+	}
+	if (map != MAP_FAILED)
+		munmap(map, rs->crc_len);
+	if (img) {
+		if (res < 0)
+			store_close(img->st);
+		close(img->crc_fd);
+	}
+	if (res < 0) {
+		if (res != -ESTALE)
+			log_warn("region %" PRIu64 ": %s cannot be opened again: %s: its pages "
+				 "not read yet are lost", r->id, rs->rbd, strerror(-res));
+		rs->failed = res;
+	} else {
+		rs->img = img->st;
+		rs->scale = rs->img->read_depth > RESTORE_READS_MAX ?
+			    rs->img->read_depth / RESTORE_READS_MAX : 1;
+		log_info("region %" PRIu64 ": %s open again: restoring its %" PRIu64
+			 " pages still in it", r->id, rs->rbd, r->image_pending);
+		restore_start_prefetch(r);
+		restore_take_order(r, img->order, img->order_len, NULL);
+	}
+	if (img)
+		free(img->order);
+	/* The faults that waited (parked for room) go again: read, or
+	 * poisoned. */
+	evict_kick(r->client->d);
+}
+
+int restore_resume_rbd(struct region *r, const char *image, int crc_fd, bool prefetch)
+{
+	struct daemon *d = r->client->d;
+	struct restore *rs;
+	int e = restore_new(r, -1, crc_fd, prefetch, true, NULL);
+
+	if (e < 0)
+		return e;
+	rs = r->restore;
+	rs->rbd = strdup(image);
+	if (!rs->crc || !rs->rbd) {
+		/* No table to know the image by: nothing is read from it. */
+		rs->failed = rs->rbd ? -EINVAL : -ENOMEM;
+		return rs->failed;
+	}
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = STORE_RBD_RESTORE, .page_size = (uint32_t)d->page_size,
+		.depth = RESTORE_READS_MAX, .align = d->page_size,
+	}, restore_reopened, r, &rs->job);
+	if (e < 0) {
+		rs->job = NULL;
+		rs->failed = e;
+		log_warn("region %" PRIu64 ": %s cannot be opened again: %s: its pages not "
+			 "read yet are lost", r->id, image, strerror(-e));
+		return e;
+	}
+	log_info("region %" PRIu64 ": opening %s again to restore its %" PRIu64
+		 " pages still in it", r->id, image, r->image_pending);
+	return 0;
 }
 
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
