@@ -1924,7 +1924,10 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 		return 0;
 	}
 	if (rs->job)
-		return -ENOSPC; /* parked until the image is open again */
+		/* Waits in the kernel until the image is open again
+		 * (restore_reopened() wakes the region), not parked: a
+		 * parked fault would be retried at every turn meanwhile. */
+		return 0;
 	if (restore_reading(rs, page))
 		return 0; /* the read in flight wakes it */
 	room = restore_room(r);
@@ -2586,9 +2589,8 @@ static void restore_reopened(void *arg, int res, struct store_rbd_image *img)
 	}
 	if (img)
 		free(img->order);
-	/* The faults that waited (parked for room) go again: read, or
-	 * poisoned. */
-	evict_kick(r->client->d);
+	/* The faults that waited fault again: read, or poisoned. */
+	uffd_wake(r->client, r->addr, r->len);
 }
 
 int restore_resume_rbd(struct region *r, const char *image, int crc_fd, bool prefetch)
