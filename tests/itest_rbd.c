@@ -500,8 +500,9 @@ static void learned_order(void **state)
 static void wait_pool_full(bool full)
 {
 	for (int i = 0; i < 600; i++) {
-		int rc = sh("ceph -c %s osd dump 2>/dev/null | grep -q \"^pool .*'rbd'.*flags "
-			    "[a-z_,]*full\"", conf);
+		/* "full" itself, not "nearfull" or "backfillfull". */
+		int rc = sh("timeout 30 ceph -c %s osd dump 2>/dev/null | grep -qE \"^pool .*'rbd'"
+			    ".*flags ([a-z_]+,)*full([, ]|$)\"", conf);
 
 		if ((rc == 0) == full)
 			return;
@@ -516,7 +517,7 @@ static void wait_pool_full(bool full)
 static int ceph_osd(const char *args)
 {
 	for (int i = 0; i < 10; i++) {
-		if (sh("ceph -c %s osd %s >/dev/null 2>&1", conf, args) == 0)
+		if (sh("timeout 30 ceph -c %s osd %s >/dev/null 2>&1", conf, args) == 0)
 			return 0;
 		usleep(200000);
 	}
@@ -535,7 +536,7 @@ static void full_cluster(void **state)
 
 	(void)state;
 	/* Some data in the OSD, then ratios below what it holds. */
-	assert_int_equal(sh("rados -c %s -p rbd put fill-%d /etc/services", conf,
+	assert_int_equal(sh("timeout 30 rados -c %s -p rbd put fill-%d /etc/services", conf,
 			    (int)getpid()), 0);
 	assert_int_equal(ceph_osd("set-nearfull-ratio 0.00001"), 0);
 	assert_int_equal(ceph_osd("set-backfillfull-ratio 0.00002"), 0);
@@ -943,9 +944,10 @@ int main(void)
 		cmocka_unit_test(bad_names),
 		cmocka_unit_test(pagerctl_snapshot),
 		cmocka_unit_test(locked_image),
+		/* Before the OSD kills: the cluster must be up. */
+		cmocka_unit_test(full_cluster),
 		cmocka_unit_test_teardown(osd_killed_mid_restore, restart_teardown),
 		cmocka_unit_test(osd_killed_mid_run),
-		cmocka_unit_test(full_cluster),
 	};
 	int rc;
 
