@@ -234,6 +234,7 @@ void client_destroy(struct client *c)
 	free(c->parked);
 	if (c->uffd_ev)
 		event_free(c->uffd_ev);
+	fault_unwatch(c); /* before its number can name another file */
 	if (c->uffd >= 0)
 		close(c->uffd);
 	if (c->pagemap >= 0)
@@ -423,14 +424,19 @@ int client_attach_uffd(struct client *c, int fd)
 		e = fd_nonblock(fd, true);
 	if (e < 0)
 		return e;
+	/* With fault threads, they serve it (fault_watch()); the event
+	 * stays, unadded, for the retries of faults parked behind an event. */
 	c->uffd_ev = event_new(c->d->base, fd, EV_READ | EV_PERSIST, client_on_uffd, c);
-	if (!c->uffd_ev || event_add(c->uffd_ev, NULL) < 0) {
-		if (c->uffd_ev)
-			event_free(c->uffd_ev);
-		c->uffd_ev = NULL;
+	if (!c->uffd_ev)
 		return -ENOMEM;
-	}
 	c->uffd = fd;
+	e = c->d->fthreads ? fault_watch(c) : event_add(c->uffd_ev, NULL) < 0 ? -ENOMEM : 0;
+	if (e < 0) {
+		event_free(c->uffd_ev);
+		c->uffd_ev = NULL;
+		c->uffd = -1;
+		return e;
+	}
 	client_open_pagemap(c);
 	return 0;
 }

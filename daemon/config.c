@@ -72,6 +72,8 @@ struct setting {
 static const char *const policies[] = { "clock", "fifo", NULL };
 static const char *const yes_no[] = { "yes", "no", NULL };
 static const char *const compressors[] = { "lz4", "zstd", NULL };
+/* A T_UINT with choices takes its one word for FAULT_THREADS_CPUS. */
+static const char *const cpus_word[] = { "cpus", NULL };
 
 static const char *check_socket_path(const char *v);
 static const char *check_address(const char *v);
@@ -142,6 +144,8 @@ static const struct setting settings[] = {
 	  "512", NULL, "N", "most pages filled for one sequential fault" },
 	{ "fault_spin", "fault-spin", 0, T_UINT, OFF(fault_spin_us), RELOAD, 0, 10000,
 	  "0", NULL, "USEC", "after a fault, poll for the next this long (0 = off)" },
+	{ "fault_threads", "fault-threads", 0, T_UINT, OFF(fault_threads), 0, 0, 256,
+	  "cpus", cpus_word, "N|cpus", "threads serving faults, each on a CPU of its own; 0 = the event loop serves every fault" },
 	{ "image_timeout", "image-timeout", 0, T_UINT, OFF(image_timeout_ms), RELOAD, 1, 3600000,
 	  "30000", NULL, "MSEC", "a read or write of a snapshot image that takes longer fails that snapshot or restore" },
 	{ "allowed_users", "allowed-users", 0, T_STRING, OFF(allowed_users), RELOAD, 0, 0,
@@ -295,7 +299,10 @@ static const char *format_value(const struct config *cfg, const struct setting *
 		format_size(*(const uint64_t *)f, buf, n);
 		break;
 	case T_UINT:
-		snprintf(buf, n, "%u", *(const unsigned *)f);
+		if (s->choices && *(const unsigned *)f == FAULT_THREADS_CPUS)
+			snprintf(buf, n, "%s", s->choices[0]);
+		else
+			snprintf(buf, n, "%u", *(const unsigned *)f);
 		break;
 	case T_MODE:
 		snprintf(buf, n, "%04o", *(const unsigned *)f);
@@ -491,7 +498,9 @@ static void set_value(struct parse *p, const struct setting *s, const char *valu
 		break;
 	case T_UINT:
 	case T_FD:
-		if (parse_u64(value, &v) < 0 || v < s->min || v > s->max) {
+		if (s->type == T_UINT && s->choices && strcmp(value, s->choices[0]) == 0) {
+			*(unsigned *)f = FAULT_THREADS_CPUS;
+		} else if (parse_u64(value, &v) < 0 || v < s->min || v > s->max) {
 			bad(p, s, "'%s' is not a whole number from %" PRIu64 " to %" PRIu64,
 			    value, s->min, s->max);
 		} else if (s->type == T_FD) {

@@ -70,6 +70,8 @@ struct config {
 	/* Fault handling */
 	unsigned fault_around_max;     /* pages resolved for one sequential fault */
 	unsigned fault_spin_us;        /* poll the uffd this long after a fault */
+	unsigned fault_threads;        /* threads serving faults, 0 = the loop;
+					* FAULT_THREADS_CPUS: one per online CPU */
 	/* Snapshots */
 	unsigned image_timeout_ms;     /* an image read or write takes at most */
 	/* Who may connect, who may control */
@@ -194,5 +196,8 @@ int config_group_id(const char *name, gid_t *ret);
  * or -EINVAL. */
 int config_parse_address(const char *s, char *ret_host, size_t hostlen,
 			 unsigned *ret_port);
+
+/* fault_threads = cpus (the default): one thread per online CPU. */
+#define FAULT_THREADS_CPUS UINT32_MAX
 
 #endif

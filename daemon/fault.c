@@ -15,15 +15,22 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "io.h"
+#include "lock.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
+#include "swap.h"
 #include "uffd.h"
 
 /* A sequential stream of first touches, for fault-around. */
@@ -458,7 +465,11 @@ int fault_serve(struct client *c)
 
 	if (c->dead)
 		return 0; /* dropped at this turn of the loop */
-	for (int rounds = 0; rounds < 64;) {
+	/* Fault threads: one batch a turn, so that the others get the next
+	 * while this one serves it (and no polling under the lock). */
+	int max_rounds = c->d->fthreads ? 1 : 64;
+
+	for (int rounds = 0; rounds < max_rounds;) {
 		ssize_t n = read(fd, msgs, sizeof(msgs));
 
 		if (n < 0) {
@@ -481,7 +492,8 @@ int fault_serve(struct client *c)
 				goto drop;
 		if (!fault_unpark(c, PARK_EVENT))
 			goto drop;
-		if (k == sizeof(msgs) / sizeof(msgs[0]) || (k && c->d->cfg.fault_spin_us)) {
+		if (k == sizeof(msgs) / sizeof(msgs[0]) ||
+		    (k && c->d->cfg.fault_spin_us && !c->d->fthreads)) {
 			rounds++;
 			spin_until = 0;
 			continue;
@@ -515,7 +527,7 @@ int fault_serve(struct client *c)
 			evtimer_add(c->retry_ev, &soon);
 			return 0;
 		}
-		if (!c->d->cfg.fault_spin_us || rounds == 0)
+		if (!c->d->cfg.fault_spin_us || rounds == 0 || c->d->fthreads)
 			return 0;
 		uint64_t t = now_ns();
 		if (!spin_until)
@@ -535,4 +547,266 @@ int fault_serve(struct client *c)
 drop:
 	log_warn("client %" PRIu64 ": dropped after a protocol violation", c->id);
 	return -EPROTO;
+}
+
+/* ---- fault threads ------------------------------------------------------ */
+
+/*
+ * With fault_threads > 0, the clients' uffds are not the loop's: each
+ * thread below waits on every one of them (EPOLLEXCLUSIVE: a fault wakes
+ * one waiting thread, not all), and serves what it reads itself, on the
+ * CPU it runs on, with the code the loop runs (fault_serve()), under the
+ * daemon lock (lock.h).  A swap-in it starts reads on the thread's own
+ * ring (swap_local_reads()), submitted once the lock is let go, and its
+ * completion (the CRC check, UFFDIO_COPY, the waiters' wake-up) runs on
+ * that thread too.  So a miss no longer wakes the loop's thread at all,
+ * and misses of several threads of one client are served on several CPUs
+ * at once.  What a fault cannot finish (no room: eviction; an unread
+ * event) parks as before, for the loop.
+ */
+
+/* epoll tokens of a thread's own descriptors; any other is a client id. */
+#define TOKEN_STOP UINT64_MAX
+#define TOKEN_RING (UINT64_MAX - 1)
+/* Reads one thread may have in flight: as deep as eight threads faulting. */
+#define THREAD_RING 64
+
+struct fault_thread {
+	struct daemon *d;
+	pthread_t tid;
+	bool started;
+	unsigned no;        /* for the log */
+	int epfd;
+	int stopfd;
+	struct io_local *ring;
+};
+
+struct fault_threads {
+	unsigned n;
+	struct fault_thread t[];
+};
+
+/* The client with this id, or NULL: gone since its uffd woke us. */
+static struct client *client_by_id(struct daemon *d, uint64_t id)
+{
+	for (struct client *c = d->clients; c; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* Test builds: a thread's turn, like each of the loop's, must leave every
+ * page invariant true (main.c checks after the loop's). */
+static void thread_turn_checked(struct fault_thread *t)
+{
+#ifdef PAGERD_CHECK_INVARIANTS
+	page_check_daemon(t->d);
+	if (swapin_check_daemon(t->d))
+		abort();
+#else
+	(void)t;
+#endif
+}
+
+static void thread_serve(struct fault_thread *t, uint64_t id)
+{
+	struct client *c;
+
+	daemon_lock();
+	c = client_by_id(t->d, id);
+	if (c && c->dead && c->uffd >= 0)
+		/* Level-triggered: until client.c tears it down, its queue
+		 * would wake us again and again. */
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->uffd, NULL);
+	else if (c && c->uffd >= 0 && fault_serve(c) < 0)
+		client_misbehaved(c, "its userfaultfd failed, or it broke the protocol",
+				  -EPROTO);
+	thread_turn_checked(t);
+	daemon_unlock();
+}
+
+static void thread_reap(struct fault_thread *t)
+{
+	struct io_local_done done[THREAD_RING];
+	size_t n;
+
+	do {
+		n = io_local_reap(t->ring, done, THREAD_RING);
+		if (!n)
+			break;
+		daemon_lock();
+		for (size_t i = 0; i < n; i++)
+			done[i].done(done[i].arg, done[i].res);
+		thread_turn_checked(t);
+		daemon_unlock();
+	} while (n == THREAD_RING);
+}
+
+static void *thread_main(void *arg)
+{
+	struct fault_thread *t = arg;
+	bool stopping = false;
+
+	/* Not pinned: on a host whose CPUs other processes share, a thread
+	 * pinned to a busy CPU made its faults wait for it while the other
+	 * CPU idled (one rand-read round at 4.4 times the kernel's time).
+	 * The scheduler puts a woken thread where it can run. */
+	swap_local_reads(t->ring);
+	for (;;) {
+		struct epoll_event ev[16];
+		int n = epoll_wait(t->epfd, ev, 16, -1);
+
+		if (n < 0 && errno != EINTR) {
+			log_err("fault thread %u: epoll_wait: %m", t->no);
+			stopping = true;
+		}
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.u64 == TOKEN_STOP) {
+				/* Level-triggered: from now the thread waits
+				 * for its ring alone. */
+				epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->stopfd, NULL);
+				stopping = true;
+			}
+			else if (ev[i].data.u64 == TOKEN_RING)
+				thread_reap(t);
+			else if (!stopping)
+				thread_serve(t, ev[i].data.u64);
+		}
+		if (io_local_submit(t->ring) < 0)
+			log_warn_rl(0, "fault thread %u: submitting reads: %m", t->no);
+		/* Its reads in flight are completed before it goes: their
+		 * pages are in flight until then. */
+		if (stopping && !io_local_pending(t->ring))
+			break;
+	}
+	swap_local_reads(NULL);
+	return NULL;
+}
+
+static void thread_free(struct fault_thread *t)
+{
+	if (t->epfd >= 0)
+		close(t->epfd);
+	if (t->stopfd >= 0)
+		close(t->stopfd);
+	io_local_close(t->ring);
+}
+
+static int thread_init(struct daemon *d, struct fault_thread *t, unsigned no)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int e;
+
+	t->d = d;
+	t->no = no;
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	t->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->epfd < 0 || t->stopfd < 0)
+		return -errno;
+	e = io_local_open(&t->ring, THREAD_RING);
+	if (e < 0)
+		return e;
+	ev.data.u64 = TOKEN_STOP;
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->stopfd, &ev) < 0)
+		return -errno;
+	ev.data.u64 = TOKEN_RING;
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, io_local_fd(t->ring), &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+int fault_threads_start(struct daemon *d, unsigned n)
+{
+	struct fault_threads *ft;
+	sigset_t all, old;
+	int e = 0;
+
+	if (!n)
+		return 0;
+	ft = calloc(1, sizeof(*ft) + n * sizeof(ft->t[0]));
+	if (!ft)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		ft->t[i].epfd = ft->t[i].stopfd = -1;
+	for (unsigned i = 0; i < n && !e; i++)
+		e = thread_init(d, &ft->t[i], i);
+	if (e < 0) {
+		log_err("fault threads: %s", strerror(-e));
+		for (unsigned i = 0; i < n; i++)
+			thread_free(&ft->t[i]);
+		free(ft);
+		return e;
+	}
+	ft->n = n;
+	d->fthreads = ft;
+	/* Signals are the loop's (libevent's handlers). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (unsigned i = 0; i < n; i++) {
+		e = -pthread_create(&ft->t[i].tid, NULL, thread_main, &ft->t[i]);
+		if (e < 0)
+			break;
+		ft->t[i].started = true;
+		/* In ps, top and /proc/PID/task/N/comm (itest_swap counts
+		 * them), named before pagerd says it is ready. */
+		pthread_setname_np(ft->t[i].tid, "pagerd-fault");
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e < 0) {
+		log_err("fault threads: %s", strerror(-e));
+		fault_threads_stop(d);
+		return e;
+	}
+	log_info("%u fault threads", n);
+	return 0;
+}
+
+void fault_threads_stop(struct daemon *d)
+{
+	struct fault_threads *ft = d->fthreads;
+	uint64_t one = 1;
+
+	if (!ft)
+		return;
+	/* No client's faults are served from now (a successor will, or
+	 * client_destroy() wakes them); the reads in flight are completed. */
+	for (struct client *c = d->clients; c; c = c->next)
+		fault_unwatch(c);
+	for (unsigned i = 0; i < ft->n; i++)
+		if (ft->t[i].started && write(ft->t[i].stopfd, &one, sizeof(one)) < 0)
+			log_err("fault threads: stopping: %m");
+	/* They complete their reads under the lock. */
+	daemon_lock_loop(false);
+	for (unsigned i = 0; i < ft->n; i++)
+		if (ft->t[i].started)
+			pthread_join(ft->t[i].tid, NULL);
+	for (unsigned i = 0; i < ft->n; i++)
+		thread_free(&ft->t[i]);
+	free(ft);
+	d->fthreads = NULL;
+}
+
+int fault_watch(struct client *c)
+{
+	struct fault_threads *ft = c->d->fthreads;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE,
+				  .data.u64 = c->id };
+
+	for (unsigned i = 0; ft && i < ft->n; i++)
+		if (epoll_ctl(ft->t[i].epfd, EPOLL_CTL_ADD, c->uffd, &ev) < 0) {
+			int e = -errno;
+
+			while (i--)
+				epoll_ctl(ft->t[i].epfd, EPOLL_CTL_DEL, c->uffd, NULL);
+			return e;
+		}
+	return 0;
+}
+
+void fault_unwatch(struct client *c)
+{
+	struct fault_threads *ft = c->d->fthreads;
+
+	for (unsigned i = 0; ft && c->uffd >= 0 && i < ft->n; i++)
+		epoll_ctl(ft->t[i].epfd, EPOLL_CTL_DEL, c->uffd, NULL);
 }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -836,4 +837,158 @@ void io_engine_close(struct io_engine *e)
 	if (e->efd >= 0)
 		close(e->efd);
 	free(e);
+}
+
+/* ---- a thread's own ring (io_local_*) ------------------------------------ */
+
+struct io_local_req {
+	int fd;
+	uint8_t *buf;
+	size_t len;
+	uint64_t off;
+	io_done_fn done;
+	void *arg;
+};
+
+struct io_local {
+	struct io_uring ring;
+	int efd;
+	unsigned entries;
+	unsigned pending;     /* prepared or in flight */
+	unsigned unsubmitted; /* prepared */
+};
+
+int io_local_open(struct io_local **ret, unsigned entries)
+{
+	struct io_local *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	/* The CQ (twice the SQ) cannot overflow: at most `entries` reads. */
+	r = io_uring_queue_init(entries, &l->ring, 0);
+	if (r < 0) {
+		free(l);
+		return r;
+	}
+	l->entries = entries;
+	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->efd < 0 || (r = io_uring_register_eventfd(&l->ring, l->efd)) < 0) {
+		r = l->efd < 0 ? -errno : r;
+		if (l->efd >= 0)
+			close(l->efd);
+		io_uring_queue_exit(&l->ring);
+		free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+void io_local_close(struct io_local *l)
+{
+	if (!l)
+		return;
+	io_uring_queue_exit(&l->ring);
+	close(l->efd);
+	free(l);
+}
+
+int io_local_fd(const struct io_local *l)
+{
+	return l->efd;
+}
+
+int io_local_read(struct io_local *l, int fd, void *buf, size_t len,
+		  uint64_t off, io_done_fn done, void *arg)
+{
+	struct io_local_req *q;
+	struct io_uring_sqe *sqe;
+
+	if (!len || len > (1u << 31) || !done)
+		return -EINVAL;
+	if (l->pending >= l->entries)
+		return -EBUSY;
+	q = malloc(sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	sqe = io_uring_get_sqe(&l->ring);
+	if (!sqe) {
+		free(q);
+		return -EBUSY;
+	}
+	*q = (struct io_local_req){ fd, buf, len, off, done, arg };
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
+	io_uring_sqe_set_data(sqe, q);
+	l->pending++;
+	l->unsubmitted++;
+	return 0;
+}
+
+int io_local_submit(struct io_local *l)
+{
+	int r;
+
+	if (!l->unsubmitted)
+		return 0;
+	do
+		r = io_uring_submit(&l->ring);
+	while (r == -EINTR);
+	if (r < 0)
+		return r;
+	l->unsubmitted -= (unsigned)r < l->unsubmitted ? (unsigned)r : l->unsubmitted;
+	return 0;
+}
+
+unsigned io_local_pending(const struct io_local *l)
+{
+	return l->pending;
+}
+
+/* Finishes a read the ring did in part, or retries one it refused for
+ * now, on this thread.  0 or -errno. */
+static int io_local_finish(struct io_local_req *q, size_t done)
+{
+	unsigned tries = 0;
+
+	while (done < q->len) {
+		ssize_t n = pread(q->fd, q->buf + done, q->len - done,
+				  (off_t)(q->off + done));
+
+		if (n < 0 && (errno == EINTR || errno == EAGAIN) &&
+		    ++tries < IO_MAX_RETRIES)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO; /* past the end: the file shrank */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+size_t io_local_reap(struct io_local *l, struct io_local_done *ret, size_t max)
+{
+	struct io_uring_cqe *cqe;
+	uint64_t v;
+	size_t n = 0;
+
+	if (read(l->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("io: reading a fault thread's eventfd: %s", strerror(errno));
+	while (n < max && io_uring_peek_cqe(&l->ring, &cqe) == 0) {
+		struct io_local_req *q = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&l->ring, cqe);
+		if (res >= 0 && (size_t)res < q->len)
+			res = io_local_finish(q, (size_t)res);
+		else if (res == -EAGAIN || res == -EINTR)
+			res = io_local_finish(q, 0);
+		else if (res > 0)
+			res = 0;
+		ret[n++] = (struct io_local_done){ q->done, q->arg, res };
+		free(q);
+		l->pending--;
+	}
+	return n;
 }

@@ -159,4 +159,39 @@ unsigned io_queue_pending(const struct io_queue *q);
 void io_queue_get_stats(const struct io_queue *q, struct io_queue_stats *ret);
 const char *io_queue_label(const struct io_queue *q);
 
+/*
+ * A thread's own small ring, beside the engine (pagerd's fault threads:
+ * fault.c).  The thread prepares reads with io_local_read() (no syscall:
+ * under the daemon lock, while it serves a fault), submits them with
+ * io_local_submit() once it has let go of the lock, and reaps them with
+ * io_local_reap() when io_local_fd() (an eventfd the ring signals) is
+ * readable.  Only reads of a trusted descriptor (the swap: no timeout), and
+ * only from the thread that owns the ring.  A short read is finished, and
+ * -EAGAIN/-EINTR retried, with pread() in io_local_reap(): rare, and that
+ * thread's alone to wait for.
+ */
+struct io_local;
+struct io_local_done {
+	io_done_fn done;
+	void *arg;
+	int res;     /* 0 (every byte read) or -errno */
+};
+/* A ring of `entries` places (at most that many reads in flight). */
+int io_local_open(struct io_local **ret, unsigned entries);
+/* Every read must have been reaped.  NULL is fine. */
+void io_local_close(struct io_local *l);
+int io_local_fd(const struct io_local *l);
+/* Prepares a read of len bytes at off of fd into buf; done(arg, res) is
+ * for the caller to run with what io_local_reap() returns.  0, or -EBUSY
+ * (the ring is full: read another way), -EINVAL. */
+int io_local_read(struct io_local *l, int fd, void *buf, size_t len,
+		  uint64_t off, io_done_fn done, void *arg);
+/* Submits what was prepared.  0 or -errno (what is prepared stays). */
+int io_local_submit(struct io_local *l);
+/* Reads prepared or in flight, not reaped yet. */
+unsigned io_local_pending(const struct io_local *l);
+/* Takes up to max finished reads into ret (clearing the eventfd first,
+ * so a completion after it signals again).  Returns how many. */
+size_t io_local_reap(struct io_local *l, struct io_local_done *ret, size_t max);
+
 #endif

@@ -31,6 +31,7 @@
 #include "fd.h"
 #include "fdstore.h"
 #include "io.h"
+#include "lock.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -353,6 +354,7 @@ int main(int argc, char **argv)
 	struct daemon d = { .listen_fd = -1 };
 	const struct config_log config_log = { config_to_log, &d.cfg };
 	struct event *sigs[3] = { NULL, NULL, NULL };
+	unsigned nthreads;
 	int rc = 1, r;
 
 	r = config_load(&d.cfg, argc, argv, &config_log);
@@ -378,6 +380,19 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
+	/* Resolved here, not in the settings: a reload compares those. */
+	nthreads = d.cfg.fault_threads;
+	if (nthreads == FAULT_THREADS_CPUS) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		nthreads = cpus > 0 ? (unsigned)cpus : 1;
+	}
+	/* Fault threads add the loop's events (eviction, a client's drop)
+	 * and wake it: libevent must lock its base. */
+	if (nthreads && daemon_lock_libevent() < 0) {
+		log_err("libevent without threads: faults are served by the loop alone");
+		nthreads = 0;
+	}
 	d.base = event_base_new();
 	if (!d.base) {
 		log_err("cannot create the event loop");
@@ -395,6 +410,13 @@ int main(int argc, char **argv)
 	    }) < 0 || open_swap(&d) < 0)
 		goto out;
 	tier_configure(&d, pool_spilled);
+	/* From here on the loop's thread holds the daemon lock but while it
+	 * waits; the threads take it, for clients from the next line on. */
+	if (nthreads) {
+		daemon_lock_loop(true);
+		if (fault_threads_start(&d, nthreads) < 0)
+			goto out;
+	}
 
 	if (d.cfg.private_fd >= 0) {
 		/* A private daemon belongs to one process: keep terminal
@@ -439,10 +461,15 @@ int main(int argc, char **argv)
 	event_base_dispatch(d.base);
 #endif
 	rc = 0;
+	/* Their reads complete first: what the store hands over must not
+	 * change under it. */
+	fault_threads_stop(&d);
 	/* Under systemd with the fd store, the clients live on in it: a
 	 * successor takes them over. */
 	fdstore_handover(&d);
 out:
+	fault_threads_stop(&d);
+	daemon_lock_loop(false);
 	clients_destroy_all(&d);
 	swap_close(d.swap);
 	store_rbd_shutdown();

@@ -42,8 +42,11 @@
  *             IMAGE.order codec (learn.h)
  *   config.c  settings: pagerd.conf, options, reload (config.h)
  *   log.c     the log, and the monotonic clock (log.h)
+ *   lock.c    the daemon lock, the loop's and the fault threads' (lock.h)
  *
- * Everything runs on one thread, in one libevent loop.  Only page.c writes
+ * Everything runs in one libevent loop, and in the fault threads
+ * (fault.c), each holding the daemon lock (lock.h) while it touches
+ * anything: one at a time, as on one thread.  Only page.c writes
  * a page's state (below) or the resident, swapped, writeback, reading and
  * image_pending counts of regions, clients and the daemon.
  */
@@ -132,6 +135,9 @@ struct daemon {
 	uint64_t test_slot_fail;    /* --test-hooks: recording a slot of this
 				     * region fails (region_set_slot) */
 	unsigned ndead;             /* clients misbehaved, not yet torn down */
+	/* fault.c: the threads that serve the clients' uffds, or NULL (the
+	 * loop does). */
+	struct fault_threads *fthreads;
 };
 
 /*
@@ -420,6 +426,20 @@ void fault_region_gone(struct region *r);
 /* Whether a fault of c is parked for `why` in r (NULL: anywhere). */
 bool fault_parked_in(const struct client *c, enum park_reason why,
 		     const struct region *r);
+/*
+ * Starts n fault threads (fault_threads; 0: none, the loop serves every
+ * uffd), the calling thread holding the daemon lock as the loop
+ * (daemon_lock_loop(true)).  0 or -errno (none run).
+ */
+int fault_threads_start(struct daemon *d, unsigned n);
+/* Stops them, after the loop: no uffd is served any more, the reads they
+ * have in flight complete; gives the lock back (daemon_lock_loop(false)).
+ * Nothing to do without them. */
+void fault_threads_stop(struct daemon *d);
+/* c's uffd is served by the fault threads (0 or -errno), or no longer is
+ * (before it closes).  Nothing to do without them. */
+int fault_watch(struct client *c);
+void fault_unwatch(struct client *c);
 
 /* evict.c: how an eviction for one limit ended (evict.c's on_evict()
  * reschedules by it, limits_evicted() decides on it).  In this order, the

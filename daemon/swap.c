@@ -499,12 +499,30 @@ static struct swap_req *req_new(struct swap *s, enum swap_op op, uint64_t first,
 	return r;
 }
 
+/* The calling thread's own ring, for its reads of a swap file or device
+ * (swap_local_reads()), or NULL: the engine's. */
+static __thread struct io_local *local_reads;
+
+void swap_local_reads(struct io_local *l)
+{
+	local_reads = l;
+}
+
 /* Hands r to the device; on failure r is freed and nothing calls back. */
 static int req_submit(struct swap *s, struct swap_req *r)
 {
 	uint64_t off = r->slot * s->page_size;
 	size_t len = (size_t)r->npages * s->page_size;
-	int e = r->op == SWAP_OP_READ ?
+	int e;
+
+	/* A fault thread reads the swap's own descriptor on its own ring
+	 * (RBD has none: its reads stay the store's).  The completion comes
+	 * back through the same swap_io_done(), on that thread, under the
+	 * daemon lock. */
+	if (r->op == SWAP_OP_READ && local_reads && s->fd >= 0 &&
+	    io_local_read(local_reads, s->fd, r->buf, len, off, swap_io_done, r) == 0)
+		return 0;
+	e = r->op == SWAP_OP_READ ?
 		store_read(s->dev, off, r->buf, len, swap_io_done, r) :
 		store_write(s->dev, off, r->buf, len, swap_io_done, r);
 

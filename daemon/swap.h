@@ -218,6 +218,15 @@ int swap_write(struct swap *s, uint64_t first_slot, const void *buf,
 int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
 	      swap_done_fn done, void *arg);
 
+/*
+ * The calling thread's reads of a swap file or device go to l, a ring of
+ * its own (NULL: the engine, as the loop's do): a fault thread's
+ * (fault.c).  Their callbacks run when that thread reaps l and calls them
+ * (io_local_reap()), under the daemon lock (lock.h) like everything here.
+ */
+struct io_local;
+void swap_local_reads(struct io_local *l);
+
 /* 0 if `page` (one page) matches the CRC32C stored for `slot`, -EBADMSG if
  * not, -ENODATA if the slot holds no completed write, -EINVAL if out of
  * range. */

@@ -283,9 +283,39 @@ static void *monitor_main(void *arg)
 	return NULL;
 }
 
-static void pressure_integrity(void **state)
+/* pagerd's threads named `name` (its fault threads: "pagerd-fault"). */
+static unsigned threads_named(pid_t pid, const char *name)
 {
-	struct ctx *c = *state;
+	char path[320], comm[32];
+	unsigned n = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	assert_non_null(dir);
+	while ((e = readdir(dir))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && strncmp(comm, name, strlen(name)) == 0 &&
+		    comm[strlen(name)] == '\n')
+			n++;
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Four threads fault in, write, swap out and back a region four times its
+ * limit, checking every page; fault_threads as `threads` says. */
+static void pressure_integrity_with(struct ctx *c, const char *threads, unsigned nthreads)
+{
 	const uint64_t len = 128 * MiB, limit = 32 * MiB;
 	struct worker w[4];
 	pthread_t t[4], mt;
@@ -293,9 +323,13 @@ static void pressure_integrity(void **state)
 	struct pager_region_stats st = { .sz = sizeof(st) };
 	uint64_t *gen = calloc(len / ps, sizeof(*gen));
 
-	start(c, "32M", NULL);
+	start(c, "32M", threads);
 	struct pager *p = connect_to(c);
 	struct pager_region *r = region(p, len, 0);
+
+	/* Those threads serve the faults, not the loop (0: none).  It
+	 * answered a request: it runs its loop, they run. */
+	assert_int_equal(threads_named(c->d.pid, "pagerd-fault"), nthreads);
 
 	mon.addr = pager_region_addr(r);
 	mon.len = len;
@@ -334,6 +368,17 @@ static void pressure_integrity(void **state)
 	assert_int_equal(wait_swap_used(c, 0), 0);
 	free(gen);
 	stop(c);
+}
+
+static void pressure_integrity(void **state)
+{
+	pressure_integrity_with(*state, "--fault-threads=3", 3);
+}
+
+/* The same with the loop alone serving faults (fault_threads = 0). */
+static void pressure_integrity_loop(void **state)
+{
+	pressure_integrity_with(*state, "--fault-threads=0", 0);
 }
 
 /* ---- two_clients ------------------------------------------------------- */
@@ -1673,6 +1718,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(pressure_integrity, setup, teardown),
+		cmocka_unit_test_setup_teardown(pressure_integrity_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(two_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(global_limit_shared, setup, teardown),
 		cmocka_unit_test_setup_teardown(kill_during_writeback, setup, teardown),

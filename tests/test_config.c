@@ -665,6 +665,33 @@ static void rbd_grants(void **state)
 
 /* A new swap file without swap_size: the RAM, at most half the free space
  * of its filesystem and CONFIG_SWAP_DEFAULT_MAX, in whole pages. */
+/* fault_threads: "cpus" (the default) or a count, 0 for the loop alone;
+ * printed as it was given, so that the printed file reads back. */
+static void fault_threads_setting(void **state)
+{
+	struct fixture *f = *state;
+	char *text = NULL;
+	size_t n = 0;
+	FILE *out;
+
+	assert_int_equal(load(f, "", NULL), 0);
+	assert_int_equal(f->cfg.fault_threads, FAULT_THREADS_CPUS);
+	out = open_memstream(&text, &n);
+	config_print(&f->cfg, out);
+	fclose(out);
+	assert_non_null(strstr(text, "fault_threads        = cpus "));
+	free(text);
+	assert_int_equal(load(f, "fault_threads = 0\n", NULL), 0);
+	assert_int_equal(f->cfg.fault_threads, 0);
+	assert_int_equal(load(f, "fault_threads = cpus\n", "--fault-threads", "3", NULL), 0);
+	assert_int_equal(f->cfg.fault_threads, 3);
+	assert_int_equal(load(f, "", "--fault-threads=cpus", NULL), 0);
+	assert_int_equal(f->cfg.fault_threads, FAULT_THREADS_CPUS);
+	assert_int_equal(load(f, "fault_threads = 257\n", NULL), -EINVAL);
+	assert_said(f, "fault_threads: '257' is not a whole number from 0 to 256");
+	assert_int_equal(load(f, "fault_threads = all\n", NULL), -EINVAL);
+}
+
 static void default_swap_size(void **state)
 {
 	const uint64_t ps = 4096;
@@ -705,6 +732,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(access_lists, setup, teardown),
 		cmocka_unit_test_setup_teardown(rbd_grants, setup, teardown),
 		cmocka_unit_test(default_swap_size),
+		cmocka_unit_test_setup_teardown(fault_threads_setting, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
