@@ -31,6 +31,12 @@
  * Files go in DIR (default /var/tmp) and are removed on exit.
  *
  *   restore_learn [--quick] [-s SIZE] [-r RUNS] [-d DIR]
+ *                 [--rbd POOL --socket SOCK]
+ *
+ * --rbd: the images are rbd:POOL/restore_learn-PID and ...-learned in the
+ * cluster of the pagerd at SOCK (started with --ceph-conf); CEPH_CONF, if
+ * set, lets the benchmark remove them at the end (rbd rm, rados rm).  No
+ * page cache to drop then: every read goes to an OSD.
  *
  * Exit status: 0 success, 1 failure, 2 usage, 77 not supported here.
  */
@@ -68,7 +74,7 @@ static const char *const mode_name[NR_MODES] = { "lazy", "prefetch", "learned" }
 struct bench {
 	size_t ps, size, npages;
 	unsigned runs;
-	const char *dir;
+	const char *dir, *pool, *sock;
 	struct pager *pager;
 	char img[PATH_MAX], learned[PATH_MAX];
 	uint64_t *ws;            /* the working set's pages, in touch order */
@@ -93,6 +99,20 @@ static void unlink_image(const char *path)
 {
 	static const char *const ext[] = { "", ".meta", ".crc", ".order" };
 	char f[PATH_MAX + 8];
+
+	if (!strncmp(path, "rbd:", 4)) {
+		const char *conf = getenv("CEPH_CONF"), *name = strchr(path + 4, '/') + 1;
+		char cmd[3 * PATH_MAX];
+
+		if (!conf)
+			return;
+		snprintf(cmd, sizeof(cmd), "rbd -c %s rm %s >/dev/null 2>&1; for o in pagerd_crc "
+			 "pagerd_order; do rados -c %s -p %.*s rm $o.%s 2>/dev/null; done; true",
+			 conf, path + 4, conf, (int)(name - 1 - (path + 4)), path + 4, name);
+		if (system(cmd) != 0)
+			fprintf(stderr, "restore_learn: removing %s failed\n", path);
+		return;
+	}
 
 	for (size_t i = 0; i < 4; i++) {
 		snprintf(f, sizeof(f), "%s%s", path, ext[i]);
@@ -264,7 +284,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: restore_learn [--quick] [-s SIZE] [-r RUNS] [-d DIR]\n"
 		   "  -s SIZE   the image (default %s; --quick %s)\n"
 		   "  -r RUNS   runs of the three modes (default %d; --quick %d)\n"
-		   "  -d DIR    where the images go (default /var/tmp)\n",
+		   "  -d DIR    where the images go (default /var/tmp)\n"
+		   "  --rbd POOL --socket SOCK  the images in POOL, through the pagerd at SOCK\n",
 		DEFAULT_SIZE, QUICK_SIZE, DEFAULT_RUNS, QUICK_RUNS);
 }
 
@@ -275,6 +296,8 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "runs", required_argument, NULL, 'r' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "rbd", required_argument, NULL, 'R' },
+		{ "socket", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -299,6 +322,8 @@ int main(int argc, char **argv)
 			runs = (int)v;
 			break;
 		case 'd': b->dir = optarg; break;
+		case 'R': b->pool = optarg; break;
+		case 'S': b->sock = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -312,9 +337,23 @@ int main(int argc, char **argv)
 	b->size = (size_t)(v / b->ps * b->ps);
 	b->npages = b->size / b->ps;
 	b->runs = runs ? (unsigned)runs : quick ? QUICK_RUNS : DEFAULT_RUNS;
-	snprintf(b->img, sizeof(b->img), "%s/restore_learn.%d.img", b->dir, (int)getpid());
-	snprintf(b->learned, sizeof(b->learned), "%s/restore_learn.%d.learned.img", b->dir,
-		 (int)getpid());
+	if (b->pool && !b->sock) {
+		usage(stderr);
+		return 2;
+	}
+	if (b->pool) {
+		snprintf(b->img, sizeof(b->img), "rbd:%s/restore_learn-%d", b->pool, (int)getpid());
+		snprintf(b->learned, sizeof(b->learned), "rbd:%s/restore_learn-%d-learned",
+			 b->pool, (int)getpid());
+	} else {
+		snprintf(b->img, sizeof(b->img), "%s/restore_learn.%d.img", b->dir, (int)getpid());
+		snprintf(b->learned, sizeof(b->learned), "%s/restore_learn.%d.learned.img",
+			 b->dir, (int)getpid());
+	}
+	if (b->sock) {
+		o.socket_path = b->sock;
+		o.flags = PAGER_OPEN_NO_PRIVATE;
+	}
 	unsetenv("PAGER_MEMORY_LIMIT");
 	unsetenv("PAGER_SWAP");
 	if ((rc = pager_open(&b->pager, &o)) < 0) {

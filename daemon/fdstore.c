@@ -42,7 +42,7 @@
 static const char *const kind_suffix[] = {
 	[K_CSOCK] = "sock", [K_CSTATE] = "state", [K_CUFFD] = "uffd",
 	[K_CAGENT] = "agent", [K_CPAGEMAP] = "pagemap", [K_RMEM] = "mem", [K_RSTATE] = "state",
-	[K_RIMAGE] = "image", [K_RCRC] = "crc",
+	[K_RIMAGE] = "image", [K_RCRC] = "crc", [K_RRBD] = "rbd",
 };
 
 /* ---- talking to the store ---------------------------------------------- */
@@ -127,7 +127,7 @@ static enum kind parse_name(const char *name, uint64_t *ret_id)
 	id = strtoull(p, &end, 10);
 	if (errno || end != dot || !id)
 		return K_OTHER;
-	for (enum kind k = K_CSOCK; k <= K_RCRC; k++) {
+	for (enum kind k = K_CSOCK; k <= K_RRBD; k++) {
 		bool client = k <= K_CPAGEMAP;
 
 		if ((name[0] == 'c') == client && strcmp(dot + 1, kind_suffix[k]) == 0) {
@@ -443,6 +443,35 @@ static int fdstore_region_alloc(struct region *r)
 	return e;
 }
 
+/*
+ * A region restored from an RBD image has no descriptor to keep: its
+ * table (what the successor knows the image by) and then its name, in a
+ * sealed memfd, so that a successor opens it again (restore_resume_rbd()).
+ */
+static void store_rbd_name(struct region *r)
+{
+	struct daemon *d = r->client->d;
+	const char *name = restore_image_name(r);
+	int crc = restore_crc_fd(r), fd;
+	size_t len;
+
+	if (!name || crc < 0 || (r->stored & STORED_RBD) || !(r->stored & STORED_MEM))
+		return;
+	if (!(r->stored & STORED_CRC)) {
+		if (!store_put(d, crc, "r%" PRIu64 ".crc", r->id))
+			return;
+		r->stored |= STORED_CRC;
+	}
+	len = strlen(name) + 1;
+	fd = memfd_create("pagerd-rbd-name", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd >= 0 && write(fd, name, len) == (ssize_t)len &&
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) == 0 &&
+	    store_put(d, fd, "r%" PRIu64 ".rbd", r->id))
+		r->stored |= STORED_RBD;
+	if (fd >= 0)
+		close(fd);
+}
+
 void fdstore_region_sync(struct region *r)
 {
 	struct fdstore_region_hdr *h = fdstore_hdr(r);
@@ -470,6 +499,7 @@ void fdstore_region_sync(struct region *r)
 #define X(name) h->stats.name = r->stats.name;
 	FDSTORE_COUNTERS(X)
 #undef X
+	store_rbd_name(r);
 }
 
 /* ---- hooks ------------------------------------------------------------- */
@@ -642,6 +672,8 @@ void fdstore_region_gone(struct region *r)
 		store_remove(d, 'r', r->id, "image");
 	if (r->stored & STORED_CRC)
 		store_remove(d, 'r', r->id, "crc");
+	if (r->stored & STORED_RBD)
+		store_remove(d, 'r', r->id, "rbd");
 	if (r->stored & STORED_STATE)
 		store_remove(d, 'r', r->id, "state");
 	r->stored = 0;

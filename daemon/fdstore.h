@@ -24,6 +24,9 @@
  *                 instant, even when pagerd is killed.
  *   r<ID>.image   the image a region is being restored from
  *   r<ID>.crc     its IMAGE.crc table (a sealed memfd), if it has one
+ *   r<ID>.rbd     instead of r<ID>.image, for an RBD image: its rbd:...
+ *                 name (a sealed memfd); the successor opens it again and
+ *                 reads from it only if its table is r<ID>.crc
  *   swap          the swap file, when it is an unnamed one (a named one is
  *                 opened again by its path)
  *   swapmeta      the swap store's per-slot owner and CRC32C table (swap.c)
@@ -146,6 +149,7 @@ struct fdstore_client_rec {
 #define STORED_IMAGE  0x20
 #define STORED_PAGEMAP 0x40
 #define STORED_CRC    0x80
+#define STORED_RBD    0x100
 
 /*
  * The table of what LISTEN_FDS brought: fdstore_open() fills it, adoption
@@ -166,6 +170,7 @@ enum kind {
 	K_RSTATE,
 	K_RIMAGE,
 	K_RCRC,
+	K_RRBD,       /* r<ID>.rbd: the rbd:... name of the image it restores */
 };
 
 struct stored {

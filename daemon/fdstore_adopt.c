@@ -20,6 +20,7 @@
 
 #include "fdstore.h"
 #include "log.h"
+#include "store.h"
 #include "page.h"
 #include "swap.h"
 #include "uffd.h"
@@ -237,6 +238,8 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	struct settle_counts n = { 0 };
 	struct stored *image = fdstore_find(d, K_RIMAGE, mem->id);
 	struct stored *crc = fdstore_find(d, K_RCRC, mem->id);
+	struct stored *rbd = fdstore_find(d, K_RRBD, mem->id);
+	char rbd_name[STORE_RBD_NAME_MAX * 3 + 8] = "";
 	const char *why;
 	uint64_t size, *present = NULL;
 	struct region *r;
@@ -260,6 +263,8 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 		fdstore_refuse(d, mem, "its state was refused: its pages cannot be vouched for");
 		if (image)
 			fdstore_refuse(d, image, "its region was refused");
+		if (rbd)
+			fdstore_refuse(d, rbd, "its region was refused");
 		return -EINVAL;
 	}
 	if (region_memfd_check(c, mem->fd, h.len) < 0) {
@@ -267,6 +272,8 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 		fdstore_refuse(d, state, "its memfd was refused");
 		if (image)
 			fdstore_refuse(d, image, "its region was refused");
+		if (rbd)
+			fdstore_refuse(d, rbd, "its region was refused");
 		return -EINVAL;
 	}
 	if (image) {
@@ -277,6 +284,24 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 			fdstore_refuse(d, image, "not a regular file of the region's size");
 			image = NULL;
 		}
+	}
+
+	/* An RBD image by its name (a sealed memfd of it, as stored), with
+	 * its table: the successor opens it again. */
+	if (rbd && !image) {
+		struct store_rbd_name nm;
+		ssize_t got = pread(rbd->fd, rbd_name, sizeof(rbd_name) - 1, 0);
+
+		rbd_name[got > 0 ? got : 0] = '\0';
+		if (got <= 0 || (size_t)got != strlen(rbd_name) + 1 || !crc ||
+		    store_rbd_parse(rbd_name, &nm) < 0) {
+			fdstore_refuse(d, rbd, "not an rbd:... name with its checksum table");
+			rbd = NULL;
+			rbd_name[0] = '\0';
+		}
+	} else if (rbd) {
+		fdstore_refuse(d, rbd, "the region has an image file");
+		rbd = NULL;
 	}
 
 	/* What the memfd holds, before the region exists: a region that
@@ -296,6 +321,8 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 		fdstore_refuse(d, mem, "cannot be mapped or overlaps another region");
 		if (image)
 			fdstore_refuse(d, image, "its region was refused");
+		if (rbd)
+			fdstore_refuse(d, rbd, "its region was refused");
 		return e;
 	}
 	fdstore_take(mem);
@@ -308,7 +335,7 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 	fdstore_hdr(r)->flags &= ~FDSTORE_R_HANDED_OVER;
 	r->stored = STORED_MEM | STORED_STATE;
 
-	settle(r, present, image != NULL, &n);
+	settle(r, present, image != NULL || rbd != NULL, &n);
 	free(present);
 	page_adopted(r);
 	r->stats.poisoned += n.lost;
@@ -319,6 +346,13 @@ static int adopt_region(struct client *c, struct stored *mem, struct stored *sta
 			log_warn("region %" PRIu64 ": its image's checksum table was refused: "
 				 "its pages still in the image are lost", r->id);
 		r->stored |= STORED_IMAGE | (crc ? STORED_CRC : 0);
+	} else if (rbd) {
+		close(fdstore_take(rbd));
+		/* Its pages wait for the image (or are poisoned if it does
+		 * not come back, or is not the same snapshot). */
+		restore_resume_rbd(r, rbd_name, fdstore_take(crc),
+				   h.flags & FDSTORE_R_IMAGE_PREFETCH);
+		r->stored |= STORED_RBD | STORED_CRC;
 	}
 	if (h.snap_state != FDSTORE_SNAP_NONE)
 		/* A snapshot the old daemon did not finish failed; the
@@ -492,6 +526,7 @@ void fdstore_adopt(struct daemon *d)
 		case K_RSTATE:
 		case K_RIMAGE:
 		case K_RCRC:
+		case K_RRBD:
 			fdstore_refuse(d, s, "belongs to no adopted client (or its other half is missing)");
 			break;
 		case K_SWAP:

@@ -582,6 +582,13 @@ void snapshot_adopt(struct region *r, int status, uint64_t total,
  * fds; returns 0 or -errno (a bad table: its pages cannot be vouched for;
  * fd is the region's all the same). */
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch);
+/* The same for an image named rbd:..., opened again by name (read-only,
+ * off the loop): faults on its pages wait until it is, and it must be
+ * the image the table in crc_fd was made for, else they are poisoned.
+ * Takes crc_fd; 0 or -errno. */
+int restore_resume_rbd(struct region *r, const char *image, int crc_fd, bool prefetch);
+/* The rbd:... name a region is restored from, for the fd store, or NULL. */
+const char *restore_image_name(const struct region *r);
 /* The table a restore checks against, for the fd store, or -1. */
 int restore_crc_fd(const struct region *r);
 /* The image a region is restored from, for the fd store, or -1; whether

@@ -125,6 +125,9 @@
 #define RESTORE_READS_MAX 16
 #define PREFETCH_READS 4
 #define LEARN_READS 12
+/* ... each times the restore's scale: an image's store that states a
+ * deeper read_depth (store.h: RBD, a round trip a read) gets that many
+ * times more reads in flight, in the same proportions. */
 /* Learned prefetch: the next LEARN_WINDOW pages of the order are looked at
  * for neighbours of the first; pages of the order at most LEARN_GAP apart
  * are read in one run with the image pages between them (a 64 KiB read
@@ -214,6 +217,10 @@ struct restore {
 	int failed;                /* the image timed out: no more reads */
 	struct restore_read *reads;
 	unsigned nreads;
+	unsigned scale;            /* RESTORE_READS_MAX etc. times this */
+	char *rbd;                 /* a named image's name (rbd:...), or NULL */
+	struct store_rbd_job *job; /* ... being opened again (adopted): img
+				    * is NULL and faults wait meanwhile */
 	uint64_t reading;          /* pages those reads cover */
 	uint64_t prefetch_next;
 	int image_fd;              /* the image: the region's until it goes */
@@ -486,14 +493,37 @@ static void snap_commit(struct snapshot *s)
 		.format = 2, .size = s->r->len, .page_size = (uint32_t)s->d->page_size,
 		.data_pages = s->total, .created = (uint64_t)time(NULL),
 	};
+	const struct image_crc_hdr *h = (const struct image_crc_hdr *)s->crc_map;
 	struct store *img = s->img;
+	uint8_t *order_buf = NULL;
+	int64_t order_len = 0;
+	uint64_t *order;
+	size_t n;
 	int e;
 
 	snprintf(m.name, sizeof(m.name), "%s", s->r->name);
+	/* Its learned order goes beside it (pagerd_order.IMAGE), bound to
+	 * the table as a file's IMAGE.order is.  Without memory for it only
+	 * the order is lost. */
+	if (restore_order_recorded(s->r, &order, &n) == 0 && n) {
+		if (n > IMAGE_ORDER_MAX)
+			n = IMAGE_ORDER_MAX;
+		order_buf = malloc(image_order_size(n));
+		if (order_buf)
+			order_len = learn_order_encode(order_buf, order, n, s->r->npages,
+						       (uint32_t)s->d->page_size,
+						       h ? le32toh(h->table_crc) : 0);
+		if (order_len > 0)
+			log_info("region %" PRIu64 ": snapshot: its learned order holds %zu "
+				 "pages", s->r->id, n);
+		free(order);
+	}
 	s->img = NULL; /* the commit takes it */
 	s->committing = true;
-	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, &m, snap_committed, s,
+	e = store_rbd_image_commit(img, s->crc_map, s->crc_len, order_buf,
+				   order_len > 0 ? (size_t)order_len : 0, &m, snap_committed, s,
 				   &s->job);
+	free(order_buf);
 	if (e < 0) {
 		s->job = NULL;
 		s->committing = false;
@@ -1956,10 +1986,15 @@ int restore_fault(struct client *c, struct region *r, uint64_t page)
 		restore_poison(r, page);
 		return 0;
 	}
+	if (rs->job)
+		/* Waits in the kernel until the image is open again
+		 * (restore_reopened() wakes the region), not parked: a
+		 * parked fault would be retried at every turn meanwhile. */
+		return 0;
 	if (restore_reading(rs, page))
 		return 0; /* the read in flight wakes it */
 	room = restore_room(r);
-	if (room == 0 || rs->nreads >= RESTORE_READS_MAX)
+	if (room == 0 || rs->nreads >= RESTORE_READS_MAX * rs->scale)
 		return -ENOSPC; /* the caller parks the fault */
 	/* A little readahead: images are read mostly in order. */
 	n = image_run(r, page, RESTORE_AROUND < room ? RESTORE_AROUND : room);
@@ -1999,7 +2034,7 @@ static bool prefetch_learned(struct region *r)
 		uint64_t room = restore_room(r), head, lo, hi;
 		size_t nw = 0, at;
 
-		if (rs->failed || rs->nreads >= LEARN_READS || room <= PREFETCH_SPARE)
+		if (rs->failed || rs->nreads >= LEARN_READS * rs->scale || room <= PREFETCH_SPARE)
 			return true;
 		room -= PREFETCH_SPARE;
 		/* Pages of the order that came in (or are coming) meanwhile
@@ -2086,7 +2121,8 @@ static void on_prefetch(evutil_socket_t fd, short what, void *arg)
 	/* PREFETCH_READS full reads in flight at most; more, shorter ones
 	 * where holes (or pages the learned prefetch took) cut the runs. */
 	while (!rs->failed && r->image_pending > rs->reading &&
-	       rs->nreads < LEARN_READS && rs->reading < PREFETCH_READS * PREFETCH_BATCH) {
+	       rs->nreads < LEARN_READS * rs->scale &&
+	       rs->reading < PREFETCH_READS * rs->scale * PREFETCH_BATCH) {
 		uint64_t room = restore_room(r), n;
 
 		if (room <= PREFETCH_SPARE)
@@ -2165,6 +2201,8 @@ static int restore_load_table(struct restore *rs, struct region *r, int crc_fd)
 
 static void restore_free(struct restore *rs)
 {
+	store_rbd_job_cancel(rs->job);
+	free(rs->rbd);
 	learn_free(rs->rec);
 	free(rs->order);
 	if (rs->prefetch_ev)
@@ -2206,13 +2244,15 @@ static int restore_new(struct region *r, int fd, int crc_fd, bool prefetch,
 	/* Without memory for it nothing is learned: only an order is lost. */
 	rs->rec = learn_new(r->npages);
 	e = crc_fd >= 0 ? restore_load_table(rs, r, crc_fd) : 0;
-	if (e == 0 && !rs->img) {
+	if (e == 0 && !rs->img && fd >= 0) {
 		snprintf(label, sizeof(label), "region %" PRIu64 " restore image", r->id);
 		e = store_file_open(&rs->img, d->io, fd, &(struct store_file_opts){
 			.label = label, .depth = RESTORE_READS_MAX, .align = 1,
 			.timeout_ms = d->cfg.image_timeout_ms,
 		});
 	}
+	rs->scale = rs->img && rs->img->read_depth > RESTORE_READS_MAX ?
+		    rs->img->read_depth / RESTORE_READS_MAX : 1;
 	if (e < 0 && !keep) {
 		rs->image_fd = -1; /* the caller's */
 		store_close(rs->img); /* a named image's: taken */
@@ -2342,14 +2382,42 @@ int restore_set_order(struct region *r, uint64_t *order, size_t n)
 	return 0;
 }
 
-void restore_load_order(struct region *r, int order_fd)
+/* An IMAGE.order of len bytes at buf (NULL: none; why: why it is
+ * unusable, or NULL) checked against r's image and given to its prefetch,
+ * or ignored with the reason logged: it only steers the order of reads. */
+static void restore_take_order(struct region *r, const void *buf, size_t len,
+			       const char *why)
 {
 	const struct image_crc_hdr *h;
-	const char *why = NULL;
 	uint64_t *order = NULL;
 	size_t n = 0;
+	int e;
+
+	if (!r->restore || (!buf && !why))
+		return;
+	if (!why) {
+		h = (const struct image_crc_hdr *)r->restore->crc_map;
+		e = learn_order_decode(buf, len, r->npages, (uint32_t)r->client->d->page_size,
+				       h ? le32toh(h->table_crc) : 0, &order, &n, &why);
+		if (e == -ENOMEM)
+			why = "no memory for it";
+	}
+	if (why) {
+		log_warn("region %" PRIu64 ": its image's learned order (IMAGE.order) is "
+			 "ignored: %s; restoring without it", r->id, why);
+		return;
+	}
+	if (n)
+		restore_set_order(r, order, n);
+	else
+		free(order);
+}
+
+void restore_load_order(struct region *r, int order_fd)
+{
+	const char *why = NULL;
 	struct stat st;
-	int seals = fcntl(order_fd, F_GET_SEALS), e;
+	int seals = fcntl(order_fd, F_GET_SEALS);
 	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
 	void *map = MAP_FAILED;
 
@@ -2366,25 +2434,10 @@ void restore_load_order(struct region *r, int order_fd)
 		if (map == MAP_FAILED)
 			why = "it cannot be mapped";
 	}
-	if (!why) {
-		h = (const struct image_crc_hdr *)r->restore->crc_map;
-		e = learn_order_decode(map, (size_t)st.st_size, r->npages,
-				       (uint32_t)r->client->d->page_size,
-				       h ? le32toh(h->table_crc) : 0, &order, &n, &why);
-		if (e == -ENOMEM)
-			why = "no memory for it";
-	}
+	restore_take_order(r, map == MAP_FAILED ? NULL : map, why ? 0 : (size_t)st.st_size,
+			   why);
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)st.st_size);
-	if (why) {
-		log_warn("region %" PRIu64 ": its image's learned order (IMAGE.order) is "
-			 "ignored: %s; restoring without it", r->id, why);
-		return;
-	}
-	if (n)
-		restore_set_order(r, order, n);
-	else
-		free(order);
 }
 
 int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
@@ -2436,7 +2489,8 @@ int restore_attach(struct region *r, int fd, int crc_fd, bool prefetch)
  * stay plain empty pages, zero-filled with no read.  Takes st and crc_fd.
  */
 static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
-				bool prefetch, const char *image)
+				const void *order, size_t order_len, bool prefetch,
+				const char *image)
 {
 	int e;
 
@@ -2448,11 +2502,16 @@ static int restore_attach_store(struct region *r, struct store *st, int crc_fd,
 	e = restore_new(r, -1, crc_fd, prefetch, false, st);
 	if (e < 0)
 		return e;
+	/* For the fd store: a successor opens it again by this name.
+	 * Without memory for it, a restart loses the restore's rest. */
+	r->restore->rbd = strdup(image);
 	restore_table_pages(r);
 	restore_start_prefetch(r);
 	log_info("region %" PRIu64 ": restoring %" PRIu64 " pages from %s%s, each checked "
 		 "against its CRC32C", r->id, r->image_pending, image,
 		 prefetch ? ", prefetching" : "");
+	/* Its learned order, read beside it (pagerd_order.IMAGE). */
+	restore_take_order(r, order, order_len, NULL);
 	region_changed(r);
 	return 0;
 }
@@ -2481,10 +2540,12 @@ static void image_opened(void *arg, int res, struct store_rbd_image *img)
 			close(img->crc_fd);
 			res = r ? -EINVAL : -ENOENT;
 		} else {
-			res = restore_attach_store(r, img->st, img->crc_fd, w->prefetch,
-						   w->image);
+			res = restore_attach_store(r, img->st, img->crc_fd, img->order,
+						   img->order_len, w->prefetch, w->image);
 		}
 	}
+	if (img)
+		free(img->order);
 	free(w);
 	client_reply_deferred(c, res, &out);
 }
@@ -2541,6 +2602,89 @@ static void restore_start_prefetch(struct region *r)
 		if (rs->prefetch_ev)
 			evtimer_add(rs->prefetch_ev, &now);
 	}
+}
+
+const char *restore_image_name(const struct region *r)
+{
+	return r->restore && !r->restore->failed ? r->restore->rbd : NULL;
+}
+
+/* An adopted region's image, opened again by name (restore_resume_rbd()). */
+static void restore_reopened(void *arg, int res, struct store_rbd_image *img)
+{
+	struct region *r = arg;
+	struct restore *rs = r->restore;
+	struct stat st;
+	void *map = MAP_FAILED;
+
+	rs->job = NULL;
+	/* The very snapshot the table was made for: the same table. */
+	if (res == 0 && (img->meta.size != r->len || !rs->crc ||
+			 fstat(img->crc_fd, &st) < 0 || (size_t)st.st_size != rs->crc_len ||
+			 (map = mmap(NULL, rs->crc_len, PROT_READ, MAP_SHARED, img->crc_fd,
+				     0)) == MAP_FAILED ||
+			 memcmp(map, rs->crc_map, rs->crc_len))) {
+		log_warn("region %" PRIu64 ": %s is not the snapshot it was restoring from "
+			 "(another size or checksum table): its pages not read yet are lost",
+			 r->id, rs->rbd);
+		res = -ESTALE;
+	}
+	if (map != MAP_FAILED)
+		munmap(map, rs->crc_len);
+	if (img) {
+		if (res < 0)
+			store_close(img->st);
+		close(img->crc_fd);
+	}
+	if (res < 0) {
+		if (res != -ESTALE)
+			log_warn("region %" PRIu64 ": %s cannot be opened again: %s: its pages "
+				 "not read yet are lost", r->id, rs->rbd, strerror(-res));
+		rs->failed = res;
+	} else {
+		rs->img = img->st;
+		rs->scale = rs->img->read_depth > RESTORE_READS_MAX ?
+			    rs->img->read_depth / RESTORE_READS_MAX : 1;
+		log_info("region %" PRIu64 ": %s open again: restoring its %" PRIu64
+			 " pages still in it", r->id, rs->rbd, r->image_pending);
+		restore_start_prefetch(r);
+		restore_take_order(r, img->order, img->order_len, NULL);
+	}
+	if (img)
+		free(img->order);
+	/* The faults that waited fault again: read, or poisoned. */
+	uffd_wake(r->client, r->addr, r->len);
+}
+
+int restore_resume_rbd(struct region *r, const char *image, int crc_fd, bool prefetch)
+{
+	struct daemon *d = r->client->d;
+	struct restore *rs;
+	int e = restore_new(r, -1, crc_fd, prefetch, true, NULL);
+
+	if (e < 0)
+		return e;
+	rs = r->restore;
+	rs->rbd = strdup(image);
+	if (!rs->crc || !rs->rbd) {
+		/* No table to know the image by: nothing is read from it. */
+		rs->failed = rs->rbd ? -EINVAL : -ENOMEM;
+		return rs->failed;
+	}
+	e = store_rbd_image_open(image, &(struct store_rbd_job_opts){
+		.mode = STORE_RBD_RESTORE, .page_size = (uint32_t)d->page_size,
+		.depth = RESTORE_READS_MAX, .align = d->page_size,
+	}, restore_reopened, r, &rs->job);
+	if (e < 0) {
+		rs->job = NULL;
+		rs->failed = e;
+		log_warn("region %" PRIu64 ": %s cannot be opened again: %s: its pages not "
+			 "read yet are lost", r->id, image, strerror(-e));
+		return e;
+	}
+	log_info("region %" PRIu64 ": opening %s again to restore its %" PRIu64
+		 " pages still in it", r->id, image, r->image_pending);
+	return 0;
 }
 
 int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)

@@ -86,6 +86,10 @@ struct store {
 	/* done always hands the buffer back, whatever res (store_rbd.c):
 	 * the caller frees it even after -ETIMEDOUT or -ECANCELED. */
 	bool gives_back;
+	/* Reads worth keeping in flight at once to stream the device: a
+	 * store whose every read is a network round trip (RBD) states more
+	 * than a disk needs; 0: the caller's own default. */
+	unsigned read_depth;
 };
 
 /* Whether a buffer whose request ended with res is the caller's to free
@@ -263,6 +267,10 @@ struct store_rbd_image {
 	struct image_meta meta; /* INFO, RESTORE: read and checked */
 	int crc_fd;             /* RESTORE: IMAGE.crc in a memfd sealed against
 				 * every change (the caller's to close), else -1 */
+	void *order;            /* RESTORE: IMAGE.order as stored (unchecked:
+				 * the caller decodes it; malloc, the caller's
+				 * to free), or NULL: none */
+	size_t order_len;
 };
 
 /* res 0: *img is filled and its st and crc_fd are the callee's; else
@@ -283,12 +291,14 @@ int store_rbd_image_open(const char *path, const struct store_rbd_job_opts *o,
 
 /*
  * Commits a snapshot written to st (opened SNAPSHOT, nothing pending):
- * flushes it, writes the table (crc_len bytes at crc, copied) and m's
+ * flushes it, writes the table (crc_len bytes at crc, copied), the learned
+ * order (order_len bytes of IMAGE.order at order, copied; 0: none) and m's
  * keys, then "complete", and closes the image (which lets its lock go).
  * st is taken whatever happens.  done's img is NULL.  0 or -errno
  * (-EBUSY: requests still pending; st is then closed).
  */
 int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
+			   const void *order, size_t order_len,
 			   const struct image_meta *m, store_rbd_job_fn done, void *arg,
 			   struct store_rbd_job **ret);
 
@@ -297,6 +307,9 @@ void store_rbd_job_cancel(struct store_rbd_job *j);
 
 /* "pagerd_crc.IMAGE": the RADOS object holding an image's IMAGE.crc. */
 #define STORE_RBD_CRC_PREFIX "pagerd_crc."
+/* "pagerd_order.IMAGE": its IMAGE.order (the learned prefetch order),
+ * bound to the table as a file's is; removed when a snapshot starts. */
+#define STORE_RBD_ORDER_PREFIX "pagerd_order."
 
 /* Waits (up to the timeout) for images still closing, then ends the
  * client.  For pagerd's exit. */

@@ -50,6 +50,10 @@
 
 #define RBD_DEFAULT_TIMEOUT_MS 30000
 #define RBD_POLL_BATCH 32
+/* Reads a restore keeps in flight on an image (store.read_depth): each is
+ * a round trip to an OSD, which a disk's read-ahead does not hide, so
+ * streaming an image wants several times a disk's depth. */
+#define RBD_READ_DEPTH 64
 
 /* ---- the process's one cluster connection ----------------------------------- */
 
@@ -72,6 +76,9 @@ static struct {
 	unsigned jobs, jobs_waited;
 	/* Connecting happens on a job's thread too. */
 	pthread_mutex_t connect_lock;
+	/* The full check (full_check()): running, and when it last ran. */
+	bool full_checking;
+	uint64_t full_checked_ms;
 } client = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
 	     .connect_lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -320,6 +327,102 @@ static void arm_timer(struct store_rbd *sr)
 	evtimer_add(sr->timer_ev, &tv);
 }
 
+/*
+ * Why writes stall, said plainly.  A full cluster (an OSD past the full
+ * ratio, or a pool past its quota, both flags in the OSD map) does not
+ * fail a librbd write: librados holds it until there is room (asking the
+ * OSD to try anyway would write past the ratio that protects the
+ * cluster), so all pagerd sees is its own timeout.  On one, this asks the
+ * monitor for the cluster's health, on a thread (a blocking mon command,
+ * at most one at once and one a minute), and logs the full flags if
+ * there are any.  A -ENOSPC or -EDQUOT librados does return is logged as
+ * such where it comes (full_said()).
+ */
+static void *full_check_thread(void *arg)
+{
+	const char *cmd[] = { "{\"prefix\": \"health\", \"detail\": \"detail\"}" };
+	char *out = NULL, *st = NULL, *label = arg;
+	size_t outlen = 0, stlen = 0;
+	int e = rados_mon_command(client.cluster, cmd, 1, "", 0, &out, &outlen, &st, &stlen);
+
+	if (e == 0 && out) {
+		char *text = strndup(out, outlen), *line, *save = NULL;
+
+		/* "HEALTH_ERR ...; 1 full osd(s); 1 pool(s) full" then a
+		 * line per check: the full ones are OSD_FULL, POOL_FULL. */
+		for (line = text ? strtok_r(text, "\n", &save) : NULL; line;
+		     line = strtok_r(NULL, "\n", &save)) {
+			if (strstr(line, "OSD_FULL") || strstr(line, "POOL_FULL") ||
+			    strstr(line, "OSDMAP_FLAGS") || strstr(line, "is full") ||
+			    strstr(line, "running out of quota")) {
+				while (*line == ' ')
+					line++;
+				log_err("rbd %s: the cluster is full: %s (its writes wait for room, "
+					"and fail after ceph_timeout)", label, line);
+			}
+		}
+		free(text);
+	}
+	rados_buffer_free(out);
+	rados_buffer_free(st);
+	free(label);
+	pthread_mutex_lock(&client.lock);
+	client.full_checking = false;
+	client.jobs--;
+	pthread_cond_broadcast(&client.cond);
+	pthread_mutex_unlock(&client.lock);
+	return NULL;
+}
+
+static uint64_t rbd_mono_ms(void);
+
+/* A request to label timed out: see whether the cluster is full. */
+static void full_check(const char *label)
+{
+	uint64_t now = rbd_mono_ms();
+	pthread_attr_t at;
+	pthread_t t;
+	char *l;
+	bool go;
+
+	pthread_mutex_lock(&client.lock);
+	go = client.connected && !client.full_checking &&
+	     (!client.full_checked_ms || now - client.full_checked_ms >= 60000);
+	if (go) {
+		client.full_checking = true;
+		client.full_checked_ms = now;
+		client.jobs++; /* shutdown waits for it */
+	}
+	pthread_mutex_unlock(&client.lock);
+	if (!go)
+		return;
+	l = strdup(label);
+	if (l && pthread_attr_init(&at) == 0) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		go = pthread_create(&t, &at, full_check_thread, l) == 0;
+		pthread_attr_destroy(&at);
+	} else {
+		go = false;
+	}
+	if (!go) {
+		free(l);
+		pthread_mutex_lock(&client.lock);
+		client.full_checking = false;
+		client.jobs--;
+		pthread_cond_broadcast(&client.cond);
+		pthread_mutex_unlock(&client.lock);
+	}
+}
+
+/* What librados says when it does say the cluster is full. */
+static void full_said(const char *label, int res)
+{
+	if (res == -ENOSPC || res == -EDQUOT)
+		log_limited(LOG_ERR, "rbd-full", 0, "rbd %s: the cluster is full (%s): %s",
+			    label, res == -EDQUOT ? "the pool's quota" : "an OSD or the pool",
+			    strerror(-res));
+}
+
 /* Calls r's done with res, counting the dispatch so that a close from
  * inside it leaves the store's memory alone until it returns. */
 static void deliver(struct store_rbd *sr, struct rbd_req *r, int res)
@@ -328,6 +431,7 @@ static void deliver(struct store_rbd *sr, struct rbd_req *r, int res)
 	void *arg = r->arg;
 
 	r->done = NULL;
+	full_said(sr->label, res);
 	sr->dispatching++;
 	done(arg, res);
 	sr->dispatching--;
@@ -476,6 +580,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		log_limited(LOG_WARNING, "rbd-timeout", (uint64_t)(uintptr_t)sr,
 			    "rbd %s: a request took more than %" PRIu32 " ms: failed",
 			    sr->label, sr->st.timeout_ms);
+		full_check(sr->label);
 		deliver(sr, r, -ETIMEDOUT);
 	}
 	if (closed_now(sr))
@@ -730,6 +835,7 @@ static int store_arm(struct store_rbd *sr, unsigned depth, size_t align, uint32_
 	sr->st.align = align ? align : 1;
 	sr->st.timeout_ms = timeout_ms ? timeout_ms : client.timeout_ms;
 	sr->st.gives_back = true; /* every request has a bounce buffer of ours */
+	sr->st.read_depth = sr->depth < RBD_READ_DEPTH ? sr->depth : RBD_READ_DEPTH;
 	return 0;
 }
 
@@ -885,6 +991,8 @@ struct store_rbd_job {
 	/* JOB_COMMIT: */
 	void *crc;
 	size_t crc_len;
+	void *order;          /* IMAGE.order, or NULL */
+	size_t order_len;
 	struct image_meta meta;
 };
 
@@ -896,6 +1004,8 @@ static void job_free(struct store_rbd_job *j)
 		close(j->img.crc_fd);
 	if (j->efd >= 0)
 		close(j->efd);
+	free(j->img.order);
+	free(j->order);
 	free(j->crc);
 	free(j->path);
 	free(j);
@@ -981,6 +1091,50 @@ static int meta_load(struct store_rbd *sr, const char *path, struct image_meta *
 static void crc_oid(char *buf, size_t n, const struct store_rbd_name *nm)
 {
 	snprintf(buf, n, STORE_RBD_CRC_PREFIX "%s", nm->image);
+}
+
+static void order_oid(char *buf, size_t n, const struct store_rbd_name *nm)
+{
+	snprintf(buf, n, STORE_RBD_ORDER_PREFIX "%s", nm->image);
+}
+
+/*
+ * Reads the image's learned order (pagerd_order.IMAGE) as stored, into
+ * j->img.order: the restore checks it (against the table, as a file's
+ * IMAGE.order) and ignores it if it is wrong, so a missing, oversized or
+ * unreadable one only costs the order, never the restore.
+ */
+static void order_load(struct store_rbd_job *j, struct store_rbd *sr,
+		       const struct store_rbd_name *nm)
+{
+	char oid[STORE_RBD_NAME_MAX + 16];
+	uint64_t size = 0;
+	time_t mtime;
+	char *buf;
+	int e, got;
+
+	order_oid(oid, sizeof(oid), nm);
+	e = rados_stat(sr->ioctx, oid, &size, &mtime);
+	if (e == -ENOENT)
+		return;
+	if (e == 0 && (size < IMAGE_ORDER_ENTRIES_OFF ||
+		       size > image_order_size(IMAGE_ORDER_MAX)))
+		e = -EFBIG;
+	buf = e == 0 ? malloc((size_t)size) : NULL;
+	if (e == 0 && !buf)
+		e = -ENOMEM;
+	/* At most 2 MiB: one read. */
+	got = e == 0 ? rados_read(sr->ioctx, oid, buf, (size_t)size, 0) : 0;
+	if (e == 0 && got != (int)size)
+		e = got < 0 ? got : -EIO;
+	if (e < 0) {
+		log_warn("rbd %s: its learned order (%s) cannot be read: %s; restoring "
+			 "without it", j->path, oid, strerror(-e));
+		free(buf);
+		return;
+	}
+	j->img.order = buf;
+	j->img.order_len = (size_t)size;
 }
 
 /* Reads the image's table into a memfd sealed against every change.
@@ -1083,6 +1237,19 @@ static int open_for_snapshot(struct store_rbd_job *j, const struct store_rbd_nam
 		log_err("rbd %s: cannot mark incomplete: %s", j->path, strerror(-e));
 		return e;
 	}
+	/* An older snapshot's order would steer this one's restores (it is
+	 * bound to the table, but a table can come out the same). */
+	{
+		char oid[STORE_RBD_NAME_MAX + 16];
+
+		order_oid(oid, sizeof(oid), n);
+		e = rados_remove(sr->ioctx, oid);
+		if (e < 0 && e != -ENOENT) {
+			log_err("rbd %s: cannot remove its old learned order: %s", j->path,
+				strerror(-e));
+			return e;
+		}
+	}
 	e = rbd_get_size(sr->image, &size);
 	if (e == 0 && size != j->o.size)
 		e = rbd_resize(sr->image, j->o.size);
@@ -1124,6 +1291,8 @@ static int open_for_reading(struct store_rbd_job *j, const struct store_rbd_name
 			log_warn("rbd %s: its checksum table (%s%s) cannot be read: %s",
 				 j->path, STORE_RBD_CRC_PREFIX, n->image, strerror(-e));
 	}
+	if (e == 0 && j->o.mode == STORE_RBD_RESTORE)
+		order_load(j, sr, n);
 	return e;
 }
 
@@ -1177,6 +1346,13 @@ static int job_commit(struct store_rbd_job *j)
 		e = off ? rados_write(sr->ioctx, oid, (char *)j->crc + off, len, off)
 			: rados_write_full(sr->ioctx, oid, j->crc, len);
 		off += len;
+	}
+	/* The order after its table (it names the table's CRC), before
+	 * "complete"; at most 2 MiB: one write. */
+	if (e == 0 && j->order_len) {
+		what = "writing its learned order";
+		order_oid(oid, sizeof(oid), &n);
+		e = rados_write_full(sr->ioctx, oid, j->order, j->order_len);
 	}
 	snprintf(v[0], sizeof(v[0]), "%" PRIu64, m->size);
 	snprintf(v[1], sizeof(v[1]), "%" PRIu32, m->page_size);
@@ -1259,12 +1435,20 @@ static void job_event(evutil_socket_t fd, short what, void *arg)
 	if (!job_release(j)) {
 		log_warn("rbd %s: the cluster did not answer within %" PRIu32 " ms", j->path,
 			 j->o.timeout_ms);
+		full_check(j->path);
 		done(darg, -ETIMEDOUT, NULL);
 		return;
 	}
 	res = j->res;
+	full_said(j->path, res);
+	if (res == -ETIMEDOUT) /* librados' own op timeout */
+		full_check(j->path);
 	if (res == 0 && j->sr) {
-		res = store_arm(j->sr, j->o.depth, j->o.align, j->o.timeout_ms);
+		/* A restore's image takes the reads it states it wants. */
+		unsigned depth = j->o.mode == STORE_RBD_RESTORE && j->o.depth < RBD_READ_DEPTH ?
+				 RBD_READ_DEPTH : j->o.depth;
+
+		res = store_arm(j->sr, depth, j->o.align, j->o.timeout_ms);
 		if (res == 0) {
 			j->img.st = &j->sr->st;
 			j->sr = NULL;
@@ -1274,6 +1458,7 @@ static void job_event(evutil_socket_t fd, short what, void *arg)
 		struct store_rbd_image img = j->img;
 
 		j->img.crc_fd = -1; /* the caller's now */
+		j->img.order = NULL;
 		done(darg, 0, &img);
 	} else {
 		done(darg, res, NULL);
@@ -1389,6 +1574,7 @@ int store_rbd_image_open(const char *path, const struct store_rbd_job_opts *o,
 }
 
 int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
+			   const void *order, size_t order_len,
 			   const struct image_meta *m, store_rbd_job_fn done, void *arg,
 			   struct store_rbd_job **ret)
 {
@@ -1405,7 +1591,8 @@ int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
 		.timeout_ms = st->timeout_ms }, done, arg);
 	if (j) {
 		j->crc = malloc(crc_len ? crc_len : 1);
-		if (!j->crc) {
+		j->order = order_len ? malloc(order_len) : NULL;
+		if (!j->crc || (order_len && !j->order)) {
 			job_free(j);
 			j = NULL;
 		}
@@ -1416,6 +1603,9 @@ int store_rbd_image_commit(struct store *st, const void *crc, size_t crc_len,
 	}
 	memcpy(j->crc, crc, crc_len);
 	j->crc_len = crc_len;
+	if (order_len)
+		memcpy(j->order, order, order_len);
+	j->order_len = order_len;
 	j->meta = *m;
 	/* The store leaves the loop: the job's thread has the image now
 	 * (nothing is in flight, so nothing of librbd calls us back). */

@@ -27,6 +27,17 @@
  *   osd_killed_mid_restore  the OSD dies while a region is restored from
  *                       it: untouched pages give SIGBUS, never wrong
  *                       bytes; pagerd survives and answers
+ *   full_cluster        the OSD is past the full ratio (set tiny): a
+ *                       snapshot into the cluster fails in its timeout
+ *                       and pagerd's log says the cluster is full
+ *   learned_order       pagerd B restores an image and its application
+ *                       touches scattered pages; B's snapshot of that
+ *                       region stores the order in the cluster
+ *                       (pagerd_order.IMAGE), and pagerd A's restore of it
+ *                       prefetches exactly those pages first
+ *                       (image_learned_reads); a later snapshot of a
+ *                       region that learned nothing, with the same data
+ *                       (so the same table), leaves no order behind
  *
  * Exit 77 (skip, saying why) when ceph-mon/ceph-osd are missing and cannot
  * be installed (make check installs them as root), or the cluster does not
@@ -39,6 +50,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <pager.h>
@@ -380,6 +392,189 @@ static void snapshot_two_pagerds(void **state)
 	assert_int_equal(test_pagerd_stop(&a), 0);
 	sh("rbd -c %s rm %s >/dev/null 2>&1; rados -c %s -p rbd rm pagerd_crc.%s", conf,
 	   image + 4, conf, strchr(image + 4, '/') + 1);
+}
+
+/* ---- learned order on RBD ------------------------------------------------ */
+
+#define LO_PAGES 2048
+#define LO_TOUCH 16
+
+/* Touched out of address order, 128 pages apart: a fault's read-around
+ * (64 pages) never brings the next one, and no two make one learned run. */
+static uint64_t lo_touch(size_t k)
+{
+	return (uint64_t)((k * 7) % LO_TOUCH) * 128 + 5;
+}
+
+static void lo_fill(uint8_t *b)
+{
+	for (uint64_t p = 0; p < LO_PAGES; p++)
+		for (size_t i = 0; i < ps / 8; i++)
+			((uint64_t *)(b + p * ps))[i] = word(p, i);
+}
+
+/* Restores image on p with prefetch, waits (bounded) until every page is
+ * in, checks every byte; returns the pages the learned prefetch read. */
+static uint64_t lo_restore_all(struct pager *p, const char *image)
+{
+	struct pager_region_stats st = { .sz = sizeof(st) };
+	struct pager_region *r;
+	int i;
+
+	assert_int_equal(pager_region_restore(p, image, NULL, &r), 0);
+	for (i = 0; i < 60000; i++) {
+		assert_int_equal(pager_region_stats(r, &st), 0);
+		if (st.image_reads >= LO_PAGES)
+			break;
+		usleep(1000);
+	}
+	printf("restore of %s: image_reads %" PRIu64 ", image_learned_reads %" PRIu64 "\n",
+	       image, st.image_reads, st.image_learned_reads);
+	assert_int_equal(st.image_reads, LO_PAGES);
+	for (uint64_t pg = 0; pg < LO_PAGES; pg++)
+		assert_int_equal(read_page((const volatile uint64_t *)
+					   ((uint8_t *)pager_region_addr(r) + pg * ps), pg), 0);
+	assert_int_equal(pager_region_destroy(r), 0);
+	return st.image_learned_reads;
+}
+
+static void learned_order(void **state)
+{
+	const char *args[] = { "--ceph-conf", conf, NULL };
+	struct pager_region_opts ro = { .sz = sizeof(ro), .flags = PAGER_REGION_NO_PREFETCH };
+	struct test_pagerd a, b;
+	struct pager *pa, *pb;
+	struct pager_region *r, *rr;
+	char x[96], y[96];
+	uint8_t *got;
+
+	(void)state;
+	snprintf(x, sizeof(x), "rbd:rbd/lo-x-%d", (int)getpid());
+	snprintf(y, sizeof(y), "rbd:rbd/lo-y-%d", (int)getpid());
+	assert_int_equal(test_pagerd_start(&a, args), 0);
+	assert_int_equal(test_pagerd_start(&b, args), 0);
+	pa = open_sock(a.sock);
+	pb = open_sock(b.sock);
+	assert_non_null(pa);
+	assert_non_null(pb);
+
+	/* A: the first image, taken from a fresh region (no order). */
+	assert_int_equal(pager_region_create(pa, LO_PAGES * ps, NULL, &r), 0);
+	lo_fill(pager_region_addr(r));
+	assert_int_equal(pager_region_snapshot(r, x, NULL), 0);
+
+	/* B: a cold start that touches LO_TOUCH scattered pages, then a
+	 * snapshot of it: the order goes into the cluster with it. */
+	assert_int_equal(pager_region_restore(pb, x, &ro, &rr), 0);
+	got = pager_region_addr(rr);
+	for (size_t k = 0; k < LO_TOUCH; k++) {
+		uint64_t pg = lo_touch(k);
+
+		assert_int_equal(read_page((const volatile uint64_t *)(got + pg * ps), pg), 0);
+	}
+	assert_int_equal(pager_region_snapshot(rr, y, NULL), 0);
+	assert_int_equal(sh("rados -c %s -p rbd stat pagerd_order.%s >/dev/null", conf,
+			    strchr(y + 4, '/') + 1), 0);
+
+	/* A, another pagerd: those pages, and only they, come in first. */
+	assert_int_equal(lo_restore_all(pa, y), LO_TOUCH);
+
+	/* A snapshot of a region that learned nothing, same data (the same
+	 * table): the old order must not steer its restores. */
+	assert_int_equal(pager_region_snapshot(r, y, NULL), 0);
+	assert_int_equal(lo_restore_all(pb, y), 0);
+
+	pager_close(pb);
+	pager_close(pa);
+	assert_int_equal(test_pagerd_stop(&b), 0);
+	assert_int_equal(test_pagerd_stop(&a), 0);
+	sh("for i in %s %s; do rbd -c %s rm rbd/$i >/dev/null 2>&1; rados -c %s -p rbd rm "
+	   "pagerd_crc.$i; rados -c %s -p rbd rm pagerd_order.$i; done 2>/dev/null",
+	   strchr(x + 4, '/') + 1, strchr(y + 4, '/') + 1, conf, conf, conf);
+}
+
+/* ---- a full cluster -------------------------------------------------------- */
+
+/* Waits (bounded) until `ceph osd dump` does (full) or does not show the
+ * rbd pool full. */
+static void wait_pool_full(bool full)
+{
+	for (int i = 0; i < 600; i++) {
+		/* "full" itself, not "nearfull" or "backfillfull". */
+		int rc = sh("timeout 30 ceph -c %s osd dump 2>/dev/null | grep -qE \"^pool .*'rbd'"
+			    ".*flags ([a-z_]+,)*full([, ]|$)\"", conf);
+
+		if ((rc == 0) == full)
+			return;
+		usleep(100000);
+	}
+	fail_msg("the pool did not become %s", full ? "full" : "writable");
+}
+
+/* `ceph -c CONF osd ARGS`, tried again a few times: the CLI sometimes
+ * fails to get the monitor's command descriptions (EPERM) right after
+ * another client's. */
+static int ceph_osd(const char *args)
+{
+	for (int i = 0; i < 10; i++) {
+		if (sh("timeout 30 ceph -c %s osd %s >/dev/null 2>&1", conf, args) == 0)
+			return 0;
+		usleep(200000);
+	}
+	return -1;
+}
+
+static void full_cluster(void **state)
+{
+	const char *args[] = { "--ceph-conf", conf, "--ceph-timeout", "2000", NULL };
+	char log[96], image[64], buf[1 << 16];
+	struct test_pagerd a;
+	struct pager *pa;
+	struct pager_region *r;
+	int fd, saved;
+	ssize_t n;
+
+	(void)state;
+	/* Some data in the OSD, then ratios below what it holds. */
+	assert_int_equal(sh("timeout 30 rados -c %s -p rbd put fill-%d /etc/services", conf,
+			    (int)getpid()), 0);
+	assert_int_equal(ceph_osd("set-nearfull-ratio 0.00001"), 0);
+	assert_int_equal(ceph_osd("set-backfillfull-ratio 0.00002"), 0);
+	assert_int_equal(ceph_osd("set-full-ratio 0.00003"), 0);
+	wait_pool_full(true);
+
+	snprintf(log, sizeof(log), "%s/full.log", cluster);
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	assert_int_equal(test_pagerd_start(&a, args), 0);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	pa = open_sock(a.sock);
+	assert_non_null(pa);
+	assert_int_equal(pager_region_create(pa, 64 * ps, NULL, &r), 0);
+	memset(pager_region_addr(r), 0x5a, 64 * ps);
+	snprintf(image, sizeof(image), "rbd:rbd/full-%d", (int)getpid());
+	assert_int_equal(pager_region_snapshot(r, image, NULL), -ETIMEDOUT);
+	pager_close(pa);
+	assert_int_equal(test_pagerd_stop(&a), 0);
+
+	fd = open(log, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	printf("%s", buf);
+	assert_non_null(strstr(buf, "the cluster is full"));
+
+	assert_int_equal(ceph_osd("set-full-ratio 0.95"), 0);
+	assert_int_equal(ceph_osd("set-backfillfull-ratio 0.90"), 0);
+	assert_int_equal(ceph_osd("set-nearfull-ratio 0.85"), 0);
+	wait_pool_full(false);
+	sh("rbd -c %s rm %s >/dev/null 2>&1; rados -c %s -p rbd rm fill-%d", conf, image + 4,
+	   conf, (int)getpid());
 }
 
 /* What a child as uid 65534 gets: exit code = which step failed (0 all
@@ -744,10 +939,13 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(snapshot_two_pagerds),
+		cmocka_unit_test(learned_order),
 		cmocka_unit_test(access_granted_only),
 		cmocka_unit_test(bad_names),
 		cmocka_unit_test(pagerctl_snapshot),
 		cmocka_unit_test(locked_image),
+		/* Before the OSD kills: the cluster must be up. */
+		cmocka_unit_test(full_cluster),
 		cmocka_unit_test_teardown(osd_killed_mid_restore, restart_teardown),
 		cmocka_unit_test(osd_killed_mid_run),
 	};

@@ -15,7 +15,9 @@
 #   itest_restart  restart_named_swap (SIGTERM hand-over and a crash through
 #               the fd store: every byte read back from the image) and
 #               restart_rbd_other_image (the configuration names another
-#               image: the stored slot table is refused, loudly)
+#               image: the stored slot table is refused, loudly) and
+#               restart_rbd_restore (a restore from an RBD image goes on
+#               after a hand-over: the successor opens it again by name)
 #   torture     20 s, the classes that hold on an RBD swap, restart
 #               included (no inject: see above)
 #
@@ -63,7 +65,7 @@ for t in pressure_integrity two_clients kill_during_writeback discard_frees \
 	fi
 done
 
-for t in restart_named_swap restart_rbd_other_image; do
+for t in restart_named_swap restart_rbd_other_image restart_rbd_restore; do
 	if ITEST_FILTER=$t "$build/tests/itest_restart"; then
 		echo "PASS itest_restart $t on rbd"
 	else

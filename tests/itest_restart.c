@@ -654,6 +654,137 @@ static void restart_rbd_other_image(void **state)
 	fakesd_free(&sd);
 }
 
+/*
+ * A region restored from an RBD image (no prefetch, a few pages read)
+ * through a graceful restart: the successor opens the image again by
+ * name and every page still in it is read, byte-identical, never SIGBUS.
+ */
+#define RR_PAGES 512
+
+static uint64_t rr_word(uint64_t page, size_t i)
+{
+	return page * 0x9E3779B97F4A7C15ull ^ i ^ 0x7272;
+}
+
+static sigjmp_buf rr_jmp;
+
+static void rr_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(rr_jmp, 1);
+}
+
+/* The child: restores, reads 2 pages, says so, waits for the go, then
+ * checks every page.  Exit 0 all right, 1 a wrong byte, 2 SIGBUS, 3 setup. */
+static int rr_client(const char *sock, const char *image, int ready, int go)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager_region_opts ro = { .sz = sizeof(ro), .flags = PAGER_REGION_NO_PREFETCH };
+	struct sigaction sa = { .sa_handler = rr_bus };
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	struct pager_region *r;
+	struct pager *p;
+	const volatile uint64_t *m;
+	char c = 0;
+
+	if (pager_open(&p, &o) < 0 || pager_region_restore(p, image, &ro, &r) < 0)
+		return 3;
+	m = pager_region_addr(r);
+	/* Two pages (each read with up to 63 after it): most stay. */
+	for (uint64_t pg = 0; pg < RR_PAGES; pg += RR_PAGES / 2)
+		if (m[pg * (ps / 8)] != rr_word(pg, 0))
+			return 1;
+	if (write(ready, &c, 1) != 1 || read(go, &c, 1) != 1)
+		return 3;
+	sigaction(SIGBUS, &sa, NULL);
+	if (sigsetjmp(rr_jmp, 1))
+		return 2;
+	for (uint64_t pg = 0; pg < RR_PAGES; pg++)
+		for (size_t i = 0; i < ps / 8; i++)
+			if (m[pg * (ps / 8) + i] != rr_word(pg, i))
+				return 1;
+	pager_close(p);
+	return 0;
+}
+
+static void restart_rbd_restore(void **state)
+{
+	static struct test_sd sd;
+	static char image[200];
+	const char *rbd = getenv("ITEST_SWAP_RBD");
+	const char *args[] = { "--ceph-conf", getenv("CEPH_CONF"), NULL };
+	struct pager_opts o = { .sz = sizeof(o), .flags = PAGER_OPEN_NO_PRIVATE };
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	struct pager_region *r;
+	struct pager *p;
+	int ready[2], go[2], st;
+	uint64_t *m;
+	pid_t pid;
+	char c = 'g';
+
+	(void)state;
+	if (!rbd || !*rbd || !getenv("CEPH_CONF"))
+		skip();
+	snprintf(image, sizeof(image), "rbd:%s/restart-restore-%d", rbd, (int)getpid());
+	fakesd_init(&sd);
+	fakesd_start(&sd, false, args);
+	o.socket_path = sd.sock;
+	assert_int_equal(pager_open(&p, &o), 0);
+	assert_int_equal(pager_region_create(p, RR_PAGES * ps, NULL, &r), 0);
+	m = pager_region_addr(r);
+	for (uint64_t pg = 0; pg < RR_PAGES; pg++)
+		for (size_t i = 0; i < ps / 8; i++)
+			m[pg * (ps / 8) + i] = rr_word(pg, i);
+	assert_int_equal(pager_region_snapshot(r, image, NULL), 0);
+	pager_close(p);
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(rr_client(sd.sock, image, ready[1], go[0]));
+	running_client = pid;
+	close(ready[1]);
+	close(go[0]);
+	fakesd_pump(&sd, NULL, NULL, ready[0], "the client's restore");
+	if (read(ready[0], &c, 1) != 1)
+		fail_msg("the client died before its restore; pagerd log:\n%s", test_sd_log(&sd));
+	{
+		static char list[TEST_SD_STORE_MAX * 260];
+
+		test_sd_list(&sd, list, sizeof(list));
+		if (!strstr(list, ".rbd"))
+			fail_msg("no r<ID>.rbd in the store: %s", list);
+	}
+	fakesd_stop(&sd);
+	fakesd_start(&sd, true, args);
+	assert_int_equal(write(go[1], &c, 1), 1);
+	fakesd_pump(&sd, NULL, NULL, ready[0], "the client's check");
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	running_client = -1;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail_msg("the client: status 0x%x (exit 1 a wrong byte, 2 SIGBUS); pagerd log:\n%s",
+			 st, test_sd_log(&sd));
+	if (!strstr(test_sd_log(&sd), "open again"))
+		fail_msg("no reopening in the log:\n%s", test_sd_log(&sd));
+	fakesd_stop(&sd);
+	close(ready[0]);
+	close(go[1]);
+	fakesd_free(&sd);
+	{
+		char cmd[600];
+		int rc_;
+
+		snprintf(cmd, sizeof(cmd), "rbd -c %s rm %s >/dev/null 2>&1; rados -c %s -p %s rm "
+			 "pagerd_crc.%s", getenv("CEPH_CONF"), image + 4, getenv("CEPH_CONF"), rbd,
+			 strchr(image + 4, '/') + 1);
+		rc_ = system(cmd);
+		(void)rc_;
+	}
+}
+
 /* A descriptor for the hostile store. */
 static void put(struct test_sd *sd, const char *name, int fd)
 {
@@ -947,6 +1078,7 @@ int main(void)
 		cmocka_unit_test_teardown(restart_keeps_every_byte, teardown),
 		cmocka_unit_test_teardown(restart_named_swap, teardown),
 		cmocka_unit_test_teardown(restart_rbd_other_image, teardown),
+		cmocka_unit_test_teardown(restart_rbd_restore, teardown),
 		cmocka_unit_test_teardown(restart_with_pool, teardown),
 		cmocka_unit_test_teardown(hostile_store_is_refused, teardown),
 		cmocka_unit_test_teardown(fd_store_no_stores_nothing, teardown),

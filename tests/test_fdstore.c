@@ -163,6 +163,18 @@ int restore_resume(struct region *r, int fd, int crc_fd, bool prefetch)
 	return 0;
 }
 
+int restore_resume_rbd(struct region *r, const char *image, int crc_fd, bool prefetch)
+{
+	(void)r, (void)image, (void)crc_fd, (void)prefetch;
+	return 0;
+}
+
+const char *restore_image_name(const struct region *r)
+{
+	(void)r;
+	return NULL;
+}
+
 int restore_crc_fd(const struct region *r)
 {
 	(void)r;
