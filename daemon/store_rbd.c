@@ -374,12 +374,11 @@ static void *full_check_thread(void *arg)
 	return NULL;
 }
 
-static uint64_t rbd_mono_ms(void);
 
 /* A request to label timed out: see whether the cluster is full. */
 static void full_check(const char *label)
 {
-	uint64_t now = rbd_mono_ms();
+	uint64_t now = now_ms();
 	pthread_attr_t at;
 	pthread_t t;
 	char *l;
