@@ -6,13 +6,14 @@
  *
  * DLIST_FUNCS(prefix, list_type, elem_type) defines, for those types,
  * prefix_push_tail(), prefix_push_head() and prefix_remove() (which
- * clears the element's links).  Static inline: a file uses those it needs.
+ * clears the element's links).  Static inline and marked unused: a file
+ * uses those it needs (clang warns of unused ones a macro expands in a .c).
  */
 #ifndef PAGERD_DLIST_H
 #define PAGERD_DLIST_H
 
 #define DLIST_FUNCS(prefix, list_type, elem_type)			\
-static inline void prefix##_push_tail(list_type *l, elem_type *r)	\
+static inline __attribute__((unused)) void prefix##_push_tail(list_type *l, elem_type *r)	\
 {									\
 	r->next = NULL;							\
 	r->prev = l->tail;						\
@@ -23,7 +24,7 @@ static inline void prefix##_push_tail(list_type *l, elem_type *r)	\
 	l->tail = r;							\
 }									\
 									\
-static inline void prefix##_push_head(list_type *l, elem_type *r)	\
+static inline __attribute__((unused)) void prefix##_push_head(list_type *l, elem_type *r)	\
 {									\
 	r->prev = NULL;							\
 	r->next = l->head;						\
@@ -34,7 +35,7 @@ static inline void prefix##_push_head(list_type *l, elem_type *r)	\
 	l->head = r;							\
 }									\
 									\
-static inline void prefix##_remove(list_type *l, elem_type *r)		\
+static inline __attribute__((unused)) void prefix##_remove(list_type *l, elem_type *r)		\
 {									\
 	if (r->prev)							\
 		r->prev->next = r->next;				\
