@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The two sides of a benchmark against kernel swap, as bench/swap sets
- * them up, for benchmarks that run the same way (bench/scale):
+ * them up, for the benchmarks that run that way (bench/swap, bench/scale):
  *
  *   kernel  anonymous memory of processes in a cgroup v1 memory cgroup
  *           (below ours in /sys/fs/cgroup/memory) with the limit, swapping
@@ -16,8 +16,6 @@
  * takes down what a killed run of the other left (bench_cleanup_stale()).
  *
  * Like bench.h, static inline: each benchmark is one translation unit.
- * bench/swap.c still has its own copies of these (it predates this file);
- * they do the same and should move here.
  */
 #ifndef PAGER_BENCH_SIDES_H
 #define PAGER_BENCH_SIDES_H
