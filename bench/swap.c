@@ -260,43 +260,9 @@ struct bench {
 	struct outcome out[MAX_THREAD_LIST][NR_BACKINGS];
 };
 
-static volatile sig_atomic_t got_signal;
-
-static void on_signal(int sig)
-{
-	got_signal = sig;
-}
-
-/* True once SIGINT, SIGTERM, SIGHUP or SIGPIPE arrived (they are blocked
- * outside the parent's waits, so also look at the pending ones; a write to
- * a closed stdout, as in `swap | head`, leaves SIGPIPE pending). */
-static bool interrupted(void)
-{
-	sigset_t p;
-
-	if (got_signal)
-		return true;
-	if (sigpending(&p) == 0) {
-		if (sigismember(&p, SIGINT))
-			got_signal = SIGINT;
-		else if (sigismember(&p, SIGTERM))
-			got_signal = SIGTERM;
-		else if (sigismember(&p, SIGHUP))
-			got_signal = SIGHUP;
-		else if (sigismember(&p, SIGPIPE))
-			got_signal = SIGPIPE;
-	}
-	return got_signal != 0;
-}
-
 static const char *plural(unsigned n)
 {
 	return n == 1 ? "" : "s";
-}
-
-static double mib(int64_t bytes)
-{
-	return (double)bytes / (1024.0 * 1024.0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -685,25 +651,6 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 	return 0;
 }
 
-/* "VmSwap:   1234 kB" from /proc/self/status, in bytes; -1 if absent. */
-static int64_t proc_status_kb(const char *key)
-{
-	char line[256];
-	size_t klen = strlen(key);
-	int64_t v = -1;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, klen) && line[klen] == ':') {
-			v = strtoll(line + klen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 /* How much of the pager region is in memory (page cache), from mincore. */
 static int64_t region_resident(const struct run *r)
 {
@@ -742,8 +689,8 @@ static int run_workload(struct run *r, unsigned mask, struct child_result *res)
 	if (e < 0)
 		return e;
 	if (r->backing == BK_KERNEL) {
-		res->resident_after_write = proc_status_kb("VmRSS");
-		res->swapped_after_write = proc_status_kb("VmSwap");
+		res->resident_after_write = bench_proc_status_kb("VmRSS");
+		res->swapped_after_write = bench_proc_status_kb("VmSwap");
 	} else {
 		struct pager_region_stats st = { .sz = sizeof(st) };
 
@@ -792,28 +739,6 @@ static int run_workload(struct run *r, unsigned mask, struct child_result *res)
 			return e;
 	}
 	return 0;
-}
-
-/* Picks the multiplier that scatters the hot set: odd-ish, coprime with
- * npages, near the golden ratio of it so that hot pages are spread out. */
-static uint64_t pick_hot_mult(size_t npages)
-{
-	uint64_t m = (uint64_t)((double)npages * 0.6180339887) | 1;
-
-	if (npages <= 1)
-		return 1;
-	for (;; m++) {
-		uint64_t a = m, c = npages;
-
-		while (c) {
-			uint64_t t = a % c;
-
-			a = c;
-			c = t;
-		}
-		if (a == 1)
-			return m;
-	}
 }
 
 /* The kernel child: joins the cgroup, then maps and touches its memory
@@ -920,7 +845,7 @@ static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
 		.backing = k,
 		.nthreads = nthreads,
 		.words = b->page_size / sizeof(uint64_t),
-		.hot_mult = pick_hot_mult(b->npages),
+		.hot_mult = bench_pick_hot_mult(b->npages),
 		.fd = fd,
 	};
 	int e;
@@ -1398,7 +1323,7 @@ static int serve_turns(struct bench *b, unsigned ti)
 		int who[2 * NR_BACKINGS], nmsg = 0, n;
 		bool busy = false, live = false;
 
-		if (interrupted())
+		if (bench_interrupted())
 			return -EINTR;
 		for (int k = 0; k < NR_BACKINGS; k++) {
 			busy |= b->side[k].state == SIDE_BUSY;
@@ -1490,24 +1415,25 @@ static void print_sanity(const struct bench *b, enum backing k, unsigned nthread
 	       backing_name[k], nthreads, plural(nthreads), (double)r->elapsed_ns / 1e9);
 	if (k == BK_KERNEL) {
 		printf("RSS %.0f MiB, swap %.0f MiB; cgroup peak %.0f MiB (limit %.0f MiB)\n",
-		       mib(r->resident_after_write), mib(r->swapped_after_write),
-		       mib(r->peak), mib((int64_t)b->limit));
+		       bench_mib(r->resident_after_write), bench_mib(r->swapped_after_write),
+		       bench_mib(r->peak), bench_mib((int64_t)b->limit));
 		if (r->swapped_after_write <= 0)
 			printf("  WARNING: the kernel did not swap: the baseline is not "
 			       "measuring swap\n");
 		else if (r->peak > (int64_t)b->limit)
 			printf("  WARNING: the cgroup went over its limit\n");
 	} else {
-		printf("resident %.0f MiB (limit %.0f MiB)", mib(r->resident_after_write),
-		       mib((int64_t)b->limit));
+		printf("resident %.0f MiB (limit %.0f MiB)", bench_mib(r->resident_after_write),
+		       bench_mib((int64_t)b->limit));
 		if (r->swapped_after_write >= 0)
-			printf(", swapped %.0f MiB", mib(r->swapped_after_write));
+			printf(", swapped %.0f MiB", bench_mib(r->swapped_after_write));
 		printf("\n");
 		if (k == BK_POOL && r->stats_ok && r->stats.sz >= sizeof(r->stats))
 			printf("  pool at the end: %.0f MiB holding %" PRIu64 " pages (%.0f MiB, "
 			       "stored at %.2fx), %" PRIu64 " hits, %" PRIu64 " spilled, %" PRIu64
-			       " too big\n", mib((int64_t)r->stats.pool_bytes), r->stats.pool_pages,
-			       mib((int64_t)(r->stats.pool_pages * b->page_size)),
+			       " too big\n", bench_mib((int64_t)r->stats.pool_bytes),
+			       r->stats.pool_pages,
+			       bench_mib((int64_t)(r->stats.pool_pages * b->page_size)),
 			       r->stats.pool_stored_bytes ? (double)r->stats.pool_stores *
 			       (double)b->page_size / (double)r->stats.pool_stored_bytes : 0.0,
 			       r->stats.pool_hits, r->stats.pool_spills, r->stats.pool_rejects);
@@ -1686,7 +1612,7 @@ out:
 static void print_skewed(const struct bench *b)
 {
 	printf("\nskewed mix: %d%% of accesses to a %.0f MiB hot set, the rest uniform; "
-	       "Clock must beat FIFO\n", HOT_PERCENT, mib((int64_t)b->hot_bytes));
+	       "Clock must beat FIFO\n", HOT_PERCENT, bench_mib((int64_t)b->hot_bytes));
 	if (b->fifo_unavail[0])
 		printf("(FIFO: n/a, %s)\n", b->fifo_unavail);
 	printf("threads   kernel ns   clock ns    fifo ns  clock/fifo   "
@@ -1751,20 +1677,6 @@ static void print_skewed(const struct bench *b)
 	fflush(stdout);
 }
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static void json_phase(const struct phase_result *p)
 {
 	if (!p) {
@@ -1795,12 +1707,12 @@ static void print_json(const struct bench *b)
 	printf("  \"unit\": \"ns per page or access\",\n");
 	printf("  \"kernel_unavailable\": ");
 	if (b->ks.unavail[0])
-		json_string(b->ks.unavail);
+		bench_json_string(b->ks.unavail);
 	else
 		printf("null");
 	printf(",\n  \"fifo_unavailable\": ");
 	if (b->fifo_unavail[0])
-		json_string(b->fifo_unavail);
+		bench_json_string(b->fifo_unavail);
 	else
 		printf("null");
 	printf(",\n");
@@ -2108,7 +2020,8 @@ static void print_header(const struct bench *b)
 
 	printf("swap: %.0f MiB region, %.0f MiB limit, hot set %.0f MiB; random phases: "
 	       "%u rounds (median), %" PRIu64 " accesses (skewed %" PRIu64 ")\n",
-	       mib((int64_t)b->size), mib((int64_t)b->limit), mib((int64_t)b->hot_bytes),
+	       bench_mib((int64_t)b->size), bench_mib((int64_t)b->limit),
+	       bench_mib((int64_t)b->hot_bytes),
 	       b->rounds, b->rand_accesses, b->skew_accesses);
 	printf("swap files in %s\n", b->ks.workdir);
 	printf("page contents: %s; kernel zswap %s\n",
@@ -2120,7 +2033,8 @@ static void print_header(const struct bench *b)
 	if (b->kernel_on && !b->ks.unavail[0])
 		printf("kernel: MAP_PRIVATE|MAP_ANONYMOUS, THP off, in memory cgroup %s/"
 		       "pagerd-bench-*, swap file %s (%.0f MiB, priority %d)\n",
-		       b->ks.cg_base, b->ks.kswap, mib((int64_t)b->swap_size), BENCH_SWAP_PRIORITY);
+		       b->ks.cg_base, b->ks.kswap, bench_mib((int64_t)b->swap_size),
+		       BENCH_SWAP_PRIORITY);
 	if (b->ks.other_swaps[0])
 		printf("NOTE: other swap areas are active and may take kernel swap:%s\n",
 		       b->ks.other_swaps);
@@ -2149,7 +2063,7 @@ static void print_header(const struct bench *b)
 int main(int argc, char **argv)
 {
 	struct bench b = { 0 };
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = { .sa_handler = bench_on_signal };
 	sigset_t block;
 	int status, e;
 
@@ -2198,7 +2112,7 @@ int main(int argc, char **argv)
 
 	for (unsigned ti = 0; ti < b.nthreads_list && !b.failed; ti++) {
 		e = run_threads(&b, ti);
-		if (e == -EINTR || interrupted())
+		if (e == -EINTR || bench_interrupted())
 			goto out;
 		if (e < 0)
 			b.failed = true;
@@ -2218,9 +2132,10 @@ int main(int argc, char **argv)
 	}
 out:
 	teardown(&b);
-	if (interrupted()) {
-		fprintf(stderr, "swap: interrupted by %s; cleaned up\n", strsignal(got_signal));
-		return 128 + got_signal;
+	if (bench_interrupted()) {
+		fprintf(stderr, "swap: interrupted by %s; cleaned up\n",
+			strsignal(bench_got_signal));
+		return 128 + bench_got_signal;
 	}
 	if (b.failed)
 		status = 1;
