@@ -9,6 +9,7 @@
 #define PAGER_BENCH_H
 
 #include <errno.h>
+#include <pager.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * parse_size()/parse_u64() are shared with pagerd and pagerctl but not
@@ -143,6 +145,19 @@ static inline int parse_uint_list(const char *arg, unsigned *out, unsigned max_n
 	if (!e && !n)
 		e = -EINVAL;
 	return e < 0 ? e : n;
+}
+
+/* A pager on sock, retried for up to 6 s while a pagerd just started
+ * comes up (it binds its socket once its swap is open); NULL if none. */
+static inline struct pager *bench_connect_retry(const char *sock)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager *p = NULL;
+
+	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
+		usleep(20000);
+	return p;
 }
 
 /* The directory of the throwaway Ceph cluster an rbd benchmark started

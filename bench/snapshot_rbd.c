@@ -61,17 +61,6 @@ static bool hole(uint64_t page)
 	return page % 8 == 7;
 }
 
-static struct pager *connect_retry(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p = NULL;
-
-	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
-		usleep(20000);
-	return p;
-}
-
 struct result {
 	double snap_s, ready_ms, first_ms, all_s;
 };
@@ -206,7 +195,7 @@ int main(int argc, char **argv)
 		      "warning", "--ceph-conf", c, (char *)NULL);
 		_exit(127);
 	}
-	p = connect_retry(sock);
+	p = bench_connect_retry(sock);
 	if (!p) {
 		fprintf(stderr, "pagerd did not come up\n");
 		kill(pid, SIGKILL);

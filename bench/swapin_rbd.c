@@ -68,18 +68,6 @@ static pid_t start_pagerd(const char *sock, const char *swap, const char *conf)
 	return pid;
 }
 
-static struct pager *connect_retry(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p = NULL;
-
-	/* pagerd binds its socket once the swap is open. */
-	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
-		usleep(20000);
-	return p;
-}
-
 /* Returns 0, or 1 on a failure (said). */
 static int run(const char *label, const char *swap, const char *conf)
 {
@@ -96,7 +84,7 @@ static int run(const char *label, const char *swap, const char *conf)
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/sock", dir);
 	pid = start_pagerd(sock, swap, conf);
-	p = connect_retry(sock);
+	p = bench_connect_retry(sock);
 	if (!p || pager_region_create(p, REGION, &ro, &r) < 0) {
 		fprintf(stderr, "%s: pagerd did not come up\n", label);
 		kill(pid, SIGKILL);
