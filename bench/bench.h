@@ -9,12 +9,15 @@
 #define PAGER_BENCH_H
 
 #include <errno.h>
+#include <pager.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * parse_size()/parse_u64() are shared with pagerd and pagerctl but not
@@ -142,6 +145,63 @@ static inline int parse_uint_list(const char *arg, unsigned *out, unsigned max_n
 	if (!e && !n)
 		e = -EINVAL;
 	return e < 0 ? e : n;
+}
+
+/* A pager on sock, retried for up to 6 s while a pagerd just started
+ * comes up (it binds its socket once its swap is open); NULL if none. */
+static inline struct pager *bench_connect_retry(const char *sock)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager *p = NULL;
+
+	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
+		usleep(20000);
+	return p;
+}
+
+/* The directory of the throwaway Ceph cluster an rbd benchmark started
+ * (empty: none). */
+static inline char *bench_cluster_dir(void)
+{
+	static char dir[64];
+
+	return dir;
+}
+
+static inline void bench_cluster_stop(void)
+{
+	const char *cluster = bench_cluster_dir();
+	char cmd[256];
+
+	if (!cluster[0])
+		return;
+	snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh stop %s; rm -rf %s", cluster, cluster);
+	if (system(cmd) != 0)
+		fprintf(stderr, "stopping the cluster failed\n");
+}
+
+/*
+ * For an rbd benchmark without $CEPH_CONF: a single-node cluster (pool
+ * rbd) started with tests/ceph_cluster.sh in a directory made from tmpl
+ * ("/tmp/NAME.XXXXXX"), stopped at exit; its ceph.conf's path in conf.
+ * Returns 0, BENCH_SKIP (said) if no cluster could be started here, or 1.
+ */
+static inline int bench_cluster_start(const char *prog, const char *tmpl, char *conf, size_t n)
+{
+	char *cluster = bench_cluster_dir(), cmd[256];
+
+	snprintf(cluster, 64, "%s", tmpl);
+	if (!mkdtemp(cluster))
+		return 1;
+	atexit(bench_cluster_stop);
+	snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh start %s rbd >/dev/null", cluster);
+	if (system(cmd) != 0) {
+		printf("%s: no Ceph cluster could be started here (ceph-mon, ceph-osd)\n", prog);
+		return BENCH_SKIP;
+	}
+	snprintf(conf, n, "%s/ceph.conf", cluster);
+	return 0;
 }
 
 #endif

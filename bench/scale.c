@@ -209,39 +209,6 @@ struct bench {
 	bool failed;
 };
 
-static volatile sig_atomic_t got_signal;
-
-static void on_signal(int sig)
-{
-	got_signal = sig;
-}
-
-/* True once SIGINT, SIGTERM, SIGHUP or SIGPIPE arrived (blocked outside
- * the parent's waits, so also look at the pending ones). */
-static bool interrupted(void)
-{
-	sigset_t p;
-
-	if (got_signal)
-		return true;
-	if (sigpending(&p) == 0) {
-		if (sigismember(&p, SIGINT))
-			got_signal = SIGINT;
-		else if (sigismember(&p, SIGTERM))
-			got_signal = SIGTERM;
-		else if (sigismember(&p, SIGHUP))
-			got_signal = SIGHUP;
-		else if (sigismember(&p, SIGPIPE))
-			got_signal = SIGPIPE;
-	}
-	return got_signal != 0;
-}
-
-static double mib(int64_t bytes)
-{
-	return (double)bytes / (1024.0 * 1024.0);
-}
-
 static const char *job_name(unsigned job)
 {
 	return job < NR_PHASES ? phase_name[job] : job == JOB_WRITE ? "write" :
@@ -275,28 +242,6 @@ static void fill_page(uint64_t *p, unsigned client, size_t page, size_t words)
 	for (size_t w = 2; w < words - 1; w++)
 		p[w] = splitmix64(&s);
 	p[words - 1] = check_word(client, page);
-}
-
-/* A multiplier coprime with npages near its golden section (as bench/swap
- * picks it): hot page j is (j * mult) % npages, spread over the region. */
-static uint64_t pick_hot_mult(size_t npages)
-{
-	uint64_t m = (uint64_t)((double)npages * 0.6180339887) | 1;
-
-	if (npages <= 1)
-		return 1;
-	for (;; m++) {
-		uint64_t a = m, c = npages;
-
-		while (c) {
-			uint64_t t = a % c;
-
-			a = c;
-			c = t;
-		}
-		if (a == 1)
-			return m;
-	}
 }
 
 /* ---------------------------------------------------------------------- */
@@ -421,25 +366,6 @@ static int64_t misses_now(const struct crun *r)
 	return -1;
 }
 
-/* "VmSwap:   1234 kB" from /proc/self/status, in bytes; -1 if absent. */
-static int64_t proc_status_kb(const char *key)
-{
-	char line[256];
-	size_t klen = strlen(key);
-	int64_t v = -1;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, klen) && line[klen] == ':') {
-			v = strtoll(line + klen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 /* Runs one job with b->threads threads and fills *rep. */
 static void run_job(struct crun *r, const struct cmd *c, struct reply *rep)
 {
@@ -501,8 +427,8 @@ static void stat_job(struct crun *r, struct reply *rep)
 	rep->ok = 1;
 	rep->resident = rep->swapped = -1;
 	if (r->side == SD_KERNEL) {
-		rep->resident = proc_status_kb("VmRSS");
-		rep->swapped = proc_status_kb("VmSwap");
+		rep->resident = bench_proc_status_kb("VmRSS");
+		rep->swapped = bench_proc_status_kb("VmSwap");
 	} else if (pager_region_stats(r->region, &st) == 0) {
 		rep->resident = (int64_t)(st.resident * r->b->page_size);
 		rep->swapped = (int64_t)(st.swapped * r->b->page_size);
@@ -745,7 +671,7 @@ static int collect(struct bench *b, enum side side, struct reply *rep)
 		struct pollfd pfd[MAX_CLIENTS + 1];
 		unsigned who[MAX_CLIENTS], np = 0;
 
-		if (interrupted())
+		if (bench_interrupted())
 			return -EINTR;
 		for (unsigned i = 0; i < n; i++)
 			if (!got[i]) {
@@ -985,12 +911,12 @@ static int run_point(struct bench *b, unsigned pi)
 	b->hot_pages = (size_t)(b->hot_total / b->page_size / b->nclients);
 	if (b->hot_pages < 1)
 		b->hot_pages = 1;
-	b->hot_mult = pick_hot_mult(b->client_pages);
+	b->hot_mult = bench_pick_hot_mult(b->client_pages);
 	if (!b->json) {
 		printf("\n%u client%s x %u threads, %.1f MiB each, hot set %.1f MiB each\n",
 		       b->nclients, b->nclients == 1 ? "" : "s", b->threads,
-		       mib((int64_t)(b->client_pages * b->page_size)),
-		       mib((int64_t)(b->hot_pages * b->page_size)));
+		       bench_mib((int64_t)(b->client_pages * b->page_size)),
+		       bench_mib((int64_t)(b->hot_pages * b->page_size)));
 		fflush(stdout);
 	}
 
@@ -1114,23 +1040,23 @@ static void print_point(const struct bench *b, unsigned pi)
 
 	if (k->ran) {
 		printf("  kernel: write %.1f s; cgroup charge / swap after it %.0f / %.0f MiB",
-		       k->write_s, mib(k->resident), mib(k->swapped));
+		       k->write_s, bench_mib(k->resident), bench_mib(k->swapped));
 		for (int ph = 0; ph < NR_PHASES; ph++)
 			if (k->ph[ph].ran)
 				printf(", after %s %.0f / %.0f", phase_name[ph],
-				       mib(k->ph[ph].resident), mib(k->ph[ph].swapped));
-		printf("; peak %.0f MiB%s\n", mib(k->peak),
+				       bench_mib(k->ph[ph].resident), bench_mib(k->ph[ph].swapped));
+		printf("; peak %.0f MiB%s\n", bench_mib(k->peak),
 		       k->swapped <= 0 ? "  WARNING: no swap" : "");
 	}
 	if (p->ran) {
 		bool over = p->resident > slack;
 
 		printf("  pagerd: write %.1f s; resident / swapped after it %.0f / %.0f MiB",
-		       p->write_s, mib(p->resident), mib(p->swapped));
+		       p->write_s, bench_mib(p->resident), bench_mib(p->swapped));
 		for (int ph = 0; ph < NR_PHASES; ph++)
 			if (p->ph[ph].ran) {
 				printf(", after %s %.0f / %.0f", phase_name[ph],
-				       mib(p->ph[ph].resident), mib(p->ph[ph].swapped));
+				       bench_mib(p->ph[ph].resident), bench_mib(p->ph[ph].swapped));
 				over |= p->ph[ph].resident > slack;
 			}
 		printf("%s\n", over ? "  NOTE: above the budget" : "");
@@ -1193,20 +1119,6 @@ static void print_table(const struct bench *b)
 	fflush(stdout);
 }
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static void json_phase(const struct phase_result *p)
 {
 	if (!p->ran) {
@@ -1239,11 +1151,11 @@ static void print_json(const struct bench *b)
 	printf("  \"pagerd_limits\": \"global only\",\n  \"pagerd_args\": [");
 	for (unsigned i = 0; i < b->nextra; i++) {
 		printf("%s", i ? ", " : "");
-		json_string(b->extra_args[i]);
+		bench_json_string(b->extra_args[i]);
 	}
 	printf("],\n  \"kernel_unavailable\": ");
 	if (b->ks.unavail[0])
-		json_string(b->ks.unavail);
+		bench_json_string(b->ks.unavail);
 	else
 		printf("null");
 	printf(",\n  \"results\": [\n");
@@ -1556,12 +1468,12 @@ static void print_header(const struct bench *b)
 	printf(PROG ": %.0f MiB of data split among the clients, %u threads each, "
 	       "budget %.0f MiB, hot set %.0f MiB in all; %u rounds of %" PRIu64
 	       " accesses (skewed %" PRIu64 ") after a half-round warm-up, median shown\n",
-	       mib((int64_t)b->total), b->threads, mib((int64_t)b->limit),
-	       mib((int64_t)b->hot_total), b->rounds, b->rand_accesses, b->skew_accesses);
+	       bench_mib((int64_t)b->total), b->threads, bench_mib((int64_t)b->limit),
+	       bench_mib((int64_t)b->hot_total), b->rounds, b->rand_accesses, b->skew_accesses);
 	if (b->kernel_on && !b->ks.unavail[0])
 		printf("kernel: every client in one memory cgroup %s/pagerd-bench-* limited "
 		       "to the budget, swap file %s (%.0f MiB, priority %d), THP off\n",
-		       b->ks.cg_base, b->ks.kswap, mib((int64_t)b->swap_size),
+		       b->ks.cg_base, b->ks.kswap, bench_mib((int64_t)b->swap_size),
 		       BENCH_SWAP_PRIORITY);
 	if (b->ks.other_swaps[0])
 		printf("NOTE: other swap areas are active and may take kernel swap:%s\n",
@@ -1581,7 +1493,7 @@ static void print_header(const struct bench *b)
 int main(int argc, char **argv)
 {
 	static struct bench b;
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = { .sa_handler = bench_on_signal };
 	sigset_t block;
 	int status, e;
 
@@ -1625,7 +1537,7 @@ int main(int argc, char **argv)
 		e = run_point(&b, pi);
 		if (stop_point(&b, e == 0) < 0 && !e)
 			e = -EIO;
-		if (e == -EINTR || interrupted())
+		if (e == -EINTR || bench_interrupted())
 			goto out;
 		if (e < 0)
 			b.failed = true;
@@ -1642,9 +1554,10 @@ out:
 	stop_point(&b, false);
 	bench_kernel_teardown(&b.ks);
 	free(b.env_args);
-	if (interrupted()) {
-		fprintf(stderr, PROG ": interrupted by %s; cleaned up\n", strsignal(got_signal));
-		return 128 + got_signal;
+	if (bench_interrupted()) {
+		fprintf(stderr, PROG ": interrupted by %s; cleaned up\n",
+			strsignal(bench_got_signal));
+		return 128 + bench_got_signal;
 	}
 	if (b.failed)
 		status = 1;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The two sides of a benchmark against kernel swap, as bench/swap sets
- * them up, for benchmarks that run the same way (bench/scale):
+ * them up, for the benchmarks that run that way (bench/swap, bench/scale):
  *
  *   kernel  anonymous memory of processes in a cgroup v1 memory cgroup
  *           (below ours in /sys/fs/cgroup/memory) with the limit, swapping
@@ -16,8 +16,6 @@
  * takes down what a killed run of the other left (bench_cleanup_stale()).
  *
  * Like bench.h, static inline: each benchmark is one translation unit.
- * bench/swap.c still has its own copies of these (it predates this file);
- * they do the same and should move here.
  */
 #ifndef PAGER_BENCH_SIDES_H
 #define PAGER_BENCH_SIDES_H
@@ -45,6 +43,98 @@
 #include "bench.h"
 
 #define BENCH_SWAP_PRIORITY 100  /* above any default (negative) swap area */
+
+/* Set by bench_on_signal(), the handler for SIGINT, SIGTERM, SIGHUP and
+ * SIGPIPE. */
+static volatile sig_atomic_t bench_got_signal;
+
+static inline void bench_on_signal(int sig)
+{
+	bench_got_signal = sig;
+}
+
+/* True once SIGINT, SIGTERM, SIGHUP or SIGPIPE arrived (they are blocked
+ * outside the parent's waits, so also look at the pending ones; a write to
+ * a closed stdout, as in `swap | head`, leaves SIGPIPE pending). */
+static inline bool bench_interrupted(void)
+{
+	sigset_t p;
+
+	if (bench_got_signal)
+		return true;
+	if (sigpending(&p) == 0) {
+		if (sigismember(&p, SIGINT))
+			bench_got_signal = SIGINT;
+		else if (sigismember(&p, SIGTERM))
+			bench_got_signal = SIGTERM;
+		else if (sigismember(&p, SIGHUP))
+			bench_got_signal = SIGHUP;
+		else if (sigismember(&p, SIGPIPE))
+			bench_got_signal = SIGPIPE;
+	}
+	return bench_got_signal != 0;
+}
+
+static inline double bench_mib(int64_t bytes)
+{
+	return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* Picks the multiplier that scatters the hot set: odd-ish, coprime with
+ * npages, near the golden ratio of it so that hot pages are spread out. */
+static inline uint64_t bench_pick_hot_mult(size_t npages)
+{
+	uint64_t m = (uint64_t)((double)npages * 0.6180339887) | 1;
+
+	if (npages <= 1)
+		return 1;
+	for (;; m++) {
+		uint64_t a = m, c = npages;
+
+		while (c) {
+			uint64_t t = a % c;
+
+			a = c;
+			c = t;
+		}
+		if (a == 1)
+			return m;
+	}
+}
+
+/* "VmSwap:   1234 kB" from /proc/self/status, in bytes; -1 if absent. */
+static inline int64_t bench_proc_status_kb(const char *key)
+{
+	char line[256];
+	size_t klen = strlen(key);
+	int64_t v = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, klen) && line[klen] == ':') {
+			v = strtoll(line + klen + 1, NULL, 10) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* s as a JSON string, quoted, on stdout. */
+static inline void bench_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
 
 /* What the kernel side needs, and what must be taken down. */
 struct kside {

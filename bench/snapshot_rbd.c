@@ -50,7 +50,6 @@
 
 static size_t ps;
 static uint64_t size;
-static char cluster[64];
 
 static uint64_t pattern(uint64_t page, size_t k)
 {
@@ -60,17 +59,6 @@ static uint64_t pattern(uint64_t page, size_t k)
 static bool hole(uint64_t page)
 {
 	return page % 8 == 7;
-}
-
-static struct pager *connect_retry(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p = NULL;
-
-	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
-		usleep(20000);
-	return p;
 }
 
 struct result {
@@ -157,17 +145,6 @@ static int trial(struct pager *p, const char *target, bool local, struct result 
 	return bad ? 1 : 0;
 }
 
-static void stop_cluster(void)
-{
-	char cmd[256];
-
-	if (!cluster[0])
-		return;
-	snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh stop %s; rm -rf %s", cluster, cluster);
-	if (system(cmd) != 0)
-		fprintf(stderr, "stopping the cluster failed\n");
-}
-
 static void print(const char *label, const struct result *v)
 {
 	printf("%-6s snapshot %6.2f s (%6.1f MiB/s); restore: ready %7.2f ms, first page %7.2f ms, "
@@ -199,18 +176,12 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!c) {
-		snprintf(cluster, sizeof(cluster), "/tmp/snaprbd-ceph.XXXXXX");
-		if (!mkdtemp(cluster))
-			return 1;
-		atexit(stop_cluster);
 		/* Room for a 1 GiB image and its table in the OSD's RAM. */
 		setenv("CEPH_MEMSTORE_BYTES", "4294967296", 0);
-		snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh start %s rbd >/dev/null", cluster);
-		if (system(cmd) != 0) {
-			printf("snapshot_rbd: no Ceph cluster could be started here (ceph-mon, ceph-osd)\n");
-			return BENCH_SKIP;
-		}
-		snprintf(conf, sizeof(conf), "%s/ceph.conf", cluster);
+		rc = bench_cluster_start("snapshot_rbd", "/tmp/snaprbd-ceph.XXXXXX", conf,
+					 sizeof(conf));
+		if (rc)
+			return rc;
 		c = conf;
 	}
 	if (!mkdtemp(dir))
@@ -224,7 +195,7 @@ int main(int argc, char **argv)
 		      "warning", "--ceph-conf", c, (char *)NULL);
 		_exit(127);
 	}
-	p = connect_retry(sock);
+	p = bench_connect_retry(sock);
 	if (!p) {
 		fprintf(stderr, "pagerd did not come up\n");
 		kill(pid, SIGKILL);

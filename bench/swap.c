@@ -87,6 +87,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "sides.h"
 
 /*
  * libpager declares pager_region_stats() but does not export it yet.  A weak
@@ -108,7 +109,6 @@ extern char **environ;
 #define DEFAULT_THREADS  "1,8"
 #define DEFAULT_ROUNDS   3
 #define DEFAULT_SWAP_DIR "/var/tmp"
-#define SWAP_PRIORITY    100        /* above any default (negative) swap area */
 #define HOT_PERCENT      90
 #define SEED             0x243f6a8885a308d3ULL
 #define STAMP_MAGIC      0x7061676572642d62ULL  /* "pagerd-b" */
@@ -246,64 +246,23 @@ struct bench {
 	const char *extra_args[MAX_EXTRA_ARGS];
 	unsigned nextra;
 
-	/* what the parent set up, and must take down */
-	char workdir[PATH_MAX];
-	char kswap[PATH_MAX + 16];       /* the kernel's swap file */
-	bool kswap_created, kswap_on;
-	char cg_base[PATH_MAX];
-	char cg[PATH_MAX + 64];          /* the current kernel child's cgroup */
-	bool cg_made;
-	unsigned cg_seq;
+	/* what the parent set up, and must take down: the work directory,
+	 * the kernel's swap file and the current kernel child's cgroup
+	 * (bench/sides.h; ks.unavail empty: the kernel baseline runs) */
+	struct kside ks;
 	struct side side[NR_BACKINGS];   /* at the current thread count */
 
 	/* what the parent found out */
 	bool has_policy, has_swap_size;
-	char kernel_unavail[256];        /* empty: the kernel baseline runs */
 	char fifo_unavail[256];          /* empty: pagerd runs with --policy fifo */
-	char other_swaps[256];
 	double disk_read_ns;             /* 4 KiB O_DIRECT read at depth 1, median; 0 unknown */
 	bool failed;
 	struct outcome out[MAX_THREAD_LIST][NR_BACKINGS];
-	sigset_t oldmask;
 };
-
-static volatile sig_atomic_t got_signal;
-
-static void on_signal(int sig)
-{
-	got_signal = sig;
-}
-
-/* True once SIGINT, SIGTERM, SIGHUP or SIGPIPE arrived (they are blocked
- * outside the parent's waits, so also look at the pending ones; a write to
- * a closed stdout, as in `swap | head`, leaves SIGPIPE pending). */
-static bool interrupted(void)
-{
-	sigset_t p;
-
-	if (got_signal)
-		return true;
-	if (sigpending(&p) == 0) {
-		if (sigismember(&p, SIGINT))
-			got_signal = SIGINT;
-		else if (sigismember(&p, SIGTERM))
-			got_signal = SIGTERM;
-		else if (sigismember(&p, SIGHUP))
-			got_signal = SIGHUP;
-		else if (sigismember(&p, SIGPIPE))
-			got_signal = SIGPIPE;
-	}
-	return got_signal != 0;
-}
 
 static const char *plural(unsigned n)
 {
 	return n == 1 ? "" : "s";
-}
-
-static double mib(int64_t bytes)
-{
-	return (double)bytes / (1024.0 * 1024.0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -692,51 +651,6 @@ static int run_pass(struct run *r, enum phase ph, struct phase_result *pr,
 	return 0;
 }
 
-/* "VmSwap:   1234 kB" from /proc/self/status, in bytes; -1 if absent. */
-static int64_t proc_status_kb(const char *key)
-{
-	char line[256];
-	size_t klen = strlen(key);
-	int64_t v = -1;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, klen) && line[klen] == ':') {
-			v = strtoll(line + klen + 1, NULL, 10) * 1024;
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
-/* A number from a cgroup file (the first one, or the one after "key "). */
-static int64_t cg_read(const char *cg, const char *file, const char *key)
-{
-	char path[PATH_MAX + 128], line[256];
-	size_t klen = key ? strlen(key) : 0;
-	int64_t v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", cg, file);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!key) {
-			v = strtoll(line, NULL, 10);
-			break;
-		}
-		if (!strncmp(line, key, klen) && line[klen] == ' ') {
-			v = strtoll(line + klen + 1, NULL, 10);
-			break;
-		}
-	}
-	fclose(f);
-	return v;
-}
-
 /* How much of the pager region is in memory (page cache), from mincore. */
 static int64_t region_resident(const struct run *r)
 {
@@ -775,8 +689,8 @@ static int run_workload(struct run *r, unsigned mask, struct child_result *res)
 	if (e < 0)
 		return e;
 	if (r->backing == BK_KERNEL) {
-		res->resident_after_write = proc_status_kb("VmRSS");
-		res->swapped_after_write = proc_status_kb("VmSwap");
+		res->resident_after_write = bench_proc_status_kb("VmRSS");
+		res->swapped_after_write = bench_proc_status_kb("VmSwap");
 	} else {
 		struct pager_region_stats st = { .sz = sizeof(st) };
 
@@ -827,28 +741,6 @@ static int run_workload(struct run *r, unsigned mask, struct child_result *res)
 	return 0;
 }
 
-/* Picks the multiplier that scatters the hot set: odd-ish, coprime with
- * npages, near the golden ratio of it so that hot pages are spread out. */
-static uint64_t pick_hot_mult(size_t npages)
-{
-	uint64_t m = (uint64_t)((double)npages * 0.6180339887) | 1;
-
-	if (npages <= 1)
-		return 1;
-	for (;; m++) {
-		uint64_t a = m, c = npages;
-
-		while (c) {
-			uint64_t t = a % c;
-
-			a = c;
-			c = t;
-		}
-		if (a == 1)
-			return m;
-	}
-}
-
 /* The kernel child: joins the cgroup, then maps and touches its memory
  * (pages are charged to the cgroup of the process that first touches
  * them).  Returns 0 or -errno (said). */
@@ -858,12 +750,12 @@ static int kernel_child(const struct bench *b, struct run *r, unsigned mask,
 	char path[PATH_MAX + 128], pid[32];
 	int fd, n, e;
 
-	snprintf(path, sizeof(path), "%s/cgroup.procs", b->cg);
+	snprintf(path, sizeof(path), "%s/cgroup.procs", b->ks.cg);
 	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, pid, (size_t)n) != n) {
 		e = -errno;
-		fprintf(stderr, "swap: joining %s: %s\n", b->cg, strerror(-e));
+		fprintf(stderr, "swap: joining %s: %s\n", b->ks.cg, strerror(-e));
 		if (fd >= 0)
 			close(fd);
 		return e;
@@ -881,7 +773,7 @@ static int kernel_child(const struct bench *b, struct run *r, unsigned mask,
 	 * CONFIG_TRANSPARENT_HUGEPAGE: then there are none anyway). */
 	(void)madvise(r->base, b->size, MADV_NOHUGEPAGE);
 	e = run_workload(r, mask, res);
-	res->peak = cg_read(b->cg, "memory.max_usage_in_bytes", NULL);
+	res->peak = bench_cg_read(b->ks.cg, "memory.max_usage_in_bytes", NULL);
 	munmap(r->base, b->size);
 	return e;
 }
@@ -953,7 +845,7 @@ static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
 		.backing = k,
 		.nthreads = nthreads,
 		.words = b->page_size / sizeof(uint64_t),
-		.hot_mult = pick_hot_mult(b->npages),
+		.hot_mult = bench_pick_hot_mult(b->npages),
 		.fd = fd,
 	};
 	int e;
@@ -972,352 +864,24 @@ static void child_main(const struct bench *b, enum backing k, unsigned nthreads,
 /* ---------------------------------------------------------------------- */
 /* The parent: what it sets up and takes down                             */
 
-/* In a freshly forked child: signals as they were before we touched them,
- * and death with the parent, so that nothing outlives a killed benchmark. */
-static void child_signals(const struct bench *b)
-{
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	signal(SIGPIPE, SIG_DFL);
-	sigprocmask(SIG_SETMASK, &b->oldmask, NULL);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-/* Runs argv (from $PATH) and waits; output to ours, or to *out if out is
- * not NULL (at most outlen - 1 bytes kept, NUL-terminated).  Returns the
- * exit status, or -errno if it could not run. */
-static int run_command(const struct bench *b, char *const argv[], char *out,
-		       size_t outlen)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	int pfd[2] = { -1, -1 }, st, e;
-	size_t got = 0;
-	pid_t pid;
-
-	if (out && pipe2(pfd, O_CLOEXEC) < 0)
-		return -errno;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setsigmask(&attr, &b->oldmask);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-	if (out)
-		posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO);
-	e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (out) {
-		close(pfd[1]);
-		while (!e && got + 1 < outlen) {
-			ssize_t n = read(pfd[0], out + got, outlen - 1 - got);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-		}
-		out[got] = 0;
-		close(pfd[0]);
-	}
-	if (e)
-		return -e;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* Our memory cgroup (v1) directory, where the kernel child's cgroup goes
- * below; the root of the hierarchy if that is not writable. */
-static void find_cgroup_base(struct bench *b)
-{
-	static const char root[] = "/sys/fs/cgroup/memory";
-	char line[PATH_MAX + 64];
-	FILE *f = fopen("/proc/self/cgroup", "re");
-
-	snprintf(b->cg_base, sizeof(b->cg_base), "%s", root);
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		char *ctl = strchr(line, ':'), *path;
-
-		if (!ctl || !(path = strchr(ctl + 1, ':')))
-			continue;
-		*path++ = 0;
-		path[strcspn(path, "\n")] = 0;
-		/* "4:memory:/x" or a co-mounted "4:cpu,memory:/x" */
-		for (char *save = NULL, *t = strtok_r(ctl + 1, ",", &save); t;
-		     t = strtok_r(NULL, ",", &save)) {
-			char dir[sizeof(b->cg_base)];
-
-			if (strcmp(t, "memory"))
-				continue;
-			if (snprintf(dir, sizeof(dir), "%s%s", root, path) < (int)sizeof(dir) &&
-			    access(dir, W_OK) == 0)
-				memcpy(b->cg_base, dir, sizeof(dir));
-		}
-	}
-	fclose(f);
-}
-
-static int write_file(const char *dir, const char *file, const char *val)
-{
-	char path[PATH_MAX + 128];
-	size_t n = strlen(val);
-	int fd, e = 0;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, file);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, val, n) != (ssize_t)n)
-		e = -errno;
-	close(fd);
-	return e;
-}
-
-/* A cgroup for the next kernel child, limited like pagerd.  Returns 0 or
- * -errno with *why said. */
-static int cgroup_make(struct bench *b, char *why, size_t whylen)
-{
-	char val[32];
-	int e;
-
-	snprintf(b->cg, sizeof(b->cg), "%s/pagerd-bench-%d-%u", b->cg_base,
-		 (int)getpid(), b->cg_seq++);
-	if (mkdir(b->cg, 0755) < 0) {
-		e = -errno;
-		snprintf(why, whylen, "cannot create memory cgroup %.160s: %s", b->cg,
-			 strerror(-e));
-		return e;
-	}
-	b->cg_made = true;
-	snprintf(val, sizeof(val), "%" PRIu64, b->limit);
-	e = write_file(b->cg, "memory.limit_in_bytes", val);
-	if (e < 0) {
-		snprintf(why, whylen, "cannot set %.160s/memory.limit_in_bytes: %s",
-			 b->cg, strerror(-e));
-		return e;
-	}
-	/* The default, set in case the parent group has another. */
-	(void)write_file(b->cg, "memory.swappiness", "60");
-	return 0;
-}
-
-/* rmdir fails with EBUSY while the last task's exit is still being
- * accounted: retry for up to a second. */
-static void cgroup_remove(struct bench *b)
-{
-	if (!b->cg_made)
-		return;
-	for (int i = 0; rmdir(b->cg) < 0 && errno == EBUSY && i < 100; i++)
-		usleep(10000);
-	if (access(b->cg, F_OK) == 0)
-		fprintf(stderr, "swap: could not remove cgroup %s: %s\n", b->cg,
-			strerror(errno));
-	b->cg_made = false;
-}
-
-/* Allocates a file of b->swap_size bytes (no holes: swapon refuses them). */
-static int make_file(const char *path, uint64_t size)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), e;
-
-	if (fd < 0)
-		return -errno;
-	e = posix_fallocate(fd, 0, (off_t)size);
-	close(fd);
-	if (e)
-		unlink(path);
-	return -e;
-}
-
-/* Pid in a name "...pagerd-bench.PID..." or "pagerd-bench-PID-..." of a
- * process that is gone; 0 if the owner lives (or it is ours). */
-static pid_t dead_owner(const char *name)
-{
-	const char *p = strstr(name, "pagerd-bench");
-	long pid;
-
-	if (!p)
-		return 0;
-	p += strlen("pagerd-bench");
-	if (*p != '.' && *p != '-')
-		return 0;
-	pid = strtol(p + 1, NULL, 10);
-	if (pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-		return 0;
-	return (pid_t)pid;
-}
-
-/* Empties and removes a dead benchmark's work directory: its swap files
- * and sockets (whatever their names were in the version that made them). */
-static void remove_stale_workdir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-
-	while (d && (de = readdir(d))) {
-		size_t n = strlen(de->d_name);
-
-		if ((n > 5 && !strcmp(de->d_name + n - 5, ".swap")) ||
-		    (n > 5 && !strcmp(de->d_name + n - 5, ".sock")) ||
-		    (n > 6 && !strcmp(de->d_name + n - 6, ".probe")))
-			unlinkat(dirfd(d), de->d_name, 0);
-	}
-	if (d)
-		closedir(d);
-	rmdir(dir);
-}
-
-/*
- * A benchmark killed with SIGKILL cannot clean up: its swap file stays
- * active and its cgroup stays.  Take down those of dead owners (and only
- * those: another benchmark may be running).
- */
-static void cleanup_stale(const struct bench *b)
-{
-	char line[PATH_MAX + 128];
-	FILE *f = fopen("/proc/swaps", "re");
-	DIR *d;
-	struct dirent *de;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		char *sp = strpbrk(line, " \t"), *slash, dir[sizeof(line)];
-
-		if (line[0] != '/' || !sp)
-			continue;
-		*sp = 0;
-		if (!strstr(line, "/pagerd-bench.") || !dead_owner(line))
-			continue;
-		fprintf(stderr, "swap: removing the stale swap file %s\n", line);
-		if (swapoff(line) < 0)
-			fprintf(stderr, "swap: swapoff %s: %s\n", line, strerror(errno));
-		unlink(line);
-		/* Its work directory, pagerd-bench.PID.XXXXXX, and what the
-		 * pagerds left in it. */
-		snprintf(dir, sizeof(dir), "%s", line);
-		if ((slash = strrchr(dir, '/'))) {
-			*slash = 0;
-			slash = strrchr(dir, '/');
-			if (slash && !strncmp(slash, "/pagerd-bench.", 14))
-				remove_stale_workdir(dir);
-		}
-	}
-	if (f)
-		fclose(f);
-	d = opendir(b->cg_base);
-	while (d && (de = readdir(d))) {
-		char path[PATH_MAX + 300];
-
-		if (strncmp(de->d_name, "pagerd-bench-", 13) || !dead_owner(de->d_name))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", b->cg_base, de->d_name);
-		if (rmdir(path) == 0)
-			fprintf(stderr, "swap: removed the stale cgroup %s\n", path);
-	}
-	if (d)
-		closedir(d);
-}
-
 /* The directory all swap files go in (the same file system for all). */
 static int make_workdir(struct bench *b)
 {
-	snprintf(b->workdir, sizeof(b->workdir), "%s/pagerd-bench.%d.XXXXXX",
-		 b->swap_dir, (int)getpid());
-	if (!mkdtemp(b->workdir)) {
-		int e = -errno;
+	int e = bench_make_workdir(&b->ks, b->swap_dir);
 
-		fprintf(stderr, "swap: cannot create a directory in %s: %s\n",
-			b->swap_dir, strerror(-e));
-		b->workdir[0] = 0;
+	if (e < 0)
 		return e;
-	}
-	snprintf(b->kswap, sizeof(b->kswap), "%s/kernel.swap", b->workdir);
 	/* Each pager backing's pagerd runs beside the others: a swap file
 	 * and a socket each. */
 	for (int k = 0; k < NR_BACKINGS; k++) {
 		if (k == BK_KERNEL)
 			continue;
 		snprintf(b->side[k].pswap, sizeof(b->side[k].pswap), "%s/%s.swap",
-			 b->workdir, backing_name[k]);
+			 b->ks.workdir, backing_name[k]);
 		snprintf(b->side[k].sock, sizeof(b->side[k].sock), "%s/%s.sock",
-			 b->workdir, backing_name[k]);
+			 b->ks.workdir, backing_name[k]);
 	}
 	return 0;
-}
-
-/*
- * What the kernel baseline needs: root, the v1 memory controller, and a
- * swap file, created, formatted and switched on here.  Returns true if it
- * can run; otherwise b->kernel_unavail says why (and whatever was set up
- * is taken down by teardown()).
- */
-static bool kernel_setup(struct bench *b)
-{
-	char *mkswap[] = { (char *)"mkswap", (char *)"-q", b->kswap, NULL };
-	char why[sizeof(b->kernel_unavail)];
-	char line[PATH_MAX + 128];
-	FILE *f;
-	int e;
-
-	if (geteuid() != 0) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "not root (swapon and memory cgroups need it)");
-		return false;
-	}
-	if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) < 0) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "no cgroup v1 memory controller at /sys/fs/cgroup/memory");
-		return false;
-	}
-	/* Can we make a limited cgroup at all?  (Each kernel child gets a
-	 * fresh one.) */
-	e = cgroup_make(b, why, sizeof(why));
-	cgroup_remove(b);
-	if (e < 0) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail), "%s", why);
-		return false;
-	}
-	e = make_file(b->kswap, b->swap_size);
-	if (e < 0) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "cannot allocate a %" PRIu64 " MiB swap file %.160s: %s",
-			 b->swap_size >> 20, b->kswap, strerror(-e));
-		return false;
-	}
-	b->kswap_created = true;
-	e = run_command(b, mkswap, NULL, 0);
-	if (e) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "mkswap %.160s: %s", b->kswap,
-			 e < 0 ? strerror(-e) : "failed (exit status above)");
-		return false;
-	}
-	if (swapon(b->kswap, SWAP_FLAG_PREFER |
-		   ((SWAP_PRIORITY << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK)) < 0) {
-		snprintf(b->kernel_unavail, sizeof(b->kernel_unavail),
-			 "swapon %.160s: %s", b->kswap, strerror(errno));
-		return false;
-	}
-	b->kswap_on = true;
-
-	/* Anyone else's swap area would share the kernel side's traffic. */
-	f = fopen("/proc/swaps", "re");
-	while (f && fgets(line, sizeof(line), f)) {
-		size_t n = strcspn(line, " \t");
-
-		if (line[0] != '/' || (n == strlen(b->kswap) && !strncmp(line, b->kswap, n)))
-			continue;
-		line[n] = 0;
-		snprintf(b->other_swaps + strlen(b->other_swaps),
-			 sizeof(b->other_swaps) - strlen(b->other_swaps), " %s", line);
-	}
-	if (f)
-		fclose(f);
-	return true;
 }
 
 /* Which of the options under development pagerd takes, from its --help. */
@@ -1325,7 +889,7 @@ static int probe_pagerd(struct bench *b)
 {
 	char *argv[] = { (char *)b->pagerd, (char *)"--help", NULL };
 	static char help[16384];
-	int e = run_command(b, argv, help, sizeof(help));
+	int e = bench_run_command(&b->ks.oldmask, argv, help, sizeof(help));
 
 	if (e) {
 		fprintf(stderr, "swap: %s --help: %s\n", b->pagerd,
@@ -1349,10 +913,9 @@ static int probe_pagerd(struct bench *b)
 static int pagerd_start(struct bench *b, enum backing k)
 {
 	struct side *sd = &b->side[k];
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char limit[32], swap_size[32];
 	const char *argv[32 + MAX_EXTRA_ARGS];
-	int argc = 0, s, e;
+	int argc = 0, e;
 
 	snprintf(limit, sizeof(limit), "%" PRIu64, b->limit);
 	snprintf(swap_size, sizeof(swap_size), "%" PRIu64, b->swap_size);
@@ -1386,45 +949,16 @@ static int pagerd_start(struct bench *b, enum backing k)
 
 	unlink(sd->pswap);
 	/* Without --swap-size, the file must exist already. */
-	if (!b->has_swap_size && (e = make_file(sd->pswap, b->swap_size)) < 0) {
+	if (!b->has_swap_size && (e = bench_make_file(sd->pswap, b->swap_size)) < 0) {
 		fprintf(stderr, "swap: cannot allocate %s: %s\n", sd->pswap, strerror(-e));
 		return e;
 	}
-	unlink(sd->sock);
-	strcpy(sa.sun_path, sd->sock); /* length checked in main */
-	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 64) < 0) {
-		e = -errno;
-		fprintf(stderr, "swap: listening on %s: %s\n", sd->sock, strerror(-e));
-		if (s >= 0)
-			close(s);
-		return e;
-	}
-	sd->pagerd_pid = fork();
+	sd->pagerd_pid = bench_pagerd_spawn(&b->ks, sd->sock, argv);
 	if (sd->pagerd_pid < 0) {
-		e = -errno;
+		e = sd->pagerd_pid;
 		sd->pagerd_pid = 0;
-		close(s);
-		fprintf(stderr, "swap: fork: %s\n", strerror(-e));
 		return e;
 	}
-	if (sd->pagerd_pid == 0) {
-		char pid[32];
-
-		child_signals(b);
-		/* systemd's socket activation protocol: fd 3, LISTEN_PID. */
-		if (s == 3)
-			fcntl(3, F_SETFD, 0);
-		else if (dup2(s, 3) < 0)
-			_exit(127);
-		snprintf(pid, sizeof(pid), "%d", (int)getpid());
-		setenv("LISTEN_FDS", "1", 1);
-		setenv("LISTEN_PID", pid, 1);
-		execv(b->pagerd, (char *const *)argv);
-		fprintf(stderr, "swap: exec %s: %s\n", b->pagerd, strerror(errno));
-		_exit(127);
-	}
-	close(s);
 	if (!b->json) {
 		printf("  pagerd:");
 		for (int i = 0; i < argc; i++)
@@ -1433,25 +967,6 @@ static int pagerd_start(struct bench *b, enum backing k)
 		fflush(stdout);
 	}
 	return 0;
-}
-
-/* Waits up to timeout_ms for pid; returns its wait status, or -ETIMEDOUT. */
-static int wait_timeout(pid_t pid, int timeout_ms)
-{
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
-	int st;
-
-	for (;;) {
-		pid_t w = waitpid(pid, &st, WNOHANG);
-
-		if (w == pid)
-			return st;
-		if (w < 0 && errno != EINTR)
-			return -errno;
-		if (now_ns() > deadline)
-			return -ETIMEDOUT;
-		usleep(5000);
-	}
 }
 
 /* Stops backing k's pagerd: SIGTERM, then SIGKILL after STOP_TIMEOUT_MS.
@@ -1468,12 +983,12 @@ static int pagerd_stop(struct bench *b, enum backing k)
 	if (!sd->pagerd_pid)
 		return 0;
 	kill(sd->pagerd_pid, SIGTERM);
-	st = wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
+	st = bench_wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
 	if (st == -ETIMEDOUT) {
 		fprintf(stderr, "swap: the %s pagerd did not exit %d s after SIGTERM: "
 			"killing it\n", backing_name[k], STOP_TIMEOUT_MS / 1000);
 		kill(sd->pagerd_pid, SIGKILL);
-		st = wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
+		st = bench_wait_timeout(sd->pagerd_pid, STOP_TIMEOUT_MS);
 		rc = -1;
 	} else if (st >= 0 && WIFSIGNALED(st)) {
 		fprintf(stderr, "swap: the %s pagerd died of %s\n", backing_name[k],
@@ -1519,7 +1034,7 @@ static int stop_sides(struct bench *b)
 			rc = -1;
 		b->side[k].state = SIDE_OFF;
 	}
-	cgroup_remove(b);
+	bench_cgroup_remove(&b->ks);
 	return rc;
 }
 
@@ -1557,23 +1072,15 @@ static void teardown(struct bench *b)
 	stop_sides(b);
 	if (b->zswap_set)
 		zswap_set(b, false);
-	if (b->kswap_on && swapoff(b->kswap) < 0)
-		fprintf(stderr, "swap: swapoff %s: %s\n", b->kswap, strerror(errno));
-	b->kswap_on = false;
-	if (b->kswap_created)
-		unlink(b->kswap);
-	b->kswap_created = false;
-	if (b->workdir[0]) {
-		for (int k = 0; k < NR_BACKINGS; k++) {
-			if (k == BK_KERNEL)
-				continue;
-			unlink(b->side[k].pswap);
-			unlink(b->side[k].sock);
-		}
-		if (rmdir(b->workdir) < 0)
-			fprintf(stderr, "swap: rmdir %s: %s\n", b->workdir, strerror(errno));
-		b->workdir[0] = 0;
+	/* The pagerds' files first: bench_kernel_teardown() removes the
+	 * work directory. */
+	for (int k = 0; k < NR_BACKINGS && b->ks.workdir[0]; k++) {
+		if (k == BK_KERNEL)
+			continue;
+		unlink(b->side[k].pswap);
+		unlink(b->side[k].sock);
 	}
+	bench_kernel_teardown(&b->ks);
 }
 
 /* Whether backing k runs (at every thread count). */
@@ -1581,7 +1088,7 @@ static bool backing_runs(const struct bench *b, enum backing k)
 {
 	switch (k) {
 	case BK_KERNEL:
-		return b->kernel_on && !b->kernel_unavail[0];
+		return b->kernel_on && !b->ks.unavail[0];
 	case BK_CLOCK:
 		return b->pager_on;
 	case BK_FIFO:
@@ -1628,7 +1135,7 @@ static int start_side(struct bench *b, enum backing k, unsigned nthreads)
 	if (k == BK_FIFO)
 		mask &= (1u << PH_WRITE) | (1u << PH_SKEWED);
 	sd->asked = false;
-	if (k == BK_KERNEL && cgroup_make(b, why, sizeof(why)) < 0) {
+	if (k == BK_KERNEL && bench_cgroup_make(&b->ks, b->limit, why, sizeof(why)) < 0) {
 		fprintf(stderr, "swap: %s\n", why);
 		return -EIO;
 	}
@@ -1656,7 +1163,7 @@ static int start_side(struct bench *b, enum backing k, unsigned nthreads)
 	if (sd->child_pid == 0) {
 		close(sv[0]);
 		close_inherited(b);
-		child_signals(b);
+		bench_child_signals(&b->ks.oldmask);
 		child_main(b, k, nthreads, mask, sv[1]);
 	}
 	close(sv[1]);
@@ -1816,7 +1323,7 @@ static int serve_turns(struct bench *b, unsigned ti)
 		int who[2 * NR_BACKINGS], nmsg = 0, n;
 		bool busy = false, live = false;
 
-		if (interrupted())
+		if (bench_interrupted())
 			return -EINTR;
 		for (int k = 0; k < NR_BACKINGS; k++) {
 			busy |= b->side[k].state == SIDE_BUSY;
@@ -1840,7 +1347,7 @@ static int serve_turns(struct bench *b, unsigned ti)
 							  .events = POLLIN };
 				who[n++] = who[i];
 			}
-		if (ppoll(pfd, (nfds_t)n, NULL, &b->oldmask) < 0) {
+		if (ppoll(pfd, (nfds_t)n, NULL, &b->ks.oldmask) < 0) {
 			if (errno == EINTR)
 				continue;
 			fprintf(stderr, "swap: poll: %s\n", strerror(errno));
@@ -1908,24 +1415,25 @@ static void print_sanity(const struct bench *b, enum backing k, unsigned nthread
 	       backing_name[k], nthreads, plural(nthreads), (double)r->elapsed_ns / 1e9);
 	if (k == BK_KERNEL) {
 		printf("RSS %.0f MiB, swap %.0f MiB; cgroup peak %.0f MiB (limit %.0f MiB)\n",
-		       mib(r->resident_after_write), mib(r->swapped_after_write),
-		       mib(r->peak), mib((int64_t)b->limit));
+		       bench_mib(r->resident_after_write), bench_mib(r->swapped_after_write),
+		       bench_mib(r->peak), bench_mib((int64_t)b->limit));
 		if (r->swapped_after_write <= 0)
 			printf("  WARNING: the kernel did not swap: the baseline is not "
 			       "measuring swap\n");
 		else if (r->peak > (int64_t)b->limit)
 			printf("  WARNING: the cgroup went over its limit\n");
 	} else {
-		printf("resident %.0f MiB (limit %.0f MiB)", mib(r->resident_after_write),
-		       mib((int64_t)b->limit));
+		printf("resident %.0f MiB (limit %.0f MiB)", bench_mib(r->resident_after_write),
+		       bench_mib((int64_t)b->limit));
 		if (r->swapped_after_write >= 0)
-			printf(", swapped %.0f MiB", mib(r->swapped_after_write));
+			printf(", swapped %.0f MiB", bench_mib(r->swapped_after_write));
 		printf("\n");
 		if (k == BK_POOL && r->stats_ok && r->stats.sz >= sizeof(r->stats))
 			printf("  pool at the end: %.0f MiB holding %" PRIu64 " pages (%.0f MiB, "
 			       "stored at %.2fx), %" PRIu64 " hits, %" PRIu64 " spilled, %" PRIu64
-			       " too big\n", mib((int64_t)r->stats.pool_bytes), r->stats.pool_pages,
-			       mib((int64_t)(r->stats.pool_pages * b->page_size)),
+			       " too big\n", bench_mib((int64_t)r->stats.pool_bytes),
+			       r->stats.pool_pages,
+			       bench_mib((int64_t)(r->stats.pool_pages * b->page_size)),
 			       r->stats.pool_stored_bytes ? (double)r->stats.pool_stores *
 			       (double)b->page_size / (double)r->stats.pool_stored_bytes : 0.0,
 			       r->stats.pool_hits, r->stats.pool_spills, r->stats.pool_rejects);
@@ -2071,7 +1579,7 @@ static void probe_disk(struct bench *b)
 	unsigned seed = 1;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/disk.probe", b->workdir);
+	snprintf(path, sizeof(path), "%s/disk.probe", b->ks.workdir);
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
 	if (fd < 0 || posix_memalign(&buf, CHUNK, CHUNK) != 0)
 		goto out;
@@ -2094,7 +1602,7 @@ static void probe_disk(struct bench *b)
 out:
 	if (!b->disk_read_ns)
 		fprintf(stderr, "swap: cannot time the disk's reads in %s: %s\n",
-			b->workdir, strerror(errno));
+			b->ks.workdir, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	unlink(path);
@@ -2104,7 +1612,7 @@ out:
 static void print_skewed(const struct bench *b)
 {
 	printf("\nskewed mix: %d%% of accesses to a %.0f MiB hot set, the rest uniform; "
-	       "Clock must beat FIFO\n", HOT_PERCENT, mib((int64_t)b->hot_bytes));
+	       "Clock must beat FIFO\n", HOT_PERCENT, bench_mib((int64_t)b->hot_bytes));
 	if (b->fifo_unavail[0])
 		printf("(FIFO: n/a, %s)\n", b->fifo_unavail);
 	printf("threads   kernel ns   clock ns    fifo ns  clock/fifo   "
@@ -2169,20 +1677,6 @@ static void print_skewed(const struct bench *b)
 	fflush(stdout);
 }
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static void json_phase(const struct phase_result *p)
 {
 	if (!p) {
@@ -2212,13 +1706,13 @@ static void print_json(const struct bench *b)
 	       b->size, b->limit, b->hot_bytes, b->page_size, b->rounds);
 	printf("  \"unit\": \"ns per page or access\",\n");
 	printf("  \"kernel_unavailable\": ");
-	if (b->kernel_unavail[0])
-		json_string(b->kernel_unavail);
+	if (b->ks.unavail[0])
+		bench_json_string(b->ks.unavail);
 	else
 		printf("null");
 	printf(",\n  \"fifo_unavailable\": ");
 	if (b->fifo_unavail[0])
-		json_string(b->fifo_unavail);
+		bench_json_string(b->fifo_unavail);
 	else
 		printf("null");
 	printf(",\n");
@@ -2325,27 +1819,6 @@ static int parse_phases(const char *arg, unsigned *ret)
 	if (!e)
 		*ret = mask;
 	return e;
-}
-
-/* $PAGERD, else build/pagerd next to build/bench/swap. */
-static const char *find_pagerd(void)
-{
-	static char path[PATH_MAX];
-	const char *env = getenv("PAGERD");
-	ssize_t n;
-	char *slash;
-
-	if (env && *env)
-		return env;
-	n = readlink("/proc/self/exe", path, sizeof(path) - 16);
-	if (n <= 0)
-		return "pagerd";
-	path[n] = 0;
-	if ((slash = strrchr(path, '/')))
-		*slash = 0;
-	if ((slash = strrchr(path, '/')))
-		strcpy(slash, "/pagerd");
-	return path;
 }
 
 /* Fills *b from the command line.  Returns 0, or 2 (the exit status for a
@@ -2531,7 +2004,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
 		b->skew_accesses = b->rounds;
 	/* Room for every page and some: swap areas lose a page to the header. */
 	b->swap_size = b->size + b->size / 2;
-	b->pagerd = find_pagerd();
+	b->pagerd = bench_find_pagerd();
 	if (strlen(b->swap_dir) > 64) {
 		fprintf(stderr, "swap: --swap-dir: keep it under 64 characters "
 			"(a socket goes in it)\n");
@@ -2547,24 +2020,26 @@ static void print_header(const struct bench *b)
 
 	printf("swap: %.0f MiB region, %.0f MiB limit, hot set %.0f MiB; random phases: "
 	       "%u rounds (median), %" PRIu64 " accesses (skewed %" PRIu64 ")\n",
-	       mib((int64_t)b->size), mib((int64_t)b->limit), mib((int64_t)b->hot_bytes),
+	       bench_mib((int64_t)b->size), bench_mib((int64_t)b->limit),
+	       bench_mib((int64_t)b->hot_bytes),
 	       b->rounds, b->rand_accesses, b->skew_accesses);
-	printf("swap files in %s\n", b->workdir);
+	printf("swap files in %s\n", b->ks.workdir);
 	printf("page contents: %s; kernel zswap %s\n",
 	       b->compress > 1 ? "a random part repeated (compresses about K times, K below)" :
 	       "random (incompressible)", b->zswap ? "ON (its pool is not held within the "
 	       "cgroup v1 limit: the kernel side has more memory than the limit)" : "off");
 	if (b->compress > 1)
 		printf("compressibility K = %u\n", b->compress);
-	if (b->kernel_on && !b->kernel_unavail[0])
+	if (b->kernel_on && !b->ks.unavail[0])
 		printf("kernel: MAP_PRIVATE|MAP_ANONYMOUS, THP off, in memory cgroup %s/"
 		       "pagerd-bench-*, swap file %s (%.0f MiB, priority %d)\n",
-		       b->cg_base, b->kswap, mib((int64_t)b->swap_size), SWAP_PRIORITY);
-	if (b->other_swaps[0])
+		       b->ks.cg_base, b->ks.kswap, bench_mib((int64_t)b->swap_size),
+		       BENCH_SWAP_PRIORITY);
+	if (b->ks.other_swaps[0])
 		printf("NOTE: other swap areas are active and may take kernel swap:%s\n",
-		       b->other_swaps);
-	if (b->kernel_on && b->kernel_unavail[0])
-		printf("kernel baseline unavailable: %s\n", b->kernel_unavail);
+		       b->ks.other_swaps);
+	if (b->kernel_on && b->ks.unavail[0])
+		printf("kernel baseline unavailable: %s\n", b->ks.unavail);
 	if (b->pager_on)
 		printf("pager: %s%s%s\n", b->pagerd,
 		       b->has_policy ? "" : " (no --policy: default policy, FIFO n/a)",
@@ -2588,7 +2063,7 @@ static void print_header(const struct bench *b)
 int main(int argc, char **argv)
 {
 	struct bench b = { 0 };
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = { .sa_handler = bench_on_signal };
 	sigset_t block;
 	int status, e;
 
@@ -2608,19 +2083,20 @@ int main(int argc, char **argv)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGHUP);
 	sigaddset(&block, SIGPIPE);
-	sigprocmask(SIG_BLOCK, &block, &b.oldmask);
+	sigprocmask(SIG_BLOCK, &block, &b.ks.oldmask);
+	b.ks.prog = "swap";
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGPIPE, &sa, NULL);
 
-	find_cgroup_base(&b);
+	bench_find_cgroup_base(&b.ks);
 	if (geteuid() == 0)
-		cleanup_stale(&b);
+		bench_cleanup_stale(&b.ks);
 	if (make_workdir(&b) < 0)
 		return 1;
 	if (b.kernel_on)
-		kernel_setup(&b);
+		bench_kernel_setup(&b.ks, b.limit, b.swap_size);
 	if (b.kernel_on && b.zswap && zswap_set(&b, true) < 0)
 		b.zswap = false;
 	if (b.phase_mask & (1u << PH_SKEWED))
@@ -2631,12 +2107,12 @@ int main(int argc, char **argv)
 	}
 	if (!b.json)
 		print_header(&b);
-	if (!b.pager_on && b.kernel_unavail[0])
+	if (!b.pager_on && b.ks.unavail[0])
 		goto out;
 
 	for (unsigned ti = 0; ti < b.nthreads_list && !b.failed; ti++) {
 		e = run_threads(&b, ti);
-		if (e == -EINTR || interrupted())
+		if (e == -EINTR || bench_interrupted())
 			goto out;
 		if (e < 0)
 			b.failed = true;
@@ -2656,14 +2132,15 @@ int main(int argc, char **argv)
 	}
 out:
 	teardown(&b);
-	if (interrupted()) {
-		fprintf(stderr, "swap: interrupted by %s; cleaned up\n", strsignal(got_signal));
-		return 128 + got_signal;
+	if (bench_interrupted()) {
+		fprintf(stderr, "swap: interrupted by %s; cleaned up\n",
+			strsignal(bench_got_signal));
+		return 128 + bench_got_signal;
 	}
 	if (b.failed)
 		status = 1;
-	else if (b.kernel_on && b.kernel_unavail[0]) {
-		printf("kernel baseline unavailable: %s\n", b.kernel_unavail);
+	else if (b.kernel_on && b.ks.unavail[0]) {
+		printf("kernel baseline unavailable: %s\n", b.ks.unavail);
 		status = BENCH_SKIP;
 	} else
 		status = 0;

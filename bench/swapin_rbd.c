@@ -40,7 +40,6 @@
 #define REGION (64 * MiB)
 
 static size_t ps;
-static char cluster[64];
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -69,18 +68,6 @@ static pid_t start_pagerd(const char *sock, const char *swap, const char *conf)
 	return pid;
 }
 
-static struct pager *connect_retry(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p = NULL;
-
-	/* pagerd binds its socket once the swap is open. */
-	for (int i = 0; i < 300 && pager_open(&p, &o) < 0; i++)
-		usleep(20000);
-	return p;
-}
-
 /* Returns 0, or 1 on a failure (said). */
 static int run(const char *label, const char *swap, const char *conf)
 {
@@ -97,7 +84,7 @@ static int run(const char *label, const char *swap, const char *conf)
 		return 1;
 	snprintf(sock, sizeof(sock), "%s/sock", dir);
 	pid = start_pagerd(sock, swap, conf);
-	p = connect_retry(sock);
+	p = bench_connect_retry(sock);
 	if (!p || pager_region_create(p, REGION, &ro, &r) < 0) {
 		fprintf(stderr, "%s: pagerd did not come up\n", label);
 		kill(pid, SIGKILL);
@@ -162,35 +149,18 @@ static int run(const char *label, const char *swap, const char *conf)
 	return bad ? 1 : 0;
 }
 
-static void stop_cluster(void)
-{
-	char cmd[256];
-
-	if (!cluster[0])
-		return;
-	snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh stop %s; rm -rf %s", cluster, cluster);
-	if (system(cmd) != 0)
-		fprintf(stderr, "stopping the cluster failed\n");
-}
-
 int main(void)
 {
-	char file[64], image[64], conf[128], cmd[256];
+	char file[64], image[64], conf[128];
 	const char *c = getenv("CEPH_CONF");
 	int rc = 0;
 
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	if (!c) {
-		snprintf(cluster, sizeof(cluster), "/tmp/swapin-ceph.XXXXXX");
-		if (!mkdtemp(cluster))
-			return 1;
-		atexit(stop_cluster);
-		snprintf(cmd, sizeof(cmd), "tests/ceph_cluster.sh start %s rbd >/dev/null", cluster);
-		if (system(cmd) != 0) {
-			printf("swapin_rbd: no Ceph cluster could be started here (ceph-mon, ceph-osd)\n");
-			return BENCH_SKIP;
-		}
-		snprintf(conf, sizeof(conf), "%s/ceph.conf", cluster);
+		rc = bench_cluster_start("swapin_rbd", "/tmp/swapin-ceph.XXXXXX", conf,
+					 sizeof(conf));
+		if (rc)
+			return rc;
 		c = conf;
 	}
 	snprintf(file, sizeof(file), "/var/tmp/swapin-bench.%d", (int)getpid());

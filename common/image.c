@@ -18,23 +18,56 @@
 #define IMAGE_FORMAT "pagerd-image"
 #define IMAGE_FORMAT_VERSION 2
 
-int image_meta_path(const char *image, char *buf, size_t n)
+/* The sidecars (IMAGE.meta, IMAGE.crc, IMAGE.order) are named alike and
+ * kept alike: these do it for each. */
+
+/* "IMAGE<suffix>"; -ENAMETOOLONG if it does not fit. */
+static int sidecar_path(const char *image, const char *suffix, char *buf, size_t n)
 {
-	int k = snprintf(buf, n, "%s.meta", image);
+	int k = snprintf(buf, n, "%s%s", image, suffix);
 
 	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
 }
 
-int image_meta_remove(const char *image)
+/* Removes IMAGE<suffix>; 0 or -errno (a missing one is fine). */
+static int sidecar_remove(const char *image, const char *suffix)
 {
-	char meta[PATH_MAX];
-	int e = image_meta_path(image, meta, sizeof(meta));
+	char path[PATH_MAX];
+	int e = sidecar_path(image, suffix, path, sizeof(path));
 
 	if (e < 0)
 		return e;
-	if (unlink(meta) < 0 && errno != ENOENT)
+	if (unlink(path) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+/* A memfd of size bytes for pagerd to fill, sealed against resizing and
+ * further seals.  0 and *ret_fd, or -errno. */
+static int sidecar_memfd(const char *name, uint64_t size, int *ret_fd)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int image_meta_path(const char *image, char *buf, size_t n)
+{
+	return sidecar_path(image, ".meta", buf, n);
+}
+
+int image_meta_remove(const char *image)
+{
+	return sidecar_remove(image, ".meta");
 }
 
 static int sync_dir_of(const char *path)
@@ -210,25 +243,12 @@ int image_meta_load(const char *image, int image_fd, struct image_meta *ret)
 
 int image_crc_path(const char *image, char *buf, size_t n)
 {
-	int k = snprintf(buf, n, "%s.crc", image);
-
-	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+	return sidecar_path(image, ".crc", buf, n);
 }
 
 int image_crc_create(uint64_t pages, int *ret_fd)
 {
-	int fd = memfd_create("pager-image-crc", MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)image_crc_size(pages)) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
-	*ret_fd = fd;
-	return 0;
+	return sidecar_memfd("pager-image-crc", image_crc_size(pages), ret_fd);
 }
 
 /* Copies len bytes from `from` (at 0) to `to`; 0 or -errno. */
@@ -259,21 +279,18 @@ static int copy_fd(int from, int to, uint64_t len)
 	return 0;
 }
 
-int image_crc_commit(const char *image, int crc_fd)
+/* Writes the first len bytes of from_fd to path atomically: path.tmp,
+ * synced, renamed over path.  0 or -errno (path.tmp removed). */
+static int sidecar_commit(const char *path, int from_fd, uint64_t len)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
-	struct stat st;
+	char tmp[PATH_MAX + 8];
 	int fd, e;
 
-	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
-		return e;
-	if (fstat(crc_fd, &st) < 0)
-		return -errno;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	e = copy_fd(crc_fd, fd, (uint64_t)st.st_size);
+	e = copy_fd(from_fd, fd, len);
 	if (!e && fsync(fd) < 0)
 		e = -errno;
 	if (close(fd) < 0 && !e)
@@ -285,31 +302,15 @@ int image_crc_commit(const char *image, int crc_fd)
 	return e;
 }
 
-int image_crc_load(const char *image, uint64_t pages, int *ret_fd)
+/* Copies len bytes of fd (at 0) into a new memfd sealed against every
+ * change; 0 and *ret_fd, or -errno.  fd stays the caller's. */
+static int sidecar_sealed_copy(int fd, const char *name, uint64_t len, int *ret_fd)
 {
-	char path[PATH_MAX];
-	struct stat st;
-	int fd, mfd, e;
+	int mfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
 
-	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
-		return e;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != image_crc_size(pages)) {
-		close(fd);
-		return -EINVAL;
-	}
-	mfd = memfd_create("pager-image-crc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (mfd < 0) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
-	e = copy_fd(fd, mfd, (uint64_t)st.st_size);
-	close(fd);
-	/* Immutable from here: pagerd checks it once and trusts it after. */
+	if (mfd < 0)
+		return -errno;
+	e = copy_fd(fd, mfd, len);
 	if (!e && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 			F_SEAL_SEAL) < 0)
 		e = -errno;
@@ -321,47 +322,62 @@ int image_crc_load(const char *image, uint64_t pages, int *ret_fd)
 	return 0;
 }
 
+int image_crc_commit(const char *image, int crc_fd)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int e;
+
+	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
+		return e;
+	if (fstat(crc_fd, &st) < 0)
+		return -errno;
+	return sidecar_commit(path, crc_fd, (uint64_t)st.st_size);
+}
+
+int image_crc_load(const char *image, uint64_t pages, int *ret_fd)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, e;
+
+	if ((e = image_crc_path(image, path, sizeof(path))) < 0)
+		return e;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != image_crc_size(pages)) {
+		close(fd);
+		return -EINVAL;
+	}
+	/* Immutable from here: pagerd checks it once and trusts it after. */
+	e = sidecar_sealed_copy(fd, "pager-image-crc", (uint64_t)st.st_size, ret_fd);
+	close(fd);
+	return e;
+}
+
 int image_order_path(const char *image, char *buf, size_t n)
 {
-	int k = snprintf(buf, n, "%s.order", image);
-
-	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+	return sidecar_path(image, ".order", buf, n);
 }
 
 int image_order_remove(const char *image)
 {
-	char path[PATH_MAX];
-	int e = image_order_path(image, path, sizeof(path));
-
-	if (e < 0)
-		return e;
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+	return sidecar_remove(image, ".order");
 }
 
 int image_order_create(int *ret_fd)
 {
-	int fd = memfd_create("pager-image-order", MFD_CLOEXEC | MFD_ALLOW_SEALING), e;
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)image_order_size(IMAGE_ORDER_MAX)) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
-	*ret_fd = fd;
-	return 0;
+	return sidecar_memfd("pager-image-order", image_order_size(IMAGE_ORDER_MAX), ret_fd);
 }
 
 int image_order_commit(const char *image, int order_fd)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	char path[PATH_MAX];
 	struct image_order_hdr h;
 	uint64_t count;
-	int fd, e;
+	int e;
 
 	if ((e = image_order_path(image, path, sizeof(path))) < 0)
 		return e;
@@ -374,20 +390,7 @@ int image_order_commit(const char *image, int order_fd)
 		return image_order_remove(image);
 	if (count > IMAGE_ORDER_MAX)
 		return -EINVAL;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	e = copy_fd(order_fd, fd, image_order_size(count));
-	if (!e && fsync(fd) < 0)
-		e = -errno;
-	if (close(fd) < 0 && !e)
-		e = -errno;
-	if (!e && rename(tmp, path) < 0)
-		e = -errno;
-	if (e)
-		unlink(tmp);
-	return e;
+	return sidecar_commit(path, order_fd, image_order_size(count));
 }
 
 int image_order_load(const char *image, int *ret_fd)
@@ -395,7 +398,7 @@ int image_order_load(const char *image, int *ret_fd)
 	const uint64_t max = image_order_size(IMAGE_ORDER_MAX) + 1;
 	char path[PATH_MAX];
 	struct stat st;
-	int fd, mfd, e;
+	int fd, e;
 
 	if ((e = image_order_path(image, path, sizeof(path))) < 0)
 		return e;
@@ -406,23 +409,10 @@ int image_order_load(const char *image, int *ret_fd)
 		close(fd);
 		return -EINVAL;
 	}
-	mfd = memfd_create("pager-image-order", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (mfd < 0) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
 	/* Never more than the format allows, plus a byte for pagerd to see
 	 * that there was more (it says so, and ignores the file). */
-	e = copy_fd(fd, mfd, (uint64_t)st.st_size < max ? (uint64_t)st.st_size : max);
+	e = sidecar_sealed_copy(fd, "pager-image-order",
+				(uint64_t)st.st_size < max ? (uint64_t)st.st_size : max, ret_fd);
 	close(fd);
-	if (!e && fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
-			F_SEAL_SEAL) < 0)
-		e = -errno;
-	if (e) {
-		close(mfd);
-		return e;
-	}
-	*ret_fd = mfd;
-	return 0;
+	return e;
 }

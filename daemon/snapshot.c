@@ -1422,10 +1422,33 @@ static int map_crc_table(struct snapshot *s, int crc_fd, uint64_t npages)
 	return 0;
 }
 
-int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd)
+/* A snapshot of r with what every kind needs (its page sets and timer);
+ * NULL if out of memory. */
+static struct snapshot *snap_new(struct region *r)
 {
 	struct daemon *d = r->client->d;
 	size_t words = (r->npages + 63) / 64;
+	struct snapshot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->d = d;
+	s->r = r;
+	s->fd = -1;
+	s->pending = calloc(words, sizeof(uint64_t));
+	s->from_image = calloc(words, sizeof(uint64_t));
+	s->reprotect = calloc(words, sizeof(uint64_t));
+	s->ev = evtimer_new(d->base, on_snap, s);
+	if (!s->pending || !s->from_image || !s->reprotect || !s->ev) {
+		snap_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+int snapshot_start(struct client *requester, struct region *r, int fd, int crc_fd)
+{
+	struct daemon *d = r->client->d;
 	struct snapshot *s;
 	struct statx stx;
 	bool direct;
@@ -1453,20 +1476,9 @@ int snapshot_start(struct client *requester, struct region *r, int fd, int crc_f
 	direct = fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
 	if (!direct)
 		log_debug("region %" PRIu64 ": image without O_DIRECT: %m", r->id);
-	s = calloc(1, sizeof(*s));
+	s = snap_new(r);
 	if (!s)
 		return -ENOMEM;
-	s->d = d;
-	s->r = r;
-	s->fd = -1;
-	s->pending = calloc(words, sizeof(uint64_t));
-	s->from_image = calloc(words, sizeof(uint64_t));
-	s->reprotect = calloc(words, sizeof(uint64_t));
-	s->ev = evtimer_new(d->base, on_snap, s);
-	if (!s->pending || !s->from_image || !s->reprotect || !s->ev) {
-		snap_free(s);
-		return -ENOMEM;
-	}
 	e = map_crc_table(s, crc_fd, r->npages);
 	if (e < 0) {
 		snap_free(s);
@@ -1576,7 +1588,6 @@ static void snap_rbd_opened(void *arg, int res, struct store_rbd_image *img)
 int snapshot_start_rbd(struct client *requester, struct region *r, const char *image)
 {
 	struct daemon *d = r->client->d;
-	size_t words = (r->npages + 63) / 64;
 	uint32_t hole = zero_page_crc(d->page_size), *t;
 	struct snapshot *s;
 	int e;
@@ -1590,25 +1601,17 @@ int snapshot_start_rbd(struct client *requester, struct region *r, const char *i
 	for (uint64_t p = 0; p < r->npages; p++)
 		if (pg_state(r->state[p]) == PAGE_POISONED)
 			return -EIO;
-	s = calloc(1, sizeof(*s));
+	s = snap_new(r);
 	if (!s)
 		return -ENOMEM;
-	s->d = d;
-	s->r = r;
-	s->fd = -1;
 	s->rbd = strdup(image);
-	s->pending = calloc(words, sizeof(uint64_t));
-	s->from_image = calloc(words, sizeof(uint64_t));
-	s->reprotect = calloc(words, sizeof(uint64_t));
-	s->ev = evtimer_new(d->base, on_snap, s);
 	/* IMAGE.crc in memory of our own: pagerd writes it to the cluster. */
 	s->crc_len = (size_t)image_crc_size(r->npages);
 	s->crc_map = mmap(NULL, s->crc_len, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (s->crc_map == MAP_FAILED)
 		s->crc_map = NULL;
-	if (!s->rbd || !s->pending || !s->from_image || !s->reprotect || !s->ev ||
-	    !s->crc_map) {
+	if (!s->rbd || !s->crc_map) {
 		snap_free(s);
 		return -ENOMEM;
 	}

@@ -694,16 +694,12 @@ static void on_closed(rbd_completion_t c, void *arg)
 	pthread_mutex_unlock(&client.lock);
 }
 
-/* Everything the loop had to do is done: hand the image to librbd to
- * close in the background, so that a stalled cluster does not hold the
- * loop. */
-static void finish_close(struct store_rbd *sr)
+/* Hands the image to librbd to close in the background, so that a
+ * stalled cluster does not hold the loop; on_closed() frees sr. */
+static void close_in_background(struct store_rbd *sr)
 {
 	rbd_completion_t c;
 
-	event_free(sr->efd_ev);
-	event_free(sr->timer_ev);
-	sr->efd_ev = sr->timer_ev = NULL;
 	pthread_mutex_lock(&client.lock);
 	client.closing++;
 	pthread_mutex_unlock(&client.lock);
@@ -716,22 +712,21 @@ static void finish_close(struct store_rbd *sr)
 	}
 }
 
+/* Everything the loop had to do is done: close in the background. */
+static void finish_close(struct store_rbd *sr)
+{
+	event_free(sr->efd_ev);
+	event_free(sr->timer_ev);
+	sr->efd_ev = sr->timer_ev = NULL;
+	close_in_background(sr);
+}
+
 /* An image opened by a job whose store never got its events (or lost
  * them): closed in the background too. */
 static void close_unarmed(struct store_rbd *sr)
 {
-	rbd_completion_t c;
-
 	sr->closing = true;
-	pthread_mutex_lock(&client.lock);
-	client.closing++;
-	pthread_mutex_unlock(&client.lock);
-	if (rbd_aio_create_completion(sr, on_closed, &c) < 0 ||
-	    rbd_aio_close(sr->image, c) < 0) {
-		rbd_close(sr->image);
-		rbd_aio_create_completion(sr, NULL, &c);
-		on_closed(c, sr);
-	}
+	close_in_background(sr);
 }
 
 /* Every done runs before it returns: requests in librbd with -ECANCELED
