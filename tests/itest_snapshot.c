@@ -2370,9 +2370,9 @@ int main(void)
 		printf("cannot make a directory in /var/tmp\n");
 		return TEST_SKIP;
 	}
-	/* A long stress (make soak) gets its time. */
 	/* The whole group: 1-2 minutes alone, over 5 under ASan on a loaded
-	 * machine (it has 22 tests); run.sh's 600 s timeout is the backstop. */
+	 * machine (it has 22 tests); run.sh's 600 s timeout is the backstop.
+	 * A long stress (make soak) gets its time. */
 	rc = test_run_group(tests, getenv("SNAP_STRESS_RUNS") ? 540 + 20 * (unsigned)atoi(getenv("SNAP_STRESS_RUNS")) : 540);
 	/* Whatever a failed test left behind goes too: a FUSE mount whose
 	 * server died with the failed test first. */
