@@ -74,7 +74,7 @@ RBD_LIBS     := -lrbd -lrados
 POOL_LIBS     = $(shell pkg-config --libs liblz4 libzstd)
 
 COMMON_SRC   := common/proto.c common/size.c
-LIB_SRC      := libpager/pager.c libpager/region.c libpager/uffd.c libpager/agent.c libpager/snapshot.c common/proto.c common/image.c
+LIB_SRC      := libpager/pager.c libpager/call.c libpager/region.c libpager/uffd.c libpager/agent.c libpager/snapshot.c common/proto.c common/image.c
 DAEMON_SRC   := $(wildcard daemon/*.c) $(COMMON_SRC)
 CTL_SRC      := pagerctl/pagerctl.c common/image.c $(COMMON_SRC)
 EXAMPLES     := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))

@@ -56,6 +56,11 @@ void pager_agent_stop(struct pager *p);
 int pager_call_locked(struct pager *p, struct proto_msg *msg,
 		      enum proto_type type, const int *fds, unsigned nfds,
 		      struct proto_reply *ret_reply);
+/* The same, also giving the pid of the process that sent the reply when
+ * the socket has SO_PASSCRED (see proto_recv_cred()): the hello's. */
+int pager_call_from(struct pager *p, struct proto_msg *msg, enum proto_type type,
+		    const int *fds, unsigned nfds, struct proto_reply *ret_reply,
+		    pid_t *ret_pid);
 
 /* Opens a userfaultfd for this process and negotiates features: kernel-mode
  * faults where allowed, else user-mode only (reported in *ret_kernel). */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The connection to pagerd: finding a daemon (or starting a private one),
- * the hello handshake that hands over our userfaultfd, and the request/reply
- * transport every other call uses.
+ * and the hello handshake that hands over our userfaultfd.  The
+ * request/reply transport every call uses is call.c's, below this file and
+ * the region and agent code alike.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -156,47 +157,6 @@ static int pager_connect(struct pager *p, const struct pager_opts *opts)
 	return r;
 }
 
-/* pager_call_locked(), and the pid of the process that sent the reply when
- * the socket has SO_PASSCRED (see proto_recv_cred()). */
-static int call_locked(struct pager *p, struct proto_msg *msg, enum proto_type type,
-		       const int *fds, unsigned nfds, struct proto_reply *ret_reply,
-		       pid_t *ret_pid)
-{
-	uint32_t seq = ++p->seq;
-	size_t n = proto_finish(msg, type, seq);
-	struct proto_msg reply;
-	int rfds[PROTO_MAX_FDS];
-	unsigned nrfds;
-	ssize_t got;
-	int r;
-
-	r = proto_send(p->sock, msg, n, fds, nfds);
-	if (r < 0)
-		return r == -EPIPE ? -ECONNRESET : r;
-	got = proto_recv_cred(p->sock, &reply, rfds, &nrfds, ret_pid);
-	if (got == 0)
-		return -ECONNRESET;
-	if (got < 0)
-		return (int)got;
-	for (unsigned i = 0; i < nrfds; i++)
-		close(rfds[i]);
-	r = proto_validate(&reply, (size_t)got);
-	if (r < 0)
-		return r;
-	if (reply.hdr.type != PROTO_REPLY || reply.hdr.seq != seq || nrfds)
-		return -EBADMSG;
-	if (ret_reply)
-		*ret_reply = reply.body.reply;
-	return reply.body.reply.status;
-}
-
-int pager_call_locked(struct pager *p, struct proto_msg *msg,
-		      enum proto_type type, const int *fds, unsigned nfds,
-		      struct proto_reply *ret_reply)
-{
-	return call_locked(p, msg, type, fds, nfds, ret_reply, NULL);
-}
-
 /*
  * Hands pagerd our page tables: whether a page of ours is mapped is how its
  * Clock hand sees references.  pagerd cannot always open our
@@ -281,7 +241,7 @@ PAGER_EXPORT int pager_open(struct pager **ret, const struct pager_opts *opts)
 	msg.body.hello.flags = kernel ? PROTO_HELLO_KERNEL_FAULTS : 0;
 	msg.body.hello.page_size = (uint32_t)p->page_size;
 	msg.body.hello.uffd_features = p->uffd_features;
-	r = call_locked(p, &msg, PROTO_HELLO, &p->uffd, 1, &reply, &sender);
+	r = pager_call_from(p, &msg, PROTO_HELLO, &p->uffd, 1, &reply, &sender);
 	if (passcred)
 		setsockopt(p->sock, SOL_SOCKET, SO_PASSCRED, &(int){ 0 }, sizeof(int));
 	if (r < 0)
