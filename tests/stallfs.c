@@ -35,6 +35,7 @@ struct stallfs_shared {
 	atomic_uint stalled_total;     /* requests held back, ever */
 	atomic_bool hold;              /* reads and writes of "img" wait */
 	atomic_uint held_total;        /* requests that waited, ever */
+	atomic_uint held_now;          /* requests waiting now */
 };
 
 struct stallfs {
@@ -202,6 +203,7 @@ static void stallfs_request(struct stallfs *f, const struct fuse_in_header *in,
 			 * kept, until the hold ends (stallfs_serve()). */
 			memcpy(f->held[f->nheld++], in, in->len);
 			atomic_fetch_add(&f->sh->held_total, 1);
+			atomic_fetch_add(&f->sh->held_now, 1);
 			return;
 		}
 		if (node < 2 || node >= 2 + STALLFS_NAMES) {
@@ -277,6 +279,7 @@ static void stallfs_serve(struct stallfs *f)
 				free(f->held[i]);
 			}
 			f->nheld = 0;
+			atomic_store(&f->sh->held_now, 0);
 			atomic_store(&f->sh->released, want);
 		}
 		if (f->nheld && !atomic_load(&f->sh->hold)) {
@@ -287,6 +290,7 @@ static void stallfs_serve(struct stallfs *f)
 				free(f->held[i]);
 			}
 			f->nheld = 0;
+			atomic_store(&f->sh->held_now, 0);
 		}
 		if (poll(&pf, 1, 5) <= 0 || !(pf.revents & POLLIN))
 			continue;
@@ -361,10 +365,15 @@ static void stallfs_set_stall(struct stallfs *f, bool on)
 	atomic_store(&f->sh->stall, on);
 }
 
-/* Reads and writes of "img" wait while on, and are served after. */
+/* Reads and writes of "img" wait while on, and are served after: turning
+ * it off returns once the server has served those that waited.  (A test
+ * that held the disk again before then kept them waiting, and the next
+ * ftruncate() of the image waited behind them for good.) */
 static void stallfs_hold(struct stallfs *f, bool on)
 {
 	atomic_store(&f->sh->hold, on);
+	for (int i = 0; !on && atomic_load(&f->sh->held_now) && i < 30000; i++)
+		usleep(1000);
 }
 
 static unsigned stallfs_held(struct stallfs *f)
