@@ -643,6 +643,7 @@ static void thread_serve(struct fault_thread *t, uint64_t id)
 	else if (c && c->uffd >= 0 && fault_serve(c) < 0)
 		client_misbehaved(c, "its userfaultfd failed, or it broke the protocol",
 				  -EPROTO);
+	swap_local_answer();
 	thread_turn_checked(t);
 	daemon_unlock();
 }
@@ -659,6 +660,7 @@ static void thread_reap(struct fault_thread *t)
 		daemon_lock();
 		for (size_t i = 0; i < n; i++)
 			done[i].done(done[i].arg, done[i].res);
+		swap_local_answer();
 		thread_turn_checked(t);
 		daemon_unlock();
 	} while (n == THREAD_RING);

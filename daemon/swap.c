@@ -564,19 +564,61 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
 		swap_destroy(s);
 }
 
+/*
+ * A fault thread's requests the pool answered (swap_local_answer()): run
+ * on that thread before it lets go of the daemon lock, not handed to the
+ * loop, whose wake-up (another thread, often on the other CPU) cost a
+ * pool hit about as much as the disk read it saved.
+ */
+static __thread struct swap_req *local_deferred, **local_deferred_tail;
+
 static void defer(struct swap *s, struct swap_req *r)
 {
 	r->next_deferred = NULL;
+	if (local_reads) {
+		if (!local_deferred)
+			local_deferred_tail = &local_deferred;
+		*local_deferred_tail = r;
+		local_deferred_tail = &r->next_deferred;
+		return;
+	}
 	*s->deferred_tail = r;
 	s->deferred_tail = &r->next_deferred;
 	event_active(s->pool_ev, EV_TIMEOUT, 1);
+}
+
+/* The end of a dispatch: a swap_close() from a callback is done now. */
+static void dispatch_end(struct swap *s)
+{
+	if (s && !--s->dispatching && s->close_requested && !s->closing)
+		swap_destroy(s);
+}
+
+void swap_local_answer(void)
+{
+	struct swap *held = NULL;
+	struct swap_req *r;
+
+	/* An answer may start another request the pool answers (a page
+	 * read again on its own): it joins this list.  The swap is held
+	 * while its requests are answered, as on_deferred() holds it. */
+	while ((r = local_deferred)) {
+		local_deferred = r->next_deferred;
+		if (r->s != held) {
+			dispatch_end(held);
+			held = r->s;
+			held->dispatching++;
+		}
+		swap_io_done(r, r->parts_res);
+	}
+	dispatch_end(held);
 }
 
 /*
  * r with the pool in front: pages pool[i] true are the pool's (in r->buf
  * already for a read; nothing to write for a write); the runs of the
  * others go to the device, each its own request.  With none, r is
- * answered from the loop.  Returns 0, or -errno with r freed and no
+ * answered from the loop (on a fault thread: by swap_local_answer()).  Returns 0, or -errno with r freed and no
  * callback: only when the first device request fails (later ones failing
  * to start answer r with their error).
  */

@@ -226,6 +226,12 @@ int swap_read(struct swap *s, uint64_t first_slot, void *buf, uint32_t npages,
  */
 struct io_local;
 void swap_local_reads(struct io_local *l);
+/*
+ * On such a thread, reads the compressed pool served whole are answered
+ * by this call (their callbacks run in it), which the thread makes before
+ * it lets go of the daemon lock: no other thread is woken for them.
+ */
+void swap_local_answer(void);
 
 /* 0 if `page` (one page) matches the CRC32C stored for `slot`, -EBADMSG if
  * not, -ENODATA if the slot holds no completed write, -EINVAL if out of
