@@ -48,7 +48,7 @@ struct pool_region {
 	bool gone;                        /* forgotten: freed with its last entry */
 	uint32_t reject_streak;           /* puts refused in a row */
 	uint32_t skipped;                 /* ... not even tried since the last try */
-	struct lru lru;
+	struct lru lru[2];                /* [e->clean] */
 	struct pool_stats st;
 };
 
@@ -57,7 +57,15 @@ struct pool {
 	uint64_t nslots;
 	enum pool_algo algo;
 	struct pool_entry **by_slot;
-	struct lru lru;
+	/*
+	 * Dirty entries ([0]: their page is nowhere else) and clean ones
+	 * ([1]: the device has it too), each list coldest first.  The pool
+	 * gives back clean entries first: they leave with no write, at once,
+	 * where a dirty one costs a write (its decompression, the disk's
+	 * time beside the misses' reads) and frees its room only when that
+	 * write ends, while faults may wait for it.
+	 */
+	struct lru lru[2];
 	struct pool_region *buckets[POOL_REGION_BUCKETS];
 	unsigned char *scratch;           /* a compressed page, before it is kept */
 	ZSTD_CCtx *zc;
@@ -116,10 +124,10 @@ static void lru_del(struct lru *l, struct pool_entry *e, bool region)
 /* Makes e the hottest entry, of all and of its region. */
 static void touch(struct pool *p, struct pool_entry *e)
 {
-	lru_del(&p->lru, e, false);
-	lru_push(&p->lru, e, false);
-	lru_del(&e->reg->lru, e, true);
-	lru_push(&e->reg->lru, e, true);
+	lru_del(&p->lru[e->clean], e, false);
+	lru_push(&p->lru[e->clean], e, false);
+	lru_del(&e->reg->lru[e->clean], e, true);
+	lru_push(&e->reg->lru[e->clean], e, true);
 }
 
 /* ---- regions ---------------------------------------------------------------- */
@@ -199,8 +207,8 @@ static void entry_remove(struct pool *p, struct pool_entry *e)
 	struct pool_region *r = e->reg;
 	uint64_t c = charge(e);
 
-	lru_del(&p->lru, e, false);
-	lru_del(&r->lru, e, true);
+	lru_del(&p->lru[e->clean], e, false);
+	lru_del(&r->lru[e->clean], e, true);
 	p->by_slot[e->slot] = NULL;
 	p->st.pages--;
 	p->st.bytes -= c;
@@ -220,8 +228,9 @@ void pool_free(struct pool *p)
 {
 	if (!p)
 		return;
-	while (p->lru.head)
-		entry_remove(p, p->lru.head);
+	for (int k = 0; k < 2; k++)
+		while (p->lru[k].head)
+			entry_remove(p, p->lru[k].head);
 	for (size_t i = 0; i < POOL_REGION_BUCKETS; i++)
 		while (p->buckets[i]) {
 			struct pool_region *r = p->buckets[i];
@@ -285,8 +294,8 @@ int pool_put(struct pool *p, uint64_t slot, uint64_t region, const void *page)
 	*e = (struct pool_entry){ .reg = r, .slot = slot, .clen = (uint32_t)n,
 				  .algo = (uint8_t)p->algo };
 	memcpy(e->data, p->scratch, n);
-	lru_push(&p->lru, e, false);
-	lru_push(&r->lru, e, true);
+	lru_push(&p->lru[0], e, false);
+	lru_push(&r->lru[0], e, true);
 	p->by_slot[slot] = e;
 	p->st.pages++;
 	p->st.bytes += charge(e);
@@ -352,7 +361,6 @@ size_t pool_spill_start(struct pool *p, uint64_t region, uint64_t *ret_slots,
 			size_t max)
 {
 	struct pool_region *r = NULL;
-	struct pool_entry *e;
 	size_t n = 0;
 
 	if (region) {
@@ -360,28 +368,29 @@ size_t pool_spill_start(struct pool *p, uint64_t region, uint64_t *ret_slots,
 		if (!r)
 			return 0;
 	}
-	/* Entries taken go to the hot end, out of the next call's way;
-	 * those passed again here are skipped. */
-	e = r ? r->lru.head : p->lru.head;
-	while (e && n < max) {
-		struct pool_entry *next = r ? e->rnext : e->next;
-		uint64_t c = charge(e);
+	/* Clean entries first, then dirty ones.  Entries taken go to the
+	 * hot end of their list, out of the next call's way; those passed
+	 * again here are skipped. */
+	for (int k = 1; k >= 0 && n < max; k--) {
+		struct pool_entry *e = r ? r->lru[k].head : p->lru[k].head;
 
-		if (e->spilling) {
+		while (e && n < max) {
+			struct pool_entry *next = r ? e->rnext : e->next;
+			uint64_t c = charge(e);
+
+			if (e->spilling) {
+				e = next;
+				continue;
+			}
+			e->spilling = true;
+			p->st.spilling++;
+			p->st.spilling_bytes += c;
+			e->reg->st.spilling++;
+			e->reg->st.spilling_bytes += c;
+			touch(p, e);
+			ret_slots[n++] = e->slot;
 			e = next;
-			continue;
 		}
-		e->spilling = true;
-		p->st.spilling++;
-		p->st.spilling_bytes += c;
-		e->reg->st.spilling++;
-		e->reg->st.spilling_bytes += c;
-		lru_del(&p->lru, e, false);
-		lru_push(&p->lru, e, false);
-		lru_del(&e->reg->lru, e, true);
-		lru_push(&e->reg->lru, e, true);
-		ret_slots[n++] = e->slot;
-		e = next;
 	}
 	return n;
 }
@@ -394,8 +403,14 @@ void pool_spilled(struct pool *p, uint64_t slot, bool ok)
 	if (!e || !e->spilling)
 		return;
 	if (ok) {
-		p->st.spills++;
-		e->reg->st.spills++;
+		/* A clean entry leaves with no write: not a spill. */
+		if (!e->clean) {
+			p->st.spills++;
+			e->reg->st.spills++;
+		} else {
+			p->st.drops++;
+			e->reg->st.drops++;
+		}
 		entry_remove(p, e);
 		return;
 	}
@@ -410,8 +425,16 @@ void pool_spilled(struct pool *p, uint64_t slot, bool ok)
 
 void pool_set_clean(struct pool *p, uint64_t slot)
 {
-	if (pool_has(p, slot))
-		p->by_slot[slot]->clean = true;
+	struct pool_entry *e = slot < p->nslots ? p->by_slot[slot] : NULL;
+
+	if (!e || e->clean)
+		return;
+	/* To the clean lists, as their hottest. */
+	lru_del(&p->lru[0], e, false);
+	lru_del(&e->reg->lru[0], e, true);
+	e->clean = true;
+	lru_push(&p->lru[1], e, false);
+	lru_push(&e->reg->lru[1], e, true);
 }
 
 bool pool_clean(const struct pool *p, uint64_t slot)

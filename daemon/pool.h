@@ -53,6 +53,7 @@ struct pool_stats {
 	uint64_t rejects;       /* pages that compressed too badly: to swap */
 	uint64_t hits;          /* pages read from the pool */
 	uint64_t spills;        /* entries written to the device and dropped */
+	uint64_t drops;         /* clean entries dropped to make room: no write */
 	uint64_t corrupt;       /* entries that failed to decompress */
 };
 
@@ -86,7 +87,8 @@ void pool_drop(struct pool *p, uint64_t slot);
 
 /*
  * Up to max of the coldest entries not being spilled, of region (0: of
- * any), marked as being spilled, their slots stored in ret_slots.
+ * any), clean ones (pool_set_clean()) first, marked as being spilled,
+ * their slots stored in ret_slots.
  * Returns how many.  pool_spilled() ends each: ok, the entry goes (its
  * data is on the device); not ok, it stays, as the hottest.
  */
