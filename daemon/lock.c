@@ -47,6 +47,20 @@ void daemon_lock_loop(bool on)
 	loop_holds = on;
 }
 
+bool daemon_lock_loop_pause(void)
+{
+	if (!loop_holds)
+		return false;
+	daemon_lock_loop(false);
+	return true;
+}
+
+void daemon_lock_loop_resume(bool paused)
+{
+	if (paused)
+		daemon_lock_loop(true);
+}
+
 int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout)
 {
 	int r, e;
