@@ -25,6 +25,7 @@
 #define PAGERD_LOCK_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 void daemon_lock(void);
 void daemon_unlock(void);
@@ -35,6 +36,11 @@ void daemon_lock_loop(bool on);
  * whether it did; daemon_lock_loop_resume(true) takes it back. */
 bool daemon_lock_loop_pause(void);
 void daemon_lock_loop_resume(bool paused);
+
+/* How often a thread found the lock taken, and how long such threads
+ * waited in all (ns): the metrics' pagerd_lock_waits_total and
+ * pagerd_lock_wait_seconds_total.  With the lock held. */
+void daemon_lock_waits(uint64_t *ret_waits, uint64_t *ret_wait_ns);
 
 /* Makes libevent lock its bases (the fault threads add events to the
  * loop's): before the base is made.  0 or -errno. */
