@@ -21,8 +21,13 @@
  *                 same request eventfd; the first awake takes it
  *
  * and prints the time per read and its ratio to in-thread; then medians.
+ * With -t N, N threads read at once (N misses in flight, as N faulting
+ * threads have), each handing its reads to the same servers: the time is
+ * the round's wall time over all reads.  That is the floor for pagerd's
+ * fault threads against the kernel at N application threads.  -t takes a
+ * list (default 1,8, as bench/swap's thread counts).
  *
- *   handoff [-s SIZE_MIB] [-n READS] [-r ROUNDS] [-d DIR]
+ *   handoff [-s SIZE_MIB] [-n READS] [-r ROUNDS] [-t THREADS,...] [-d DIR]
  *
  * Exit status: 0, 1 on failure, 2 usage, 77 if DIR refuses O_DIRECT.
  */
@@ -47,6 +52,7 @@
 #include "bench.h"
 
 #define MAX_ROUNDS 32
+#define MAX_CLIENTS 64
 #define PAGE 4096
 
 enum mode { IN_THREAD, ONE_SERVER, PER_CPU, NR_MODES };
@@ -56,7 +62,10 @@ static const char *const mode_name[NR_MODES] = { "in-thread", "one server", "per
 struct shared {
 	int fd;               /* the file, O_DIRECT */
 	uint64_t pages;
-	int req, resp;        /* eventfds: requests (non-blocking), answers */
+	int req[2];           /* pipe: a request is the asking thread's index
+			       * (non-blocking read end, shared by servers) */
+	int resp[MAX_CLIENTS]; /* eventfds: each thread's answers */
+	unsigned clients;
 	atomic_bool stop;
 };
 
@@ -67,8 +76,8 @@ struct server {
 	bool started;
 };
 
-/* Serves read requests until told to stop: epoll on the request eventfd and
- * on its ring's completion eventfd, as pagerd's loop does. */
+/* Serves read requests until told to stop: epoll on the request pipe and
+ * on its ring's completion eventfd, as pagerd's fault threads do. */
 static void *server_main(void *arg)
 {
 	struct server *s = arg;
@@ -79,15 +88,17 @@ static void *server_main(void *arg)
 	void *buf = NULL;
 	int efd = -1, ep = -1;
 
-	if ((s->cpu >= 0 && pin_to_cpu(s->cpu)) || io_uring_queue_init(8, &ring, 0) < 0)
+	if ((s->cpu >= 0 && pin_to_cpu(s->cpu)) ||
+	    io_uring_queue_init(MAX_CLIENTS, &ring, 0) < 0)
 		return NULL;
 	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ep = epoll_create1(EPOLL_CLOEXEC);
+	/* A buffer per asking thread: each has one read in flight at most. */
 	if (efd < 0 || ep < 0 || io_uring_register_eventfd(&ring, efd) < 0 ||
-	    posix_memalign(&buf, PAGE, PAGE))
+	    posix_memalign(&buf, PAGE, (size_t)PAGE * sh->clients))
 		goto out;
 	ev.data.u32 = 0;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, sh->req, &ev) < 0)
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, sh->req[0], &ev) < 0)
 		goto out;
 	ev.data.u32 = 1;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0)
@@ -98,23 +109,31 @@ static void *server_main(void *arg)
 
 		for (int i = 0; i < n; i++) {
 			struct io_uring_cqe *cqe;
+			uint32_t who[MAX_CLIENTS];
 			uint64_t v;
 
 			if (got[i].data.u32 == 0) {
-				if (read(sh->req, &v, sizeof(v)) != sizeof(v))
-					continue; /* another server took it */
-				struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+				/* Whole records: pipe writes of 4 bytes are atomic. */
+				ssize_t k = read(sh->req[0], who, sizeof(who));
 
-				io_uring_prep_read(sqe, sh->fd, buf, PAGE,
-						   (splitmix64(&seed) % sh->pages) * PAGE);
-				io_uring_submit(&ring);
+				for (ssize_t j = 0; j < k / (ssize_t)sizeof(who[0]); j++) {
+					struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+					io_uring_prep_read(sqe, sh->fd, (char *)buf + (size_t)who[j] * PAGE,
+							   PAGE, (splitmix64(&seed) % sh->pages) * PAGE);
+					io_uring_sqe_set_data64(sqe, who[j]);
+				}
+				if (k > 0)
+					io_uring_submit(&ring);
 				continue;
 			}
 			(void)!read(efd, &v, sizeof(v));
 			while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+				uint64_t to = io_uring_cqe_get_data64(cqe);
+
 				io_uring_cqe_seen(&ring, cqe);
 				v = 1;
-				(void)!write(sh->resp, &v, sizeof(v));
+				(void)!write(sh->resp[to], &v, sizeof(v));
 			}
 		}
 	}
@@ -128,19 +147,56 @@ out:
 	return NULL;
 }
 
-/* Time per read in µs with `mode`, or a negative errno. */
+struct client {
+	struct shared *sh;
+	enum mode mode;
+	unsigned no, reads;
+	uint64_t seed;
+	pthread_t tid;
+	int err;
+};
+
+/* One thread's reads: in itself, or handed to the servers. */
+static void *client_main(void *arg)
+{
+	struct client *c = arg;
+	struct shared *sh = c->sh;
+	void *buf = NULL;
+	uint32_t me = c->no;
+	uint64_t v;
+
+	if (posix_memalign(&buf, PAGE, PAGE)) {
+		c->err = -ENOMEM;
+		return NULL;
+	}
+	for (unsigned i = 0; i < c->reads && !c->err; i++) {
+		if (c->mode == IN_THREAD) {
+			if (pread(sh->fd, buf, PAGE,
+				  (off_t)((splitmix64(&c->seed) % sh->pages) * PAGE)) != PAGE)
+				c->err = -EIO;
+			continue;
+		}
+		if (write(sh->req[1], &me, sizeof(me)) != sizeof(me) ||
+		    read(sh->resp[me], &v, sizeof(v)) != sizeof(v))
+			c->err = -EIO;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Time per read in µs (the round's wall time over every thread's reads)
+ * with `mode`, or a negative errno. */
 static double run(struct shared *sh, enum mode mode, unsigned reads, uint64_t *seed)
 {
 	struct server srv[2] = { { .sh = sh, .cpu = -1 }, { .sh = sh, .cpu = 1 } };
 	int nsrv = mode == ONE_SERVER ? 1 : mode == PER_CPU ? 2 : 0;
-	void *buf = NULL;
-	uint64_t t0, v;
+	struct client cl[MAX_CLIENTS];
+	unsigned started = 0;
+	uint64_t t0;
 	double us = -EIO;
 
 	if (mode == PER_CPU)
 		srv[0].cpu = 0;
-	if (posix_memalign(&buf, PAGE, PAGE))
-		return -ENOMEM;
 	atomic_store(&sh->stop, false);
 	for (int i = 0; i < nsrv; i++) {
 		if (pthread_create(&srv[i].tid, NULL, server_main, &srv[i]))
@@ -148,25 +204,27 @@ static double run(struct shared *sh, enum mode mode, unsigned reads, uint64_t *s
 		srv[i].started = true;
 	}
 	t0 = now_ns();
-	for (unsigned i = 0; i < reads; i++) {
-		if (mode == IN_THREAD) {
-			if (pread(sh->fd, buf, PAGE,
-				  (off_t)((splitmix64(seed) % sh->pages) * PAGE)) != PAGE)
-				goto out;
-			continue;
-		}
-		v = 1;
-		if (write(sh->req, &v, sizeof(v)) != sizeof(v) ||
-		    read(sh->resp, &v, sizeof(v)) != sizeof(v))
-			goto out;
+	for (; started < sh->clients; started++) {
+		cl[started] = (struct client){ .sh = sh, .mode = mode, .no = started,
+					       .reads = reads / sh->clients,
+					       .seed = splitmix64(seed) };
+		if (pthread_create(&cl[started].tid, NULL, client_main, &cl[started]))
+			break;
 	}
-	us = (double)(now_ns() - t0) / 1000.0 / reads;
+	bool ok = started == sh->clients;
+
+	for (unsigned i = 0; i < started; i++) {
+		pthread_join(cl[i].tid, NULL);
+		ok &= !cl[i].err;
+	}
+	if (ok)
+		us = (double)(now_ns() - t0) / 1000.0 /
+		     (double)(reads / sh->clients * sh->clients);
 out:
 	atomic_store(&sh->stop, true);
 	for (int i = 0; i < nsrv; i++)
 		if (srv[i].started)
 			pthread_join(srv[i].tid, NULL);
-	free(buf);
 	return us;
 }
 
@@ -188,29 +246,76 @@ static int fill(int fd, uint64_t bytes)
 	return e;
 }
 
+/* The rounds at sh->clients threads, printed.  0, or -1 on failure. */
+static int run_rounds(struct shared *sh, unsigned mib, unsigned reads, unsigned rounds,
+		      uint64_t *seed)
+{
+	double t[NR_MODES][MAX_ROUNDS];
+
+	printf("handoff: random 4 KiB O_DIRECT reads of a %u MiB file, %u per mode and round, %u thread%s reading\n",
+	       mib, reads, sh->clients, sh->clients == 1 ? "" : "s");
+	for (unsigned r = 0; r < rounds; r++) {
+		printf("round %u:", r);
+		for (int m = 0; m < NR_MODES; m++) {
+			t[m][r] = run(sh, (enum mode)m, reads, seed);
+			if (t[m][r] < 0) {
+				fprintf(stderr, "\nhandoff: %s: %s\n", mode_name[m],
+					strerror((int)-t[m][r]));
+				return -1;
+			}
+			printf("  %s %.1f us", mode_name[m], t[m][r]);
+			if (m != IN_THREAD)
+				printf(" (%.2f)", t[m][r] / t[IN_THREAD][r]);
+		}
+		printf("\n");
+		fflush(stdout);
+	}
+	double ratio[NR_MODES][MAX_ROUNDS];
+
+	printf("median over %u rounds, time per read against in-thread:", rounds);
+	for (int m = ONE_SERVER; m < NR_MODES; m++) {
+		for (unsigned r = 0; r < rounds; r++)
+			ratio[m][r] = t[m][r] / t[IN_THREAD][r];
+		printf("  %s %.2f", mode_name[m], median(ratio[m], rounds));
+	}
+	printf("\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct shared sh = { .req = -1, .resp = -1 };
+	struct shared sh = { .req = { -1, -1 } };
+	unsigned nthreads[8] = { 1, 8 }, ncounts = 2, most = 0;
 	const char *dir = "/var/tmp";
 	unsigned mib = 1024, reads = 10000, rounds = 5;
-	double t[NR_MODES][MAX_ROUNDS];
 	char path[4096];
 	uint64_t seed = 12345;
 	int opt, e;
 
-	while ((opt = getopt(argc, argv, "s:n:r:d:h")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:r:t:d:h")) != -1) {
 		switch (opt) {
 		case 's': mib = (unsigned)atoi(optarg); break;
 		case 'n': reads = (unsigned)atoi(optarg); break;
 		case 'r': rounds = (unsigned)atoi(optarg); break;
+		case 't':
+			e = parse_uint_list(optarg, nthreads, 8, MAX_CLIENTS);
+			if (e < 0) {
+				fprintf(stderr, "handoff: -t: a list of 1..%d\n", MAX_CLIENTS);
+				return 2;
+			}
+			ncounts = (unsigned)e;
+			break;
 		case 'd': dir = optarg; break;
 		default:
-			fprintf(stderr, "usage: handoff [-s SIZE_MIB] [-n READS] [-r ROUNDS] [-d DIR]\n");
+			fprintf(stderr, "usage: handoff [-s SIZE_MIB] [-n READS] [-r ROUNDS] [-t THREADS,...] [-d DIR]\n");
 			return opt == 'h' ? 0 : 2;
 		}
 	}
-	if (!mib || !reads || !rounds || rounds > MAX_ROUNDS) {
-		fprintf(stderr, "handoff: sizes and counts must be positive, rounds at most %d\n",
+	for (unsigned i = 0; i < ncounts; i++)
+		if (nthreads[i] > most)
+			most = nthreads[i];
+	if (!mib || !reads || !rounds || rounds > MAX_ROUNDS || reads < most) {
+		fprintf(stderr, "handoff: sizes and counts must be positive, rounds at most %d, reads no fewer than threads\n",
 			MAX_ROUNDS);
 		return 2;
 	}
@@ -233,42 +338,27 @@ int main(int argc, char **argv)
 		return BENCH_SKIP;
 	}
 	sh.pages = (uint64_t)mib * (1 << 20) / PAGE;
-	sh.req = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	sh.resp = eventfd(0, EFD_CLOEXEC);
-	e = sh.req < 0 || sh.resp < 0 ? -errno : fill(sh.fd, (uint64_t)mib << 20);
+	e = pipe2(sh.req, O_CLOEXEC) < 0 ? -errno : 0;
+	if (!e && fcntl(sh.req[0], F_SETFL, O_NONBLOCK) < 0)
+		e = -errno;
+	for (unsigned i = 0; i < most && !e; i++)
+		if ((sh.resp[i] = eventfd(0, EFD_CLOEXEC)) < 0)
+			e = -errno;
+	if (!e)
+		e = fill(sh.fd, (uint64_t)mib << 20);
 	if (e) {
 		fprintf(stderr, "handoff: setting up: %s\n", strerror(-e));
 		return 1;
 	}
-	printf("handoff: random 4 KiB O_DIRECT reads of a %u MiB file, %u per mode and round\n",
-	       mib, reads);
-	for (unsigned r = 0; r < rounds; r++) {
-		printf("round %u:", r);
-		for (int m = 0; m < NR_MODES; m++) {
-			t[m][r] = run(&sh, (enum mode)m, reads, &seed);
-			if (t[m][r] < 0) {
-				fprintf(stderr, "\nhandoff: %s: %s\n", mode_name[m],
-					strerror((int)-t[m][r]));
-				return 1;
-			}
-			printf("  %s %.1f us", mode_name[m], t[m][r]);
-			if (m != IN_THREAD)
-				printf(" (%.2f)", t[m][r] / t[IN_THREAD][r]);
-		}
-		printf("\n");
-		fflush(stdout);
+	for (unsigned c = 0; c < ncounts; c++) {
+		sh.clients = nthreads[c];
+		if (run_rounds(&sh, mib, reads, rounds, &seed) < 0)
+			return 1;
 	}
-	double ratio[NR_MODES][MAX_ROUNDS];
-
-	printf("median over %u rounds, time per read against in-thread:", rounds);
-	for (int m = ONE_SERVER; m < NR_MODES; m++) {
-		for (unsigned r = 0; r < rounds; r++)
-			ratio[m][r] = t[m][r] / t[IN_THREAD][r];
-		printf("  %s %.2f", mode_name[m], median(ratio[m], rounds));
-	}
-	printf("\n");
 	close(sh.fd);
-	close(sh.req);
-	close(sh.resp);
+	close(sh.req[0]);
+	close(sh.req[1]);
+	for (unsigned i = 0; i < most; i++)
+		close(sh.resp[i]);
 	return 0;
 }

@@ -166,7 +166,7 @@ int proto_validate(const void *buf, size_t n)
 	case PROTO_TEST_INJECT:
 		if (msg.body.test_inject.region_id == 0 ||
 		    msg.body.test_inject.kind < PROTO_INJECT_EIO ||
-		    msg.body.test_inject.kind > PROTO_INJECT_CLEAR)
+		    msg.body.test_inject.kind > PROTO_INJECT_HOLD_RECONCILE)
 			return -EINVAL;
 		break;
 	case PROTO_SNAPSHOT_START:

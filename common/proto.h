@@ -135,6 +135,9 @@ enum proto_inject {
 	PROTO_INJECT_WRITE_SHORT = 4, /* they stop half-way, then ENOSPC */
 	PROTO_INJECT_SLOT_RECORD = 5, /* recording their slots fails (ENOMEM) */
 	PROTO_INJECT_CLEAR = 6,       /* write-backs work again */
+	/* The region's next stats walk (region_reconcile()) waits, the daemon
+	 * lock let go, until region `page` (an id) has a resident page: */
+	PROTO_INJECT_HOLD_RECONCILE = 7,
 };
 
 struct proto_test_inject {

@@ -731,6 +731,11 @@ static int do_test_inject(struct client *c, const struct proto_test_inject *ti)
 		return -EPERM;
 	for (struct client *o = c->d->clients; o && !r; o = o->next)
 		r = region_find_id(o, ti->region_id);
+	if (r && ti->kind == PROTO_INJECT_HOLD_RECONCILE) {
+		c->d->test_hold_reconcile = r->id;
+		c->d->test_hold_until = ti->page; /* a region id here */
+		return 0;
+	}
 	if (!r || ti->page >= r->npages)
 		return -ENOENT;
 	switch (ti->kind) {

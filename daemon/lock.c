@@ -25,10 +25,40 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 /* This thread is the loop, holding the lock outside its waits. */
 static __thread bool loop_holds;
+/* Acquisitions that found the lock taken, and their time waiting: written
+ * by whoever then holds the lock (daemon_lock_waits()). */
+static uint64_t waits, wait_ns;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Takes the lock; a wait for it is counted (a clock read only then). */
+static void take(void)
+{
+	uint64_t t0;
+
+	if (pthread_mutex_trylock(&lock) == 0)
+		return;
+	t0 = mono_ns();
+	pthread_mutex_lock(&lock);
+	waits++;
+	wait_ns += mono_ns() - t0;
+}
 
 void daemon_lock(void)
 {
-	pthread_mutex_lock(&lock);
+	take();
+}
+
+void daemon_lock_waits(uint64_t *ret_waits, uint64_t *ret_wait_ns)
+{
+	*ret_waits = waits;
+	*ret_wait_ns = wait_ns;
 }
 
 void daemon_unlock(void)
@@ -41,10 +71,24 @@ void daemon_lock_loop(bool on)
 	if (on == loop_holds)
 		return;
 	if (on)
-		pthread_mutex_lock(&lock);
+		take();
 	else
 		pthread_mutex_unlock(&lock);
 	loop_holds = on;
+}
+
+bool daemon_lock_loop_pause(void)
+{
+	if (!loop_holds)
+		return false;
+	daemon_lock_loop(false);
+	return true;
+}
+
+void daemon_lock_loop_resume(bool paused)
+{
+	if (paused)
+		daemon_lock_loop(true);
 }
 
 int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout)
@@ -56,7 +100,7 @@ int epoll_wait(int epfd, struct epoll_event *events, int max, int timeout)
 	pthread_mutex_unlock(&lock);
 	r = epoll_pwait(epfd, events, max, timeout, NULL);
 	e = errno;
-	pthread_mutex_lock(&lock);
+	take();
 	errno = e;
 	return r;
 }

@@ -76,6 +76,12 @@ static const struct metric metrics[] = {
 	{ "pagerd_over_limit", NULL, "gauge",
 	  "1 while nothing can be evicted and resident memory may exceed the limits.",
 	  SNAP(over_limit), 0 },
+	{ "pagerd_lock_waits_total", NULL, "counter",
+	  "Times a thread of pagerd found the daemon lock taken and waited.",
+	  SNAP(lock_waits), 0 },
+	{ "pagerd_lock_wait_seconds_total", NULL, "counter",
+	  "Seconds threads of pagerd waited for the daemon lock, in all.",
+	  SNAP(lock_wait_ns), 1000000000 },
 	{ "pagerd_uptime_seconds", NULL, "gauge",
 	  "Seconds since pagerd started.", SNAP(uptime_ms), 1000 },
 };

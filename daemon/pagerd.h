@@ -134,6 +134,10 @@ struct daemon {
 	bool wb_said;               /* the log said write-back fails */
 	uint64_t test_slot_fail;    /* --test-hooks: recording a slot of this
 				     * region fails (region_set_slot) */
+	/* --test-hooks (PROTO_INJECT_HOLD_RECONCILE): the next reconcile of
+	 * region test_hold_reconcile waits, the lock let go, until region
+	 * test_hold_until has a resident page (10 s at most). */
+	uint64_t test_hold_reconcile, test_hold_until;
 	unsigned ndead;             /* clients misbehaved, not yet torn down */
 	/* fault.c: the threads that serve the clients' uffds, or NULL (the
 	 * loop does). */

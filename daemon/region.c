@@ -16,6 +16,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "lock.h"
 #include "log.h"
 #include "page.h"
 #include "pagerd.h"
@@ -411,33 +412,111 @@ struct region *region_find_id(struct client *c, uint64_t id)
  * by the holes of the memfd (SEEK_HOLE: a page the kernel swapped out is
  * data, not a hole), when stats are asked for.  Until then it counts as
  * resident, which errs on the side of the limit.
+ *
+ * The walk costs a syscall per hole, and a region mostly swapped out is
+ * mostly holes: milliseconds per call, which any client can ask for as
+ * often as it likes (its own region's stats; pagerctl's, every region's).
+ * So it runs with the daemon lock let go (lock.h), the fault threads
+ * serving every client meanwhile, and finds only where the holes are.
+ * Each page in a hole that counts resident is then checked again under
+ * the lock: a fault may have filled it since.
  */
+
+/* Holes found by the walk: [first, first+n) pages. */
+struct hole {
+	uint64_t first, n;
+};
+
+/* The memfd's holes over [0, end), or NULL (none, or no memory: the stats
+ * stay as they were, erring on the side of the limit). */
+static struct hole *find_holes(int memfd, off_t end, size_t ps, size_t *ret_n)
+{
+	struct hole *h = NULL;
+	size_t n = 0, cap = 0;
+	off_t hole, data;
+
+	for (off_t pos = 0; pos < end; pos = data) {
+		hole = lseek(memfd, pos, SEEK_HOLE);
+		if (hole < 0 || hole >= end)
+			break;
+		data = lseek(memfd, hole, SEEK_DATA);
+		if (data < 0 || data > end)
+			data = end; /* ENXIO: a hole to the end */
+		if (n == cap) {
+			size_t more = cap ? cap * 2 : 64;
+			struct hole *g = reallocarray(h, more, sizeof(*h));
+
+			if (!g)
+				break;
+			h = g;
+			cap = more;
+		}
+		h[n++] = (struct hole){ (uint64_t)hole / ps,
+					(uint64_t)(data - hole) / ps };
+	}
+	*ret_n = n;
+	return h;
+}
+
+/* Test builds (PROTO_INJECT_HOLD_RECONCILE): the walk waits, the lock let
+ * go, until another region has a resident page: the test's proof that
+ * faults are served meanwhile. */
+static void test_hold(struct region *r, bool paused)
+{
+	struct daemon *d = r->client->d;
+	uint64_t until = d->test_hold_until;
+	bool there = false;
+
+	if (!paused || !d->test_hold_reconcile || d->test_hold_reconcile != r->id)
+		return;
+	d->test_hold_reconcile = 0;
+	log_info("test hook: the stats walk of region %" PRIu64 " waits for region %" PRIu64,
+		 r->id, until);
+	daemon_lock_loop_resume(true);
+	for (int ms = 0; ms < 10000 && !there; ms++) {
+		for (struct client *c = d->clients; c && !there; c = c->next) {
+			struct region *o = region_find_id(c, until);
+
+			there = o && o->resident;
+		}
+		if (!there) {
+			daemon_lock_loop_pause();
+			usleep(1000);
+			daemon_lock_loop_resume(true);
+		}
+	}
+	if (!there)
+		log_warn("test hook: region %" PRIu64 " got no page in 10 s: faults were not served",
+			 until);
+	daemon_lock_loop_pause();
+}
+
 void region_reconcile(struct region *r)
 {
-	size_t ps = r->client->d->page_size;
-	off_t end = (off_t)(r->npages * ps), hole, data;
+	size_t ps = r->client->d->page_size, nholes = 0;
+	struct hole *holes;
+	bool paused;
 
 	if (!r->resident)
 		return;
-	for (off_t pos = 0; pos < end; pos = data) {
-		hole = lseek(r->memfd, pos, SEEK_HOLE);
-		if (hole < 0 || hole >= end)
-			return;
-		data = lseek(r->memfd, hole, SEEK_DATA);
-		if (data < 0 || data > end)
-			data = end; /* ENXIO: a hole to the end */
-		for (uint64_t p = (uint64_t)hole / ps; p < (uint64_t)data / ps; p++) {
+	paused = daemon_lock_loop_pause();
+	holes = find_holes(r->memfd, (off_t)(r->npages * ps), ps, &nholes);
+	test_hold(r, paused);
+	daemon_lock_loop_resume(paused);
+	for (size_t i = 0; i < nholes; i++)
+		for (uint64_t p = holes[i].first; p < holes[i].first + holes[i].n; p++) {
 			pgstate_t b = r->state[p];
 
 			/* Only a resident page can have been discarded by
 			 * the client; a swapped page's hole is ours, and
 			 * pages with I/O in flight settle when it
-			 * completes. */
-			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO))
+			 * completes.  One filled since the walk is data. */
+			if (pg_state(b) != PAGE_RESIDENT || (b & PG_IO) ||
+			    region_in_memory(r, p))
 				continue;
 			page_emptied(r, p);
 		}
-	}
+	free(holes);
 }
 
 void client_reconcile(struct client *c)

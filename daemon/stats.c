@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "lock.h"
 #include "log.h"
 #include "pool.h"
 #include "swap.h"
@@ -36,6 +37,7 @@ void stats_snapshot(struct daemon *d, bool reconcile, struct stats_snapshot *ret
 	ret->uptime_ms = now_ms() - d->start_ms;
 	ret->writeback_pages = d->writeback;
 	ret->swap_failing = d->wb_backoff_ms != 0;
+	daemon_lock_waits(&ret->lock_waits, &ret->lock_wait_ns);
 	if (d->swap) {
 		struct swap_stats ss;
 

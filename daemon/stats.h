@@ -29,6 +29,8 @@ struct stats_snapshot {
 	uint64_t swap_failing;     /* 1: swap writes fail, write-back paused */
 	uint64_t pool_pages;       /* in the compressed pool */
 	uint64_t pool_bytes;       /* ... the memory they take */
+	uint64_t lock_waits;       /* the daemon lock found taken (lock.h) */
+	uint64_t lock_wait_ns;     /* ... and the time waited for it */
 };
 
 /* Walks the clients (reconciling pending discards first, so that resident

@@ -2068,10 +2068,94 @@ static int group_teardown(void **state)
 	return r;
 }
 
+/* ---- a client asking for stats over and over ------------------------- */
+
+struct stats_call {
+	struct pager_region *r;
+	int ret;
+};
+
+static void *stats_thread(void *arg)
+{
+	struct stats_call *sc = arg;
+	struct pager_region_stats st = { .sz = sizeof(st) };
+
+	sc->ret = pager_region_stats(sc->r, &st);
+	return NULL;
+}
+
+/*
+ * A region's stats walk its memfd's holes (a syscall per hole: ms on a
+ * region mostly swapped out), and a client may ask as often as it likes.
+ * That walk must not hold up anyone's faults: here it is held (a test
+ * hook) until another client's region has a page in memory, which only a
+ * fault served during the walk can put there.  Before the walk let the
+ * daemon lock go, the hook gave up after 10 s and said so.
+ */
+static void test_stats_walk_not_blocking(void **state)
+{
+	static const char *const args[] = {
+		"--test-hooks", "--fault-threads", "2", "--log-level", "info", NULL,
+	};
+	struct ctx *c = *state, o;
+	struct pager_opts po = { .sz = sizeof(po), .flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager_region_opts ro = { .sz = sizeof(ro) };
+	struct pager *pa, *pb;
+	struct pager_region *ra, *rb;
+	struct stats_call sc;
+	pthread_t t;
+	char log[64], *text = NULL;
+	volatile char *mem;
+
+	own_pagerd(&o, c, 0, args, log, sizeof(log));
+	po.socket_path = o.d.sock;
+	assert_int_equal(pager_open(&pa, &po), 0);
+	assert_int_equal(pager_open(&pb, &po), 0);
+	assert_int_equal(pager_region_create(pa, 64 * o.ps, &ro, &ra), 0);
+	assert_int_equal(pager_region_create(pb, 64 * o.ps, &ro, &rb), 0);
+	/* Something resident to walk for (an empty region is not walked),
+	 * and holes among it. */
+	mem = pager_region_addr(ra);
+	for (size_t i = 0; i < 64; i += 2)
+		mem[i * o.ps] = 1;
+	assert_int_equal(test_inject(o.d.sock, (uint64_t)pager_region_id(ra),
+				     (uint64_t)pager_region_id(rb),
+				     PROTO_INJECT_HOLD_RECONCILE), 0);
+	sc.r = ra;
+	sc.ret = 1;
+	assert_int_equal(pthread_create(&t, NULL, stats_thread, &sc), 0);
+	/* Until pagerd is in the walk. */
+	for (int ms = 0; ms < DEADLINE_MS; ms += 10) {
+		free(text);
+		text = read_file(log);
+		if (strstr(text, "stats walk of region"))
+			break;
+		usleep(10000);
+	}
+	assert_non_null(strstr(text, "stats walk of region"));
+	/* A fault of the other client, served meanwhile (zero-fill). */
+	mem = pager_region_addr(rb);
+	mem[0] = 7;
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(sc.ret, 0);
+	free(text);
+	text = read_file(log);
+	if (strstr(text, "faults were not served"))
+		fail_msg("the stats walk held the other client's fault up (see %s)", log);
+	free(text);
+	pager_region_destroy(ra);
+	pager_region_destroy(rb);
+	pager_close(pa);
+	pager_close(pb);
+	own_pagerd_stop(&o, c, 0);
+	unlink(log);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hello_without_uffd, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_stats_walk_not_blocking, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_hello_uffd_without_features, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_region_bad_fd, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_region_bad_geometry, test_setup, test_teardown),

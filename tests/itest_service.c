@@ -593,6 +593,11 @@ static void metrics_endpoint(void **state)
 	assert_int_equal(metric(body, "pagerd_resident_bytes"), 4 << 20);
 	assert_int_equal(metric(body, "pagerd_resident_pages"), 1024);
 	assert_non_null(strstr(body, "\npagerd_uptime_seconds "));
+	/* The daemon lock's waits (fault threads, one per CPU here). */
+	assert_non_null(strstr(body, "# TYPE pagerd_lock_waits_total counter\n"));
+	assert_non_null(strstr(body, "# TYPE pagerd_lock_wait_seconds_total counter\n"));
+	(void)metric(body, "pagerd_lock_waits_total"); /* a row, with a number */
+	(void)metric(body, "pagerd_lock_wait_seconds_total");
 	pager_close(p);
 
 	http_get(port, "GET", "/", body, sizeof(body));

@@ -191,6 +191,7 @@ static struct {
 	unsigned seconds, clients, threads, regions, max_pages, hang_s;
 	uint64_t memory_limit, client_limit, swap_size, max_rss;
 	unsigned pool;
+	int fault_threads;   /* TORTURE_FAULT_THREADS: pagerd's --fault-threads (-1: its default) */
 	uint64_t capture;   /* snapshot_capture_limit, 0: pagerd's default */
 	bool ops[NOPS];
 	char ops_str[256];
@@ -363,6 +364,8 @@ static void configure(void)
 	cfg.max_pages = (unsigned)env_u64("TORTURE_PAGES", 1024, false);
 	cfg.hang_s = (unsigned)env_u64("TORTURE_HANG", 120, false);
 	cfg.pool = (unsigned)env_u64("TORTURE_POOL", 0, false);
+	cfg.fault_threads = getenv("TORTURE_FAULT_THREADS") ?
+			    (int)env_u64("TORTURE_FAULT_THREADS", 0, false) : -1;
 	cfg.capture = env_u64("TORTURE_SNAPSHOT_CAPTURE", 0, true);
 	cfg.memory_limit = env_u64("TORTURE_MEMORY_LIMIT", 16 << 20, true);
 	cfg.client_limit = env_u64("TORTURE_CLIENT_LIMIT", 8 << 20, true);
@@ -1874,7 +1877,7 @@ static void check_clean(int base_fds)
 }
 
 /* pagerd's command line, the same for each one. */
-static char swap[256], mem[32], cli[32], swsz[32], poolpct[16], capture[32];
+static char swap[256], mem[32], cli[32], swsz[32], poolpct[16], capture[32], fthreads[16];
 static const char *args[24];
 
 /*
@@ -1970,6 +1973,12 @@ static void start_pagerd(void)
 		snprintf(poolpct, sizeof(poolpct), "%u", cfg.pool);
 		args[n++] = "--pool-percent";
 		args[n++] = poolpct;
+	}
+	if (cfg.fault_threads >= 0) {
+		/* More threads than CPUs: more interleavings of their turns. */
+		snprintf(fthreads, sizeof(fthreads), "%d", cfg.fault_threads);
+		args[n++] = "--fault-threads";
+		args[n++] = fthreads;
 	}
 	if (cfg.capture) {
 		snprintf(capture, sizeof(capture), "%" PRIu64, cfg.capture);
