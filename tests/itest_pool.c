@@ -146,6 +146,16 @@ static void fill(uint8_t *pg, uint64_t page, uint64_t gen, bool random)
 		w[i] = word(page, gen, i, random);
 }
 
+/* Writes pages [0, n) of r, generation 1, compressible; returns r's base. */
+static uint8_t *fill_region(struct pager_region *r, uint64_t n)
+{
+	uint8_t *b = pager_region_addr(r);
+
+	for (uint64_t i = 0; i < n; i++)
+		fill(b + i * ps, i, 1, false);
+	return b;
+}
+
 static bool check(const uint8_t *pg, uint64_t page, uint64_t gen, bool random)
 {
 	const uint64_t *w = (const uint64_t *)pg;
@@ -344,10 +354,8 @@ static void zstd_and_reload(void **state)
 	start(c, NULL, NULL);
 	struct pager *p = connect_to(c);
 	struct pager_region *r = region(p, n * ps, limit);
-	uint8_t *b = pager_region_addr(r);
+	uint8_t *b = fill_region(r, n);
 
-	for (uint64_t i = 0; i < n; i++)
-		fill(b + i * ps, i, 1, false);
 	st = rstats(r);
 	assert_true(st.pool_stores > 0);
 	uint64_t stores = st.pool_stores;
@@ -399,10 +407,8 @@ static void clean_entries_leave_first(void **state)
 	start(c, "50", "lz4");
 	struct pager *p = connect_to(c);
 	struct pager_region *r = region(p, n * ps, limit);
-	uint8_t *b = pager_region_addr(r);
+	uint8_t *b = fill_region(r, n);
 
-	for (uint64_t i = 0; i < n; i++)
-		fill(b + i * ps, i, 1, false);
 	st = rstats(r);
 	fprintf(stderr, "written %" PRIu64 " pages: %" PRIu64 " stores, %" PRIu64
 		" spill writes, pool %" PRIu64 " pages, %" PRIu64 " resident\n",
