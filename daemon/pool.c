@@ -437,6 +437,11 @@ void pool_set_clean(struct pool *p, uint64_t slot)
 	lru_push(&e->reg->lru[1], e, true);
 }
 
+uint64_t pool_charge(const struct pool *p, uint64_t slot)
+{
+	return pool_has(p, slot) ? charge(p->by_slot[slot]) : 0;
+}
+
 bool pool_clean(const struct pool *p, uint64_t slot)
 {
 	return pool_has(p, slot) && p->by_slot[slot]->clean;

@@ -95,6 +95,8 @@ void pool_drop(struct pool *p, uint64_t slot);
 size_t pool_spill_start(struct pool *p, uint64_t region, uint64_t *ret_slots,
 			size_t max);
 void pool_spilled(struct pool *p, uint64_t slot, bool ok);
+/* The memory slot's entry takes (what the limits count), 0 without one. */
+uint64_t pool_charge(const struct pool *p, uint64_t slot);
 bool pool_spilling(const struct pool *p, uint64_t slot);
 /* The device holds the entry's data too (written through): it can leave
  * the pool without a write. */

@@ -905,14 +905,20 @@ fail:
 
 uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max)
 {
-	uint64_t slots[SPILL_BATCH], done = 0;
+	uint64_t slots[SPILL_BATCH], want, done = 0;
 
 	if (!s->pool || s->closing || s->close_requested)
 		return 0;
-	while (done < max) {
-		uint64_t before = done;
+	/* Counted in the memory the entries take, as the limits count the
+	 * pool: an entry is a fraction of a page, so freeing max pages takes
+	 * more entries than max. */
+	want = max * s->page_size;
+	while (done < want) {
+		uint64_t before = done, left = want - done;
+		/* No entry takes more than a page: this many at least. */
+		uint64_t ask = (left + s->page_size - 1) / s->page_size;
 		size_t n = pool_spill_start(s->pool, region, slots,
-					    max - done < SPILL_BATCH ? max - done : SPILL_BATCH);
+					    ask < SPILL_BATCH ? ask : SPILL_BATCH);
 
 		if (!n)
 			break;
@@ -920,9 +926,11 @@ uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max)
 		size_t k = 0;
 
 		for (size_t i = 0; i < n; i++) {
+			uint64_t c = pool_charge(s->pool, slots[i]);
+
 			if (pool_clean(s->pool, slots[i])) {
 				pool_spilled(s->pool, slots[i], true);
-				done++;
+				done += c;
 			} else if (bit_test(s->busy_map, slots[i])) {
 				pool_spilled(s->pool, slots[i], false);
 			} else {
@@ -940,18 +948,18 @@ uint64_t swap_pool_spill(struct swap *s, uint64_t region, uint64_t max)
 		qsort(slots, n, sizeof(slots[0]), cmp_slot);
 		for (size_t i = 0; i < n;) {
 			size_t j = i + 1;
+			uint64_t c = pool_charge(s->pool, slots[i]);
 
 			while (j < n && slots[j] == slots[j - 1] + 1 &&
 			       (j - i + 1) * s->page_size <= SWAP_IO_MAX_BYTES)
-				j++;
-			if (spill_run(s, slots + i, (uint32_t)(j - i)) == 0)
-				done += j - i;
-			else
-				return done;
+				c += pool_charge(s->pool, slots[j++]);
+			if (spill_run(s, slots + i, (uint32_t)(j - i)) < 0)
+				return done / s->page_size;
+			done += c;
 			i = j;
 		}
 	}
-	return done;
+	return done / s->page_size;
 }
 
 void swap_pool_stats(const struct swap *s, uint64_t region, struct pool_stats *ret)

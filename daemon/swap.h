@@ -282,9 +282,13 @@ int swap_inject_writes(struct swap *s, uint64_t region, enum swap_fault kind);
  * runs when a spill completes (eviction waits for the room it makes).
  * Returns 0 or -ENOMEM (the swap is then without a pool).
  *
- * swap_pool_spill() starts writing up to max of the coldest entries of
- * region (0: of every region) to their slots; an entry leaves the pool
- * when its write is done (a failed one stays).  Returns how many started.
+ * swap_pool_spill() makes up to max pages of memory free in the pool:
+ * it takes the coldest entries of region (0: of every region), clean ones
+ * first, until what they take adds up to max pages (an entry takes about
+ * a page / the compression ratio); a clean one leaves at once, a dirty one
+ * is written to its slot and leaves when its write is done (a failed one
+ * stays).  Returns the pages of memory so freed or being freed, rounded
+ * down.
  *
  * swap_pool_stats(): the pool's counts, of region (0: in all); zeros
  * without a pool.  swap_pool_forget_region(): the region is gone.

@@ -46,7 +46,8 @@ void tier_pages(struct daemon *d, struct client *c, struct region *r,
 	*ret_spilling = spilling / d->page_size;
 }
 
-/* Spills up to n pages of entries of r (NULL: of anyone). */
+/* Spills entries of r (NULL: of anyone) that take up to n pages of
+ * memory (more entries than n: each is a fraction of a page). */
 static uint64_t spill(struct daemon *d, struct region *r, uint64_t n)
 {
 	return n ? swap_pool_spill(d->swap, r ? r->id : 0, n) : 0;

@@ -1041,6 +1041,63 @@ static bool dir_ok(const char *dir)
 	return ok && realpath(dir, test_dir);
 }
 
+/* ---- the compressed pool ------------------------------------------------ */
+
+static void on_kick(void *arg)
+{
+	(*(unsigned *)arg)++;
+}
+
+/*
+ * Asked to free n pages of memory, the pool frees n pages, however many
+ * entries that takes: the limits count the pool in the memory its entries
+ * take, and an entry of a page that compresses 2x takes about half a
+ * page.  (Counted in entries, the request freed about half: eviction then
+ * waited for the spills and came back for the rest.)
+ */
+static void test_pool_spill_frees_pages(void **state)
+{
+	struct ctx *c = *state;
+	struct swap *s = open_slots(c, 256);
+	unsigned char *buf = page_buf(64);
+	struct pool_stats before, after;
+	struct timeval tv = { WATCHDOG_S, 0 };
+	struct event *wd = evtimer_new(c->base, on_watchdog, c);
+	unsigned kicks = 0;
+	uint64_t first, freed;
+	uint32_t got;
+
+	assert_non_null(wd);
+	assert_int_equal(swap_pool_setup(s, c->base, true, POOL_LZ4, on_kick, &kicks), 0);
+	/* Half of each page random, half a copy of it: about 2x. */
+	for (size_t i = 0; i < 64; i++) {
+		fill_page(buf + i * PS, i, 0);
+		memcpy(buf + i * PS + PS / 2, buf + i * PS, PS / 2);
+	}
+	assert_int_equal(swap_alloc(s, 64, &first, &got), 0);
+	assert_int_equal(got, 64);
+	assert_int_equal(write_sync(c, first, buf, 64, 1, 0), 0);
+	swap_pool_stats(s, 1, &before);
+	assert_int_equal(before.pages, 64);
+	assert_true(before.bytes < 64 * PS * 3 / 4);
+
+	freed = swap_pool_spill(s, 1, 8);
+	evtimer_add(wd, &tv);
+	do {
+		swap_pool_stats(s, 1, &after);
+		if (after.spilling)
+			assert_true(event_base_loop(c->base, EVLOOP_ONCE) >= 0);
+	} while (after.spilling && !c->timed_out);
+	event_free(wd);
+	assert_false(c->timed_out);
+	assert_true(freed >= 8);
+	assert_true(before.bytes - after.bytes >= 8 * PS);
+	/* More entries than pages went. */
+	assert_true(before.pages - after.pages > 8);
+	assert_true(kicks > 0);
+	munmap(buf, 64 * PS);
+}
+
 int main(void)
 {
 	const char *dirs[] = { getenv("TMPDIR"), "/var/tmp", ".", "/tmp" };
@@ -1085,6 +1142,7 @@ int main(void)
 		T(test_free_during_write),
 		T(test_close_in_flight),
 		T(test_close_from_callback),
+		T(test_pool_spill_frees_pages),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
