@@ -69,6 +69,20 @@ int test_pick_swap_dir(char *buf, size_t len);
 	 getenv("ITEST_FILTER") ? cmocka_set_test_filter(getenv("ITEST_FILTER")) : (void)0, \
 	 cmocka_run_group_tests(tests, NULL, NULL))
 
+#if defined(assert_int_equal) && defined(PAGER_H)
+/* In an itest (cmocka and pager.h included first): a client of the pagerd
+ * at sock, never a private one; the test fails if it cannot connect. */
+static inline struct pager *test_connect(const char *sock)
+{
+	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
+				.flags = PAGER_OPEN_NO_PRIVATE };
+	struct pager *p = NULL;
+
+	assert_int_equal(pager_open(&p, &o), 0);
+	return p;
+}
+#endif
+
 /* Reading a page that may be poisoned.  test_on_sigbus is the SIGBUS
  * handler for the caller to install (sigaction) around its reads; it
  * counts into test_bus_seen and makes test_touch_bus() return true

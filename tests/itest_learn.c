@@ -102,16 +102,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct pager *connect_to(struct ctx *c)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p;
-
-	assert_int_equal(pager_open(&p, &o), 0);
-	return p;
-}
-
 static uint64_t word(uint64_t seed, uint64_t page, size_t i)
 {
 	return seed ^ (page << 20) ^ i ^ 0x9e3779b97f4a7c15ull;
@@ -143,7 +133,7 @@ static void sidecar(char *buf, size_t n, const char *path, const char *ext)
 /* A fresh region, every page data, snapshot to path. */
 static void take(struct ctx *c, const char *path, uint64_t seed)
 {
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 	uint64_t *m;
 
@@ -169,7 +159,7 @@ static void expect_bytes(struct pager_region *r, uint64_t seed)
 static void learn(struct ctx *c, const char *path, uint64_t seed, const char *out)
 {
 	struct pager_region_opts ro = { .sz = sizeof(ro), .flags = PAGER_REGION_NO_PREFETCH };
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 	const volatile uint64_t *m;
 
@@ -279,7 +269,7 @@ static void restore_limited(struct ctx *c, const char *path, uint64_t seed,
 {
 	struct pager_region_opts ro = { .sz = sizeof(ro),
 					.memory_limit = (SPARE + NTOUCH) * ps };
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 
 	assert_int_equal(pager_region_restore(p, path, &ro, &r), 0);
@@ -444,14 +434,14 @@ static void without_order(void **state)
 	assert_int_equal(write(fd, "stale", 5), 5);
 	close(fd);
 	/* Restored, touched by nobody, snapshot at once. */
-	p = connect_to(c);
+	p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_restore(p, a, &(struct pager_region_opts){
 		.sz = sizeof(struct pager_region_opts), .flags = PAGER_REGION_NO_PREFETCH }, &r), 0);
 	assert_int_equal(pager_region_snapshot(r, d, NULL), 0);
 	pager_close(p);
 	assert_int_equal(access(od, F_OK), -1);
 	/* It restores, byte-identical. */
-	p = connect_to(c);
+	p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_restore(p, d, NULL, &r), 0);
 	expect_bytes(r, 5);
 	pager_close(p);

@@ -88,16 +88,6 @@ static void stop(struct ctx *c)
 		unlink(c->conf);
 }
 
-static struct pager *connect_to(struct ctx *c)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p;
-
-	assert_int_equal(pager_open(&p, &o), 0);
-	return p;
-}
-
 static struct pager_region *region(struct pager *p, uint64_t len, uint64_t limit)
 {
 	struct pager_region_opts o = { .sz = sizeof(o), .memory_limit = limit };
@@ -190,7 +180,7 @@ static void pool_hit_correct(void **state)
 	const uint64_t n = 16 * MiB / ps, limit = 8 * MiB;
 
 	start(c, "75", "lz4");
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_region_stats st;
@@ -228,7 +218,7 @@ static void incompressible_bypasses(void **state)
 	const uint64_t n = 16 * MiB / ps, limit = 4 * MiB;
 
 	start(c, "75", "lz4");
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_region_stats st;
@@ -255,7 +245,7 @@ static void spill_and_read_back(void **state)
 	const uint64_t n = 64 * MiB / ps, limit = 2 * MiB;
 
 	start(c, "50", "lz4");
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_region_stats st;
@@ -293,7 +283,7 @@ static void corrupt_entry_poisons(void **state)
 	struct proto_reply before, after;
 
 	start(c, "75", "lz4");
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_info info = { .sz = sizeof(info) };
@@ -352,7 +342,7 @@ static void zstd_and_reload(void **state)
 	fprintf(f, "pool_percent = 75\npool_compressor = zstd\n");
 	fclose(f);
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = fill_region(r, n);
 
@@ -405,7 +395,7 @@ static void clean_entries_leave_first(void **state)
 	struct pager_region_stats st;
 
 	start(c, "50", "lz4");
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, limit);
 	uint8_t *b = fill_region(r, n);
 

@@ -111,16 +111,6 @@ static int read_page(const volatile uint64_t *pg, uint64_t page)
 	return 0;
 }
 
-static struct pager *connect_to(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p;
-
-	assert_int_equal(pager_open(&p, &o), 0);
-	return p;
-}
-
 /*
  * The client: fills a region 8x its limit (most of it goes to the RBD
  * swap), says so on `ready`, waits for the OSD to be killed (a byte on
@@ -201,7 +191,7 @@ static void osd_killed_mid_run(void **state)
 	 * whose memory fits its limit. */
 	assert_int_equal(test_status(d.sock, &st), 0);
 	{
-		struct pager *p = connect_to(d.sock);
+		struct pager *p = test_connect(d.sock);
 		struct pager_region *r;
 		uint64_t *w;
 

@@ -153,16 +153,6 @@ static void stop(struct ctx *c)
 	unlink(c->swap);
 }
 
-static struct pager *connect_to(const char *sock)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p;
-
-	assert_int_equal(pager_open(&p, &o), 0);
-	return p;
-}
-
 static uint64_t word(uint64_t page, uint64_t gen, size_t i)
 {
 	return (page << 32) ^ (gen << 12) ^ i ^ 0x5bd1e995u;
@@ -308,7 +298,7 @@ static void snapshot_under_writes(struct ctx *c, uint64_t limit)
 	int e;
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
 	writers_start(&w, pager_region_addr(r), n);
 	/* Let them write a while (and, with a limit, evict). */
@@ -392,7 +382,7 @@ static void two_regions_at_once(void **state)
 	int done = 0;
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(pager_region_create(p, 24 * MiB, &ro, &r[i]), 0);
 		fill_region(r[i], 0x1111ULL * (i + 1));
@@ -449,7 +439,7 @@ static void client_dies_midway(void **state)
 	assert_true(kid >= 0);
 	if (kid == 0) {
 		struct pager_region_opts ro = { .sz = sizeof(ro), .memory_limit = 8 * MiB };
-		struct pager *kp = connect_to(c->d.sock);
+		struct pager *kp = test_connect(c->d.sock);
 		struct pager_region *kr;
 
 		if (pager_region_create(kp, 96 * MiB, &ro, &kr) < 0)
@@ -469,7 +459,7 @@ static void client_dies_midway(void **state)
 	assert_int_equal(test_wait_clients(c->d.sock, 0, 10000), 0);
 	/* No sidecar: the image does not restore. */
 	assert_int_equal(access(meta, F_OK), -1);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 	assert_int_equal(pager_region_restore(p, path, NULL, &r), -EINVAL);
 	pager_close(p);
@@ -544,7 +534,7 @@ static void client_dies_at_start(void **state)
 
 		assert_true(kid >= 0);
 		if (kid == 0) {
-			struct pager *kp = connect_to(c->d.sock);
+			struct pager *kp = test_connect(c->d.sock);
 			struct pager_region *kr;
 
 			if (pager_region_create(kp, 128 * MiB, NULL, &kr) < 0)
@@ -607,7 +597,7 @@ static void requester_leaves(void **state)
 	start(c);
 	snprintf(path, sizeof(path), "%s/left.img", dir);
 	snprintf(path2, sizeof(path2), "%s/after.img", dir);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 
 	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
@@ -660,7 +650,7 @@ static void requester_leaves(void **state)
 
 static void take(struct ctx *c, const char *path, size_t len, uint64_t seed)
 {
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 
 	assert_int_equal(pager_region_create(p, len, NULL, &r), 0);
@@ -781,7 +771,7 @@ static void bad_images(void **state)
 	good[n] = '\0';
 	fclose(f);
 
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	/* The good one restores. */
 	assert_int_equal(pager_region_restore(p, path, NULL, &r), 0);
 	pager_region_destroy(r);
@@ -912,7 +902,7 @@ static void discard_after_instant(void **state)
 	char path[128];
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	uint8_t *base = pager_region_addr(r);
 	fill_pages(base, 0, n);
@@ -952,7 +942,7 @@ static void zero_page_evicted(void **state)
 	int tries;
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
 	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
 	fill_pages(base, 0, n - 1);
@@ -1000,7 +990,7 @@ static void no_swap_unprotect(void **state)
 	assert_non_null(pm);
 	assert_true(pmfd >= 0);
 	start_swap(c, NULL);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	uint8_t *base = pager_region_addr(r);
 	fill_pages(base, 0, n);
@@ -1048,7 +1038,7 @@ static void client_removes_page(void **state)
 	char path[128];
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	uint8_t *base = pager_region_addr(r), *last = base + (n - 1) * ps;
 	fill_pages(base, 0, n);
@@ -1079,7 +1069,7 @@ static void restored_discard(void **state)
 	char path[128], path2[128];
 
 	start(c);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	fill_pages(pager_region_addr(r), 0, n);
 	snprintf(path, sizeof(path), "%s/first.img", dir);
@@ -1191,7 +1181,7 @@ static void lost_while_copying(void **state)
 	start_swap_hooks(c, "512M", true);
 	keep = test_control_connect(c->d.sock);
 	assert_true(keep >= 0);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, &ro, &r), 0);
 	uint8_t *base = pager_region_addr(r);
 	/* Written from the end: the last pages are the oldest, evicted
@@ -1264,7 +1254,7 @@ static void lost_in_first_step(void **state)
 	unsigned hits = 0;
 
 	start_swap_hooks(c, "512M", true);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	for (int round = 0; round < 3; round++) {
 		struct pager_region *r;
 		char path[128];
@@ -1643,7 +1633,7 @@ static uint64_t stress_run(struct ctx *c, unsigned run, unsigned seed, int swap,
 
 	memset(t, 0, sizeof(t));
 	start_swap(c, swaps[swap]);
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	if (restore) {
 		int fd = open(prev, O_RDONLY);
 
@@ -1962,7 +1952,7 @@ static void image_rewritten(void **state)
 /* Another client's whole life: a region written and read back. */
 static void other_client_works(struct ctx *c)
 {
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 	struct proto_reply st;
 	uint64_t *m;
@@ -2060,7 +2050,7 @@ static void stalled_image(void **state)
 	f = start_on_stallfs(c, args, path, sizeof(path));
 
 	/* A snapshot into a file that stops answering. */
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r;
 	uint64_t *m;
 
@@ -2167,7 +2157,7 @@ static void writers_throttled(void **state)
 	assert_non_null(hi);
 	f = start_on_stallfs(c, args, path, sizeof(path));
 
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	writers_start(&w, pager_region_addr(r), n);
 	while (__atomic_load_n(&w.writes, __ATOMIC_RELAXED) < n / 2)
@@ -2292,7 +2282,7 @@ static void throttled_released(void **state)
 	assert_int_equal(truncate(path, 0), 0);
 
 	/* A snapshot fails with its writers parked: they go on. */
-	struct pager *p = connect_to(c->d.sock);
+	struct pager *p = test_connect(c->d.sock);
 	assert_int_equal(pager_region_create(p, n * ps, NULL, &r), 0);
 	writers_start(&w, pager_region_addr(r), n);
 	stallfs_hold(f, true);

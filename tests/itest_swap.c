@@ -145,16 +145,6 @@ static void stop(struct ctx *c)
 		unlink(c->swap);
 }
 
-static struct pager *connect_to(struct ctx *c)
-{
-	struct pager_opts o = { .sz = sizeof(o), .socket_path = c->d.sock,
-				.flags = PAGER_OPEN_NO_PRIVATE };
-	struct pager *p;
-
-	assert_int_equal(pager_open(&p, &o), 0);
-	return p;
-}
-
 static struct pager_region *region(struct pager *p, uint64_t len, uint64_t limit)
 {
 	struct pager_region_opts o = { .sz = sizeof(o), .memory_limit = limit };
@@ -324,7 +314,7 @@ static void pressure_integrity_with(struct ctx *c, const char *threads, unsigned
 	uint64_t *gen = calloc(len / ps, sizeof(*gen));
 
 	start(c, "32M", threads);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, len, 0);
 
 	/* Those threads serve the faults, not the loop (0: none).  It
@@ -546,7 +536,7 @@ static void kill_during_writeback(void **state)
 
 	start(c, NULL, NULL);
 	/* Our own data, evicted too, must survive the other's death. */
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *mine = region(p, 16 * MiB, 4 * MiB);
 	uint8_t *b = pager_region_addr(mine);
 	for (uint64_t i = 0; i < 16 * MiB / ps; i++)
@@ -599,7 +589,7 @@ static void injected_errors(void **state)
 	uint64_t bad_eio = UINT64_MAX, bad_crc = UINT64_MAX, v;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 2 * MiB);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_info info = { .sz = sizeof(info) };
@@ -664,7 +654,7 @@ static void discard_frees(void **state)
 	const uint64_t n = 32 * MiB / ps;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 4 * MiB);
 	uint8_t *b = pager_region_addr(r);
 
@@ -693,7 +683,7 @@ static void set_limit_runtime(void **state)
 	struct pager_region_stats st = { .sz = sizeof(st) };
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 0);
 	uint8_t *b = pager_region_addr(r);
 
@@ -946,7 +936,7 @@ static void readahead_marker_evicted(void **state)
 	struct pager_region_stats st = { .sz = sizeof(st) };
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 64 * ps);
 	uint8_t *b = pager_region_addr(r);
 
@@ -1062,7 +1052,7 @@ static void stale_missing_keeps_copy(void **state)
 	int wst, memfd;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 0);
 	uint8_t *b = pager_region_addr(r);
 	uint64_t *pg = (uint64_t *)(b + P * ps);
@@ -1212,7 +1202,7 @@ static void discard_during_swapin(struct ctx *c, bool eio)
 	int wst;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 0);
 	uint8_t *b = pager_region_addr(r);
 	struct pager_info info = { .sz = sizeof(info) };
@@ -1314,7 +1304,7 @@ static uint64_t skewed_swapins(struct ctx *c, const char *policy, uid_t uid)
 
 	assert_non_null(order);
 	start_as(c, "8M", policy, uid);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 0);
 	uint8_t *b = pager_region_addr(r);
 
@@ -1436,7 +1426,7 @@ static void block_device_errors(void **state)
 	args[3] = NULL;
 	assert_int_equal(test_pagerd_start(&c->d, (const char *const *)args), 0);
 	c->running = true;
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 4 * MiB);
 	uint8_t *b = pager_region_addr(r);
 
@@ -1562,7 +1552,7 @@ static void rewrite_prediction(void **state)
 	struct pager_region_stats s0, s1;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 256 * ps);
 	uint8_t *b = pager_region_addr(r);
 
@@ -1635,7 +1625,7 @@ static void rewrite_prediction_snapshot(void **state)
 	int e, fd;
 
 	start(c, NULL, NULL);
-	struct pager *p = connect_to(c);
+	struct pager *p = test_connect(c->d.sock);
 	struct pager_region *r = region(p, n * ps, 256 * ps);
 	uint8_t *b = pager_region_addr(r);
 
